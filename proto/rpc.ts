@@ -1,0 +1,320 @@
+// One small adapter between protobuf-es service descriptors and @grpc/grpc-js,
+// used by both the bridge agent (serving) and the host (calling the agent and
+// containerd). grpc-js moves bytes; protobuf-es encodes and decodes them.
+import * as grpc from "@grpc/grpc-js";
+import {
+  create,
+  fromBinary,
+  toBinary,
+  type DescMessage,
+  type DescMethod,
+  type DescService,
+  type MessageInitShape,
+  type MessageShape,
+} from "@bufbuild/protobuf";
+
+export const Status = grpc.status;
+export type StatusCode = grpc.status;
+
+/** 16 MiB: the message limit of both ends of every connection we open. */
+export const MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
+
+/** An error that carries a gRPC status code; thrown by handlers, returned to callers. */
+export class RpcError extends Error {
+  readonly code: StatusCode;
+  constructor(code: StatusCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "RpcError";
+    this.code = code;
+  }
+  get codeName(): string {
+    return Status[this.code] ?? String(this.code);
+  }
+}
+
+/** The gRPC status code of an error from a call, or undefined when it has none. */
+export function rpcCode(err: unknown): StatusCode | undefined {
+  if (err instanceof RpcError) return err.code;
+  if (typeof err === "object" && err !== null && "code" in err) {
+    const code = (err as { code: unknown }).code;
+    if (typeof code === "number" && code >= 0 && code <= 16) return code as StatusCode;
+  }
+  return undefined;
+}
+
+function methodPath(method: DescMethod): string {
+  return `/${method.parent.typeName}/${method.name}`;
+}
+
+function serializer<D extends DescMessage>(schema: D) {
+  return (value: MessageInitShape<D>): Buffer =>
+    Buffer.from(toBinary(schema, create(schema, value)));
+}
+
+function deserializer<D extends DescMessage>(schema: D) {
+  return (bytes: Buffer): MessageShape<D> => fromBinary(schema, bytes);
+}
+
+/** A grpc-js service definition built from a protobuf-es service descriptor. */
+export function serviceDefinition(service: DescService): grpc.ServiceDefinition {
+  const def: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
+  for (const method of service.methods) {
+    def[method.localName] = {
+      path: methodPath(method),
+      requestStream: method.methodKind === "client_streaming" || method.methodKind === "bidi_streaming",
+      responseStream: method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming",
+      requestSerialize: serializer(method.input) as (v: unknown) => Buffer,
+      requestDeserialize: deserializer(method.input),
+      responseSerialize: serializer(method.output) as (v: unknown) => Buffer,
+      responseDeserialize: deserializer(method.output),
+      originalName: method.localName,
+    };
+  }
+  return def;
+}
+
+// ---------------------------------------------------------------- server side
+
+type MethodShape = Pick<DescMethod, "input" | "output" | "methodKind">;
+type In<M extends MethodShape> = MessageShape<M["input"]>;
+type OutInit<M extends MethodShape> = MessageInitShape<M["output"]>;
+
+export type UnaryHandler<M extends MethodShape> = (
+  request: In<M>,
+  call: grpc.ServerUnaryCall<In<M>, OutInit<M>>,
+) => Promise<OutInit<M>>;
+export type ServerStreamHandler<M extends MethodShape> = (
+  request: In<M>,
+  call: grpc.ServerWritableStream<In<M>, OutInit<M>>,
+) => Promise<void>;
+export type ClientStreamHandler<M extends MethodShape> = (
+  call: grpc.ServerReadableStream<In<M>, OutInit<M>>,
+) => Promise<OutInit<M>>;
+export type BidiHandler<M extends MethodShape> = (
+  call: grpc.ServerDuplexStream<In<M>, OutInit<M>>,
+) => Promise<void>;
+
+export type Handler<M extends MethodShape> = M["methodKind"] extends "unary"
+  ? UnaryHandler<M>
+  : M["methodKind"] extends "server_streaming"
+    ? ServerStreamHandler<M>
+    : M["methodKind"] extends "client_streaming"
+      ? ClientStreamHandler<M>
+      : BidiHandler<M>;
+
+/** Async handlers for every method of a generated service, keyed by local name. */
+export type ServiceHandlers<S extends { method: Record<string, MethodShape> }> = {
+  [K in keyof S["method"]]: Handler<S["method"][K]>;
+};
+
+/** Turns any thrown value into a status for the caller. */
+export type ErrorMapper = (err: unknown) => { code: StatusCode; details: string };
+
+export const defaultErrorMapper: ErrorMapper = (err) => {
+  const code = rpcCode(err);
+  const message = err instanceof Error ? err.message : String(err);
+  if (code !== undefined) return { code, details: message };
+  return { code: Status.INTERNAL, details: `internal error: ${message}` };
+};
+
+function toServiceError(mapError: ErrorMapper, err: unknown): Partial<grpc.StatusObject> & Error {
+  const { code, details } = mapError(err);
+  const e = new Error(details) as Error & Partial<grpc.StatusObject>;
+  e.code = code;
+  e.details = details;
+  return e;
+}
+
+/**
+ * Adds a protobuf-es service to a grpc-js server with async handlers. A
+ * handler's rejection becomes the call's status (through mapError); a
+ * streaming handler's resolution ends the stream with OK.
+ */
+export function addService<S extends DescService & { method: Record<string, MethodShape> }>(
+  server: grpc.Server,
+  service: S,
+  handlers: ServiceHandlers<S>,
+  mapError: ErrorMapper = defaultErrorMapper,
+): void {
+  const impl: grpc.UntypedServiceImplementation = {};
+  for (const method of service.methods) {
+    const handler = (handlers as Record<string, unknown>)[method.localName] as (
+      ...args: unknown[]
+    ) => Promise<unknown>;
+    if (typeof handler !== "function") throw new Error(`no handler for ${method.name}`);
+    switch (method.methodKind) {
+      case "unary":
+        impl[method.localName] = ((call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+          handler(call.request, call).then(
+            (res) => callback(null, res),
+            (err: unknown) => callback(toServiceError(mapError, err)),
+          );
+        }) as grpc.handleUnaryCall<unknown, unknown>;
+        break;
+      case "client_streaming":
+        impl[method.localName] = ((call: grpc.ServerReadableStream<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+          handler(call).then(
+            (res) => callback(null, res),
+            (err: unknown) => callback(toServiceError(mapError, err)),
+          );
+        }) as grpc.handleClientStreamingCall<unknown, unknown>;
+        break;
+      case "server_streaming":
+        impl[method.localName] = ((call: grpc.ServerWritableStream<unknown, unknown>) => {
+          handler(call.request, call).then(
+            () => { if (!call.writableEnded) call.end(); },
+            (err: unknown) => { if (!call.writableEnded) call.emit("error", toServiceError(mapError, err)); },
+          );
+        }) as grpc.handleServerStreamingCall<unknown, unknown>;
+        break;
+      case "bidi_streaming":
+        impl[method.localName] = ((call: grpc.ServerDuplexStream<unknown, unknown>) => {
+          handler(call).then(
+            () => { if (!call.writableEnded) call.end(); },
+            (err: unknown) => { if (!call.writableEnded) call.emit("error", toServiceError(mapError, err)); },
+          );
+        }) as grpc.handleBidiStreamingCall<unknown, unknown>;
+        break;
+    }
+  }
+  server.addService(serviceDefinition(service), impl);
+}
+
+// ---------------------------------------------------------------- client side
+
+export interface CallOptions {
+  /** Milliseconds from now; the call fails with DEADLINE_EXCEEDED after it. */
+  timeoutMs?: number;
+  metadata?: Record<string, string>;
+  /** Cancels the call (CANCELLED) when aborted. */
+  signal?: AbortSignal;
+}
+
+type UnaryMethod = DescMethod & { methodKind: "unary" };
+type ServerStreamMethod = DescMethod & { methodKind: "server_streaming" };
+type ClientStreamMethod = DescMethod & { methodKind: "client_streaming" };
+type BidiMethod = DescMethod & { methodKind: "bidi_streaming" };
+
+function toMetadata(values: Record<string, string> | undefined): grpc.Metadata {
+  const md = new grpc.Metadata();
+  if (values) for (const [k, v] of Object.entries(values)) md.set(k, v);
+  return md;
+}
+
+function toCallOptions(opts: CallOptions | undefined): grpc.CallOptions {
+  return opts?.timeoutMs !== undefined ? { deadline: Date.now() + opts.timeoutMs } : {};
+}
+
+function bindSignal(call: { cancel(): void }, signal: AbortSignal | undefined): void {
+  if (!signal) return;
+  if (signal.aborted) {
+    call.cancel();
+    return;
+  }
+  signal.addEventListener("abort", () => call.cancel(), { once: true });
+}
+
+/** Turns a grpc-js ServiceError into an RpcError that keeps its code. */
+export function fromServiceError(err: grpc.ServiceError | Error): RpcError {
+  if (err instanceof RpcError) return err;
+  const code = rpcCode(err) ?? Status.UNKNOWN;
+  const details = (err as Partial<grpc.ServiceError>).details ?? err.message;
+  return new RpcError(code, details, { cause: err });
+}
+
+export const defaultChannelOptions: grpc.ChannelOptions = {
+  "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
+  "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
+};
+
+/** A typed client over one grpc-js channel for any protobuf-es service. */
+export class RpcClient {
+  readonly raw: grpc.Client;
+
+  constructor(address: string, credentials = grpc.credentials.createInsecure(), options: grpc.ChannelOptions = {}) {
+    this.raw = new grpc.Client(address, credentials, { ...defaultChannelOptions, ...options });
+  }
+
+  unary<M extends UnaryMethod>(method: M, input: MessageInitShape<M["input"]>, opts?: CallOptions): Promise<MessageShape<M["output"]>> {
+    return new Promise((resolve, reject) => {
+      const call = this.raw.makeUnaryRequest(
+        methodPath(method),
+        serializer<M["input"]>(method.input),
+        deserializer<M["output"]>(method.output),
+        input,
+        toMetadata(opts?.metadata),
+        toCallOptions(opts),
+        (err: grpc.ServiceError | null, res?: MessageShape<M["output"]>) => {
+          if (err) reject(fromServiceError(err));
+          else resolve(res as MessageShape<M["output"]>);
+        },
+      );
+      bindSignal(call, opts?.signal);
+    });
+  }
+
+  serverStream<M extends ServerStreamMethod>(
+    method: M,
+    input: MessageInitShape<M["input"]>,
+    opts?: CallOptions,
+  ): grpc.ClientReadableStream<MessageShape<M["output"]>> {
+    const call = this.raw.makeServerStreamRequest(
+      methodPath(method),
+      serializer<M["input"]>(method.input),
+      deserializer<M["output"]>(method.output),
+      input,
+      toMetadata(opts?.metadata),
+      toCallOptions(opts),
+    );
+    bindSignal(call, opts?.signal);
+    return call;
+  }
+
+  clientStream<M extends ClientStreamMethod>(
+    method: M,
+    opts?: CallOptions,
+  ): { call: grpc.ClientWritableStream<MessageInitShape<M["input"]>>; response: Promise<MessageShape<M["output"]>> } {
+    let call!: grpc.ClientWritableStream<MessageInitShape<M["input"]>>;
+    const response = new Promise<MessageShape<M["output"]>>((resolve, reject) => {
+      call = this.raw.makeClientStreamRequest(
+        methodPath(method),
+        serializer<M["input"]>(method.input),
+        deserializer<M["output"]>(method.output),
+        toMetadata(opts?.metadata),
+        toCallOptions(opts),
+        (err: grpc.ServiceError | null, res?: MessageShape<M["output"]>) => {
+          if (err) reject(fromServiceError(err));
+          else resolve(res as MessageShape<M["output"]>);
+        },
+      );
+    });
+    bindSignal(call, opts?.signal);
+    return { call, response };
+  }
+
+  bidi<M extends BidiMethod>(
+    method: M,
+    opts?: CallOptions,
+  ): grpc.ClientDuplexStream<MessageInitShape<M["input"]>, MessageShape<M["output"]>> {
+    const call = this.raw.makeBidiStreamRequest(
+      methodPath(method),
+      serializer<M["input"]>(method.input),
+      deserializer<M["output"]>(method.output),
+      toMetadata(opts?.metadata),
+      toCallOptions(opts),
+    );
+    bindSignal(call, opts?.signal);
+    return call;
+  }
+
+  /** Resolves once the channel is connected, or rejects after timeoutMs. */
+  waitForReady(timeoutMs: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.raw.waitForReady(Date.now() + timeoutMs, (err) => (err ? reject(err) : resolve()));
+    });
+  }
+
+  close(): void {
+    this.raw.close();
+  }
+}

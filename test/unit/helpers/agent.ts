@@ -1,0 +1,36 @@
+// An in-process bridge agent on a temp socket and data dir, with a client.
+import fs from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { RpcClient } from "../../../proto/rpc.js";
+import { startAgent, type RunningAgent } from "../../../agent/server.js";
+
+export interface TestAgent {
+  agent: RunningAgent;
+  client: RpcClient;
+  /** The agent's data dir (relative paths resolve here). */
+  dataDir: string;
+  /** Temp dir holding dataDir and the socket; removed by close(). */
+  root: string;
+  close(): Promise<void>;
+}
+
+export async function startTestAgent(opts: { tcp?: boolean } = {}): Promise<TestAgent> {
+  const root = await fs.mkdtemp(path.join(os.tmpdir(), "memoh-agent-test-"));
+  const dataDir = path.join(root, "data");
+  const agent = await startAgent(
+    opts.tcp ? { dataDir, tcpAddr: "127.0.0.1:0" } : { dataDir, socketPath: path.join(root, "run", "bridge.sock") },
+  );
+  const client = new RpcClient(agent.target);
+  return {
+    agent,
+    client,
+    dataDir,
+    root,
+    async close() {
+      client.close();
+      await agent.shutdown(500);
+      await fs.rm(root, { recursive: true, force: true });
+    },
+  };
+}
