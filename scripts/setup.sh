@@ -19,10 +19,11 @@ packages=(
 [ "$(id -u)" = 0 ] || die "must run as root (installs Debian packages; tests run containerd)"
 command -v dpkg-query >/dev/null || die "dpkg-query not found: this script supports Debian only"
 
+# One dpkg-query for all; it exits nonzero when some package is unknown, which is fine here.
+installed="$(dpkg-query -W -f='${Package} ${db:Status-Abbrev}\n' "${packages[@]}" 2>/dev/null || true)"
 missing=()
 for pkg in "${packages[@]}"; do
-  status="$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)"
-  [ "$status" = "install ok installed" ] || missing+=("$pkg")
+  grep -qx "$pkg ii " <<<"$installed" || missing+=("$pkg")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "setup: installing Debian packages: ${missing[*]}"
