@@ -14,4 +14,7 @@ chmod 0750 "$data_root/run/local"
 export BRIDGE_SOCKET_PATH="$data_root/run/local/bridge.sock"
 export BRIDGE_DATA_DIR="$data_root/local-data"
 echo "memoh-workspace: bridge agent on unix:$BRIDGE_SOCKET_PATH (data dir $BRIDGE_DATA_DIR); Ctrl-C stops it" >&2
-exec runtime-bundle/out/bin/node runtime-bundle/out/agent.js
+# bin/node of the bundle loads its libc from /opt/memoh/lib, which exists only in
+# containers: on the host the host's node runs the same agent.js.
+export MEMOH_RUNTIME_ROOT="$PWD/runtime-bundle/out"
+exec node runtime-bundle/out/agent.js
