@@ -21,3 +21,17 @@ export const LIST_WALK_CAP = 100_000;
 export const MCP_STDERR_TAIL_LINES = 50;
 /** Longest path accepted. */
 export const MAX_PATH_LENGTH = 4096;
+/**
+ * After a spawned process exits, how long its stdout/stderr may stay open and idle
+ * (held by a background process it left behind) before the agent stops reading
+ * them and reports the exit anyway.
+ */
+export const EXEC_STDIO_GRACE_MS = 1000;
+/** Pending stdin bytes for a process before the agent stops reading its request stream. */
+export const EXEC_STDIN_BACKLOG_BYTES = 1 * MiB;
+/** Largest PTY dimension (struct winsize holds unsigned shorts). */
+export const PTY_MAX_DIMENSION = 65535;
+/** Longest stderr line kept in an MCP server's tail; the rest of the line is cut. */
+export const MCP_STDERR_LINE_BYTES = 4096;
+/** Longest stdout line of an MCP server forwarded as one message (room left for framing). */
+export const MCP_MAX_LINE_BYTES = MAX_MESSAGE_BYTES - 64 * 1024;

@@ -47,8 +47,12 @@ function methodPath(method: DescMethod): string {
 }
 
 function serializer<D extends DescMessage>(schema: D) {
-  return (value: MessageInitShape<D>): Buffer =>
-    Buffer.from(toBinary(schema, create(schema, value)));
+  // A Buffer view of the encoded bytes, not a copy: bulk streams (ReadRaw,
+  // WriteRaw) would otherwise copy every 64 KiB chunk once more.
+  return (value: MessageInitShape<D>): Buffer => {
+    const bytes = toBinary(schema, create(schema, value));
+    return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  };
 }
 
 function deserializer<D extends DescMessage>(schema: D) {
@@ -225,6 +229,10 @@ export function fromServiceError(err: grpc.ServiceError | Error): RpcError {
 export const defaultChannelOptions: grpc.ChannelOptions = {
   "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
   "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
+  // HTTP/2's default 64 KiB receive window makes a server stream of 64 KiB
+  // messages wait for a WINDOW_UPDATE round trip per message; a 4 MiB window
+  // made ReadRaw between two processes about 1.5x faster.
+  "grpc-node.flow_control_window": 4 * 1024 * 1024,
 };
 
 /** A typed client over one grpc-js channel for any protobuf-es service. */

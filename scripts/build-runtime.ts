@@ -166,10 +166,24 @@ function buildNodeAndLibs(nodeBinary: string): void {
   writeStamp("node", key);
 }
 
-/** Runs the patched node through the bundled loader; proves lib/ is complete without /opt/memoh. */
+/**
+ * Proves lib/ is complete without needing /opt/memoh on the host: the bundled loader resolves
+ * node's and pty.node's libraries (each must come from out/lib, not from the host's default
+ * dirs the loader falls back to), then runs the patched node.
+ */
 function checkPatchedNode(expectedVersion: string): void {
-  const loader = path.join(outDir, "lib", LOADER_NAME);
-  const version = run(loader, ["--library-path", path.join(outDir, "lib"), path.join(outDir, "bin", "node"), "--version"]).trim();
+  const libDir = path.join(outDir, "lib");
+  const loader = path.join(libDir, LOADER_NAME);
+  const elves = [path.join(outDir, "bin", "node"), path.join(outDir, "node_modules", "node-pty", "build", "Release", "pty.node")];
+  for (const elf of elves) {
+    const listing = run(loader, ["--inhibit-cache", "--library-path", libDir, "--list", elf]);
+    for (const m of listing.matchAll(/^\s*(\S+) => (\S+)/gm)) {
+      if (path.dirname(path.resolve(m[2]!)) !== libDir) {
+        throw new BuildError(`${path.basename(elf)}: ${m[1]} resolves to ${m[2]}, not to the bundle's lib/`);
+      }
+    }
+  }
+  const version = run(loader, ["--library-path", libDir, elves[0]!, "--version"]).trim();
   if (version !== expectedVersion) {
     throw new BuildError(`patched node reports ${version}, expected ${expectedVersion}`);
   }
@@ -315,9 +329,16 @@ export async function buildRuntime(): Promise<BuildResult> {
 
   fs.mkdirSync(outDir, { recursive: true });
   buildNodeAndLibs(nodeBinary);
-  checkPatchedNode(nodeVersion);
-  copyAtomic(TINI_STATIC, path.join(outDir, "bin", "tini"), 0o755);
   buildNodePty();
+  try {
+    checkPatchedNode(nodeVersion);
+  } catch {
+    // A stamp says bin/ and lib/ are current but they fail the check (edited or partly deleted): redo them.
+    fs.rmSync(path.join(stampDir, "node"), { force: true });
+    buildNodeAndLibs(nodeBinary);
+    checkPatchedNode(nodeVersion);
+  }
+  copyAtomic(TINI_STATIC, path.join(outDir, "bin", "tini"), 0o755);
   buildToolkit();
   await buildAgent();
   writeAtomic(path.join(outDir, "package.json"), `${JSON.stringify({ type: "commonjs" }, null, 2)}\n`);

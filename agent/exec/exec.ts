@@ -1,13 +1,163 @@
+// Exec: one process per call, on pipes or on a pty.
+//
+// Request stream: start first; then stdin, close_stdin, signal, resize.
+//  - Half-closing the request stream means "no more input" and closes stdin
+//    (on a pty: types ^D once, unless close_stdin already did).
+//  - A malformed later message (second start, unknown signal, oversized resize,
+//    stdin after close_stdin on pipes) ends the call with INVALID_ARGUMENT after
+//    the process group has been killed: the reply stream has no channel for a
+//    per-message error, and a bad request must not go unnoticed.
+//  - A message of a kind this agent does not know (empty oneof) is ignored, so a
+//    newer host can talk to an older agent.
+// Reply stream: started{pid}, stdout/stderr chunks as they arrive (held back
+// by gRPC flow control, never buffered whole), then exactly one exit after the
+// last output byte, then OK.
+// Timeout and client cancel SIGKILL the whole process group.
 import type * as grpc from "@grpc/grpc-js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import type { AgentContext } from "../context.js";
-import { RpcError, Status } from "../errors.js";
 import type * as pb from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
+import type { AgentContext } from "../context.js";
+import { invalidArgument, RpcError, Status } from "../errors.js";
+import { parseExecStart, ptyDimension, type ExecSpec } from "./command.js";
+import { spawnProcess } from "./process.js";
+import { spawnPty } from "./pty.js";
+import type { ExecSink } from "./running.js";
+import { parseSignal, type ExitStatus } from "./signals.js";
+import { Outbox, readFirstMessage } from "./stream.js";
 
-export async function exec(
-  ctx: AgentContext,
-  call: grpc.ServerDuplexStream<pb.ExecRequest, MessageInitShape<typeof pb.ExecResponseSchema>>,
-): Promise<void> {
-  void ctx; void call;
-  throw new RpcError(Status.UNIMPLEMENTED, "Exec is not implemented yet");
+/** setTimeout's limit (about 24.8 days); a longer uint32 timeout would fire at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+type ExecReply = MessageInitShape<typeof pb.ExecResponseSchema>;
+type ExecCall = grpc.ServerDuplexStream<pb.ExecRequest, ExecReply>;
+
+export async function exec(ctx: AgentContext, call: ExecCall): Promise<void> {
+  const first = await readFirstMessage(call, "Exec");
+  if (first.msg.case !== "start") {
+    throw invalidArgument(`the first Exec message must be start, not ${first.msg.case ?? "an empty message"}`);
+  }
+  return runExec(ctx, call, parseExecStart(ctx.dataDir, first.msg.value));
+}
+
+async function runExec(ctx: AgentContext, call: ExecCall, spec: ExecSpec): Promise<void> {
+  const outbox = new Outbox<ExecReply>(call);
+  let reportExit!: (status: ExitStatus) => void;
+  const exited = new Promise<ExitStatus>((resolve) => (reportExit = resolve));
+  const sink: ExecSink = {
+    stdout: (data) => outbox.send({ msg: { case: "stdout", value: data } }),
+    stderr: (data) => outbox.send({ msg: { case: "stderr", value: data } }),
+    exited: reportExit,
+  };
+
+  const startedAt = performance.now();
+  const proc = spec.pty ? await spawnPty(spec, sink) : await spawnProcess(spec, sink);
+  ctx.children.add(proc);
+  outbox.addSource(proc);
+  outbox.send({ msg: { case: "started", value: { pid: proc.pid } } });
+
+  let timedOut = false;
+  let cancelled = false;
+  let stdinClosed = false;
+  let failure: RpcError | undefined;
+
+  const fail = (err: unknown) => {
+    if (failure) return;
+    failure = err instanceof RpcError ? err : new RpcError(Status.INTERNAL, `internal error: ${String(err)}`);
+    proc.kill("SIGKILL");
+    proc.abandon();
+  };
+
+  const writeStdin = (data: Uint8Array) => {
+    if (stdinClosed && !proc.stdinReopens) throw invalidArgument("stdin sent after close_stdin");
+    if (data.byteLength === 0) return;
+    if (!proc.writeStdin(data)) {
+      // The process is not reading: stop reading requests until it catches up.
+      call.pause();
+      proc.onStdinDrain(() => call.resume());
+    }
+  };
+
+  const closeStdin = () => {
+    stdinClosed = true;
+    proc.closeStdin();
+  };
+
+  const onMessage = (req: pb.ExecRequest) => {
+    if (failure || cancelled) return;
+    try {
+      switch (req.msg.case) {
+        case "stdin":
+          writeStdin(req.msg.value);
+          break;
+        case "closeStdin":
+          if (req.msg.value) closeStdin();
+          break;
+        case "signal":
+          proc.kill(parseSignal(req.msg.value));
+          break;
+        case "resize":
+          if (spec.pty) {
+            proc.resize(
+              ptyDimension(req.msg.value.cols, 0, "resize.cols"),
+              ptyDimension(req.msg.value.rows, 0, "resize.rows"),
+            );
+          }
+          break;
+        case "start":
+          throw invalidArgument("start sent twice");
+        default:
+          break;
+      }
+    } catch (err) {
+      fail(err);
+    }
+  };
+  const onEnd = () => {
+    if (!stdinClosed && !failure && !cancelled) closeStdin();
+  };
+  const onCancelled = () => {
+    if (cancelled) return;
+    cancelled = true;
+    outbox.close();
+    proc.kill("SIGKILL");
+    proc.abandon();
+  };
+
+  call.on("data", onMessage);
+  call.on("end", onEnd);
+  call.on("cancelled", onCancelled);
+  const timer =
+    spec.timeoutMs > 0
+      ? setTimeout(() => {
+          timedOut = true;
+          proc.kill("SIGKILL");
+        }, Math.min(spec.timeoutMs, MAX_TIMER_MS))
+      : undefined;
+  if (call.cancelled) onCancelled();
+  try {
+    if (spec.stdin.byteLength > 0) writeStdin(spec.stdin);
+    if (spec.closeStdin) closeStdin();
+  } catch (err) {
+    fail(err);
+  }
+  call.resume();
+
+  let status: ExitStatus;
+  try {
+    status = await exited;
+  } finally {
+    clearTimeout(timer);
+    call.off("data", onMessage);
+    call.off("end", onEnd);
+    call.off("cancelled", onCancelled);
+    ctx.children.delete(proc);
+  }
+  if (cancelled) return;
+  if (failure) throw failure;
+  outbox.send({
+    msg: {
+      case: "exit",
+      value: { code: status.code, signal: status.signal, timedOut, durationMs: performance.now() - startedAt },
+    },
+  });
 }

@@ -1,14 +1,98 @@
+import { constants } from "node:fs";
+import fs from "node:fs/promises";
 import type * as grpc from "@grpc/grpc-js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { AgentContext } from "../context.js";
-import { RpcError, Status } from "../errors.js";
+import { invalidArgument, RpcError, Status } from "../errors.js";
+import { RAW_CHUNK_BYTES } from "../limits.js";
+import { resolvePath } from "../paths.js";
 import type * as pb from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
 
-export async function readRaw(
-  ctx: AgentContext,
-  req: pb.ReadRawRequest,
-  call: grpc.ServerWritableStream<pb.ReadRawRequest, MessageInitShape<typeof pb.ReadRawChunkSchema>>,
-): Promise<void> {
-  void ctx; void req; void call;
-  throw new RpcError(Status.UNIMPLEMENTED, "ReadRaw is not implemented yet");
+type ReadRawCall = grpc.ServerWritableStream<pb.ReadRawRequest, MessageInitShape<typeof pb.ReadRawChunkSchema>>;
+
+/** Bytes per read(2): 16 chunks, so one thread-pool round trip feeds many messages. */
+const READ_BLOCK_BYTES = 16 * RAW_CHUNK_BYTES;
+const OPEN_FLAGS = constants.O_RDONLY | constants.O_NONBLOCK;
+
+/** A non-negative int64 request field as a safe JS number. */
+export function offsetField(value: bigint, field: string): number {
+  if (value < 0n) throw invalidArgument(`${field} ${value} is negative`);
+  if (value > BigInt(Number.MAX_SAFE_INTEGER)) throw invalidArgument(`${field} ${value} is too large`);
+  return Number(value);
+}
+
+/**
+ * A file's bytes in RAW_CHUNK_BYTES chunks from `offset` for `length` bytes
+ * (0 = to EOF). The first chunk carries file_size; a read that yields no bytes
+ * (empty file, offset at EOF) still sends one empty chunk so the client learns
+ * the size. An offset past EOF is OUT_OF_RANGE. Stops when the client cancels,
+ * and waits for 'drain' when the transport is full.
+ */
+export async function readRaw(ctx: AgentContext, req: pb.ReadRawRequest, call: ReadRawCall): Promise<void> {
+  const abs = resolvePath(ctx.dataDir, req.path);
+  const offset = offsetField(req.offset, "offset");
+  const length = offsetField(req.length, "length");
+  const fh = await fs.open(abs, OPEN_FLAGS);
+  try {
+    const st = await fh.stat();
+    if (st.isDirectory()) throw invalidArgument(`${abs} is a directory`);
+    if (!st.isFile()) throw invalidArgument(`${abs} is not a regular file`);
+    // Files that report size 0 (procfs) may still have bytes: they are checked after the read.
+    if (st.size > 0 && offset > st.size) {
+      throw new RpcError(Status.OUT_OF_RANGE, `offset ${offset} is past the end of ${abs} (${st.size} bytes)`);
+    }
+    const fileSize = BigInt(st.size);
+    const end = length === 0 ? Infinity : offset + length;
+    const readBlock = (at: number): Promise<Buffer> => {
+      // A fresh block per read: grpc-js may still hold earlier chunks in its queue.
+      const block = Buffer.allocUnsafe(Math.min(READ_BLOCK_BYTES, end - at));
+      const read = fh.read(block, 0, block.byteLength, at).then(({ bytesRead }) => block.subarray(0, bytesRead));
+      // Awaited later (maybe after a long drain): mark it handled so a failure is not "unhandled" meanwhile.
+      read.catch(() => undefined);
+      return read;
+    };
+    let pos = offset;
+    let sent = 0;
+    // One read ahead: the next block comes off the disk while this one drains to the socket.
+    let next: Promise<Buffer> | undefined = pos < end ? readBlock(pos) : undefined;
+    while (next && !call.cancelled) {
+      const block = await next;
+      if (block.byteLength === 0) break;
+      const blockEnd = pos + block.byteLength;
+      next = blockEnd < end ? readBlock(blockEnd) : undefined;
+      for (let i = 0; i < block.byteLength && !call.cancelled; i += RAW_CHUNK_BYTES) {
+        const data = block.subarray(i, i + RAW_CHUNK_BYTES);
+        const more = call.write({ data, offset: BigInt(pos + i), fileSize: sent === 0 ? fileSize : 0n });
+        sent++;
+        if (!more) await drained(call);
+      }
+      pos = blockEnd;
+    }
+    // Let a read still in flight finish before the handle is closed.
+    await next?.catch(() => undefined);
+    if (sent === 0 && !call.cancelled) {
+      if (offset > st.size) {
+        throw new RpcError(Status.OUT_OF_RANGE, `offset ${offset} is past the end of ${abs} (${st.size} bytes)`);
+      }
+      call.write({ data: new Uint8Array(0), offset: BigInt(offset), fileSize });
+    }
+  } finally {
+    fh.close().catch(() => undefined);
+  }
+}
+
+/** Resolves when the stream can take more, or when it is cancelled or closed. */
+function drained(call: ReadRawCall): Promise<void> {
+  if (call.cancelled || call.destroyed) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = (): void => {
+      call.off("drain", done);
+      call.off("cancelled", done);
+      call.off("close", done);
+      resolve();
+    };
+    call.on("drain", done);
+    call.on("cancelled", done);
+    call.on("close", done);
+  });
 }

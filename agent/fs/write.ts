@@ -1,9 +1,13 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { AgentContext } from "../context.js";
-import { RpcError, Status } from "../errors.js";
+import { resolvePath } from "../paths.js";
+import { DEFAULT_FILE_MODE, modeOrDefault, writeAtomically } from "./atomic.js";
 import type * as pb from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
 
+/** Replaces a file atomically (temp file, fsync, rename); parents are created. */
 export async function writeFile(ctx: AgentContext, req: pb.WriteFileRequest): Promise<MessageInitShape<typeof pb.WriteFileResponseSchema>> {
-  void ctx; void req;
-  throw new RpcError(Status.UNIMPLEMENTED, "WriteFile is not implemented yet");
+  const target = resolvePath(ctx.dataDir, req.path);
+  const mode = modeOrDefault(req.mode, DEFAULT_FILE_MODE);
+  await writeAtomically(target, req.content, mode);
+  return { bytesWritten: BigInt(req.content.byteLength) };
 }

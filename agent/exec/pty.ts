@@ -1,0 +1,140 @@
+// Exec on a pseudo-terminal (node-pty). node-pty is a native addon that lives in
+// the runtime bundle, not in agent.js; it is loaded on the first PTY exec, so an
+// agent whose pty cannot load still serves everything else.
+//
+// node-pty execs in a forked child and, when that fails, only prints the reason
+// on the terminal and exits 1; so cwd and program are checked here first, to
+// answer NOT_FOUND / PERMISSION_DENIED like pipe mode does.
+import fs from "node:fs/promises";
+import path from "node:path";
+import type * as NodePty from "node-pty";
+import { failedPrecondition, RpcError, Status } from "../errors.js";
+import { loadNodePty } from "../runtime-paths.js";
+import { killGroup } from "./children.js";
+import type { ExecSpec } from "./command.js";
+import { searchPath } from "./env.js";
+import type { ExecSink, RunningProcess } from "./running.js";
+import { signalName } from "./signals.js";
+import { checkCwd, programNotExecutable, programNotFound, type SpawnTarget } from "./spawn-error.js";
+
+export const PTY_TERM = "xterm-256color";
+/** What close_stdin types on a terminal: ^D, end-of-file at the start of a line. */
+const EOF = "\x04";
+
+function loadPty(): typeof NodePty {
+  try {
+    return loadNodePty();
+  } catch (err) {
+    const why = err instanceof Error ? err.message : String(err);
+    throw failedPrecondition(`PTY support is unavailable in this agent (node-pty did not load: ${why}); run without pty`);
+  }
+}
+
+/** Fails like execvp would, before forking: NOT_FOUND or PERMISSION_DENIED. */
+async function checkProgram(target: SpawnTarget, env: Record<string, string>): Promise<void> {
+  const candidates = target.file.includes("/")
+    ? [path.resolve(target.cwd, target.file)]
+    : searchPath(env, target.cwd).map((dir) => path.join(dir, target.file));
+  let denied = false;
+  for (const candidate of candidates) {
+    try {
+      const st = await fs.stat(candidate);
+      if (!st.isFile()) {
+        denied ||= st.isDirectory();
+        continue;
+      }
+      await fs.access(candidate, fs.constants.X_OK);
+      return;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "EACCES") denied = true;
+    }
+  }
+  throw denied ? programNotExecutable(target) : programNotFound(target);
+}
+
+interface PtyErrorEvents {
+  on(event: "error", listener: (err: Error) => void): void;
+}
+
+class PtyProcess implements RunningProcess {
+  readonly pid: number;
+  readonly stdinReopens = true;
+
+  constructor(
+    private readonly term: NodePty.IPty,
+    sink: ExecSink,
+  ) {
+    this.pid = term.pid;
+    // With `encoding: null` node-pty delivers Buffers, although its typings say string.
+    term.onData((data) => sink.stdout(data as unknown as Buffer));
+    // node-pty fires onExit once the terminal's output has been read to its end.
+    term.onExit(({ exitCode, signal }) => {
+      if (signal) sink.exited({ code: 128 + signal, signal: signalName(signal) ?? "" });
+      else sink.exited({ code: exitCode, signal: "" });
+    });
+    // Without a listener of ours, node-pty rethrows read errors other than EIO.
+    (term as unknown as PtyErrorEvents).on("error", () => {});
+  }
+
+  pause(): void {
+    this.term.pause();
+  }
+
+  resume(): void {
+    this.term.resume();
+  }
+
+  writeStdin(data: Uint8Array): boolean {
+    this.term.write(Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+    // node-pty queues writes itself and gives no backpressure signal.
+    return true;
+  }
+
+  onStdinDrain(): void {}
+
+  closeStdin(): void {
+    this.term.write(EOF);
+  }
+
+  resize(cols: number, rows: number): void {
+    try {
+      this.term.resize(cols || this.term.cols, rows || this.term.rows);
+    } catch {
+      // The terminal is already closed: the exit follows.
+    }
+  }
+
+  kill(signal: NodeJS.Signals = "SIGKILL"): void {
+    // The pty's child is a session leader (setsid in forkpty): its pid is the group id.
+    killGroup(this.pid, signal);
+  }
+
+  abandon(): void {
+    // Read (and drop) what is left so that the terminal closes and the exit fires.
+    this.term.resume();
+  }
+}
+
+export async function spawnPty(spec: ExecSpec, sink: ExecSink): Promise<RunningProcess> {
+  if (!spec.pty) throw new Error("spawnPty without a pty size");
+  const pty = loadPty();
+  const target: SpawnTarget = { file: spec.file, cwd: spec.cwd, viaShell: spec.viaShell, pathValue: spec.env.PATH };
+  const cwdProblem = await checkCwd(spec.cwd);
+  if (cwdProblem) throw cwdProblem;
+  await checkProgram(target, spec.env);
+  let term: NodePty.IPty;
+  try {
+    term = pty.spawn(spec.file, spec.args, {
+      name: PTY_TERM,
+      cols: spec.pty.cols,
+      rows: spec.pty.rows,
+      cwd: spec.cwd,
+      env: spec.env,
+      encoding: null,
+    });
+  } catch (err) {
+    const why = err instanceof Error ? err.message : String(err);
+    throw new RpcError(Status.FAILED_PRECONDITION, `cannot open a pseudo-terminal: ${why}`, { cause: err });
+  }
+  return new PtyProcess(term, sink);
+}

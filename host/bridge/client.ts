@@ -1,0 +1,238 @@
+// Host-side client of one bridge agent. Every reply is treated as untrusted:
+// stream order, offsets and sizes are checked, collected output is capped.
+import { once } from "node:events";
+import type * as grpc from "@grpc/grpc-js";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { RpcClient, RpcError, Status, fromServiceError, type CallOptions } from "../../proto/rpc.js";
+import {
+  ContainerService,
+  type ExecRequestSchema,
+  type ExecResponse,
+  type ExecStartSchema,
+  type ListDirRequestSchema,
+  type McpStdioRequestSchema,
+  type McpStdioResponse,
+  type ReadFileRequestSchema,
+} from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
+
+export const RAW_CHUNK_BYTES = 64 * 1024;
+
+export interface BridgeClientOptions {
+  /** Deadline applied to unary calls that set none. */
+  defaultTimeoutMs?: number;
+  channelOptions?: grpc.ChannelOptions;
+}
+
+export interface ExecResult {
+  pid: number;
+  code: number;
+  signal: string;
+  timedOut: boolean;
+  durationMs: number;
+  stdout: Buffer;
+  stderr: Buffer;
+  /** Output beyond maxOutputBytes was dropped. */
+  truncated: boolean;
+}
+
+export interface ExecOptions extends CallOptions {
+  /** Collected stdout+stderr cap; the rest is dropped (default 16 MiB). */
+  maxOutputBytes?: number;
+  onStdout?: (chunk: Uint8Array) => void;
+  onStderr?: (chunk: Uint8Array) => void;
+}
+
+function protocolError(message: string): RpcError {
+  return new RpcError(Status.INTERNAL, `bridge protocol violation: ${message}`);
+}
+
+export class BridgeClient {
+  readonly rpc: RpcClient;
+  private readonly defaultTimeoutMs: number;
+
+  constructor(readonly target: string, opts: BridgeClientOptions = {}) {
+    this.rpc = new RpcClient(target, undefined, opts.channelOptions);
+    this.defaultTimeoutMs = opts.defaultTimeoutMs ?? 30_000;
+  }
+
+  private withDeadline(opts?: CallOptions): CallOptions {
+    return { ...opts, timeoutMs: opts?.timeoutMs ?? this.defaultTimeoutMs };
+  }
+
+  waitReady(timeoutMs: number): Promise<void> {
+    return this.rpc.waitForReady(timeoutMs);
+  }
+
+  close(): void {
+    this.rpc.close();
+  }
+
+  info(opts?: CallOptions) {
+    return this.rpc.unary(ContainerService.method.info, {}, this.withDeadline(opts));
+  }
+
+  stat(path: string, opts?: CallOptions) {
+    return this.rpc.unary(ContainerService.method.stat, { path }, this.withDeadline(opts));
+  }
+
+  listDir(req: MessageInitShape<typeof ListDirRequestSchema>, opts?: CallOptions) {
+    return this.rpc.unary(ContainerService.method.listDir, req, this.withDeadline(opts));
+  }
+
+  readFile(req: MessageInitShape<typeof ReadFileRequestSchema>, opts?: CallOptions) {
+    return this.rpc.unary(ContainerService.method.readFile, req, this.withDeadline(opts));
+  }
+
+  writeFile(path: string, content: Uint8Array | string, mode = 0, opts?: CallOptions) {
+    const bytes = typeof content === "string" ? new TextEncoder().encode(content) : content;
+    return this.rpc.unary(ContainerService.method.writeFile, { path, content: bytes, mode }, this.withDeadline(opts));
+  }
+
+  mkdir(path: string, parents = true, opts?: CallOptions) {
+    return this.rpc.unary(ContainerService.method.mkdir, { path, parents }, this.withDeadline(opts));
+  }
+
+  rename(from: string, to: string, overwrite = false, opts?: CallOptions) {
+    return this.rpc.unary(ContainerService.method.rename, { from, to, overwrite }, this.withDeadline(opts));
+  }
+
+  deleteFile(path: string, recursive = false, opts?: CallOptions) {
+    return this.rpc.unary(ContainerService.method.deleteFile, { path, recursive }, this.withDeadline(opts));
+  }
+
+  /** Streams a file's bytes; checks that chunks are contiguous and within the requested range. */
+  async *readRaw(path: string, range: { offset?: number; length?: number } = {}, opts?: CallOptions): AsyncGenerator<Uint8Array> {
+    const offset = range.offset ?? 0;
+    const call = this.rpc.serverStream(
+      ContainerService.method.readRaw,
+      { path, offset: BigInt(offset), length: BigInt(range.length ?? 0) },
+      opts,
+    );
+    let expected = BigInt(offset);
+    const limit = range.length ? BigInt(offset + range.length) : undefined;
+    try {
+      for await (const chunk of call) {
+        if (chunk.offset !== expected) throw protocolError(`ReadRaw chunk at ${chunk.offset}, expected ${expected}`);
+        expected += BigInt(chunk.data.length);
+        if (limit !== undefined && expected > limit) throw protocolError("ReadRaw returned more than requested");
+        if (chunk.data.length > 0) yield chunk.data;
+      }
+    } catch (err) {
+      throw err instanceof RpcError ? err : fromServiceError(err as Error);
+    } finally {
+      call.cancel();
+    }
+  }
+
+  /** Streams bytes into a file that appears atomically once all of them arrived. */
+  async writeRaw(
+    path: string,
+    source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+    opts: CallOptions & { mode?: number } = {},
+  ): Promise<{ bytesWritten: number; sha256: string }> {
+    const { call, response } = this.rpc.clientStream(ContainerService.method.writeRaw, opts);
+    // The response promise rejects when the agent fails mid-stream; keep it observed.
+    response.catch(() => {});
+    let offset = 0n;
+    const send = async (msg: Parameters<typeof call.write>[0]) => {
+      if (!call.write(msg)) await Promise.race([once(call, "drain"), response]);
+    };
+    try {
+      await send({ msg: { case: "start", value: { path, mode: opts.mode ?? 0 } } });
+      for await (const buf of source) {
+        for (let i = 0; i < buf.length; i += RAW_CHUNK_BYTES) {
+          const data = buf.subarray(i, i + RAW_CHUNK_BYTES);
+          await send({ msg: { case: "chunk", value: { data, offset } } });
+          offset += BigInt(data.length);
+        }
+      }
+      call.end();
+    } catch (err) {
+      call.cancel();
+      await response.catch(() => {});
+      throw err;
+    }
+    const res = await response;
+    if (res.bytesWritten !== offset) throw protocolError(`WriteRaw wrote ${res.bytesWritten} of ${offset} bytes`);
+    return { bytesWritten: Number(res.bytesWritten), sha256: res.sha256 };
+  }
+
+  /** The raw Exec stream, for interactive use (PTY, streaming stdin). */
+  execStream(opts?: CallOptions): grpc.ClientDuplexStream<MessageInitShape<typeof ExecRequestSchema>, ExecResponse> {
+    return this.rpc.bidi(ContainerService.method.exec, opts);
+  }
+
+  /** Runs a command to completion and collects its output. */
+  exec(start: MessageInitShape<typeof ExecStartSchema>, opts: ExecOptions = {}): Promise<ExecResult> {
+    const cap = opts.maxOutputBytes ?? 16 * 1024 * 1024;
+    const call = this.execStream(opts);
+    return new Promise<ExecResult>((resolve, reject) => {
+      const out: Buffer[] = [];
+      const err: Buffer[] = [];
+      let collected = 0;
+      let truncated = false;
+      let pid: number | undefined;
+      let exit: ExecResult | undefined;
+      const keep = (target: Buffer[], data: Uint8Array) => {
+        const room = cap - collected;
+        if (room <= 0) {
+          truncated = true;
+          return;
+        }
+        const part = data.length > room ? data.subarray(0, room) : data;
+        if (part.length < data.length) truncated = true;
+        target.push(Buffer.from(part));
+        collected += part.length;
+      };
+      const fail = (e: Error) => {
+        call.cancel();
+        reject(e);
+      };
+      call.on("data", (res: ExecResponse) => {
+        const m = res.msg;
+        if (exit) return fail(protocolError("Exec sent data after exit"));
+        if (m.case !== "started" && pid === undefined) return fail(protocolError(`Exec sent ${m.case} before started`));
+        switch (m.case) {
+          case "started":
+            if (pid !== undefined) return fail(protocolError("Exec sent started twice"));
+            pid = m.value.pid;
+            break;
+          case "stdout":
+            opts.onStdout?.(m.value);
+            keep(out, m.value);
+            break;
+          case "stderr":
+            opts.onStderr?.(m.value);
+            keep(err, m.value);
+            break;
+          case "exit":
+            exit = {
+              pid: pid ?? 0,
+              code: m.value.code,
+              signal: m.value.signal,
+              timedOut: m.value.timedOut,
+              durationMs: m.value.durationMs,
+              stdout: Buffer.concat(out),
+              stderr: Buffer.concat(err),
+              truncated,
+            };
+            break;
+          default:
+            return fail(protocolError("Exec sent an empty message"));
+        }
+      });
+      call.on("error", (e: Error) => reject(fromServiceError(e)));
+      call.on("end", () => {
+        if (exit) resolve(exit);
+        else reject(protocolError("Exec ended without an exit"));
+      });
+      call.write({ msg: { case: "start", value: { ...start, closeStdin: start.closeStdin ?? true } } });
+      call.end();
+    });
+  }
+
+  /** The raw McpStdio stream. */
+  mcpStdio(opts?: CallOptions): grpc.ClientDuplexStream<MessageInitShape<typeof McpStdioRequestSchema>, McpStdioResponse> {
+    return this.rpc.bidi(ContainerService.method.mcpStdio, opts);
+  }
+}

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# `npm run bench`: installs what is missing, builds the runtime bundle, runs the benchmarks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+npx tsx scripts/build-runtime.ts
+exec npx tsx scripts/bench/run.ts

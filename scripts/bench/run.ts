@@ -1,0 +1,13 @@
+// `npm run bench`: every benchmark, each against a baseline measured in the same run.
+import os from "node:os";
+import { benchAgent } from "./agent.js";
+import { table, type Row } from "./stats.js";
+
+const rows: Row[] = [];
+rows.push(...(await benchAgent()));
+console.log(`\n${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, node ${process.version}, ${new Date().toISOString()}\n`);
+console.log(table(rows));
+if (rows.some((r) => !r.ok)) {
+  console.log("\nsome targets were not met");
+  process.exitCode = 1;
+}

@@ -1,0 +1,174 @@
+// Mkdir, Rename and DeleteFile through a real in-process agent.
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { existsSync } from "node:fs";
+import fs from "node:fs/promises";
+import path from "node:path";
+import { ContainerService } from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
+import { Status } from "../../proto/rpc.js";
+import { moveAcrossDevices } from "../../agent/fs/rename.js";
+import { startTestAgent, type TestAgent } from "./helpers/agent.js";
+import { rejectsWith, tempFilesIn } from "./helpers/fs.js";
+
+const m = ContainerService.method;
+let t: TestAgent;
+const at = (rel: string) => path.join(t.dataDir, rel);
+
+before(async () => {
+  t = await startTestAgent();
+});
+after(async () => {
+  await t.close();
+});
+
+// ---------------------------------------------------------------- Mkdir
+
+test("Mkdir with parents creates the chain with mode 0755 and accepts an existing directory", async () => {
+  await t.client.unary(m.mkdir, { path: "mk/a/b/c", parents: true });
+  assert.ok((await fs.stat(at("mk/a/b/c"))).isDirectory());
+  assert.equal((await fs.stat(at("mk/a/b/c"))).mode & 0o7777, 0o755);
+  await t.client.unary(m.mkdir, { path: "mk/a/b/c", parents: true });
+  await t.client.unary(m.mkdir, { path: "mk/private", mode: 0o700 });
+  assert.equal((await fs.stat(at("mk/private"))).mode & 0o7777, 0o700);
+  await t.client.unary(m.mkdir, { path: "mk/shared", mode: 0o777 });
+  assert.equal((await fs.stat(at("mk/shared"))).mode & 0o7777, 0o777, "not filtered by the umask");
+});
+
+test("Mkdir without parents: existing is ALREADY_EXISTS, a missing parent is NOT_FOUND", async () => {
+  await fs.mkdir(at("mk2/exists"), { recursive: true });
+  await rejectsWith(t.client.unary(m.mkdir, { path: "mk2/exists" }), Status.ALREADY_EXISTS, /already exists/);
+  await rejectsWith(t.client.unary(m.mkdir, { path: "mk2/missing/child" }), Status.NOT_FOUND, /parent directory .*mk2\/missing does not exist/);
+  assert.equal(existsSync(at("mk2/missing")), false);
+});
+
+test("Mkdir over a file is ALREADY_EXISTS saying it is not a directory; under a file is FAILED_PRECONDITION", async () => {
+  await fs.mkdir(at("mk3"));
+  await fs.writeFile(at("mk3/file"), "x");
+  await rejectsWith(t.client.unary(m.mkdir, { path: "mk3/file", parents: true }), Status.ALREADY_EXISTS, /not a directory/);
+  await rejectsWith(t.client.unary(m.mkdir, { path: "mk3/file" }), Status.ALREADY_EXISTS, /not a directory/);
+  await rejectsWith(t.client.unary(m.mkdir, { path: "mk3/file/sub", parents: true }), Status.FAILED_PRECONDITION, /not a directory/);
+  assert.equal(await fs.readFile(at("mk3/file"), "utf8"), "x");
+  await rejectsWith(t.client.unary(m.mkdir, { path: "" }), Status.INVALID_ARGUMENT);
+});
+
+// ---------------------------------------------------------------- Rename
+
+test("Rename moves a file and creates the destination's parents", async () => {
+  await fs.mkdir(at("mv"));
+  await fs.writeFile(at("mv/src.txt"), "payload");
+  await t.client.unary(m.rename, { from: "mv/src.txt", to: "mv/deep/er/dst.txt" });
+  assert.equal(await fs.readFile(at("mv/deep/er/dst.txt"), "utf8"), "payload");
+  assert.equal(existsSync(at("mv/src.txt")), false);
+});
+
+test("Rename onto an existing path needs overwrite; overwrite replaces a file", async () => {
+  await fs.mkdir(at("mv2"));
+  await fs.writeFile(at("mv2/a"), "A");
+  await fs.writeFile(at("mv2/b"), "B");
+  await rejectsWith(t.client.unary(m.rename, { from: "mv2/a", to: "mv2/b" }), Status.ALREADY_EXISTS, /to: .*mv2\/b already exists/);
+  assert.deepEqual([await fs.readFile(at("mv2/a"), "utf8"), await fs.readFile(at("mv2/b"), "utf8")], ["A", "B"]);
+  await t.client.unary(m.rename, { from: "mv2/a", to: "mv2/b", overwrite: true });
+  assert.equal(await fs.readFile(at("mv2/b"), "utf8"), "A");
+  assert.equal(existsSync(at("mv2/a")), false);
+});
+
+test("Rename with overwrite: an empty directory is replaced, a non-empty one is FAILED_PRECONDITION", async () => {
+  await fs.mkdir(at("mv3/src"), { recursive: true });
+  await fs.writeFile(at("mv3/src/f"), "f");
+  await fs.mkdir(at("mv3/full"));
+  await fs.writeFile(at("mv3/full/keep"), "keep");
+  await rejectsWith(t.client.unary(m.rename, { from: "mv3/src", to: "mv3/full", overwrite: true }), Status.FAILED_PRECONDITION, /not empty/);
+  assert.equal(await fs.readFile(at("mv3/full/keep"), "utf8"), "keep");
+  await fs.mkdir(at("mv3/empty"));
+  await t.client.unary(m.rename, { from: "mv3/src", to: "mv3/empty", overwrite: true });
+  assert.equal(await fs.readFile(at("mv3/empty/f"), "utf8"), "f");
+  await fs.writeFile(at("mv3/plain"), "p");
+  await rejectsWith(t.client.unary(m.rename, { from: "mv3/plain", to: "mv3/full", overwrite: true }), Status.FAILED_PRECONDITION, /directory/);
+});
+
+test("Rename errors name their field: missing from is NOT_FOUND, bad paths are INVALID_ARGUMENT", async () => {
+  await rejectsWith(t.client.unary(m.rename, { from: "mv4/nope", to: "mv4/x" }), Status.NOT_FOUND, /^from: .*mv4\/nope/);
+  await rejectsWith(t.client.unary(m.rename, { from: "", to: "x" }), Status.INVALID_ARGUMENT, /from is empty/);
+  await fs.writeFile(at("mv4-file"), "x");
+  await rejectsWith(t.client.unary(m.rename, { from: "mv4-file", to: "a\0b" }), Status.INVALID_ARGUMENT, /to contains a NUL/);
+  await rejectsWith(t.client.unary(m.rename, { from: ".", to: "elsewhere" }), Status.INVALID_ARGUMENT, /holds the data dir/);
+  await rejectsWith(t.client.unary(m.rename, { from: "/", to: "elsewhere" }), Status.INVALID_ARGUMENT, /holds the data dir/);
+  await fs.mkdir(at("mv4dir"));
+  await rejectsWith(t.client.unary(m.rename, { from: "mv4dir", to: "mv4dir/inside" }), Status.INVALID_ARGUMENT, /into itself/);
+  assert.ok((await fs.stat(at("mv4dir"))).isDirectory());
+});
+
+test("a cross-device move copies the tree, then removes the source", async () => {
+  await fs.mkdir(at("xdev/src/sub"), { recursive: true });
+  await fs.writeFile(at("xdev/src/sub/data.bin"), "bytes");
+  await fs.chmod(at("xdev/src/sub/data.bin"), 0o600);
+  await fs.symlink("sub/data.bin", at("xdev/src/link"));
+  await moveAcrossDevices(at("xdev/src"), at("xdev/dst"));
+  assert.equal(existsSync(at("xdev/src")), false);
+  assert.equal(await fs.readFile(at("xdev/dst/sub/data.bin"), "utf8"), "bytes");
+  assert.equal((await fs.stat(at("xdev/dst/sub/data.bin"))).mode & 0o7777, 0o600);
+  assert.equal(await fs.readlink(at("xdev/dst/link")), "sub/data.bin");
+  assert.deepEqual(await tempFilesIn(at("xdev")), []);
+});
+
+test("a failed cross-device copy leaves the source and no partial destination", async () => {
+  await fs.mkdir(at("xdev2/src"), { recursive: true });
+  await fs.writeFile(at("xdev2/src/a"), "a");
+  // The destination's parent is a file, so the copy cannot even start.
+  await fs.writeFile(at("xdev2/blocker"), "");
+  await assert.rejects(moveAcrossDevices(at("xdev2/src"), at("xdev2/blocker/dst")));
+  assert.equal(await fs.readFile(at("xdev2/src/a"), "utf8"), "a");
+  assert.deepEqual((await fs.readdir(at("xdev2"))).sort(), ["blocker", "src"]);
+});
+
+test("Rename between the data dir and tmpfs (a real EXDEV) moves the data", { skip: !existsSync("/dev/shm") }, async (ctx) => {
+  const shm = await fs.mkdtemp("/dev/shm/memoh-rename-");
+  try {
+    if ((await fs.stat(shm)).dev === (await fs.stat(t.dataDir)).dev) return ctx.skip("same file system");
+    await fs.writeFile(path.join(shm, "f.txt"), "across");
+    await t.client.unary(m.rename, { from: path.join(shm, "f.txt"), to: "xdev3/f.txt" });
+    assert.equal(await fs.readFile(at("xdev3/f.txt"), "utf8"), "across");
+    assert.equal(existsSync(path.join(shm, "f.txt")), false);
+  } finally {
+    await fs.rm(shm, { recursive: true, force: true });
+  }
+});
+
+// ---------------------------------------------------------------- DeleteFile
+
+test("DeleteFile removes a file, and a symlink without touching its target", async () => {
+  await fs.mkdir(at("rm"));
+  await fs.writeFile(at("rm/file"), "x");
+  await t.client.unary(m.deleteFile, { path: "rm/file" });
+  assert.equal(existsSync(at("rm/file")), false);
+  await fs.mkdir(at("rm/target"));
+  await fs.writeFile(at("rm/target/precious"), "keep");
+  await fs.symlink("target", at("rm/link"));
+  await t.client.unary(m.deleteFile, { path: "rm/link", recursive: true });
+  assert.equal(existsSync(at("rm/link")), false);
+  assert.equal(await fs.readFile(at("rm/target/precious"), "utf8"), "keep");
+});
+
+test("DeleteFile of a directory: empty goes, non-empty needs recursive", async () => {
+  await fs.mkdir(at("rm2/empty"), { recursive: true });
+  await t.client.unary(m.deleteFile, { path: "rm2/empty" });
+  assert.equal(existsSync(at("rm2/empty")), false);
+  await fs.mkdir(at("rm2/full/nested"), { recursive: true });
+  await fs.writeFile(at("rm2/full/nested/f"), "x");
+  await rejectsWith(t.client.unary(m.deleteFile, { path: "rm2/full" }), Status.FAILED_PRECONDITION, /not empty; set recursive/);
+  assert.equal(await fs.readFile(at("rm2/full/nested/f"), "utf8"), "x");
+  await t.client.unary(m.deleteFile, { path: "rm2/full", recursive: true });
+  assert.equal(existsSync(at("rm2/full")), false);
+});
+
+test("DeleteFile: missing is NOT_FOUND; /, the data dir, its parents and bad paths are INVALID_ARGUMENT", async () => {
+  await rejectsWith(t.client.unary(m.deleteFile, { path: "rm3/missing" }), Status.NOT_FOUND, /rm3\/missing/);
+  await rejectsWith(t.client.unary(m.deleteFile, { path: "/", recursive: true }), Status.INVALID_ARGUMENT, /refusing to delete \//);
+  await fs.writeFile(at("canary"), "alive");
+  await rejectsWith(t.client.unary(m.deleteFile, { path: ".", recursive: true }), Status.INVALID_ARGUMENT, /data dir/);
+  await rejectsWith(t.client.unary(m.deleteFile, { path: t.dataDir + "/", recursive: true }), Status.INVALID_ARGUMENT, /data dir/);
+  await rejectsWith(t.client.unary(m.deleteFile, { path: "..", recursive: true }), Status.INVALID_ARGUMENT, /holds the data dir/);
+  assert.equal(await fs.readFile(at("canary"), "utf8"), "alive");
+  await rejectsWith(t.client.unary(m.deleteFile, { path: "" }), Status.INVALID_ARGUMENT);
+  await rejectsWith(t.client.unary(m.deleteFile, { path: "x\0" }), Status.INVALID_ARGUMENT);
+});
