@@ -6,6 +6,8 @@ import type { AgentContext } from "../context.js";
 import { invalidArgument, RpcError, Status } from "../errors.js";
 import { RAW_CHUNK_BYTES } from "../limits.js";
 import { resolvePath } from "../paths.js";
+import { preEncoded } from "../../proto/rpc.js";
+import { encodeFields } from "../../proto/wire.js";
 import type * as pb from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
 
 type ReadRawCall = grpc.ServerWritableStream<pb.ReadRawRequest, MessageInitShape<typeof pb.ReadRawChunkSchema>>;
@@ -62,7 +64,7 @@ export async function readRaw(ctx: AgentContext, req: pb.ReadRawRequest, call: R
       next = blockEnd < end ? readBlock(blockEnd) : undefined;
       for (let i = 0; i < block.byteLength && !call.cancelled; i += RAW_CHUNK_BYTES) {
         const data = block.subarray(i, i + RAW_CHUNK_BYTES);
-        const more = call.write({ data, offset: BigInt(pos + i), fileSize: sent === 0 ? fileSize : 0n });
+        const more = call.write(encodeChunk(data, pos + i, sent === 0 ? st.size : 0));
         sent++;
         if (!more) await drained(call);
       }
@@ -79,6 +81,15 @@ export async function readRaw(ctx: AgentContext, req: pb.ReadRawRequest, call: R
   } finally {
     fh.close().catch(() => undefined);
   }
+}
+
+/** ReadRawChunk{data=1, offset=2, file_size=3}, encoded by hand (see proto/wire.ts). */
+function encodeChunk(data: Uint8Array, offset: number, fileSize: number): MessageInitShape<typeof pb.ReadRawChunkSchema> {
+  return preEncoded(encodeFields([
+    { field: 1, value: data },
+    { field: 2, value: offset },
+    { field: 3, value: fileSize },
+  ]));
 }
 
 /** Resolves when the stream can take more, or when it is cancelled or closed. */

@@ -1,0 +1,58 @@
+// Hand-written protobuf wire encoding for the few hot messages that carry
+// bulk bytes. The layout must match the .proto; a unit test checks each
+// encoder against protobuf-es's own decoder.
+
+const WIRE_VARINT = 0;
+const WIRE_LEN = 2;
+
+function varintSize(v: number): number {
+  let n = 1;
+  while (v >= 0x80) {
+    v = Math.floor(v / 128);
+    n++;
+  }
+  return n;
+}
+
+function writeVarint(buf: Buffer, pos: number, v: number): number {
+  while (v >= 0x80) {
+    buf[pos++] = (v % 128) | 0x80;
+    v = Math.floor(v / 128);
+  }
+  buf[pos++] = v;
+  return pos;
+}
+
+export interface WireField {
+  field: number;
+  /** A bytes field, or a non-negative integer below 2^53 (uint64/int64/uint32). */
+  value: Uint8Array | number;
+}
+
+/** Encodes fields in order; zero integers and empty bytes are omitted, as proto3 does. */
+export function encodeFields(fields: WireField[]): Buffer {
+  let size = 0;
+  for (const f of fields) {
+    if (typeof f.value === "number") {
+      if (f.value !== 0) size += varintSize(f.field << 3) + varintSize(f.value);
+    } else if (f.value.length > 0) {
+      size += varintSize(f.field << 3) + varintSize(f.value.length) + f.value.length;
+    }
+  }
+  const buf = Buffer.allocUnsafe(size);
+  let pos = 0;
+  for (const f of fields) {
+    if (typeof f.value === "number") {
+      if (f.value === 0) continue;
+      if (!Number.isSafeInteger(f.value) || f.value < 0) throw new RangeError(`field ${f.field}: ${f.value} is not a non-negative safe integer`);
+      pos = writeVarint(buf, pos, (f.field << 3) | WIRE_VARINT);
+      pos = writeVarint(buf, pos, f.value);
+    } else if (f.value.length > 0) {
+      pos = writeVarint(buf, pos, (f.field << 3) | WIRE_LEN);
+      pos = writeVarint(buf, pos, f.value.length);
+      buf.set(f.value, pos);
+      pos += f.value.length;
+    }
+  }
+  return buf;
+}
