@@ -13,9 +13,10 @@ async function main(): Promise<void> {
   const agent = await startAgent({ dataDir, tcpAddr, socketPath });
   log(`serving on ${agent.ctx.listen} (data dir ${agent.ctx.dataDir}, pid ${process.pid})`);
 
+  const graceMs = Number(process.env.BRIDGE_SHUTDOWN_GRACE_MS) || 5000;
   const stop = (signal: string) => {
     log(`${signal}: draining in-flight calls`);
-    agent.shutdown(5000).then(
+    agent.shutdown(graceMs).then(
       () => process.exit(0),
       (err: unknown) => {
         log(`shutdown failed: ${String(err)}`);
