@@ -35,3 +35,5 @@ export const PTY_MAX_DIMENSION = 65535;
 export const MCP_STDERR_LINE_BYTES = 4096;
 /** Longest stdout line of an MCP server forwarded as one message (room left for framing). */
 export const MCP_MAX_LINE_BYTES = MAX_MESSAGE_BYTES - 64 * 1024;
+/** WriteRaw gives up on a client that sent nothing for this long. */
+export const WRITE_IDLE_MS = 60_000;

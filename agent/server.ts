@@ -20,6 +20,8 @@ export interface AgentOptions {
   socketPath?: string;
   /** "host:port" for legacy containers; port 0 picks a free port. */
   tcpAddr?: string;
+  /** Overrides WRITE_IDLE_MS (tests). */
+  writeIdleMs?: number;
 }
 
 export interface RunningAgent {
@@ -72,6 +74,7 @@ function bind(server: grpc.Server, address: string): Promise<number> {
 export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   await fs.mkdir(opts.dataDir, { recursive: true });
   const ctx = createContext(path.resolve(opts.dataDir));
+  if (opts.writeIdleMs !== undefined) ctx.writeIdleMs = opts.writeIdleMs;
   const server = new grpc.Server(serverOptions);
   addService(server, ContainerService, containerServiceHandlers(ctx), mapAgentError);
   const health = new HealthState([ContainerService.typeName]);

@@ -14,9 +14,20 @@ export interface RequestStream extends Readable {
  * (An async iterator over the stream is not enough: grpc-js destroys the stream
  * on cancel, and an iterator resumed after that can wait forever.)
  */
-export function nextMessage<T>(call: RequestStream, cancelledError: () => Error): Promise<T | undefined> {
+export function nextMessage<T>(
+  call: RequestStream,
+  cancelledError: () => Error,
+  idle?: { ms: number; error: () => Error },
+): Promise<T | undefined> {
   return new Promise<T | undefined>((resolve, reject) => {
+    // A client that vanished without a word (its cancel never reached us) must not
+    // hold the call, and whatever it was writing, forever.
+    const timer = idle ? setTimeout(() => {
+      cleanup();
+      reject(idle.error());
+    }, idle.ms) : undefined;
     const cleanup = (): void => {
+      if (timer) clearTimeout(timer);
       call.off("readable", check);
       call.off("end", onEnd);
       call.off("cancelled", onGone);

@@ -29,7 +29,10 @@ export async function writeRaw(ctx: AgentContext, call: WriteRawCall): Promise<W
   try {
     const gone = (): Error => cancelled(file?.target ?? "the file");
     for (;;) {
-      const req = await nextMessage<pb.WriteRawRequest>(call, gone);
+      const req = await nextMessage<pb.WriteRawRequest>(call, gone, {
+        ms: ctx.writeIdleMs,
+        error: () => new RpcError(Status.DEADLINE_EXCEEDED, `no WriteRaw message for ${ctx.writeIdleMs} ms; ${file?.target ?? "the file"} was left untouched`),
+      });
       if (req === undefined) break;
       const msg = req.msg;
       if (!file) {

@@ -2,7 +2,6 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
-import { existsSync } from "node:fs";
 import fs from "node:fs/promises";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -200,8 +199,26 @@ test("WriteRaw onto a directory is INVALID_ARGUMENT", async () => {
   assert.deepEqual(await tempFilesIn(t.dataDir), []);
 });
 
-test("ReadRaw streams procfs files, whose stat size is 0, to their end", { skip: !existsSync("/proc/self/status") }, async () => {
+test("ReadRaw streams procfs files, whose stat size is 0, to their end", async () => {
   const { chunks, data } = await readRawAll(t.client, { path: "/proc/self/status" });
   assert.equal(chunks[0]!.fileSize, 0n);
   assert.match(data.toString("utf8"), new RegExp(`^Pid:\\s+${process.pid}$`, "m"));
+});
+
+test("an upload that goes silent is abandoned: DEADLINE_EXCEEDED, target untouched, no temp file", async () => {
+  const quiet = await startTestAgent({ writeIdleMs: 300 });
+  try {
+    const file = path.join(quiet.dataDir, "idle.txt");
+    await fs.writeFile(file, "old content");
+    const { call, response } = quiet.client.clientStream(m.writeRaw);
+    call.write({ msg: { case: "start", value: { path: "idle.txt" } } });
+    call.write({ msg: { case: "chunk", value: { data: new Uint8Array(10), offset: 0n } } });
+    // Neither end nor cancel: the client just stops talking.
+    await rejectsWith(response, Status.DEADLINE_EXCEEDED, /left untouched/);
+    assert.equal(await fs.readFile(file, "utf8"), "old content");
+    assert.deepEqual(await tempFilesIn(quiet.dataDir), []);
+    call.cancel();
+  } finally {
+    await quiet.close();
+  }
 });

@@ -15,11 +15,13 @@ export interface TestAgent {
   close(): Promise<void>;
 }
 
-export async function startTestAgent(opts: { tcp?: boolean } = {}): Promise<TestAgent> {
+export async function startTestAgent(opts: { tcp?: boolean; writeIdleMs?: number } = {}): Promise<TestAgent> {
   const root = await fs.mkdtemp(path.join(os.tmpdir(), "memoh-agent-test-"));
   const dataDir = path.join(root, "data");
   const agent = await startAgent(
-    opts.tcp ? { dataDir, tcpAddr: "127.0.0.1:0" } : { dataDir, socketPath: path.join(root, "run", "bridge.sock") },
+    opts.tcp
+      ? { dataDir, tcpAddr: "127.0.0.1:0", writeIdleMs: opts.writeIdleMs }
+      : { dataDir, socketPath: path.join(root, "run", "bridge.sock"), writeIdleMs: opts.writeIdleMs },
   );
   const client = new RpcClient(agent.target);
   return {
