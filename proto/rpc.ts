@@ -47,25 +47,27 @@ function methodPath(method: DescMethod): string {
 }
 
 /**
- * A message already in protobuf wire format. Bulk streams (ReadRaw) encode
- * their chunks by hand: protobuf-es's generic writer copies every payload byte
- * into a fresh array and slows down a lot once its code was optimised for
- * small messages.
+ * A message encoded by hand rather than by protobuf-es. Bulk streams (ReadRaw)
+ * use it: protobuf-es's generic writer copies every payload byte into a fresh
+ * array and slows down a lot once its code was optimised for small messages.
+ * `encode` runs when grpc-js serializes the message, which on the server side
+ * copies the result into its own frame at once, so `encode` may return a view
+ * of a reused scratch buffer (see proto/wire.ts).
  */
 export class PreEncoded {
-  constructor(readonly bytes: Buffer) {}
+  constructor(readonly encode: () => Buffer) {}
 }
 
-/** Passes pre-encoded bytes where a stream expects a message of type T. */
-export function preEncoded<T>(bytes: Buffer): T {
-  return new PreEncoded(bytes) as unknown as T;
+/** Passes encoded bytes, or a hand encoder, where a stream expects a message of type T. */
+export function preEncoded<T>(bytes: Buffer | (() => Buffer)): T {
+  return new PreEncoded(typeof bytes === "function" ? bytes : () => bytes) as unknown as T;
 }
 
 function serializer<D extends DescMessage>(schema: D) {
   // A Buffer view of the encoded bytes, not a copy: bulk streams (ReadRaw,
   // WriteRaw) would otherwise copy every 64 KiB chunk once more.
   return (value: MessageInitShape<D>): Buffer => {
-    if (value instanceof PreEncoded) return value.bytes;
+    if (value instanceof PreEncoded) return value.encode();
     const bytes = toBinary(schema, create(schema, value));
     return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   };

@@ -29,8 +29,22 @@ export interface WireField {
   value: Uint8Array | number;
 }
 
+let scratch = Buffer.allocUnsafe(0);
+
+/**
+ * Like encodeFields, but into a scratch buffer shared by all callers: the
+ * result is valid only until the next call. For serializers whose output the
+ * caller copies right away (grpc-js's server does).
+ */
+export function encodeFieldsScratch(fields: WireField[]): Buffer {
+  return encodeFields(fields, (size) => {
+    if (scratch.length < size) scratch = Buffer.allocUnsafe(Math.max(size, 2 * scratch.length));
+    return scratch.subarray(0, size);
+  });
+}
+
 /** Encodes fields in order; zero integers and empty bytes are omitted, as proto3 does. */
-export function encodeFields(fields: WireField[]): Buffer {
+export function encodeFields(fields: WireField[], alloc: (size: number) => Buffer = Buffer.allocUnsafe): Buffer {
   let size = 0;
   for (const f of fields) {
     if (typeof f.value === "number") {
@@ -39,7 +53,7 @@ export function encodeFields(fields: WireField[]): Buffer {
       size += varintSize(f.field << 3) + varintSize(f.value.length) + f.value.length;
     }
   }
-  const buf = Buffer.allocUnsafe(size);
+  const buf = alloc(size);
   let pos = 0;
   for (const f of fields) {
     if (typeof f.value === "number") {

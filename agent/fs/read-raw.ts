@@ -7,7 +7,7 @@ import { invalidArgument, RpcError, Status } from "../errors.js";
 import { RAW_CHUNK_BYTES } from "../limits.js";
 import { resolvePath } from "../paths.js";
 import { preEncoded } from "../../proto/rpc.js";
-import { encodeFields } from "../../proto/wire.js";
+import { encodeFieldsScratch } from "../../proto/wire.js";
 import type * as pb from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
 
 type ReadRawCall = grpc.ServerWritableStream<pb.ReadRawRequest, MessageInitShape<typeof pb.ReadRawChunkSchema>>;
@@ -85,11 +85,13 @@ export async function readRaw(ctx: AgentContext, req: pb.ReadRawRequest, call: R
 
 /** ReadRawChunk{data=1, offset=2, file_size=3}, encoded by hand (see proto/wire.ts). */
 function encodeChunk(data: Uint8Array, offset: number, fileSize: number): MessageInitShape<typeof pb.ReadRawChunkSchema> {
-  return preEncoded(encodeFields([
-    { field: 1, value: data },
-    { field: 2, value: offset },
-    { field: 3, value: fileSize },
-  ]));
+  return preEncoded(() =>
+    encodeFieldsScratch([
+      { field: 1, value: data },
+      { field: 2, value: offset },
+      { field: 3, value: fileSize },
+    ]),
+  );
 }
 
 /** Resolves when the stream can take more, or when it is cancelled or closed. */
