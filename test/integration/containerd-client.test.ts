@@ -1,0 +1,319 @@
+// The TypeScript containerd client against a private containerd: a workspace
+// container with the runtime bundle whose agent answers, exit events, logs,
+// snapshot commit surviving GC, read-only host mounts, and a daemon that is gone.
+import { describe, test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { randomBytes } from "node:crypto";
+import { BridgeClient } from "../../host/bridge/client.js";
+import { ContainerdClient } from "../../host/containerd/client.js";
+import { ContainerdError } from "../../host/containerd/errors.js";
+import { nextExit } from "../../host/containerd/events.js";
+import { isMountPoint, mountReadOnly, unmount } from "../../host/containerd/snapshots.js";
+import { bindMount, withEnv, withMounts, withProcessArgs } from "../../host/containerd/spec.js";
+import { startContainerd, type ContainerdEnv } from "./env/containerd.js";
+import { buildTestImages, importTestImages } from "./env/images.js";
+import { DEFAULT_AGENT_ARGS, DEFAULT_RUNTIME_DIR, requireRuntimeBundle, waitForSocket } from "./env/container.js";
+
+let env: ContainerdEnv;
+let client: ContainerdClient;
+let busybox: string;
+const uid = () => randomBytes(3).toString("hex");
+
+before(async () => {
+  requireRuntimeBundle();
+  env = await startContainerd();
+  busybox = (await importTestImages(env, await buildTestImages())).busybox;
+  client = new ContainerdClient({ address: env.address, namespace: env.namespace, runcOptions: { root: env.runcRoot } });
+  await client.ready();
+});
+
+after(async () => {
+  client?.close();
+  await env?.stop();
+});
+
+/** Everything our client can see in the namespace that is not part of an imported image. */
+async function leftovers(): Promise<{ tasks: string[]; containers: string[]; activeSnapshots: string[] }> {
+  const tasks = (await client.tasks.list()).map((t) => t.id);
+  const containers = (await client.containers.list()).map((c) => c.id);
+  const activeSnapshots = (await client.snapshots.list()).filter((s) => s.kind !== "committed").map((s) => s.name);
+  return { tasks, containers, activeSnapshots };
+}
+
+test("daemon version, namespace, and the imported image's top chainID is a committed snapshot", async () => {
+  const v = await client.version();
+  assert.match(v.version, /^1\.\d+/);
+  await client.ensureNamespace();
+  await client.ensureNamespace(); // idempotent
+  assert.ok((await client.listNamespaces()).includes(env.namespace));
+  const rootfs = await client.imageRootfs(busybox);
+  assert.match(rootfs.chainId, /^sha256:[0-9a-f]{64}$/);
+  const info = await client.snapshots.stat(rootfs.chainId);
+  assert.equal(info.kind, "committed");
+  const usage = await client.snapshots.usage(rootfs.chainId);
+  assert.ok(usage.size > 0n, `usage ${usage.size}`);
+
+  // A view of a single-layer image is a read-only bind mount on the host.
+  const mnt = fs.mkdtempSync(path.join(os.tmpdir(), "memoh-view-mnt-"));
+  const viewKey = `view-${uid()}`;
+  try {
+    await mountReadOnly(await client.snapshots.view(viewKey, rootfs.chainId), mnt);
+    assert.ok(fs.statSync(path.join(mnt, "bin/busybox")).isFile());
+    assert.throws(() => fs.writeFileSync(path.join(mnt, "x"), "x"), /EROFS/);
+  } finally {
+    await unmount(mnt);
+    fs.rmSync(mnt, { recursive: true, force: true });
+    await client.snapshots.remove(viewKey, { ignoreNotFound: true });
+  }
+  assert.equal(await client.snapshots.exists(viewKey), false);
+});
+
+test("update points a container at another snapshot; delete removes that one", async () => {
+  const id = `upd-${uid()}`;
+  const chainId = (await client.imageRootfs(busybox)).chainId;
+  try {
+    await client.createContainerFromImage({ id, image: busybox, specOpts: [withProcessArgs("true")] });
+    await client.snapshots.prepare(`${id}-next`, chainId);
+    const updated = await client.containers.update(id, { snapshotKey: `${id}-next` });
+    assert.equal(updated.snapshotKey, `${id}-next`);
+    assert.equal(updated.image, busybox, "fields outside the mask must not change");
+    await client.snapshots.remove(id);
+    await client.containers.delete(id, { removeSnapshot: true });
+    assert.equal(await client.snapshots.exists(`${id}-next`), false);
+    await assert.rejects(client.containers.get(id), (err) => err instanceof ContainerdError && err.code === "not_found");
+  } finally {
+    await client.containers.delete(id, { removeSnapshot: true, ignoreNotFound: true }).catch(() => {});
+    for (const s of [id, `${id}-next`]) await client.snapshots.remove(s, { ignoreNotFound: true }).catch(() => {});
+  }
+});
+
+describe("a workspace container with the runtime bundle", () => {
+  const id = `ws-${uid()}`;
+  let socketDir: string;
+
+  before(() => {
+    socketDir = path.join(env.dir, "sockets", id);
+    fs.mkdirSync(socketDir, { recursive: true });
+  });
+
+  after(async () => {
+    await client.removeContainer(id, { graceMs: 1000 }).catch(() => {});
+  });
+
+  test("the agent answers Info; labels filter; exit event on stop; nothing left behind", async () => {
+    await client.createContainerFromImage({
+      id,
+      image: busybox,
+      labels: { "memoh.bot_id": "bot-1" },
+      specOpts: [
+        withProcessArgs(...DEFAULT_AGENT_ARGS),
+        withEnv({ BRIDGE_SOCKET_PATH: "/run/memoh/bridge.sock" }),
+        withMounts([bindMount(DEFAULT_RUNTIME_DIR, "/opt/memoh", ["rbind", "ro"]), bindMount(socketDir, "/run/memoh", ["rbind", "rw"])]),
+      ],
+    });
+    assert.deepEqual((await client.containers.listByLabel("memoh.bot_id", "bot-1")).map((c) => c.id), [id]);
+    assert.deepEqual(await client.containers.listByLabel("memoh.bot_id", "bot-2"), []);
+    const updated = await client.containers.update(id, { labels: { "memoh.version": "3" }, mergeLabels: true });
+    assert.deepEqual(updated.labels, { "memoh.bot_id": "bot-1", "memoh.version": "3" });
+    const got = await client.containers.get(id);
+    assert.equal(got.snapshotKey, id);
+    assert.deepEqual(got.spec?.process.args, DEFAULT_AGENT_ARGS);
+
+    const exits = client.subscribeTaskExits();
+    try {
+      const logPath = path.join(env.dir, "logs", `${id}.log`);
+      const pid = await client.startContainer(id, { logPath });
+      assert.ok(pid > 0);
+      assert.equal((await client.tasks.get(id)).status, "running");
+      // The runc options reached the shim: runc keeps this container's state under our root.
+      assert.ok(fs.existsSync(path.join(env.runcRoot, env.namespace, id, "state.json")), `no runc state under ${env.runcRoot}`);
+      await waitForSocket(path.join(socketDir, "bridge.sock"), 15_000);
+      const bridge = new BridgeClient(`unix:${path.join(socketDir, "bridge.sock")}`);
+      try {
+        const info = await bridge.info();
+        assert.equal(info.listen, "unix:/run/memoh/bridge.sock");
+        assert.notEqual(info.pid, process.pid);
+      } finally {
+        bridge.close();
+      }
+      const metrics = await client.tasks.metrics(id);
+      assert.match(metrics.typeUrl, /cgroups\.v[12]\.Metrics$/);
+      assert.ok(metrics.value.length > 0);
+      // tini and node (and node's threads, which the pids controller counts).
+      assert.ok((metrics.usage?.pids?.current ?? 0) >= 2, `pids ${JSON.stringify(metrics.usage)}`);
+      assert.ok((metrics.usage?.memory?.usage ?? 0) > 1024 * 1024, `memory ${JSON.stringify(metrics.usage)}`);
+      assert.ok((metrics.usage?.cpu?.usageNs ?? 0) > 0, `cpu ${JSON.stringify(metrics.usage)}`);
+      if (metrics.usage?.cgroup === "v1") {
+        const pidsFile = path.join("/sys/fs/cgroup/pids", env.namespace, id, "pids.current");
+        if (fs.existsSync(pidsFile)) assert.ok(Math.abs(Number(fs.readFileSync(pidsFile, "utf8")) - metrics.usage.pids!.current) <= 2);
+      }
+
+      const exitEvent = nextExit(exits, id);
+      const t0 = Date.now();
+      const exit = await client.removeContainer(id, { graceMs: 5000 });
+      assert.ok(Date.now() - t0 < 5000, "the agent ignored SIGTERM");
+      // tini forwards SIGTERM; the agent shuts down cleanly (0) well within the grace period, not by SIGKILL (137).
+      assert.equal(exit?.exitStatus, 0);
+      const ev = await exitEvent;
+      assert.equal(ev.exitStatus, 0);
+      assert.equal(ev.pid, pid);
+      assert.match(fs.readFileSync(logPath, "utf8"), /memoh-agent/);
+    } finally {
+      exits.close();
+    }
+    const left = await leftovers();
+    assert.deepEqual(left, { tasks: [], containers: [], activeSnapshots: [] });
+    assert.equal(await client.snapshots.exists(id), false);
+  });
+});
+
+test("stdout and stderr land in the log file; stop of a stopped task just deletes it", async () => {
+  const id = `log-${uid()}`;
+  const logPath = path.join(env.dir, "logs", `${id}.log`);
+  try {
+    await client.createContainerFromImage({ id, image: busybox, specOpts: [withProcessArgs("sh", "-c", "echo to-stdout; echo to-stderr >&2; exit 7")] });
+    await client.createTask(id, { logPath });
+    const waiting = client.tasks.wait(id);
+    await client.tasks.start(id);
+    assert.equal((await waiting).exitStatus, 7);
+    const exit = await client.removeContainer(id);
+    assert.equal(exit?.exitStatus, 7);
+    const log = fs.readFileSync(logPath, "utf8");
+    assert.match(log, /to-stdout/);
+    assert.match(log, /to-stderr/);
+  } finally {
+    await client.removeContainer(id, { graceMs: 500 }).catch(() => {});
+  }
+  assert.deepEqual(await leftovers(), { tasks: [], containers: [], activeSnapshots: [] });
+});
+
+test("a SIGTERM-ignoring task is SIGKILLed after the grace period", async () => {
+  const id = `kill-${uid()}`;
+  try {
+    await client.createContainerFromImage({ id, image: busybox, specOpts: [withProcessArgs("sh", "-c", "trap '' TERM; while true; do sleep 0.1; done")] });
+    await client.startContainer(id);
+    const t0 = Date.now();
+    const exit = await client.removeContainer(id, { graceMs: 300 });
+    assert.equal(exit?.exitStatus, 137);
+    assert.ok(Date.now() - t0 >= 300, "killed before the grace period ended");
+
+    // A task that was created but never started is killed without a grace period.
+    await client.createContainerFromImage({ id, image: busybox, specOpts: [withProcessArgs("sleep", "100")] });
+    await client.createTask(id);
+    assert.equal((await client.tasks.get(id)).status, "created");
+    const t1 = Date.now();
+    assert.equal((await client.removeContainer(id, { graceMs: 10_000 }))?.exitStatus, 137);
+    assert.ok(Date.now() - t1 < 5_000);
+  } finally {
+    await client.removeContainer(id, { graceMs: 0 }).catch(() => {});
+  }
+  assert.deepEqual(await leftovers(), { tasks: [], containers: [], activeSnapshots: [] });
+});
+
+test("a committed snapshot survives GC after its container is gone, and a new container starts from it", async () => {
+  const id = `v-${uid()}`;
+  const version = `${id}-v1`;
+  const unprotected = `${id}-unprotected`;
+  const id2 = `${id}-restored`;
+  const mnt = fs.mkdtempSync(path.join(os.tmpdir(), "memoh-snap-mnt-"));
+  try {
+    await client.createContainerFromImage({ id, image: busybox, specOpts: [withProcessArgs("sh", "-c", "mkdir -p /data && echo persisted > /data/v.txt")] });
+    await client.startContainer(id);
+    assert.equal((await client.tasks.wait(id)).exitStatus, 0);
+    await client.tasks.delete(id);
+
+    // The active snapshot, read-only on the host: the container's write is visible.
+    await mountReadOnly(await client.snapshots.mounts(id), mnt);
+    try {
+      assert.equal(fs.readFileSync(path.join(mnt, "data/v.txt"), "utf8"), "persisted\n");
+      assert.throws(() => fs.writeFileSync(path.join(mnt, "data/x"), "x"), /EROFS/);
+    } finally {
+      await unmount(mnt);
+    }
+    assert.equal(isMountPoint(mnt), false);
+
+    await client.snapshots.commit(version, id);
+    // A committed snapshot without gc.root and without references: GC must take it.
+    const chainId = (await client.imageRootfs(busybox)).chainId;
+    await client.snapshots.prepare(`${unprotected}-active`, chainId);
+    await client.snapshots.commit(unprotected, `${unprotected}-active`, { gcRoot: false });
+
+    await client.containers.delete(id, { removeSnapshot: true });
+    await client.collectGarbage();
+    assert.equal(await client.snapshots.exists(unprotected), false, "GC did not run (the unprotected snapshot is still there)");
+    const info = await client.snapshots.stat(version);
+    assert.equal(info.kind, "committed");
+    assert.equal(info.parent, chainId);
+
+    // A read-only view of the version.
+    await mountReadOnly(await client.snapshots.view(`${version}-view`, version), mnt);
+    try {
+      assert.equal(fs.readFileSync(path.join(mnt, "data/v.txt"), "utf8"), "persisted\n");
+    } finally {
+      await unmount(mnt);
+      await client.snapshots.remove(`${version}-view`);
+    }
+
+    const logPath = path.join(env.dir, "logs", `${id2}.log`);
+    await client.createContainerFromImage({ id: id2, image: busybox, parentSnapshot: version, specOpts: [withProcessArgs("cat", "/data/v.txt")] });
+    await client.startContainer(id2, { logPath });
+    assert.equal((await client.tasks.wait(id2)).exitStatus, 0);
+    await client.removeContainer(id2);
+    assert.equal(fs.readFileSync(logPath, "utf8"), "persisted\n");
+    await client.snapshots.remove(version);
+  } finally {
+    await unmount(mnt).catch(() => {});
+    fs.rmSync(mnt, { recursive: true, force: true });
+    for (const c of [id, id2]) await client.removeContainer(c, { graceMs: 0 }).catch(() => {});
+    for (const s of [`${version}-view`, version, `${unprotected}-active`, unprotected]) await client.snapshots.remove(s, { ignoreNotFound: true }).catch(() => {});
+  }
+  assert.deepEqual(await leftovers(), { tasks: [], containers: [], activeSnapshots: [] });
+});
+
+test("leases: labels, expiry label, list, delete", async () => {
+  const lease = await client.createLease({ labels: { "memoh.purpose": "test" }, expiresInMs: 60_000 });
+  const listed = await client.listLeases([`labels."memoh.purpose"==test`]);
+  assert.deepEqual(listed.map((l) => l.id), [lease.id]);
+  assert.ok(listed[0]!.labels["containerd.io/gc.expire"]);
+  await client.deleteLease(lease.id);
+  assert.deepEqual(await client.listLeases([`labels."memoh.purpose"==test`]), []);
+  await assert.rejects(client.deleteLease(lease.id), (err) => err instanceof ContainerdError && err.code === "not_found");
+});
+
+test("containerd down: calls fail with code unavailable and a clear message", async () => {
+  const env2 = await startContainerd();
+  const c2 = new ContainerdClient({ address: env2.address, namespace: env2.namespace, defaultTimeoutMs: 5_000 });
+  try {
+    await c2.version();
+    const events = c2.subscribe();
+    const streamEnd = (async () => {
+      for await (const _ of events) {
+        // no events expected
+      }
+    })().then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    await env2.stop();
+    // An open event stream ends with the same error instead of hanging.
+    const streamError = await streamEnd;
+    assert.ok(streamError instanceof ContainerdError && streamError.code === "unavailable", `stream ended with ${String(streamError)}`);
+    events.close();
+    const t0 = Date.now();
+    await assert.rejects(c2.version(), (err) => {
+      assert.ok(err instanceof ContainerdError);
+      assert.equal(err.code, "unavailable");
+      assert.match(err.message, /Version/);
+      assert.match(err.message, /is containerd running\?/);
+      return true;
+    });
+    assert.ok(Date.now() - t0 < 5_000);
+    await assert.rejects(c2.ready(1000), (err) => err instanceof ContainerdError && err.code === "unavailable" && /does not exist/.test(err.message));
+  } finally {
+    c2.close();
+    await env2.stop().catch(() => {});
+  }
+});
