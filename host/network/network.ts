@@ -1,0 +1,362 @@
+// Workspace networking on top of the CNI runner: one attachment per container, with the
+// recoveries the seeds needed (zero-MAC bridge, stale allocations), isolation between
+// workspaces on the shared bridge, and startup hygiene after a crash or a host restart.
+import fs from "node:fs";
+import path from "node:path";
+import { isIP } from "node:net";
+import { CniRunner, DEFAULT_CACHE_DIR, DEFAULT_IFNAME, type RuntimeConf } from "./cni.js";
+import {
+  DEFAULT_CONF_DIR,
+  DEFAULT_NETWORK_NAME,
+  bridgeName,
+  ensureConfList,
+  ipMasqEnabled,
+  ipamLeaseDir,
+  ipv4Subnets,
+  loadConfList,
+  type DefaultNetworkOptions,
+  type NetworkConfigList,
+} from "./conflist.js";
+import { CniConfigError, CniError, CniErrorCode, NetworkSetupError } from "./errors.js";
+import {
+  bridgePorts,
+  deleteLink,
+  enableIpForward,
+  ensureMasquerade,
+  getLink,
+  isPortIsolated,
+  isZeroMac,
+  removeIpMasqChain,
+  removeMasquerade,
+  setPortIsolated,
+} from "./links.js";
+import { DEFAULT_PLUGIN_DIRS, DEFAULT_PLUGIN_TIMEOUT_MS } from "./plugin.js";
+import { firstIPv4, type CniResult } from "./result.js";
+
+export interface NetworkOptions {
+  /** Where the network list lives (MEMOH_CNI_CONF_DIR); default /etc/cni/net.d. */
+  confDir?: string;
+  /** Plugin search path (MEMOH_CNI_BIN_DIR, colon-separated); default /opt/cni/bin:/usr/lib/cni. */
+  pluginDirs?: string[];
+  /** Cached ADD results; default /var/lib/memoh/cni/cache. */
+  cacheDir?: string;
+  /** Which list to use and, when it is missing, what to write (name defaults to memoh-cni). */
+  defaults?: DefaultNetworkOptions;
+  /** Write the default list when the named one is absent (default true). */
+  writeDefault?: boolean;
+  /** Workspaces on the bridge cannot reach each other (default true). */
+  isolation?: boolean;
+  /** Deadline of each plugin call (default 30 s). */
+  pluginTimeoutMs?: number;
+  ifName?: string;
+  /** Extra environment for plugin processes. */
+  pluginEnv?: Record<string, string>;
+  /** Told about recoveries (a failed attempt, a deleted bridge); default: console.warn. */
+  log?: (message: string) => void;
+}
+
+export interface PortMapping {
+  hostPort: number;
+  containerPort: number;
+  protocol?: "tcp" | "udp";
+  hostIP?: string;
+}
+
+export interface SetupOptions {
+  portMappings?: PortMapping[];
+}
+
+export interface NetworkAttachment {
+  containerId: string;
+  /** The container's IPv4 address. */
+  ip: string;
+  prefixLength: number;
+  gateway?: string;
+  /** Host end of the container's veth, when the plugin reported one. */
+  hostInterface?: string;
+  /** Whether the host end was isolated from the other workspaces' ports. */
+  isolated: boolean;
+  result: CniResult;
+}
+
+export interface HygieneReport {
+  /** Why the bridge was deleted, when it was. */
+  bridgeDeleted?: "zero-mac" | "down";
+  /** Containers whose attachments (cache entries, leases) were released. */
+  released: string[];
+  /** Failures that did not stop the sweep (a stale entry that could not be released). */
+  errors: string[];
+}
+
+/** Options from the documented environment (MEMOH_CNI_CONF_DIR, MEMOH_CNI_BIN_DIR, MEMOH_DATA_ROOT). */
+export function networkOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): NetworkOptions {
+  const options: NetworkOptions = {};
+  if (env.MEMOH_CNI_CONF_DIR) options.confDir = env.MEMOH_CNI_CONF_DIR;
+  if (env.MEMOH_CNI_BIN_DIR) options.pluginDirs = env.MEMOH_CNI_BIN_DIR.split(":").filter(Boolean);
+  if (env.MEMOH_DATA_ROOT) {
+    options.cacheDir = path.join(env.MEMOH_DATA_ROOT, "cni", "cache");
+    options.defaults = { ipamDataDir: path.join(env.MEMOH_DATA_ROOT, "cni", "ipam") };
+  }
+  return options;
+}
+
+const MAC_ERROR = /could not set bridge's mac/i;
+const ALREADY_EXISTS = /already exists|duplicate allocation|duplicate ip|has an ip address already|already allocated|already been allocated/i;
+const EXHAUSTED = /no IP addresses available|no more addresses|range set .* is full|requested IP address .* is not available/i;
+
+function describe(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** Errors another attempt cannot fix: retrying only delays the answer. */
+function isPermanent(err: unknown): boolean {
+  if (err instanceof NetworkSetupError || err instanceof CniConfigError) return true;
+  if (!(err instanceof CniError)) return false;
+  if (MAC_ERROR.test(err.message) || ALREADY_EXISTS.test(err.message)) return false;
+  if (EXHAUSTED.test(err.message)) return true;
+  const permanent: number[] = [
+    CniErrorCode.INCOMPATIBLE_VERSION,
+    CniErrorCode.UNSUPPORTED_FIELD,
+    CniErrorCode.INVALID_NETWORK_CONFIG,
+    CniErrorCode.DECODE_FAILURE,
+    CniErrorCode.PLUGIN_NOT_FOUND,
+    CniErrorCode.INVALID_ENV,
+  ];
+  return permanent.includes(err.code);
+}
+
+export class WorkspaceNetwork {
+  readonly runner: CniRunner;
+  /** The bridge the list's bridge plugin manages, if it has one. */
+  readonly bridge: string | undefined;
+  readonly isolation: boolean;
+  private readonly ifName: string;
+  private readonly log: (message: string) => void;
+
+  constructor(
+    readonly list: NetworkConfigList,
+    options: NetworkOptions = {},
+  ) {
+    this.runner = new CniRunner(list, {
+      pluginDirs: options.pluginDirs ?? DEFAULT_PLUGIN_DIRS,
+      cacheDir: options.cacheDir ?? DEFAULT_CACHE_DIR,
+      timeoutMs: options.pluginTimeoutMs ?? DEFAULT_PLUGIN_TIMEOUT_MS,
+      ...(options.pluginEnv !== undefined ? { env: options.pluginEnv } : {}),
+    });
+    this.bridge = bridgeName(list);
+    this.isolation = options.isolation ?? true;
+    this.ifName = options.ifName ?? DEFAULT_IFNAME;
+    this.log = options.log ?? ((message) => console.warn(`[network] ${message}`));
+  }
+
+  /** Loads the named list from the conf dir, writing the default first when it is absent. */
+  static open(options: NetworkOptions = {}): WorkspaceNetwork {
+    const confDir = options.confDir ?? DEFAULT_CONF_DIR;
+    const name = options.defaults?.name ?? DEFAULT_NETWORK_NAME;
+    const list =
+      options.writeDefault === false ? loadConfList(confDir, name) : ensureConfList(confDir, options.defaults ?? {});
+    if (list === undefined) throw new CniConfigError(`no network list named ${name}`, confDir);
+    return new WorkspaceNetwork(list, options);
+  }
+
+  private rt(containerId: string, netns: string | undefined, setup?: SetupOptions): RuntimeConf {
+    const rt: RuntimeConf = { containerId, ifName: this.ifName };
+    if (netns !== undefined) rt.netns = netns;
+    if (setup?.portMappings !== undefined && setup.portMappings.length > 0) {
+      rt.capabilityArgs = { portMappings: setup.portMappings.map((m) => ({ protocol: "tcp", ...m })) };
+    }
+    return rt;
+  }
+
+  /**
+   * Attaches the container's netns to the network and returns its IPv4 address. One retry:
+   * a zero-MAC bridge is deleted first, stale allocations are released by a DEL first. A
+   * failed attempt is always undone (DEL), so nothing leaks: no veth, no lease, no cache entry.
+   */
+  async setupNetwork(containerId: string, netnsPath: string, options: SetupOptions = {}): Promise<NetworkAttachment> {
+    if (!fs.existsSync(netnsPath)) throw new NetworkSetupError(containerId, `netns ${netnsPath} does not exist`);
+    try {
+      await this.ensureHostNetworking();
+    } catch (err) {
+      throw new NetworkSetupError(containerId, `cannot enable forwarding/masquerading: ${describe(err)}`, { cause: err });
+    }
+    const rt = this.rt(containerId, netnsPath, options);
+    let lastError: unknown;
+    for (let attempt = 1; attempt <= 2; attempt++) {
+      try {
+        return await this.attach(rt);
+      } catch (err) {
+        lastError = err;
+        const cleanup = await this.runner.del(rt).then(
+          () => undefined,
+          (delErr: unknown) => describe(delErr),
+        );
+        this.log(`setup of ${containerId}, attempt ${attempt}: ${describe(err)}${cleanup !== undefined ? `; DEL failed: ${cleanup}` : ""}`);
+        if (err instanceof CniError && MAC_ERROR.test(err.message) && this.bridge !== undefined) {
+          const deleted = await deleteLink(this.bridge).catch((linkErr: unknown) => {
+            this.log(`cannot delete bridge ${this.bridge}: ${describe(linkErr)}`);
+            return false;
+          });
+          if (deleted) this.log(`deleted bridge ${this.bridge} (lost its MAC); the bridge plugin recreates it`);
+        }
+        const final = attempt === 2 || isPermanent(err);
+        if (final) {
+          const message = err instanceof NetworkSetupError ? err.message.replace(/^network setup for \S+ failed: /, "") : describe(err);
+          throw new NetworkSetupError(
+            containerId,
+            `${message}${cleanup !== undefined ? `; cleanup (DEL) also failed: ${cleanup}` : ""}` +
+              (attempt === 2 ? " (after one retry)" : ""),
+            { cause: err },
+          );
+        }
+      }
+    }
+    throw new NetworkSetupError(containerId, describe(lastError), { cause: lastError });
+  }
+
+  private async attach(rt: RuntimeConf): Promise<NetworkAttachment> {
+    const result = await this.runner.add(rt);
+    const v4 = firstIPv4(result);
+    if (v4 === undefined) {
+      throw new NetworkSetupError(rt.containerId, `the plugins returned no usable IPv4 address (ips: ${JSON.stringify(result.ips)})`);
+    }
+    const hostInterface = result.interfaces.find((i) => i.sandbox === undefined && i.name !== this.bridge)?.name;
+    let isolated = false;
+    if (this.isolation && this.bridge !== undefined) {
+      if (hostInterface === undefined) {
+        throw new NetworkSetupError(rt.containerId, "isolation is on but the result names no host-side interface to isolate");
+      }
+      await setPortIsolated(hostInterface, true);
+      isolated = true;
+    }
+    this.runner.saveResult(rt, result);
+    const attachment: NetworkAttachment = { containerId: rt.containerId, ip: v4.ip, prefixLength: v4.prefixLength, isolated, result };
+    if (v4.gateway !== undefined) attachment.gateway = v4.gateway;
+    if (hostInterface !== undefined) attachment.hostInterface = hostInterface;
+    return attachment;
+  }
+
+  /** DEL; idempotent: a container never attached, already removed, or whose netns is gone is fine. */
+  async removeNetwork(containerId: string, netnsPath?: string): Promise<void> {
+    await this.runner.del(this.rt(containerId, netnsPath));
+    await this.afterDel(containerId);
+  }
+
+  /** What DEL leaves when the netns is already gone: the ipMasq chain, a stray lease. */
+  private async afterDel(containerId: string): Promise<void> {
+    if (ipMasqEnabled(this.list)) await removeIpMasqChain(this.list.name, containerId);
+    this.releaseLeases(new Set([containerId]), "owned");
+  }
+
+  /** CHECK of a running container's attachment; throws a CniError when it is not as set up. */
+  async checkNetwork(containerId: string, netnsPath: string): Promise<void> {
+    await this.runner.check(this.rt(containerId, netnsPath));
+    const cached = this.runner.cachedResult(containerId, this.ifName);
+    const hostInterface = cached?.result.interfaces.find((i) => i.sandbox === undefined && i.name !== this.bridge)?.name;
+    if (this.isolation && hostInterface !== undefined) {
+      if (!(await isPortIsolated(hostInterface))) {
+        throw new CniError(CniErrorCode.INVALID_NETWORK_CONFIG, `port ${hostInterface} of ${containerId} is not isolated`);
+      }
+    }
+  }
+
+  /** The cached attachment of a container (its IP after a restart of the host process). */
+  cachedAttachment(containerId: string): { ip: string; result: CniResult } | undefined {
+    const cached = this.runner.cachedResult(containerId, this.ifName);
+    const v4 = cached === undefined ? undefined : firstIPv4(cached.result);
+    return cached !== undefined && v4 !== undefined ? { ip: v4.ip, result: cached.result } : undefined;
+  }
+
+  /** IP forwarding on, and the masquerade rule for the subnet when the list asks for ipMasq. */
+  async ensureHostNetworking(): Promise<void> {
+    if (this.bridge === undefined) return;
+    enableIpForward();
+    if (!ipMasqEnabled(this.list)) return;
+    for (const subnet of ipv4Subnets(this.list)) await ensureMasquerade(subnet, this.masqComment());
+  }
+
+  /** Removes what ensureHostNetworking added (IP forwarding stays on: others may need it). */
+  async removeHostNetworking(): Promise<void> {
+    for (const subnet of ipv4Subnets(this.list)) await removeMasquerade(subnet, this.masqComment());
+  }
+
+  private masqComment(): string {
+    return `memoh-cni:${this.list.name}`;
+  }
+
+  /**
+   * Startup hygiene: deletes our bridge when it was left with a zero MAC or DOWN (the plugin
+   * recreates it), and releases the attachments of containers that are not in `liveIds`:
+   * cached results (through a DEL without netns) and host-local leases.
+   */
+  async cleanupStale(liveIds: Iterable<string>): Promise<HygieneReport> {
+    const live = new Set(liveIds);
+    const report: HygieneReport = { released: [], errors: [] };
+    if (this.bridge !== undefined) {
+      const link = await getLink(this.bridge);
+      if (link !== undefined && link.kind === "bridge") {
+        const reason = isZeroMac(link.address) ? "zero-mac" : link.operstate === "DOWN" ? "down" : undefined;
+        if (reason !== undefined) {
+          await deleteLink(this.bridge);
+          report.bridgeDeleted = reason;
+          this.log(`deleted bridge ${this.bridge} (${reason}); the bridge plugin recreates it`);
+        }
+      }
+    }
+    const stale = new Set<string>();
+    for (const id of this.runner.cachedContainerIds(this.ifName)) if (!live.has(id)) stale.add(id);
+    for (const id of this.leaseOwners()) if (!live.has(id)) stale.add(id);
+    for (const id of stale) {
+      try {
+        await this.runner.del(this.rt(id, undefined));
+        await this.afterDel(id);
+        report.released.push(id);
+      } catch (err) {
+        report.errors.push(`${id}: ${describe(err)}`);
+      }
+    }
+    this.releaseLeases(live, "not-owned");
+    return report;
+  }
+
+  /** host-local lease files: named by IP, first line the container id. */
+  private leases(): Array<{ file: string; owner: string }> {
+    const dir = ipamLeaseDir(this.list);
+    if (dir === undefined) return [];
+    let names: string[];
+    try {
+      names = fs.readdirSync(dir);
+    } catch {
+      return [];
+    }
+    const out: Array<{ file: string; owner: string }> = [];
+    for (const name of names) {
+      if (isIP(name) === 0) continue;
+      const file = path.join(dir, name);
+      try {
+        const owner = fs.readFileSync(file, "utf8").split(/\r?\n/)[0]?.trim() ?? "";
+        if (owner !== "") out.push({ file, owner });
+      } catch {
+        // raced with a release
+      }
+    }
+    return out;
+  }
+
+  /** Container ids holding a host-local lease on this network. */
+  leaseOwners(): string[] {
+    return [...new Set(this.leases().map((l) => l.owner))];
+  }
+
+  /** Removes lease files whose owner is (or is not) in `ids`. */
+  private releaseLeases(ids: Set<string>, which: "owned" | "not-owned"): void {
+    for (const lease of this.leases()) {
+      if (ids.has(lease.owner) === (which === "owned")) fs.rmSync(lease.file, { force: true });
+    }
+  }
+
+  /** Ports currently on our bridge (diagnostics and tests). */
+  async bridgePorts(): Promise<string[]> {
+    return this.bridge === undefined ? [] : bridgePorts(this.bridge);
+  }
+}

@@ -1,0 +1,130 @@
+// Loading, validating and writing the CNI network list.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import {
+  bridgeName,
+  defaultConfList,
+  ensureConfList,
+  ipamLeaseDir,
+  ipMasqEnabled,
+  ipv4Subnets,
+  loadConfList,
+  parseConfList,
+} from "../../host/network/conflist.js";
+import { CniConfigError } from "../../host/network/errors.js";
+
+function tempDir(t: { after: (fn: () => void) => void }): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "memoh-conflist-"));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+test("an empty conf dir gets the seeds' default list, written once and then loaded as is", (t) => {
+  const dir = path.join(tempDir(t), "net.d");
+  const list = ensureConfList(dir);
+  assert.equal(list.file, path.join(dir, "memoh-cni.conflist"));
+  assert.equal(list.name, "memoh-cni");
+  assert.equal(list.cniVersion, "1.0.0");
+  assert.deepEqual(
+    list.plugins.map((p) => p.type),
+    ["bridge", "portmap"],
+  );
+  const [bridge, portmap] = list.plugins;
+  assert.equal(bridge?.bridge, "cni0");
+  assert.equal(bridge?.isGateway, true);
+  assert.equal(bridge?.ipMasq, true);
+  assert.equal(bridge?.hairpinMode, true);
+  assert.deepEqual(bridge?.ipam, {
+    type: "host-local",
+    ranges: [[{ subnet: "10.88.0.0/16" }]],
+    routes: [{ dst: "0.0.0.0/0" }],
+    dataDir: "/var/lib/memoh/cni/ipam",
+  });
+  assert.deepEqual(portmap?.capabilities, { portMappings: true });
+  assert.equal(bridgeName(list), "cni0");
+  assert.deepEqual(ipv4Subnets(list), ["10.88.0.0/16"]);
+  assert.equal(ipamLeaseDir(list), "/var/lib/memoh/cni/ipam/memoh-cni");
+
+  // An operator's edit survives the next start.
+  const edited = JSON.parse(fs.readFileSync(list.file!, "utf8"));
+  edited.plugins[0].bridge = "memoh0";
+  fs.writeFileSync(list.file!, JSON.stringify(edited));
+  assert.equal(bridgeName(ensureConfList(dir)), "memoh0");
+});
+
+test("the default is configurable: name, bridge, subnet (normalised), IPAM dir, ipMasq, portmap", (t) => {
+  const dir = tempDir(t);
+  const list = ensureConfList(dir, {
+    name: "ws-net",
+    bridge: "mtb1",
+    subnet: "10.213.7.9/24",
+    ipamDataDir: "/tmp/ipam",
+    ipMasq: false,
+    portmap: false,
+  });
+  assert.equal(list.file, path.join(dir, "ws-net.conflist"));
+  assert.equal(list.plugins.length, 1);
+  assert.equal(bridgeName(list), "mtb1");
+  assert.deepEqual(ipv4Subnets(list), ["10.213.7.0/24"]);
+  assert.equal(ipMasqEnabled(list), false);
+  assert.equal(ipamLeaseDir(list), "/tmp/ipam/ws-net");
+  assert.throws(() => defaultConfList({ bridge: "a-bridge-name-too-long" }), /at most 15/);
+  assert.throws(() => defaultConfList({ subnet: "10.0.0.0/31" }), /room for hosts/);
+  assert.throws(() => defaultConfList({ subnet: "fd00::/64" }), /not an IPv4 CIDR/);
+});
+
+test("the product's list is picked by file name among other networks; a .conf is a one-plugin list", (t) => {
+  const dir = tempDir(t);
+  const other = { cniVersion: "1.0.0", name: "aaa-other", plugins: [{ type: "loopback" }] };
+  fs.writeFileSync(path.join(dir, "10-aaa.conflist"), JSON.stringify(other));
+  fs.writeFileSync(path.join(dir, "99-broken.conf"), "{ not json");
+  fs.writeFileSync(
+    path.join(dir, "memoh-cni.conf"),
+    JSON.stringify({ cniVersion: "0.4.0", name: "memoh-cni", type: "bridge", bridge: "br9", ipam: { type: "host-local", subnet: "10.1.0.0/16" } }),
+  );
+  const list = loadConfList(dir, "memoh-cni");
+  assert.ok(list !== undefined);
+  assert.equal(list.cniVersion, "0.4.0");
+  assert.equal(list.plugins.length, 1);
+  assert.equal(list.plugins[0]?.type, "bridge");
+  assert.equal(list.plugins[0]?.name, undefined, "name/cniVersion belong to the list, not the plugin");
+  assert.deepEqual(ipv4Subnets(list), ["10.1.0.0/16"]);
+  // By the name field when no file carries the name; lexical first without a name.
+  assert.equal(loadConfList(dir, "aaa-other")?.name, "aaa-other");
+  assert.equal(loadConfList(dir)?.name, "aaa-other");
+  assert.equal(loadConfList(dir, "nope"), undefined);
+  assert.equal(loadConfList(path.join(dir, "missing")), undefined);
+});
+
+test("invalid lists are rejected with the file and the field in the message", (t) => {
+  const dir = tempDir(t);
+  const cases: Array<[unknown, RegExp]> = [
+    [{ cniVersion: "1.0.0", plugins: [{ type: "bridge" }] }, /name must match/],
+    [{ cniVersion: "9.9.9", name: "x", plugins: [{ type: "bridge" }] }, /cniVersion "9.9.9" is not one of/],
+    [{ cniVersion: "1.0.0", name: "x", plugins: [] }, /non-empty array/],
+    [{ cniVersion: "1.0.0", name: "x", plugins: [{ type: "" }] }, /plugins\[0\]\.type/],
+    [{ cniVersion: "1.0.0", name: "x", plugins: [{ type: "../../bin/sh" }] }, /plugins\[0\]\.type/],
+    [{ cniVersion: "1.0.0", name: "x", plugins: [{ type: "portmap", capabilities: { portMappings: "yes" } }] }, /capabilities/],
+    [{ cniVersion: "1.0.0", name: "x", plugins: [{ type: "bridge", bridge: "sixteen-chars-xx" }] }, /at most 15/],
+    [{ cniVersion: "1.0.0", name: "x", plugins: [{ type: "bridge", ipam: { type: "host-local", subnet: "10.0.0.0" } }] }, /CIDR/],
+    [{ cniVersion: "1.0.0", name: "x", plugins: [{ type: "bridge", ipam: { subnet: "10.0.0.0/8" } }] }, /ipam\.type/],
+    [{ cniVersion: "1.0.0", name: "x", plugins: [{ type: "bridge", ipam: { type: "host-local", dataDir: "rel" } }] }, /absolute/],
+    [{ cniVersion: "1.0.0", name: "x" }, /neither a plugins list nor a plugin type/],
+    [[1, 2], /not a JSON object/],
+  ];
+  for (const [doc, message] of cases) {
+    const file = path.join(dir, "memoh-cni.conflist");
+    fs.writeFileSync(file, JSON.stringify(doc));
+    assert.throws(
+      () => loadConfList(dir, "memoh-cni"),
+      (err: unknown) => err instanceof CniConfigError && message.test(err.message) && err.message.startsWith(file),
+      `${JSON.stringify(doc)} should fail with ${message}`,
+    );
+  }
+  assert.throws(() => parseConfList("{", "f.conflist"), /f\.conflist: not valid JSON/);
+  fs.writeFileSync(path.join(dir, "memoh-cni.conflist"), JSON.stringify({ cniVersion: "1.0.0", name: "other", plugins: [{ type: "bridge" }] }));
+  assert.throws(() => loadConfList(dir, "memoh-cni"), /network name is other, expected memoh-cni/);
+});
