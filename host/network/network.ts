@@ -97,6 +97,12 @@ export function networkOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): Net
     options.cacheDir = path.join(env.MEMOH_DATA_ROOT, "cni", "cache");
     options.defaults = { ipamDataDir: path.join(env.MEMOH_DATA_ROOT, "cni", "ipam") };
   }
+  const isolation = env.MEMOH_CNI_ISOLATION?.trim().toLowerCase();
+  if (isolation !== undefined && isolation !== "") {
+    if (["0", "false", "off", "no"].includes(isolation)) options.isolation = false;
+    else if (["1", "true", "on", "yes"].includes(isolation)) options.isolation = true;
+    else throw new CniConfigError(`MEMOH_CNI_ISOLATION must be on or off, got ${JSON.stringify(env.MEMOH_CNI_ISOLATION)}`, undefined);
+  }
   return options;
 }
 

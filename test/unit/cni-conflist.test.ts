@@ -128,3 +128,15 @@ test("invalid lists are rejected with the file and the field in the message", (t
   fs.writeFileSync(path.join(dir, "memoh-cni.conflist"), JSON.stringify({ cniVersion: "1.0.0", name: "other", plugins: [{ type: "bridge" }] }));
   assert.throws(() => loadConfList(dir, "memoh-cni"), /network name is other, expected memoh-cni/);
 });
+
+test("networkOptionsFromEnv reads dirs, data root and the isolation switch", async () => {
+  const { networkOptionsFromEnv } = await import("../../host/network/network.js");
+  const o = networkOptionsFromEnv({ MEMOH_CNI_CONF_DIR: "/c", MEMOH_CNI_BIN_DIR: "/a:/b", MEMOH_DATA_ROOT: "/d", MEMOH_CNI_ISOLATION: "off" });
+  assert.equal(o.confDir, "/c");
+  assert.deepEqual(o.pluginDirs, ["/a", "/b"]);
+  assert.equal(o.cacheDir, "/d/cni/cache");
+  assert.equal(o.isolation, false);
+  assert.equal(networkOptionsFromEnv({}).isolation, undefined);
+  assert.equal(networkOptionsFromEnv({ MEMOH_CNI_ISOLATION: "on" }).isolation, true);
+  assert.throws(() => networkOptionsFromEnv({ MEMOH_CNI_ISOLATION: "maybe" }), /must be on or off/);
+});
