@@ -14,8 +14,10 @@ import { encodeFields } from "../../proto/wire.js";
 import type { ContainerdCallOptions, ContainerdConnection } from "./connection.js";
 import { ContainerdError, isAlreadyExists, isNotFound, toContainerdError } from "./errors.js";
 
-/** Bytes per WRITE message: big enough to keep round trips few, well under the 16 MiB cap. */
+/** Bytes per WRITE message: few messages, yet small enough that pooled buffers are reused within a layer; well under the 16 MiB cap. */
 const WRITE_CHUNK = 1024 * 1024;
+/** WRITE messages sent before waiting for containerd's answers. */
+const MAX_IN_FLIGHT = 8;
 
 export interface ContentInfo {
   digest: string;
@@ -91,6 +93,51 @@ export async function abortIngest(conn: ContainerdConnection, ref: string, opts?
   }
 }
 
+/**
+ * Buffers for WRITE messages, reused while any write runs: a fresh multi-MiB
+ * buffer page-faults on every first touch, which made the copy into it cost
+ * several times a copy into warm memory on this VM. Emptied when the last
+ * write ends, so an idle host keeps nothing.
+ */
+const messagePool: Buffer[] = [];
+const POOL_BUFFER_BYTES = WRITE_CHUNK + 512 * 1024;
+let activeWrites = 0;
+
+function takeBuffer(size: number): Buffer {
+  if (size > POOL_BUFFER_BYTES) return Buffer.allocUnsafeSlow(size);
+  return messagePool.pop() ?? Buffer.allocUnsafeSlow(POOL_BUFFER_BYTES);
+}
+
+function releaseBuffer(buf: Buffer): void {
+  if (buf.length === POOL_BUFFER_BYTES && activeWrites > 0 && messagePool.length < MAX_IN_FLIGHT * 2) messagePool.push(buf);
+}
+
+/**
+ * A WRITE request encoded by hand into `out`, the data copied once straight
+ * from the received chunks (protobuf-es, or concatenating first, would copy it
+ * twice more). Fields: action=1 (varint), ref=2, offset=5 (varint), data=6.
+ */
+function encodeWrite(ref: Buffer, offset: number, chunks: Buffer[], size: number): { message: Buffer; backing: Buffer } {
+  const head = encodeFields([
+    { field: 1, value: WriteAction.WRITE },
+    { field: 2, value: ref },
+    { field: 5, value: offset },
+  ]);
+  const lenBytes = encodeFields([{ field: 1, value: size }]).subarray(1); // the varint alone
+  const total = head.length + 1 + lenBytes.length + size;
+  const backing = takeBuffer(total);
+  head.copy(backing, 0);
+  let pos = head.length;
+  backing[pos++] = (6 << 3) | 2;
+  lenBytes.copy(backing, pos);
+  pos += lenBytes.length;
+  for (const c of chunks) {
+    c.copy(backing, pos);
+    pos += c.length;
+  }
+  return { message: backing.subarray(0, total), backing };
+}
+
 /** Where a blob's bytes come from; `from` is where the stream really starts (≤ offset). */
 export type BlobSource = (offset: number) => Promise<{ from: number; chunks: AsyncIterable<Buffer> }>;
 
@@ -127,6 +174,31 @@ function digestMismatch(name: string, expected: string, actual: string): Contain
  * ingest is aborted, so nothing partial stays behind.
  */
 export async function writeBlob(conn: ContainerdConnection, source: BlobSource, opts: WriteBlobOptions): Promise<WriteBlobResult> {
+  // Another writer (a concurrent pull of the same blob) holds the ingest ref: wait for it,
+  // after which the blob usually exists and STAT answers ALREADY_EXISTS.
+  const deadline = Date.now() + 10 * 60_000;
+  for (let delay = 50; ; delay = Math.min(delay * 2, 1000)) {
+    try {
+      return await writeBlobOnce(conn, source, opts);
+    } catch (err) {
+      if (!(err instanceof RefLockedError) || Date.now() > deadline) throw err instanceof RefLockedError ? err.cause : err;
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
+}
+
+class RefLockedError extends Error {}
+
+async function writeBlobOnce(conn: ContainerdConnection, source: BlobSource, opts: WriteBlobOptions): Promise<WriteBlobResult> {
+  activeWrites++;
+  try {
+    return await writeBlobStream(conn, source, opts);
+  } finally {
+    if (--activeWrites === 0) messagePool.length = 0;
+  }
+}
+
+async function writeBlobStream(conn: ContainerdConnection, source: BlobSource, opts: WriteBlobOptions): Promise<WriteBlobResult> {
   const name = opts.name ?? `blob ${opts.digest}`;
   const call = conn.bidi(Content.method.write, opts.call);
   const responses: WriteContentResponse[] = [];
@@ -155,9 +227,10 @@ export async function writeBlob(conn: ContainerdConnection, source: BlobSource, 
     if (ended) return Promise.reject(new ContainerdError("unknown", `containerd Content.Write for ${name}: stream ended early`));
     return new Promise((resolve, reject) => waiters.push({ resolve, reject }));
   };
-  const send = async (msg: Parameters<typeof call.write>[0]): Promise<void> => {
+  const send = async (msg: Parameters<typeof call.write>[0], written?: () => void): Promise<void> => {
     if (failed) throw failed;
-    if (!call.write(msg)) {
+    // grpc-js has framed (copied) the message once the write's callback runs.
+    if (!call.write(msg, written)) {
       await new Promise<void>((resolve, reject) => {
         const onDrain = () => {
           call.off("error", onError);
@@ -184,6 +257,7 @@ export async function writeBlob(conn: ContainerdConnection, source: BlobSource, 
         opts.onProgress?.(opts.size, opts.size);
         return { existed: true, written: 0, resumedFrom: opts.size };
       }
+      if (err instanceof ContainerdError && err.code === "unavailable" && /locked/.test(err.message)) throw new RefLockedError("ref locked", { cause: err });
       throw err;
     }
     let offset = Number(status.offset);
@@ -199,30 +273,33 @@ export async function writeBlob(conn: ContainerdConnection, source: BlobSource, 
     let written = 0;
     const flush = async () => {
       if (pendingBytes === 0) return;
-      const data = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes);
+      const size = pendingBytes;
+      const { message, backing } = encodeWrite(refBytes, offset, pending, size);
       pending = [];
       pendingBytes = 0;
-      // Hand-encoded: protobuf-es copies every payload byte once more.
-      await send(preEncoded(encodeFields([
-        { field: 1, value: WriteAction.WRITE },
-        { field: 2, value: refBytes },
-        { field: 5, value: offset },
-        { field: 6, value: data },
-      ])));
+      await send(preEncoded(message), () => releaseBuffer(backing));
       // A first WRITE at offset 0 on an ingest holding bytes truncates it: what a restart wants.
-      offset += data.length;
-      written += data.length;
+      offset += size;
+      written += size;
       inFlight++;
-      if (inFlight >= 8) {
-        for (; inFlight > 4; inFlight--) await next();
+      if (inFlight >= MAX_IN_FLIGHT) {
+        for (; inFlight > MAX_IN_FLIGHT / 2; inFlight--) await next();
       }
       opts.onProgress?.(offset, opts.size);
     };
-    for await (const chunk of chunks) {
-      hash?.update(chunk);
-      pending.push(chunk);
-      pendingBytes += chunk.length;
-      if (pendingBytes >= WRITE_CHUNK) await flush();
+    try {
+      for await (const chunk of chunks) {
+        hash?.update(chunk);
+        pending.push(chunk);
+        pendingBytes += chunk.length;
+        if (pendingBytes >= WRITE_CHUNK) await flush();
+      }
+    } catch (err) {
+      // The source broke (a dropped download): hand containerd what arrived, so the
+      // ingest keeps it and the next attempt resumes from there.
+      await flush().catch(() => {});
+      for (; inFlight > 0; inFlight--) await next().catch(() => {});
+      throw err;
     }
     await flush();
     for (; inFlight > 0; inFlight--) await next();

@@ -112,7 +112,12 @@ export async function resolveImage(conn: ContainerdConnection, image: Image, pla
     if (parsed.kind === "index") throw new ContainerdError("invalid_argument", `image ${image.name}: nested index ${desc.digest} is not supported`);
   }
   const configData = await readContent(conn, parsed.config.digest, opts);
-  const { diffIds } = parseImageConfig(configData);
+  let diffIds: string[];
+  try {
+    diffIds = parseImageConfig(configData).diffIds;
+  } catch (err) {
+    throw new ContainerdError("invalid_argument", `image ${image.name}: config ${parsed.config.digest}: ${err instanceof Error ? err.message : String(err)}`);
+  }
   if (diffIds.length !== parsed.layers.length) {
     throw new ContainerdError("invalid_argument", `image ${image.name}: config lists ${diffIds.length} diff_ids for ${parsed.layers.length} layers`);
   }

@@ -347,6 +347,10 @@ export class RegistryClient {
     await this.expectOk(res, what);
     const data = await this.readLimited(res, MAX_MANIFEST_BYTES, what);
     const digest = sha256Hex(data);
+    const announced = header(res, "docker-content-digest");
+    if (announced !== undefined && DIGEST.test(announced) && announced !== digest) {
+      throw new ContainerdError("digest_mismatch", `${what}: content has digest ${digest}, the registry announced ${announced}`);
+    }
     if (tagOrDigest.startsWith("sha256:") && digest !== tagOrDigest) {
       throw new ContainerdError("digest_mismatch", `${what}: content has digest ${digest}, expected ${tagOrDigest}`);
     }

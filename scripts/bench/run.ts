@@ -1,10 +1,14 @@
 // `npm run bench`: every benchmark, each against a baseline measured in the same run.
 import os from "node:os";
 import { benchAgent } from "./agent.js";
+import { benchCreateStart } from "./containerd.js";
+import { benchPull } from "./pull.js";
 import { table, type Row } from "./stats.js";
 
 const rows: Row[] = [];
 rows.push(...(await benchAgent()));
+rows.push(...(await benchPull()));
+rows.push(...(await benchCreateStart()));
 console.log(`\n${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, node ${process.version}, ${new Date().toISOString()}\n`);
 console.log(table(rows));
 if (rows.some((r) => !r.ok)) {
