@@ -32,15 +32,15 @@ async function agentPid(envCtr: (args: string[]) => Promise<{ stdout: string }>,
 
 const mib = (bytes: number) => `${(bytes / MiB).toFixed(1)} MiB`;
 
-/** RSS, and the part of it no other process shares (the node binary's pages are shared by every workspace). */
-async function memoryOf(pid: number): Promise<{ rss: number; private: number }> {
+/** Resident set size of a process. */
+async function memoryOf(pid: number): Promise<{ rss: number }> {
   const rollup = await fs.readFile(`/proc/${pid}/smaps_rollup`, "utf8");
   const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+)`, "m").exec(rollup)?.[1] ?? NaN) * 1024;
-  return { rss: kb("Rss"), private: kb("Private_Clean") + kb("Private_Dirty") };
+  return { rss: kb("Rss") };
 }
 
 /** The same numbers for an idle Node process doing nothing, measured now. */
-async function bareNodeMemory(): Promise<{ rss: number; private: number }> {
+async function bareNodeMemory(): Promise<{ rss: number }> {
   const child = spawn(process.execPath, ["-e", "setTimeout(() => {}, 10000)"], { stdio: "ignore" });
   try {
     await new Promise((r) => setTimeout(r, 1500));
@@ -126,9 +126,9 @@ export async function benchAgent(): Promise<Row[]> {
       });
 
       rows.push({
-        benchmark: "idle agent RSS (private part)",
-        ours: `${mib(agentMem.rss)} (${mib(agentMem.private)})`,
-        baseline: `idle \`node -e setTimeout\`: ${mib(bareMem.rss)} (${mib(bareMem.private)})`,
+        benchmark: "idle agent RSS",
+        ours: mib(agentMem.rss),
+        baseline: `idle \`node -e setTimeout\`: ${mib(bareMem.rss)}`,
         ratio: `+${mib(agentMem.rss - bareMem.rss)}`,
         target: "≤ 40 MB RSS",
         ok: agentMem.rss <= 40e6,
