@@ -34,15 +34,9 @@ export interface ImageRootfs {
   config: ImageConfig;
 }
 
-/** chainID(n) = sha256(chainID(n-1) + " " + diffID(n)); chainID(0) = diffID(0). */
-export function chainIds(diffIds: string[]): string[] {
-  const out: string[] = [];
-  for (const d of diffIds) {
-    const prev = out[out.length - 1];
-    out.push(prev === undefined ? d : `sha256:${createHash("sha256").update(`${prev} ${d}`).digest("hex")}`);
-  }
-  return out;
-}
+import { chainIds } from "./unpack.js";
+
+export { chainIds };
 
 /** A whole blob from the content store, checked against its digest. */
 export async function readBlob(conn: ContainerdConnection, digest: string, maxBytes = MAX_JSON_BYTES, call?: ContainerdCallOptions): Promise<Buffer> {
