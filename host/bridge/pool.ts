@@ -1,0 +1,375 @@
+// One BridgeClient per bot, reused across calls. The manager says where a
+// bot's agent listens (resolveTarget); the pool keeps the channel healthy:
+// a channel that broke, lost its connection, or hangs in CONNECTING is
+// dropped and the next call builds a fresh one.
+import path from "node:path";
+import * as grpc from "@grpc/grpc-js";
+import { MAX_MESSAGE_BYTES, RpcError, Status, rpcCode } from "../../proto/rpc.js";
+import { BridgeClient } from "./client.js";
+
+/** Where a bot's agent listens: its socket under the data root, or a legacy container's IP. */
+export type BridgeTarget = { kind: "unix"; socketPath: string } | { kind: "tcp"; host: string; port: number };
+
+/** The agent's TCP port inside legacy `mcp-<bot>` containers. */
+export const LEGACY_BRIDGE_PORT = 9090;
+
+/** `<dataRoot>/run/<botId>/bridge.sock`: the host side of the container's /run/memoh mount. */
+export function defaultSocketPath(dataRoot: string, botId: string): string {
+  return path.join(path.resolve(dataRoot), "run", botId, "bridge.sock");
+}
+
+/** The default target of a workspace: its socket under the data root. */
+export function unixTarget(dataRoot: string, botId: string): BridgeTarget {
+  return { kind: "unix", socketPath: defaultSocketPath(dataRoot, botId) };
+}
+
+/** The target of a legacy container reached at its CNI IP. */
+export function legacyTarget(ip: string, port = LEGACY_BRIDGE_PORT): BridgeTarget {
+  return { kind: "tcp", host: ip, port };
+}
+
+/** The grpc-js address of a target: `unix:/abs/path`, `host:port`, `[v6]:port`. */
+export function targetAddress(target: BridgeTarget): string {
+  if (target.kind === "unix") {
+    if (!path.isAbsolute(target.socketPath)) throw new Error(`bridge socket path must be absolute: ${target.socketPath}`);
+    return `unix:${target.socketPath}`;
+  }
+  if (!Number.isInteger(target.port) || target.port <= 0 || target.port > 65535) {
+    throw new Error(`bridge port out of range: ${target.port}`);
+  }
+  return target.host.includes(":") ? `[${target.host}]:${target.port}` : `${target.host}:${target.port}`;
+}
+
+export interface BridgePoolOptions {
+  /**
+   * Where the bot's agent listens now. Called when the pool builds a client;
+   * when the target changes (container replaced, legacy IP re-learned) call
+   * evict(), or set revalidateTarget.
+   */
+  resolveTarget(botId: string): BridgeTarget | Promise<BridgeTarget>;
+  /** Resolve the target on every get() and replace the client when its address changed (default false). */
+  revalidateTarget?: boolean;
+  /** How long get() waits for a channel to become ready (default 10 s). */
+  readyTimeoutMs?: number;
+  /** A channel CONNECTING for longer than this is replaced (default 30 s). */
+  stuckConnectingMs?: number;
+  /** Deadline of every unary call that sets none (default 30 s). */
+  callTimeoutMs?: number;
+  /** HTTP/2 keepalive ping interval (default 30 s) and ping answer timeout (default 10 s). */
+  keepaliveTimeMs?: number;
+  keepaliveTimeoutMs?: number;
+  /** Extra grpc-js channel options (tests). */
+  channelOptions?: grpc.ChannelOptions;
+}
+
+interface Entry {
+  readonly botId: string;
+  readonly address: string;
+  readonly client: BridgeClient;
+  /** Settles when the channel first becomes ready, or rejects (and the entry is dropped). */
+  ready: Promise<void>;
+  /** The channel has been READY at least once. */
+  wasReady: boolean;
+  closed: boolean;
+  /** Why the entry was dropped, once it was. */
+  dropReason: EvictReason | undefined;
+  /** Rejects pending readiness waits when the entry is dropped. */
+  readonly abortWaits: Set<(reason: EvictReason) => void>;
+  stuckTimer: NodeJS.Timeout | undefined;
+}
+
+export type EvictReason = "broken" | "disconnected" | "stuck-connecting" | "not-ready" | "unavailable" | "explicit" | "closed";
+
+const READY = grpc.connectivityState.READY;
+const CONNECTING = grpc.connectivityState.CONNECTING;
+const IDLE = grpc.connectivityState.IDLE;
+const TRANSIENT_FAILURE = grpc.connectivityState.TRANSIENT_FAILURE;
+const SHUTDOWN = grpc.connectivityState.SHUTDOWN;
+
+function stateName(state: grpc.connectivityState): string {
+  return grpc.connectivityState[state] ?? String(state);
+}
+
+const REASON_TEXT: Record<EvictReason, string> = {
+  broken: "its channel failed",
+  disconnected: "its connection closed",
+  "stuck-connecting": "it was stuck connecting",
+  "not-ready": "it did not become ready",
+  unavailable: "a call found it unavailable",
+  explicit: "it was evicted",
+  closed: "the pool was closed",
+};
+
+export class BridgePool {
+  private readonly entries = new Map<string, Entry>();
+  private readonly pending = new Map<string, Promise<Entry>>();
+  private readonly readyTimeoutMs: number;
+  private readonly stuckConnectingMs: number;
+  private readonly callTimeoutMs: number;
+  private readonly channelOptions: grpc.ChannelOptions;
+  private closed = false;
+  /** Called after an entry was dropped (logging, tests). */
+  onEvict: ((botId: string, reason: EvictReason) => void) | undefined;
+
+  constructor(private readonly opts: BridgePoolOptions) {
+    this.readyTimeoutMs = opts.readyTimeoutMs ?? 10_000;
+    this.stuckConnectingMs = opts.stuckConnectingMs ?? 30_000;
+    this.callTimeoutMs = opts.callTimeoutMs ?? 30_000;
+    this.channelOptions = {
+      "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
+      "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
+      // The agent's server permits pings without calls (agent/server.ts), and
+      // grpc-js servers do not police ping rates, so idle channels can probe.
+      "grpc.keepalive_time_ms": opts.keepaliveTimeMs ?? 30_000,
+      "grpc.keepalive_timeout_ms": opts.keepaliveTimeoutMs ?? 10_000,
+      "grpc.keepalive_permit_without_calls": 1,
+      // While a workspace starts, its socket appears within a second or so:
+      // retry soon rather than backing off for minutes.
+      "grpc.initial_reconnect_backoff_ms": 200,
+      "grpc.max_reconnect_backoff_ms": 2_000,
+      ...opts.channelOptions,
+    };
+  }
+
+  /** Where the bot's agent listens, as the manager resolves it now. */
+  async target(botId: string): Promise<BridgeTarget> {
+    return this.opts.resolveTarget(botId);
+  }
+
+  /** Whether the pool holds a client for the bot. */
+  has(botId: string): boolean {
+    return this.entries.has(botId);
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  /**
+   * A client whose channel is ready, building one when needed. Fails with
+   * UNAVAILABLE (naming the bot and its target) when the agent is not ready
+   * within readyTimeoutMs, or its channel stays CONNECTING longer than
+   * stuckConnectingMs.
+   */
+  async get(botId: string): Promise<BridgeClient> {
+    if (this.closed) throw new RpcError(Status.UNAVAILABLE, `bridge pool is closed (bot ${botId})`);
+    let entry = this.entries.get(botId);
+    if (entry && this.opts.revalidateTarget) {
+      const address = targetAddress(await this.resolve(botId));
+      const current = this.entries.get(botId);
+      if (current && current.address !== address) this.drop(current, "explicit");
+      entry = this.entries.get(botId);
+    }
+    if (entry?.wasReady) {
+      const state = entry.client.rpc.raw.getChannel().getConnectivityState(true);
+      if (state === READY) return entry.client;
+      if (state === TRANSIENT_FAILURE || state === SHUTDOWN) {
+        this.drop(entry, "broken");
+        entry = undefined;
+      } else {
+        // Reconnecting (IDLE → CONNECTING); bounded like a first connection.
+        await this.waitReady(entry);
+        return entry.client;
+      }
+    }
+    entry ??= await this.create(botId);
+    await entry.ready;
+    return entry.client;
+  }
+
+  /**
+   * Runs fn with the bot's client. When fn fails with UNAVAILABLE (the agent
+   * went away, the connection dropped) the entry is evicted and fn runs once
+   * more on a fresh client; pass retry:false for calls that must not repeat.
+   */
+  async call<T>(botId: string, fn: (client: BridgeClient) => Promise<T>, opts: { retry?: boolean } = {}): Promise<T> {
+    const client = await this.get(botId);
+    try {
+      return await fn(client);
+    } catch (err) {
+      if (rpcCode(err) !== Status.UNAVAILABLE) throw err;
+      this.evictClient(botId, client, "unavailable");
+      if (opts.retry === false) throw withBot(botId, err);
+    }
+    const fresh = await this.get(botId);
+    try {
+      return await fn(fresh);
+    } catch (err) {
+      if (rpcCode(err) === Status.UNAVAILABLE) {
+        this.evictClient(botId, fresh, "unavailable");
+        throw withBot(botId, err);
+      }
+      throw err;
+    }
+  }
+
+  /** Drops the bot's client (its container was replaced or removed, or its target changed). */
+  evict(botId: string): void {
+    const entry = this.entries.get(botId);
+    if (entry) this.drop(entry, "explicit");
+  }
+
+  /** Closes every client; later get() calls fail. */
+  close(): void {
+    this.closed = true;
+    for (const entry of [...this.entries.values()]) this.drop(entry, "closed");
+  }
+
+  // ------------------------------------------------------------------ internals
+
+  private evictClient(botId: string, client: BridgeClient, reason: EvictReason): void {
+    const entry = this.entries.get(botId);
+    if (entry && entry.client === client) this.drop(entry, reason);
+  }
+
+  private async resolve(botId: string): Promise<BridgeTarget> {
+    try {
+      return await this.opts.resolveTarget(botId);
+    } catch (err) {
+      throw new RpcError(Status.UNAVAILABLE, `bridge of bot ${botId}: cannot resolve its target: ${(err as Error).message}`, {
+        cause: err,
+      });
+    }
+  }
+
+  private create(botId: string): Promise<Entry> {
+    const inflight = this.pending.get(botId);
+    if (inflight) return inflight;
+    const creating = (async () => {
+      const target = await this.resolve(botId);
+      const address = targetAddress(target);
+      if (this.closed) throw new RpcError(Status.UNAVAILABLE, `bridge pool is closed (bot ${botId})`);
+      const client = new BridgeClient(address, { defaultTimeoutMs: this.callTimeoutMs, channelOptions: this.channelOptions });
+      const entry: Entry = {
+        botId,
+        address,
+        client,
+        ready: Promise.resolve(),
+        wasReady: false,
+        closed: false,
+        dropReason: undefined,
+        abortWaits: new Set(),
+        stuckTimer: undefined,
+      };
+      this.entries.set(botId, entry);
+      this.watch(entry, client.rpc.raw.getChannel().getConnectivityState(true));
+      entry.ready = this.waitReady(entry);
+      // Every get() awaits it; keep an unobserved rejection from surfacing.
+      entry.ready.catch(() => {});
+      return entry;
+    })();
+    this.pending.set(botId, creating);
+    const clear = () => {
+      if (this.pending.get(botId) === creating) this.pending.delete(botId);
+    };
+    creating.then(clear, clear);
+    return creating;
+  }
+
+  /** Follows the channel's state: drops the entry when it breaks or hangs connecting. */
+  private watch(entry: Entry, current: grpc.connectivityState): void {
+    if (entry.closed) return;
+    if (current === READY) entry.wasReady = true;
+    if (current === CONNECTING) {
+      entry.stuckTimer ??= setTimeout(() => this.drop(entry, "stuck-connecting"), this.stuckConnectingMs);
+      entry.stuckTimer.unref();
+    } else if (entry.stuckTimer) {
+      clearTimeout(entry.stuckTimer);
+      entry.stuckTimer = undefined;
+    }
+    const channel = entry.client.rpc.raw.getChannel();
+    channel.watchConnectivityState(current, Infinity, () => {
+      if (entry.closed) return;
+      const next = channel.getConnectivityState(false);
+      // Before the first READY a failure is expected (the agent is still
+      // starting): the readiness wait keeps retrying within its bound.
+      if (entry.wasReady && (next === TRANSIENT_FAILURE || next === SHUTDOWN)) {
+        this.drop(entry, "broken");
+        return;
+      }
+      // READY → IDLE: the connection went away (agent exited, container
+      // replaced, keepalive timed out). A fresh client on the next call
+      // re-resolves the target instead of redialling a stale one.
+      if (current === READY && next === IDLE) {
+        this.drop(entry, "disconnected");
+        return;
+      }
+      this.watch(entry, next);
+    });
+  }
+
+  /** Waits (bounded) until the entry's channel is READY; drops the entry and names the bot when it is not. */
+  private waitReady(entry: Entry): Promise<void> {
+    return this.channelReady(entry, this.readyTimeoutMs).then(
+      () => {
+        entry.wasReady = true;
+      },
+      (err: unknown) => {
+        const state = entry.closed ? SHUTDOWN : entry.client.rpc.raw.getChannel().getConnectivityState(false);
+        const why =
+          entry.dropReason === "stuck-connecting"
+            ? `stuck connecting for more than ${this.stuckConnectingMs} ms`
+            : entry.dropReason
+              ? REASON_TEXT[entry.dropReason]
+              : `not ready within ${this.readyTimeoutMs} ms (channel ${stateName(state)})`;
+        this.drop(entry, "not-ready");
+        throw new RpcError(Status.UNAVAILABLE, `bridge of bot ${entry.botId} at ${entry.address}: ${why}`, { cause: err });
+      },
+    );
+  }
+
+  /**
+   * Resolves when the channel is READY. Not grpc-js's waitForReady: its
+   * deadline timer outlives an abandoned wait and holds the process open.
+   */
+  private channelReady(entry: Entry, timeoutMs: number): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const channel = entry.client.rpc.raw.getChannel();
+      let done = false;
+      const finish = (err?: Error) => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        entry.abortWaits.delete(abort);
+        if (err) reject(err);
+        else resolve();
+      };
+      const timer = setTimeout(() => finish(new Error(`no connection within ${timeoutMs} ms`)), timeoutMs);
+      const abort = (reason: EvictReason) => finish(new Error(REASON_TEXT[reason]));
+      entry.abortWaits.add(abort);
+      const check = () => {
+        if (done) return;
+        let state: grpc.connectivityState;
+        try {
+          state = channel.getConnectivityState(true);
+        } catch {
+          return finish(new Error("the channel is closed"));
+        }
+        if (state === READY) return finish();
+        if (state === SHUTDOWN) return finish(new Error("the channel is closed"));
+        // No deadline here: the timer above bounds the wait, and closing the
+        // channel (drop) fires this watcher with SHUTDOWN.
+        channel.watchConnectivityState(state, Infinity, check);
+      };
+      check();
+    });
+  }
+
+  private drop(entry: Entry, reason: EvictReason): void {
+    if (entry.closed) return;
+    entry.closed = true;
+    entry.dropReason = reason;
+    if (entry.stuckTimer) clearTimeout(entry.stuckTimer);
+    if (this.entries.get(entry.botId) === entry) this.entries.delete(entry.botId);
+    for (const abort of entry.abortWaits) abort(reason);
+    entry.abortWaits.clear();
+    entry.client.close();
+    this.onEvict?.(entry.botId, reason);
+  }
+}
+
+function withBot(botId: string, err: unknown): RpcError {
+  const code = rpcCode(err) ?? Status.UNAVAILABLE;
+  const message = err instanceof Error ? err.message : String(err);
+  return new RpcError(code, `bridge of bot ${botId}: ${message}`, { cause: err });
+}

@@ -1,0 +1,316 @@
+// The orchestrator's configuration: the `[workspace]` section of a TOML file
+// (`--config`, default ./memoh-workspace.toml when present), then the
+// environment variables of DESIGN.md "Configuration", which win. Everything is
+// validated here, once, so the rest of the host trusts a typed Config.
+import fs from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { parse as parseToml } from "smol-toml";
+
+export type PullPolicy = "if_not_present" | "always" | "never";
+
+export interface ListenAddress {
+  host: string;
+  port: number;
+}
+
+export interface Config {
+  /** The TOML file that was read, if any. */
+  configFile: string | undefined;
+  /** HTTP listen address (MEMOH_LISTEN). */
+  listen: ListenAddress;
+  /** Admin bearer token (MEMOH_ADMIN_TOKEN); unset → the API generates one on first start. */
+  adminToken: string | undefined;
+  /** PostgreSQL URL (DATABASE_URL); unset → embedded PGlite under dataRoot. */
+  databaseUrl: string | undefined;
+  /** Absolute: sockets, backups, fallback resolv.conf, embedded DB (MEMOH_DATA_ROOT). */
+  dataRoot: string;
+  /** Absolute path of containerd's socket (MEMOH_CONTAINERD_ADDRESS). */
+  containerdAddress: string;
+  /** containerd namespace (MEMOH_NAMESPACE). */
+  namespace: string;
+  /** MEMOH_SNAPSHOTTER. */
+  snapshotter: string;
+  /** Absolute path of the runtime bundle mounted at /opt/memoh (MEMOH_RUNTIME_PATH). */
+  runtimePath: string;
+  /** Default workspace image (MEMOH_IMAGE). */
+  image: string;
+  /** MEMOH_PULL_POLICY. */
+  pullPolicy: PullPolicy;
+  /** CNI network config dir (MEMOH_CNI_CONF_DIR). */
+  cniConfDir: string;
+  /** CNI plugin search path (MEMOH_CNI_BIN_DIR, colon-separated). */
+  cniBinDirs: string[];
+  /** Docker-style config.json with registry credentials (MEMOH_REGISTRY_AUTH). */
+  registryAuth: string | undefined;
+  /** Workspaces on the bridge cannot reach each other (MEMOH_CNI_ISOLATION). */
+  cniIsolation: boolean;
+}
+
+/** The image `npm run up` builds from this machine's files (works offline). */
+export const DEFAULT_IMAGE = "memoh.local/workspace:latest";
+export const DEFAULT_CONFIG_FILE = "memoh-workspace.toml";
+
+/** The install dir: the folder holding host/. */
+const INSTALL_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+
+export const DEFAULTS = {
+  listen: "127.0.0.1:8080",
+  dataRoot: "/var/lib/memoh",
+  containerdAddress: "/run/containerd/containerd.sock",
+  namespace: "memoh",
+  snapshotter: "overlayfs",
+  runtimePath: path.join(INSTALL_DIR, "runtime-bundle", "out"),
+  image: DEFAULT_IMAGE,
+  pullPolicy: "if_not_present" as PullPolicy,
+  cniConfDir: "/etc/cni/net.d",
+  cniBinDir: "/opt/cni/bin:/usr/lib/cni",
+  cniIsolation: true,
+};
+
+/** Every problem found, one per line, so an operator fixes them in one go. */
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration:\n  - ${problems.join("\n  - ")}`);
+    this.name = "ConfigError";
+  }
+}
+
+/** `[workspace]` keys and the environment variable that overrides each. */
+const KEYS = {
+  listen: "MEMOH_LISTEN",
+  admin_token: "MEMOH_ADMIN_TOKEN",
+  database_url: "DATABASE_URL",
+  data_root: "MEMOH_DATA_ROOT",
+  containerd_address: "MEMOH_CONTAINERD_ADDRESS",
+  namespace: "MEMOH_NAMESPACE",
+  snapshotter: "MEMOH_SNAPSHOTTER",
+  runtime_path: "MEMOH_RUNTIME_PATH",
+  image: "MEMOH_IMAGE",
+  pull_policy: "MEMOH_PULL_POLICY",
+  cni_conf_dir: "MEMOH_CNI_CONF_DIR",
+  cni_bin_dir: "MEMOH_CNI_BIN_DIR",
+  registry_auth: "MEMOH_REGISTRY_AUTH",
+  cni_isolation: "MEMOH_CNI_ISOLATION",
+} as const;
+
+type Key = keyof typeof KEYS;
+
+export interface LoadConfigOptions {
+  /** Command-line arguments (only `--config <file>` / `--config=<file>` is read). */
+  argv?: readonly string[];
+  env?: NodeJS.ProcessEnv;
+  /** Where the default config file is looked for and relative env paths resolve. */
+  cwd?: string;
+}
+
+/** `--config <file>` or `--config=<file>` from argv. */
+function configArg(argv: readonly string[], problems: string[]): string | undefined {
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === "--config") {
+      const next = argv[i + 1];
+      if (next === undefined || next.startsWith("--")) problems.push("--config needs a file name");
+      else return next;
+    } else if (arg.startsWith("--config=")) {
+      const value = arg.slice("--config=".length);
+      if (!value) problems.push("--config needs a file name");
+      else return value;
+    }
+  }
+  return undefined;
+}
+
+interface RawValue {
+  value: string | boolean | string[];
+  /** Where it came from, for error messages. */
+  source: string;
+  /** Relative paths resolve against this dir. */
+  baseDir: string;
+}
+
+function readFileSection(file: string, problems: string[]): Map<Key, RawValue> {
+  const values = new Map<Key, RawValue>();
+  let text: string;
+  try {
+    text = fs.readFileSync(file, "utf8");
+  } catch (err) {
+    problems.push(`cannot read config file ${file}: ${(err as Error).message}`);
+    return values;
+  }
+  let doc: Record<string, unknown>;
+  try {
+    doc = parseToml(text) as Record<string, unknown>;
+  } catch (err) {
+    problems.push(`config file ${file} is not valid TOML: ${(err as Error).message}`);
+    return values;
+  }
+  const section = doc.workspace;
+  if (section === undefined) return values;
+  if (typeof section !== "object" || section === null || Array.isArray(section)) {
+    problems.push(`${file}: [workspace] must be a table`);
+    return values;
+  }
+  const baseDir = path.dirname(file);
+  for (const [key, value] of Object.entries(section as Record<string, unknown>)) {
+    const source = `${file} [workspace].${key}`;
+    if (!(key in KEYS)) {
+      problems.push(`${source}: unknown key (known: ${Object.keys(KEYS).join(", ")})`);
+      continue;
+    }
+    if (typeof value === "string" || typeof value === "boolean") {
+      values.set(key as Key, { value, source, baseDir });
+    } else if (Array.isArray(value) && value.every((v): v is string => typeof v === "string")) {
+      values.set(key as Key, { value, source, baseDir });
+    } else {
+      problems.push(`${source}: expected a string${key === "cni_isolation" ? " or boolean" : ""}, got ${JSON.stringify(value)}`);
+    }
+  }
+  return values;
+}
+
+const NAMESPACE_RE = /^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$/;
+
+export function loadConfig(opts: LoadConfigOptions = {}): Config {
+  const env = opts.env ?? process.env;
+  const cwd = path.resolve(opts.cwd ?? process.cwd());
+  const problems: string[] = [];
+
+  const explicit = configArg(opts.argv ?? [], problems);
+  let configFile: string | undefined;
+  if (explicit !== undefined) {
+    configFile = path.resolve(cwd, explicit);
+    if (!fs.existsSync(configFile)) problems.push(`config file ${configFile} (from --config) does not exist`);
+  } else if (fs.existsSync(path.join(cwd, DEFAULT_CONFIG_FILE))) {
+    configFile = path.join(cwd, DEFAULT_CONFIG_FILE);
+  }
+  const raw = configFile && !problems.length ? readFileSection(configFile, problems) : new Map<Key, RawValue>();
+  for (const key of Object.keys(KEYS) as Key[]) {
+    const name = KEYS[key];
+    const value = env[name];
+    if (value !== undefined && value.trim() !== "") raw.set(key, { value: value.trim(), source: `$${name}`, baseDir: cwd });
+  }
+
+  const str = (key: Key): { value: string; source: string; baseDir: string } | undefined => {
+    const v = raw.get(key);
+    if (v === undefined) return undefined;
+    if (typeof v.value !== "string") {
+      problems.push(`${v.source}: expected a string`);
+      return undefined;
+    }
+    if (v.value.trim() === "") return undefined;
+    return { value: v.value.trim(), source: v.source, baseDir: v.baseDir };
+  };
+  const absPath = (key: Key, fallback: string): string => {
+    const v = str(key);
+    if (!v) return fallback;
+    if (v.value.includes("\0")) {
+      problems.push(`${v.source}: contains a NUL byte`);
+      return fallback;
+    }
+    return path.resolve(v.baseDir, v.value);
+  };
+
+  // listen
+  const listenRaw = str("listen");
+  const listen = parseListen(listenRaw?.value ?? DEFAULTS.listen);
+  if (typeof listen === "string") problems.push(`${listenRaw?.source ?? "listen"}: ${listen}`);
+
+  // secrets and URLs
+  const adminToken = str("admin_token");
+  if (adminToken && adminToken.value.length < 16) problems.push(`${adminToken.source}: an admin token needs at least 16 characters`);
+  const databaseUrl = str("database_url");
+  if (databaseUrl && !/^postgres(ql)?:\/\//.test(databaseUrl.value)) {
+    problems.push(`${databaseUrl.source}: expected a postgres:// or postgresql:// URL`);
+  }
+
+  // containerd
+  let containerdAddress = DEFAULTS.containerdAddress;
+  const addr = str("containerd_address");
+  if (addr) {
+    const p = addr.value.replace(/^unix:\/\//, "");
+    if (!path.isAbsolute(p)) problems.push(`${addr.source}: expected the absolute path of containerd's socket, got ${addr.value}`);
+    else containerdAddress = path.normalize(p);
+  }
+  const ns = str("namespace");
+  const namespace = ns?.value ?? DEFAULTS.namespace;
+  if (ns && (!NAMESPACE_RE.test(ns.value) || ns.value.length > 76)) {
+    problems.push(`${ns.source}: invalid containerd namespace ${JSON.stringify(ns.value)} (letters, digits, and . _ - between them)`);
+  }
+  const snap = str("snapshotter");
+  const snapshotter = snap?.value ?? DEFAULTS.snapshotter;
+  if (snap && !/^[a-z0-9][a-z0-9._-]*$/.test(snap.value)) problems.push(`${snap.source}: invalid snapshotter name ${JSON.stringify(snap.value)}`);
+
+  // images
+  const img = str("image");
+  const image = img?.value ?? DEFAULTS.image;
+  if (img && /\s/.test(img.value)) problems.push(`${img.source}: an image reference has no whitespace: ${JSON.stringify(img.value)}`);
+  const pp = str("pull_policy");
+  let pullPolicy: PullPolicy = DEFAULTS.pullPolicy;
+  if (pp) {
+    const v = pp.value.toLowerCase().replace(/-/g, "_");
+    if (v === "if_not_present" || v === "always" || v === "never") pullPolicy = v;
+    else problems.push(`${pp.source}: pull policy must be if_not_present, always or never, got ${JSON.stringify(pp.value)}`);
+  }
+
+  // CNI
+  let cniBinDirs = DEFAULTS.cniBinDir.split(":");
+  const bins = raw.get("cni_bin_dir");
+  if (bins) {
+    const list = typeof bins.value === "string" ? bins.value.split(":") : Array.isArray(bins.value) ? bins.value : undefined;
+    if (!list) problems.push(`${bins.source}: expected a colon-separated string or a list of dirs`);
+    else {
+      const dirs = list.map((d) => d.trim()).filter(Boolean);
+      if (!dirs.length) problems.push(`${bins.source}: no plugin dir given`);
+      else cniBinDirs = dirs.map((d) => path.resolve(bins.baseDir, d));
+    }
+  }
+  let cniIsolation = DEFAULTS.cniIsolation;
+  const iso = raw.get("cni_isolation");
+  if (iso) {
+    const b = parseBool(iso.value);
+    if (b === undefined) problems.push(`${iso.source}: expected on/off (true/false), got ${JSON.stringify(iso.value)}`);
+    else cniIsolation = b;
+  }
+
+  const registryAuth = str("registry_auth");
+
+  const config: Config = {
+    configFile,
+    listen: typeof listen === "string" ? { host: "127.0.0.1", port: 8080 } : listen,
+    adminToken: adminToken?.value,
+    databaseUrl: databaseUrl?.value,
+    dataRoot: absPath("data_root", DEFAULTS.dataRoot),
+    containerdAddress,
+    namespace,
+    snapshotter,
+    runtimePath: absPath("runtime_path", DEFAULTS.runtimePath),
+    image,
+    pullPolicy,
+    cniConfDir: absPath("cni_conf_dir", DEFAULTS.cniConfDir),
+    cniBinDirs,
+    registryAuth: registryAuth ? path.resolve(registryAuth.baseDir, registryAuth.value) : undefined,
+    cniIsolation,
+  };
+  if (problems.length) throw new ConfigError(problems);
+  return config;
+}
+
+function parseBool(v: string | boolean | string[]): boolean | undefined {
+  if (typeof v === "boolean") return v;
+  if (typeof v !== "string") return undefined;
+  const s = v.trim().toLowerCase();
+  if (["1", "true", "on", "yes"].includes(s)) return true;
+  if (["0", "false", "off", "no"].includes(s)) return false;
+  return undefined;
+}
+
+/** "host:port", "[v6]:port" or ":port" (all interfaces); returns an error text when invalid. */
+export function parseListen(value: string): ListenAddress | string {
+  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:[\]\s]*)):(\d{1,5})$/.exec(value.trim());
+  if (!m) return `expected host:port, got ${JSON.stringify(value)}`;
+  const port = Number(m[3]);
+  if (port > 65535) return `port ${port} out of range`;
+  const host = m[1] ?? (m[2] || "0.0.0.0");
+  return { host, port };
+}

@@ -1,0 +1,367 @@
+// The Store over either backend: same SQL, rows mapped to camelCase types.
+import path from "node:path";
+import { openPglite, openPostgres, type Db } from "./db.js";
+import { migrate, type Migration } from "./migrate.js";
+import type {
+  ContainerRow,
+  ContainerStatus,
+  ContainerVersionRow,
+  LifecycleEventRow,
+  SnapshotRow,
+  Store,
+  UpsertContainer,
+} from "./types.js";
+
+export type StoreErrorCode = "conflict" | "not_found" | "invalid";
+
+/** A store failure with a stable code, so callers ask "conflict?" without matching text. */
+export class StoreError extends Error {
+  constructor(
+    readonly code: StoreErrorCode,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = "StoreError";
+  }
+}
+
+interface PgErrorFields {
+  code?: unknown;
+  constraint?: unknown;
+  detail?: unknown;
+}
+
+/** Turns a database error into a StoreError when it is one callers can act on. */
+function translate(err: unknown, what: string): unknown {
+  if (typeof err !== "object" || err === null) return err;
+  const e = err as PgErrorFields & Error;
+  const detail = typeof e.detail === "string" && e.detail ? ` (${e.detail})` : "";
+  const constraint = typeof e.constraint === "string" ? ` [${e.constraint}]` : "";
+  switch (e.code) {
+    case "23505":
+      return new StoreError("conflict", `${what}: already exists${constraint}${detail}`, { cause: err });
+    case "23503":
+      return new StoreError("not_found", `${what}: refers to a row that does not exist${constraint}${detail}`, { cause: err });
+    case "23514":
+    case "22P02":
+      return new StoreError("invalid", `${what}: ${e.message}${constraint}${detail}`, { cause: err });
+    default:
+      return err;
+  }
+}
+
+async function guard<T>(what: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    throw translate(err, what);
+  }
+}
+
+const STATUSES: readonly ContainerStatus[] = ["creating", "running", "stopped", "error", "deleted"];
+
+function toDate(v: unknown): Date {
+  return v instanceof Date ? v : new Date(String(v));
+}
+
+function toDateOrNull(v: unknown): Date | null {
+  return v === null || v === undefined ? null : toDate(v);
+}
+
+interface ContainerDbRow {
+  bot_id: string;
+  container_id: string;
+  container_name: string;
+  image: string;
+  status: string;
+  namespace: string;
+  auto_start: boolean;
+  container_path: string;
+  created_at: unknown;
+  updated_at: unknown;
+  last_started_at: unknown;
+  last_stopped_at: unknown;
+}
+
+function toStatus(v: string): ContainerStatus {
+  if ((STATUSES as readonly string[]).includes(v)) return v as ContainerStatus;
+  throw new StoreError("invalid", `unknown container status ${JSON.stringify(v)} in the database`);
+}
+
+function mapContainer(r: ContainerDbRow): ContainerRow {
+  return {
+    botId: r.bot_id,
+    containerId: r.container_id,
+    containerName: r.container_name,
+    image: r.image,
+    status: toStatus(r.status),
+    namespace: r.namespace,
+    autoStart: r.auto_start,
+    containerPath: r.container_path,
+    createdAt: toDate(r.created_at),
+    updatedAt: toDate(r.updated_at),
+    lastStartedAt: toDateOrNull(r.last_started_at),
+    lastStoppedAt: toDateOrNull(r.last_stopped_at),
+  };
+}
+
+interface SnapshotDbRow {
+  id: unknown;
+  container_id: string;
+  runtime_snapshot_name: string;
+  display_name: string;
+  parent: string | null;
+  snapshotter: string;
+  source: string;
+  created_at: unknown;
+}
+
+function mapSnapshot(r: SnapshotDbRow): SnapshotRow {
+  return {
+    id: Number(r.id),
+    containerId: r.container_id,
+    runtimeSnapshotName: r.runtime_snapshot_name,
+    displayName: r.display_name,
+    parent: r.parent,
+    snapshotter: r.snapshotter,
+    source: r.source,
+    createdAt: toDate(r.created_at),
+  };
+}
+
+interface VersionDbRow {
+  id: unknown;
+  container_id: string;
+  snapshot_id: unknown;
+  version: unknown;
+  created_at: unknown;
+}
+
+function mapVersion(r: VersionDbRow): ContainerVersionRow {
+  return {
+    id: Number(r.id),
+    containerId: r.container_id,
+    snapshotId: Number(r.snapshot_id),
+    version: Number(r.version),
+    createdAt: toDate(r.created_at),
+  };
+}
+
+interface EventDbRow {
+  id: unknown;
+  container_id: string;
+  event_type: string;
+  payload: unknown;
+  created_at: unknown;
+}
+
+function toPayload(v: unknown): Record<string, unknown> {
+  const value = typeof v === "string" ? (JSON.parse(v) as unknown) : v;
+  if (typeof value === "object" && value !== null && !Array.isArray(value)) return value as Record<string, unknown>;
+  return { value };
+}
+
+function mapEvent(r: EventDbRow): LifecycleEventRow {
+  return {
+    id: Number(r.id),
+    containerId: r.container_id,
+    eventType: r.event_type,
+    payload: toPayload(r.payload),
+    createdAt: toDate(r.created_at),
+  };
+}
+
+const CONTAINER_COLUMNS =
+  "bot_id, container_id, container_name, image, status, namespace, auto_start, container_path, created_at, updated_at, last_started_at, last_stopped_at";
+const SNAPSHOT_COLUMNS = "id, container_id, runtime_snapshot_name, display_name, parent, snapshotter, source, created_at";
+const VERSION_COLUMNS = "id, container_id, snapshot_id, version, created_at";
+const EVENT_COLUMNS = "id, container_id, event_type, payload, created_at";
+
+async function insertEvent(db: Db, containerId: string, eventType: string, payload: Record<string, unknown>): Promise<void> {
+  await db.query("INSERT INTO lifecycle_events (container_id, event_type, payload) VALUES ($1, $2, $3::jsonb)", [
+    containerId,
+    eventType,
+    JSON.stringify(payload),
+  ]);
+}
+
+export class SqlStore implements Store {
+  readonly kind: "postgres" | "pglite";
+
+  constructor(readonly db: Db) {
+    this.kind = db.kind;
+  }
+
+  async getContainerByBot(botId: string): Promise<ContainerRow | undefined> {
+    const { rows } = await this.db.query<ContainerDbRow>(`SELECT ${CONTAINER_COLUMNS} FROM containers WHERE bot_id = $1`, [botId]);
+    return rows[0] ? mapContainer(rows[0]) : undefined;
+  }
+
+  async getContainer(containerId: string): Promise<ContainerRow | undefined> {
+    const { rows } = await this.db.query<ContainerDbRow>(`SELECT ${CONTAINER_COLUMNS} FROM containers WHERE container_id = $1`, [
+      containerId,
+    ]);
+    return rows[0] ? mapContainer(rows[0]) : undefined;
+  }
+
+  async listContainers(filter: { autoStart?: boolean; status?: ContainerStatus } = {}): Promise<ContainerRow[]> {
+    const where: string[] = [];
+    const params: unknown[] = [];
+    if (filter.autoStart !== undefined) {
+      params.push(filter.autoStart);
+      where.push(`auto_start = $${params.length}`);
+    }
+    if (filter.status !== undefined) {
+      params.push(filter.status);
+      where.push(`status = $${params.length}`);
+    }
+    const clause = where.length ? ` WHERE ${where.join(" AND ")}` : "";
+    const { rows } = await this.db.query<ContainerDbRow>(`SELECT ${CONTAINER_COLUMNS} FROM containers${clause} ORDER BY bot_id`, params);
+    return rows.map(mapContainer);
+  }
+
+  upsertContainer(row: UpsertContainer): Promise<ContainerRow> {
+    return guard(`container ${row.containerId} for bot ${row.botId}`, async () => {
+      const { rows } = await this.db.query<ContainerDbRow>(
+        `INSERT INTO containers (bot_id, container_id, container_name, image, status, namespace, auto_start, container_path)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (bot_id) DO UPDATE SET
+           container_id = EXCLUDED.container_id,
+           container_name = EXCLUDED.container_name,
+           image = EXCLUDED.image,
+           status = EXCLUDED.status,
+           namespace = EXCLUDED.namespace,
+           auto_start = EXCLUDED.auto_start,
+           container_path = EXCLUDED.container_path,
+           updated_at = now()
+         RETURNING ${CONTAINER_COLUMNS}`,
+        [row.botId, row.containerId, row.containerName, row.image, row.status, row.namespace, row.autoStart, row.containerPath],
+      );
+      return mapContainer(rows[0]!);
+    });
+  }
+
+  setStatus(
+    containerId: string,
+    status: ContainerStatus,
+    event?: { type: string; payload?: Record<string, unknown> },
+  ): Promise<void> {
+    return guard(`status of container ${containerId}`, () =>
+      this.db.transaction(async (tx) => {
+        const before = await tx.query<{ status: string }>("SELECT status FROM containers WHERE container_id = $1 FOR UPDATE", [
+          containerId,
+        ]);
+        if (!before.rows[0]) throw new StoreError("not_found", `container ${containerId} is not in the database`);
+        await tx.query(
+          `UPDATE containers SET
+             status = $2,
+             updated_at = now(),
+             last_started_at = CASE WHEN $2 = 'running' THEN now() ELSE last_started_at END,
+             last_stopped_at = CASE WHEN $2 = 'stopped' THEN now() ELSE last_stopped_at END
+           WHERE container_id = $1`,
+          [containerId, status],
+        );
+        await insertEvent(tx, containerId, event?.type ?? "status", { ...event?.payload, from: before.rows[0].status, to: status });
+      }),
+    );
+  }
+
+  async deleteContainer(containerId: string): Promise<void> {
+    await this.db.query("DELETE FROM containers WHERE container_id = $1", [containerId]);
+  }
+
+  async recordEvent(containerId: string, eventType: string, payload: Record<string, unknown> = {}): Promise<void> {
+    await insertEvent(this.db, containerId, eventType, payload);
+  }
+
+  async listEvents(containerId: string, limit = 100): Promise<LifecycleEventRow[]> {
+    const { rows } = await this.db.query<EventDbRow>(
+      `SELECT ${EVENT_COLUMNS} FROM lifecycle_events WHERE container_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2`,
+      [containerId, Math.max(1, Math.floor(limit))],
+    );
+    return rows.map(mapEvent);
+  }
+
+  addSnapshot(row: Omit<SnapshotRow, "id" | "createdAt">): Promise<SnapshotRow> {
+    return guard(`snapshot ${row.runtimeSnapshotName} of container ${row.containerId}`, async () => {
+      const { rows } = await this.db.query<SnapshotDbRow>(
+        `INSERT INTO snapshots (container_id, runtime_snapshot_name, display_name, parent, snapshotter, source)
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING ${SNAPSHOT_COLUMNS}`,
+        [row.containerId, row.runtimeSnapshotName, row.displayName, row.parent, row.snapshotter, row.source],
+      );
+      return mapSnapshot(rows[0]!);
+    });
+  }
+
+  async listSnapshots(containerId: string): Promise<SnapshotRow[]> {
+    const { rows } = await this.db.query<SnapshotDbRow>(
+      `SELECT ${SNAPSHOT_COLUMNS} FROM snapshots WHERE container_id = $1 ORDER BY created_at, id`,
+      [containerId],
+    );
+    return rows.map(mapSnapshot);
+  }
+
+  async deleteSnapshot(id: number): Promise<void> {
+    await this.db.query("DELETE FROM snapshots WHERE id = $1", [id]);
+  }
+
+  addVersion(containerId: string, snapshotId: number): Promise<ContainerVersionRow> {
+    return guard(`version of container ${containerId}`, () =>
+      this.db.transaction(async (tx) => {
+        // Locking the container row serialises concurrent addVersion calls, so
+        // each sees the previous one's version once it holds the lock.
+        const owner = await tx.query("SELECT 1 FROM containers WHERE container_id = $1 FOR UPDATE", [containerId]);
+        if (!owner.rows[0]) throw new StoreError("not_found", `container ${containerId} is not in the database`);
+        const snap = await tx.query<{ container_id: string }>("SELECT container_id FROM snapshots WHERE id = $1", [snapshotId]);
+        if (!snap.rows[0]) throw new StoreError("not_found", `snapshot ${snapshotId} is not in the database`);
+        if (snap.rows[0].container_id !== containerId) {
+          throw new StoreError("invalid", `snapshot ${snapshotId} belongs to container ${snap.rows[0].container_id}, not ${containerId}`);
+        }
+        const { rows } = await tx.query<VersionDbRow>(
+          `INSERT INTO container_versions (container_id, snapshot_id, version)
+           SELECT $1, $2, COALESCE(MAX(version), 0) + 1 FROM container_versions WHERE container_id = $1
+           RETURNING ${VERSION_COLUMNS}`,
+          [containerId, snapshotId],
+        );
+        return mapVersion(rows[0]!);
+      }),
+    );
+  }
+
+  async listVersions(containerId: string): Promise<ContainerVersionRow[]> {
+    const { rows } = await this.db.query<VersionDbRow>(
+      `SELECT ${VERSION_COLUMNS} FROM container_versions WHERE container_id = $1 ORDER BY version`,
+      [containerId],
+    );
+    return rows.map(mapVersion);
+  }
+
+  close(): Promise<void> {
+    return this.db.close();
+  }
+}
+
+export interface OpenStoreOptions {
+  /** PostgreSQL URL; unset → embedded PGlite under `<dataRoot>/pglite`. */
+  databaseUrl?: string;
+  dataRoot: string;
+  /** PostgreSQL only: use (and create) this schema (tests: one per run). */
+  schema?: string;
+  /** Overrides the migration files (tests). */
+  migrations?: Migration[];
+}
+
+/** Opens the database, applies pending migrations and returns the store. */
+export async function openStore(opts: OpenStoreOptions): Promise<SqlStore> {
+  const db = opts.databaseUrl
+    ? await openPostgres({ databaseUrl: opts.databaseUrl, ...(opts.schema ? { schema: opts.schema } : {}) })
+    : await openPglite(path.join(opts.dataRoot, "pglite"));
+  try {
+    await migrate(db, opts.migrations);
+  } catch (err) {
+    await db.close().catch(() => {});
+    throw err;
+  }
+  return new SqlStore(db);
+}

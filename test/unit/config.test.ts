@@ -1,0 +1,171 @@
+// Configuration: defaults, the TOML [workspace] section, environment
+// variables winning over the file, and validation that names every problem.
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import fs from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { ConfigError, DEFAULT_IMAGE, loadConfig, parseListen } from "../../host/config.js";
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+let dir: string;
+
+before(async () => {
+  dir = await fs.mkdtemp(path.join(os.tmpdir(), "memoh-config-test-"));
+});
+after(() => fs.rm(dir, { recursive: true, force: true }));
+
+async function workdir(name: string, toml?: string): Promise<string> {
+  const d = path.join(dir, name);
+  await fs.mkdir(d, { recursive: true });
+  if (toml !== undefined) await fs.writeFile(path.join(d, "memoh-workspace.toml"), toml);
+  return d;
+}
+
+function problems(fn: () => unknown): string[] {
+  try {
+    fn();
+  } catch (err) {
+    assert.ok(err instanceof ConfigError, `expected a ConfigError, got ${String(err)}`);
+    return err.problems;
+  }
+  assert.fail("expected a ConfigError");
+}
+
+test("defaults without a file or environment", async () => {
+  const cwd = await workdir("empty");
+  const c = loadConfig({ argv: [], env: {}, cwd });
+  assert.deepEqual(c, {
+    configFile: undefined,
+    listen: { host: "127.0.0.1", port: 8080 },
+    adminToken: undefined,
+    databaseUrl: undefined,
+    dataRoot: "/var/lib/memoh",
+    containerdAddress: "/run/containerd/containerd.sock",
+    namespace: "memoh",
+    snapshotter: "overlayfs",
+    runtimePath: path.join(repoRoot, "runtime-bundle", "out"),
+    image: DEFAULT_IMAGE,
+    pullPolicy: "if_not_present",
+    cniConfDir: "/etc/cni/net.d",
+    cniBinDirs: ["/opt/cni/bin", "/usr/lib/cni"],
+    registryAuth: undefined,
+    cniIsolation: true,
+  });
+});
+
+test("the default ./memoh-workspace.toml is read; relative paths resolve against its dir", async () => {
+  const cwd = await workdir(
+    "file",
+    `
+[workspace]
+listen = "0.0.0.0:9000"
+data_root = "state"
+namespace = "memoh-test"
+pull_policy = "always"
+cni_bin_dir = ["/opt/cni/bin", "plugins"]
+cni_isolation = false
+database_url = "postgres://postgres@127.0.0.1:5432/test"
+registry_auth = "auth/config.json"
+admin_token = "0123456789abcdef0123"
+
+[other]
+ignored = true
+`,
+  );
+  const c = loadConfig({ env: {}, cwd });
+  assert.equal(c.configFile, path.join(cwd, "memoh-workspace.toml"));
+  assert.deepEqual(c.listen, { host: "0.0.0.0", port: 9000 });
+  assert.equal(c.dataRoot, path.join(cwd, "state"));
+  assert.equal(c.namespace, "memoh-test");
+  assert.equal(c.pullPolicy, "always");
+  assert.deepEqual(c.cniBinDirs, ["/opt/cni/bin", path.join(cwd, "plugins")]);
+  assert.equal(c.cniIsolation, false);
+  assert.equal(c.databaseUrl, "postgres://postgres@127.0.0.1:5432/test");
+  assert.equal(c.registryAuth, path.join(cwd, "auth", "config.json"));
+  assert.equal(c.adminToken, "0123456789abcdef0123");
+});
+
+test("environment variables win over the file; --config picks another file", async () => {
+  const cwd = await workdir("env", `[workspace]\nnamespace = "from-file"\nimage = "file/image:1"\nsnapshotter = "native"\n`);
+  const other = path.join(cwd, "other.toml");
+  await fs.writeFile(other, `[workspace]\nnamespace = "from-other"\ncni_conf_dir = "/etc/other-cni"\n`);
+  const env = {
+    MEMOH_NAMESPACE: "from-env",
+    MEMOH_LISTEN: "[::1]:8181",
+    MEMOH_DATA_ROOT: "data",
+    MEMOH_CONTAINERD_ADDRESS: "unix:///tmp/ctrd/containerd.sock",
+    MEMOH_RUNTIME_PATH: "/opt/rt",
+    MEMOH_PULL_POLICY: "never",
+    MEMOH_CNI_BIN_DIR: "/a:/b",
+    MEMOH_CNI_ISOLATION: "off",
+    MEMOH_IMAGE: "",
+  };
+  const c = loadConfig({ env, cwd });
+  assert.equal(c.namespace, "from-env");
+  assert.equal(c.image, "file/image:1", "an empty variable does not override the file");
+  assert.equal(c.snapshotter, "native");
+  assert.deepEqual(c.listen, { host: "::1", port: 8181 });
+  assert.equal(c.dataRoot, path.join(cwd, "data"));
+  assert.equal(c.containerdAddress, "/tmp/ctrd/containerd.sock");
+  assert.equal(c.runtimePath, "/opt/rt");
+  assert.equal(c.pullPolicy, "never");
+  assert.deepEqual(c.cniBinDirs, ["/a", "/b"]);
+  assert.equal(c.cniIsolation, false);
+
+  for (const argv of [["--config", "other.toml"], [`--config=${other}`]]) {
+    const o = loadConfig({ argv, env: {}, cwd });
+    assert.equal(o.configFile, other);
+    assert.equal(o.namespace, "from-other");
+    assert.equal(o.cniConfDir, "/etc/other-cni");
+    assert.equal(o.image, DEFAULT_IMAGE, "the default file is not read when --config names another");
+  }
+});
+
+test("invalid values are all reported at once, naming where they came from", async () => {
+  const cwd = await workdir("bad", `[workspace]\npull_policy = "sometimes"\nnamepsace = "typo"\nlisten = 8080\n`);
+  const found = problems(() =>
+    loadConfig({
+      env: {
+        DATABASE_URL: "mysql://x",
+        MEMOH_NAMESPACE: "bad namespace",
+        MEMOH_CONTAINERD_ADDRESS: "relative.sock",
+        MEMOH_CNI_ISOLATION: "maybe",
+        MEMOH_ADMIN_TOKEN: "short",
+      },
+      cwd,
+    }),
+  );
+  const file = path.join(cwd, "memoh-workspace.toml");
+  const expected = [
+    new RegExp(`${file} \\[workspace\\]\\.namepsace: unknown key`),
+    new RegExp(`${file} \\[workspace\\]\\.listen: expected a string`),
+    new RegExp(`${file} \\[workspace\\]\\.pull_policy: pull policy must be if_not_present, always or never`),
+    /\$DATABASE_URL: expected a postgres:\/\/ or postgresql:\/\/ URL/,
+    /\$MEMOH_NAMESPACE: invalid containerd namespace "bad namespace"/,
+    /\$MEMOH_CONTAINERD_ADDRESS: expected the absolute path/,
+    /\$MEMOH_CNI_ISOLATION: expected on\/off/,
+    /\$MEMOH_ADMIN_TOKEN: an admin token needs at least 16 characters/,
+  ];
+  for (const re of expected) assert.ok(found.some((p) => re.test(p)), `missing ${re} in:\n${found.join("\n")}`);
+  assert.equal(found.length, expected.length, found.join("\n"));
+});
+
+test("a missing --config file and broken TOML are clear errors", async () => {
+  const cwd = await workdir("missing");
+  assert.match(problems(() => loadConfig({ argv: ["--config", "nope.toml"], env: {}, cwd }))[0]!, /nope\.toml \(from --config\) does not exist/);
+  assert.match(problems(() => loadConfig({ argv: ["--config"], env: {}, cwd }))[0]!, /--config needs a file name/);
+  const broken = await workdir("broken", `[workspace\nlisten = "x"`);
+  assert.match(problems(() => loadConfig({ env: {}, cwd: broken }))[0]!, /memoh-workspace\.toml is not valid TOML/);
+});
+
+test("listen addresses", () => {
+  assert.deepEqual(parseListen("127.0.0.1:8080"), { host: "127.0.0.1", port: 8080 });
+  assert.deepEqual(parseListen(":8080"), { host: "0.0.0.0", port: 8080 });
+  assert.deepEqual(parseListen("[::]:80"), { host: "::", port: 80 });
+  assert.deepEqual(parseListen("localhost:1"), { host: "localhost", port: 1 });
+  assert.equal(typeof parseListen("8080"), "string");
+  assert.equal(typeof parseListen("host:99999"), "string");
+  assert.equal(typeof parseListen("::1:80"), "string");
+});
