@@ -10,8 +10,8 @@ import { ensureNamespace } from "../host/containerd/namespaces.js";
 import { getImage } from "../host/containerd/images.js";
 import { importOciLayout } from "../host/containerd/import.js";
 import { buildHostImage } from "./image-builder.js";
+import { DEFAULT_IMAGE } from "../host/config.js";
 
-export const DEFAULT_IMAGE = "memoh.local/workspace:latest";
 
 function log(message: string): void {
   process.stderr.write(`memoh-workspace: ${message}\n`);
