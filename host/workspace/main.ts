@@ -1,0 +1,119 @@
+// The manager as a process: opens the store, containerd and the network from the
+// documented environment, reconciles at startup (and again on SIGHUP), then waits.
+// SIGTERM/SIGINT close connections and exit 0 WITHOUT stopping any workspace: the
+// containerd shims keep the tasks running, and the next process re-adopts them.
+// Each step prints one JSON line on stdout ({"event": "..."}), which tests read.
+//
+//   node --import tsx host/workspace/main.ts
+//
+// Configuration: host/config.ts (`--config <file>`, ./memoh-workspace.toml, and the
+// MEMOH_* / DATABASE_URL variables of DESIGN.md "Configuration"); plus TZ, and for
+// private test daemons MEMOH_DB_SCHEMA (PostgreSQL schema) and MEMOH_RUNC_ROOT
+// (runc --root of the shims).
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { loadConfig } from "../config.js";
+import { ContainerdClient } from "../containerd/client.js";
+import { WorkspaceNetwork } from "../network/network.js";
+import { openStore } from "../store/store.js";
+import { describeError } from "./errors.js";
+import { WorkspaceManager } from "./manager.js";
+
+export interface ManagerProcess {
+  manager: WorkspaceManager;
+  close(): Promise<void>;
+}
+
+function emit(event: string, data: Record<string, unknown> = {}): void {
+  process.stdout.write(`${JSON.stringify({ event, ...data })}\n`);
+}
+
+export async function startManagerProcess(opts: { env?: NodeJS.ProcessEnv; argv?: readonly string[]; cwd?: string } = {}): Promise<ManagerProcess> {
+  const env = opts.env ?? process.env;
+  const cfg = loadConfig({ env, argv: opts.argv ?? process.argv.slice(2), ...(opts.cwd ? { cwd: opts.cwd } : {}) });
+  const store = await openStore({
+    dataRoot: cfg.dataRoot,
+    ...(cfg.databaseUrl ? { databaseUrl: cfg.databaseUrl } : {}),
+    ...(env.MEMOH_DB_SCHEMA ? { schema: env.MEMOH_DB_SCHEMA } : {}),
+  });
+  const containerd = new ContainerdClient({
+    address: cfg.containerdAddress,
+    namespace: cfg.namespace,
+    snapshotter: cfg.snapshotter,
+    ...(env.MEMOH_RUNC_ROOT ? { runcOptions: { root: env.MEMOH_RUNC_ROOT } } : {}),
+  });
+  try {
+    await containerd.ready();
+    await containerd.ensureNamespace();
+    const network = WorkspaceNetwork.open({
+      confDir: cfg.cniConfDir,
+      pluginDirs: cfg.cniBinDirs,
+      cacheDir: path.join(cfg.dataRoot, "cni", "cache"),
+      defaults: { ipamDataDir: path.join(cfg.dataRoot, "cni", "ipam") },
+      isolation: cfg.cniIsolation,
+      log: (message) => emit("log", { message: `network: ${message}` }),
+    });
+    const manager = new WorkspaceManager({
+      containerd,
+      store,
+      network,
+      dataRoot: cfg.dataRoot,
+      runtimePath: cfg.runtimePath,
+      defaultImage: cfg.image,
+      pullPolicy: cfg.pullPolicy,
+      ...(env.TZ ? { timezone: env.TZ } : {}),
+      log: (message) => emit("log", { message }),
+    });
+    return {
+      manager,
+      async close() {
+        await manager.close();
+        containerd.close();
+        await store.close();
+      },
+    };
+  } catch (err) {
+    containerd.close();
+    await store.close();
+    throw err;
+  }
+}
+
+async function main(): Promise<void> {
+  const proc = await startManagerProcess();
+  let reconciling: Promise<void> = Promise.resolve();
+  const reconcile = () => {
+    reconciling = reconciling.then(async () => {
+      const t0 = Date.now();
+      const entries = await proc.manager.reconcile();
+      emit("reconciled", { entries, ms: Date.now() - t0 });
+    });
+    reconciling.catch((err: unknown) => emit("error", { message: `reconcile: ${describeError(err)}` }));
+  };
+  let closing = false;
+  const shutdown = (signal: string) => {
+    if (closing) return;
+    closing = true;
+    void (async () => {
+      // Let a running reconcile finish (its steps hold workspace locks), then leave the workspaces running.
+      await reconciling.catch(() => undefined);
+      await proc.close();
+      emit("closed", { signal });
+      process.exit(0);
+    })();
+  };
+  process.on("SIGTERM", () => shutdown("SIGTERM"));
+  process.on("SIGINT", () => shutdown("SIGINT"));
+  process.on("SIGHUP", reconcile);
+  emit("ready", { pid: process.pid });
+  reconcile();
+  // Stay alive until a signal.
+  setInterval(() => undefined, 1 << 30);
+}
+
+if (process.argv[1] !== undefined && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  main().catch((err: unknown) => {
+    emit("error", { message: describeError(err) });
+    process.exit(1);
+  });
+}

@@ -1,0 +1,536 @@
+// The workspace manager against a private containerd, real CNI plugins (own bridge
+// mwb<hex>, own /24 in 10.214.0.0/16, own conf/cache/IPAM dirs, isolation on) and the
+// real store (PostgreSQL on 127.0.0.1, a private schema per run). Traffic goes only to
+// 127.0.0.1 and to this test's own container IPs.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { randomBytes, randomInt } from "node:crypto";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { spawn } from "node:child_process";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import net_ from "node:net";
+import { ContainerdClient } from "../../host/containerd/client.js";
+import { bindMount, withEnv, withMounts, withProcessArgs } from "../../host/containerd/spec.js";
+import { WorkspaceNetwork } from "../../host/network/network.js";
+import { deleteLink, getLink, runTool, setPortIsolated } from "../../host/network/links.js";
+import { dropPostgresSchema } from "../../host/store/db.js";
+import { openStore, type SqlStore } from "../../host/store/store.js";
+import { InvalidBotIdError } from "../../host/workspace/botid.js";
+import { WorkspaceError } from "../../host/workspace/errors.js";
+import { WorkspaceManager, AGENT_COMMAND } from "../../host/workspace/manager.js";
+import { LABEL_BOT_ID } from "../../host/workspace/resolve.js";
+import { startContainerd, type ContainerdEnv } from "./env/containerd.js";
+import { importTestImages } from "./env/images.js";
+import { DEFAULT_RUNTIME_DIR, requireRuntimeBundle } from "./env/container.js";
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
+const DATABASE_URL = process.env.TEST_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/test";
+
+let env: ContainerdEnv;
+let cd: ContainerdClient;
+let store: SqlStore;
+let net: WorkspaceNetwork;
+let mgr: WorkspaceManager;
+let dataRoot: string;
+let images: { busybox: string; glibc: string };
+const schema = `wm_test_${process.pid}_${randomBytes(3).toString("hex")}`;
+const bridge = `mwb${randomBytes(4).toString("hex")}`;
+const prefix = `10.214.${randomInt(0, 250)}`;
+const netLogs: string[] = [];
+const mgrLogs: string[] = [];
+
+function newManager(containerd: ContainerdClient = cd, withStore: SqlStore = store): WorkspaceManager {
+  return new WorkspaceManager({
+    containerd,
+    store: withStore,
+    network: net,
+    dataRoot,
+    runtimePath: DEFAULT_RUNTIME_DIR,
+    defaultImage: images.busybox,
+    pullPolicy: "never",
+    stopGraceMs: 2_000,
+    readyTimeoutMs: 15_000,
+    timezone: "Europe/Berlin",
+    log: (m) => mgrLogs.push(m),
+  });
+}
+
+before(async () => {
+  requireRuntimeBundle();
+  env = await startContainerd();
+  images = await importTestImages(env);
+  dataRoot = fs.mkdtempSync(path.join(os.tmpdir(), "memoh-wm-"));
+  store = await openStore({ databaseUrl: DATABASE_URL, dataRoot, schema });
+  net = WorkspaceNetwork.open({
+    confDir: path.join(dataRoot, "cni", "conf"),
+    cacheDir: path.join(dataRoot, "cni", "cache"),
+    defaults: { bridge, subnet: `${prefix}.0/24`, ipamDataDir: path.join(dataRoot, "cni", "ipam") },
+    isolation: true,
+    pluginTimeoutMs: 20_000,
+    log: (m) => netLogs.push(m),
+  });
+  cd = new ContainerdClient({ address: env.address, namespace: env.namespace, runcOptions: { root: env.runcRoot } });
+  await cd.ready();
+  mgr = newManager();
+});
+
+after(async () => {
+  try {
+    if (mgr) {
+      for (const ws of await mgr.list().catch(() => [])) await mgr.delete(ws.botId).catch(() => {});
+      await mgr.close();
+    }
+    if (net) {
+      await net.removeHostNetworking().catch(() => {});
+      await deleteLink(bridge).catch(() => {});
+    }
+    cd?.close();
+    await store?.close();
+    await dropPostgresSchema(DATABASE_URL, schema).catch(() => {});
+  } finally {
+    await env?.stop();
+    if (dataRoot) fs.rmSync(dataRoot, { recursive: true, force: true });
+  }
+  // Known issue (see the report): grpc-js leaves TCP connects to a deleted legacy container's
+  // IP in SYN-SENT after the client is closed; they would hold this process ~2 min until the
+  // kernel gives up. Everything is torn down at this point, so do not wait for them.
+  setTimeout(() => process.exit(), 1_000).unref();
+});
+
+const botName = (name: string) => `${name}-${randomBytes(3).toString("hex")}`;
+
+/** The database row and containerd agree: running ⇔ a running task; stopped ⇔ no task; no row ⇔ no container. */
+async function assertRowMatchesLive(botId: string, expected: "running" | "stopped" | "absent"): Promise<void> {
+  const row = await store.getContainerByBot(botId);
+  const containerId = row?.containerId ?? `workspace-${botId}`;
+  const task = await cd.tasks.status(containerId);
+  const containers = (await cd.containers.list()).map((c) => c.id);
+  if (expected === "absent") {
+    assert.equal(row, undefined, `row of ${botId} still there`);
+    assert.ok(!containers.includes(containerId), `container ${containerId} still there`);
+    assert.equal(task, undefined);
+    return;
+  }
+  assert.ok(row, `no row for ${botId}`);
+  assert.equal(row.status, expected, `row status of ${botId}`);
+  assert.ok(containers.includes(containerId));
+  if (expected === "running") assert.equal(task?.status, "running");
+  else assert.equal(task, undefined, `task of ${containerId} left behind: ${task?.status}`);
+}
+
+/** Nothing of the network outlives the workspaces: leases and cached results belong to running tasks only. */
+async function assertNoNetworkLeaks(): Promise<void> {
+  const running = new Set((await cd.tasks.list()).filter((t) => t.status === "running").map((t) => t.id));
+  for (const owner of net.leaseOwners()) assert.ok(running.has(owner), `IP lease of ${owner} leaked`);
+  for (const id of net.runner.cachedContainerIds("eth0")) assert.ok(running.has(id), `CNI cache of ${id} leaked`);
+  const ports = await net.bridgePorts();
+  assert.equal(ports.length, running.size, `bridge ports ${ports.join(",")} vs running ${[...running].join(",")}`);
+}
+
+test("invalid bot ids are refused before any side effect", async () => {
+  const eventsBefore = (await store.listContainers()).length;
+  const containersBefore = (await cd.containers.list()).length;
+  for (const bad of ["../x", "", "a".repeat(300), "a\0b", "Upper", "a/b"]) {
+    await assert.rejects(mgr.ensure(bad), InvalidBotIdError, `ensure ${JSON.stringify(bad)}`);
+    await assert.rejects(mgr.start(bad), InvalidBotIdError);
+    await assert.rejects(mgr.stop(bad), InvalidBotIdError);
+    await assert.rejects(mgr.delete(bad), InvalidBotIdError);
+    await assert.rejects(mgr.status(bad), InvalidBotIdError);
+    await assert.rejects(mgr.call(bad, (c) => c.info()), InvalidBotIdError);
+  }
+  assert.equal((await store.listContainers()).length, eventsBefore);
+  assert.equal((await cd.containers.list()).length, containersBefore);
+  assert.ok(!fs.existsSync(path.join(dataRoot, "x")));
+  assert.ok(!fs.existsSync(path.join(dataRoot, "run", "..", "x")));
+});
+
+test("create → running → file and exec calls → stop → start → delete, the row matching the live state", async () => {
+  const bot = botName("life");
+  const t0 = Date.now();
+  const created = await mgr.ensure(bot);
+  const createMs = Date.now() - t0;
+  assert.equal(created.task, "running");
+  assert.equal(created.containerId, `workspace-${bot}`);
+  await assertRowMatchesLive(bot, "running");
+
+  const info = await cd.containers.get(`workspace-${bot}`);
+  assert.equal(info.labels[LABEL_BOT_ID], bot);
+  assert.equal(info.labels["memoh.workspace"], "v3");
+  assert.equal(info.labels["memoh.workspace.cdi_devices"], undefined, "no CDI devices asked for");
+  assert.deepEqual(info.spec?.process.args, AGENT_COMMAND);
+  const mounts = new Map((info.spec?.mounts ?? []).map((m) => [m.destination, m]));
+  assert.ok(mounts.get("/etc/resolv.conf")?.options?.includes("ro"));
+  assert.ok(mounts.get("/opt/memoh")?.options?.includes("ro"));
+  assert.equal(mounts.get("/run/memoh")?.source, path.join(dataRoot, "run", bot));
+  assert.equal(fs.statSync(path.join(dataRoot, "run", bot)).mode & 0o777, 0o750);
+  assert.ok(info.spec?.process.env.includes("BRIDGE_SOCKET_PATH=/run/memoh/bridge.sock"));
+  assert.ok(info.spec?.process.env.includes("TZ=Europe/Berlin"));
+
+  await mgr.call(bot, (c) => c.writeFile("notes/hello.txt", "hello from the host\n"));
+  const read = await mgr.call(bot, (c) => c.readFile({ path: "notes/hello.txt" }));
+  assert.match(read.content, /hello from the host/);
+  const ex = await mgr.call(bot, (c) => c.exec({ command: "cat /data/notes/hello.txt; echo tz=$TZ; cat /etc/resolv.conf | grep -c nameserver" }));
+  assert.equal(ex.code, 0, ex.stderr.toString());
+  assert.match(ex.stdout.toString(), /hello from the host\ntz=Europe\/Berlin\n[1-9]/);
+  // The container has its own address on the test bridge.
+  const ip = await mgr.call(bot, (c) => c.exec({ command: "ip -4 -o addr show eth0" }));
+  assert.match(ip.stdout.toString(), new RegExp(`inet ${prefix.replace(/\./g, "\\.")}\\.\\d+/24`));
+
+  const stopped = await mgr.stop(bot);
+  assert.equal(stopped.task, "none");
+  await assertRowMatchesLive(bot, "stopped");
+  assert.ok(!fs.existsSync(path.join(dataRoot, "run", bot, "bridge.sock")));
+  await assertNoNetworkLeaks();
+  await assert.rejects(mgr.call(bot, (c) => c.info()), /stopped/);
+
+  const t1 = Date.now();
+  const restarted = await mgr.start(bot);
+  const startMs = Date.now() - t1;
+  assert.equal(restarted.task, "running");
+  await assertRowMatchesLive(bot, "running");
+  const again = await mgr.call(bot, (c) => c.readFile({ path: "notes/hello.txt" }));
+  assert.match(again.content, /hello from the host/, "the data did not survive stop/start");
+
+  const snapshotsWithWorkspace = (await cd.snapshots.list()).map((s) => s.name);
+  assert.ok(snapshotsWithWorkspace.includes(`workspace-${bot}`));
+  await mgr.delete(bot);
+  await assertRowMatchesLive(bot, "absent");
+  assert.ok(!(await cd.snapshots.list()).some((s) => s.name === `workspace-${bot}`), "active snapshot left behind");
+  assert.ok(!fs.existsSync(path.join(dataRoot, "run", bot)), "socket dir left behind");
+  await assertNoNetworkLeaks();
+  const events = (await store.listEvents(`workspace-${bot}`, 50)).map((e) => e.eventType).reverse();
+  assert.deepEqual(events.filter((e) => ["created", "started", "stopped", "deleted"].includes(e)), ["created", "started", "stopped", "started", "deleted"]);
+  console.log(`# timings: ensure (create+start) ${createMs} ms, start ${startMs} ms`);
+});
+
+test("the agent dies inside the container: the next call restarts the task and succeeds", async () => {
+  const bot = botName("kill");
+  const first = await mgr.ensure(bot);
+  const agentPid = (await mgr.call(bot, (c) => c.info())).pid;
+  // SIGKILL to every process of the container but init (tini): the agent dies, tini follows
+  // it (its only child), and with it the task. (Killing info.pid alone was flaky: ESRCH.)
+  const killed = await mgr
+    .call(bot, (c) => c.exec({ argv: ["kill", "-9", "-1"] }, { timeoutMs: 5_000 }))
+    .then((r) => `exec returned code ${r.code}: ${r.stderr.toString()}`, (err: unknown) => `exec failed (expected: the agent died): ${String(err)}`);
+  for (let i = 0; i < 100 && (await cd.tasks.status(first.containerId))?.status === "running"; i++) await sleep(50);
+  assert.notEqual((await cd.tasks.status(first.containerId))?.status, "running", `the task survived its agent (pid ${agentPid}); ${killed}`);
+
+  const t0 = Date.now();
+  const res = await mgr.call(bot, (c) => c.exec({ command: "echo back" }));
+  const reviveMs = Date.now() - t0;
+  assert.equal(res.stdout.toString(), "back\n");
+  const now = await mgr.status(bot);
+  assert.equal(now.task, "running");
+  assert.notEqual(now.pid, first.pid, "the task was not restarted");
+  await assertRowMatchesLive(bot, "running");
+  const events = (await store.listEvents(first.containerId, 20)).map((e) => e.eventType);
+  assert.ok(events.includes("agent_unavailable"), events.join(","));
+  console.log(`# timings: call that restarted a dead agent ${reviveMs} ms`);
+  await mgr.delete(bot);
+  await assertNoNetworkLeaks();
+});
+
+test("a container deleted behind the manager's back is rebuilt by reconcile", async () => {
+  const bot = botName("gone");
+  const first = await mgr.ensure(bot);
+  await mgr.call(bot, (c) => c.writeFile("marker", "x"));
+  // Behind the manager's back: task, container and snapshot go away through containerd directly.
+  await cd.removeContainer(first.containerId, { graceMs: 1_000 });
+  await net.removeNetwork(first.containerId);
+  await assert.rejects(mgr.call(bot, (c) => c.info()), /no workspace container/);
+
+  const report = await mgr.reconcile();
+  const entry = report.find((e) => e.botId === bot);
+  assert.equal(entry?.action, "rebuilt", JSON.stringify(report));
+  await assertRowMatchesLive(bot, "running");
+  const info = await mgr.call(bot, (c) => c.info());
+  assert.ok(info.pid > 0);
+  // Rebuilt from the image: the old snapshot's data is gone (recoverOrphanedData is a later issue's hook).
+  await assert.rejects(mgr.call(bot, (c) => c.stat("marker")), /not found|NOT_FOUND|no such/i);
+  await mgr.delete(bot);
+});
+
+test("reconcile: a stopped task is started, a running one keeps its pid and gets its network checked", async () => {
+  const a = botName("reca");
+  const b = botName("recb");
+  const wa = await mgr.ensure(a);
+  const wb = await mgr.ensure(b);
+  // a: task killed behind the manager's back (host reboot, OOM…).
+  await cd.tasks.stop(wa.containerId, 0);
+  // b: keeps running, but its port lost its isolation flag: CHECK fails, setup runs again.
+  const hostIf = net.cachedAttachment(wb.containerId)?.result.interfaces.find((i) => i.sandbox === undefined && i.name !== bridge)?.name;
+  assert.ok(hostIf, "no host interface cached for b");
+  await setPortIsolated(hostIf, false);
+  const report = await mgr.reconcile();
+  assert.equal(report.find((e) => e.botId === a)?.action, "started", JSON.stringify(report));
+  assert.equal(report.find((e) => e.botId === b)?.action, "renetworked", JSON.stringify(report));
+  assert.equal((await mgr.status(b)).pid, wb.pid, "reconcile restarted a running workspace");
+  await assertRowMatchesLive(a, "running");
+  await assertRowMatchesLive(b, "running");
+  await mgr.call(a, (c) => c.info());
+  await mgr.call(b, (c) => c.info());
+  await mgr.delete(a);
+  await mgr.delete(b);
+  await assertNoNetworkLeaks();
+});
+
+test("a legacy mcp-<bot> container is started with networking and reached over TCP at its CNI IP; a new workspace clears the legacy route", async () => {
+  const bot = botName("leg");
+  const id = `mcp-${bot}`;
+  await cd.createContainerFromImage({
+    id,
+    image: images.busybox,
+    labels: { [LABEL_BOT_ID]: bot },
+    specOpts: [withProcessArgs(...AGENT_COMMAND), withEnv({ BRIDGE_TCP_ADDR: "0.0.0.0:9090" }), withMounts([bindMount(DEFAULT_RUNTIME_DIR, "/opt/memoh", ["rbind", "ro"])])],
+  });
+  const st = await mgr.start(bot);
+  assert.equal(st.legacy, true);
+  assert.equal(st.containerId, id);
+  assert.ok(st.ip?.startsWith(`${prefix}.`), `legacy ip ${st.ip}`);
+  assert.equal(st.bridge, `${st.ip}:9090`);
+  const r = await runTool("ip", ["-o", "route", "get", st.ip!]);
+  assert.match(r.stdout, new RegExp(` dev ${bridge} `), "legacy IP not on the test bridge");
+  const info = await mgr.call(bot, (c) => c.info());
+  assert.equal(info.listen, "tcp:0.0.0.0:9090");
+  await assertRowMatchesLive(bot, "running");
+
+  // A fresh manager (a restarted orchestrator) re-learns the IP from the network's cache.
+  const fresh = newManager();
+  try {
+    const report = await fresh.reconcile();
+    assert.ok(["healthy", "renetworked"].includes(report.find((e) => e.botId === bot)?.action ?? ""), JSON.stringify(report));
+    assert.equal((await fresh.call(bot, (c) => c.info())).listen, "tcp:0.0.0.0:9090");
+  } finally {
+    await fresh.close();
+  }
+  // The legacy container disappears; reconcile gives the bot a current workspace, and the
+  // legacy TCP route is gone: calls go to the new workspace's socket.
+  await cd.removeContainer(id, { graceMs: 1_000 });
+  await net.removeNetwork(id);
+  const report = await mgr.reconcile();
+  assert.equal(report.find((e) => e.botId === bot)?.action, "rebuilt", JSON.stringify(report));
+  const rebuilt = await mgr.status(bot);
+  assert.equal(rebuilt.containerId, `workspace-${bot}`);
+  assert.equal(rebuilt.legacy, false);
+  assert.equal(rebuilt.bridge, `unix:${path.join(dataRoot, "run", bot, "bridge.sock")}`);
+  assert.equal((await mgr.call(bot, (c) => c.info())).listen, "unix:/run/memoh/bridge.sock");
+  await assertRowMatchesLive(bot, "running");
+  await mgr.delete(bot);
+  await assertRowMatchesLive(bot, "absent");
+  await assertNoNetworkLeaks();
+});
+
+test("20 concurrent start/stop/delete/ensure calls on one bot serialise to a consistent state without leaks", async () => {
+  const bot = botName("race");
+  const snapshotsBefore = new Set((await cd.snapshots.list()).map((s) => s.name));
+  const ops = ["ensure", "stop", "start", "delete", "ensure"] as const;
+  const t0 = Date.now();
+  const results = await Promise.allSettled(
+    Array.from({ length: 20 }, (_, i) => {
+      const op = ops[i % ops.length]!;
+      return op === "ensure" ? mgr.ensure(bot) : op === "stop" ? mgr.stop(bot) : op === "start" ? mgr.start(bot) : mgr.delete(bot);
+    }),
+  );
+  const ms = Date.now() - t0;
+  for (const r of results) {
+    if (r.status === "rejected") assert.match(String(r.reason), /no workspace|not_found/i, `unexpected failure: ${String(r.reason)}`);
+  }
+  // The last op is an ensure: it ran last (FIFO lock), so the workspace runs.
+  await assertRowMatchesLive(bot, "running");
+  await assertNoNetworkLeaks();
+  await mgr.delete(bot);
+  await assertRowMatchesLive(bot, "absent");
+  await assertNoNetworkLeaks();
+  assert.deepEqual((await cd.tasks.list()).map((t) => t.id).filter((id) => id.includes(bot)), []);
+  const leftover = (await cd.snapshots.list()).map((s) => s.name).filter((n) => !snapshotsBefore.has(n));
+  assert.deepEqual(leftover, [], "snapshots leaked");
+  console.log(`# timings: 20 concurrent lifecycle calls ${ms} ms`);
+});
+
+test("restart of the orchestrator process: reconcile re-applies networking and restarts no running workspace", async () => {
+  const bot = botName("orch");
+  const ws = await mgr.ensure(bot);
+  const child = spawn(process.execPath, ["--import", "tsx", path.join(repoRoot, "host", "workspace", "main.ts")], {
+    cwd: repoRoot,
+    env: {
+      ...process.env,
+      DATABASE_URL,
+      MEMOH_DB_SCHEMA: schema,
+      MEMOH_DATA_ROOT: dataRoot,
+      MEMOH_CONTAINERD_ADDRESS: env.address,
+      MEMOH_NAMESPACE: env.namespace,
+      MEMOH_RUNC_ROOT: env.runcRoot,
+      MEMOH_RUNTIME_PATH: DEFAULT_RUNTIME_DIR,
+      MEMOH_IMAGE: images.busybox,
+      MEMOH_PULL_POLICY: "never",
+      MEMOH_CNI_CONF_DIR: path.join(dataRoot, "cni", "conf"),
+      MEMOH_CNI_ISOLATION: "on",
+    },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const stderr: string[] = [];
+  child.stderr.on("data", (c: Buffer) => stderr.push(c.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  const events: Array<{ event: string; entries?: Array<{ botId: string; action: string; error?: string }>; signal?: string }> = [];
+  const lines = createInterface({ input: child.stdout });
+  const seen = (name: string, timeoutMs: number) =>
+    new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no ${name} event within ${timeoutMs} ms; events ${JSON.stringify(events)}; stderr ${stderr.join("")}`)), timeoutMs);
+      const check = () => {
+        if (events.some((e) => e.event === name)) {
+          clearTimeout(timer);
+          resolve();
+        }
+      };
+      lines.on("line", (line) => {
+        events.push(JSON.parse(line) as (typeof events)[number]);
+        check();
+      });
+      check();
+    });
+  try {
+    const t0 = Date.now();
+    await seen("reconciled", 60_000);
+    const reconcileMs = Date.now() - t0;
+    const entry = events.find((e) => e.event === "reconciled")?.entries?.find((e) => e.botId === bot);
+    assert.ok(entry && ["healthy", "renetworked"].includes(entry.action), JSON.stringify(events));
+    const now = await mgr.status(bot);
+    assert.equal(now.pid, ws.pid, "the orchestrator restart restarted the workspace");
+    child.kill("SIGTERM");
+    await seen("closed", 15_000);
+    assert.equal(await exited, 0);
+    console.log(`# timings: orchestrator process start to reconciled ${reconcileMs} ms`);
+  } finally {
+    if (child.exitCode === null) child.kill("SIGKILL");
+  }
+  // The workspace kept running through the orchestrator's exit; the pool reaches it.
+  assert.equal((await mgr.status(bot)).pid, ws.pid);
+  assert.equal((await cd.tasks.status(ws.containerId))?.status, "running");
+  await mgr.call(bot, (c) => c.info());
+  await assertRowMatchesLive(bot, "running");
+  await mgr.delete(bot);
+  await assertNoNetworkLeaks();
+});
+
+/** A Unix-socket relay in front of containerd: closing it is containerd going away, as the manager sees it. */
+function containerdRelay(listenPath: string, target: string) {
+  let server: net_.Server | undefined;
+  const conns = new Set<net_.Socket>();
+  return {
+    async up(): Promise<void> {
+      if (server) return;
+      fs.rmSync(listenPath, { force: true });
+      server = net_.createServer((client) => {
+        const upstream = net_.connect(target);
+        conns.add(client);
+        conns.add(upstream);
+        const drop = () => {
+          client.destroy();
+          upstream.destroy();
+          conns.delete(client);
+          conns.delete(upstream);
+        };
+        client.on("error", drop).on("close", drop);
+        upstream.on("error", drop).on("close", drop);
+        client.pipe(upstream).pipe(client);
+      });
+      await new Promise<void>((resolve) => server!.listen(listenPath, resolve));
+    },
+    async down(): Promise<void> {
+      const s = server;
+      server = undefined;
+      // Stop accepting first, then cut what is open: close() waits for open connections.
+      const closed = s ? new Promise<void>((resolve) => s.close(() => resolve())) : Promise.resolve();
+      for (const c of conns) c.destroy();
+      conns.clear();
+      await closed;
+      fs.rmSync(listenPath, { force: true });
+    },
+  };
+}
+
+test("containerd going away: a clear unavailable error, bridge calls unaffected, success once it is back", async () => {
+  const relayPath = path.join(dataRoot, "ctd-relay.sock");
+  const relay = containerdRelay(relayPath, env.address);
+  await relay.up();
+  const cd2 = new ContainerdClient({ address: relayPath, namespace: env.namespace, runcOptions: { root: env.runcRoot }, defaultTimeoutMs: 5_000 });
+  const mgr2 = newManager(cd2);
+  const bot = botName("ctd");
+  try {
+    await mgr2.ensure(bot);
+    await relay.down();
+    const t0 = Date.now();
+    await assert.rejects(mgr2.stop(bot), (err: unknown) => {
+      assert.ok(err instanceof WorkspaceError, String(err));
+      assert.equal(err.code, "unavailable");
+      assert.match(err.message, /containerd is unavailable/);
+      return true;
+    });
+    const failMs = Date.now() - t0;
+    await assert.rejects(mgr2.status(bot), /containerd is unavailable/);
+    // The workspace itself does not need containerd to answer tool calls.
+    assert.ok((await mgr2.call(bot, (c) => c.info())).pid > 0);
+    await relay.up();
+    let back: unknown;
+    for (let i = 0; i < 100; i++) {
+      try {
+        back = await mgr2.status(bot);
+        break;
+      } catch (err) {
+        if (!(err instanceof WorkspaceError && err.code === "unavailable")) throw err;
+        await sleep(100);
+      }
+    }
+    assert.ok(back, "containerd did not come back for the manager");
+    await mgr2.stop(bot);
+    await assertRowMatchesLive(bot, "stopped");
+    await mgr2.delete(bot);
+    await assertRowMatchesLive(bot, "absent");
+    console.log(`# timings: a lifecycle call with containerd gone failed after ${failMs} ms`);
+  } finally {
+    await relay.up().catch(() => undefined);
+    await mgr2.delete(bot).catch(() => undefined);
+    await mgr2.close();
+    cd2.close();
+    await relay.down();
+  }
+});
+
+test("the same lifecycle on the embedded PGlite store", async () => {
+  const pgliteRoot = fs.mkdtempSync(path.join(os.tmpdir(), "memoh-wm-pglite-"));
+  const pglite = await openStore({ dataRoot: pgliteRoot });
+  assert.equal(pglite.kind, "pglite");
+  const m = newManager(cd, pglite);
+  const bot = botName("pgl");
+  try {
+    const st = await m.ensure(bot);
+    assert.equal((await pglite.getContainerByBot(bot))?.status, "running");
+    assert.equal((await m.call(bot, (c) => c.exec({ command: "echo ok" }))).stdout.toString(), "ok\n");
+    await m.stop(bot);
+    assert.equal((await pglite.getContainerByBot(bot))?.status, "stopped");
+    assert.equal(await cd.tasks.status(st.containerId), undefined);
+    await m.start(bot);
+    assert.equal((await pglite.getContainerByBot(bot))?.status, "running");
+    assert.equal((await cd.tasks.status(st.containerId))?.status, "running");
+    await m.delete(bot);
+    assert.equal(await pglite.getContainerByBot(bot), undefined);
+    const events = (await pglite.listEvents(st.containerId, 20)).map((e) => e.eventType).reverse();
+    assert.deepEqual(events.filter((e) => ["created", "started", "stopped", "deleted"].includes(e)), ["created", "started", "stopped", "started", "deleted"]);
+  } finally {
+    await m.delete(bot).catch(() => undefined);
+    await m.close();
+    await pglite.close();
+    fs.rmSync(pgliteRoot, { recursive: true, force: true });
+  }
+  await assertNoNetworkLeaks();
+});
+
+test("cleanup check: the test bridge holds no ports", async () => {
+  assert.deepEqual(await net.bridgePorts(), []);
+  const link = await getLink(bridge);
+  assert.ok(link === undefined || link.kind === "bridge");
+});
