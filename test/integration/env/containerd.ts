@@ -65,6 +65,10 @@ export interface ContainerdEnv {
   ctr(args: string[], options?: CtrOptions): Promise<CtrResult>;
   /** Kills every task, deletes every container, stops containerd, unmounts and removes everything. */
   stop(): Promise<void>;
+  /** Stops the daemon only (SIGTERM): shims and containers keep running, as in a containerd restart. */
+  daemonDown(): Promise<void>;
+  /** Starts the daemon again on the same root, state and socket. */
+  daemonUp(): Promise<void>;
 }
 
 export interface StartContainerdOptions {
@@ -200,6 +204,42 @@ export async function startContainerd(options: StartContainerdOptions = {}): Pro
       return result;
     },
     stop: () => stopContainerd(env, child),
+    daemonDown: async () => {
+      if (child && child.exitCode === null && child.signalCode === null) await terminate(child);
+    },
+    daemonUp: async () => {
+      if (child && child.exitCode === null && child.signalCode === null) return;
+      child = await launch();
+    },
+  };
+
+  const configPath = path.join(dir, "config.toml");
+  const launch = async (): Promise<ChildProcess> => {
+    const logFd = fs.openSync(env.logPath, "a");
+    const proc = spawn("containerd", ["--config", configPath], { env: TOOL_ENV, stdio: ["ignore", logFd, logFd] });
+    fs.closeSync(logFd);
+    // The test process must be able to exit even if a test forgets stop(); exitGuard kills the daemon then.
+    proc.unref();
+    exitGuards.set(dir, proc);
+
+    let exited: string | undefined;
+    proc.once("exit", (code, signal) => (exited = `containerd exited (${signal ?? code})`));
+    proc.once("error", (err) => (exited = `cannot start containerd: ${err.message}`));
+    const deadline = Date.now() + (options.startTimeoutMs ?? 10_000);
+    try {
+      for (;;) {
+        if (exited !== undefined) throw new Error(exited);
+        const probe = await runCommand("ctr", ["-a", address, "version"], { timeoutMs: 5_000 });
+        if (probe.code === 0) break;
+        if (Date.now() > deadline) throw new Error(`containerd did not answer on ${address}: ${probe.stderr.trim()}`);
+        await sleep(50);
+      }
+    } catch (err) {
+      await terminate(proc);
+      exitGuards.delete(dir);
+      throw err;
+    }
+    return proc;
   };
 
   let child: ChildProcess | undefined;
@@ -207,26 +247,8 @@ export async function startContainerd(options: StartContainerdOptions = {}): Pro
     if (env.ttrpcAddress.length > MAX_SOCKET_PATH) throw new Error(`socket path too long: ${env.ttrpcAddress}`);
     checkOverlayfs(dir);
     fs.mkdirSync(env.fifoDir);
-    const configPath = path.join(dir, "config.toml");
     fs.writeFileSync(configPath, configToml(dir) + (options.extraConfig ?? ""));
-    const logFd = fs.openSync(env.logPath, "a");
-    child = spawn("containerd", ["--config", configPath], { env: TOOL_ENV, stdio: ["ignore", logFd, logFd] });
-    fs.closeSync(logFd);
-    // The test process must be able to exit even if a test forgets stop(); exitGuard kills the daemon then.
-    child.unref();
-    exitGuards.set(dir, child);
-
-    let exited: string | undefined;
-    child.once("exit", (code, signal) => (exited = `containerd exited (${signal ?? code})`));
-    child.once("error", (err) => (exited = `cannot start containerd: ${err.message}`));
-    const deadline = Date.now() + (options.startTimeoutMs ?? 10_000);
-    for (;;) {
-      if (exited !== undefined) throw new Error(exited);
-      const probe = await runCommand("ctr", ["-a", address, "version"], { timeoutMs: 5_000 });
-      if (probe.code === 0) break;
-      if (Date.now() > deadline) throw new Error(`containerd did not answer on ${address}: ${probe.stderr.trim()}`);
-      await sleep(50);
-    }
+    child = await launch();
     return env;
   } catch (err) {
     const message = `${err instanceof Error ? err.message : String(err)}\n--- ${env.logPath} (tail) ---\n${tail(env.logPath)}`;
