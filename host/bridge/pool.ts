@@ -2,6 +2,7 @@
 // bot's agent listens (resolveTarget); the pool keeps the channel healthy:
 // a channel that broke, lost its connection, or hangs in CONNECTING is
 // dropped and the next call builds a fresh one.
+import fs from "node:fs";
 import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import { MAX_MESSAGE_BYTES, RpcError, Status, rpcCode } from "../../proto/rpc.js";
@@ -172,7 +173,14 @@ export class BridgePool {
         return entry.client;
       }
     }
-    entry ??= await this.create(botId);
+    if (!entry) {
+      // No socket, no agent: answer at once rather than wait out the readiness bound.
+      const target = await this.resolve(botId);
+      if (target.kind === "unix" && !fs.existsSync(target.socketPath)) {
+        throw new RpcError(Status.UNAVAILABLE, `bridge of bot ${botId} at unix:${target.socketPath}: the socket does not exist (is the workspace running?)`);
+      }
+      entry = await this.create(botId, target);
+    }
     await entry.ready;
     return entry.client;
   }
@@ -232,11 +240,11 @@ export class BridgePool {
     }
   }
 
-  private create(botId: string): Promise<Entry> {
+  private create(botId: string, resolved?: BridgeTarget): Promise<Entry> {
     const inflight = this.pending.get(botId);
     if (inflight) return inflight;
     const creating = (async () => {
-      const target = await this.resolve(botId);
+      const target = resolved ?? (await this.resolve(botId));
       const address = targetAddress(target);
       if (this.closed) throw new RpcError(Status.UNAVAILABLE, `bridge pool is closed (bot ${botId})`);
       const client = new BridgeClient(address, { defaultTimeoutMs: this.callTimeoutMs, channelOptions: this.channelOptions });

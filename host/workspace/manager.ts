@@ -22,7 +22,8 @@ import type { WorkspaceNetwork } from "../network/network.js";
 import type { ContainerRow, ContainerStatus, Store } from "../store/types.js";
 import { Status, rpcCode } from "../../proto/rpc.js";
 import { isLegacyContainerId, validateBotId, workspaceContainerId } from "./botid.js";
-import { SimpleBridgeSource, targetAddress, type BridgeClientSource, type BridgeTarget } from "./bridge-source.js";
+import { targetAddress, type BridgeClientSource, type BridgeTarget } from "./bridge-source.js";
+import { BridgePool } from "../bridge/pool.js";
 import { WorkspaceError, describeError } from "./errors.js";
 import { KeyedLock } from "./lock.js";
 import { chooseResolvConf } from "./resolvconf.js";
@@ -53,7 +54,7 @@ export interface WorkspaceManagerOptions {
   /** How long start waits for the bridge to answer Info (default 15 s). */
   readyTimeoutMs?: number;
   cdiRegistry?: CdiRegistry;
-  /** Default: a SimpleBridgeSource over bridgeTarget(). */
+  /** Default: the bridge pool (host/bridge/pool.ts) over bridgeTarget(). */
   bridges?: BridgeClientSource;
   onPullProgress?: (botId: string, digest: string, offset: number, total: number) => void;
   log?: (message: string) => void;
@@ -120,7 +121,13 @@ export class WorkspaceManager {
     this.store = options.store;
     this.network = options.network;
     this.log = options.log ?? ((m) => console.warn(`[workspace] ${m}`));
-    this.bridges = options.bridges ?? new SimpleBridgeSource((botId) => this.bridgeTarget(botId));
+    this.bridges =
+      options.bridges ??
+      new BridgePool({
+        resolveTarget: (botId) => this.bridgeTarget(botId),
+        revalidateTarget: true,
+        channelOptions: { "grpc.use_local_subchannel_pool": 1 },
+      });
   }
 
   // ------------------------------------------------------------------ paths
@@ -294,9 +301,8 @@ export class WorkspaceManager {
    */
   async call<T>(botId: string, fn: (client: BridgeClient) => Promise<T>, opts: { signal?: AbortSignal } = {}): Promise<T> {
     validateBotId(botId);
-    const client = await this.bridges.get(botId);
     try {
-      return await fn(client);
+      return await fn(await this.bridges.get(botId));
     } catch (err) {
       if (!isBridgeUnavailable(err)) throw err;
       this.log(`bridge of ${botId} unavailable (${describeError(err)}); restarting its task`);
