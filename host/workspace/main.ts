@@ -13,6 +13,7 @@
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { loadConfig } from "../config.js";
+import { loadDockerConfig } from "../containerd/registry.js";
 import { ContainerdClient } from "../containerd/client.js";
 import { WorkspaceNetwork } from "../network/network.js";
 import { openStore } from "../store/store.js";
@@ -61,6 +62,8 @@ export async function startManagerProcess(opts: { env?: NodeJS.ProcessEnv; argv?
       runtimePath: cfg.runtimePath,
       defaultImage: cfg.image,
       pullPolicy: cfg.pullPolicy,
+      // Registry credentials from a Docker-style config.json (MEMOH_REGISTRY_AUTH).
+      ...(cfg.registryAuth ? { registry: { credentials: loadDockerConfig(cfg.registryAuth) } } : {}),
       ...(env.TZ ? { timezone: env.TZ } : {}),
       log: (message) => emit("log", { message }),
     });
