@@ -82,6 +82,8 @@ export interface WorkspaceStatus {
   /** The bridge address the manager uses for this bot. */
   bridge: string;
   ip: string | undefined;
+  /** Data outlives the container: recorded snapshots, or an orphaned active snapshot of a missing container. */
+  hasPreservedData: boolean;
 }
 
 export type ReconcileAction = "rebuilt" | "started" | "healthy" | "renetworked" | "skipped" | "failed";
@@ -273,6 +275,9 @@ export class WorkspaceManager {
       const rows = await this.store.listContainers();
       const tasks = new Map((await this.cd.tasks.list()).map((t) => [t.id, t]));
       const containers = new Set((await this.cd.containers.list()).map((c) => c.id));
+      const recorded = new Set<string>();
+      for (const row of rows) if ((await this.store.listSnapshots(row.containerId)).length > 0) recorded.add(row.containerId);
+      const snapshots = new Set((await this.cd.snapshots.list()).map((s) => s.name));
       return rows
         .filter((r) => r.status !== "deleted")
         .map((row) => {
@@ -289,6 +294,7 @@ export class WorkspaceManager {
             legacy,
             bridge: route ? targetAddress(route) : `unix:${this.socketPath(row.botId)}`,
             ip: legacy ? this.network.cachedAttachment(row.containerId)?.ip : undefined,
+            hasPreservedData: recorded.has(row.containerId) || (!containers.has(row.containerId) && snapshots.has(row.containerId)),
           };
         });
     });
@@ -686,7 +692,11 @@ export class WorkspaceManager {
     const exists = await this.containerExists(resolved.containerId);
     const task = exists ? await this.cd.tasks.status(resolved.containerId) : undefined;
     const route = this.routes.get(botId);
+    const hasPreservedData =
+      (await this.store.listSnapshots(resolved.containerId)).length > 0 ||
+      (!exists && (await this.cd.snapshots.exists(resolved.containerId)));
     return {
+      hasPreservedData,
       botId,
       containerId: resolved.containerId,
       row: row?.status === "deleted" ? undefined : row,

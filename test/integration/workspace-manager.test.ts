@@ -237,8 +237,16 @@ test("a container deleted behind the manager's back is rebuilt by reconcile", as
   const bot = botName("gone");
   const first = await mgr.ensure(bot);
   await mgr.call(bot, (c) => c.writeFile("marker", "x"));
-  // Behind the manager's back: task, container and snapshot go away through containerd directly.
-  await cd.removeContainer(first.containerId, { graceMs: 1_000 });
+  assert.equal((await mgr.status(bot)).hasPreservedData, false);
+  // The container goes away but its snapshot stays: status reports the data as preserved.
+  await cd.tasks.stop(first.containerId, 1_000);
+  await cd.containers.delete(first.containerId, { removeSnapshot: false });
+  const orphaned = await mgr.status(bot);
+  assert.equal(orphaned.containerExists, false);
+  assert.equal(orphaned.hasPreservedData, true);
+  await cd.snapshots.remove(first.containerId);
+  assert.equal((await mgr.status(bot)).hasPreservedData, false);
+  // Behind the manager's back: task, container and snapshot are gone through containerd directly.
   await net.removeNetwork(first.containerId);
   await assert.rejects(mgr.call(bot, (c) => c.info()), /no workspace container/);
 
