@@ -121,10 +121,10 @@ test("a failed cross-device copy leaves the source and no partial destination", 
   assert.deepEqual((await fs.readdir(at("xdev2"))).sort(), ["blocker", "src"]);
 });
 
-test("Rename between the data dir and tmpfs (a real EXDEV) moves the data", { skip: !existsSync("/dev/shm") }, async (ctx) => {
+test("Rename between the data dir and tmpfs (a real EXDEV) moves the data", async () => {
   const shm = await fs.mkdtemp("/dev/shm/memoh-rename-");
   try {
-    if ((await fs.stat(shm)).dev === (await fs.stat(t.dataDir)).dev) return ctx.skip("same file system");
+    assert.notEqual((await fs.stat(shm)).dev, (await fs.stat(t.dataDir)).dev, "/dev/shm must be another file system for a real EXDEV");
     await fs.writeFile(path.join(shm, "f.txt"), "across");
     await t.client.unary(m.rename, { from: path.join(shm, "f.txt"), to: "xdev3/f.txt" });
     assert.equal(await fs.readFile(at("xdev3/f.txt"), "utf8"), "across");
