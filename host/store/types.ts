@@ -19,16 +19,8 @@ export interface ContainerRow {
   lastStoppedAt: Date | null;
 }
 
-export interface UpsertContainer {
-  botId: string;
-  containerId: string;
-  containerName: string;
-  image: string;
-  status: ContainerStatus;
-  namespace: string;
-  autoStart: boolean;
-  containerPath: string;
-}
+/** A container row as written: the timestamps are the database's to set. */
+export type UpsertContainer = Omit<ContainerRow, "createdAt" | "updatedAt" | "lastStartedAt" | "lastStoppedAt">;
 
 export interface SnapshotRow {
   id: number;
