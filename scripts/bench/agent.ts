@@ -39,9 +39,9 @@ async function memoryOf(pid: number): Promise<{ rss: number }> {
   return { rss: kb("Rss") };
 }
 
-/** The same numbers for an idle Node process doing nothing, measured now. */
-async function bareNodeMemory(): Promise<{ rss: number }> {
-  const child = spawn(process.execPath, ["-e", "setTimeout(() => {}, 10000)"], { stdio: "ignore" });
+/** The same number for an idle Node process running `script`, measured now. */
+async function idleNodeMemory(script: string): Promise<{ rss: number }> {
+  const child = spawn(process.execPath, ["-e", `${script}; setTimeout(() => {}, 10000)`], { stdio: "ignore" });
   try {
     await new Promise((r) => setTimeout(r, 1500));
     return await memoryOf(child.pid!);
@@ -68,7 +68,13 @@ export async function benchAgent(): Promise<Row[]> {
       const children = (await fs.readFile(`/proc/${initPid}/task/${initPid}/children`, "utf8")).trim().split(/\s+/).map(Number);
       const nodePid = children[0]!;
       const agentMem = await memoryOf(nodePid);
-      const bareMem = await bareNodeMemory();
+      const bareMem = await idleNodeMemory("");
+      // The floor for any agent on the prescribed stack: grpc-js loaded and a server listening.
+      const grpcSock = `/tmp/memoh-bench-grpc-${randomBytes(4).toString("hex")}.sock`;
+      const grpcMem = await idleNodeMemory(
+        `const g = require("@grpc/grpc-js"); new g.Server().bindAsync("unix:${grpcSock}", ` +
+          `g.ServerCredentials.createInsecure(), () => {})`,
+      ).finally(() => fs.rm(grpcSock, { force: true }));
 
       // exec `true`: agent vs ctr task exec.
       const ours = await timeCalls(300, () => client.exec({ argv: ["true"] }));
@@ -128,7 +134,7 @@ export async function benchAgent(): Promise<Row[]> {
       rows.push({
         benchmark: "idle agent RSS",
         ours: mib(agentMem.rss),
-        baseline: `idle \`node -e setTimeout\`: ${mib(bareMem.rss)}`,
+        baseline: `idle \`node -e setTimeout\`: ${mib(bareMem.rss)}; idle grpc-js server, nothing else: ${mib(grpcMem.rss)}`,
         ratio: `+${mib(agentMem.rss - bareMem.rss)}`,
         target: "≤ 40 MB RSS",
         ok: agentMem.rss <= 40e6,
