@@ -78,6 +78,7 @@ interface ContainerDbRow {
   namespace: string;
   auto_start: boolean;
   container_path: string;
+  cdi_devices: unknown;
   created_at: unknown;
   updated_at: unknown;
   last_started_at: unknown;
@@ -87,6 +88,11 @@ interface ContainerDbRow {
 function toStatus(v: string): ContainerStatus {
   if ((STATUSES as readonly string[]).includes(v)) return v as ContainerStatus;
   throw new StoreError("invalid", `unknown container status ${JSON.stringify(v)} in the database`);
+}
+
+function toStringArray(v: unknown): string[] {
+  if (Array.isArray(v) && v.every((x) => typeof x === "string")) return v;
+  throw new StoreError("invalid", `expected a text[] in the database, got ${JSON.stringify(v)}`);
 }
 
 function mapContainer(r: ContainerDbRow): ContainerRow {
@@ -99,6 +105,7 @@ function mapContainer(r: ContainerDbRow): ContainerRow {
     namespace: r.namespace,
     autoStart: r.auto_start,
     containerPath: r.container_path,
+    cdiDevices: toStringArray(r.cdi_devices),
     createdAt: toDate(r.created_at),
     updatedAt: toDate(r.updated_at),
     lastStartedAt: toDateOrNull(r.last_started_at),
@@ -173,7 +180,7 @@ function mapEvent(r: EventDbRow): LifecycleEventRow {
 }
 
 const CONTAINER_COLUMNS =
-  "bot_id, container_id, container_name, image, status, namespace, auto_start, container_path, created_at, updated_at, last_started_at, last_stopped_at";
+  "bot_id, container_id, container_name, image, status, namespace, auto_start, container_path, cdi_devices, created_at, updated_at, last_started_at, last_stopped_at";
 const SNAPSHOT_COLUMNS = "id, container_id, runtime_snapshot_name, display_name, parent, snapshotter, source, created_at";
 const VERSION_COLUMNS = "id, container_id, snapshot_id, version, created_at";
 const EVENT_COLUMNS = "id, container_id, event_type, payload, created_at";
@@ -224,8 +231,8 @@ export class SqlStore implements Store {
   upsertContainer(row: UpsertContainer): Promise<ContainerRow> {
     return guard(`container ${row.containerId} for bot ${row.botId}`, async () => {
       const { rows } = await this.db.query<ContainerDbRow>(
-        `INSERT INTO containers (bot_id, container_id, container_name, image, status, namespace, auto_start, container_path)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+        `INSERT INTO containers (bot_id, container_id, container_name, image, status, namespace, auto_start, container_path, cdi_devices)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::text[])
          ON CONFLICT (bot_id) DO UPDATE SET
            container_id = EXCLUDED.container_id,
            container_name = EXCLUDED.container_name,
@@ -234,9 +241,10 @@ export class SqlStore implements Store {
            namespace = EXCLUDED.namespace,
            auto_start = EXCLUDED.auto_start,
            container_path = EXCLUDED.container_path,
+           cdi_devices = EXCLUDED.cdi_devices,
            updated_at = now()
          RETURNING ${CONTAINER_COLUMNS}`,
-        [row.botId, row.containerId, row.containerName, row.image, row.status, row.namespace, row.autoStart, row.containerPath],
+        [row.botId, row.containerId, row.containerName, row.image, row.status, row.namespace, row.autoStart, row.containerPath, row.cdiDevices],
       );
       return mapContainer(rows[0]!);
     });

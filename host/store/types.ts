@@ -13,6 +13,8 @@ export interface ContainerRow {
   autoStart: boolean;
   /** Host path of the bot's socket dir (or "tcp:<ip>:9090" for a legacy container). */
   containerPath: string;
+  /** Fully-qualified CDI device names the container was created with (re-applied on rebuild). */
+  cdiDevices: string[];
   createdAt: Date;
   updatedAt: Date;
   lastStartedAt: Date | null;

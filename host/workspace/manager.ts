@@ -16,7 +16,7 @@ import type { ContainerdClient } from "../containerd/client.js";
 import { ContainerdError, isNotFound } from "../containerd/errors.js";
 import { pullImage, type PullPolicy } from "../containerd/pull.js";
 import type { RegistryOptions } from "../containerd/registry.js";
-import type { CdiRegistry } from "../containerd/cdi.js";
+import { CdiError, CdiRegistry } from "../containerd/cdi.js";
 import { bindMount, withCdiDevices, withEnv, withHostname, withMounts, withProcessArgs, withTZ, type SpecOpt } from "../containerd/spec.js";
 import type { WorkspaceNetwork } from "../network/network.js";
 import type { ContainerRow, ContainerStatus, Store } from "../store/types.js";
@@ -197,6 +197,7 @@ export class WorkspaceManager {
   /** Creates the bot's workspace when it has none, then starts it. */
   async ensure(botId: string, opts: EnsureOptions = {}): Promise<WorkspaceStatus> {
     validateBotId(botId);
+    if (opts.cdiDevices !== undefined) this.checkCdiDevices(opts.cdiDevices);
     return this.locked(botId, opts.signal, async () => {
       const resolved = await resolveContainerId(botId, { store: this.store, containerd: this.cd });
       if (await this.containerExists(resolved.containerId)) {
@@ -404,6 +405,7 @@ export class WorkspaceManager {
     const row = await this.store.getContainerByBot(botId);
     if (row !== undefined && row.containerId === containerId && row.status !== "deleted") return;
     const info = await this.cd.containers.get(containerId);
+    const labelled = info.labels[LABEL_CDI_DEVICES];
     await this.store.upsertContainer({
       botId,
       containerId,
@@ -413,8 +415,22 @@ export class WorkspaceManager {
       namespace: this.cd.namespace,
       autoStart: opts.autoStart ?? row?.autoStart ?? true,
       containerPath: isLegacyContainerId(containerId) ? `tcp:${containerId}:${LEGACY_BRIDGE_PORT}` : this.socketDir(botId),
+      cdiDevices: labelled ? labelled.split(",") : (row?.cdiDevices ?? []),
     });
     await this.store.recordEvent(containerId, "adopted", { botId, legacy: isLegacyContainerId(containerId) });
+  }
+
+  /** Every name fully qualified and known to the CDI registry, before anything is pulled or created. */
+  private checkCdiDevices(names: string[]): void {
+    if (!Array.isArray(names) || names.some((n) => typeof n !== "string")) {
+      throw new WorkspaceError("invalid_argument", "cdiDevices must be a list of fully-qualified CDI device names");
+    }
+    try {
+      (this.options.cdiRegistry ?? CdiRegistry.load()).resolve(names);
+    } catch (err) {
+      if (err instanceof CdiError) throw new WorkspaceError("invalid_argument", err.message, { cause: err });
+      throw err;
+    }
   }
 
   private specOpts(botId: string, containerId: string, cdiDevices: string[]): SpecOpt[] {
@@ -440,7 +456,8 @@ export class WorkspaceManager {
     const containerId = workspaceContainerId(botId);
     const previous = await this.store.getContainerByBot(botId);
     const image = opts.image ?? (previous && previous.status !== "deleted" ? previous.image : undefined) ?? this.options.defaultImage;
-    const cdiDevices = opts.cdiDevices ?? [];
+    // A rebuilt or re-created workspace keeps the devices it had unless the caller names others.
+    const cdiDevices = opts.cdiDevices ?? (previous && previous.status !== "deleted" ? previous.cdiDevices : undefined) ?? [];
     const socketDir = this.socketDir(botId);
     fs.mkdirSync(socketDir, { recursive: true, mode: 0o750 });
     fs.chmodSync(socketDir, 0o750);
@@ -473,6 +490,7 @@ export class WorkspaceManager {
         namespace: this.cd.namespace,
         autoStart: opts.autoStart ?? previous?.autoStart ?? true,
         containerPath: socketDir,
+        cdiDevices,
       });
       await this.store.recordEvent(containerId, "created", { botId, image: pulled.name, pulled: pulled.pulled, cdiDevices, replaced: previous?.containerId ?? null });
     } catch (err) {
@@ -670,7 +688,7 @@ export class WorkspaceManager {
         // A legacy container is not re-created as legacy: the bot gets a current workspace.
         this.routes.delete(botId);
       }
-      await this.createLocked(botId, { image: row.image, autoStart: row.autoStart });
+      await this.createLocked(botId, { image: row.image, autoStart: row.autoStart, cdiDevices: row.cdiDevices });
       await this.startLocked(botId, workspaceContainerId(botId));
       return "rebuilt";
     }

@@ -54,6 +54,7 @@ function container(bot: string, over: Partial<UpsertContainer> = {}): UpsertCont
     namespace: "memoh-test",
     autoStart: true,
     containerPath: `/var/lib/memoh/run/${bot}`,
+    cdiDevices: [],
     ...over,
   };
 }
@@ -173,6 +174,19 @@ function suite(makeBackend: () => Promise<Backend>, name: string) {
       assert.equal(replaced.containerPath, "tcp:10.0.0.2:9090");
       assert.equal(replaced.createdAt.getTime(), a.createdAt.getTime());
       assert.ok(replaced.updatedAt.getTime() >= a.updatedAt.getTime());
+      assert.deepEqual(replaced.cdiDevices, []);
+    });
+
+    test("CDI device names round-trip as a list, including names with quotes, commas and braces", async () => {
+      const devices = ["example.com/gpu=0", "example.com/gpu=all", 'odd.example/x=a,b', "odd.example/y={z}", 'odd.example/q=a"b\\c'];
+      const row = await store.upsertContainer(container("gamma", { cdiDevices: devices }));
+      assert.deepEqual(row.cdiDevices, devices);
+      assert.deepEqual((await store.getContainerByBot("gamma"))?.cdiDevices, devices);
+      assert.deepEqual((await store.listContainers()).find((c) => c.botId === "gamma")?.cdiDevices, devices);
+      // Replacing the row replaces the list.
+      assert.deepEqual((await store.upsertContainer(container("gamma", { cdiDevices: ["example.com/gpu=1"] }))).cdiDevices, ["example.com/gpu=1"]);
+      assert.deepEqual((await store.upsertContainer(container("gamma"))).cdiDevices, []);
+      await store.deleteContainer("workspace-gamma");
     });
 
     test("a container id owned by another bot is a clear conflict; bad status is refused", async () => {

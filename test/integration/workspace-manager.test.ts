@@ -21,7 +21,8 @@ import { openStore, type SqlStore } from "../../host/store/store.js";
 import { InvalidBotIdError } from "../../host/workspace/botid.js";
 import { WorkspaceError } from "../../host/workspace/errors.js";
 import { WorkspaceManager, AGENT_COMMAND } from "../../host/workspace/manager.js";
-import { LABEL_BOT_ID } from "../../host/workspace/resolve.js";
+import { LABEL_BOT_ID, LABEL_CDI_DEVICES } from "../../host/workspace/resolve.js";
+import { CdiRegistry } from "../../host/containerd/cdi.js";
 import { startContainerd, type ContainerdEnv } from "./env/containerd.js";
 import { importTestImages } from "./env/images.js";
 import { DEFAULT_RUNTIME_DIR, requireRuntimeBundle } from "./env/container.js";
@@ -36,6 +37,8 @@ let net: WorkspaceNetwork;
 let mgr: WorkspaceManager;
 let dataRoot: string;
 let images: { busybox: string; glibc: string };
+let cdiRegistry: CdiRegistry;
+const CDI_DEVICE = "memoh-test.example/dev=null0";
 const schema = `wm_test_${process.pid}_${randomBytes(3).toString("hex")}`;
 const bridge = `mwb${randomBytes(4).toString("hex")}`;
 const prefix = `10.214.${randomInt(0, 250)}`;
@@ -54,6 +57,7 @@ function newManager(containerd: ContainerdClient = cd, withStore: SqlStore = sto
     stopGraceMs: 2_000,
     readyTimeoutMs: 15_000,
     timezone: "Europe/Berlin",
+    cdiRegistry,
     log: (m) => mgrLogs.push(m),
   });
 }
@@ -63,6 +67,18 @@ before(async () => {
   env = await startContainerd();
   images = await importTestImages(env);
   dataRoot = fs.mkdtempSync(path.join(os.tmpdir(), "memoh-wm-"));
+  // A CDI spec of a test device: the host's /dev/null as /dev/memoh-null, plus an env var.
+  const cdiDir = path.join(dataRoot, "cdi");
+  fs.mkdirSync(cdiDir);
+  fs.writeFileSync(
+    path.join(cdiDir, "memoh-test.json"),
+    JSON.stringify({
+      cdiVersion: "0.6.0",
+      kind: "memoh-test.example/dev",
+      devices: [{ name: "null0", containerEdits: { env: ["MEMOH_TEST_DEVICE=null0"], deviceNodes: [{ path: "/dev/memoh-null", hostPath: "/dev/null" }] } }],
+    }),
+  );
+  cdiRegistry = CdiRegistry.load({ dirs: [cdiDir] });
   store = await openStore({ databaseUrl: DATABASE_URL, dataRoot, schema });
   net = WorkspaceNetwork.open({
     confDir: path.join(dataRoot, "cni", "conf"),
@@ -283,6 +299,37 @@ test("reconcile: a stopped task is started, a running one keeps its pid and gets
   await mgr.delete(a);
   await mgr.delete(b);
   await assertNoNetworkLeaks();
+});
+
+test("CDI devices are applied, kept in the row, and come back when reconcile rebuilds the container; unknown ones are refused first", async () => {
+  const probe = "echo dev=$MEMOH_TEST_DEVICE; test -c /dev/memoh-null && echo char-device";
+  const bot = botName("cdi");
+  const ws = await mgr.ensure(bot, { cdiDevices: [CDI_DEVICE] });
+  assert.deepEqual(ws.row?.cdiDevices, [CDI_DEVICE]);
+  assert.equal((await cd.containers.get(ws.containerId)).labels[LABEL_CDI_DEVICES], CDI_DEVICE);
+  assert.equal((await mgr.call(bot, (c) => c.exec({ command: probe }))).stdout.toString(), "dev=null0\nchar-device\n");
+
+  // The container disappears with its label; the row alone brings the device back.
+  await cd.removeContainer(ws.containerId, { graceMs: 1_000 });
+  await net.removeNetwork(ws.containerId);
+  const report = await mgr.reconcile();
+  assert.equal(report.find((e) => e.botId === bot)?.action, "rebuilt", JSON.stringify(report));
+  assert.deepEqual((await store.getContainerByBot(bot))?.cdiDevices, [CDI_DEVICE]);
+  assert.equal((await mgr.call(bot, (c) => c.exec({ command: probe }))).stdout.toString(), "dev=null0\nchar-device\n");
+  await mgr.delete(bot);
+  await assertRowMatchesLive(bot, "absent");
+
+  // Unknown or malformed names: invalid_argument before anything is created or recorded.
+  const other = botName("cdi-bad");
+  for (const bad of [["memoh-test.example/dev=gpu9"], ["not-qualified"]]) {
+    await assert.rejects(mgr.ensure(other, { cdiDevices: bad }), (err) => {
+      assert.ok(err instanceof WorkspaceError, String(err));
+      assert.equal(err.code, "invalid_argument");
+      assert.ok(err.message.includes(bad[0]!), err.message);
+      return true;
+    });
+  }
+  await assertRowMatchesLive(other, "absent");
 });
 
 test("a legacy mcp-<bot> container is started with networking and reached over TCP at its CNI IP; a new workspace clears the legacy route", async () => {
