@@ -1,5 +1,6 @@
 // ContainerdClient: every resource service over one connection, plus the two
 // sequences every caller needs — a container from an image, and its task.
+import { isNotFound } from "./errors.js";
 import { ContainerdConnection, type ConnectionOptions } from "./connection.js";
 import { ensureNamespace, listNamespaces } from "./namespaces.js";
 import { daemonVersion, type DaemonVersion } from "./version.js";
@@ -29,6 +30,14 @@ export interface CreateFromImageOptions {
   snapshotKey?: string;
   /** The parent of the new active snapshot: a committed snapshot name; default: the image's top chainID. */
   parentSnapshot?: string;
+  /** Labels of the new active snapshot (e.g. `containerd.io/gc.root`, so it outlives a lost container). */
+  snapshotLabels?: Record<string, string>;
+  /**
+   * When an active snapshot `snapshotKey` already exists (the container was lost, its
+   * rootfs was not), create the container on it instead of preparing a new one. A
+   * reused snapshot is never removed, not even when the create fails.
+   */
+  reuseActiveSnapshot?: boolean;
 }
 
 export class ContainerdClient {
@@ -114,14 +123,17 @@ export class ContainerdClient {
   /**
    * Prepares the container's active snapshot on the image (or `parentSnapshot`)
    * and creates the container, under a lease so GC cannot take the snapshot in
-   * between. On failure the snapshot is removed again.
+   * between. On failure a snapshot prepared here is removed again.
    */
-  async createContainerFromImage(opts: CreateFromImageOptions): Promise<ContainerInfo> {
+  async createContainerFromImage(opts: CreateFromImageOptions): Promise<ContainerInfo & { reusedSnapshot: boolean }> {
     const rootfs = await this.imageRootfs(opts.image);
     const snapshotKey = opts.snapshotKey ?? opts.id;
     const spec = this.specFor(opts.id, rootfs, opts.specOpts);
     return this.withLease(async (lease) => {
-      await this.snapshots.prepare(snapshotKey, opts.parentSnapshot ?? rootfs.chainId, { lease });
+      const reused = opts.reuseActiveSnapshot === true && (await this.activeSnapshotExists(snapshotKey));
+      if (!reused) {
+        await this.snapshots.prepare(snapshotKey, opts.parentSnapshot ?? rootfs.chainId, { lease, ...(opts.snapshotLabels ? { labels: opts.snapshotLabels } : {}) });
+      }
       try {
         return await this.containers.create(
           {
@@ -134,12 +146,21 @@ export class ContainerdClient {
             ...(this.runcOptions ? { runcOptions: this.runcOptions } : {}),
           },
           { lease },
-        );
+        ).then((info) => ({ ...info, reusedSnapshot: reused }));
       } catch (err) {
-        await this.snapshots.remove(snapshotKey, { ignoreNotFound: true }).catch(() => {});
+        if (!reused) await this.snapshots.remove(snapshotKey, { ignoreNotFound: true }).catch(() => {});
         throw err;
       }
     });
+  }
+
+  private async activeSnapshotExists(key: string): Promise<boolean> {
+    try {
+      return (await this.snapshots.stat(key)).kind === "active";
+    } catch (err) {
+      if (isNotFound(err)) return false;
+      throw err;
+    }
   }
 
   /** Creates the container's task on its snapshot (output to `logPath`); returns the pid, not yet started. */

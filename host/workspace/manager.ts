@@ -17,6 +17,7 @@ import { ContainerdError, isNotFound } from "../containerd/errors.js";
 import { pullImage, type PullPolicy } from "../containerd/pull.js";
 import type { RegistryOptions } from "../containerd/registry.js";
 import { CdiError, CdiRegistry } from "../containerd/cdi.js";
+import { GC_ROOT_LABEL } from "../containerd/snapshots.js";
 import { bindMount, withCdiDevices, withEnv, withHostname, withMounts, withProcessArgs, withTZ, type SpecOpt } from "../containerd/spec.js";
 import type { WorkspaceNetwork } from "../network/network.js";
 import type { ContainerRow, ContainerStatus, Store } from "../store/types.js";
@@ -252,6 +253,8 @@ export class WorkspaceManager {
         await this.cd.containers.delete(resolved.containerId, { removeSnapshot: true, ignoreNotFound: true });
       } else {
         await this.network.removeNetwork(resolved.containerId);
+        // The rootfs of a container lost earlier (a GC root, so it is still there).
+        await this.cd.snapshots.remove(resolved.containerId, { ignoreNotFound: true });
       }
       fs.rmSync(this.socketDir(botId), { recursive: true, force: true });
       const row = await this.store.getContainerByBot(botId);
@@ -358,8 +361,9 @@ export class WorkspaceManager {
   }
 
   /**
-   * Hook for a later issue: before a missing container is rebuilt, recover what an
-   * orphaned snapshot of it still holds (its /data). Today: nothing to do.
+   * Hook run before a missing container is rebuilt. The rebuild itself already creates
+   * the container on the lost container's surviving snapshot (its rootfs and /data, a
+   * GC root), so nothing is lost; this is where further recovery would go.
    */
   async recoverOrphanedData(botId: string): Promise<void> {
     void botId;
@@ -469,9 +473,13 @@ export class WorkspaceManager {
       ...(this.options.registry ? { registry: this.options.registry } : {}),
       onProgress: (digest, offset, total) => this.options.onPullProgress?.(botId, digest, offset, total),
     });
-    await this.cd.createContainerFromImage({
+    const created = await this.cd.createContainerFromImage({
       id: containerId,
       image: pulled.name,
+      // The rootfs (with /data) is a GC root of its own: it outlives a container lost behind
+      // our back, and a rebuild of the container is created on it again.
+      snapshotLabels: { [GC_ROOT_LABEL]: new Date().toISOString(), [LABEL_BOT_ID]: botId },
+      reuseActiveSnapshot: true,
       labels: {
         [LABEL_BOT_ID]: botId,
         [LABEL_WORKSPACE]: WORKSPACE_GENERATION,
@@ -492,10 +500,18 @@ export class WorkspaceManager {
         containerPath: socketDir,
         cdiDevices,
       });
-      await this.store.recordEvent(containerId, "created", { botId, image: pulled.name, pulled: pulled.pulled, cdiDevices, replaced: previous?.containerId ?? null });
+      await this.store.recordEvent(containerId, "created", {
+        botId,
+        image: pulled.name,
+        pulled: pulled.pulled,
+        cdiDevices,
+        replaced: previous?.containerId ?? null,
+        dataKept: created.reusedSnapshot,
+      });
     } catch (err) {
-      // Without a row nothing would know this container: take it away again.
-      await this.cd.containers.delete(containerId, { removeSnapshot: true, ignoreNotFound: true }).catch((e: unknown) => this.log(`cleanup of ${containerId}: ${describeError(e)}`));
+      // Without a row nothing would know this container: take it away again (a reused
+      // snapshot holds the bot's data and stays).
+      await this.cd.containers.delete(containerId, { removeSnapshot: !created.reusedSnapshot, ignoreNotFound: true }).catch((e: unknown) => this.log(`cleanup of ${containerId}: ${describeError(e)}`));
       throw err;
     }
     // A new workspace replaces any legacy route of the bot.

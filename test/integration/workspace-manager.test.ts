@@ -277,6 +277,33 @@ test("a container deleted behind the manager's back is rebuilt by reconcile", as
   await mgr.delete(bot);
 });
 
+test("a container lost with its rootfs kept: the snapshot survives GC, reconcile rebuilds on it with /data intact; delete removes it", async () => {
+  const bot = botName("kept");
+  const first = await mgr.ensure(bot);
+  await mgr.call(bot, (c) => c.writeFile("notes/keep.txt", "still here"));
+  // The container is lost (its task and metadata), its snapshot is not.
+  await cd.tasks.stop(first.containerId, 1_000);
+  await cd.containers.delete(first.containerId, { removeSnapshot: false });
+  await net.removeNetwork(first.containerId);
+  // Nothing references the snapshot now but its own gc.root label.
+  await cd.collectGarbage();
+  assert.equal((await cd.snapshots.stat(first.containerId)).kind, "active", "GC took the lost container's rootfs");
+
+  const report = await mgr.reconcile();
+  assert.equal(report.find((e) => e.botId === bot)?.action, "rebuilt", JSON.stringify(report));
+  await assertRowMatchesLive(bot, "running");
+  assert.equal((await mgr.call(bot, (c) => c.readFile({ path: "notes/keep.txt" }))).content, "still here");
+  const created = (await store.listEvents(first.containerId)).find((e) => e.eventType === "created");
+  assert.equal(created?.payload.dataKept, true, JSON.stringify(created));
+
+  // Lost again, then deleted on purpose: the orphaned snapshot goes with the workspace.
+  await cd.tasks.stop(first.containerId, 1_000);
+  await cd.containers.delete(first.containerId, { removeSnapshot: false });
+  await mgr.delete(bot);
+  assert.equal(await cd.snapshots.exists(first.containerId), false, "delete left the orphaned snapshot");
+  await assertRowMatchesLive(bot, "absent");
+});
+
 test("reconcile: a stopped task is started, a running one keeps its pid and gets its network checked", async () => {
   const a = botName("reca");
   const b = botName("recb");
