@@ -135,6 +135,20 @@ export class SnapshotService {
     return toInfo(res.info, key);
   }
 
+  /** Sets (or replaces) the given labels of `key`; other labels stay. */
+  async setLabels(key: string, labels: Record<string, string>, opts: SnapshotOptions = {}): Promise<SnapshotInfo> {
+    const res = await this.conn.unary(
+      Snapshots.method.update,
+      {
+        snapshotter: opts.snapshotter ?? this.snapshotter,
+        info: { name: key, labels },
+        updateMask: { paths: Object.keys(labels).map((k) => `labels.${k}`) },
+      },
+      opts,
+    );
+    return toInfo(res.info, key);
+  }
+
   /** Whether `key` exists. */
   async exists(key: string, opts: SnapshotOptions = {}): Promise<boolean> {
     try {

@@ -708,6 +708,7 @@ export class WorkspaceManager {
       await this.startLocked(botId, workspaceContainerId(botId));
       return "rebuilt";
     }
+    await this.protectRootfs(containerId);
     const task = await this.cd.tasks.status(containerId);
     if (task?.status !== "running") {
       await this.startLocked(botId, containerId);
@@ -718,6 +719,21 @@ export class WorkspaceManager {
     const fresh = await this.store.getContainer(containerId);
     if (fresh?.status !== "running") await this.setStatus(containerId, "running", "reconciled", { pid: task.pid, network: net });
     return net === "renetworked" ? "renetworked" : "healthy";
+  }
+
+  /** A workspace created before its rootfs was a GC root gets the label (best effort: logged on failure). */
+  private async protectRootfs(containerId: string): Promise<void> {
+    try {
+      const info = await this.cd.containers.get(containerId);
+      if (!info.snapshotKey) return;
+      const opts = { snapshotter: info.snapshotter || this.cd.snapshots.snapshotter };
+      const snap = await this.cd.snapshots.stat(info.snapshotKey, opts);
+      if (snap.kind === "active" && snap.labels[GC_ROOT_LABEL] === undefined) {
+        await this.cd.snapshots.setLabels(info.snapshotKey, { [GC_ROOT_LABEL]: new Date().toISOString() }, opts);
+      }
+    } catch (err) {
+      this.log(`${containerId}: could not mark its rootfs as a GC root: ${describeError(err)}`);
+    }
   }
 
   private async statusUnlocked(botId: string): Promise<WorkspaceStatus> {

@@ -281,6 +281,12 @@ test("a container lost with its rootfs kept: the snapshot survives GC, reconcile
   const bot = botName("kept");
   const first = await mgr.ensure(bot);
   await mgr.call(bot, (c) => c.writeFile("notes/keep.txt", "still here"));
+  assert.ok((await cd.snapshots.stat(first.containerId)).labels["containerd.io/gc.root"], "a new workspace's rootfs is a GC root");
+  // A workspace made before rootfs snapshots were GC roots gets the label from reconcile.
+  await cd.snapshots.setLabels(first.containerId, { "containerd.io/gc.root": "" });
+  assert.equal((await cd.snapshots.stat(first.containerId)).labels["containerd.io/gc.root"], undefined);
+  assert.equal((await mgr.reconcile()).find((e) => e.botId === bot)?.action, "healthy");
+  assert.ok((await cd.snapshots.stat(first.containerId)).labels["containerd.io/gc.root"], "reconcile did not mark the rootfs");
   // The container is lost (its task and metadata), its snapshot is not.
   await cd.tasks.stop(first.containerId, 1_000);
   await cd.containers.delete(first.containerId, { removeSnapshot: false });
