@@ -42,6 +42,12 @@ export interface DefaultNetworkOptions {
   hairpinMode?: boolean;
   /** Append the portmap plugin (capability portMappings); default true. */
   portmap?: boolean;
+  /**
+   * Append the firewall plugin (iptables backend), which accepts each container's traffic in
+   * the filter chain CNI-FORWARD: without it a host whose FORWARD policy is DROP (any host
+   * with Docker) forwards nothing for the workspaces. Default true.
+   */
+  firewall?: boolean;
 }
 
 export const DEFAULT_SUBNET = "10.88.0.0/16";
@@ -66,7 +72,7 @@ export function ipv4ToString(n: number): string {
   return [24, 16, 8, 0].map((s) => (n >>> s) & 255).join(".");
 }
 
-/** The seeds' default network: bridge + host-local (+ portmap). */
+/** The seeds' default network: bridge + host-local (+ portmap) (+ firewall), podman's order. */
 export function defaultConfList(options: DefaultNetworkOptions = {}): JsonObject {
   const subnet = options.subnet ?? DEFAULT_SUBNET;
   const parsed = parseIPv4Cidr(subnet);
@@ -87,6 +93,14 @@ export function defaultConfList(options: DefaultNetworkOptions = {}): JsonObject
     },
   ];
   if (options.portmap ?? true) plugins.push({ type: "portmap", capabilities: { portMappings: true } });
+  if (options.firewall ?? true) {
+    const version = options.cniVersion ?? DEFAULT_CNI_VERSION;
+    if (version.startsWith("0.3.")) {
+      throw new CniConfigError(`the firewall plugin needs cniVersion 0.4.0 or later (got ${version}); set firewall: false to leave it out`, undefined);
+    }
+    // Explicit backend: without it the plugin asks D-Bus for firewalld first.
+    plugins.push({ type: "firewall", backend: "iptables" });
+  }
   const list = {
     cniVersion: options.cniVersion ?? DEFAULT_CNI_VERSION,
     name: options.name ?? DEFAULT_NETWORK_NAME,
@@ -276,6 +290,14 @@ export function ipamLeaseDir(list: NetworkConfigList): string | undefined {
   if (!isJsonObject(ipam) || ipam.type !== "host-local") return undefined;
   const dataDir = typeof ipam.dataDir === "string" ? ipam.dataDir : "/var/lib/cni/networks";
   return path.join(dataDir, list.name);
+}
+
+/**
+ * Whether the list runs the firewall plugin with its iptables backend (explicit, or the
+ * default when firewalld is not running), i.e. leaves per-address rules in CNI-FORWARD.
+ */
+export function iptablesFirewallEnabled(list: NetworkConfigList): boolean {
+  return list.plugins.some((p) => p.type === "firewall" && (p.backend === undefined || p.backend === "iptables"));
 }
 
 /** Whether the bridge plugin masquerades traffic leaving the subnet. */

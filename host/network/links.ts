@@ -185,3 +185,92 @@ export async function removeIpMasqChain(networkName: string, containerId: string
   if (flushed.code === 0) await mustRun("iptables", ["-w", "5", "-t", "nat", "-X", chain]);
   return numbers.length > 0 || flushed.code === 0;
 }
+
+/** The filter chain where the firewall plugin (iptables backend) accepts each container's traffic. */
+export const FIREWALL_CHAIN = "CNI-FORWARD";
+
+/** The firewall plugin's per-address rules in CNI-FORWARD (plugins/meta/firewall getPrivChainRules). */
+export function firewallRules(ip: string): string[][] {
+  const addr = `${ip}/32`;
+  return [
+    ["-d", addr, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"],
+    ["-s", addr, "-j", "ACCEPT"],
+  ];
+}
+
+const FIREWALL_RULE_RE = new RegExp(
+  `^-A ${FIREWALL_CHAIN} (?:-d (\\d+\\.\\d+\\.\\d+\\.\\d+)/32 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT|-s (\\d+\\.\\d+\\.\\d+\\.\\d+)/32 -j ACCEPT)$`,
+);
+
+/** IPv4 addresses that have a firewall-plugin rule in CNI-FORWARD ([] when the chain does not exist). */
+export async function firewallRuleAddresses(): Promise<string[]> {
+  // The whole table: `-S <chain>` of a missing chain is an error worded differently by
+  // iptables-legacy and iptables-nft.
+  const r = await runTool("iptables", ["-w", "5", "-t", "filter", "-S"]);
+  if (r.code !== 0) throw new HostToolError(["iptables", "-t", "filter", "-S"], r);
+  const out = new Set<string>();
+  for (const line of r.stdout.split("\n")) {
+    const m = FIREWALL_RULE_RE.exec(line.trim());
+    if (m !== null) out.add((m[1] ?? m[2])!);
+  }
+  return [...out];
+}
+
+/**
+ * Removes the firewall plugin's rules for one address from CNI-FORWARD (the chain itself and
+ * its jump from FORWARD stay: they are shared by every network using the plugin). The
+ * plugin removes them itself on DEL only when it is given the cached ADD result; a container
+ * whose cache entry was lost keeps them. True when anything was removed.
+ */
+export async function removeFirewallRules(ip: string): Promise<boolean> {
+  let removed = false;
+  for (const rule of firewallRules(ip)) {
+    for (let i = 0; i < 16; i++) {
+      const r = await runTool("iptables", ["-w", "5", "-t", "filter", "-D", FIREWALL_CHAIN, ...rule]);
+      if (r.code === 0) {
+        removed = true;
+        continue;
+      }
+      if (/does not exist|No chain\/target\/match|Bad rule|doesn't exist/i.test(r.stderr)) break;
+      throw new HostToolError(["iptables", "-t", "filter", "-D", FIREWALL_CHAIN, ...rule], r);
+    }
+  }
+  return removed;
+}
+
+const FIREWALL_ADMIN_CHAIN = "CNI-ADMIN";
+
+/**
+ * Removes the firewall plugin's shared chains (CNI-FORWARD, CNI-ADMIN and the jump to them
+ * from FORWARD) when they hold no rule of any container or administrator: the uninstall of
+ * what the plugin set up. True when they were removed; false when they are absent or in use.
+ */
+export async function removeFirewallChainsIfUnused(): Promise<boolean> {
+  const r = await runTool("iptables", ["-w", "5", "-t", "filter", "-S"]);
+  if (r.code !== 0) throw new HostToolError(["iptables", "-t", "filter", "-S"], r);
+  const lines = r.stdout.split("\n").map((l) => l.trim());
+  if (!lines.includes(`-N ${FIREWALL_CHAIN}`)) return false;
+  const inChain = (chain: string) => lines.filter((l) => l.startsWith(`-A ${chain} `));
+  const forward = inChain(FIREWALL_CHAIN);
+  const onlyAdminJump = forward.every((l) => l.endsWith(`-j ${FIREWALL_ADMIN_CHAIN}`));
+  if (!onlyAdminJump || inChain(FIREWALL_ADMIN_CHAIN).length > 0) return false;
+  // Other chains jumping to ours (besides FORWARD's jump) mean someone else relies on them.
+  const jumps = lines.filter((l) => l.startsWith("-A ") && !l.startsWith(`-A ${FIREWALL_CHAIN} `) && l.endsWith(`-j ${FIREWALL_CHAIN}`));
+  if (jumps.some((l) => !l.startsWith("-A FORWARD "))) return false;
+  for (const jump of jumps) {
+    const rule = jump.slice("-A FORWARD ".length);
+    await mustRun("iptables", ["-w", "5", "-t", "filter", "-D", "FORWARD", ...splitRule(rule)]);
+  }
+  await mustRun("iptables", ["-w", "5", "-t", "filter", "-F", FIREWALL_CHAIN]);
+  await mustRun("iptables", ["-w", "5", "-t", "filter", "-X", FIREWALL_CHAIN]);
+  if (lines.includes(`-N ${FIREWALL_ADMIN_CHAIN}`)) await mustRun("iptables", ["-w", "5", "-t", "filter", "-X", FIREWALL_ADMIN_CHAIN]);
+  return true;
+}
+
+/** Splits an `iptables -S` rule into arguments (double-quoted words, e.g. comments, kept whole). */
+function splitRule(rule: string): string[] {
+  const out: string[] = [];
+  const re = /"((?:[^"\\]|\\.)*)"|(\S+)/g;
+  for (let m = re.exec(rule); m !== null; m = re.exec(rule)) out.push(m[1] !== undefined ? m[1].replace(/\\(.)/g, "$1") : m[2]!);
+  return out;
+}

@@ -10,7 +10,9 @@ import {
   DEFAULT_NETWORK_NAME,
   bridgeName,
   ensureConfList,
+  iptablesFirewallEnabled,
   ipMasqEnabled,
+  parseIPv4Cidr,
   ipamLeaseDir,
   ipv4Subnets,
   loadConfList,
@@ -23,9 +25,12 @@ import {
   deleteLink,
   enableIpForward,
   ensureMasquerade,
+  firewallRuleAddresses,
   getLink,
   isPortIsolated,
   isZeroMac,
+  removeFirewallChainsIfUnused,
+  removeFirewallRules,
   removeIpMasqChain,
   removeMasquerade,
   setPortIsolated,
@@ -86,6 +91,11 @@ export interface HygieneReport {
   released: string[];
   /** Failures that did not stop the sweep (a stale entry that could not be released). */
   errors: string[];
+  /**
+   * Addresses on our subnets whose firewall-plugin rules (CNI-FORWARD) were removed because no
+   * live container holds them; present when the list runs the firewall plugin.
+   */
+  firewallRulesRemoved?: string[];
 }
 
 /** Options from the documented environment (MEMOH_CNI_CONF_DIR, MEMOH_CNI_BIN_DIR, MEMOH_DATA_ROOT). */
@@ -193,7 +203,7 @@ export class WorkspaceNetwork {
         return await this.attach(rt);
       } catch (err) {
         lastError = err;
-        const cleanup = await this.runner.del(rt).then(
+        const cleanup = await this.teardown(rt).then(
           () => undefined,
           (delErr: unknown) => describe(delErr),
         );
@@ -244,14 +254,56 @@ export class WorkspaceNetwork {
 
   /** DEL; idempotent: a container never attached, already removed, or whose netns is gone is fine. */
   async removeNetwork(containerId: string, netnsPath?: string): Promise<void> {
-    await this.runner.del(this.rt(containerId, netnsPath));
+    await this.teardown(this.rt(containerId, netnsPath));
     await this.afterDel(containerId);
+  }
+
+  /**
+   * DEL, then the firewall rules of the container's addresses, which the plugin removes only
+   * when DEL carries the cached ADD result: not after a failed setup (nothing cached yet) nor
+   * for a container whose cache entry was lost. The rules go even when DEL fails (the
+   * container is leaving either way); DEL's error is still thrown.
+   */
+  private async teardown(rt: RuntimeConf): Promise<void> {
+    const addresses = this.attachmentAddresses(rt.containerId);
+    let delError: unknown;
+    try {
+      await this.runner.del(rt);
+    } catch (err) {
+      delError = err;
+    }
+    try {
+      await this.removeFirewallRulesOf(rt.containerId, addresses);
+    } catch (err) {
+      if (delError === undefined) throw err;
+      this.log(`cannot remove the firewall rules of ${rt.containerId}: ${describe(err)}`);
+    }
+    if (delError !== undefined) throw delError;
   }
 
   /** What DEL leaves when the netns is already gone: the ipMasq chain, a stray lease. */
   private async afterDel(containerId: string): Promise<void> {
     if (ipMasqEnabled(this.list)) await removeIpMasqChain(this.list.name, containerId);
     this.releaseLeases(new Set([containerId]), "owned");
+  }
+
+  /** IPv4 addresses a container holds on this network: its cached result's and its leases'. */
+  private attachmentAddresses(containerId: string): string[] {
+    const out = new Set<string>();
+    const cached = this.runner.cachedResult(containerId, this.ifName);
+    for (const ip of cached?.result.ips ?? []) {
+      const addr = ip.address.split("/")[0] ?? "";
+      if (isIP(addr) === 4) out.add(addr);
+    }
+    for (const lease of this.leases()) if (lease.owner === containerId && isIP(path.basename(lease.file)) === 4) out.add(path.basename(lease.file));
+    return [...out];
+  }
+
+  /** Removes CNI-FORWARD rules of `addresses` unless another container now holds the address. */
+  private async removeFirewallRulesOf(containerId: string, addresses: string[]): Promise<void> {
+    if (!iptablesFirewallEnabled(this.list) || addresses.length === 0) return;
+    const heldByOthers = new Set(this.leases().filter((l) => l.owner !== containerId).map((l) => path.basename(l.file)));
+    for (const addr of addresses) if (!heldByOthers.has(addr)) await removeFirewallRules(addr);
   }
 
   /** CHECK of a running container's attachment; throws a CniError when it is not as set up. */
@@ -281,9 +333,13 @@ export class WorkspaceNetwork {
     for (const subnet of ipv4Subnets(this.list)) await ensureMasquerade(subnet, this.masqComment());
   }
 
-  /** Removes what ensureHostNetworking added (IP forwarding stays on: others may need it). */
+  /**
+   * Removes what ensureHostNetworking added, and the firewall plugin's shared chains when no
+   * container or administrator rule is left in them (IP forwarding stays on: others may need it).
+   */
   async removeHostNetworking(): Promise<void> {
     for (const subnet of ipv4Subnets(this.list)) await removeMasquerade(subnet, this.masqComment());
+    if (iptablesFirewallEnabled(this.list)) await removeFirewallChainsIfUnused();
   }
 
   private masqComment(): string {
@@ -314,7 +370,7 @@ export class WorkspaceNetwork {
     for (const id of this.leaseOwners()) if (!live.has(id)) stale.add(id);
     for (const id of stale) {
       try {
-        await this.runner.del(this.rt(id, undefined));
+        await this.teardown(this.rt(id, undefined));
         await this.afterDel(id);
         report.released.push(id);
       } catch (err) {
@@ -322,7 +378,41 @@ export class WorkspaceNetwork {
       }
     }
     this.releaseLeases(live, "not-owned");
+    if (iptablesFirewallEnabled(this.list)) {
+      try {
+        report.firewallRulesRemoved = await this.sweepFirewallRules(live);
+      } catch (err) {
+        report.firewallRulesRemoved = [];
+        report.errors.push(`firewall rules: ${describe(err)}`);
+      }
+    }
     return report;
+  }
+
+  /**
+   * Removes CNI-FORWARD rules for addresses on our subnets that no live container holds
+   * (neither by lease nor by cached result): what is left when cache and lease are both gone.
+   */
+  private async sweepFirewallRules(live: Set<string>): Promise<string[]> {
+    const subnets = ipv4Subnets(this.list)
+      .map((s) => parseIPv4Cidr(s))
+      .filter((c): c is { network: number; prefix: number } => c !== undefined);
+    const inOurSubnets = (addr: string): boolean => {
+      const ip = addr.split(".").reduce((acc, o) => acc * 256 + Number(o), 0);
+      return subnets.some((c) => {
+        const mask = c.prefix === 0 ? 0 : (0xffffffff << (32 - c.prefix)) >>> 0;
+        return ((ip & mask) >>> 0) === c.network;
+      });
+    };
+    const held = new Set<string>();
+    for (const lease of this.leases()) if (live.has(lease.owner)) held.add(path.basename(lease.file));
+    for (const id of live) for (const addr of this.attachmentAddresses(id)) held.add(addr);
+    const removed: string[] = [];
+    for (const addr of await firewallRuleAddresses()) {
+      if (!inOurSubnets(addr) || held.has(addr)) continue;
+      if (await removeFirewallRules(addr)) removed.push(addr);
+    }
+    return removed;
   }
 
   /** host-local lease files: named by IP, first line the container id. */

@@ -97,6 +97,10 @@ async function makeNet(t: { after: (fn: () => Promise<void>) => void }, options:
       fs.rmSync(dir, { recursive: true, force: true });
       const nat = await runTool("iptables", ["-t", "nat", "-S"]);
       assert.doesNotMatch(nat.stdout, new RegExp(prefix.replace(/\./g, "\\.") + "\\."), "iptables nat rules for the test subnet left behind");
+      const filter = await runTool("iptables", ["-t", "filter", "-S"]);
+      assert.doesNotMatch(filter.stdout, new RegExp(prefix.replace(/\./g, "\\.") + "\\."), "firewall rules for the test subnet left behind");
+      // The firewall plugin's shared chains go once no rule of anybody is left in them.
+      if (!/-A CNI-(FORWARD|ADMIN) .*-j ACCEPT/.test(filter.stdout)) assert.doesNotMatch(filter.stdout, /-N CNI-FORWARD/, "CNI-FORWARD left behind");
       assert.equal(await getLink(bridge), undefined);
     },
   };

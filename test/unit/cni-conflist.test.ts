@@ -9,6 +9,7 @@ import {
   defaultConfList,
   ensureConfList,
   ipamLeaseDir,
+  iptablesFirewallEnabled,
   ipMasqEnabled,
   ipv4Subnets,
   loadConfList,
@@ -30,9 +31,9 @@ test("an empty conf dir gets the seeds' default list, written once and then load
   assert.equal(list.cniVersion, "1.0.0");
   assert.deepEqual(
     list.plugins.map((p) => p.type),
-    ["bridge", "portmap"],
+    ["bridge", "portmap", "firewall"],
   );
-  const [bridge, portmap] = list.plugins;
+  const [bridge, portmap, firewall] = list.plugins;
   assert.equal(bridge?.bridge, "cni0");
   assert.equal(bridge?.isGateway, true);
   assert.equal(bridge?.ipMasq, true);
@@ -44,6 +45,10 @@ test("an empty conf dir gets the seeds' default list, written once and then load
     dataDir: "/var/lib/memoh/cni/ipam",
   });
   assert.deepEqual(portmap?.capabilities, { portMappings: true });
+  // FORWARD ACCEPT rules for the subnet on hosts whose FORWARD policy is DROP; iptables
+  // explicitly, so the plugin does not go looking for firewalld.
+  assert.deepEqual(firewall, { type: "firewall", backend: "iptables" });
+  assert.equal(iptablesFirewallEnabled(list), true);
   assert.equal(bridgeName(list), "cni0");
   assert.deepEqual(ipv4Subnets(list), ["10.88.0.0/16"]);
   assert.equal(ipamLeaseDir(list), "/var/lib/memoh/cni/ipam/memoh-cni");
@@ -55,7 +60,7 @@ test("an empty conf dir gets the seeds' default list, written once and then load
   assert.equal(bridgeName(ensureConfList(dir)), "memoh0");
 });
 
-test("the default is configurable: name, bridge, subnet (normalised), IPAM dir, ipMasq, portmap", (t) => {
+test("the default is configurable: name, bridge, subnet (normalised), IPAM dir, ipMasq, portmap, firewall", (t) => {
   const dir = tempDir(t);
   const list = ensureConfList(dir, {
     name: "ws-net",
@@ -64,6 +69,7 @@ test("the default is configurable: name, bridge, subnet (normalised), IPAM dir, 
     ipamDataDir: "/tmp/ipam",
     ipMasq: false,
     portmap: false,
+    firewall: false,
   });
   assert.equal(list.file, path.join(dir, "ws-net.conflist"));
   assert.equal(list.plugins.length, 1);
@@ -71,6 +77,17 @@ test("the default is configurable: name, bridge, subnet (normalised), IPAM dir, 
   assert.deepEqual(ipv4Subnets(list), ["10.213.7.0/24"]);
   assert.equal(ipMasqEnabled(list), false);
   assert.equal(ipamLeaseDir(list), "/tmp/ipam/ws-net");
+  assert.equal(iptablesFirewallEnabled(list), false);
+  assert.deepEqual(
+    (defaultConfList({ portmap: false }).plugins as Array<{ type: string }>).map((p) => p.type),
+    ["bridge", "firewall"],
+  );
+  assert.deepEqual(
+    (defaultConfList({ cniVersion: "0.3.1", firewall: false }).plugins as Array<{ type: string }>).map((p) => p.type),
+    ["bridge", "portmap"],
+  );
+  // The firewall plugin speaks 0.4.0 and later only: say so instead of failing at the first ADD.
+  assert.throws(() => defaultConfList({ cniVersion: "0.3.1" }), /firewall plugin needs cniVersion 0\.4\.0.*firewall: false/);
   assert.throws(() => defaultConfList({ bridge: "a-bridge-name-too-long" }), /at most 15/);
   assert.throws(() => defaultConfList({ subnet: "10.0.0.0/31" }), /room for hosts/);
   assert.throws(() => defaultConfList({ subnet: "fd00::/64" }), /not an IPv4 CIDR/);
@@ -92,6 +109,13 @@ test("the product's list is picked by file name among other networks; a .conf is
   assert.equal(list.plugins[0]?.type, "bridge");
   assert.equal(list.plugins[0]?.name, undefined, "name/cniVersion belong to the list, not the plugin");
   assert.deepEqual(ipv4Subnets(list), ["10.1.0.0/16"]);
+  // A list the operator wrote is used as is: the firewall plugin is not added to it.
+  const before = fs.readFileSync(path.join(dir, "memoh-cni.conf"), "utf8");
+  assert.deepEqual(ensureConfList(dir).plugins.map((p) => p.type), ["bridge"]);
+  assert.equal(fs.readFileSync(path.join(dir, "memoh-cni.conf"), "utf8"), before);
+  assert.equal(iptablesFirewallEnabled(list), false);
+  const firewalld = parseConfList(JSON.stringify({ cniVersion: "1.0.0", name: "fwd", plugins: [{ type: "bridge" }, { type: "firewall", backend: "firewalld" }] }));
+  assert.equal(iptablesFirewallEnabled(firewalld), false, "firewalld keeps no rules in CNI-FORWARD");
   // By the name field when no file carries the name; lexical first without a name.
   assert.equal(loadConfList(dir, "aaa-other")?.name, "aaa-other");
   assert.equal(loadConfList(dir)?.name, "aaa-other");
