@@ -45,6 +45,8 @@ export interface Config {
   registryAuth: string | undefined;
   /** Workspaces on the bridge cannot reach each other (MEMOH_CNI_ISOLATION). */
   cniIsolation: boolean;
+  /** The written default network includes the CNI firewall plugin (MEMOH_CNI_FIREWALL). */
+  cniFirewall: boolean;
 }
 
 /** The image `npm run up` builds from this machine's files (works offline). */
@@ -66,6 +68,7 @@ export const DEFAULTS = {
   cniConfDir: "/etc/cni/net.d",
   cniBinDir: "/opt/cni/bin:/usr/lib/cni",
   cniIsolation: true,
+  cniFirewall: true,
 };
 
 /** Every problem found, one per line, so an operator fixes them in one go. */
@@ -92,6 +95,7 @@ const KEYS = {
   cni_bin_dir: "MEMOH_CNI_BIN_DIR",
   registry_auth: "MEMOH_REGISTRY_AUTH",
   cni_isolation: "MEMOH_CNI_ISOLATION",
+  cni_firewall: "MEMOH_CNI_FIREWALL",
 } as const;
 
 type Key = keyof typeof KEYS;
@@ -163,7 +167,7 @@ function readFileSection(file: string, problems: string[]): Map<Key, RawValue> {
     } else if (Array.isArray(value) && value.every((v): v is string => typeof v === "string")) {
       values.set(key as Key, { value, source, baseDir });
     } else {
-      problems.push(`${source}: expected a string${key === "cni_isolation" ? " or boolean" : ""}, got ${JSON.stringify(value)}`);
+      problems.push(`${source}: expected a string${key === "cni_isolation" || key === "cni_firewall" ? " or boolean" : ""}, got ${JSON.stringify(value)}`);
     }
   }
   return values;
@@ -265,13 +269,15 @@ export function loadConfig(opts: LoadConfigOptions = {}): Config {
       else cniBinDirs = dirs.map((d) => path.resolve(bins.baseDir, d));
     }
   }
-  let cniIsolation = DEFAULTS.cniIsolation;
-  const iso = raw.get("cni_isolation");
-  if (iso) {
-    const b = parseBool(iso.value);
-    if (b === undefined) problems.push(`${iso.source}: expected on/off (true/false), got ${JSON.stringify(iso.value)}`);
-    else cniIsolation = b;
-  }
+  const onOff = (key: "cni_isolation" | "cni_firewall", fallback: boolean): boolean => {
+    const v = raw.get(key);
+    if (!v) return fallback;
+    const b = parseBool(v.value);
+    if (b === undefined) problems.push(`${v.source}: expected on/off (true/false), got ${JSON.stringify(v.value)}`);
+    return b ?? fallback;
+  };
+  const cniIsolation = onOff("cni_isolation", DEFAULTS.cniIsolation);
+  const cniFirewall = onOff("cni_firewall", DEFAULTS.cniFirewall);
 
   const registryAuth = str("registry_auth");
 
@@ -291,6 +297,7 @@ export function loadConfig(opts: LoadConfigOptions = {}): Config {
     cniBinDirs,
     registryAuth: registryAuth ? path.resolve(registryAuth.baseDir, registryAuth.value) : undefined,
     cniIsolation,
+    cniFirewall,
   };
   if (problems.length) throw new ConfigError(problems);
   return config;

@@ -98,6 +98,14 @@ export interface HygieneReport {
   firewallRulesRemoved?: string[];
 }
 
+function onOffEnv(env: NodeJS.ProcessEnv, name: string): boolean | undefined {
+  const v = env[name]?.trim().toLowerCase();
+  if (v === undefined || v === "") return undefined;
+  if (["0", "false", "off", "no"].includes(v)) return false;
+  if (["1", "true", "on", "yes"].includes(v)) return true;
+  throw new CniConfigError(`${name} must be on or off, got ${JSON.stringify(env[name])}`, undefined);
+}
+
 /** Options from the documented environment (MEMOH_CNI_CONF_DIR, MEMOH_CNI_BIN_DIR, MEMOH_DATA_ROOT). */
 export function networkOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): NetworkOptions {
   const options: NetworkOptions = {};
@@ -107,12 +115,10 @@ export function networkOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): Net
     options.cacheDir = path.join(env.MEMOH_DATA_ROOT, "cni", "cache");
     options.defaults = { ipamDataDir: path.join(env.MEMOH_DATA_ROOT, "cni", "ipam") };
   }
-  const isolation = env.MEMOH_CNI_ISOLATION?.trim().toLowerCase();
-  if (isolation !== undefined && isolation !== "") {
-    if (["0", "false", "off", "no"].includes(isolation)) options.isolation = false;
-    else if (["1", "true", "on", "yes"].includes(isolation)) options.isolation = true;
-    else throw new CniConfigError(`MEMOH_CNI_ISOLATION must be on or off, got ${JSON.stringify(env.MEMOH_CNI_ISOLATION)}`, undefined);
-  }
+  const isolation = onOffEnv(env, "MEMOH_CNI_ISOLATION");
+  if (isolation !== undefined) options.isolation = isolation;
+  const firewall = onOffEnv(env, "MEMOH_CNI_FIREWALL");
+  if (firewall !== undefined) options.defaults = { ...options.defaults, firewall };
   return options;
 }
 

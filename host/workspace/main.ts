@@ -50,7 +50,7 @@ export async function startManagerProcess(opts: { env?: NodeJS.ProcessEnv; argv?
       confDir: cfg.cniConfDir,
       pluginDirs: cfg.cniBinDirs,
       cacheDir: path.join(cfg.dataRoot, "cni", "cache"),
-      defaults: { ipamDataDir: path.join(cfg.dataRoot, "cni", "ipam") },
+      defaults: { ipamDataDir: path.join(cfg.dataRoot, "cni", "ipam"), firewall: cfg.cniFirewall },
       isolation: cfg.cniIsolation,
       log: (message) => emit("log", { message: `network: ${message}` }),
     });

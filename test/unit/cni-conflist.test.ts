@@ -163,4 +163,8 @@ test("networkOptionsFromEnv reads dirs, data root and the isolation switch", asy
   assert.equal(networkOptionsFromEnv({}).isolation, undefined);
   assert.equal(networkOptionsFromEnv({ MEMOH_CNI_ISOLATION: "on" }).isolation, true);
   assert.throws(() => networkOptionsFromEnv({ MEMOH_CNI_ISOLATION: "maybe" }), /must be on or off/);
+  assert.equal(o.defaults?.firewall, undefined);
+  assert.deepEqual(networkOptionsFromEnv({ MEMOH_DATA_ROOT: "/d", MEMOH_CNI_FIREWALL: "off" }).defaults, { ipamDataDir: "/d/cni/ipam", firewall: false });
+  assert.equal(networkOptionsFromEnv({ MEMOH_CNI_FIREWALL: "on" }).defaults?.firewall, true);
+  assert.throws(() => networkOptionsFromEnv({ MEMOH_CNI_FIREWALL: "drop" }), /MEMOH_CNI_FIREWALL must be on or off/);
 });

@@ -52,6 +52,7 @@ test("defaults without a file or environment", async () => {
     cniBinDirs: ["/opt/cni/bin", "/usr/lib/cni"],
     registryAuth: undefined,
     cniIsolation: true,
+    cniFirewall: true,
   });
 });
 
@@ -66,6 +67,7 @@ namespace = "memoh-test"
 pull_policy = "always"
 cni_bin_dir = ["/opt/cni/bin", "plugins"]
 cni_isolation = false
+cni_firewall = "off"
 database_url = "postgres://postgres@127.0.0.1:5432/test"
 registry_auth = "auth/config.json"
 admin_token = "0123456789abcdef0123"
@@ -82,6 +84,7 @@ ignored = true
   assert.equal(c.pullPolicy, "always");
   assert.deepEqual(c.cniBinDirs, ["/opt/cni/bin", path.join(cwd, "plugins")]);
   assert.equal(c.cniIsolation, false);
+  assert.equal(c.cniFirewall, false);
   assert.equal(c.databaseUrl, "postgres://postgres@127.0.0.1:5432/test");
   assert.equal(c.registryAuth, path.join(cwd, "auth", "config.json"));
   assert.equal(c.adminToken, "0123456789abcdef0123");
@@ -132,6 +135,7 @@ test("invalid values are all reported at once, naming where they came from", asy
         MEMOH_NAMESPACE: "bad namespace",
         MEMOH_CONTAINERD_ADDRESS: "relative.sock",
         MEMOH_CNI_ISOLATION: "maybe",
+        MEMOH_CNI_FIREWALL: "sometimes",
         MEMOH_ADMIN_TOKEN: "short",
       },
       cwd,
@@ -146,6 +150,7 @@ test("invalid values are all reported at once, naming where they came from", asy
     /\$MEMOH_NAMESPACE: invalid containerd namespace "bad namespace"/,
     /\$MEMOH_CONTAINERD_ADDRESS: expected the absolute path/,
     /\$MEMOH_CNI_ISOLATION: expected on\/off/,
+    /\$MEMOH_CNI_FIREWALL: expected on\/off/,
     /\$MEMOH_ADMIN_TOKEN: an admin token needs at least 16 characters/,
   ];
   for (const re of expected) assert.ok(found.some((p) => re.test(p)), `missing ${re} in:\n${found.join("\n")}`);
