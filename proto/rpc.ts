@@ -253,12 +253,66 @@ export const defaultChannelOptions: grpc.ChannelOptions = {
   "grpc-node.flow_control_window": 4 * 1024 * 1024,
 };
 
+type SecureConnector = ReturnType<grpc.ChannelCredentials["_createSecureConnector"]>;
+
+/**
+ * Channel credentials that stop their channel from dialling once it is closed.
+ * grpc-js 1.14 does not: closing a channel releases its subchannels, but one
+ * that is backing off after a failed connect keeps its backoff timer, and when
+ * the timer fires it connects once more if anything asked it to connect
+ * meanwhile (a call, getConnectivityState(true)). Toward an address that
+ * vanished (a deleted legacy container's IP) that connect sits in SYN-SENT and
+ * holds the process open until the kernel gives up, about two minutes.
+ * Every grpc-js connect awaits waitForReady() before it dials and hands the
+ * connected socket to connect(): once closed, the first refuses and the second
+ * destroys the socket. (A TCP connect already under way when close() runs
+ * cannot be cut short: grpc-js never shuts its connector down.)
+ */
+class ClosableCredentials extends grpc.ChannelCredentials {
+  private closed = false;
+
+  constructor(private readonly inner: grpc.ChannelCredentials) {
+    super();
+  }
+
+  close(): void {
+    this.closed = true;
+  }
+
+  _isSecure(): boolean {
+    return this.inner._isSecure();
+  }
+
+  // Subchannels are shared between channels with equal credentials; closing
+  // this client must never stop another client's connects.
+  _equals(other: grpc.ChannelCredentials): boolean {
+    return other === this;
+  }
+
+  _createSecureConnector(...args: Parameters<grpc.ChannelCredentials["_createSecureConnector"]>): SecureConnector {
+    const inner = this.inner._createSecureConnector(...args);
+    const refuse = () => Promise.reject(new Error("the client is closed"));
+    return {
+      waitForReady: () => (this.closed ? refuse() : inner.waitForReady()),
+      connect: (socket) => {
+        if (!this.closed) return inner.connect(socket);
+        socket.destroy();
+        return refuse();
+      },
+      getCallCredentials: () => inner.getCallCredentials(),
+      destroy: () => inner.destroy(),
+    };
+  }
+}
+
 /** A typed client over one grpc-js channel for any protobuf-es service. */
 export class RpcClient {
   readonly raw: grpc.Client;
+  private readonly credentials: ClosableCredentials;
 
   constructor(address: string, credentials = grpc.credentials.createInsecure(), options: grpc.ChannelOptions = {}) {
-    this.raw = new grpc.Client(address, credentials, { ...defaultChannelOptions, ...options });
+    this.credentials = new ClosableCredentials(credentials);
+    this.raw = new grpc.Client(address, this.credentials, { ...defaultChannelOptions, ...options });
   }
 
   unary<M extends UnaryMethod>(method: M, input: MessageInitShape<M["input"]>, opts?: CallOptions): Promise<MessageShape<M["output"]>> {
@@ -353,7 +407,9 @@ export class RpcClient {
     });
   }
 
+  /** Closes the channel; from now on it makes no connection attempt, not even one grpc-js had scheduled. */
   close(): void {
+    this.credentials.close();
     this.raw.close();
   }
 }

@@ -1,7 +1,8 @@
 // One BridgeClient per bot, reused across calls. The manager says where a
 // bot's agent listens (resolveTarget); the pool keeps the channel healthy:
-// a channel that broke, lost its connection, or hangs in CONNECTING is
-// dropped and the next call builds a fresh one.
+// a channel that broke, whose socket is gone, or that hangs in CONNECTING is
+// dropped and the next call builds a fresh one. A channel that merely went
+// IDLE stays: the next call reconnects it.
 import fs from "node:fs";
 import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
@@ -66,6 +67,8 @@ export interface BridgePoolOptions {
 interface Entry {
   readonly botId: string;
   readonly address: string;
+  /** The agent's socket, for unix targets: when it is gone, so is the agent. */
+  readonly socketPath: string | undefined;
   readonly client: BridgeClient;
   /** Settles when the channel first becomes ready, or rejects (and the entry is dropped). */
   ready: Promise<void>;
@@ -86,6 +89,9 @@ const CONNECTING = grpc.connectivityState.CONNECTING;
 const IDLE = grpc.connectivityState.IDLE;
 const TRANSIENT_FAILURE = grpc.connectivityState.TRANSIENT_FAILURE;
 const SHUTDOWN = grpc.connectivityState.SHUTDOWN;
+
+/** The longest timer Node runs (about 24.8 days); longer ones fire at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 function stateName(state: grpc.connectivityState): string {
   return grpc.connectivityState[state] ?? String(state);
@@ -128,6 +134,10 @@ export class BridgePool {
       // retry soon rather than backing off for minutes.
       "grpc.initial_reconnect_backoff_ms": 200,
       "grpc.max_reconnect_backoff_ms": 2_000,
+      // grpc-js closes the connection of a channel without calls for 30 min,
+      // and the next tool call pays a reconnect. Keepalive already checks an
+      // idle connection, and evict()/close() release it, so keep it open.
+      "grpc.client_idle_timeout_ms": MAX_TIMER_MS,
       ...opts.channelOptions,
     };
   }
@@ -162,15 +172,28 @@ export class BridgePool {
       entry = this.entries.get(botId);
     }
     if (entry?.wasReady) {
-      const state = entry.client.rpc.raw.getChannel().getConnectivityState(true);
+      const channel = entry.client.rpc.raw.getChannel();
+      const state = channel.getConnectivityState(false);
       if (state === READY) return entry.client;
       if (state === TRANSIENT_FAILURE || state === SHUTDOWN) {
         this.drop(entry, "broken");
         entry = undefined;
+      } else if (!socketExists(entry)) {
+        this.drop(entry, "disconnected");
+        entry = undefined;
       } else {
-        // Reconnecting (IDLE → CONNECTING); bounded like a first connection.
-        await this.waitReady(entry);
-        return entry.client;
+        // IDLE (its connection closed) or CONNECTING: grpc-js reconnects the
+        // same channel, bounded like a first connection.
+        channel.getConnectivityState(true);
+        try {
+          await this.waitReady(entry);
+          return entry.client;
+        } catch (err) {
+          // The agent refused the reconnect (restarting, replaced): wait for it
+          // on a fresh client, as after any broken channel.
+          if (entry.dropReason !== "broken" || this.closed) throw err;
+          entry = this.entries.get(botId);
+        }
       }
     }
     if (!entry) {
@@ -247,10 +270,16 @@ export class BridgePool {
       const target = resolved ?? (await this.resolve(botId));
       const address = targetAddress(target);
       if (this.closed) throw new RpcError(Status.UNAVAILABLE, `bridge pool is closed (bot ${botId})`);
+      // A concurrent get() may have built one meanwhile: never hold two
+      // channels for a bot (the replaced one would never be closed).
+      const existing = this.entries.get(botId);
+      if (existing && existing.address === address) return existing;
+      if (existing) this.drop(existing, "explicit");
       const client = new BridgeClient(address, { defaultTimeoutMs: this.callTimeoutMs, channelOptions: this.channelOptions });
       const entry: Entry = {
         botId,
         address,
+        socketPath: target.kind === "unix" ? target.socketPath : undefined,
         client,
         ready: Promise.resolve(),
         wasReady: false,
@@ -295,10 +324,11 @@ export class BridgePool {
         this.drop(entry, "broken");
         return;
       }
-      // READY → IDLE: the connection went away (agent exited, container
-      // replaced, keepalive timed out). A fresh client on the next call
-      // re-resolves the target instead of redialling a stale one.
-      if (current === READY && next === IDLE) {
+      // READY → IDLE: the connection closed (the channel's idle timer, the
+      // agent restarted, keepalive timed out). The entry stays: the next call
+      // reconnects it, and drops it when that fails. An agent whose socket is
+      // gone has stopped; its workspace will listen on a new one.
+      if (current === READY && next === IDLE && !socketExists(entry)) {
         this.drop(entry, "disconnected");
         return;
       }
@@ -374,6 +404,11 @@ export class BridgePool {
     entry.client.close();
     this.onEvict?.(entry.botId, reason);
   }
+}
+
+/** False once a unix target's socket file is gone (its agent stopped); true for TCP targets. */
+function socketExists(entry: Entry): boolean {
+  return entry.socketPath === undefined || fs.existsSync(entry.socketPath);
 }
 
 function withBot(botId: string, err: unknown): RpcError {

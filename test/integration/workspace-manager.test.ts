@@ -110,10 +110,6 @@ after(async () => {
     await env?.stop();
     if (dataRoot) fs.rmSync(dataRoot, { recursive: true, force: true });
   }
-  // Known issue (see the report): grpc-js leaves TCP connects to a deleted legacy container's
-  // IP in SYN-SENT after the client is closed; they would hold this process ~2 min until the
-  // kernel gives up. Everything is torn down at this point, so do not wait for them.
-  setTimeout(() => process.exit(), 1_000).unref();
 });
 
 const botName = (name: string) => `${name}-${randomBytes(3).toString("hex")}`;

@@ -7,6 +7,7 @@ import fs from "node:fs/promises";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
+import * as grpc from "@grpc/grpc-js";
 import { startAgent, type RunningAgent } from "../../agent/server.js";
 import { RpcError, Status, rpcCode } from "../../proto/rpc.js";
 import {
@@ -336,6 +337,63 @@ test("revalidateTarget: a changed target replaces the client without an explicit
     assert.equal((await pool.call("theta", (c) => c.info())).dataDir, path.join(dataRoot, "data", "theta-moved"));
     assert.notEqual(await pool.get("theta"), first);
     assert.deepEqual(evictions, [["theta", "explicit"]]);
+  } finally {
+    pool.close();
+  }
+});
+
+test("a channel that went IDLE (its idle timer closed the connection) is reconnected by the next call on the same entry", async () => {
+  await agentFor("iota");
+  // grpc-js's shortest idle timeout; the pool's default keeps the connection open.
+  const { pool, evictions } = makePool({ channelOptions: { "grpc.client_idle_timeout_ms": 1_000 } });
+  try {
+    const client = await pool.get("iota");
+    await pool.call("iota", (c) => c.writeFile("idle.txt", "before"));
+    const channel = client.rpc.raw.getChannel();
+    await until("the channel to close its connection", () => channel.getConnectivityState(false) !== grpc.connectivityState.READY, 5_000);
+    assert.equal(pool.has("iota"), true, "the idle entry was dropped");
+    assert.equal(channel.getConnectivityState(false), grpc.connectivityState.IDLE);
+    const seen: unknown[] = [];
+    const st = await pool.call("iota", (c) => {
+      seen.push(c);
+      return c.stat("idle.txt");
+    });
+    assert.equal(st.info?.size, 6n);
+    assert.deepEqual(seen, [client], "the call after the idle gap used another client");
+    assert.equal(await pool.get("iota"), client);
+    assert.equal(channel.getConnectivityState(false), grpc.connectivityState.READY);
+    assert.deepEqual(evictions, []);
+  } finally {
+    pool.close();
+  }
+});
+
+test("an idle entry whose agent is gone is still evicted: the refused reconnect drops it, a fresh entry reaches the agent once back", async () => {
+  // The agent's socket file tells a stopped unix agent (see "a killed agent's entry");
+  // a TCP agent is known gone only when the reconnect is refused.
+  const tcp = await startAgent({ dataDir: path.join(dataRoot, "data", "kappa"), tcpAddr: "127.0.0.1:0" });
+  agents.push(tcp);
+  const port = Number(tcp.target.slice(tcp.target.lastIndexOf(":") + 1));
+  const { pool, evictions } = makePool({ resolveTarget: () => legacyTarget("127.0.0.1", port), readyTimeoutMs: 600 });
+  try {
+    const before = await pool.get("kappa");
+    await tcp.shutdown(0);
+    await until("the channel to lose its connection", () => before.rpc.raw.getChannel().getConnectivityState(false) !== grpc.connectivityState.READY);
+    assert.equal(pool.has("kappa"), true, "the idle entry was dropped before a call found the agent gone");
+    const t0 = Date.now();
+    await assert.rejects(pool.call("kappa", (c) => c.info()), (err) => {
+      assert.equal(rpcCode(err), Status.UNAVAILABLE);
+      assert.match((err as Error).message, new RegExp(`bridge of bot kappa at 127\\.0\\.0\\.1:${port}: not ready within 600 ms`));
+      return true;
+    });
+    assert.ok(Date.now() - t0 < 3_000, `took ${Date.now() - t0} ms`);
+    assert.equal(pool.has("kappa"), false);
+    assert.deepEqual(evictions, [["kappa", "broken"], ["kappa", "not-ready"]]);
+    // Back on the same port: a fresh entry reaches it.
+    const back = await startAgent({ dataDir: path.join(dataRoot, "data", "kappa"), tcpAddr: `127.0.0.1:${port}` });
+    agents.push(back);
+    assert.ok((await pool.call("kappa", (c) => c.info())).pid > 0);
+    assert.notEqual(await pool.get("kappa"), before);
   } finally {
     pool.close();
   }
