@@ -59,7 +59,7 @@ async function guard<T>(what: string, fn: () => Promise<T>): Promise<T> {
   }
 }
 
-const STATUSES: readonly ContainerStatus[] = ["creating", "running", "stopped", "error", "deleted"];
+const STATUSES: readonly ContainerStatus[] = ["creating", "running", "stopped", "error", "deleting", "deleted"];
 
 function toDate(v: unknown): Date {
   return v instanceof Date ? v : new Date(String(v));

@@ -1,7 +1,7 @@
 // The workspace state the orchestrator keeps in PostgreSQL (or embedded PGlite).
 // Tables follow DESIGN.md "Database"; the SQL lives in host/store/migrations/.
 
-export type ContainerStatus = "creating" | "running" | "stopped" | "error" | "deleted";
+export type ContainerStatus = "creating" | "running" | "stopped" | "error" | "deleting" | "deleted";
 
 export interface ContainerRow {
   botId: string;

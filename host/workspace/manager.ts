@@ -87,7 +87,7 @@ export interface WorkspaceStatus {
   hasPreservedData: boolean;
 }
 
-export type ReconcileAction = "rebuilt" | "started" | "healthy" | "renetworked" | "skipped" | "failed";
+export type ReconcileAction = "rebuilt" | "started" | "healthy" | "renetworked" | "deleted" | "skipped" | "failed";
 
 export interface ReconcileEntry {
   botId: string;
@@ -200,6 +200,7 @@ export class WorkspaceManager {
     validateBotId(botId);
     if (opts.cdiDevices !== undefined) this.checkCdiDevices(opts.cdiDevices);
     return this.locked(botId, opts.signal, async () => {
+      await this.finishInterruptedDelete(botId);
       const resolved = await resolveContainerId(botId, { store: this.store, containerd: this.cd });
       if (await this.containerExists(resolved.containerId)) {
         await this.adoptRow(botId, resolved.containerId, opts);
@@ -216,6 +217,7 @@ export class WorkspaceManager {
   async start(botId: string, opts: { signal?: AbortSignal } = {}): Promise<WorkspaceStatus> {
     validateBotId(botId);
     return this.locked(botId, opts.signal, async () => {
+      if (await this.finishInterruptedDelete(botId)) throw new WorkspaceError("not_found", `bot ${botId} has no workspace (its deletion was finished)`);
       const resolved = await resolveContainerId(botId, { store: this.store, containerd: this.cd });
       if (!(await this.containerExists(resolved.containerId))) {
         throw new WorkspaceError("not_found", `bot ${botId} has no workspace container (${resolved.containerId})`);
@@ -239,32 +241,15 @@ export class WorkspaceManager {
     });
   }
 
-  /** Removes the task, network, container, its snapshot, the socket dir and the row. */
+  /**
+   * Removes the task, network, container, its snapshot, the socket dir and the row.
+   * The row is marked "deleting" first: if this is cut short (the orchestrator dies,
+   * containerd goes away), the next delete, ensure or reconcile finishes the deletion
+   * instead of bringing the workspace back.
+   */
   async delete(botId: string, opts: { signal?: AbortSignal } = {}): Promise<void> {
     validateBotId(botId);
-    return this.locked(botId, opts.signal, async () => {
-      const resolved = await resolveContainerId(botId, { store: this.store, containerd: this.cd });
-      this.bridges.evict(botId);
-      this.routes.delete(botId);
-      const exists = await this.containerExists(resolved.containerId);
-      if (exists) {
-        await this.cd.tasks.stop(resolved.containerId, this.options.stopGraceMs ?? 10_000);
-        await this.network.removeNetwork(resolved.containerId);
-        await this.cd.containers.delete(resolved.containerId, { removeSnapshot: true, ignoreNotFound: true });
-      } else {
-        await this.network.removeNetwork(resolved.containerId);
-        // The rootfs of a container lost earlier (a GC root, so it is still there).
-        await this.cd.snapshots.remove(resolved.containerId, { ignoreNotFound: true });
-      }
-      fs.rmSync(this.socketDir(botId), { recursive: true, force: true });
-      const row = await this.store.getContainerByBot(botId);
-      if (row !== undefined) {
-        await this.store.recordEvent(row.containerId, "deleted", { botId, containerExisted: exists });
-        await this.store.deleteContainer(row.containerId);
-      } else {
-        await this.store.recordEvent(resolved.containerId, "deleted", { botId, containerExisted: exists });
-      }
-    });
+    return this.locked(botId, opts.signal, () => this.deleteLocked(botId));
   }
 
   /** The row plus what containerd says right now. */
@@ -325,17 +310,18 @@ export class WorkspaceManager {
   /**
    * Over the rows with auto_start: a missing container is rebuilt, a task that is
    * not running is started, a running one gets its network re-applied and counts
-   * as healthy only when its bridge answers. Errors are per bot (reported, and the
+   * as healthy only when its bridge answers. A row left "deleting" (any auto_start)
+   * has its deletion finished. Errors are per bot (reported, and the
    * row marked "error"), the sweep goes on.
    */
   async reconcile(opts: { signal?: AbortSignal } = {}): Promise<ReconcileEntry[]> {
-    const rows = await this.guard(() => this.store.listContainers({ autoStart: true }));
+    const rows = await this.guard(() => this.store.listContainers());
     const running = await this.guard(async () => (await this.cd.tasks.list()).filter((t) => t.status === "running").map((t) => t.id));
     const hygiene = await this.network.cleanupStale(running);
     for (const e of hygiene.errors) this.log(`network hygiene: ${e}`);
     const entries: ReconcileEntry[] = [];
     for (const row of rows) {
-      if (row.status === "deleted") continue;
+      if (row.status === "deleted" || (!row.autoStart && row.status !== "deleting")) continue;
       try {
         validateBotId(row.botId);
       } catch (err) {
@@ -350,7 +336,8 @@ export class WorkspaceManager {
         entries.push({ botId: row.botId, containerId: row.containerId, action: "failed", error: describeError(err) });
         // Keep the row honest; a start failure already did this, a failed rebuild or lookup did not.
         const now = await this.store.getContainerByBot(row.botId).catch(() => undefined);
-        if (now !== undefined && now.status !== "error") {
+        // A deletion that failed again stays "deleting": it is finished later, never rebuilt.
+        if (now !== undefined && now.status !== "error" && now.status !== "deleting") {
           await this.store
             .setStatus(now.containerId, "error", { type: "reconcile_failed", payload: { error: describeError(err) } })
             .catch((e: unknown) => this.log(`reconcile ${row.botId}: cannot record the failure: ${describeError(e)}`));
@@ -519,6 +506,43 @@ export class WorkspaceManager {
     this.bridges.evict(botId);
   }
 
+  private async deleteLocked(botId: string): Promise<void> {
+    const resolved = await resolveContainerId(botId, { store: this.store, containerd: this.cd });
+    this.bridges.evict(botId);
+    this.routes.delete(botId);
+    const marked = await this.store.getContainerByBot(botId);
+    if (marked !== undefined && marked.status !== "deleted" && marked.status !== "deleting") {
+      await this.store.setStatus(marked.containerId, "deleting", { type: "deleting", payload: { botId } });
+    }
+    const exists = await this.containerExists(resolved.containerId);
+    if (exists) {
+      await this.cd.tasks.stop(resolved.containerId, this.options.stopGraceMs ?? 10_000);
+      await this.network.removeNetwork(resolved.containerId);
+      await this.cd.containers.delete(resolved.containerId, { removeSnapshot: true, ignoreNotFound: true });
+    } else {
+      await this.network.removeNetwork(resolved.containerId);
+      // The rootfs of a container lost earlier (a GC root, so it is still there).
+      await this.cd.snapshots.remove(resolved.containerId, { ignoreNotFound: true });
+    }
+    fs.rmSync(this.socketDir(botId), { recursive: true, force: true });
+    const row = await this.store.getContainerByBot(botId);
+    if (row !== undefined) {
+      await this.store.recordEvent(row.containerId, "deleted", { botId, containerExisted: exists });
+      await this.store.deleteContainer(row.containerId);
+    } else {
+      await this.store.recordEvent(resolved.containerId, "deleted", { botId, containerExisted: exists });
+    }
+  }
+
+  /** A deletion that was cut short is finished before anything else happens to the bot. */
+  private async finishInterruptedDelete(botId: string): Promise<boolean> {
+    const row = await this.store.getContainerByBot(botId);
+    if (row?.status !== "deleting") return false;
+    this.log(`${botId}: finishing the deletion of ${row.containerId} that was cut short`);
+    await this.deleteLocked(botId);
+    return true;
+  }
+
   /** Marks the row and records the transition; a missing row is not an error here. */
   private async setStatus(containerId: string, status: ContainerStatus, type: string, payload: Record<string, unknown> = {}): Promise<void> {
     const row = await this.store.getContainer(containerId);
@@ -667,6 +691,7 @@ export class WorkspaceManager {
     }
     const row = await this.store.getContainerByBot(botId);
     if (row?.status === "stopped") throw new WorkspaceError("failed_precondition", `workspace ${resolved.containerId} is stopped; start it first`);
+    if (row?.status === "deleting") throw new WorkspaceError("not_found", `workspace ${resolved.containerId} is being deleted`);
     const task = await this.cd.tasks.status(resolved.containerId);
     if (task?.status === "running") {
       try {
@@ -697,6 +722,7 @@ export class WorkspaceManager {
   private async reconcileOneLocked(row: ContainerRow): Promise<ReconcileAction> {
     const { botId } = row;
     const containerId = row.containerId;
+    if (await this.finishInterruptedDelete(botId)) return "deleted";
     if (!(await this.containerExists(containerId))) {
       await this.recoverOrphanedData(botId);
       await this.store.recordEvent(containerId, "rebuild", { botId, reason: "container missing" });

@@ -45,11 +45,11 @@ const prefix = `10.214.${randomInt(0, 250)}`;
 const netLogs: string[] = [];
 const mgrLogs: string[] = [];
 
-function newManager(containerd: ContainerdClient = cd, withStore: SqlStore = store): WorkspaceManager {
+function newManager(containerd: ContainerdClient = cd, withStore: SqlStore = store, network: WorkspaceNetwork = net): WorkspaceManager {
   return new WorkspaceManager({
     containerd,
     store: withStore,
-    network: net,
+    network,
     dataRoot,
     runtimePath: DEFAULT_RUNTIME_DIR,
     defaultImage: images.busybox,
@@ -304,6 +304,51 @@ test("a container lost with its rootfs kept: the snapshot survives GC, reconcile
   await mgr.delete(bot);
   assert.equal(await cd.snapshots.exists(first.containerId), false, "delete left the orphaned snapshot");
   await assertRowMatchesLive(bot, "absent");
+});
+
+test("a delete cut short is finished by reconcile or ensure, never rebuilt", async () => {
+  // An orchestrator that dies in the middle of delete: its network teardown throws.
+  const dying = new Proxy(net, {
+    get(target, prop) {
+      if (prop === "removeNetwork") return async () => Promise.reject(new Error("the orchestrator died here"));
+      const v = Reflect.get(target, prop, target) as unknown;
+      return typeof v === "function" ? v.bind(target) : v;
+    },
+  });
+  const broken = newManager(cd, store, dying);
+  try {
+    const a = botName("del-a");
+    const wa = await mgr.ensure(a);
+    await assert.rejects(broken.delete(a), /died here/);
+    assert.equal((await store.getContainerByBot(a))?.status, "deleting");
+    const report = await mgr.reconcile();
+    assert.equal(report.find((e) => e.botId === a)?.action, "deleted", JSON.stringify(report));
+    await assertRowMatchesLive(a, "absent");
+    assert.equal(await cd.snapshots.exists(wa.containerId), false);
+
+    // ensure() on a half-deleted bot finishes the deletion, then creates a fresh workspace.
+    const b = botName("del-b");
+    await mgr.ensure(b);
+    await mgr.call(b, (c) => c.writeFile("old.txt", "from before the delete"));
+    await assert.rejects(broken.delete(b), /died here/);
+    const fresh = await mgr.ensure(b);
+    assert.equal(fresh.row?.status, "running");
+    await assert.rejects(mgr.call(b, (c) => c.stat("old.txt")), /not found|NOT_FOUND|no such/i);
+    await mgr.delete(b);
+
+    // Cut short after the container was removed: the row alone must not bring it back.
+    const c = botName("del-c");
+    const wc = await mgr.ensure(c);
+    await store.setStatus(wc.containerId, "deleting", { type: "deleting" });
+    await cd.removeContainer(wc.containerId, { graceMs: 1_000 });
+    await net.removeNetwork(wc.containerId);
+    const again = await mgr.reconcile();
+    assert.equal(again.find((e) => e.botId === c)?.action, "deleted", JSON.stringify(again));
+    await assertRowMatchesLive(c, "absent");
+    await assertNoNetworkLeaks();
+  } finally {
+    await broken.close();
+  }
 });
 
 test("reconcile: a stopped task is started, a running one keeps its pid and gets its network checked", async () => {
