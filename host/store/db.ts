@@ -190,7 +190,10 @@ class PgliteDb implements Db {
   readonly kind = "pglite" as const;
   private readonly mutex = new Mutex();
   private closed = false;
-  constructor(private readonly pglite: PGlite) {}
+  constructor(
+    private readonly pglite: PGlite,
+    private readonly lock: DirLock,
+  ) {}
 
   private check(): void {
     if (this.closed) throw new Error("the embedded database is closed");
@@ -222,19 +225,94 @@ class PgliteDb implements Db {
     return this.mutex.run(async () => {
       if (this.closed) return;
       this.closed = true;
-      await this.pglite.close();
+      try {
+        await this.pglite.close();
+      } finally {
+        await this.lock.release();
+      }
     });
   }
 }
 
-/** Opens (creating when missing) the embedded database in dir. */
+/** Who holds a lock: a pid and that process's start time (so a reused pid is not mistaken for it). */
+interface LockOwner {
+  pid: number;
+  started: string;
+}
+
+/** Field 22 of /proc/<pid>/stat (start time in clock ticks since boot); undefined when the process is gone. */
+async function processStartTime(pid: number): Promise<string | undefined> {
+  try {
+    const stat = await fs.readFile(`/proc/${pid}/stat`, "utf8");
+    // The command name (field 2) may hold spaces and parentheses: count from the last ")".
+    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
+  } catch {
+    return undefined;
+  }
+}
+
+export class DatabaseInUseError extends Error {
+  constructor(
+    readonly dir: string,
+    readonly owner: LockOwner,
+  ) {
+    super(
+      `the embedded database in ${dir} is in use by process ${owner.pid}: one orchestrator at a time ` +
+        `(stop the other one, or give each its own data root or a DATABASE_URL)`,
+    );
+    this.name = "DatabaseInUseError";
+  }
+}
+
+interface DirLock {
+  release(): Promise<void>;
+}
+
+/**
+ * An exclusive lock on the embedded database (`<dir>.lock`, created with O_EXCL): PGlite
+ * has no cross-process locking, and two processes writing one data dir corrupt it. A lock
+ * whose process is gone (a crash) is taken over.
+ */
+async function lockDir(dir: string): Promise<DirLock> {
+  const file = `${dir}.lock`;
+  const me: LockOwner = { pid: process.pid, started: (await processStartTime(process.pid)) ?? "" };
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      await fs.writeFile(file, JSON.stringify(me), { flag: "wx", mode: 0o600 });
+      return {
+        release: async () => {
+          const now = await fs.readFile(file, "utf8").catch(() => "");
+          if (now === JSON.stringify(me)) await fs.rm(file, { force: true });
+        },
+      };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+    }
+    const seen = await fs.readFile(file, "utf8").catch(() => "");
+    let owner: LockOwner | undefined;
+    try {
+      const parsed = JSON.parse(seen) as Partial<LockOwner>;
+      if (typeof parsed.pid === "number" && typeof parsed.started === "string") owner = { pid: parsed.pid, started: parsed.started };
+    } catch {
+      // Unreadable or half-written by a process that died while writing it: stale.
+    }
+    if (owner !== undefined && (await processStartTime(owner.pid)) === owner.started) throw new DatabaseInUseError(dir, owner);
+    // Stale: take it over, unless another process just did.
+    if ((await fs.readFile(file, "utf8").catch(() => "")) === seen) await fs.rm(file, { force: true });
+  }
+  throw new Error(`cannot lock the embedded database in ${dir}: ${file} keeps coming back`);
+}
+
+/** Opens (creating when missing) the embedded database in dir, locked to this process. */
 export async function openPglite(dir: string): Promise<Db> {
   await fs.mkdir(path.dirname(dir), { recursive: true });
+  const lock = await lockDir(dir);
   const pglite = new PGlite(dir);
   try {
     await pglite.waitReady;
   } catch (err) {
+    await lock.release();
     throw new Error(`cannot open the embedded database in ${dir}: ${(err as Error).message}`, { cause: err });
   }
-  return new PgliteDb(pglite);
+  return new PgliteDb(pglite, lock);
 }

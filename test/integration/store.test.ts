@@ -7,7 +7,9 @@ import crypto from "node:crypto";
 import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { dropPostgresSchema, openPostgres } from "../../host/store/db.js";
+import { spawn } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { DatabaseInUseError, dropPostgresSchema, openPostgres } from "../../host/store/db.js";
 import { checksumOf, listAppliedMigrations, loadMigrations, migrate, MigrationError, type Migration } from "../../host/store/migrate.js";
 import { openStore, SqlStore, StoreError } from "../../host/store/store.js";
 import type { UpsertContainer } from "../../host/store/types.js";
@@ -362,3 +364,71 @@ function extraMigration(): Migration {
 
 suite(postgresBackend, "postgres");
 suite(pgliteBackend, "pglite");
+
+describe("the embedded database is one process's at a time", () => {
+  const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
+  const storeModule = path.join(repoRoot, "host", "store", "store.ts");
+  let dataRoot: string;
+
+  before(async () => {
+    dataRoot = await fs.mkdtemp(path.join(os.tmpdir(), "memoh-store-lock-"));
+  });
+  after(async () => {
+    await fs.rm(dataRoot, { recursive: true, force: true });
+  });
+
+  /** Opens the store in another process; `then` runs there once it is open ("close" or "crash"). */
+  function openElsewhere(then: "close" | "crash"): Promise<{ code: number | null; stderr: string }> {
+    const script =
+      `import { openStore } from ${JSON.stringify(storeModule)};\n` +
+      `const s = await openStore({ dataRoot: ${JSON.stringify(dataRoot)} });\n` +
+      `await s.upsertContainer({ botId: "from-child", containerId: "workspace-from-child", containerName: "workspace-from-child", image: "i", status: "stopped", namespace: "n", autoStart: true, containerPath: "/p", cdiDevices: [] });\n` +
+      (then === "close" ? "await s.close();\n" : "process.kill(process.pid, 'SIGKILL');\n");
+    return new Promise((resolve, reject) => {
+      const child = spawn(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], { cwd: repoRoot, stdio: ["ignore", "ignore", "pipe"] });
+      let stderr = "";
+      child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+      child.on("error", reject);
+      child.on("exit", (code) => resolve({ code, stderr }));
+    });
+  }
+
+  test("a second opener, in this process or another, gets a clear error; after close it opens", async () => {
+    const first = await openStore({ dataRoot });
+    try {
+      await assert.rejects(openStore({ dataRoot }), (err) => {
+        assert.ok(err instanceof DatabaseInUseError, String(err));
+        assert.equal(err.owner.pid, process.pid);
+        assert.match(err.message, /in use by process \d+: one orchestrator at a time/);
+        return true;
+      });
+      const other = await openElsewhere("close");
+      assert.notEqual(other.code, 0);
+      assert.match(other.stderr, new RegExp(`in use by process ${process.pid}`));
+    } finally {
+      await first.close();
+    }
+    await fs.access(path.join(dataRoot, "pglite.lock")).then(
+      () => assert.fail("the lock outlived close()"),
+      () => undefined,
+    );
+    const other = await openElsewhere("close");
+    assert.equal(other.code, 0, other.stderr);
+    const again = await openStore({ dataRoot });
+    assert.equal((await again.getContainerByBot("from-child"))?.status, "stopped");
+    await again.close();
+  });
+
+  test("the lock of a process that died (killed, or a pid now reused) is taken over", async () => {
+    const crashed = await openElsewhere("crash");
+    assert.equal(crashed.code, null, "the child was to be killed");
+    await fs.access(path.join(dataRoot, "pglite.lock")); // left behind by the killed process
+    const s = await openStore({ dataRoot });
+    assert.equal((await s.getContainerByBot("from-child"))?.status, "stopped");
+    await s.close();
+    // A lock naming a live pid with another start time: that pid was reused, the owner is gone.
+    await fs.writeFile(path.join(dataRoot, "pglite.lock"), JSON.stringify({ pid: process.pid, started: "1" }));
+    const t = await openStore({ dataRoot });
+    await t.close();
+  });
+});
