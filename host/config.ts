@@ -2,6 +2,7 @@
 // (`--config`, default ./memoh-workspace.toml when present), then the
 // environment variables of DESIGN.md "Configuration", which win. Everything is
 // validated here, once, so the rest of the host trusts a typed Config.
+import { X509Certificate } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -43,6 +44,8 @@ export interface Config {
   cniBinDirs: string[];
   /** Docker-style config.json with registry credentials (MEMOH_REGISTRY_AUTH). */
   registryAuth: string | undefined;
+  /** PEM bundle of extra CAs trusted for registry TLS (MEMOH_REGISTRY_CA), checked to hold certificates. */
+  registryCa: string | undefined;
   /** Workspaces on the bridge cannot reach each other (MEMOH_CNI_ISOLATION). */
   cniIsolation: boolean;
   /** The written default network includes the CNI firewall plugin (MEMOH_CNI_FIREWALL). */
@@ -94,6 +97,7 @@ const KEYS = {
   cni_conf_dir: "MEMOH_CNI_CONF_DIR",
   cni_bin_dir: "MEMOH_CNI_BIN_DIR",
   registry_auth: "MEMOH_REGISTRY_AUTH",
+  registry_ca: "MEMOH_REGISTRY_CA",
   cni_isolation: "MEMOH_CNI_ISOLATION",
   cni_firewall: "MEMOH_CNI_FIREWALL",
 } as const;
@@ -280,6 +284,13 @@ export function loadConfig(opts: LoadConfigOptions = {}): Config {
   const cniFirewall = onOff("cni_firewall", DEFAULTS.cniFirewall);
 
   const registryAuth = str("registry_auth");
+  const registryCaRaw = str("registry_ca");
+  let registryCa: string | undefined;
+  if (registryCaRaw) {
+    registryCa = path.resolve(registryCaRaw.baseDir, registryCaRaw.value);
+    const problem = checkPemBundle(registryCa);
+    if (problem) problems.push(`${registryCaRaw.source}: ${problem}`);
+  }
 
   const config: Config = {
     configFile,
@@ -296,11 +307,33 @@ export function loadConfig(opts: LoadConfigOptions = {}): Config {
     cniConfDir: absPath("cni_conf_dir", DEFAULTS.cniConfDir),
     cniBinDirs,
     registryAuth: registryAuth ? path.resolve(registryAuth.baseDir, registryAuth.value) : undefined,
+    registryCa,
     cniIsolation,
     cniFirewall,
   };
   if (problems.length) throw new ConfigError(problems);
   return config;
+}
+
+/** Why `file` is not a usable PEM CA bundle, or undefined when it is. */
+function checkPemBundle(file: string): string | undefined {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, "utf8");
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    return code === "ENOENT" ? `CA bundle ${file} does not exist` : `cannot read CA bundle ${file}: ${(err as Error).message}`;
+  }
+  const certs = text.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+  if (!certs.length) return `CA bundle ${file} holds no PEM certificate ("-----BEGIN CERTIFICATE-----")`;
+  for (const [i, cert] of certs.entries()) {
+    try {
+      new X509Certificate(cert);
+    } catch (err) {
+      return `CA bundle ${file}: certificate ${i + 1} is not valid: ${(err as Error).message}`;
+    }
+  }
+  return undefined;
 }
 
 function parseBool(v: string | boolean | string[]): boolean | undefined {

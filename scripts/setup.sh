@@ -9,11 +9,12 @@ die() { echo "setup: $*" >&2; exit 1; }
 
 # containerd+runc run the workspaces, containernetworking-plugins/iptables/iproute2 give them
 # a network, patchelf+tini(-static) build the runtime bundle, busybox-static and procps go into
-# the test images, docker-registry/apache2-utils (htpasswd) serve the tests' private registry.
+# the test images, docker-registry/apache2-utils (htpasswd) serve the tests' private registry,
+# openssl makes the throwaway CA and certificate of its TLS variant.
 # python3, make and g++ build node-pty's native addon (it ships no Linux prebuilds).
 packages=(
   containerd runc containernetworking-plugins iptables iproute2 patchelf tini busybox-static
-  docker-registry apache2-utils procps python3 make g++
+  docker-registry apache2-utils openssl procps python3 make g++
 )
 
 [ "$(id -u)" = 0 ] || die "must run as root (installs Debian packages; tests run containerd)"

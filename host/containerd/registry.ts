@@ -2,9 +2,14 @@
 // manifest, pick the platform from an index, fetch blobs as streams. Anonymous,
 // Basic and Bearer-token auth. Everything a registry returns is untrusted:
 // JSON shapes, media types, sizes and digests are checked before use.
-import { createHash } from "node:crypto";
+// TLS trusts Node's bundled roots, the host's CA bundle and the operator's extra
+// CAs. Loopback and configured insecure hosts are treated like Docker's insecure
+// registries: HTTPS first, plain HTTP when the server does not speak TLS (or its
+// certificate is not trusted), remembered per host for the client's life.
+import { X509Certificate, createHash } from "node:crypto";
 import fs from "node:fs";
-import { Agent, interceptors, type Dispatcher } from "undici";
+import tls from "node:tls";
+import { Agent, buildConnector, interceptors, type Dispatcher } from "undici";
 import { ContainerdError } from "./errors.js";
 import { formatReference, type ImageReference } from "./reference.js";
 
@@ -79,9 +84,15 @@ export interface Credentials {
 export interface RegistryOptions {
   /** Credentials by registry host ("127.0.0.1:5000", "docker.io"). */
   credentials?: Record<string, Credentials>;
-  /** Hosts spoken to over plain HTTP besides 127.0.0.1, localhost and ::1. */
+  /**
+   * Hosts that, like loopback (127.0.0.0/8, localhost, ::1), may be spoken to over
+   * plain HTTP: HTTPS is tried first, HTTP when the server does not speak TLS or
+   * its certificate is not trusted.
+   */
   insecureHosts?: string[];
-  /** TCP/TLS connect timeout (default 10 s). */
+  /** Extra trusted CAs (PEM texts, each may hold several certificates), e.g. a private registry's. */
+  ca?: string[];
+  /** TCP connect timeout (default 10 s); a TLS handshake also ends within the headers timeout. */
   connectTimeoutMs?: number;
   /** Time to the response headers (default 10 s). */
   headersTimeoutMs?: number;
@@ -231,6 +242,107 @@ function normalizeAuthKey(key: string): string {
   return host === "index.docker.io" || host === "registry-1.docker.io" ? "docker.io" : host;
 }
 
+// ---------------------------------------------------------------- TLS trust
+
+/** The host's CA bundle, as Debian's update-ca-certificates writes it. */
+export const SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt";
+const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
+
+let systemCertificates: string[] | undefined;
+
+/** The certificates of the system bundle, read once per process; none when it is absent. */
+export function systemCaCertificates(): string[] {
+  if (systemCertificates === undefined) {
+    try {
+      systemCertificates = fs.readFileSync(SYSTEM_CA_BUNDLE, "utf8").match(PEM_CERTIFICATE) ?? [];
+    } catch {
+      systemCertificates = [];
+    }
+  }
+  return systemCertificates;
+}
+
+/** The certificates of a PEM text, each checked to parse (Node silently ignores junk in `ca`). */
+export function parsePemCertificates(pem: string, where: string): string[] {
+  const certs = pem.match(PEM_CERTIFICATE) ?? [];
+  if (!certs.length) throw new ContainerdError("invalid_argument", `${where}: no "-----BEGIN CERTIFICATE-----" block in it`);
+  for (const [i, cert] of certs.entries()) {
+    try {
+      new X509Certificate(cert);
+    } catch (err) {
+      throw new ContainerdError("invalid_argument", `${where}: certificate ${i + 1} is not valid: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  }
+  return certs;
+}
+
+/** What registry TLS trusts: Node's bundled roots, the system bundle, then `extra` (PEM texts). */
+export function trustedCertificates(extra: readonly string[] = []): string[] {
+  const extraCerts = extra.flatMap((pem, i) => parsePemCertificates(pem, `registry CA ${i + 1} of ${extra.length}`));
+  return [...tls.rootCertificates, ...systemCaCertificates(), ...extraCerts];
+}
+
+/** One secure context per set of extra CAs: parsing ~300 roots costs ~100 ms, so not per client. */
+const secureContexts = new Map<string, tls.SecureContext>();
+
+function secureContextFor(extra: readonly string[]): tls.SecureContext {
+  const key = extra.join("\n");
+  let context = secureContexts.get(key);
+  if (!context) {
+    context = tls.createSecureContext({ ca: trustedCertificates(extra) });
+    secureContexts.set(key, context);
+  }
+  return context;
+}
+
+/** OpenSSL's verify results and Node's name check: the server speaks TLS with a certificate we do not trust. */
+const UNTRUSTED_CERTIFICATE_CODES = new Set([
+  "UNABLE_TO_GET_ISSUER_CERT",
+  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+  "UNABLE_TO_DECRYPT_CERT_SIGNATURE",
+  "UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY",
+  "CERT_SIGNATURE_FAILURE",
+  "CERT_NOT_YET_VALID",
+  "CERT_HAS_EXPIRED",
+  "CERT_REVOKED",
+  "CERT_UNTRUSTED",
+  "CERT_REJECTED",
+  "CERT_CHAIN_TOO_LONG",
+  "DEPTH_ZERO_SELF_SIGNED_CERT",
+  "SELF_SIGNED_CERT_IN_CHAIN",
+  "INVALID_CA",
+  "INVALID_PURPOSE",
+  "PATH_LENGTH_EXCEEDED",
+  "HOSTNAME_MISMATCH",
+  "ERR_TLS_CERT_ALTNAME_INVALID",
+]);
+/** A TLS client hello answered by a plain-HTTP server: garbage records, or the connection dropped. */
+const NOT_TLS_CODES = new Set(["EPROTO", "ERR_SSL_WRONG_VERSION_NUMBER", "ERR_SSL_PACKET_LENGTH_TOO_LONG", "ERR_SSL_HTTP_REQUEST", "ECONNRESET"]);
+
+function errorCode(err: unknown): string {
+  return typeof err === "object" && err !== null && "code" in err ? String((err as { code: unknown }).code) : "";
+}
+
+/**
+ * Why a TLS connection attempt failed, when that says something about the
+ * server: it does not speak TLS, or its certificate is not trusted. Timeouts
+ * and refused connections say nothing (plain HTTP would fare no better).
+ * Meant for errors of the connect phase: a reset after the handshake is not "not TLS".
+ */
+export function classifyTlsFailure(err: unknown): "not_tls" | "untrusted_certificate" | undefined {
+  const code = errorCode(err);
+  if (UNTRUSTED_CERTIFICATE_CODES.has(code)) return "untrusted_certificate";
+  const message = err instanceof Error ? err.message : "";
+  if (NOT_TLS_CODES.has(code) || /wrong version number|packet length too long|http request/i.test(message)) return "not_tls";
+  return undefined;
+}
+
+/** 127.0.0.0/8, localhost and ::1: Docker treats them as insecure registries by default. */
+function isLoopback(bareHost: string): boolean {
+  return bareHost === "localhost" || bareHost === "[::1]" || bareHost === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(bareHost);
+}
+
 // ---------------------------------------------------------------- auth challenge
 
 interface Challenge {
@@ -273,6 +385,8 @@ function header(res: Response, name: string): string | undefined {
   return Array.isArray(v) ? v[0] : v;
 }
 
+export type Scheme = "https" | "http";
+
 export class RegistryClient {
   /** Bytes of blob and manifest bodies received, over the client's life. */
   bytesFetched = 0;
@@ -281,13 +395,28 @@ export class RegistryClient {
   private readonly credentials: Record<string, Credentials>;
   private readonly insecure: Set<string>;
   private readonly tokens = new Map<string, string>();
-  private readonly timeouts: { connect: number; headers: number; body: number };
+  /** The scheme settled on per registry host, so only an insecure host's first request probes. */
+  private readonly schemes = new Map<string, Scheme>();
+  /** Errors of connection setup (TCP + TLS handshake), as opposed to later socket errors. */
+  private readonly connectErrors = new WeakSet<Error>();
+  private readonly timeouts: { connect: number; tlsConnect: number; headers: number; body: number };
 
   constructor(options: RegistryOptions = {}) {
     this.credentials = options.credentials ?? {};
     this.insecure = new Set(options.insecureHosts ?? []);
-    this.timeouts = { connect: options.connectTimeoutMs ?? 10_000, headers: options.headersTimeoutMs ?? 10_000, body: options.bodyTimeoutMs ?? 60_000 };
-    this.agent = new Agent({ connect: { timeout: this.timeouts.connect }, headersTimeout: this.timeouts.headers, bodyTimeout: this.timeouts.body });
+    const connect = options.connectTimeoutMs ?? 10_000;
+    const headers = options.headersTimeoutMs ?? 10_000;
+    // A server that accepts TCP and never answers the handshake has not answered at all:
+    // the handshake must not outlast the headers timeout.
+    this.timeouts = { connect, tlsConnect: Math.min(connect, headers), headers, body: options.bodyTimeoutMs ?? 60_000 };
+    const plainConnector = buildConnector({ timeout: this.timeouts.connect });
+    const tlsConnector = buildConnector({ timeout: this.timeouts.tlsConnect, secureContext: secureContextFor(options.ca ?? []) });
+    const connector: buildConnector.connector = (opts, callback) =>
+      (opts.protocol === "https:" ? tlsConnector : plainConnector)(opts, (...args) => {
+        if (args[0]) this.connectErrors.add(args[0]);
+        callback(...args);
+      });
+    this.agent = new Agent({ connect: connector, headersTimeout: this.timeouts.headers, bodyTimeout: this.timeouts.body });
     // Blob GETs commonly redirect to object storage; undici drops Authorization across origins.
     this.dispatcher = this.agent.compose(interceptors.redirect({ maxRedirections: 5 }));
   }
@@ -296,12 +425,25 @@ export class RegistryClient {
     await this.agent.close();
   }
 
-  /** Base URL of a registry host: plain HTTP for loopback and configured insecure hosts. */
+  /** Loopback hosts and configured insecure hosts may fall back to plain HTTP. */
+  isInsecure(domain: string): boolean {
+    const bare = domain.replace(/:\d+$/, "");
+    return isLoopback(bare) || this.insecure.has(domain) || this.insecure.has(bare);
+  }
+
+  /**
+   * The scheme this client uses for a registry host: always "https" for a
+   * secure host; for an insecure one what its first request settled on, or
+   * undefined before that request.
+   */
+  schemeOf(domain: string): Scheme | undefined {
+    return this.schemes.get(domain) ?? (this.isInsecure(domain) ? undefined : "https");
+  }
+
+  /** Base URL of a registry host, with the scheme settled on (HTTPS until an insecure host proved otherwise). */
   baseUrl(domain: string): string {
     const host = domain === "docker.io" ? "registry-1.docker.io" : domain;
-    const bare = host.replace(/:\d+$/, "");
-    const plain = bare === "127.0.0.1" || bare === "localhost" || bare === "[::1]" || this.insecure.has(domain) || this.insecure.has(bare);
-    return `${plain ? "http" : "https"}://${host}`;
+    return `${this.schemes.get(domain) ?? "https"}://${host}`;
   }
 
   /** Resolves the reference's tag (or digest) to its top manifest or index. */
@@ -428,11 +570,10 @@ export class RegistryClient {
   // ---------------------------------------------------------------- transport + auth
 
   private async request(ref: ImageReference, urlPath: string, headers: Record<string, string>, what: string, method: "GET" | "HEAD" = "GET"): Promise<Response> {
-    const base = this.baseUrl(ref.domain);
     const scope = `repository:${ref.path}:pull`;
     const tokenKey = `${ref.domain} ${scope}`;
     const send = (authorization: string | undefined) =>
-      this.send(`${base}${urlPath}`, authorization ? { ...headers, authorization } : headers, what, method);
+      this.sendToRegistry(ref.domain, urlPath, authorization ? { ...headers, authorization } : headers, what, method);
 
     let res = await send(this.tokens.get(tokenKey));
     if (res.statusCode !== 401) return res;
@@ -493,20 +634,91 @@ export class RegistryClient {
     return token;
   }
 
+  /**
+   * A request to a registry host. Secure hosts: HTTPS only. Insecure hosts, the
+   * first time: HTTPS, then plain HTTP when the TLS handshake showed the server
+   * does not speak TLS or presents a certificate we do not trust; the outcome
+   * is kept for every later request. Requests are GET/HEAD, so a retry is safe.
+   */
+  private async sendToRegistry(domain: string, urlPath: string, headers: Record<string, string>, what: string, method: "GET" | "HEAD"): Promise<Response> {
+    const settled = this.schemes.get(domain);
+    if (settled !== undefined || !this.isInsecure(domain)) return this.send(`${this.baseUrl(domain)}${urlPath}`, headers, what, method);
+
+    const httpsUrl = `${this.baseUrl(domain)}${urlPath}`;
+    let tlsFailure: { kind: "not_tls" | "untrusted_certificate"; err: unknown };
+    try {
+      const res = await this.attempt(httpsUrl, headers, method);
+      this.schemes.set(domain, "https");
+      return res;
+    } catch (err) {
+      const kind = err instanceof Error && this.connectErrors.has(err) ? classifyTlsFailure(err) : undefined;
+      if (kind === undefined) throw this.transportError(err, httpsUrl, what);
+      tlsFailure = { kind, err };
+    }
+
+    const httpUrl = `http://${httpsUrl.slice("https://".length)}`;
+    if (tlsFailure.kind === "not_tls") {
+      const res = await this.send(httpUrl, headers, what, method);
+      this.schemes.set(domain, "http");
+      return res;
+    }
+    // The server speaks TLS with a certificate we do not trust: plain HTTP works only
+    // if it also serves that; a TLS-only server answers 400 (Go, nginx) or hangs up.
+    let res: Response;
+    try {
+      res = await this.attempt(httpUrl, headers, method);
+    } catch (err) {
+      throw this.untrustedCertificateError(httpsUrl, tlsFailure.err, what, `plain HTTP failed too (${err instanceof Error ? err.message : String(err)})`);
+    }
+    if (res.statusCode === 400) {
+      const body = (await this.readLimited(res, 4096, what).catch(() => Buffer.alloc(0))).toString("utf8").trim().slice(0, 200);
+      throw this.untrustedCertificateError(httpsUrl, tlsFailure.err, what, `plain HTTP is refused (HTTP 400${body ? `: ${body}` : ""})`);
+    }
+    this.schemes.set(domain, "http");
+    return res;
+  }
+
+  /** A request whose transport errors become ContainerdErrors naming the origin. */
   private async send(url: string, headers: Record<string, string>, what: string, method: "GET" | "HEAD" = "GET"): Promise<Response> {
     try {
-      const res = await this.dispatcher.request({ origin: new URL(url).origin, path: url.slice(new URL(url).origin.length), method, headers });
-      return { statusCode: res.statusCode, headers: res.headers as Response["headers"], body: res.body };
+      return await this.attempt(url, headers, method);
     } catch (err) {
-      const code = typeof err === "object" && err !== null && "code" in err ? String((err as { code: unknown }).code) : "";
-      const reason = err instanceof Error ? err.message : String(err);
-      const timeout = code === "UND_ERR_CONNECT_TIMEOUT" || code === "UND_ERR_HEADERS_TIMEOUT";
-      throw new ContainerdError(
-        "unavailable",
-        `${what}: cannot reach ${new URL(url).origin}: ${timeout ? `no answer within ${code === "UND_ERR_CONNECT_TIMEOUT" ? this.timeouts.connect : this.timeouts.headers} ms` : reason}${code && !timeout ? ` (${code})` : ""}`,
-        { cause: err },
-      );
+      throw this.transportError(err, url, what);
     }
+  }
+
+  private async attempt(url: string, headers: Record<string, string>, method: "GET" | "HEAD"): Promise<Response> {
+    const { origin } = new URL(url);
+    const res = await this.dispatcher.request({ origin, path: url.slice(origin.length), method, headers });
+    return { statusCode: res.statusCode, headers: res.headers as Response["headers"], body: res.body };
+  }
+
+  private transportError(err: unknown, url: string, what: string): ContainerdError {
+    if (err instanceof ContainerdError) return err;
+    const code = errorCode(err);
+    if (url.startsWith("https:") && err instanceof Error && this.connectErrors.has(err) && classifyTlsFailure(err) === "untrusted_certificate") {
+      return this.untrustedCertificateError(url, err, what);
+    }
+    const origin = new URL(url).origin;
+    const reason = err instanceof Error ? err.message : String(err);
+    const timeout = code === "UND_ERR_CONNECT_TIMEOUT" || code === "UND_ERR_HEADERS_TIMEOUT";
+    const connectLimit = url.startsWith("https:") ? this.timeouts.tlsConnect : this.timeouts.connect;
+    return new ContainerdError(
+      "unavailable",
+      `${what}: cannot reach ${origin}: ${timeout ? `no answer within ${code === "UND_ERR_CONNECT_TIMEOUT" ? connectLimit : this.timeouts.headers} ms` : reason}${code && !timeout ? ` (${code})` : ""}`,
+      { cause: err },
+    );
+  }
+
+  private untrustedCertificateError(url: string, err: unknown, what: string, fallback?: string): ContainerdError {
+    const { origin, host } = new URL(url);
+    const reason = `${err instanceof Error ? err.message : String(err)}${errorCode(err) ? ` (${errorCode(err)})` : ""}`;
+    return new ContainerdError(
+      "registry",
+      `${what}: the TLS certificate of ${origin} is not trusted: ${reason}${fallback ? `; ${fallback}` : ""}. ` +
+        `If ${host} uses a private CA, give its certificate as a PEM file with MEMOH_REGISTRY_CA ([workspace] registry_ca)`,
+      { cause: err },
+    );
   }
 
   private async expectOk(res: Response, what: string): Promise<void> {

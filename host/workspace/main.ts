@@ -10,6 +10,7 @@
 // MEMOH_* / DATABASE_URL variables of DESIGN.md "Configuration"); plus TZ, and for
 // private test daemons MEMOH_DB_SCHEMA (PostgreSQL schema) and MEMOH_RUNC_ROOT
 // (runc --root of the shims).
+import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { loadConfig } from "../config.js";
@@ -62,8 +63,16 @@ export async function startManagerProcess(opts: { env?: NodeJS.ProcessEnv; argv?
       runtimePath: cfg.runtimePath,
       defaultImage: cfg.image,
       pullPolicy: cfg.pullPolicy,
-      // Registry credentials from a Docker-style config.json (MEMOH_REGISTRY_AUTH).
-      ...(cfg.registryAuth ? { registry: { credentials: loadDockerConfig(cfg.registryAuth) } } : {}),
+      // Registry credentials from a Docker-style config.json (MEMOH_REGISTRY_AUTH) and extra
+      // trusted CAs from a PEM bundle (MEMOH_REGISTRY_CA; loadConfig checked it holds certificates).
+      ...(cfg.registryAuth || cfg.registryCa
+        ? {
+            registry: {
+              ...(cfg.registryAuth ? { credentials: loadDockerConfig(cfg.registryAuth) } : {}),
+              ...(cfg.registryCa ? { ca: [fs.readFileSync(cfg.registryCa, "utf8")] } : {}),
+            },
+          }
+        : {}),
       ...(env.TZ ? { timezone: env.TZ } : {}),
       log: (message) => emit("log", { message }),
     });

@@ -234,7 +234,7 @@ describe("containerd pull", { timeout: 120_000 }, () => {
     await rejectsWithin(1_000, () => pullImage(conn, "Not A Ref!"), "invalid_argument", /invalid image reference/);
     await rejectsWithin(1_000, () => pullImage(conn, "127.0.0.1:5000/x:bad tag"), "invalid_argument", /invalid image reference/);
     const closed = await freePort();
-    await rejectsWithin(15_000, () => pullImage(conn, `127.0.0.1:${closed}/memoh/none:latest`, { registry: {} }), "unavailable", new RegExp(`cannot reach http://127.0.0.1:${closed}`));
+    await rejectsWithin(15_000, () => pullImage(conn, `127.0.0.1:${closed}/memoh/none:latest`, { registry: {} }), "unavailable", new RegExp(`cannot reach https://127.0.0.1:${closed}`));
     await rejectsWithin(15_000, () => pullImage(conn, `${registry.host}/memoh/busybox:no-such-tag`, { registry: {} }), "not_found", /has no tag "no-such-tag"/);
     // A registry that accepts the connection and never answers: the headers timeout ends it.
     const silentSockets: net.Socket[] = [];

@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import tls from "node:tls";
 import { fileURLToPath } from "node:url";
 import { ConfigError, DEFAULT_IMAGE, loadConfig, parseListen } from "../../host/config.js";
 
@@ -51,6 +52,7 @@ test("defaults without a file or environment", async () => {
     cniConfDir: "/etc/cni/net.d",
     cniBinDirs: ["/opt/cni/bin", "/usr/lib/cni"],
     registryAuth: undefined,
+    registryCa: undefined,
     cniIsolation: true,
     cniFirewall: true,
   });
@@ -173,4 +175,36 @@ test("listen addresses", () => {
   assert.equal(typeof parseListen("8080"), "string");
   assert.equal(typeof parseListen("host:99999"), "string");
   assert.equal(typeof parseListen("::1:80"), "string");
+});
+
+test("registry_ca / MEMOH_REGISTRY_CA: a PEM bundle, resolved like the other paths; the variable wins", async () => {
+  const cwd = await workdir("ca", `[workspace]\nregistry_ca = "certs/ca.pem"\n`);
+  await fs.mkdir(path.join(cwd, "certs"));
+  // Any real certificates will do: two of Node's bundled roots, with a comment between them.
+  await fs.writeFile(path.join(cwd, "certs", "ca.pem"), `${tls.rootCertificates[0]}\n# second\n${tls.rootCertificates[1]}\n`);
+  assert.equal(loadConfig({ env: {}, cwd }).registryCa, path.join(cwd, "certs", "ca.pem"));
+  const other = path.join(cwd, "other.pem");
+  await fs.writeFile(other, tls.rootCertificates[2]!);
+  assert.equal(loadConfig({ env: { MEMOH_REGISTRY_CA: "other.pem" }, cwd }).registryCa, other);
+});
+
+test("registry_ca problems: missing file, no certificate, broken certificate, all reported with the others", async () => {
+  const cwd = await workdir("bad-ca", `[workspace]\nregistry_ca = "missing.pem"\npull_policy = "sometimes"\n`);
+  const file = path.join(cwd, "memoh-workspace.toml");
+  const fromFile = problems(() => loadConfig({ env: {}, cwd }));
+  assert.equal(fromFile.length, 2, fromFile.join("\n"));
+  assert.ok(fromFile.some((p) => p === `${file} [workspace].registry_ca: CA bundle ${path.join(cwd, "missing.pem")} does not exist`), fromFile.join("\n"));
+  assert.ok(fromFile.some((p) => /pull_policy: pull policy must be/.test(p)), fromFile.join("\n"));
+
+  await fs.writeFile(path.join(cwd, "empty.pem"), "just text, no certificate\n");
+  assert.deepEqual(problems(() => loadConfig({ env: { MEMOH_REGISTRY_CA: "empty.pem", MEMOH_PULL_POLICY: "never" }, cwd })), [
+    `$MEMOH_REGISTRY_CA: CA bundle ${path.join(cwd, "empty.pem")} holds no PEM certificate ("-----BEGIN CERTIFICATE-----")`,
+  ]);
+
+  await fs.writeFile(path.join(cwd, "broken.pem"), `${tls.rootCertificates[0]}\n-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n`);
+  const broken = problems(() => loadConfig({ env: { MEMOH_REGISTRY_CA: "broken.pem", MEMOH_PULL_POLICY: "never" }, cwd }));
+  assert.equal(broken.length, 1, broken.join("\n"));
+  assert.match(broken[0]!, /^\$MEMOH_REGISTRY_CA: CA bundle .*broken\.pem: certificate 2 is not valid/);
+
+  assert.match(problems(() => loadConfig({ env: { MEMOH_REGISTRY_CA: cwd, MEMOH_PULL_POLICY: "never" }, cwd }))[0]!, /\$MEMOH_REGISTRY_CA: cannot read CA bundle/);
 });

@@ -1,8 +1,9 @@
 // A private OCI registry for integration tests: Debian's docker-registry
 // ("distribution") on 127.0.0.1:<free port>, storage and config in a temp dir,
-// optionally behind htpasswd Basic auth; plus pushImage() through the registry
-// HTTP API (monolithic uploads) and a tiny fake registry (node http) that can
-// serve a blob with the wrong bytes or demand Bearer tokens.
+// optionally behind htpasswd Basic auth and/or serving TLS only (with a certificate
+// the caller made); plus pushImage() through the registry HTTP API (monolithic
+// uploads) and a tiny fake registry (node http) that can serve a blob with the
+// wrong bytes or demand Bearer tokens.
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import http from "node:http";
@@ -10,7 +11,7 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { request } from "undici";
+import { Agent, request, type Dispatcher } from "undici";
 import { makeBlob, type Blob, type OciImage } from "./images.js";
 
 export interface RegistryEnv {
@@ -18,6 +19,8 @@ export interface RegistryEnv {
   readonly host: string;
   readonly port: number;
   readonly dir: string;
+  /** "http://<host>", or "https://<host>" when started with `tls`. */
+  readonly url: string;
   readonly auth?: { username: string; password: string };
   /** Pushes an image as <host>/<repository>:<tag>; returns that reference. */
   push(image: OciImage, repository: string, tag?: string): Promise<string>;
@@ -29,6 +32,12 @@ export interface RegistryEnv {
 export interface StartRegistryOptions {
   /** Basic auth through htpasswd (bcrypt, as `htpasswd -Bbn` writes it). */
   auth?: { username: string; password: string };
+  /**
+   * Serve HTTPS only (distribution's http.tls): PEM files of the server
+   * certificate and key, and the PEM of the CA that signed it (trusted by the
+   * readiness check and pushes).
+   */
+  tls?: { certificate: string; key: string; ca: string };
   baseDir?: string;
 }
 
@@ -59,6 +68,9 @@ export async function startRegistry(options: StartRegistryOptions = {}): Promise
     fs.writeFileSync(path.join(dir, "htpasswd"), line.trim() + "\n");
     authYaml = `auth:\n  htpasswd:\n    realm: memoh-test\n    path: ${q(path.join(dir, "htpasswd"))}\n`;
   }
+  const tlsYaml = options.tls ? `  tls:\n    certificate: ${q(options.tls.certificate)}\n    key: ${q(options.tls.key)}\n` : "";
+  const url = `${options.tls ? "https" : "http"}://${host}`;
+  const dispatcher: Dispatcher | undefined = options.tls ? new Agent({ connect: { ca: options.tls.ca } }) : undefined;
   const configPath = path.join(dir, "config.yml");
   fs.writeFileSync(
     configPath,
@@ -74,7 +86,7 @@ storage:
     enabled: true
 http:
   addr: ${host}
-${authYaml}`,
+${tlsYaml}${authYaml}`,
   );
   const logPath = path.join(dir, "registry.log");
   const logFd = fs.openSync(logPath, "a");
@@ -88,6 +100,7 @@ ${authYaml}`,
 
   const stop = async () => {
     running.delete(dir);
+    await dispatcher?.close();
     if (child.exitCode === null && child.signalCode === null) {
       const gone = new Promise<void>((resolve) => child.once("exit", () => resolve()));
       child.kill("SIGTERM");
@@ -106,7 +119,7 @@ ${authYaml}`,
       throw new Error(`${exited}\n${log}`);
     }
     try {
-      const res = await request(`http://${host}/v2/`, { headersTimeout: 1000 });
+      const res = await request(`${url}/v2/`, { headersTimeout: 1000, ...(dispatcher ? { dispatcher } : {}) });
       await res.body.dump();
       if (res.statusCode === 200 || res.statusCode === 401) break;
     } catch {
@@ -126,10 +139,11 @@ ${authYaml}`,
     host,
     port,
     dir,
+    url,
     ...(options.auth ? { auth: options.auth } : {}),
-    push: (image, repository, tag = "latest") => pushImage(`http://${host}`, authHeader, image, repository, tag).then(() => `${host}/${repository}:${tag}`),
+    push: (image, repository, tag = "latest") => pushImage(url, authHeader, image, repository, tag, dispatcher).then(() => `${host}/${repository}:${tag}`),
     pushIndex: async (entries, repository, tag = "latest") => {
-      for (const e of entries) await pushImage(`http://${host}`, authHeader, e.image, repository, e.image.manifest.digest);
+      for (const e of entries) await pushImage(url, authHeader, e.image, repository, e.image.manifest.digest, dispatcher);
       const data = Buffer.from(
         JSON.stringify({
           schemaVersion: 2,
@@ -138,18 +152,19 @@ ${authYaml}`,
         }),
       );
       const index = makeBlob("application/vnd.oci.image.index.v1+json", data);
-      await putManifest(`http://${host}`, authHeader, repository, tag, index);
+      await putManifest(url, authHeader, repository, tag, index, dispatcher);
       return { ref: `${host}/${repository}:${tag}`, index };
     },
     stop,
   };
 }
 
-async function pushBlob(base: string, auth: Record<string, string>, repository: string, blob: Blob): Promise<void> {
-  const head = await request(`${base}/v2/${repository}/blobs/${blob.digest}`, { method: "HEAD", headers: auth });
+async function pushBlob(base: string, auth: Record<string, string>, repository: string, blob: Blob, dispatcher?: Dispatcher): Promise<void> {
+  const via = dispatcher ? { dispatcher } : {};
+  const head = await request(`${base}/v2/${repository}/blobs/${blob.digest}`, { method: "HEAD", headers: auth, ...via });
   await head.body.dump();
   if (head.statusCode === 200) return;
-  const start = await request(`${base}/v2/${repository}/blobs/uploads/`, { method: "POST", headers: auth });
+  const start = await request(`${base}/v2/${repository}/blobs/uploads/`, { method: "POST", headers: auth, ...via });
   await start.body.dump();
   const location = start.headers.location;
   if (start.statusCode !== 202 || typeof location !== "string") throw new Error(`push ${blob.digest}: upload start answered ${start.statusCode}`);
@@ -159,21 +174,23 @@ async function pushBlob(base: string, auth: Record<string, string>, repository: 
     method: "PUT",
     headers: { ...auth, "content-type": "application/octet-stream", "content-length": String(blob.size) },
     body: blob.data,
+    ...via,
   });
   const text = await put.body.text();
   if (put.statusCode !== 201) throw new Error(`push ${blob.digest}: upload answered ${put.statusCode}: ${text}`);
 }
 
-export async function pushImage(base: string, auth: Record<string, string>, image: OciImage, repository: string, tag: string): Promise<void> {
-  for (const blob of [...image.layers, image.config]) await pushBlob(base, auth, repository, blob);
-  await putManifest(base, auth, repository, tag, image.manifest);
+export async function pushImage(base: string, auth: Record<string, string>, image: OciImage, repository: string, tag: string, dispatcher?: Dispatcher): Promise<void> {
+  for (const blob of [...image.layers, image.config]) await pushBlob(base, auth, repository, blob, dispatcher);
+  await putManifest(base, auth, repository, tag, image.manifest, dispatcher);
 }
 
-async function putManifest(base: string, auth: Record<string, string>, repository: string, tag: string, manifest: Blob): Promise<void> {
+async function putManifest(base: string, auth: Record<string, string>, repository: string, tag: string, manifest: Blob, dispatcher?: Dispatcher): Promise<void> {
   const res = await request(`${base}/v2/${repository}/manifests/${tag}`, {
     method: "PUT",
     headers: { ...auth, "content-type": manifest.mediaType },
     body: manifest.data,
+    ...(dispatcher ? { dispatcher } : {}),
   });
   const text = await res.body.text();
   if (res.statusCode !== 201) throw new Error(`push manifest ${repository}:${tag}: ${res.statusCode}: ${text}`);
