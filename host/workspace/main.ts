@@ -1,5 +1,7 @@
 // The manager as a process: opens the store, containerd and the network from the
-// documented environment, reconciles at startup (and again on SIGHUP), then waits.
+// documented environment, reconciles at startup (and again on SIGHUP), and runs the
+// supervisor, which restarts a workspace whose task exits on its own (and reconciles
+// again after containerd came back, for exits it could not see).
 // SIGTERM/SIGINT close connections and exit 0 WITHOUT stopping any workspace: the
 // containerd shims keep the tasks running, and the next process re-adopts them.
 // Each step prints one JSON line on stdout ({"event": "..."}), which tests read.
@@ -20,9 +22,11 @@ import { WorkspaceNetwork } from "../network/network.js";
 import { openStore } from "../store/store.js";
 import { describeError } from "./errors.js";
 import { WorkspaceManager } from "./manager.js";
+import { WorkspaceSupervisor } from "./supervisor.js";
 
 export interface ManagerProcess {
   manager: WorkspaceManager;
+  containerd: ContainerdClient;
   close(): Promise<void>;
 }
 
@@ -78,6 +82,7 @@ export async function startManagerProcess(opts: { env?: NodeJS.ProcessEnv; argv?
     });
     return {
       manager,
+      containerd,
       async close() {
         await manager.close();
         containerd.close();
@@ -95,13 +100,18 @@ async function main(): Promise<void> {
   const proc = await startManagerProcess();
   let reconciling: Promise<void> = Promise.resolve();
   const reconcile = () => {
-    reconciling = reconciling.then(async () => {
+    // After a failed sweep the next one still runs.
+    reconciling = reconciling.catch(() => undefined).then(async () => {
       const t0 = Date.now();
       const entries = await proc.manager.reconcile();
       emit("reconciled", { entries, ms: Date.now() - t0 });
     });
     reconciling.catch((err: unknown) => emit("error", { message: `reconcile: ${describeError(err)}` }));
   };
+  const supervisor = new WorkspaceSupervisor(proc.manager, proc.containerd.conn, {
+    onResubscribed: reconcile,
+    onEvent: (e) => emit("supervisor", { ...e }),
+  });
   let closing = false;
   const shutdown = (signal: string) => {
     if (closing) return;
@@ -109,6 +119,7 @@ async function main(): Promise<void> {
     void (async () => {
       // Let a running reconcile finish (its steps hold workspace locks), then leave the workspaces running.
       await reconciling.catch(() => undefined);
+      await supervisor.close();
       await proc.close();
       emit("closed", { signal });
       process.exit(0);
@@ -119,6 +130,7 @@ async function main(): Promise<void> {
   process.on("SIGHUP", reconcile);
   emit("ready", { pid: process.pid });
   reconcile();
+  supervisor.start();
   // Stay alive until a signal.
   setInterval(() => undefined, 1 << 30);
 }

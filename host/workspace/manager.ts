@@ -308,6 +308,37 @@ export class WorkspaceManager {
   }
 
   /**
+   * The init process of `containerId`'s task exited (a containerd TaskExit event). A
+   * workspace that should be running (its row says "running": no stop or delete of ours
+   * is behind the exit, those mark the row first under the same lock) and whose task is
+   * not running again already is restarted. Returns what was done.
+   */
+  async restartAfterExit(containerId: string, exit: { exitStatus: number }): Promise<"restarted" | "ignored"> {
+    const owner = await this.guard(() => this.store.getContainer(containerId));
+    if (owner === undefined) return "ignored";
+    const botId = owner.botId;
+    return this.locked(botId, undefined, async () => {
+      const row = await this.store.getContainerByBot(botId);
+      if (row === undefined || row.containerId !== containerId || row.status !== "running") return "ignored";
+      if ((await this.cd.tasks.status(containerId))?.status === "running") return "ignored";
+      await this.store.recordEvent(containerId, "task_exited", { botId, exitStatus: exit.exitStatus });
+      this.bridges.evict(botId);
+      await this.startLocked(botId, containerId);
+      return "restarted";
+    });
+  }
+
+  /** Marks the workspace "error" (a supervisor gave up restarting it); start or ensure clears it. */
+  async markFailed(containerId: string, type: string, payload: Record<string, unknown>): Promise<void> {
+    const owner = await this.guard(() => this.store.getContainer(containerId));
+    if (owner === undefined) return;
+    await this.locked(owner.botId, undefined, async () => {
+      const row = await this.store.getContainer(containerId);
+      if (row?.status === "running") await this.store.setStatus(containerId, "error", { type, payload });
+    });
+  }
+
+  /**
    * Over the rows with auto_start: a missing container is rebuilt, a task that is
    * not running is started, a running one gets its network re-applied and counts
    * as healthy only when its bridge answers. A row left "deleting" (any auto_start)

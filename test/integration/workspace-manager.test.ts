@@ -21,6 +21,7 @@ import { openStore, type SqlStore } from "../../host/store/store.js";
 import { InvalidBotIdError } from "../../host/workspace/botid.js";
 import { WorkspaceError } from "../../host/workspace/errors.js";
 import { WorkspaceManager, AGENT_COMMAND } from "../../host/workspace/manager.js";
+import { WorkspaceSupervisor, type SupervisorEvent } from "../../host/workspace/supervisor.js";
 import { LABEL_BOT_ID, LABEL_CDI_DEVICES } from "../../host/workspace/resolve.js";
 import { CdiRegistry } from "../../host/containerd/cdi.js";
 import { startContainerd, type ContainerdEnv } from "./env/containerd.js";
@@ -479,7 +480,7 @@ test("20 concurrent start/stop/delete/ensure calls on one bot serialise to a con
   console.log(`# timings: 20 concurrent lifecycle calls ${ms} ms`);
 });
 
-test("restart of the orchestrator process: reconcile re-applies networking and restarts no running workspace", async () => {
+test("restart of the orchestrator process: reconcile re-applies networking and restarts no running workspace; its supervisor restarts one that dies", async () => {
   const bot = botName("orch");
   const ws = await mgr.ensure(bot);
   const child = spawn(process.execPath, ["--import", "tsx", path.join(repoRoot, "host", "workspace", "main.ts")], {
@@ -503,13 +504,13 @@ test("restart of the orchestrator process: reconcile re-applies networking and r
   const stderr: string[] = [];
   child.stderr.on("data", (c: Buffer) => stderr.push(c.toString()));
   const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
-  const events: Array<{ event: string; entries?: Array<{ botId: string; action: string; error?: string }>; signal?: string }> = [];
+  const events: Array<{ event: string; entries?: Array<{ botId: string; action: string; error?: string }>; signal?: string; type?: string; containerId?: string }> = [];
   const lines = createInterface({ input: child.stdout });
   const seen = (name: string, timeoutMs: number) =>
     new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`no ${name} event within ${timeoutMs} ms; events ${JSON.stringify(events)}; stderr ${stderr.join("")}`)), timeoutMs);
       const check = () => {
-        if (events.some((e) => e.event === name)) {
+        if (events.some((e) => e.event === name || `${e.event}:${e.type}` === name)) {
           clearTimeout(timer);
           resolve();
         }
@@ -528,6 +529,10 @@ test("restart of the orchestrator process: reconcile re-applies networking and r
     assert.ok(entry && ["healthy", "renetworked"].includes(entry.action), JSON.stringify(events));
     const now = await mgr.status(bot);
     assert.equal(now.pid, ws.pid, "the orchestrator restart restarted the workspace");
+    // Everything in the workspace dies; the process's supervisor brings it back unasked.
+    await cd.tasks.kill(ws.containerId, "SIGKILL", { all: true });
+    await seen("supervisor:restarted", 30_000);
+    assert.equal(events.find((e) => e.event === "supervisor" && e.type === "restarted")?.containerId, ws.containerId);
     child.kill("SIGTERM");
     await seen("closed", 15_000);
     assert.equal(await exited, 0);
@@ -535,8 +540,9 @@ test("restart of the orchestrator process: reconcile re-applies networking and r
   } finally {
     if (child.exitCode === null) child.kill("SIGKILL");
   }
-  // The workspace kept running through the orchestrator's exit; the pool reaches it.
-  assert.equal((await mgr.status(bot)).pid, ws.pid);
+  // The restarted workspace kept running through the orchestrator's exit; the pool reaches it.
+  const after = await mgr.status(bot);
+  assert.notEqual(after.pid, ws.pid);
   assert.equal((await cd.tasks.status(ws.containerId))?.status, "running");
   await mgr.call(bot, (c) => c.info());
   await assertRowMatchesLive(bot, "running");
@@ -590,6 +596,80 @@ test("containerd stopped during a call: a clear unavailable error, bridge calls 
     await mgr2.delete(bot).catch(() => undefined);
     await mgr2.close();
     cd2.close();
+  }
+});
+
+/** Polls `probe` until it returns a value (not undefined/false) or `ms` pass. */
+async function waitFor<T>(what: string, ms: number, probe: () => Promise<T | undefined | false> | T | undefined | false): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await probe();
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > deadline) assert.fail(`timed out after ${ms} ms waiting for ${what}`);
+    await sleep(100);
+  }
+}
+
+test("the supervisor restarts a workspace whose task exits on its own, leaves a stopped one alone, follows containerd across its restart, gives up on a crash loop", async () => {
+  const events: SupervisorEvent[] = [];
+  let resubscribed = 0;
+  const sup = new WorkspaceSupervisor(mgr, cd.conn, {
+    maxRestarts: 2,
+    windowMs: 120_000,
+    restartDelayMs: 100,
+    resubscribeDelayMs: 200,
+    onEvent: (e) => events.push(e),
+    onResubscribed: () => resubscribed++,
+  });
+  sup.start();
+  const bot = botName("sup");
+  try {
+    await sup.ready;
+    const first = await mgr.ensure(bot);
+    const id = first.containerId;
+    // Everything in the container dies (tini included); no call comes, the workspace is back.
+    await cd.tasks.kill(id, "SIGKILL", { all: true });
+    const restarts = () => events.filter((e) => e.type === "restarted" && e.containerId === id).length;
+    await waitFor("the restart", 30_000, () => restarts() === 1);
+    const back = await mgr.status(bot);
+    assert.equal(back.task, "running");
+    assert.notEqual(back.pid, first.pid);
+    await assertRowMatchesLive(bot, "running");
+    assert.ok((await mgr.call(bot, (c) => c.info())).pid > 0);
+    assert.ok((await store.listEvents(id)).some((e) => e.eventType === "task_exited"), "no task_exited event");
+
+    // A stop of ours is not a crash: it stays stopped.
+    await mgr.stop(bot);
+    await sleep(1_500);
+    assert.equal((await mgr.status(bot)).task, "none");
+    await assertRowMatchesLive(bot, "stopped");
+
+    // containerd restarts (the workspace keeps running); the supervisor subscribes again.
+    await mgr.start(bot);
+    await env.daemonDown();
+    await env.daemonUp();
+    await waitFor("the resubscription", 30_000, () => resubscribed > 0);
+    const beforeKill = await mgr.status(bot);
+    await cd.tasks.kill(id, "SIGKILL", { all: true });
+    await waitFor("the restart after containerd came back", 30_000, () => restarts() === 2);
+    assert.notEqual((await mgr.status(bot)).pid, beforeKill.pid);
+    await assertRowMatchesLive(bot, "running");
+
+    // A third exit within the window: a crash loop. Marked "error", not restarted again.
+    await cd.tasks.kill(id, "SIGKILL", { all: true });
+    await waitFor("the crash-loop verdict", 30_000, async () => (await store.getContainerByBot(bot))?.status === "error");
+    await sleep(1_500);
+    const st = await mgr.status(bot);
+    assert.notEqual(st.task, "running");
+    assert.ok(events.some((e) => e.type === "crash_loop" && e.containerId === id), JSON.stringify(events));
+    assert.ok((await store.listEvents(id)).some((e) => e.eventType === "crash_loop"));
+    // An explicit start brings it back.
+    await mgr.start(bot);
+    await assertRowMatchesLive(bot, "running");
+    assert.equal(restarts(), 2, "the supervisor restarted a crash-looping workspace");
+  } finally {
+    await sup.close();
+    await mgr.delete(bot).catch(() => undefined);
   }
 });
 

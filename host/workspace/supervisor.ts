@@ -1,0 +1,152 @@
+// WorkspaceSupervisor: restarts a workspace whose task exits on its own (the agent
+// crashed, everything in the container was killed, the OOM killer struck), without
+// waiting for the next tool call. It follows containerd's TaskExit events; when the
+// event stream breaks (containerd restarted) it subscribes again with backoff and
+// reports it, so the caller can reconcile what it missed meanwhile. A workspace that
+// keeps exiting is marked "error" instead of being restarted forever.
+import { setTimeout as sleep } from "node:timers/promises";
+import { subscribeTaskExits, type Subscription, type TaskExitEvent } from "../containerd/events.js";
+import type { ContainerdConnection } from "../containerd/connection.js";
+import { daemonVersion } from "../containerd/version.js";
+import { describeError } from "./errors.js";
+import type { WorkspaceManager } from "./manager.js";
+
+export interface SupervisorOptions {
+  /** Restarts of one workspace allowed within `windowMs` before it counts as crash-looping (default 5). */
+  maxRestarts?: number;
+  /** Default 60 s. */
+  windowMs?: number;
+  /** Pause before a restart; doubles with each restart in the window (default 500 ms, at most 30 s). */
+  restartDelayMs?: number;
+  /** First pause before subscribing again after the stream failed (default 500 ms, doubling to 30 s). */
+  resubscribeDelayMs?: number;
+  /** Called after a resubscription that followed a broken stream: exits may have been missed. */
+  onResubscribed?: () => void;
+  /** What the supervisor did, for the operator's log. */
+  onEvent?: (event: SupervisorEvent) => void;
+}
+
+export type SupervisorEvent =
+  | { type: "restarted"; containerId: string; exitStatus: number }
+  | { type: "crash_loop"; containerId: string; exits: number; windowMs: number }
+  | { type: "restart_failed"; containerId: string; error: string }
+  | { type: "stream_lost"; error: string }
+  | { type: "resubscribed" };
+
+const MAX_DELAY_MS = 30_000;
+
+export class WorkspaceSupervisor {
+  private readonly maxRestarts: number;
+  private readonly windowMs: number;
+  private readonly restartDelayMs: number;
+  private readonly resubscribeDelayMs: number;
+  /** Restart times per container, within the window. */
+  private readonly restarts = new Map<string, number[]>();
+  /** Containers with a restart pending or running: one at a time each. */
+  private readonly pending = new Set<string>();
+  private readonly inFlight = new Set<Promise<void>>();
+  private sub: Subscription<TaskExitEvent> | undefined;
+  private closed = false;
+  private loop: Promise<void> | undefined;
+  private readonly abort = new AbortController();
+  private markReady: () => void = () => undefined;
+  /** Settles once the first subscription is open. */
+  readonly ready: Promise<void> = new Promise((resolve) => (this.markReady = resolve));
+
+  constructor(
+    private readonly manager: WorkspaceManager,
+    private readonly conn: ContainerdConnection,
+    private readonly options: SupervisorOptions = {},
+  ) {
+    this.maxRestarts = options.maxRestarts ?? 5;
+    this.windowMs = options.windowMs ?? 60_000;
+    this.restartDelayMs = options.restartDelayMs ?? 500;
+    this.resubscribeDelayMs = options.resubscribeDelayMs ?? 500;
+  }
+
+  /** Subscribes and starts following exits (in the background until close()). */
+  start(): void {
+    if (this.loop) return;
+    this.loop = this.run();
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    this.abort.abort();
+    this.sub?.close();
+    await this.loop;
+    await Promise.allSettled([...this.inFlight]);
+  }
+
+  private async run(): Promise<void> {
+    let delay = this.resubscribeDelayMs;
+    let broken = false;
+    while (!this.closed) {
+      const sub = subscribeTaskExits(this.conn);
+      this.sub = sub;
+      try {
+        // The stream says nothing until an event comes; a call on the same connection
+        // answering means containerd is there and the subscription went out.
+        await daemonVersion(this.conn);
+        this.markReady();
+        if (broken) {
+          this.options.onEvent?.({ type: "resubscribed" });
+          this.options.onResubscribed?.();
+          broken = false;
+          delay = this.resubscribeDelayMs;
+        }
+        for await (const exit of sub) {
+          delay = this.resubscribeDelayMs;
+          if (exit.id !== exit.containerId) continue; // an exec'd process, not the task's init
+          this.onExit(exit);
+        }
+        if (this.closed) return;
+        this.options.onEvent?.({ type: "stream_lost", error: "the event stream ended" });
+      } catch (err) {
+        if (this.closed) return;
+        this.options.onEvent?.({ type: "stream_lost", error: describeError(err) });
+      } finally {
+        sub.close();
+      }
+      broken = true;
+      try {
+        await sleep(delay, undefined, { signal: this.abort.signal });
+      } catch {
+        return;
+      }
+      delay = Math.min(delay * 2, MAX_DELAY_MS);
+    }
+  }
+
+  private onExit(exit: TaskExitEvent): void {
+    const id = exit.containerId;
+    if (this.pending.has(id)) return;
+    const now = Date.now();
+    const recent = (this.restarts.get(id) ?? []).filter((t) => now - t < this.windowMs);
+    this.restarts.set(id, recent);
+    this.pending.add(id);
+    const work = (async () => {
+      try {
+        if (recent.length >= this.maxRestarts) {
+          await this.manager.markFailed(id, "crash_loop", { exits: recent.length + 1, windowMs: this.windowMs, exitStatus: exit.exitStatus });
+          this.options.onEvent?.({ type: "crash_loop", containerId: id, exits: recent.length + 1, windowMs: this.windowMs });
+          return;
+        }
+        const pause = Math.min(this.restartDelayMs * 2 ** recent.length, MAX_DELAY_MS);
+        await sleep(pause, undefined, { signal: this.abort.signal });
+        const done = await this.manager.restartAfterExit(id, exit);
+        if (done === "restarted") {
+          recent.push(Date.now());
+          this.options.onEvent?.({ type: "restarted", containerId: id, exitStatus: exit.exitStatus });
+        }
+      } catch (err) {
+        if (this.closed) return;
+        this.options.onEvent?.({ type: "restart_failed", containerId: id, error: describeError(err) });
+      } finally {
+        this.pending.delete(id);
+      }
+    })();
+    this.inFlight.add(work);
+    void work.finally(() => this.inFlight.delete(work));
+  }
+}
