@@ -46,6 +46,8 @@ export interface Config {
   registryAuth: string | undefined;
   /** PEM bundle of extra CAs trusted for registry TLS (MEMOH_REGISTRY_CA), checked to hold certificates. */
   registryCa: string | undefined;
+  /** Registry hosts that may be spoken to over plain HTTP, like loopback (MEMOH_REGISTRY_INSECURE). */
+  registryInsecure: string[];
   /** Workspaces on the bridge cannot reach each other (MEMOH_CNI_ISOLATION). */
   cniIsolation: boolean;
   /** The written default network includes the CNI firewall plugin (MEMOH_CNI_FIREWALL). */
@@ -98,6 +100,7 @@ const KEYS = {
   cni_bin_dir: "MEMOH_CNI_BIN_DIR",
   registry_auth: "MEMOH_REGISTRY_AUTH",
   registry_ca: "MEMOH_REGISTRY_CA",
+  registry_insecure: "MEMOH_REGISTRY_INSECURE",
   cni_isolation: "MEMOH_CNI_ISOLATION",
   cni_firewall: "MEMOH_CNI_FIREWALL",
 } as const;
@@ -292,6 +295,20 @@ export function loadConfig(opts: LoadConfigOptions = {}): Config {
     if (problem) problems.push(`${registryCaRaw.source}: ${problem}`);
   }
 
+  // Registry hosts ("host" or "host:port"), comma-separated in the environment.
+  const registryInsecure: string[] = [];
+  const insecureRaw = raw.get("registry_insecure");
+  if (insecureRaw) {
+    const list = typeof insecureRaw.value === "string" ? insecureRaw.value.split(",") : Array.isArray(insecureRaw.value) ? insecureRaw.value : undefined;
+    if (!list) problems.push(`${insecureRaw.source}: expected a comma-separated string or a list of registry hosts`);
+    else {
+      for (const h of list.map((x) => x.trim()).filter(Boolean)) {
+        if (/^[A-Za-z0-9.-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$/.test(h)) registryInsecure.push(h);
+        else problems.push(`${insecureRaw.source}: ${JSON.stringify(h)} is not a registry host ("host" or "host:port", no scheme or path)`);
+      }
+    }
+  }
+
   const config: Config = {
     configFile,
     listen: typeof listen === "string" ? { host: "127.0.0.1", port: 8080 } : listen,
@@ -308,6 +325,7 @@ export function loadConfig(opts: LoadConfigOptions = {}): Config {
     cniBinDirs,
     registryAuth: registryAuth ? path.resolve(registryAuth.baseDir, registryAuth.value) : undefined,
     registryCa,
+    registryInsecure,
     cniIsolation,
     cniFirewall,
   };

@@ -69,14 +69,12 @@ export async function startManagerProcess(opts: { env?: NodeJS.ProcessEnv; argv?
       pullPolicy: cfg.pullPolicy,
       // Registry credentials from a Docker-style config.json (MEMOH_REGISTRY_AUTH) and extra
       // trusted CAs from a PEM bundle (MEMOH_REGISTRY_CA; loadConfig checked it holds certificates).
-      ...(cfg.registryAuth || cfg.registryCa
-        ? {
-            registry: {
-              ...(cfg.registryAuth ? { credentials: loadDockerConfig(cfg.registryAuth) } : {}),
-              ...(cfg.registryCa ? { ca: [fs.readFileSync(cfg.registryCa, "utf8")] } : {}),
-            },
-          }
-        : {}),
+      // Hosts allowed plain HTTP (MEMOH_REGISTRY_INSECURE) besides loopback.
+      registry: {
+        ...(cfg.registryAuth ? { credentials: loadDockerConfig(cfg.registryAuth) } : {}),
+        ...(cfg.registryCa ? { ca: [fs.readFileSync(cfg.registryCa, "utf8")] } : {}),
+        insecureHosts: cfg.registryInsecure,
+      },
       ...(env.TZ ? { timezone: env.TZ } : {}),
       log: (message) => emit("log", { message }),
     });

@@ -53,6 +53,7 @@ test("defaults without a file or environment", async () => {
     cniBinDirs: ["/opt/cni/bin", "/usr/lib/cni"],
     registryAuth: undefined,
     registryCa: undefined,
+    registryInsecure: [],
     cniIsolation: true,
     cniFirewall: true,
   });
@@ -207,4 +208,13 @@ test("registry_ca problems: missing file, no certificate, broken certificate, al
   assert.match(broken[0]!, /^\$MEMOH_REGISTRY_CA: CA bundle .*broken\.pem: certificate 2 is not valid/);
 
   assert.match(problems(() => loadConfig({ env: { MEMOH_REGISTRY_CA: cwd, MEMOH_PULL_POLICY: "never" }, cwd }))[0]!, /\$MEMOH_REGISTRY_CA: cannot read CA bundle/);
+});
+
+test("registry_insecure / MEMOH_REGISTRY_INSECURE: registry hosts allowed plain HTTP; anything else is refused", async () => {
+  const cwd = await workdir("insecure", `[workspace]\nregistry_insecure = ["registry.lan:5000", "10.0.0.7"]\n`);
+  assert.deepEqual(loadConfig({ env: {}, cwd }).registryInsecure, ["registry.lan:5000", "10.0.0.7"]);
+  assert.deepEqual(loadConfig({ env: { MEMOH_REGISTRY_INSECURE: " a.lan , [fd00::1]:5000," }, cwd }).registryInsecure, ["a.lan", "[fd00::1]:5000"]);
+  const found = problems(() => loadConfig({ env: { MEMOH_REGISTRY_INSECURE: "http://a.lan,b.lan/x" }, cwd }));
+  assert.ok(found.some((p) => /\$MEMOH_REGISTRY_INSECURE: "http:\/\/a\.lan" is not a registry host/.test(p)), found.join("\n"));
+  assert.ok(found.some((p) => /"b\.lan\/x" is not a registry host/.test(p)), found.join("\n"));
 });
