@@ -473,8 +473,12 @@ export class WorkspaceManager {
     return opts;
   }
 
-  /** Pull (by policy, with progress), create `workspace-<bot>`, record the row. No task yet. */
-  private async createLocked(botId: string, opts: EnsureOptions): Promise<void> {
+  /**
+   * Pull (by policy, with progress), create `workspace-<bot>`, record the row. No task yet.
+   * The container's rootfs is its own snapshot `workspace-<bot>` (reused when a lost
+   * container left it behind), or `rootfsSnapshot` when given (a lost legacy container's).
+   */
+  private async createLocked(botId: string, opts: EnsureOptions, rootfsSnapshot?: string): Promise<void> {
     const containerId = workspaceContainerId(botId);
     const previous = await this.store.getContainerByBot(botId);
     const image = opts.image ?? (previous && previous.status !== "deleted" ? previous.image : undefined) ?? this.options.defaultImage;
@@ -498,6 +502,7 @@ export class WorkspaceManager {
       // our back, and a rebuild of the container is created on it again.
       snapshotLabels: { [GC_ROOT_LABEL]: new Date().toISOString(), [LABEL_BOT_ID]: botId },
       reuseActiveSnapshot: true,
+      ...(rootfsSnapshot ? { snapshotKey: rootfsSnapshot } : {}),
       labels: {
         [LABEL_BOT_ID]: botId,
         [LABEL_WORKSPACE]: WORKSPACE_GENERATION,
@@ -532,6 +537,8 @@ export class WorkspaceManager {
       await this.cd.containers.delete(containerId, { removeSnapshot: !created.reusedSnapshot, ignoreNotFound: true }).catch((e: unknown) => this.log(`cleanup of ${containerId}: ${describeError(e)}`));
       throw err;
     }
+    // A reused rootfs may predate GC-root labels (a legacy container's): label it now.
+    if (created.reusedSnapshot) await this.protectRootfs(containerId);
     // A new workspace replaces any legacy route of the bot.
     this.routes.set(botId, { kind: "unix", socketPath: this.socketPath(botId) });
     this.bridges.evict(botId);
@@ -761,7 +768,9 @@ export class WorkspaceManager {
         // A legacy container is not re-created as legacy: the bot gets a current workspace.
         this.routes.delete(botId);
       }
-      await this.createLocked(botId, { image: row.image, autoStart: row.autoStart, cdiDevices: row.cdiDevices });
+      // A lost legacy container's rootfs (with its /data) carries over into the new workspace.
+      const legacyRootfs = isLegacyContainerId(containerId) && (await this.activeSnapshotExists(containerId)) ? containerId : undefined;
+      await this.createLocked(botId, { image: row.image, autoStart: row.autoStart, cdiDevices: row.cdiDevices }, legacyRootfs);
       await this.startLocked(botId, workspaceContainerId(botId));
       return "rebuilt";
     }
@@ -776,6 +785,15 @@ export class WorkspaceManager {
     const fresh = await this.store.getContainer(containerId);
     if (fresh?.status !== "running") await this.setStatus(containerId, "running", "reconciled", { pid: task.pid, network: net });
     return net === "renetworked" ? "renetworked" : "healthy";
+  }
+
+  private async activeSnapshotExists(key: string): Promise<boolean> {
+    try {
+      return (await this.cd.snapshots.stat(key)).kind === "active";
+    } catch (err) {
+      if (isNotFound(err)) return false;
+      throw err;
+    }
   }
 
   /** A workspace created before its rootfs was a GC root gets the label (best effort: logged on failure). */

@@ -436,9 +436,10 @@ test("a legacy mcp-<bot> container is started with networking and reached over T
   } finally {
     await fresh.close();
   }
-  // The legacy container disappears; reconcile gives the bot a current workspace, and the
-  // legacy TCP route is gone: calls go to the new workspace's socket.
-  await cd.removeContainer(id, { graceMs: 1_000 });
+  // The legacy container disappears (its rootfs stays); reconcile gives the bot a current
+  // workspace on that rootfs, and the legacy TCP route is gone: calls go to the new socket.
+  await mgr.call(bot, (c) => c.writeFile("legacy-notes.txt", "written in the legacy container"));
+  await cd.removeContainer(id, { graceMs: 1_000, keepSnapshot: true });
   await net.removeNetwork(id);
   const report = await mgr.reconcile();
   assert.equal(report.find((e) => e.botId === bot)?.action, "rebuilt", JSON.stringify(report));
@@ -447,9 +448,13 @@ test("a legacy mcp-<bot> container is started with networking and reached over T
   assert.equal(rebuilt.legacy, false);
   assert.equal(rebuilt.bridge, `unix:${path.join(dataRoot, "run", bot, "bridge.sock")}`);
   assert.equal((await mgr.call(bot, (c) => c.info())).listen, "unix:/run/memoh/bridge.sock");
+  assert.equal((await mgr.call(bot, (c) => c.readFile({ path: "legacy-notes.txt" }))).content, "written in the legacy container");
+  assert.equal((await cd.containers.get(`workspace-${bot}`)).snapshotKey, id);
+  assert.ok((await cd.snapshots.stat(id)).labels["containerd.io/gc.root"], "the carried-over rootfs is not a GC root");
   await assertRowMatchesLive(bot, "running");
   await mgr.delete(bot);
   await assertRowMatchesLive(bot, "absent");
+  assert.equal(await cd.snapshots.exists(id), false, "delete left the legacy rootfs");
   await assertNoNetworkLeaks();
 });
 
