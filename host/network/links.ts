@@ -274,3 +274,19 @@ function splitRule(rule: string): string[] {
   for (let m = re.exec(rule); m !== null; m = re.exec(rule)) out.push(m[1] !== undefined ? m[1].replace(/\\(.)/g, "$1") : m[2]!);
   return out;
 }
+
+/**
+ * Container ids that have an ipMasq rule of network `networkName` in nat POSTROUTING (the
+ * bridge plugin comments each with `name: "<network>" id: "<container>"`).
+ */
+export async function ipMasqContainerIds(networkName: string): Promise<string[]> {
+  const r = await runTool("iptables", ["-w", "5", "-t", "nat", "-S", "POSTROUTING"]);
+  if (r.code !== 0) throw new HostToolError(["iptables", "-t", "nat", "-S", "POSTROUTING"], r);
+  const ids = new Set<string>();
+  const re = /--comment "name: \\"([^"\\]+)\\" id: \\"([^"\\]+)\\""/;
+  for (const line of r.stdout.split("\n")) {
+    const m = re.exec(line);
+    if (m !== null && m[1] === networkName) ids.add(m[2]!);
+  }
+  return [...ids].sort();
+}

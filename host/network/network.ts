@@ -32,6 +32,7 @@ import {
   removeFirewallChainsIfUnused,
   removeFirewallRules,
   removeIpMasqChain,
+  ipMasqContainerIds,
   removeMasquerade,
   setPortIsolated,
 } from "./links.js";
@@ -96,6 +97,8 @@ export interface HygieneReport {
    * live container holds them; present when the list runs the firewall plugin.
    */
   firewallRulesRemoved?: string[];
+  /** Containers (not live) whose ipMasq chain in the nat table was removed; present when the list masquerades. */
+  ipMasqChainsRemoved?: string[];
 }
 
 function onOffEnv(env: NodeJS.ProcessEnv, name: string): boolean | undefined {
@@ -384,6 +387,18 @@ export class WorkspaceNetwork {
       }
     }
     this.releaseLeases(live, "not-owned");
+    if (ipMasqEnabled(this.list)) {
+      // Masquerade chains of containers whose cache entry and lease were both lost.
+      try {
+        report.ipMasqChainsRemoved = [];
+        for (const id of await ipMasqContainerIds(this.list.name)) {
+          if (live.has(id)) continue;
+          if (await removeIpMasqChain(this.list.name, id)) report.ipMasqChainsRemoved.push(id);
+        }
+      } catch (err) {
+        report.errors.push(`masquerade chains: ${describe(err)}`);
+      }
+    }
     if (iptablesFirewallEnabled(this.list)) {
       try {
         report.firewallRulesRemoved = await this.sweepFirewallRules(live);

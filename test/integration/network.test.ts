@@ -290,15 +290,25 @@ describe("CNI networking of workspace containers", { concurrency: false }, () =>
     assert.ok((await infoAt(a.ip)).pid > 0, "the first container is still reachable");
   });
 
-  test("startup hygiene releases the cache entry and lease of a container that is gone", async (t) => {
+  test("startup hygiene releases the cache entry, lease and nat chain of a container that is gone, even one whose cache and lease were lost too", async (t) => {
     const tn = await makeNet(t);
-    const [keep, gone] = await Promise.all([tn.start("keep"), tn.start("gone")]);
+    const [keep, gone, lost] = await Promise.all([tn.start("keep"), tn.start("gone"), tn.start("lost")]);
     const k = await tn.net.setupNetwork(keep.container.id, keep.netns);
     await tn.net.setupNetwork(gone.container.id, gone.netns);
-    // A crash: the container goes away without a DEL.
+    const l = await tn.net.setupNetwork(lost.container.id, lost.netns);
+    // A crash: the containers go away without a DEL; of one, the cache entry and lease are lost too.
     await gone.container.stop({ graceMs: 500 });
+    await lost.container.stop({ graceMs: 500 });
+    fs.rmSync(tn.net.runner.cachePath(lost.container.id));
+    fs.rmSync(path.join(tn.ipamDir, "memoh-cni", l.ip));
+    const natBefore = await runTool("iptables", ["-t", "nat", "-S", "POSTROUTING"]);
+    assert.match(natBefore.stdout, new RegExp(`id: \\\\"${lost.container.id}\\\\"`), natBefore.stdout);
     const report = await tn.net.cleanupStale([keep.container.id]);
     assert.deepEqual(report.released, [gone.container.id]);
+    assert.deepEqual(report.ipMasqChainsRemoved, [lost.container.id]);
+    const natAfter = await runTool("iptables", ["-t", "nat", "-S"]);
+    assert.doesNotMatch(natAfter.stdout, new RegExp(`${lost.container.id}|${gone.container.id}|${l.ip.replace(/\./g, "\\.")}/32`), natAfter.stdout);
+    assert.match(natAfter.stdout, new RegExp(`id: \\\\"${keep.container.id}\\\\"`), "the live container lost its masquerade rule");
     assert.deepEqual(report.errors, []);
     assert.equal(report.bridgeDeleted, undefined);
     assert.deepEqual(leaseOwners(tn), [keep.container.id]);
