@@ -87,7 +87,7 @@ export interface WorkspaceStatus {
   hasPreservedData: boolean;
 }
 
-export type ReconcileAction = "rebuilt" | "started" | "healthy" | "renetworked" | "deleted" | "skipped" | "failed";
+export type ReconcileAction = "rebuilt" | "started" | "healthy" | "renetworked" | "stopped" | "deleted" | "skipped" | "failed";
 
 export interface ReconcileEntry {
   botId: string;
@@ -340,7 +340,7 @@ export class WorkspaceManager {
 
   /**
    * Over the rows with auto_start: a missing container is rebuilt, a task that is
-   * not running is started, a running one gets its network re-applied and counts
+   * not running is started (unless the workspace was stopped on purpose: it stays so), a running one gets its network re-applied and counts
    * as healthy only when its bridge answers. A row left "deleting" (any auto_start)
    * has its deletion finished. Errors are per bot (reported, and the
    * row marked "error"), the sweep goes on.
@@ -771,12 +771,15 @@ export class WorkspaceManager {
       // A lost legacy container's rootfs (with its /data) carries over into the new workspace.
       const legacyRootfs = isLegacyContainerId(containerId) && (await this.activeSnapshotExists(containerId)) ? containerId : undefined;
       await this.createLocked(botId, { image: row.image, autoStart: row.autoStart, cdiDevices: row.cdiDevices }, legacyRootfs);
-      await this.startLocked(botId, workspaceContainerId(botId));
+      if (row.status === "stopped") await this.setStatus(workspaceContainerId(botId), "stopped", "rebuilt_stopped");
+      else await this.startLocked(botId, workspaceContainerId(botId));
       return "rebuilt";
     }
     await this.protectRootfs(containerId);
     const task = await this.cd.tasks.status(containerId);
     if (task?.status !== "running") {
+      // Stopped on purpose (stop()): it stays stopped until started again.
+      if (row.status === "stopped") return "stopped";
       await this.startLocked(botId, containerId);
       return "started";
     }

@@ -371,6 +371,11 @@ test("reconcile: a stopped task is started, a running one keeps its pid and gets
   await assertRowMatchesLive(b, "running");
   await mgr.call(a, (c) => c.info());
   await mgr.call(b, (c) => c.info());
+  // A workspace stopped on purpose stays stopped through reconcile (an orchestrator restart).
+  await mgr.stop(a);
+  const again = await mgr.reconcile();
+  assert.equal(again.find((e) => e.botId === a)?.action, "stopped", JSON.stringify(again));
+  await assertRowMatchesLive(a, "stopped");
   await mgr.delete(a);
   await mgr.delete(b);
   await assertNoNetworkLeaks();
