@@ -376,6 +376,11 @@ test("reconcile: a stopped task is started, a running one keeps its pid and gets
   const again = await mgr.reconcile();
   assert.equal(again.find((e) => e.botId === a)?.action, "stopped", JSON.stringify(again));
   await assertRowMatchesLive(a, "stopped");
+  // Its container goes missing: rebuilt (on its rootfs), still stopped.
+  await cd.containers.delete(wa.containerId, { removeSnapshot: false });
+  const rebuilt = await mgr.reconcile();
+  assert.equal(rebuilt.find((e) => e.botId === a)?.action, "rebuilt", JSON.stringify(rebuilt));
+  await assertRowMatchesLive(a, "stopped");
   await mgr.delete(a);
   await mgr.delete(b);
   await assertNoNetworkLeaks();
