@@ -32,15 +32,36 @@ async function agentPid(envCtr: (args: string[]) => Promise<{ stdout: string }>,
 
 const mib = (bytes: number) => `${(bytes / MiB).toFixed(1)} MiB`;
 
-/** Resident set size of a process. */
-async function memoryOf(pid: number): Promise<{ rss: number }> {
+/** Resident set size of a process, and its proportional share (shared pages divided among their users). */
+async function memoryOf(pid: number): Promise<{ rss: number; pss: number }> {
   const rollup = await fs.readFile(`/proc/${pid}/smaps_rollup`, "utf8");
   const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+)`, "m").exec(rollup)?.[1] ?? NaN) * 1024;
-  return { rss: kb("Rss") };
+  return { rss: kb("Rss"), pss: kb("Pss") };
+}
+
+/** The agent's node process of a running container (the child of tini). */
+async function agentNodePid(envCtr: (args: string[]) => Promise<{ stdout: string }>, id: string): Promise<number> {
+  const initPid = await agentPid(envCtr, id);
+  const children = (await fs.readFile(`/proc/${initPid}/task/${initPid}/children`, "utf8")).trim().split(/\s+/).map(Number);
+  if (!children[0]) throw new Error(`no agent process under tini in ${id}`);
+  return children[0];
+}
+
+/** Mean PSS of `n` idle `node -e setTimeout` processes running together. */
+async function bareNodesPss(n: number): Promise<number> {
+  const kids = Array.from({ length: n }, () => spawn(process.execPath, ["-e", "setTimeout(() => {}, 15000)"], { stdio: "ignore" }));
+  try {
+    await new Promise((r) => setTimeout(r, 2000));
+    let sum = 0;
+    for (const k of kids) sum += (await memoryOf(k.pid!)).pss;
+    return sum / n;
+  } finally {
+    for (const k of kids) k.kill();
+  }
 }
 
 /** The same number for an idle Node process running `script`, measured now. */
-async function idleNodeMemory(script: string): Promise<{ rss: number }> {
+async function idleNodeMemory(script: string): Promise<{ rss: number; pss: number }> {
   const child = spawn(process.execPath, ["-e", `${script}; setTimeout(() => {}, 10000)`], { stdio: "ignore" });
   try {
     await new Promise((r) => setTimeout(r, 1500));
@@ -143,8 +164,33 @@ export async function benchAgent(): Promise<Row[]> {
       client.close();
       await c.stop();
     }
+    // Last, so its containers cannot disturb the timings above.
+    rows.push(await fleetMemory(env, refs.busybox, 5));
   } finally {
     await env.stop();
   }
   return rows;
+}
+
+/** Memory per workspace when `n` idle ones run together: the node binary's pages are shared. */
+async function fleetMemory(env: Awaited<ReturnType<typeof startContainerd>>, image: string, n: number): Promise<Row> {
+  const fleet = [];
+  try {
+    for (let i = 0; i < n; i++) fleet.push(await runContainer(env, { id: `bench-${randomBytes(3).toString("hex")}`, image }));
+    for (const c of fleet) await waitForSocket(c.socketPath, 15_000);
+    await new Promise((r) => setTimeout(r, 1500));
+    let pssSum = 0;
+    for (const c of fleet) pssSum += (await memoryOf(await agentNodePid((a) => env.ctr(a), c.id))).pss;
+    const barePss = await bareNodesPss(n);
+    return {
+      benchmark: `idle agents, ${n} workspaces: memory each (PSS)`,
+      ours: mib(pssSum / n),
+      baseline: `${n} idle \`node -e setTimeout\`: ${mib(barePss)} each`,
+      ratio: `+${mib(pssSum / n - barePss)}`,
+      target: "— (informs)",
+      ok: undefined,
+    };
+  } finally {
+    for (const c of fleet) await c.stop().catch(() => undefined);
+  }
 }

@@ -11,7 +11,7 @@ rows.push(...(await benchPull()));
 rows.push(...(await benchCreateStart()));
 console.log(`\n${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, node ${process.version}, ${new Date().toISOString()}\n`);
 console.log(table(rows));
-if (rows.some((r) => !r.ok)) {
+if (rows.some((r) => r.ok === false)) {
   console.log("\nsome targets were not met");
   process.exitCode = 1;
 }

@@ -31,7 +31,8 @@ export interface Row {
   baseline: string;
   ratio: string;
   target: string;
-  ok: boolean;
+  /** undefined: a row that informs and has no target. */
+  ok: boolean | undefined;
 }
 
 export function table(rows: Row[]): string {
@@ -39,7 +40,7 @@ export function table(rows: Row[]): string {
   const lines = [
     `| ${head.join(" | ")} |`,
     `|${head.map(() => "---").join("|")}|`,
-    ...rows.map((r) => `| ${r.benchmark} | ${r.ours} | ${r.baseline} | ${r.ratio} | ${r.target} | ${r.ok ? "yes" : "NO"} |`),
+    ...rows.map((r) => `| ${r.benchmark} | ${r.ours} | ${r.baseline} | ${r.ratio} | ${r.target} | ${r.ok === undefined ? "—" : r.ok ? "yes" : "NO"} |`),
   ];
   return lines.join("\n");
 }
