@@ -340,10 +340,10 @@ export class WorkspaceManager {
 
   /**
    * Over the rows with auto_start: a missing container is rebuilt, a task that is
-   * not running is started (unless the workspace was stopped on purpose: it stays so), a running one gets its network re-applied and counts
-   * as healthy only when its bridge answers. A row left "deleting" (any auto_start)
-   * has its deletion finished. Errors are per bot (reported, and the
-   * row marked "error"), the sweep goes on.
+   * not running is started (a workspace stopped on purpose stays stopped), a running
+   * one gets its network re-applied and counts as healthy only when its bridge
+   * answers. A row left "deleting" (any auto_start) has its deletion finished.
+   * Errors are per bot (reported, and the row marked "error"), the sweep goes on.
    */
   async reconcile(opts: { signal?: AbortSignal } = {}): Promise<ReconcileEntry[]> {
     const rows = await this.guard(() => this.store.listContainers());
