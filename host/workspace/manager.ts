@@ -328,6 +328,53 @@ export class WorkspaceManager {
     });
   }
 
+  /**
+   * Liveness probe of a workspace that should be running: its agent answers Info within
+   * `timeoutMs` through the pool. "skipped" when it is not meant to be running or a state
+   * change of it is under way.
+   */
+  async probe(botId: string, timeoutMs: number): Promise<"ok" | "unresponsive" | "skipped"> {
+    validateBotId(botId);
+    if (this.lock.isBusy(lockKey(botId))) return "skipped";
+    const row = await this.guard(() => this.store.getContainerByBot(botId));
+    if (row?.status !== "running") return "skipped";
+    if ((await this.guard(() => this.cd.tasks.status(row.containerId)))?.status !== "running") return "skipped";
+    try {
+      const client = await this.bridges.get(botId);
+      await client.info({ timeoutMs });
+      return "ok";
+    } catch {
+      return "unresponsive";
+    }
+  }
+
+  /**
+   * Restarts a running workspace whose agent stopped answering (a hung event loop, a
+   * stopped process), unless it answers within `timeoutMs` now. Calls to such an agent
+   * time out rather than fail, so nothing else would restart it.
+   */
+  async restartUnresponsive(botId: string, timeoutMs: number): Promise<"restarted" | "ignored"> {
+    validateBotId(botId);
+    return this.locked(botId, undefined, async () => {
+      const row = await this.store.getContainerByBot(botId);
+      if (row?.status !== "running") return "ignored";
+      const task = await this.cd.tasks.status(row.containerId);
+      if (task?.status !== "running") return "ignored";
+      try {
+        await this.waitForBridgeWithin(botId, timeoutMs);
+        return "ignored";
+      } catch {
+        // still deaf: restart below
+      }
+      await this.store.recordEvent(row.containerId, "agent_unresponsive", { botId, pid: task.pid });
+      this.bridges.evict(botId);
+      await this.cd.tasks.stop(row.containerId, this.options.stopGraceMs ?? 10_000);
+      await this.network.removeNetwork(row.containerId);
+      await this.startLocked(botId, row.containerId);
+      return "restarted";
+    });
+  }
+
   /** Marks the workspace "error" (a supervisor gave up restarting it); start or ensure clears it. */
   async markFailed(containerId: string, type: string, payload: Record<string, unknown>): Promise<void> {
     const owner = await this.guard(() => this.store.getContainer(containerId));

@@ -1,6 +1,8 @@
 // WorkspaceSupervisor: restarts a workspace whose task exits on its own (the agent
 // crashed, everything in the container was killed, the OOM killer struck), without
-// waiting for the next tool call. It follows containerd's TaskExit events; when the
+// waiting for the next tool call, and one whose agent stops answering (probed with
+// Info at an interval; calls to a hung agent time out instead of failing, so nothing
+// else would notice). It follows containerd's TaskExit events; when the
 // event stream breaks (containerd restarted) it subscribes again with backoff and
 // reports it, so the caller can reconcile what it missed meanwhile. A workspace that
 // keeps exiting is marked "error" instead of being restarted forever.
@@ -20,6 +22,12 @@ export interface SupervisorOptions {
   restartDelayMs?: number;
   /** First pause before subscribing again after the stream failed (default 500 ms, doubling to 30 s). */
   resubscribeDelayMs?: number;
+  /** Liveness probes of running workspaces: interval (default 30 s; 0 turns them off). */
+  probeIntervalMs?: number;
+  /** How long a probe waits for Info (default 5 s). */
+  probeTimeoutMs?: number;
+  /** Consecutive failed probes before a restart (default 2). */
+  probeFailures?: number;
   /** Called after a resubscription that followed a broken stream: exits may have been missed. */
   onResubscribed?: () => void;
   /** What the supervisor did, for the operator's log. */
@@ -30,6 +38,8 @@ export type SupervisorEvent =
   | { type: "restarted"; containerId: string; exitStatus: number }
   | { type: "crash_loop"; containerId: string; exits: number; windowMs: number }
   | { type: "restart_failed"; containerId: string; error: string }
+  | { type: "unresponsive_restarted"; botId: string; failedProbes: number }
+  | { type: "probe_failed"; botId: string; error: string }
   | { type: "stream_lost"; error: string }
   | { type: "resubscribed" };
 
@@ -46,6 +56,9 @@ export class WorkspaceSupervisor {
   private readonly pending = new Set<string>();
   private readonly inFlight = new Set<Promise<void>>();
   private sub: Subscription<TaskExitEvent> | undefined;
+  private watchdog: Promise<void> | undefined;
+  /** Consecutive failed probes per bot. */
+  private readonly failedProbes = new Map<string, number>();
   private closed = false;
   private loop: Promise<void> | undefined;
   private readonly abort = new AbortController();
@@ -68,6 +81,7 @@ export class WorkspaceSupervisor {
   start(): void {
     if (this.loop) return;
     this.loop = this.run();
+    if ((this.options.probeIntervalMs ?? 30_000) > 0) this.watchdog = this.watch();
   }
 
   async close(): Promise<void> {
@@ -75,7 +89,51 @@ export class WorkspaceSupervisor {
     this.abort.abort();
     this.sub?.close();
     await this.loop;
+    await this.watchdog;
     await Promise.allSettled([...this.inFlight]);
+  }
+
+  /** Probes every workspace that should be running; restarts one that failed enough probes in a row. */
+  private async watch(): Promise<void> {
+    const interval = this.options.probeIntervalMs ?? 30_000;
+    const timeout = this.options.probeTimeoutMs ?? 5_000;
+    const limit = this.options.probeFailures ?? 2;
+    while (!this.closed) {
+      try {
+        await sleep(interval, undefined, { signal: this.abort.signal });
+      } catch {
+        return;
+      }
+      let workspaces;
+      try {
+        workspaces = await this.manager.list();
+      } catch {
+        continue; // containerd or the store is away; the event stream reports that
+      }
+      for (const ws of workspaces) {
+        if (this.closed) return;
+        if (ws.row?.status !== "running" || ws.task !== "running") {
+          this.failedProbes.delete(ws.botId);
+          continue;
+        }
+        const result = await this.manager.probe(ws.botId, timeout).catch(() => "skipped" as const);
+        if (result !== "unresponsive") {
+          if (result === "ok") this.failedProbes.delete(ws.botId);
+          continue;
+        }
+        const failed = (this.failedProbes.get(ws.botId) ?? 0) + 1;
+        this.failedProbes.set(ws.botId, failed);
+        if (failed < limit) continue;
+        this.failedProbes.delete(ws.botId);
+        try {
+          if ((await this.manager.restartUnresponsive(ws.botId, timeout)) === "restarted") {
+            this.options.onEvent?.({ type: "unresponsive_restarted", botId: ws.botId, failedProbes: failed });
+          }
+        } catch (err) {
+          if (!this.closed) this.options.onEvent?.({ type: "probe_failed", botId: ws.botId, error: describeError(err) });
+        }
+      }
+    }
   }
 
   private async run(): Promise<void> {

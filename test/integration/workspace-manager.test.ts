@@ -688,6 +688,35 @@ test("the supervisor restarts a workspace whose task exits on its own, leaves a 
   }
 });
 
+test("the supervisor's probes restart a workspace whose agent stops answering", async () => {
+  const events: SupervisorEvent[] = [];
+  const sup = new WorkspaceSupervisor(mgr, cd.conn, { probeIntervalMs: 500, probeTimeoutMs: 1_000, probeFailures: 2, onEvent: (e) => events.push(e) });
+  const bot = botName("hung");
+  sup.start();
+  try {
+    await sup.ready;
+    const first = await mgr.ensure(bot);
+    // Healthy probes change nothing.
+    await sleep(2_000);
+    assert.equal(events.length, 0, JSON.stringify(events));
+    assert.equal((await mgr.status(bot)).pid, first.pid);
+    // The agent hangs (its process is stopped); tini and the task stay up, calls would time out.
+    const agentPid = Number(fs.readFileSync(`/proc/${first.pid}/task/${first.pid}/children`, "utf8").trim().split(/\s+/)[0]);
+    assert.ok(agentPid > 0, "no agent process under tini");
+    process.kill(agentPid, "SIGSTOP");
+    await assert.rejects(mgr.call(bot, (c) => c.info({ timeoutMs: 500 })), /no answer within 500 ms/);
+    await waitFor("the restart of the hung workspace", 30_000, () => events.some((e) => e.type === "unresponsive_restarted" && e.botId === bot));
+    const now = await mgr.status(bot);
+    assert.notEqual(now.pid, first.pid);
+    await assertRowMatchesLive(bot, "running");
+    assert.ok((await mgr.call(bot, (c) => c.info())).pid > 0);
+    assert.ok((await store.listEvents(first.containerId)).some((e) => e.eventType === "agent_unresponsive"));
+  } finally {
+    await sup.close();
+    await mgr.delete(bot).catch(() => undefined);
+  }
+});
+
 test("the same lifecycle on the embedded PGlite store", async () => {
   const pgliteRoot = fs.mkdtempSync(path.join(os.tmpdir(), "memoh-wm-pglite-"));
   const pglite = await openStore({ dataRoot: pgliteRoot });
