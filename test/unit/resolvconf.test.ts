@@ -1,12 +1,18 @@
-import { test } from "node:test";
+import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { chooseResolvConf, FALLBACK_RESOLV_CONF } from "../../host/workspace/resolvconf.js";
 
+const made: string[] = [];
+after(() => {
+  for (const d of made) fs.rmSync(d, { recursive: true, force: true });
+});
+
 function files(host: string | undefined, upstream: string | undefined) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "memoh-resolv-"));
+  made.push(dir);
   const h = path.join(dir, "host.conf");
   const u = path.join(dir, "upstream.conf");
   if (host !== undefined) fs.writeFileSync(h, host);
