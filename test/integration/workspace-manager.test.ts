@@ -690,7 +690,7 @@ test("the supervisor restarts a workspace whose task exits on its own, leaves a 
 
 test("the supervisor's probes restart a workspace whose agent stops answering", async () => {
   const events: SupervisorEvent[] = [];
-  const sup = new WorkspaceSupervisor(mgr, cd.conn, { probeIntervalMs: 500, probeTimeoutMs: 1_000, probeFailures: 2, onEvent: (e) => events.push(e) });
+  const sup = new WorkspaceSupervisor(mgr, cd.conn, { probeIntervalMs: 500, probeTimeoutMs: 2_500, probeFailures: 2, onEvent: (e) => events.push(e) });
   const bot = botName("hung");
   sup.start();
   try {
