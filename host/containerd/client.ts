@@ -1,6 +1,5 @@
 // ContainerdClient: every resource service over one connection, plus the two
 // sequences every caller needs — a container from an image, and its task.
-import { isNotFound } from "./errors.js";
 import { ContainerdConnection, type ConnectionOptions } from "./connection.js";
 import { ensureNamespace, listNamespaces } from "./namespaces.js";
 import { daemonVersion, type DaemonVersion } from "./version.js";
@@ -130,7 +129,7 @@ export class ContainerdClient {
     const snapshotKey = opts.snapshotKey ?? opts.id;
     const spec = this.specFor(opts.id, rootfs, opts.specOpts);
     return this.withLease(async (lease) => {
-      const reused = opts.reuseActiveSnapshot === true && (await this.activeSnapshotExists(snapshotKey));
+      const reused = opts.reuseActiveSnapshot === true && (await this.snapshots.isActive(snapshotKey));
       if (!reused) {
         await this.snapshots.prepare(snapshotKey, opts.parentSnapshot ?? rootfs.chainId, { lease, ...(opts.snapshotLabels ? { labels: opts.snapshotLabels } : {}) });
       }
@@ -154,14 +153,6 @@ export class ContainerdClient {
     });
   }
 
-  private async activeSnapshotExists(key: string): Promise<boolean> {
-    try {
-      return (await this.snapshots.stat(key)).kind === "active";
-    } catch (err) {
-      if (isNotFound(err)) return false;
-      throw err;
-    }
-  }
 
   /** Creates the container's task on its snapshot (output to `logPath`); returns the pid, not yet started. */
   async createTask(id: string, opts: { logPath?: string } = {}): Promise<number> {

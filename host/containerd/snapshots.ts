@@ -149,6 +149,16 @@ export class SnapshotService {
     return toInfo(res.info, key);
   }
 
+  /** Whether `key` exists and is an active (writable) snapshot. */
+  async isActive(key: string, opts: SnapshotOptions = {}): Promise<boolean> {
+    try {
+      return (await this.stat(key, opts)).kind === "active";
+    } catch (err) {
+      if (isNotFound(err)) return false;
+      throw err;
+    }
+  }
+
   /** Whether `key` exists. */
   async exists(key: string, opts: SnapshotOptions = {}): Promise<boolean> {
     try {

@@ -57,15 +57,21 @@ export const DEFAULT_IPAM_DATA_DIR = "/var/lib/memoh/cni/ipam";
 const NAME_RE = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
 const CONF_EXTENSIONS = [".conflist", ".conf", ".json"];
 
+const ipv4ToNumber = (ip: string): number => ip.split(".").reduce((acc, o) => acc * 256 + Number(o), 0);
+const prefixMask = (prefix: number): number => (prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0);
+
 /** Parses "a.b.c/n"; undefined when it is not an IPv4 CIDR. */
 export function parseIPv4Cidr(cidr: string): { network: number; prefix: number } | undefined {
   const m = /^(\d+\.\d+\.\d+\.\d+)\/(\d{1,2})$/.exec(cidr);
   if (m === null || isIP(m[1]!) !== 4) return undefined;
   const prefix = Number(m[2]);
   if (prefix > 32) return undefined;
-  const ip = m[1]!.split(".").reduce((acc, o) => acc * 256 + Number(o), 0);
-  const mask = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
-  return { network: (ip & mask) >>> 0, prefix };
+  return { network: (ipv4ToNumber(m[1]!) & prefixMask(prefix)) >>> 0, prefix };
+}
+
+/** Whether the IPv4 address `ip` lies in the parsed CIDR. */
+export function ipv4InCidr(ip: string, cidr: { network: number; prefix: number }): boolean {
+  return ((ipv4ToNumber(ip) & prefixMask(cidr.prefix)) >>> 0) === cidr.network;
 }
 
 export function ipv4ToString(n: number): string {

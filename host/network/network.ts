@@ -13,6 +13,7 @@ import {
   iptablesFirewallEnabled,
   ipMasqEnabled,
   parseIPv4Cidr,
+  ipv4InCidr,
   ipamLeaseDir,
   ipv4Subnets,
   loadConfList,
@@ -418,13 +419,7 @@ export class WorkspaceNetwork {
     const subnets = ipv4Subnets(this.list)
       .map((s) => parseIPv4Cidr(s))
       .filter((c): c is { network: number; prefix: number } => c !== undefined);
-    const inOurSubnets = (addr: string): boolean => {
-      const ip = addr.split(".").reduce((acc, o) => acc * 256 + Number(o), 0);
-      return subnets.some((c) => {
-        const mask = c.prefix === 0 ? 0 : (0xffffffff << (32 - c.prefix)) >>> 0;
-        return ((ip & mask) >>> 0) === c.network;
-      });
-    };
+    const inOurSubnets = (addr: string): boolean => subnets.some((c) => ipv4InCidr(addr, c));
     const held = new Set<string>();
     for (const lease of this.leases()) if (live.has(lease.owner)) held.add(path.basename(lease.file));
     for (const id of live) for (const addr of this.attachmentAddresses(id)) held.add(addr);

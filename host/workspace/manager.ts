@@ -816,7 +816,7 @@ export class WorkspaceManager {
         this.routes.delete(botId);
       }
       // A lost legacy container's rootfs (with its /data) carries over into the new workspace.
-      const legacyRootfs = isLegacyContainerId(containerId) && (await this.activeSnapshotExists(containerId)) ? containerId : undefined;
+      const legacyRootfs = isLegacyContainerId(containerId) && (await this.cd.snapshots.isActive(containerId)) ? containerId : undefined;
       await this.createLocked(botId, { image: row.image, autoStart: row.autoStart, cdiDevices: row.cdiDevices }, legacyRootfs);
       if (row.status === "stopped") await this.setStatus(workspaceContainerId(botId), "stopped", "rebuilt_stopped");
       else await this.startLocked(botId, workspaceContainerId(botId));
@@ -835,15 +835,6 @@ export class WorkspaceManager {
     const fresh = await this.store.getContainer(containerId);
     if (fresh?.status !== "running") await this.setStatus(containerId, "running", "reconciled", { pid: task.pid, network: net });
     return net === "renetworked" ? "renetworked" : "healthy";
-  }
-
-  private async activeSnapshotExists(key: string): Promise<boolean> {
-    try {
-      return (await this.cd.snapshots.stat(key)).kind === "active";
-    } catch (err) {
-      if (isNotFound(err)) return false;
-      throw err;
-    }
   }
 
   /** A workspace created before its rootfs was a GC root gets the label (best effort: logged on failure). */
