@@ -328,6 +328,11 @@ export class WorkspaceManager {
     });
   }
 
+  /** Bots whose workspace should be running (row "running"): what the supervisor probes. */
+  async botsMeantToRun(): Promise<string[]> {
+    return (await this.guard(() => this.store.listContainers({ status: "running" }))).map((r) => r.botId);
+  }
+
   /**
    * Liveness probe of a workspace that should be running: its agent answers Info within
    * `timeoutMs` through the pool. "skipped" when it is not meant to be running or a state
@@ -368,9 +373,7 @@ export class WorkspaceManager {
       }
       await this.store.recordEvent(row.containerId, "agent_unresponsive", { botId, pid: task.pid });
       this.bridges.evict(botId);
-      await this.cd.tasks.stop(row.containerId, this.options.stopGraceMs ?? 10_000);
-      await this.network.removeNetwork(row.containerId);
-      await this.startLocked(botId, row.containerId);
+      await this.replaceTaskLocked(botId, row.containerId);
       return "restarted";
     });
   }
@@ -787,11 +790,15 @@ export class WorkspaceManager {
       }
     }
     await this.store.recordEvent(resolved.containerId, "agent_unavailable", { botId, task: task?.status ?? "none", pid: task?.pid ?? null });
-    if (task !== undefined) {
-      await this.cd.tasks.stop(resolved.containerId, this.options.stopGraceMs ?? 10_000);
-      await this.network.removeNetwork(resolved.containerId);
-    }
-    await this.startLocked(botId, resolved.containerId);
+    if (task !== undefined) await this.replaceTaskLocked(botId, resolved.containerId);
+    else await this.startLocked(botId, resolved.containerId);
+  }
+
+  /** A task that is there but useless: stop it (with grace) and its network, then start anew. */
+  private async replaceTaskLocked(botId: string, containerId: string): Promise<void> {
+    await this.cd.tasks.stop(containerId, this.options.stopGraceMs ?? 10_000);
+    await this.network.removeNetwork(containerId);
+    await this.startLocked(botId, containerId);
   }
 
   /** One Info probe with a short deadline (a fresh channel, no reconnect backoff). */

@@ -104,33 +104,31 @@ export class WorkspaceSupervisor {
       } catch {
         return;
       }
-      let workspaces;
+      let bots: string[];
       try {
-        workspaces = await this.manager.list();
+        bots = await this.manager.botsMeantToRun();
       } catch {
         continue; // containerd or the store is away; the event stream reports that
       }
-      for (const ws of workspaces) {
+      for (const id of this.failedProbes.keys()) if (!bots.includes(id)) this.failedProbes.delete(id);
+      for (const botId of bots) {
         if (this.closed) return;
-        if (ws.row?.status !== "running" || ws.task !== "running") {
-          this.failedProbes.delete(ws.botId);
-          continue;
-        }
-        const result = await this.manager.probe(ws.botId, timeout).catch(() => "skipped" as const);
+        // probe() skips a workspace whose task is not running or that is mid-change.
+        const result = await this.manager.probe(botId, timeout).catch(() => "skipped" as const);
         if (result !== "unresponsive") {
-          if (result === "ok") this.failedProbes.delete(ws.botId);
+          if (result === "ok") this.failedProbes.delete(botId);
           continue;
         }
-        const failed = (this.failedProbes.get(ws.botId) ?? 0) + 1;
-        this.failedProbes.set(ws.botId, failed);
+        const failed = (this.failedProbes.get(botId) ?? 0) + 1;
+        this.failedProbes.set(botId, failed);
         if (failed < limit) continue;
-        this.failedProbes.delete(ws.botId);
+        this.failedProbes.delete(botId);
         try {
-          if ((await this.manager.restartUnresponsive(ws.botId, timeout)) === "restarted") {
-            this.options.onEvent?.({ type: "unresponsive_restarted", botId: ws.botId, failedProbes: failed });
+          if ((await this.manager.restartUnresponsive(botId, timeout)) === "restarted") {
+            this.options.onEvent?.({ type: "unresponsive_restarted", botId, failedProbes: failed });
           }
         } catch (err) {
-          if (!this.closed) this.options.onEvent?.({ type: "probe_failed", botId: ws.botId, error: describeError(err) });
+          if (!this.closed) this.options.onEvent?.({ type: "probe_failed", botId, error: describeError(err) });
         }
       }
     }
