@@ -158,6 +158,8 @@ export class WorkspaceNetwork {
   readonly isolation: boolean;
   private readonly ifName: string;
   private readonly log: (message: string) => void;
+  /** Setups under way: the bridge is never repaired meanwhile. */
+  private setupsInFlight = 0;
 
   constructor(
     readonly list: NetworkConfigList,
@@ -200,6 +202,15 @@ export class WorkspaceNetwork {
    * failed attempt is always undone (DEL), so nothing leaks: no veth, no lease, no cache entry.
    */
   async setupNetwork(containerId: string, netnsPath: string, options: SetupOptions = {}): Promise<NetworkAttachment> {
+    this.setupsInFlight++;
+    try {
+      return await this.setupNetworkOnce(containerId, netnsPath, options);
+    } finally {
+      this.setupsInFlight--;
+    }
+  }
+
+  private async setupNetworkOnce(containerId: string, netnsPath: string, options: SetupOptions): Promise<NetworkAttachment> {
     if (!fs.existsSync(netnsPath)) throw new NetworkSetupError(containerId, `netns ${netnsPath} does not exist`);
     try {
       await this.ensureHostNetworking();
@@ -357,52 +368,33 @@ export class WorkspaceNetwork {
   }
 
   /**
-   * Startup hygiene: deletes our bridge when it was left with a zero MAC or DOWN (the plugin
-   * recreates it), and releases the attachments of containers that are not in `liveIds`:
-   * cached results (through a DEL without netns) and host-local leases.
+   * Hygiene in one call, for a process that owns the network alone (startup, tests):
+   * repairs the bridge, releases everything held by containers not in `liveIds`, and
+   * removes firewall rules nobody holds. A process that runs lifecycle changes
+   * concurrently uses the steps below instead, each container under its own lock.
    */
   async cleanupStale(liveIds: Iterable<string>): Promise<HygieneReport> {
     const live = new Set(liveIds);
     const report: HygieneReport = { released: [], errors: [] };
-    if (this.bridge !== undefined) {
-      const link = await getLink(this.bridge);
-      if (link !== undefined && link.kind === "bridge") {
-        const reason = isZeroMac(link.address) ? "zero-mac" : link.operstate === "DOWN" ? "down" : undefined;
-        if (reason !== undefined) {
-          await deleteLink(this.bridge);
-          report.bridgeDeleted = reason;
-          this.log(`deleted bridge ${this.bridge} (${reason}); the bridge plugin recreates it`);
-        }
-      }
-    }
-    const stale = new Set<string>();
-    for (const id of this.runner.cachedContainerIds(this.ifName)) if (!live.has(id)) stale.add(id);
-    for (const id of this.leaseOwners()) if (!live.has(id)) stale.add(id);
-    for (const id of stale) {
+    const reason = await this.repairBridge().catch((err: unknown) => {
+      report.errors.push(`bridge: ${describe(err)}`);
+      return undefined;
+    });
+    if (reason !== undefined) report.bridgeDeleted = reason;
+    if (ipMasqEnabled(this.list)) report.ipMasqChainsRemoved = [];
+    for (const id of await this.attachedContainerIds(report.errors)) {
+      if (live.has(id)) continue;
       try {
-        await this.teardown(this.rt(id, undefined));
-        await this.afterDel(id);
-        report.released.push(id);
+        const released = await this.releaseContainer(id);
+        if (released.hadAttachment) report.released.push(id);
+        if (released.chainRemoved) report.ipMasqChainsRemoved?.push(id);
       } catch (err) {
         report.errors.push(`${id}: ${describe(err)}`);
       }
     }
-    this.releaseLeases(live, "not-owned");
-    if (ipMasqEnabled(this.list)) {
-      // Masquerade chains of containers whose cache entry and lease were both lost.
-      try {
-        report.ipMasqChainsRemoved = [];
-        for (const id of await ipMasqContainerIds(this.list.name)) {
-          if (live.has(id)) continue;
-          if (await removeIpMasqChain(this.list.name, id)) report.ipMasqChainsRemoved.push(id);
-        }
-      } catch (err) {
-        report.errors.push(`masquerade chains: ${describe(err)}`);
-      }
-    }
     if (iptablesFirewallEnabled(this.list)) {
       try {
-        report.firewallRulesRemoved = await this.sweepFirewallRules(live);
+        report.firewallRulesRemoved = await this.sweepOrphanedFirewallRules();
       } catch (err) {
         report.firewallRulesRemoved = [];
         report.errors.push(`firewall rules: ${describe(err)}`);
@@ -412,19 +404,74 @@ export class WorkspaceNetwork {
   }
 
   /**
-   * Removes CNI-FORWARD rules for addresses on our subnets that no live container holds
-   * (neither by lease nor by cached result): what is left when cache and lease are both gone.
+   * Deletes our bridge when it was left with a zero MAC or DOWN without ports (the
+   * plugin recreates it on the next ADD). Never while a setup is under way: the bridge
+   * plugin creates the bridge DOWN and brings it up a moment later.
    */
-  private async sweepFirewallRules(live: Set<string>): Promise<string[]> {
+  async repairBridge(): Promise<"zero-mac" | "down" | undefined> {
+    if (this.bridge === undefined || this.setupsInFlight > 0) return undefined;
+    const link = await getLink(this.bridge);
+    if (link === undefined || link.kind !== "bridge") return undefined;
+    const reason = isZeroMac(link.address) ? "zero-mac" : link.operstate === "DOWN" ? "down" : undefined;
+    if (reason === undefined || this.setupsInFlight > 0) return undefined;
+    if ((await bridgePorts(this.bridge)).length > 0) return undefined;
+    await deleteLink(this.bridge);
+    this.log(`deleted bridge ${this.bridge} (${reason}); the bridge plugin recreates it`);
+    return reason;
+  }
+
+  /**
+   * Every container id that holds something on this network: a cached ADD result, an IP
+   * lease, a masquerade chain. Hygiene compares them with the workspaces it knows.
+   */
+  async attachedContainerIds(errors: string[] = []): Promise<string[]> {
+    const ids = new Set<string>();
+    for (const id of this.runner.cachedContainerIds(this.ifName)) ids.add(id);
+    for (const id of this.leaseOwners()) ids.add(id);
+    if (ipMasqEnabled(this.list)) {
+      try {
+        for (const id of await ipMasqContainerIds(this.list.name)) ids.add(id);
+      } catch (err) {
+        errors.push(`masquerade chains: ${describe(err)}`);
+      }
+    }
+    return [...ids];
+  }
+
+  /**
+   * Releases everything `containerId` holds: DEL through its cached result (no netns),
+   * the firewall rules of its addresses, its masquerade chain, its leases. Idempotent.
+   * The caller makes sure the container is not being started meanwhile. Says whether it
+   * held a cached result or lease, and whether it held only a masquerade chain (its
+   * cache entry and lease were both lost) that is now removed.
+   */
+  async releaseContainer(containerId: string): Promise<{ hadAttachment: boolean; chainRemoved: boolean }> {
+    const hadAttachment = this.runner.cachedResult(containerId, this.ifName) !== undefined || this.leaseOwners().includes(containerId);
+    await this.teardown(this.rt(containerId, undefined));
+    const chainRemoved = ipMasqEnabled(this.list) && (await removeIpMasqChain(this.list.name, containerId));
+    this.releaseLeases(new Set([containerId]), "owned");
+    return { hadAttachment, chainRemoved: chainRemoved && !hadAttachment };
+  }
+
+  /**
+   * Removes CNI-FORWARD rules for addresses on our subnets that no lease and no cached
+   * result holds: what is left when a container's cache entry and lease were both lost.
+   * The rules are read before the holders: an ADD writes its lease before the firewall
+   * plugin adds the rule, so a rule seen here whose address has no holder afterwards is
+   * an orphan, never one of a setup under way.
+   */
+  async sweepOrphanedFirewallRules(): Promise<string[]> {
+    if (!iptablesFirewallEnabled(this.list)) return [];
     const subnets = ipv4Subnets(this.list)
       .map((s) => parseIPv4Cidr(s))
       .filter((c): c is { network: number; prefix: number } => c !== undefined);
     const inOurSubnets = (addr: string): boolean => subnets.some((c) => ipv4InCidr(addr, c));
+    const rules = await firewallRuleAddresses();
     const held = new Set<string>();
-    for (const lease of this.leases()) if (live.has(lease.owner)) held.add(path.basename(lease.file));
-    for (const id of live) for (const addr of this.attachmentAddresses(id)) held.add(addr);
+    for (const lease of this.leases()) held.add(path.basename(lease.file));
+    for (const id of this.runner.cachedContainerIds(this.ifName)) for (const addr of this.attachmentAddresses(id)) held.add(addr);
     const removed: string[] = [];
-    for (const addr of await firewallRuleAddresses()) {
+    for (const addr of rules) {
       if (!inOurSubnets(addr) || held.has(addr)) continue;
       if (await removeFirewallRules(addr)) removed.push(addr);
     }

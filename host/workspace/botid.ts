@@ -6,13 +6,14 @@
 // uppercase, nothing a shell, a path or containerd's id rules would treat specially
 // (containerd ids allow [A-Za-z0-9_.-]; "workspace-" + 64 chars stays well within 76).
 
+import { WorkspaceError } from "./errors.js";
+
 export const BOT_ID_PATTERN = /^[a-z0-9][a-z0-9_-]{0,63}$/;
 export const BOT_ID_MAX_LENGTH = 64;
 
-export class InvalidBotIdError extends Error {
-  readonly code = "invalid_argument" as const;
-  constructor(readonly botId: string, reason: string) {
-    super(`invalid bot id ${JSON.stringify(botId.length > 80 ? `${botId.slice(0, 80)}…` : botId)}: ${reason}`);
+export class InvalidBotIdError extends WorkspaceError {
+  constructor(readonly botId: string, problem: string) {
+    super("invalid_argument", `invalid bot id ${JSON.stringify(botId.length > 80 ? `${botId.slice(0, 80)}…` : botId)}: ${problem}`);
     this.name = "InvalidBotIdError";
   }
 }

@@ -40,6 +40,7 @@ export type SupervisorEvent =
   | { type: "restart_failed"; containerId: string; error: string }
   | { type: "unresponsive_restarted"; botId: string; failedProbes: number }
   | { type: "probe_failed"; botId: string; error: string }
+  | { type: "missed_exit"; containerId: string }
   | { type: "stream_lost"; error: string }
   | { type: "resubscribed" };
 
@@ -52,8 +53,12 @@ export class WorkspaceSupervisor {
   private readonly resubscribeDelayMs: number;
   /** Restart times per container, within the window. */
   private readonly restarts = new Map<string, number[]>();
-  /** Containers with a restart pending or running: one at a time each. */
-  private readonly pending = new Set<string>();
+  /**
+   * Containers with a restart pending or running: one at a time each. An exit that
+   * arrives meanwhile is not dropped: it marks the entry, and once the restart is done
+   * the container is looked at again (the new task may be the one that exited).
+   */
+  private readonly pending = new Map<string, { again: boolean; exit: TaskExitEvent }>();
   private readonly inFlight = new Set<Promise<void>>();
   private sub: Subscription<TaskExitEvent> | undefined;
   private watchdog: Promise<void> | undefined;
@@ -106,6 +111,11 @@ export class WorkspaceSupervisor {
       }
       let bots: string[];
       try {
+        // An exit the event stream did not deliver: the row says running, the task is gone.
+        for (const containerId of await this.manager.deadButMeantToRun()) {
+          if (!this.pending.has(containerId)) this.options.onEvent?.({ type: "missed_exit", containerId });
+          this.onExit({ containerId, id: containerId, pid: 0, exitStatus: -1, exitedAt: undefined, namespace: "" });
+        }
         bots = await this.manager.botsMeantToRun();
       } catch {
         continue; // containerd or the store is away; the event stream reports that
@@ -176,33 +186,51 @@ export class WorkspaceSupervisor {
 
   private onExit(exit: TaskExitEvent): void {
     const id = exit.containerId;
-    if (this.pending.has(id)) return;
-    const now = Date.now();
-    const recent = (this.restarts.get(id) ?? []).filter((t) => now - t < this.windowMs);
-    this.restarts.set(id, recent);
-    this.pending.add(id);
+    const pending = this.pending.get(id);
+    if (pending) {
+      pending.again = true;
+      pending.exit = exit;
+      return;
+    }
+    const state = { again: false, exit };
+    this.pending.set(id, state);
     const work = (async () => {
       try {
-        if (recent.length >= this.maxRestarts) {
-          await this.manager.markFailed(id, "crash_loop", { exits: recent.length + 1, windowMs: this.windowMs, exitStatus: exit.exitStatus });
-          this.options.onEvent?.({ type: "crash_loop", containerId: id, exits: recent.length + 1, windowMs: this.windowMs });
-          return;
-        }
-        const pause = Math.min(this.restartDelayMs * 2 ** recent.length, MAX_DELAY_MS);
-        await sleep(pause, undefined, { signal: this.abort.signal });
-        const done = await this.manager.restartAfterExit(id, exit);
-        if (done === "restarted") {
-          recent.push(Date.now());
-          this.options.onEvent?.({ type: "restarted", containerId: id, exitStatus: exit.exitStatus });
-        }
-      } catch (err) {
-        if (this.closed) return;
-        this.options.onEvent?.({ type: "restart_failed", containerId: id, error: describeError(err) });
+        do {
+          state.again = false;
+          if (!(await this.handleExit(id, state.exit))) break;
+        } while (state.again && !this.closed);
       } finally {
         this.pending.delete(id);
       }
     })();
     this.inFlight.add(work);
     void work.finally(() => this.inFlight.delete(work));
+  }
+
+  /** One exit: restart (with a growing pause) or give up on a crash loop. False when the container is given up. */
+  private async handleExit(id: string, exit: TaskExitEvent): Promise<boolean> {
+    const now = Date.now();
+    const recent = (this.restarts.get(id) ?? []).filter((t) => now - t < this.windowMs);
+    this.restarts.set(id, recent);
+    try {
+      if (recent.length >= this.maxRestarts) {
+        await this.manager.markFailed(id, "crash_loop", { exits: recent.length + 1, windowMs: this.windowMs, exitStatus: exit.exitStatus });
+        this.options.onEvent?.({ type: "crash_loop", containerId: id, exits: recent.length + 1, windowMs: this.windowMs });
+        return false;
+      }
+      const pause = Math.min(this.restartDelayMs * 2 ** recent.length, MAX_DELAY_MS);
+      await sleep(pause, undefined, { signal: this.abort.signal });
+      const done = await this.manager.restartAfterExit(id, exit);
+      if (done === "restarted") {
+        recent.push(Date.now());
+        this.options.onEvent?.({ type: "restarted", containerId: id, exitStatus: exit.exitStatus });
+      }
+      return true;
+    } catch (err) {
+      if (this.closed) return false;
+      this.options.onEvent?.({ type: "restart_failed", containerId: id, error: describeError(err) });
+      return true;
+    }
   }
 }

@@ -219,29 +219,43 @@ test("create → running → file and exec calls → stop → start → delete, 
   console.log(`# timings: ensure (create+start) ${createMs} ms, start ${startMs} ms`);
 });
 
-test("the agent dies inside the container: the next call restarts the task and succeeds", async () => {
+test("the agent dies inside the container: the task is restarted, an Exec that killed it is not run twice, the next call succeeds", async () => {
   const bot = botName("kill");
   const first = await mgr.ensure(bot);
-  const agentPid = (await mgr.call(bot, (c) => c.info())).pid;
   // SIGKILL to every process of the container but init (tini): the agent dies, tini follows
-  // it (its only child), and with it the task. (Killing info.pid alone was flaky: ESRCH.)
-  const killed = await mgr
-    .call(bot, (c) => c.exec({ argv: ["kill", "-9", "-1"] }, { timeoutMs: 5_000 }))
-    .then((r) => `exec returned code ${r.code}: ${r.stderr.toString()}`, (err: unknown) => `exec failed (expected: the agent died): ${String(err)}`);
-  for (let i = 0; i < 100 && (await cd.tasks.status(first.containerId))?.status === "running"; i++) await sleep(50);
-  assert.notEqual((await cd.tasks.status(first.containerId))?.status, "running", `the task survived its agent (pid ${agentPid}); ${killed}`);
-
+  // it (its only child), and with it the task. The command counts its runs in /data first.
   const t0 = Date.now();
-  const res = await mgr.call(bot, (c) => c.exec({ command: "echo back" }));
+  await assert.rejects(
+    mgr.call(bot, (c) => c.exec({ command: "echo run >> /data/runs; kill -9 -1; sleep 5" }, { timeoutMs: 10_000 })),
+    (err: unknown) => {
+      assert.ok(err instanceof WorkspaceError, String(err));
+      assert.equal(err.code, "unavailable");
+      assert.equal(err.reason, "agent_restarted");
+      assert.match(err.message, /exec/);
+      return true;
+    },
+  );
   const reviveMs = Date.now() - t0;
-  assert.equal(res.stdout.toString(), "back\n");
   const now = await mgr.status(bot);
-  assert.equal(now.task, "running");
+  assert.equal(now.task, "running", "the manager restarted the task");
   assert.notEqual(now.pid, first.pid, "the task was not restarted");
+  const runs = await mgr.call(bot, (c) => c.readFile({ path: "runs" }));
+  assert.equal(runs.content, "run\n", "the Exec that killed its agent ran more than once");
+
+  const res = await mgr.call(bot, (c) => c.exec({ command: "echo back" }));
+  assert.equal(res.stdout.toString(), "back\n");
   await assertRowMatchesLive(bot, "running");
   const events = (await store.listEvents(first.containerId, 20)).map((e) => e.eventType);
   assert.ok(events.includes("agent_unavailable"), events.join(","));
-  console.log(`# timings: call that restarted a dead agent ${reviveMs} ms`);
+  console.log(`# timings: call that found a dead agent and restarted it ${reviveMs} ms`);
+
+  // A read-only call that finds the agent dead is run again after the restart.
+  const pidBefore = (await mgr.status(bot)).pid!;
+  process.kill(pidBefore, "SIGKILL");
+  for (let i = 0; i < 100 && (await cd.tasks.status(first.containerId))?.status === "running"; i++) await sleep(50);
+  const info = await mgr.call(bot, (c) => c.info());
+  assert.ok(info.pid > 0);
+  assert.notEqual((await mgr.status(bot)).pid, pidBefore);
   await mgr.delete(bot);
   await assertNoNetworkLeaks();
 });

@@ -1,0 +1,73 @@
+// The OCI spec of a workspace container, composed from small options.
+//
+// The process is always the agent: tini as PID 1, the bundle's node running agent.js,
+// as uid 0, in "/", whatever the image's ENTRYPOINT, CMD, USER and WORKDIR say. The
+// image's ENV (plus TZ and CDI device variables) is meant for the commands the agent
+// spawns, not for the agent's own node: NODE_OPTIONS, LD_PRELOAD or LD_LIBRARY_PATH of
+// an image would otherwise break or hijack the agent. So the last option moves that
+// environment into BRIDGE_IMAGE_ENV (a JSON list the agent hands to its children) and
+// gives the agent an environment of its own.
+import { DEFAULT_PATH_ENV, bindMount, withCdiDevices, withProcessArgs, withEnv, withHostname, withMounts, withTZ, type Spec, type SpecOpt } from "../containerd/spec.js";
+import type { CdiRegistry } from "../containerd/cdi.js";
+import type { ImageConfig } from "../containerd/spec.js";
+
+export const AGENT_COMMAND = ["/opt/memoh/bin/tini", "-g", "--", "/opt/memoh/bin/node", "/opt/memoh/agent.js"];
+export const RUNTIME_MOUNT = "/opt/memoh";
+export const SOCKET_MOUNT = "/run/memoh";
+export const BRIDGE_SOCKET_PATH = "/run/memoh/bridge.sock";
+
+export interface WorkspaceSpecInput {
+  containerId: string;
+  /** Host paths mounted into the container. */
+  resolvConf: string;
+  runtimePath: string;
+  socketDir: string;
+  /** The image's config (its Env goes to the agent's children). */
+  imageConfig: ImageConfig;
+  timezone?: string;
+  cdiDevices: string[];
+  cdiRegistry?: CdiRegistry;
+}
+
+/** The image's Env as the starting environment (containerd's default PATH when the image sets none). */
+export function withImageEnv(config: ImageConfig): SpecOpt {
+  return withEnv(config.Env ?? []);
+}
+
+/**
+ * The agent process: tini + node + agent.js as root in "/", with an environment of its
+ * own; everything the spec's env held so far becomes BRIDGE_IMAGE_ENV for its children.
+ * Must come after every option that adds variables.
+ */
+export function withAgentProcess(containerId: string): SpecOpt {
+  return (spec: Spec) => {
+    const childEnv = spec.process.env;
+    spec.process.args = [...AGENT_COMMAND];
+    spec.process.cwd = "/";
+    spec.process.user = { uid: 0, gid: 0 };
+    spec.process.env = [
+      DEFAULT_PATH_ENV,
+      "HOME=/root",
+      `BRIDGE_SOCKET_PATH=${BRIDGE_SOCKET_PATH}`,
+      `BRIDGE_WORKSPACE_ID=${containerId}`,
+      `BRIDGE_IMAGE_ENV=${JSON.stringify(childEnv)}`,
+    ];
+  };
+}
+
+/** Every option of a workspace container's spec, in order. */
+export function workspaceSpecOpts(input: WorkspaceSpecInput): SpecOpt[] {
+  const opts: SpecOpt[] = [
+    withProcessArgs(...AGENT_COMMAND),
+    withEnv({ BRIDGE_SOCKET_PATH }),
+    withHostname(input.containerId),
+    withMounts([
+      bindMount(input.resolvConf, "/etc/resolv.conf", ["rbind", "ro"]),
+      bindMount(input.runtimePath, RUNTIME_MOUNT, ["rbind", "ro"]),
+      bindMount(input.socketDir, SOCKET_MOUNT, ["rbind", "rw"]),
+    ]),
+  ];
+  if (input.timezone) opts.push(withTZ(input.timezone));
+  if (input.cdiDevices.length > 0) opts.push(withCdiDevices(input.cdiDevices, input.cdiRegistry));
+  return opts;
+}

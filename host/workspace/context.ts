@@ -1,0 +1,181 @@
+// What every lifecycle step of the workspace manager shares: its dependencies
+// (containerd, the store, the network, the bridge clients), its options, the bridge
+// route of each bot, and small helpers that read state. The steps themselves live in
+// one module each (create.ts, start.ts, stop.ts, delete.ts, revive.ts, reconcile.ts,
+// health.ts, status.ts) as functions of this context; the manager (manager.ts) is the
+// facade that validates, takes the bot's lock and calls them.
+import fs from "node:fs";
+import path from "node:path";
+import type { ContainerdClient } from "../containerd/client.js";
+import { isNotFound } from "../containerd/errors.js";
+import type { PullPolicy } from "../containerd/pull.js";
+import type { RegistryOptions } from "../containerd/registry.js";
+import type { CdiRegistry } from "../containerd/cdi.js";
+import type { WorkspaceNetwork } from "../network/network.js";
+import type { ContainerRow, ContainerStatus, Store } from "../store/types.js";
+import { isLegacyContainerId, validateBotId } from "./botid.js";
+import { type BridgeClientSource, type BridgeTarget } from "./bridge-source.js";
+import { LEGACY_BRIDGE_PORT } from "../bridge/pool.js";
+import { WorkspaceError, describeError } from "./errors.js";
+import { resolveContainerId, type ResolvedContainer } from "./resolve.js";
+import { KeyedLock } from "./lock.js";
+import * as paths from "./paths.js";
+
+/** The lock key of a bot: every state change of its workspace holds it. */
+export const lockKey = (botId: string) => `bot:${botId}`;
+
+/** Default bound on waiting for a bot's lock. */
+export const DEFAULT_LOCK_TIMEOUT_MS = 120_000;
+
+export interface WorkspaceManagerOptions {
+  containerd: ContainerdClient;
+  store: Store;
+  network: WorkspaceNetwork;
+  /** Sockets (<dataRoot>/run/<bot>), task logs, the fallback resolv.conf. */
+  dataRoot: string;
+  /** The runtime bundle mounted read-only at /opt/memoh. */
+  runtimePath: string;
+  /** Image of a workspace without a per-bot override. */
+  defaultImage: string;
+  pullPolicy?: PullPolicy;
+  registry?: RegistryOptions;
+  /** IANA zone given to workspaces as TZ (default: the host's TZ env, else none). */
+  timezone?: string;
+  /** SIGTERM → SIGKILL grace of stop (default 10 s). */
+  stopGraceMs?: number;
+  /** How long start waits for the bridge to answer Info (default 15 s). */
+  readyTimeoutMs?: number;
+  /** How long a caller waits for a bot's lock before "unavailable" (default 120 s). */
+  lockTimeoutMs?: number;
+  cdiRegistry?: CdiRegistry;
+  /** Default: the bridge pool (host/bridge/pool.ts) over bridgeTarget(). */
+  bridges?: BridgeClientSource;
+  onPullProgress?: (botId: string, digest: string, offset: number, total: number) => void;
+  log?: (message: string) => void;
+}
+
+export interface Contract {
+  protocolVersion: number;
+  bundleVersion: string;
+}
+
+export class WorkspaceContext {
+  readonly cd: ContainerdClient;
+  readonly store: Store;
+  readonly network: WorkspaceNetwork;
+  readonly log: (message: string) => void;
+  /** The bridge route of each bot seen so far (legacy bots: TCP at their CNI IP). */
+  readonly routes = new Map<string, BridgeTarget>();
+  readonly lock = new KeyedLock();
+  /** Bots whose row is marked "deleting" (a deletion under way or cut short). */
+  readonly rowsDeleting = new Set<string>();
+  private contract: Contract | undefined;
+
+  constructor(
+    readonly options: WorkspaceManagerOptions,
+    readonly bridges: BridgeClientSource,
+  ) {
+    this.cd = options.containerd;
+    this.store = options.store;
+    this.network = options.network;
+    this.log = options.log ?? ((m) => console.warn(`[workspace] ${m}`));
+  }
+
+  /**
+   * Runs `fn` under the bot's lock. The caller stops waiting when `signal` fires (the
+   * operation still runs to its end) or when the lock is not free within the lock
+   * timeout ("unavailable"; the operation is then not run).
+   */
+  locked<T>(botId: string, signal: AbortSignal | undefined, fn: () => Promise<T>): Promise<T> {
+    return this.lock.run(lockKey(botId), fn, {
+      ...(signal ? { signal } : {}),
+      timeoutMs: this.options.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS,
+      onOrphanError: (err) => this.log(`${botId}: an operation whose caller went away failed: ${describeError(err)}`),
+    });
+  }
+
+  get stopGraceMs(): number {
+    return this.options.stopGraceMs ?? 10_000;
+  }
+
+  socketDir(botId: string): string {
+    return paths.socketDir(this.options.dataRoot, botId);
+  }
+
+  socketPath(botId: string): string {
+    return paths.socketPath(this.options.dataRoot, botId);
+  }
+
+  logPath(containerId: string): string {
+    return paths.logPath(this.options.dataRoot, containerId);
+  }
+
+  /** The bundle's workspace-contract.json (read once). */
+  readContract(): Contract {
+    if (this.contract) return this.contract;
+    const file = path.join(this.options.runtimePath, "workspace-contract.json");
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(fs.readFileSync(file, "utf8"));
+    } catch (err) {
+      throw new WorkspaceError("internal", `cannot read the runtime bundle's contract ${file}: ${describeError(err)}`, { cause: err });
+    }
+    const p = parsed as { protocolVersion?: unknown; bundleVersion?: unknown };
+    if (typeof p.protocolVersion !== "number") throw new WorkspaceError("internal", `${file} has no numeric protocolVersion`);
+    this.contract = { protocolVersion: p.protocolVersion, bundleVersion: typeof p.bundleVersion === "string" ? p.bundleVersion : "" };
+    return this.contract;
+  }
+
+  resolve(botId: string): Promise<ResolvedContainer> {
+    return resolveContainerId(botId, { store: this.store, containerd: this.cd });
+  }
+
+  async containerExists(containerId: string): Promise<boolean> {
+    try {
+      await this.cd.containers.get(containerId);
+      return true;
+    } catch (err) {
+      if (isNotFound(err)) return false;
+      throw err;
+    }
+  }
+
+  /** The bot's row unless it is gone ("deleted" rows count as gone). */
+  async liveRow(botId: string): Promise<ContainerRow | undefined> {
+    const row = await this.store.getContainerByBot(botId);
+    return row?.status === "deleted" ? undefined : row;
+  }
+
+  /** Marks the row and records the transition; a missing row is not an error here. */
+  async setStatus(containerId: string, status: ContainerStatus, type: string, payload: Record<string, unknown> = {}): Promise<void> {
+    const row = await this.store.getContainer(containerId);
+    if (row === undefined) {
+      await this.store.recordEvent(containerId, type, { ...payload, status });
+      return;
+    }
+    await this.store.setStatus(containerId, status, { type, payload });
+  }
+
+  /** Where the bot's bridge listens: its socket, or <ip>:9090 for a legacy container. */
+  async bridgeTarget(botId: string): Promise<BridgeTarget> {
+    validateBotId(botId);
+    const known = this.routes.get(botId);
+    if (known) return known;
+    const resolved = await this.resolve(botId);
+    if (resolved.legacy) {
+      const cached = this.network.cachedAttachment(resolved.containerId);
+      if (cached) {
+        const target: BridgeTarget = { kind: "tcp", host: cached.ip, port: LEGACY_BRIDGE_PORT };
+        this.routes.set(botId, target);
+        return target;
+      }
+      throw new WorkspaceError("unavailable", `legacy workspace ${resolved.containerId} has no known IP (start it or run reconcile)`);
+    }
+    return { kind: "unix", socketPath: this.socketPath(botId) };
+  }
+
+  setRoute(botId: string, containerId: string, ip: string | undefined): void {
+    if (isLegacyContainerId(containerId) && ip !== undefined) this.routes.set(botId, { kind: "tcp", host: ip, port: LEGACY_BRIDGE_PORT });
+    else this.routes.set(botId, { kind: "unix", socketPath: this.socketPath(botId) });
+  }
+}

@@ -1,0 +1,151 @@
+// Starting a workspace's task, in the order that never leaves it "running but
+// unreachable": create the task (pid known, its netns exists) → CNI ADD on
+// /proc/<pid>/ns/net → Tasks.Start → wait (bounded) until the agent answers Info and
+// speaks the bundle's protocol version. Any failure after the task exists removes the
+// task and its network again, marks the row "error" and returns the error.
+// Callers hold the bot's lock.
+import fs from "node:fs";
+import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { BridgeClient } from "../bridge/client.js";
+import { isLegacyContainerId } from "./botid.js";
+import { targetAddress } from "./bridge-source.js";
+import type { WorkspaceContext } from "./context.js";
+import { WorkspaceError, describeError } from "./errors.js";
+
+export async function startTask(ctx: WorkspaceContext, botId: string, containerId: string): Promise<void> {
+  const existing = await ctx.cd.tasks.status(containerId);
+  if (existing?.status === "running") {
+    // Already running: make sure it is reachable (network and bridge) and say so.
+    await ensureNetworkOfRunning(ctx, botId, containerId, existing.pid);
+    await waitForBridgeOrFail(ctx, botId, containerId);
+    const row = await ctx.store.getContainer(containerId);
+    if (row?.status !== "running") await ctx.setStatus(containerId, "running", "running", { pid: existing.pid, adopted: true });
+    return;
+  }
+  if (existing !== undefined) {
+    // A stopped (or never started) task of an earlier run: clear it and its network.
+    await ctx.cd.tasks.stop(containerId, 0);
+  }
+  await ctx.network.removeNetwork(containerId);
+  ctx.bridges.evict(botId);
+  fs.rmSync(path.join(ctx.socketDir(botId), "bridge.sock"), { force: true });
+  if (!isLegacyContainerId(containerId)) {
+    fs.mkdirSync(ctx.socketDir(botId), { recursive: true, mode: 0o750 });
+  }
+
+  const pid = await ctx.cd.createTask(containerId, { logPath: ctx.logPath(containerId) });
+  let ip: string | undefined;
+  try {
+    const attachment = await ctx.network.setupNetwork(containerId, `/proc/${pid}/ns/net`);
+    ip = attachment.ip;
+  } catch (err) {
+    await undoTask(ctx, containerId, "network setup failed");
+    await ctx.setStatus(containerId, "error", "start_failed", { stage: "network", error: describeError(err) });
+    throw new WorkspaceError("unavailable", `workspace ${containerId} not started: ${describeError(err)}`, { cause: err, reason: "network" });
+  }
+  try {
+    await ctx.cd.tasks.start(containerId);
+  } catch (err) {
+    await undoTask(ctx, containerId, "Tasks.Start failed");
+    await ctx.setStatus(containerId, "error", "start_failed", { stage: "start", error: describeError(err) });
+    throw err;
+  }
+  ctx.setRoute(botId, containerId, ip);
+  ctx.bridges.evict(botId);
+  await waitForBridgeOrFail(ctx, botId, containerId, { undo: true });
+  await ctx.setStatus(containerId, "running", "started", { pid, ip: ip ?? null, legacy: isLegacyContainerId(containerId) });
+}
+
+/** Kills and deletes the task, removes its network; failures are logged (the original error is what the caller gets). */
+export async function undoTask(ctx: WorkspaceContext, containerId: string, why: string): Promise<void> {
+  await ctx.cd.tasks.stop(containerId, 0).catch((e: unknown) => ctx.log(`${containerId}: removing the task after "${why}": ${describeError(e)}`));
+  await ctx.network.removeNetwork(containerId).catch((e: unknown) => ctx.log(`${containerId}: removing the network after "${why}": ${describeError(e)}`));
+}
+
+export async function waitForBridgeOrFail(ctx: WorkspaceContext, botId: string, containerId: string, opts: { undo?: boolean } = {}): Promise<void> {
+  try {
+    await waitForBridge(ctx, botId, containerId);
+  } catch (err) {
+    if (opts.undo) await undoTask(ctx, containerId, "the bridge did not answer");
+    await ctx.setStatus(containerId, "error", "start_failed", { stage: "bridge", error: describeError(err) });
+    throw err;
+  }
+}
+
+/** Bounded wait until the bridge answers Info; then the protocol version must match the bundle's. */
+async function waitForBridge(ctx: WorkspaceContext, botId: string, containerId: string): Promise<void> {
+  const timeoutMs = ctx.options.readyTimeoutMs ?? 15_000;
+  const deadline = Date.now() + timeoutMs;
+  const target = await ctx.bridgeTarget(botId);
+  let last: unknown;
+  while (Date.now() < deadline) {
+    if (target.kind === "unix" && !fs.existsSync(target.socketPath)) {
+      await sleep(20);
+      continue;
+    }
+    // A fresh channel per probe: grpc-js backs off reconnecting a channel that failed.
+    const probe = new BridgeClient(targetAddress(target), {
+      defaultTimeoutMs: Math.max(200, Math.min(3_000, deadline - Date.now())),
+      channelOptions: { "grpc.use_local_subchannel_pool": 1 },
+    });
+    try {
+      const info = await probe.info();
+      const expected = ctx.readContract().protocolVersion;
+      if (info.protocolVersion !== expected) {
+        throw new WorkspaceError("internal", `agent of ${containerId} speaks protocol ${info.protocolVersion}, the runtime bundle's contract says ${expected}`, {
+          reason: "protocol_mismatch",
+        });
+      }
+      return;
+    } catch (err) {
+      if (err instanceof WorkspaceError) throw err;
+      last = err;
+      await sleep(50);
+    } finally {
+      probe.close();
+    }
+  }
+  throw new WorkspaceError("unavailable", `bridge of ${containerId} (${targetAddress(target)}) did not answer within ${timeoutMs} ms${last ? `: ${describeError(last)}` : ""}`, {
+    cause: last,
+    reason: "not_ready",
+  });
+}
+
+/** One Info probe with a short deadline (a fresh channel, no reconnect backoff). */
+export async function probeBridgeWithin(ctx: WorkspaceContext, botId: string, ms: number): Promise<void> {
+  const probe = new BridgeClient(targetAddress(await ctx.bridgeTarget(botId)), { defaultTimeoutMs: ms, channelOptions: { "grpc.use_local_subchannel_pool": 1 } });
+  try {
+    await probe.info();
+  } finally {
+    probe.close();
+  }
+}
+
+/** CHECK the attachment of a running task; when it fails, set it up again. Legacy IPs are re-learned. */
+export async function ensureNetworkOfRunning(ctx: WorkspaceContext, botId: string, containerId: string, pid: number): Promise<"ok" | "renetworked"> {
+  const netns = `/proc/${pid}/ns/net`;
+  let outcome: "ok" | "renetworked" = "ok";
+  let ip = ctx.network.cachedAttachment(containerId)?.ip;
+  try {
+    if (ip === undefined) throw new Error("no cached attachment");
+    await ctx.network.checkNetwork(containerId, netns);
+  } catch (err) {
+    ctx.log(`${containerId}: network check failed (${describeError(err)}); setting it up again`);
+    try {
+      ip = (await ctx.network.setupNetwork(containerId, netns)).ip;
+    } catch (setupErr) {
+      await ctx.setStatus(containerId, "error", "network_failed", { error: describeError(setupErr) });
+      throw new WorkspaceError("unavailable", `workspace ${containerId} runs but its network cannot be set up: ${describeError(setupErr)}`, {
+        cause: setupErr,
+        reason: "network",
+      });
+    }
+    outcome = "renetworked";
+  }
+  const before = ctx.routes.get(botId);
+  ctx.setRoute(botId, containerId, ip);
+  const after = ctx.routes.get(botId);
+  if (before && after && targetAddress(before) !== targetAddress(after)) ctx.bridges.evict(botId);
+  return outcome;
+}

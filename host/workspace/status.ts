@@ -1,0 +1,73 @@
+// What a workspace is right now: its row plus what containerd says (container, task),
+// the bridge route, and whether data outlives the container.
+import type { ContainerRow } from "../store/types.js";
+import { isLegacyContainerId } from "./botid.js";
+import { targetAddress } from "./bridge-source.js";
+import type { WorkspaceContext } from "./context.js";
+
+export interface WorkspaceStatus {
+  botId: string;
+  containerId: string;
+  row: ContainerRow | undefined;
+  containerExists: boolean;
+  /** containerd's task status, or "none". */
+  task: "none" | "created" | "running" | "stopped" | "paused" | "pausing" | "unknown";
+  pid: number | undefined;
+  legacy: boolean;
+  /** The bridge address the manager uses for this bot. */
+  bridge: string;
+  ip: string | undefined;
+  /** Data outlives the container: recorded snapshots, or an orphaned active snapshot of a missing container. */
+  hasPreservedData: boolean;
+}
+
+export async function workspaceStatus(ctx: WorkspaceContext, botId: string): Promise<WorkspaceStatus> {
+  const resolved = await ctx.resolve(botId);
+  const row = await ctx.store.getContainerByBot(botId);
+  const exists = await ctx.containerExists(resolved.containerId);
+  const task = exists ? await ctx.cd.tasks.status(resolved.containerId) : undefined;
+  const route = ctx.routes.get(botId);
+  const hasPreservedData =
+    (await ctx.store.listSnapshots(resolved.containerId)).length > 0 || (!exists && (await ctx.cd.snapshots.exists(resolved.containerId)));
+  return {
+    hasPreservedData,
+    botId,
+    containerId: resolved.containerId,
+    row: row?.status === "deleted" ? undefined : row,
+    containerExists: exists,
+    task: task?.status ?? "none",
+    pid: task?.pid,
+    legacy: resolved.legacy,
+    bridge: route ? targetAddress(route) : `unix:${ctx.socketPath(botId)}`,
+    ip: resolved.legacy ? ctx.network.cachedAttachment(resolved.containerId)?.ip : undefined,
+  };
+}
+
+/** Every workspace the database knows, with live task state. */
+export async function listWorkspaces(ctx: WorkspaceContext): Promise<WorkspaceStatus[]> {
+  const rows = await ctx.store.listContainers();
+  const tasks = new Map((await ctx.cd.tasks.list()).map((t) => [t.id, t]));
+  const containers = new Set((await ctx.cd.containers.list()).map((c) => c.id));
+  const recorded = new Set<string>();
+  for (const row of rows) if ((await ctx.store.listSnapshots(row.containerId)).length > 0) recorded.add(row.containerId);
+  const snapshots = new Set((await ctx.cd.snapshots.list()).map((s) => s.name));
+  return rows
+    .filter((r) => r.status !== "deleted")
+    .map((row) => {
+      const task = tasks.get(row.containerId);
+      const legacy = isLegacyContainerId(row.containerId);
+      const route = ctx.routes.get(row.botId);
+      return {
+        botId: row.botId,
+        containerId: row.containerId,
+        row,
+        containerExists: containers.has(row.containerId),
+        task: task?.status ?? "none",
+        pid: task?.pid,
+        legacy,
+        bridge: route ? targetAddress(route) : `unix:${ctx.socketPath(row.botId)}`,
+        ip: legacy ? ctx.network.cachedAttachment(row.containerId)?.ip : undefined,
+        hasPreservedData: recorded.has(row.containerId) || (!containers.has(row.containerId) && snapshots.has(row.containerId)),
+      };
+    });
+}
