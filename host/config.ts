@@ -7,6 +7,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parse as parseToml } from "smol-toml";
+import type { WorkspaceLimits } from "./store/types.js";
 
 export type PullPolicy = "if_not_present" | "always" | "never";
 
@@ -52,6 +53,16 @@ export interface Config {
   cniIsolation: boolean;
   /** The written default network includes the CNI firewall plugin (MEMOH_CNI_FIREWALL). */
   cniFirewall: boolean;
+  /** Default cgroup limits of a workspace (MEMOH_LIMIT_MEMORY_MB, MEMOH_LIMIT_CPUS, MEMOH_LIMIT_PIDS). */
+  limits: WorkspaceLimits;
+  /** How long a caller waits for a bot's lock before the call is `unavailable` (MEMOH_LOCK_TIMEOUT_MS). */
+  lockTimeoutMs: number;
+  /** Lifecycle events kept per workspace; older ones are pruned (MEMOH_EVENTS_KEEP). */
+  eventsKeep: number;
+  /** A task log larger than this is rotated (MEMOH_TASK_LOG_MAX_MB, in bytes here). */
+  taskLogMaxBytes: number;
+  /** Rotated task logs kept beside the current one (MEMOH_TASK_LOG_KEEP). */
+  taskLogKeep: number;
 }
 
 /** The image `npm run up` builds from this machine's files (works offline). */
@@ -74,7 +85,16 @@ export const DEFAULTS = {
   cniBinDir: "/opt/cni/bin:/usr/lib/cni",
   cniIsolation: true,
   cniFirewall: true,
+  limitMemoryMb: 2048,
+  limitCpus: 2,
+  limitPids: 1024,
+  lockTimeoutMs: 120_000,
+  eventsKeep: 1000,
+  taskLogMaxMb: 10,
+  taskLogKeep: 2,
 };
+
+const MIB = 1024 * 1024;
 
 /** Every problem found, one per line, so an operator fixes them in one go. */
 export class ConfigError extends Error {
@@ -103,7 +123,66 @@ const KEYS = {
   registry_insecure: "MEMOH_REGISTRY_INSECURE",
   cni_isolation: "MEMOH_CNI_ISOLATION",
   cni_firewall: "MEMOH_CNI_FIREWALL",
+  limit_memory_mb: "MEMOH_LIMIT_MEMORY_MB",
+  limit_cpus: "MEMOH_LIMIT_CPUS",
+  limit_pids: "MEMOH_LIMIT_PIDS",
+  lock_timeout_ms: "MEMOH_LOCK_TIMEOUT_MS",
+  events_keep: "MEMOH_EVENTS_KEEP",
+  task_log_max_mb: "MEMOH_TASK_LOG_MAX_MB",
+  task_log_keep: "MEMOH_TASK_LOG_KEEP",
 } as const;
+
+type NumericKey = "limit_memory_mb" | "limit_cpus" | "limit_pids" | "lock_timeout_ms" | "events_keep" | "task_log_max_mb" | "task_log_keep";
+
+interface NumberRule {
+  integer: boolean;
+  min: number;
+  /** Whether min itself is allowed (cpus: more than 0). */
+  minInclusive: boolean;
+  max: number;
+  unit: string;
+}
+
+/**
+ * The numeric settings. The upper bounds keep derived values exact and usable: bytes stay safe
+ * integers, a lock timeout fits a Node timer (a longer one fires at once), pids.max cannot
+ * exceed the kernel's PID_MAX_LIMIT.
+ */
+const NUMBER_RULES: Record<NumericKey, NumberRule> = {
+  limit_memory_mb: { integer: true, min: 16, minInclusive: true, max: 2 ** 32, unit: "MiB" },
+  limit_cpus: { integer: false, min: 0, minInclusive: false, max: 1024, unit: "CPUs" },
+  limit_pids: { integer: true, min: 16, minInclusive: true, max: 4_194_304, unit: "processes" },
+  lock_timeout_ms: { integer: true, min: 100, minInclusive: true, max: 2 ** 31 - 1, unit: "ms" },
+  events_keep: { integer: true, min: 10, minInclusive: true, max: 2 ** 31 - 1, unit: "events" },
+  task_log_max_mb: { integer: true, min: 1, minInclusive: true, max: 2 ** 32, unit: "MiB" },
+  task_log_keep: { integer: true, min: 0, minInclusive: true, max: 20, unit: "files" },
+};
+
+function isNumericKey(key: string): key is NumericKey {
+  return key in NUMBER_RULES;
+}
+
+/** The rule as words: "an integer from 16 to 4294967296 (MiB)", "a number more than 0 and at most 1024 (CPUs)". */
+function describeRule(rule: NumberRule): string {
+  const what = rule.integer ? "an integer" : "a number";
+  const range = rule.minInclusive ? `from ${rule.min} to ${rule.max}` : `more than ${rule.min} and at most ${rule.max}`;
+  return `${what} ${range} (${rule.unit})`;
+}
+
+/** Parses a numeric setting (a TOML number, or the text of a variable); returns an error text when invalid. */
+function parseNumberSetting(value: unknown, rule: NumberRule): number | string {
+  let n: number;
+  if (typeof value === "number") n = value;
+  else if (typeof value === "bigint") n = Number(value);
+  else if (typeof value === "string" && /^\+?(\d+(\.\d*)?|\.\d+)$/.test(value.trim())) n = Number(value.trim());
+  else return `expected ${describeRule(rule)}, got ${JSON.stringify(typeof value === "bigint" ? String(value) : value)}`;
+  const ok =
+    Number.isFinite(n) &&
+    (!rule.integer || Number.isInteger(n)) &&
+    (rule.minInclusive ? n >= rule.min : n > rule.min) &&
+    n <= rule.max;
+  return ok ? n : `expected ${describeRule(rule)}, got ${typeof value === "string" ? JSON.stringify(value) : String(value)}`;
+}
 
 type Key = keyof typeof KEYS;
 
@@ -133,7 +212,7 @@ function configArg(argv: readonly string[], problems: string[]): string | undefi
 }
 
 interface RawValue {
-  value: string | boolean | string[];
+  value: string | boolean | string[] | number;
   /** Where it came from, for error messages. */
   source: string;
   /** Relative paths resolve against this dir. */
@@ -169,7 +248,12 @@ function readFileSection(file: string, problems: string[]): Map<Key, RawValue> {
       problems.push(`${source}: unknown key (known: ${Object.keys(KEYS).join(", ")})`);
       continue;
     }
-    if (typeof value === "string" || typeof value === "boolean") {
+    if (isNumericKey(key)) {
+      // Numbers are checked with their rule below; a quoted number ("2048") is accepted too.
+      if (typeof value === "number" || typeof value === "string") values.set(key, { value, source, baseDir });
+      else if (typeof value === "bigint") values.set(key, { value: Number(value), source, baseDir });
+      else problems.push(`${source}: expected ${describeRule(NUMBER_RULES[key])}, got ${JSON.stringify(value)}`);
+    } else if (typeof value === "string" || typeof value === "boolean") {
       values.set(key as Key, { value, source, baseDir });
     } else if (Array.isArray(value) && value.every((v): v is string => typeof v === "string")) {
       values.set(key as Key, { value, source, baseDir });
@@ -309,6 +393,22 @@ export function loadConfig(opts: LoadConfigOptions = {}): Config {
     }
   }
 
+  const numberSetting = (key: NumericKey, fallback: number): number => {
+    const v = raw.get(key);
+    if (!v) return fallback;
+    const n = parseNumberSetting(v.value, NUMBER_RULES[key]);
+    if (typeof n === "string") {
+      problems.push(`${v.source}: ${n}`);
+      return fallback;
+    }
+    return n;
+  };
+  const limits: WorkspaceLimits = {
+    memoryBytes: numberSetting("limit_memory_mb", DEFAULTS.limitMemoryMb) * MIB,
+    cpus: numberSetting("limit_cpus", DEFAULTS.limitCpus),
+    pids: numberSetting("limit_pids", DEFAULTS.limitPids),
+  };
+
   const config: Config = {
     configFile,
     listen: typeof listen === "string" ? { host: "127.0.0.1", port: 8080 } : listen,
@@ -328,6 +428,11 @@ export function loadConfig(opts: LoadConfigOptions = {}): Config {
     registryInsecure,
     cniIsolation,
     cniFirewall,
+    limits,
+    lockTimeoutMs: numberSetting("lock_timeout_ms", DEFAULTS.lockTimeoutMs),
+    eventsKeep: numberSetting("events_keep", DEFAULTS.eventsKeep),
+    taskLogMaxBytes: numberSetting("task_log_max_mb", DEFAULTS.taskLogMaxMb) * MIB,
+    taskLogKeep: numberSetting("task_log_keep", DEFAULTS.taskLogKeep),
   };
   if (problems.length) throw new ConfigError(problems);
   return config;
@@ -354,7 +459,7 @@ function checkPemBundle(file: string): string | undefined {
   return undefined;
 }
 
-function parseBool(v: string | boolean | string[]): boolean | undefined {
+function parseBool(v: RawValue["value"]): boolean | undefined {
   if (typeof v === "boolean") return v;
   if (typeof v !== "string") return undefined;
   const s = v.trim().toLowerCase();

@@ -1,11 +1,23 @@
 #!/usr/bin/env bash
 # Installs what building and testing memoh-workspace needs on Debian 12, then the npm
 # dependencies. Idempotent and quiet: prints only what it changes. Run as root.
+#   scripts/setup.sh [--postgres]
+# --postgres (what the tests use): also makes sure a PostgreSQL answers on 127.0.0.1:5432
+# ($TEST_PG_PORT) with the tests' database, installing and starting Debian's when nothing
+# answers (scripts/setup-postgres.sh). `npm run up` does without: it embeds PGlite.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 die() { echo "setup: $*" >&2; exit 1; }
+
+with_postgres=no
+for arg in "$@"; do
+  case "$arg" in
+    --postgres) with_postgres=yes ;;
+    *) die "unknown argument ${arg@Q} (known: --postgres)" ;;
+  esac
+done
 
 # containerd+runc run the workspaces, containernetworking-plugins/iptables/iproute2 give them
 # a network, patchelf+tini(-static) build the runtime bundle, busybox-static and procps go into
@@ -68,4 +80,8 @@ if [ ! -f "$pty_addon" ]; then
   fi
   npm rebuild node-pty --foreground-scripts --loglevel=error || die "npm rebuild node-pty failed"
   [ -f "$pty_addon" ] || die "$pty_addon is missing after npm rebuild (is node-pty listed in package.json allowScripts?)"
+fi
+
+if [ "$with_postgres" = yes ]; then
+  bash "$repo/scripts/setup-postgres.sh"
 fi

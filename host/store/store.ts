@@ -10,6 +10,7 @@ import type {
   SnapshotRow,
   Store,
   UpsertContainer,
+  WorkspaceLimits,
 } from "./types.js";
 
 export type StoreErrorCode = "conflict" | "not_found" | "invalid";
@@ -79,6 +80,11 @@ interface ContainerDbRow {
   auto_start: boolean;
   container_path: string;
   cdi_devices: unknown;
+  memory_limit_bytes: unknown;
+  cpu_limit: unknown;
+  pids_limit: unknown;
+  oom_kills: unknown;
+  last_oom_at: unknown;
   created_at: unknown;
   updated_at: unknown;
   last_started_at: unknown;
@@ -95,6 +101,43 @@ function toStringArray(v: unknown): string[] {
   throw new StoreError("invalid", `expected a text[] in the database, got ${JSON.stringify(v)}`);
 }
 
+/**
+ * A bigint or integer column as a number: pg returns int8 as a string (it may exceed 2^53),
+ * PGlite as a number or a bigint. A value past Number.MAX_SAFE_INTEGER is refused, not rounded.
+ */
+function toSafeInteger(v: unknown, column: string): number {
+  const n = typeof v === "string" && /^-?\d+$/.test(v) ? Number(v) : typeof v === "bigint" ? Number(v) : v;
+  if (typeof n === "number" && Number.isSafeInteger(n)) return n;
+  throw new StoreError("invalid", `${column}: expected an integer the program can represent exactly, got ${String(v)}`);
+}
+
+function toLimits(r: ContainerDbRow): WorkspaceLimits | undefined {
+  if (r.memory_limit_bytes === null && r.cpu_limit === null && r.pids_limit === null) return undefined;
+  const cpus = typeof r.cpu_limit === "string" ? Number(r.cpu_limit) : r.cpu_limit;
+  if (typeof cpus !== "number" || !Number.isFinite(cpus)) throw new StoreError("invalid", `cpu_limit: expected a number, got ${String(r.cpu_limit)}`);
+  return {
+    memoryBytes: toSafeInteger(r.memory_limit_bytes, "memory_limit_bytes"),
+    cpus,
+    pids: toSafeInteger(r.pids_limit, "pids_limit"),
+  };
+}
+
+const MAX_INT4 = 2 ** 31 - 1;
+
+/** Why limits cannot be stored, or undefined when they can (the table's CHECK says the same, later). */
+export function checkLimits(limits: unknown): string | undefined {
+  if (typeof limits !== "object" || limits === null) return "limits must be an object { memoryBytes, cpus, pids }";
+  const { memoryBytes, cpus, pids } = limits as Record<string, unknown>;
+  if (typeof memoryBytes !== "number" || !Number.isSafeInteger(memoryBytes) || memoryBytes <= 0) {
+    return `memoryBytes must be a positive integer, got ${String(memoryBytes)}`;
+  }
+  if (typeof cpus !== "number" || !Number.isFinite(cpus) || cpus <= 0) return `cpus must be a positive number, got ${String(cpus)}`;
+  if (typeof pids !== "number" || !Number.isInteger(pids) || pids <= 0 || pids > MAX_INT4) {
+    return `pids must be a positive integer up to ${MAX_INT4}, got ${String(pids)}`;
+  }
+  return undefined;
+}
+
 function mapContainer(r: ContainerDbRow): ContainerRow {
   return {
     botId: r.bot_id,
@@ -106,6 +149,9 @@ function mapContainer(r: ContainerDbRow): ContainerRow {
     autoStart: r.auto_start,
     containerPath: r.container_path,
     cdiDevices: toStringArray(r.cdi_devices),
+    limits: toLimits(r),
+    oomKills: toSafeInteger(r.oom_kills, "oom_kills"),
+    lastOomAt: r.last_oom_at === null || r.last_oom_at === undefined ? undefined : toDate(r.last_oom_at),
     createdAt: toDate(r.created_at),
     updatedAt: toDate(r.updated_at),
     lastStartedAt: toDateOrNull(r.last_started_at),
@@ -180,7 +226,8 @@ function mapEvent(r: EventDbRow): LifecycleEventRow {
 }
 
 const CONTAINER_COLUMNS =
-  "bot_id, container_id, container_name, image, status, namespace, auto_start, container_path, cdi_devices, created_at, updated_at, last_started_at, last_stopped_at";
+  "bot_id, container_id, container_name, image, status, namespace, auto_start, container_path, cdi_devices, " +
+  "memory_limit_bytes, cpu_limit, pids_limit, oom_kills, last_oom_at, created_at, updated_at, last_started_at, last_stopped_at";
 const SNAPSHOT_COLUMNS = "id, container_id, runtime_snapshot_name, display_name, parent, snapshotter, source, created_at";
 const VERSION_COLUMNS = "id, container_id, snapshot_id, version, created_at";
 const EVENT_COLUMNS = "id, container_id, event_type, payload, created_at";
@@ -229,10 +276,17 @@ export class SqlStore implements Store {
   }
 
   upsertContainer(row: UpsertContainer): Promise<ContainerRow> {
-    return guard(`container ${row.containerId} for bot ${row.botId}`, async () => {
+    const what = `container ${row.containerId} for bot ${row.botId}`;
+    return guard(what, async () => {
+      const limits = row.limits;
+      if (limits !== undefined) {
+        const problem = checkLimits(limits);
+        if (problem) throw new StoreError("invalid", `${what}: ${problem}`);
+      }
       const { rows } = await this.db.query<ContainerDbRow>(
-        `INSERT INTO containers (bot_id, container_id, container_name, image, status, namespace, auto_start, container_path, cdi_devices)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::text[])
+        `INSERT INTO containers (bot_id, container_id, container_name, image, status, namespace, auto_start, container_path, cdi_devices,
+                                 memory_limit_bytes, cpu_limit, pids_limit)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::text[], $10::bigint, $11::double precision, $12::integer)
          ON CONFLICT (bot_id) DO UPDATE SET
            container_id = EXCLUDED.container_id,
            container_name = EXCLUDED.container_name,
@@ -242,9 +296,25 @@ export class SqlStore implements Store {
            auto_start = EXCLUDED.auto_start,
            container_path = EXCLUDED.container_path,
            cdi_devices = EXCLUDED.cdi_devices,
+           memory_limit_bytes = EXCLUDED.memory_limit_bytes,
+           cpu_limit = EXCLUDED.cpu_limit,
+           pids_limit = EXCLUDED.pids_limit,
            updated_at = now()
          RETURNING ${CONTAINER_COLUMNS}`,
-        [row.botId, row.containerId, row.containerName, row.image, row.status, row.namespace, row.autoStart, row.containerPath, row.cdiDevices],
+        [
+          row.botId,
+          row.containerId,
+          row.containerName,
+          row.image,
+          row.status,
+          row.namespace,
+          row.autoStart,
+          row.containerPath,
+          row.cdiDevices,
+          limits === undefined ? null : String(limits.memoryBytes),
+          limits?.cpus ?? null,
+          limits?.pids ?? null,
+        ],
       );
       return mapContainer(rows[0]!);
     });
@@ -279,6 +349,48 @@ export class SqlStore implements Store {
     await this.db.query("DELETE FROM containers WHERE container_id = $1", [containerId]);
   }
 
+  setLimits(containerId: string, limits: WorkspaceLimits, event?: { type?: string; payload?: Record<string, unknown> }): Promise<ContainerRow> {
+    const what = `limits of container ${containerId}`;
+    return guard(what, async () => {
+      const problem = checkLimits(limits);
+      if (problem) throw new StoreError("invalid", `${what}: ${problem}`);
+      return this.db.transaction(async (tx) => {
+        const before = await tx.query<ContainerDbRow>(`SELECT ${CONTAINER_COLUMNS} FROM containers WHERE container_id = $1 FOR UPDATE`, [
+          containerId,
+        ]);
+        if (!before.rows[0]) throw new StoreError("not_found", `container ${containerId} is not in the database`);
+        const from = toLimits(before.rows[0]) ?? null;
+        const { rows } = await tx.query<ContainerDbRow>(
+          `UPDATE containers SET
+             memory_limit_bytes = $2::bigint, cpu_limit = $3::double precision, pids_limit = $4::integer, updated_at = now()
+           WHERE container_id = $1
+           RETURNING ${CONTAINER_COLUMNS}`,
+          [containerId, String(limits.memoryBytes), limits.cpus, limits.pids],
+        );
+        const to = { memoryBytes: limits.memoryBytes, cpus: limits.cpus, pids: limits.pids };
+        await insertEvent(tx, containerId, event?.type ?? "limits_changed", { ...event?.payload, from, to });
+        return mapContainer(rows[0]!);
+      });
+    });
+  }
+
+  recordOom(containerId: string, payload: Record<string, unknown> = {}): Promise<number> {
+    return guard(`OOM kill of container ${containerId}`, () =>
+      this.db.transaction(async (tx) => {
+        // One UPDATE reads and writes the count under the row lock: concurrent calls queue
+        // on it and none is lost.
+        const { rows } = await tx.query<{ oom_kills: unknown }>(
+          "UPDATE containers SET oom_kills = oom_kills + 1, last_oom_at = now() WHERE container_id = $1 RETURNING oom_kills",
+          [containerId],
+        );
+        if (!rows[0]) throw new StoreError("not_found", `container ${containerId} is not in the database`);
+        const oomKills = toSafeInteger(rows[0].oom_kills, "oom_kills");
+        await insertEvent(tx, containerId, "oom", { ...payload, oomKills });
+        return oomKills;
+      }),
+    );
+  }
+
   async recordEvent(containerId: string, eventType: string, payload: Record<string, unknown> = {}): Promise<void> {
     await insertEvent(this.db, containerId, eventType, payload);
   }
@@ -289,6 +401,39 @@ export class SqlStore implements Store {
       [containerId, Math.max(1, Math.floor(limit))],
     );
     return rows.map(mapEvent);
+  }
+
+  async pruneEvents(keepPerContainer: number): Promise<number> {
+    if (!Number.isSafeInteger(keepPerContainer) || keepPerContainer < 0) {
+      throw new StoreError("invalid", `pruneEvents: keepPerContainer must be a non-negative integer, got ${String(keepPerContainer)}`);
+    }
+    // Every step walks lifecycle_events_container_idx (container_id, created_at DESC, id DESC):
+    // the recursive part jumps from one container_id to the next (one index probe each, instead
+    // of reading every row to find the distinct ids), and for each container the lateral part
+    // skips its newest N entries in index order and returns the ids after them.
+    const { rowCount } = await this.db.query(
+      `WITH RECURSIVE containers_with_events AS (
+         (SELECT container_id FROM lifecycle_events ORDER BY container_id LIMIT 1)
+         UNION ALL
+         SELECT (SELECT e.container_id FROM lifecycle_events e WHERE e.container_id > c.container_id ORDER BY e.container_id LIMIT 1)
+         FROM containers_with_events c
+         WHERE c.container_id IS NOT NULL
+       )
+       DELETE FROM lifecycle_events
+       WHERE id IN (
+         SELECT old.id
+         FROM containers_with_events c
+         CROSS JOIN LATERAL (
+           SELECT e.id FROM lifecycle_events e
+           WHERE e.container_id = c.container_id
+           ORDER BY e.created_at DESC, e.id DESC
+           OFFSET $1
+         ) old
+         WHERE c.container_id IS NOT NULL
+       )`,
+      [keepPerContainer],
+    );
+    return rowCount;
   }
 
   addSnapshot(row: Omit<SnapshotRow, "id" | "createdAt">): Promise<SnapshotRow> {

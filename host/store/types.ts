@@ -3,6 +3,16 @@
 
 export type ContainerStatus = "creating" | "running" | "stopped" | "error" | "deleting" | "deleted";
 
+/** The cgroup limits a workspace runs with: all three, or none (the manager's defaults). */
+export interface WorkspaceLimits {
+  /** Memory limit in bytes (memory.max); swap is not granted on top. */
+  memoryBytes: number;
+  /** CPU quota in CPUs (0.5 = half of one CPU). */
+  cpus: number;
+  /** Maximum number of processes and threads (pids.max). */
+  pids: number;
+}
+
 export interface ContainerRow {
   botId: string;
   containerId: string;
@@ -15,14 +25,24 @@ export interface ContainerRow {
   containerPath: string;
   /** Fully-qualified CDI device names the container was created with (re-applied on rebuild). */
   cdiDevices: string[];
+  /** Limits the container was created with; undefined for a row from before limits (the manager's defaults apply). */
+  limits: WorkspaceLimits | undefined;
+  /** How many times the kernel's OOM killer killed something in the workspace. */
+  oomKills: number;
+  lastOomAt: Date | undefined;
   createdAt: Date;
   updatedAt: Date;
   lastStartedAt: Date | null;
   lastStoppedAt: Date | null;
 }
 
-/** A container row as written: the timestamps are the database's to set. */
-export type UpsertContainer = Omit<ContainerRow, "createdAt" | "updatedAt" | "lastStartedAt" | "lastStoppedAt">;
+/**
+ * A container row as written: the timestamps and the OOM count are the database's to set.
+ * `limits` undefined stores none (the manager's defaults apply).
+ */
+export type UpsertContainer = Omit<ContainerRow, "createdAt" | "updatedAt" | "lastStartedAt" | "lastStoppedAt" | "limits" | "oomKills" | "lastOomAt"> & {
+  limits?: WorkspaceLimits | undefined;
+};
 
 export interface SnapshotRow {
   id: number;
@@ -60,14 +80,23 @@ export interface Store {
   getContainerByBot(botId: string): Promise<ContainerRow | undefined>;
   getContainer(containerId: string): Promise<ContainerRow | undefined>;
   listContainers(filter?: { autoStart?: boolean; status?: ContainerStatus }): Promise<ContainerRow[]>;
-  /** Insert or replace the bot's row (unique on bot_id and on container_id). */
+  /**
+   * Insert or replace the bot's row (unique on bot_id and on container_id). Replacing keeps the
+   * OOM count and time: they belong to the bot's workspace, not to one container of it.
+   */
   upsertContainer(row: UpsertContainer): Promise<ContainerRow>;
   /** Sets status (and last_started_at / last_stopped_at for running / stopped); records a lifecycle event in the same transaction. */
   setStatus(containerId: string, status: ContainerStatus, event?: { type: string; payload?: Record<string, unknown> }): Promise<void>;
   deleteContainer(containerId: string): Promise<void>;
+  /** Sets the container's limits and records a `limits_changed` event (payload: from, to) in one transaction. */
+  setLimits(containerId: string, limits: WorkspaceLimits, event?: { type?: string; payload?: Record<string, unknown> }): Promise<ContainerRow>;
+  /** Counts an OOM kill (oom_kills + 1, last_oom_at = now) and records an `oom` event in one transaction; returns the new count. */
+  recordOom(containerId: string, payload?: Record<string, unknown>): Promise<number>;
 
   recordEvent(containerId: string, eventType: string, payload?: Record<string, unknown>): Promise<void>;
   listEvents(containerId: string, limit?: number): Promise<LifecycleEventRow[]>;
+  /** Deletes all but the newest `keepPerContainer` events of every container; returns how many were deleted. */
+  pruneEvents(keepPerContainer: number): Promise<number>;
 
   addSnapshot(row: Omit<SnapshotRow, "id" | "createdAt">): Promise<SnapshotRow>;
   listSnapshots(containerId: string): Promise<SnapshotRow[]>;

@@ -70,7 +70,7 @@ function isStoreError(code: StoreError["code"], pattern: RegExp) {
   };
 }
 
-function suite(makeBackend: () => Promise<Backend>, name: string) {
+function suite(makeBackend: () => Promise<Backend>, name: Backend["name"]) {
   describe(`store on ${name}`, () => {
     let backend: Backend;
     let store: SqlStore;
@@ -330,6 +330,156 @@ function suite(makeBackend: () => Promise<Backend>, name: string) {
       store = await backend.open();
       assert.equal((await store.getContainerByBot("kappa"))?.status, "running");
       assert.equal((await store.getContainerByBot("alpha"))?.image, "other:1");
+    });
+
+    test("limits round-trip; a row without them reads undefined; invalid limits are refused and change nothing", async () => {
+      const limits = { memoryBytes: 6 * 1024 ** 3 + 1, cpus: 0.5, pids: 512 };
+      const row = await store.upsertContainer(container("lambda", { limits }));
+      assert.deepEqual(row.limits, limits);
+      assert.equal(row.oomKills, 0);
+      assert.equal(row.lastOomAt, undefined);
+      assert.deepEqual((await store.getContainerByBot("lambda"))?.limits, limits);
+      assert.deepEqual((await store.listContainers()).find((c) => c.botId === "lambda")?.limits, limits);
+      // More than 2^32 bytes: the bigint survives pg's string form exactly.
+      const big = { memoryBytes: 2 ** 52 + 3, cpus: 1024, pids: 2 ** 31 - 1 };
+      assert.deepEqual((await store.upsertContainer(container("lambda", { limits: big }))).limits, big);
+      // Replacing the row without limits stores none: the manager's defaults apply.
+      assert.equal((await store.upsertContainer(container("lambda"))).limits, undefined);
+      assert.equal((await store.getContainerByBot("lambda"))?.limits, undefined);
+
+      for (const bad of [
+        { memoryBytes: 0, cpus: 1, pids: 10 },
+        { memoryBytes: 1.5, cpus: 1, pids: 10 },
+        { memoryBytes: 2 ** 53, cpus: 1, pids: 10 },
+        { memoryBytes: 1024, cpus: 0, pids: 10 },
+        { memoryBytes: 1024, cpus: Number.NaN, pids: 10 },
+        { memoryBytes: 1024, cpus: Number.POSITIVE_INFINITY, pids: 10 },
+        { memoryBytes: 1024, cpus: 1, pids: 2 ** 31 },
+        { memoryBytes: 1024, cpus: 1, pids: -1 },
+      ]) {
+        await assert.rejects(store.upsertContainer(container("lambda", { limits: bad })), isStoreError("invalid", /container workspace-lambda for bot lambda: (memoryBytes|cpus|pids) must be/));
+        await assert.rejects(store.setLimits("workspace-lambda", bad), isStoreError("invalid", /limits of container workspace-lambda: (memoryBytes|cpus|pids) must be/));
+      }
+      assert.equal((await store.getContainerByBot("lambda"))?.limits, undefined);
+      assert.deepEqual(
+        (await store.listEvents("workspace-lambda")).filter((e) => e.eventType === "limits_changed"),
+        [],
+      );
+      // The table refuses half a set of limits even from SQL that bypasses the store.
+      await assert.rejects(
+        store.db.query("UPDATE containers SET memory_limit_bytes = 1024 WHERE container_id = 'workspace-lambda'"),
+        /containers_limits_check/,
+      );
+      await assert.rejects(
+        store.db.query("UPDATE containers SET memory_limit_bytes = 1024, cpu_limit = 'NaN', pids_limit = 1 WHERE container_id = 'workspace-lambda'"),
+        /containers_limits_check/,
+      );
+    });
+
+    test("rows written before the limits migration read limits undefined and no OOM kills", async () => {
+      const older = await makeBackend();
+      try {
+        const files = await loadMigrations();
+        const limitsMigration = files.find((m) => m.name === "workspace_limits");
+        assert.ok(limitsMigration, "a workspace_limits migration exists");
+        let s = await older.open({ migrations: files.filter((m) => m.version < limitsMigration.version) });
+        await s.db.query(
+          `INSERT INTO containers (bot_id, container_id, container_name, image, status, namespace, auto_start, container_path)
+           VALUES ('old', 'workspace-old', 'workspace-old', 'img', 'stopped', 'ns', true, '/p')`,
+        );
+        await s.close();
+        s = await older.open();
+        try {
+          const row = await s.getContainerByBot("old");
+          assert.equal(row?.status, "stopped");
+          assert.equal(row?.limits, undefined);
+          assert.equal(row?.oomKills, 0);
+          assert.equal(row?.lastOomAt, undefined);
+        } finally {
+          await s.close();
+        }
+      } finally {
+        await older.destroy();
+      }
+    });
+
+    test("setLimits updates the row and records limits_changed with from and to, in one transaction", async () => {
+      await store.upsertContainer(container("mu"));
+      const first = { memoryBytes: 2048 * 1024 * 1024, cpus: 2, pids: 1024 };
+      const updated = await store.setLimits("workspace-mu", first);
+      assert.deepEqual(updated.limits, first);
+      assert.deepEqual((await store.getContainer("workspace-mu"))?.limits, first);
+      const second = { memoryBytes: 512 * 1024 * 1024, cpus: 0.25, pids: 64 };
+      await store.setLimits("workspace-mu", second, { payload: { by: "admin" } });
+      assert.deepEqual((await store.getContainer("workspace-mu"))?.limits, second);
+      const events = (await store.listEvents("workspace-mu")).filter((e) => e.eventType === "limits_changed");
+      assert.deepEqual(
+        events.map((e) => e.payload),
+        [
+          { by: "admin", from: first, to: second },
+          { from: null, to: first },
+        ],
+      );
+      await assert.rejects(store.setLimits("workspace-nobody", first), isStoreError("not_found", /workspace-nobody/));
+      assert.deepEqual(await store.listEvents("workspace-nobody"), []);
+    });
+
+    test("recordOom counts every kill under concurrency and records an oom event for each", async () => {
+      await store.upsertContainer(container("nu"));
+      const counts = await Promise.all(Array.from({ length: 20 }, (_, i) => store.recordOom("workspace-nu", { pid: 100 + i })));
+      assert.deepEqual(
+        counts.sort((a, b) => a - b),
+        Array.from({ length: 20 }, (_, i) => i + 1),
+      );
+      const row = await store.getContainer("workspace-nu");
+      assert.equal(row?.oomKills, 20);
+      assert.ok(row?.lastOomAt instanceof Date);
+      const events = (await store.listEvents("workspace-nu", 100)).filter((e) => e.eventType === "oom");
+      assert.equal(events.length, 20);
+      assert.deepEqual(
+        events.map((e) => e.payload.oomKills).sort((a, b) => Number(a) - Number(b)),
+        Array.from({ length: 20 }, (_, i) => i + 1),
+      );
+      // Replacing the row (a rebuild) keeps the bot's OOM history.
+      assert.equal((await store.upsertContainer(container("nu", { status: "running" }))).oomKills, 20);
+      await assert.rejects(store.recordOom("workspace-nobody"), isStoreError("not_found", /workspace-nobody/));
+      assert.deepEqual(await store.listEvents("workspace-nobody"), []);
+    });
+
+    test("pruneEvents keeps exactly the newest N of each container and counts what it deleted", async () => {
+      // Events of containers that are not in the table count too (the audit trail outlives rows).
+      const ids = ["prune-a", "prune-b", "prune-c"];
+      const written = { "prune-a": 12, "prune-b": 3, "prune-c": 7 } as Record<string, number>;
+      for (const id of ids) {
+        for (let i = 0; i < written[id]!; i++) await store.recordEvent(id, "tick", { i });
+      }
+      const before = new Map<string, number>();
+      for (const { container_id, n } of (
+        await store.db.query<{ container_id: string; n: unknown }>("SELECT container_id, count(*) AS n FROM lifecycle_events GROUP BY container_id")
+      ).rows) {
+        before.set(container_id, Number(n));
+      }
+      const keep = 5;
+      const expectedDeleted = [...before.values()].reduce((sum, n) => sum + Math.max(0, n - keep), 0);
+      assert.ok(expectedDeleted >= 7 + 2, "the suite wrote enough events to prune");
+
+      assert.equal(await store.pruneEvents(keep), expectedDeleted);
+      for (const [id, n] of before) {
+        assert.equal((await store.listEvents(id, 1000)).length, Math.min(n, keep), id);
+      }
+      // The survivors are the newest ones.
+      assert.deepEqual(
+        (await store.listEvents("prune-a", 1000)).map((e) => e.payload.i),
+        [11, 10, 9, 8, 7],
+      );
+      assert.deepEqual(
+        (await store.listEvents("prune-b", 1000)).map((e) => e.payload.i),
+        [2, 1, 0],
+      );
+      assert.equal(await store.pruneEvents(keep), 0, "a second prune finds nothing");
+      await assert.rejects(store.pruneEvents(-1), isStoreError("invalid", /keepPerContainer must be a non-negative integer/));
+      await assert.rejects(store.pruneEvents(1.5), isStoreError("invalid", /keepPerContainer/));
+      assert.equal((await store.listEvents("prune-a", 1000)).length, keep);
     });
 
     if (name === "postgres") {

@@ -56,6 +56,11 @@ test("defaults without a file or environment", async () => {
     registryInsecure: [],
     cniIsolation: true,
     cniFirewall: true,
+    limits: { memoryBytes: 2048 * 1024 * 1024, cpus: 2, pids: 1024 },
+    lockTimeoutMs: 120_000,
+    eventsKeep: 1000,
+    taskLogMaxBytes: 10 * 1024 * 1024,
+    taskLogKeep: 2,
   });
 });
 
@@ -217,4 +222,113 @@ test("registry_insecure / MEMOH_REGISTRY_INSECURE: registry hosts allowed plain 
   const found = problems(() => loadConfig({ env: { MEMOH_REGISTRY_INSECURE: "http://a.lan,b.lan/x" }, cwd }));
   assert.ok(found.some((p) => /\$MEMOH_REGISTRY_INSECURE: "http:\/\/a\.lan" is not a registry host/.test(p)), found.join("\n"));
   assert.ok(found.some((p) => /"b\.lan\/x" is not a registry host/.test(p)), found.join("\n"));
+});
+
+test("limits, lock timeout, event and task-log retention: from the file, the environment winning", async () => {
+  const cwd = await workdir(
+    "limits",
+    `
+[workspace]
+limit_memory_mb = 512
+limit_cpus = 0.5
+limit_pids = 256
+lock_timeout_ms = 30000
+events_keep = 50
+task_log_max_mb = 3
+task_log_keep = 0
+`,
+  );
+  const fromFile = loadConfig({ env: {}, cwd });
+  assert.deepEqual(fromFile.limits, { memoryBytes: 512 * 1024 * 1024, cpus: 0.5, pids: 256 });
+  assert.equal(fromFile.lockTimeoutMs, 30_000);
+  assert.equal(fromFile.eventsKeep, 50);
+  assert.equal(fromFile.taskLogMaxBytes, 3 * 1024 * 1024);
+  assert.equal(fromFile.taskLogKeep, 0);
+
+  const fromEnv = loadConfig({
+    env: {
+      MEMOH_LIMIT_MEMORY_MB: "16",
+      MEMOH_LIMIT_CPUS: "3",
+      MEMOH_LIMIT_PIDS: " 4096 ",
+      MEMOH_LOCK_TIMEOUT_MS: "100",
+      MEMOH_EVENTS_KEEP: "10",
+      MEMOH_TASK_LOG_MAX_MB: "1",
+      MEMOH_TASK_LOG_KEEP: "20",
+    },
+    cwd,
+  });
+  assert.deepEqual(fromEnv.limits, { memoryBytes: 16 * 1024 * 1024, cpus: 3, pids: 4096 });
+  assert.equal(fromEnv.lockTimeoutMs, 100);
+  assert.equal(fromEnv.eventsKeep, 10);
+  assert.equal(fromEnv.taskLogMaxBytes, 1024 * 1024);
+  assert.equal(fromEnv.taskLogKeep, 20);
+
+  // One variable overrides its own setting only; fractional CPUs and a quoted number in the file work.
+  const mixed = await workdir("limits-mixed", `[workspace]\nlimit_cpus = "1.25"\nlimit_pids = 100\n`);
+  const m = loadConfig({ env: { MEMOH_LIMIT_CPUS: ".75" }, cwd: mixed });
+  assert.deepEqual(m.limits, { memoryBytes: 2048 * 1024 * 1024, cpus: 0.75, pids: 100 });
+  assert.equal(loadConfig({ env: {}, cwd: mixed }).limits.cpus, 1.25);
+});
+
+test("each invalid limit or retention value is a clear error naming where it came from", async () => {
+  const cases: Array<[string, string, RegExp]> = [
+    ["MEMOH_LIMIT_MEMORY_MB", "15", /^\$MEMOH_LIMIT_MEMORY_MB: expected an integer from 16 to 4294967296 \(MiB\), got "15"$/],
+    ["MEMOH_LIMIT_MEMORY_MB", "2048.5", /^\$MEMOH_LIMIT_MEMORY_MB: expected an integer from 16/],
+    ["MEMOH_LIMIT_MEMORY_MB", "2g", /^\$MEMOH_LIMIT_MEMORY_MB: expected an integer from 16 .* got "2g"$/],
+    ["MEMOH_LIMIT_MEMORY_MB", "4294967297", /^\$MEMOH_LIMIT_MEMORY_MB: expected an integer from 16 to 4294967296/],
+    ["MEMOH_LIMIT_CPUS", "0", /^\$MEMOH_LIMIT_CPUS: expected a number more than 0 and at most 1024 \(CPUs\), got "0"$/],
+    ["MEMOH_LIMIT_CPUS", "-1", /^\$MEMOH_LIMIT_CPUS: expected a number more than 0 and at most 1024/],
+    ["MEMOH_LIMIT_CPUS", "1024.5", /^\$MEMOH_LIMIT_CPUS: expected a number more than 0 and at most 1024/],
+    ["MEMOH_LIMIT_CPUS", "NaN", /^\$MEMOH_LIMIT_CPUS: expected a number/],
+    ["MEMOH_LIMIT_CPUS", "1e3", /^\$MEMOH_LIMIT_CPUS: expected a number/],
+    ["MEMOH_LIMIT_PIDS", "15", /^\$MEMOH_LIMIT_PIDS: expected an integer from 16 to 4194304 \(processes\), got "15"$/],
+    ["MEMOH_LIMIT_PIDS", "many", /^\$MEMOH_LIMIT_PIDS: expected an integer from 16/],
+    ["MEMOH_LOCK_TIMEOUT_MS", "99", /^\$MEMOH_LOCK_TIMEOUT_MS: expected an integer from 100 to 2147483647 \(ms\), got "99"$/],
+    ["MEMOH_LOCK_TIMEOUT_MS", "2147483648", /^\$MEMOH_LOCK_TIMEOUT_MS: expected an integer from 100 to 2147483647/],
+    ["MEMOH_EVENTS_KEEP", "9", /^\$MEMOH_EVENTS_KEEP: expected an integer from 10 to 2147483647 \(events\), got "9"$/],
+    ["MEMOH_TASK_LOG_MAX_MB", "0", /^\$MEMOH_TASK_LOG_MAX_MB: expected an integer from 1 to 4294967296 \(MiB\), got "0"$/],
+    ["MEMOH_TASK_LOG_MAX_MB", "0.5", /^\$MEMOH_TASK_LOG_MAX_MB: expected an integer from 1/],
+    ["MEMOH_TASK_LOG_KEEP", "21", /^\$MEMOH_TASK_LOG_KEEP: expected an integer from 0 to 20 \(files\), got "21"$/],
+    ["MEMOH_TASK_LOG_KEEP", "-1", /^\$MEMOH_TASK_LOG_KEEP: expected an integer from 0 to 20/],
+  ];
+  const cwd = await workdir("bad-limits");
+  for (const [name, value, re] of cases) {
+    const found = problems(() => loadConfig({ env: { [name]: value }, cwd }));
+    assert.equal(found.length, 1, `${name}=${value}: ${found.join("\n")}`);
+    assert.match(found[0]!, re, `${name}=${value}`);
+  }
+
+  // In the file: wrong types and values, all reported at once with the file and key.
+  const bad = await workdir(
+    "bad-limits-file",
+    `[workspace]\nlimit_memory_mb = 8\nlimit_cpus = 0\nlimit_pids = true\nlock_timeout_ms = 1.5\nevents_keep = [100]\ntask_log_max_mb = "big"\ntask_log_keep = 21\n`,
+  );
+  const file = path.join(bad, "memoh-workspace.toml");
+  const found = problems(() => loadConfig({ env: {}, cwd: bad }));
+  const expected = [
+    `${file} [workspace].limit_memory_mb: expected an integer from 16 to 4294967296 (MiB), got 8`,
+    `${file} [workspace].limit_cpus: expected a number more than 0 and at most 1024 (CPUs), got 0`,
+    `${file} [workspace].limit_pids: expected an integer from 16 to 4194304 (processes), got true`,
+    `${file} [workspace].lock_timeout_ms: expected an integer from 100 to 2147483647 (ms), got 1.5`,
+    `${file} [workspace].events_keep: expected an integer from 10 to 2147483647 (events), got [100]`,
+    `${file} [workspace].task_log_max_mb: expected an integer from 1 to 4294967296 (MiB), got "big"`,
+    `${file} [workspace].task_log_keep: expected an integer from 0 to 20 (files), got 21`,
+  ];
+  assert.deepEqual([...found].sort(), [...expected].sort());
+
+  // A variable wins over a bad number in the file; a value of the wrong type (not a number or
+  // a string) is a broken file and reported anyway, like every other key's.
+  assert.deepEqual(
+    problems(() =>
+      loadConfig({
+        env: { MEMOH_LIMIT_MEMORY_MB: "64", MEMOH_LIMIT_CPUS: "1", MEMOH_LIMIT_PIDS: "64", MEMOH_LOCK_TIMEOUT_MS: "1000", MEMOH_EVENTS_KEEP: "100", MEMOH_TASK_LOG_MAX_MB: "5" },
+        cwd: bad,
+      }),
+    ).sort(),
+    [
+      `${file} [workspace].events_keep: expected an integer from 10 to 2147483647 (events), got [100]`,
+      `${file} [workspace].limit_pids: expected an integer from 16 to 4194304 (processes), got true`,
+      `${file} [workspace].task_log_keep: expected an integer from 0 to 20 (files), got 21`,
+    ],
+  );
 });
