@@ -76,7 +76,10 @@ export async function restartAfterExit(ctx: WorkspaceContext, botId: string, con
   if ((await ctx.cd.tasks.status(containerId))?.status === "running") return "ignored";
   await ctx.store.recordEvent(containerId, "task_exited", { botId, exitStatus: exit.exitStatus });
   ctx.bridges.evict(botId);
-  await startTask(ctx, botId, containerId);
+  // A failed restart leaves the row "running": the supervisor tries again (the task it
+  // removed sends an exit, and its watchdog sees the task gone) until its crash-loop
+  // limit marks the workspace failed.
+  await startTask(ctx, botId, containerId, { markErrorOnFailure: false });
   return "restarted";
 }
 

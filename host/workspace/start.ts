@@ -13,7 +13,20 @@ import { targetAddress } from "./bridge-source.js";
 import type { WorkspaceContext } from "./context.js";
 import { WorkspaceError, describeError } from "./errors.js";
 
-export async function startTask(ctx: WorkspaceContext, botId: string, containerId: string): Promise<void> {
+export interface StartOptions {
+  /**
+   * Mark the row "error" when the start fails (default). The supervisor's restarts keep
+   * the row "running" instead: the workspace still should run, and the supervisor retries
+   * until its crash-loop limit marks it failed.
+   */
+  markErrorOnFailure?: boolean;
+}
+
+export async function startTask(ctx: WorkspaceContext, botId: string, containerId: string, opts: StartOptions = {}): Promise<void> {
+  const fail = async (stage: string, err: unknown) => {
+    if (opts.markErrorOnFailure === false) await ctx.store.recordEvent(containerId, "start_failed", { stage, error: describeError(err) });
+    else await ctx.setStatus(containerId, "error", "start_failed", { stage, error: describeError(err) });
+  };
   const existing = await ctx.cd.tasks.status(containerId);
   if (existing?.status === "running") {
     // Already running: make sure it is reachable (network and bridge) and say so.
@@ -41,19 +54,25 @@ export async function startTask(ctx: WorkspaceContext, botId: string, containerI
     ip = attachment.ip;
   } catch (err) {
     await undoTask(ctx, containerId, "network setup failed");
-    await ctx.setStatus(containerId, "error", "start_failed", { stage: "network", error: describeError(err) });
+    await fail("network", err);
     throw new WorkspaceError("unavailable", `workspace ${containerId} not started: ${describeError(err)}`, { cause: err, reason: "network" });
   }
   try {
     await ctx.cd.tasks.start(containerId);
   } catch (err) {
     await undoTask(ctx, containerId, "Tasks.Start failed");
-    await ctx.setStatus(containerId, "error", "start_failed", { stage: "start", error: describeError(err) });
+    await fail("start", err);
     throw err;
   }
   ctx.setRoute(botId, containerId, ip);
   ctx.bridges.evict(botId);
-  await waitForBridgeOrFail(ctx, botId, containerId, { undo: true });
+  try {
+    await waitForBridge(ctx, botId, containerId);
+  } catch (err) {
+    await undoTask(ctx, containerId, "the bridge did not answer");
+    await fail("bridge", err);
+    throw err;
+  }
   await ctx.setStatus(containerId, "running", "started", { pid, ip: ip ?? null, legacy: isLegacyContainerId(containerId) });
 }
 
@@ -63,11 +82,11 @@ export async function undoTask(ctx: WorkspaceContext, containerId: string, why: 
   await ctx.network.removeNetwork(containerId).catch((e: unknown) => ctx.log(`${containerId}: removing the network after "${why}": ${describeError(e)}`));
 }
 
-export async function waitForBridgeOrFail(ctx: WorkspaceContext, botId: string, containerId: string, opts: { undo?: boolean } = {}): Promise<void> {
+/** The agent of a task that is already running must answer; otherwise the row says "error". */
+export async function waitForBridgeOrFail(ctx: WorkspaceContext, botId: string, containerId: string): Promise<void> {
   try {
     await waitForBridge(ctx, botId, containerId);
   } catch (err) {
-    if (opts.undo) await undoTask(ctx, containerId, "the bridge did not answer");
     await ctx.setStatus(containerId, "error", "start_failed", { stage: "bridge", error: describeError(err) });
     throw err;
   }

@@ -213,14 +213,22 @@ export class WorkspaceSupervisor {
     const now = Date.now();
     const recent = (this.restarts.get(id) ?? []).filter((t) => now - t < this.windowMs);
     this.restarts.set(id, recent);
-    try {
-      if (recent.length >= this.maxRestarts) {
+    if (recent.length >= this.maxRestarts) {
+      try {
         await this.manager.markFailed(id, "crash_loop", { exits: recent.length + 1, windowMs: this.windowMs, exitStatus: exit.exitStatus });
         this.options.onEvent?.({ type: "crash_loop", containerId: id, exits: recent.length + 1, windowMs: this.windowMs });
-        return false;
+      } catch (err) {
+        if (!this.closed) this.options.onEvent?.({ type: "restart_failed", containerId: id, error: `cannot mark the crash loop: ${describeError(err)}` });
       }
+      return false;
+    }
+    try {
       const pause = Math.min(this.restartDelayMs * 2 ** recent.length, MAX_DELAY_MS);
       await sleep(pause, undefined, { signal: this.abort.signal });
+    } catch {
+      return false; // closed meanwhile
+    }
+    try {
       const done = await this.manager.restartAfterExit(id, exit);
       if (done === "restarted") {
         recent.push(Date.now());
@@ -228,6 +236,8 @@ export class WorkspaceSupervisor {
       }
       return true;
     } catch (err) {
+      // A failed attempt counts toward the crash-loop limit like a successful one.
+      recent.push(Date.now());
       if (this.closed) return false;
       this.options.onEvent?.({ type: "restart_failed", containerId: id, error: describeError(err) });
       return true;
