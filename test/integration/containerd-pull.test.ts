@@ -19,7 +19,8 @@ import { getImage, listImages, removeImage } from "../../host/containerd/images.
 import { importOciLayout } from "../../host/containerd/import.js";
 import { pullImage } from "../../host/containerd/pull.js";
 import { RegistryClient } from "../../host/containerd/registry.js";
-import { chainIds, snapshotExists } from "../../host/containerd/unpack.js";
+import { chainIds } from "../../host/containerd/oci.js";
+import { snapshotExists } from "../../host/containerd/unpack.js";
 import { startContainerd, type ContainerdEnv } from "./env/containerd.js";
 import { buildLayer, buildOciImage, buildTestImages, writeOciLayout, type OciImage, type TestImage, type TestImageName } from "./env/images.js";
 import { freePort, startFakeRegistry, startRegistry, type RegistryEnv } from "./env/registry.js";
@@ -181,7 +182,7 @@ describe("containerd pull", { timeout: 120_000 }, () => {
       // Credentials as a Docker config.json carries them.
       const authFile = path.join(secured.dir, "config.json");
       fs.writeFileSync(authFile, JSON.stringify({ auths: { [secured.host]: { auth: Buffer.from("memoh:s3cret").toString("base64") } } }));
-      const { loadDockerConfig } = await import("../../host/containerd/registry.js");
+      const { loadDockerConfig } = await import("../../host/containerd/registry-auth.js");
       const result = await pullImage(conn, ref, { registry: { credentials: loadDockerConfig(authFile) } });
       assert.equal(result.pulled, true);
       assert.equal((await getImage(conn, ref))?.target.digest, images.busybox.image.manifest.digest);
