@@ -68,6 +68,8 @@ const SPACES = /[ \t]*/y;
 const SEPARATORS = /[ \t,]*/y;
 const QUOTED = /"((?:[^"\\]|\\.)*)"/y;
 const TOKEN68 = /[A-Za-z0-9\-._~+/]+=*(?=[ \t]*(?:,|$))/y;
+/** An unquoted parameter value: RFC 9110 wants a token, registries write URLs (`realm=https://…`) too. */
+const BARE_VALUE = /[^\s,"=][^\s,"]*/y;
 
 function matchAt(re: RegExp, s: string, at: number): RegExpExecArray | null {
   re.lastIndex = at;
@@ -85,8 +87,8 @@ function paramAt(s: string, at: number): { name: string; value: string; end: num
   i += matchAt(SPACES, s, i)![0].length;
   const quoted = matchAt(QUOTED, s, i);
   if (quoted) return { name: name[0].toLowerCase(), value: quoted[1]!.replace(/\\(.)/g, "$1"), end: i + quoted[0].length };
-  const token = matchAt(TOKEN, s, i);
-  if (token) return { name: name[0].toLowerCase(), value: token[0], end: i + token[0].length };
+  const bare = matchAt(BARE_VALUE, s, i);
+  if (bare) return { name: name[0].toLowerCase(), value: bare[0], end: i + bare[0].length };
   return undefined;
 }
 
