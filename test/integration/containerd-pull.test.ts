@@ -12,6 +12,7 @@ import { after, before, describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Leases } from "../../proto/gen/containerd/services/leases/v1/leases_pb.js";
 import { Snapshots } from "../../proto/gen/containerd/services/snapshots/v1/snapshots_pb.js";
+import { ContainerdClient } from "../../host/containerd/client.js";
 import { ContainerdConnection } from "../../host/containerd/connection.js";
 import { contentInfo, deleteContent, writeBlob, type BlobSource } from "../../host/containerd/content.js";
 import { ContainerdError } from "../../host/containerd/errors.js";
@@ -165,6 +166,59 @@ describe("containerd pull", { timeout: 120_000 }, () => {
     assert.equal(img?.target.mediaType, "application/vnd.oci.image.index.v1+json");
     assert.equal((await contentInfo(conn, index.digest))?.labels["containerd.io/gc.ref.content.m.1"], amd64.manifest.digest);
     assert.equal(await contentInfo(conn, arm64.layers[0]!.digest), undefined, "the other platform's layer was not fetched");
+    assert.equal(await removeImage(conn, ref), true);
+  });
+
+  test("a multi-platform index: the pulled manifest is the one a container is created from; if_not_present transfers nothing", async () => {
+    // amd64/v3 comes first: a resolver that took the first amd64 entry would start
+    // containers from a manifest the pull never unpacked (a plain amd64 host must not
+    // run amd64/v3 code anyway).
+    const mk = async (label: string) =>
+      buildOciImage(`x/${label}`, [await buildLayer([{ path: `${label}.txt`, type: "file", mode: 0o644, data: Buffer.from(`${label} ${randomBytes(8).toString("hex")}\n`) }])], {
+        env: [`PATH=/usr/bin:/bin`, `IMAGE_PLATFORM=${label}`],
+        cmd: ["/bin/true"],
+      });
+    const [amd64v3, arm64, amd64] = [await mk("amd64-v3"), await mk("arm64"), await mk("amd64")];
+    const { ref } = await registry.pushIndex(
+      [
+        { image: amd64v3, platform: { os: "linux", architecture: "amd64", variant: "v3" } },
+        { image: arm64, platform: { os: "linux", architecture: "arm64", variant: "v8" } },
+        { image: amd64, platform: { os: "linux", architecture: "amd64" } },
+      ],
+      "memoh/multi-variant",
+      "v1",
+    );
+    const pulled = await pullImage(conn, ref, { registry: {} });
+    assert.equal(pulled.pulled, true);
+    assert.equal(pulled.manifestDigest, amd64.manifest.digest, "the pull took the baseline amd64 manifest");
+    assert.equal(pulled.chainId, amd64.diffIds[0]);
+    for (const other of [amd64v3, arm64]) assert.equal(await contentInfo(conn, other.layers[0]!.digest), undefined, "other platforms' layers were not fetched");
+
+    const client = new ContainerdClient({ address: env.address, namespace: env.namespace });
+    const id = `multi-${randomBytes(3).toString("hex")}`;
+    try {
+      const rootfs = await client.imageRootfs(ref);
+      assert.equal(rootfs.manifestDigest, pulled.manifestDigest);
+      assert.equal(rootfs.chainId, pulled.chainId);
+      await client.createContainerFromImage({ id, image: ref });
+      const container = await client.containers.get(id);
+      assert.ok(container.spec?.process.env.includes("IMAGE_PLATFORM=amd64"), `env: ${container.spec?.process.env.join(" ")}`);
+      assert.deepEqual(container.spec?.process.args, ["/bin/true"]);
+      assert.equal((await client.snapshots.stat(container.snapshotKey)).parent, pulled.chainId, "the container's rootfs sits on the pulled layers");
+    } finally {
+      await client.containers.delete(id, { removeSnapshot: true, ignoreNotFound: true });
+      client.close();
+    }
+
+    const again = new RegistryClient();
+    try {
+      const second = await pullImage(conn, ref, { registry: again });
+      assert.equal(second.pulled, false, "if_not_present recognises the stored index");
+      assert.equal(second.manifestDigest, amd64.manifest.digest);
+      assert.equal(again.bytesFetched, 0, "no second transfer");
+    } finally {
+      await again.close();
+    }
     assert.equal(await removeImage(conn, ref), true);
   });
 
