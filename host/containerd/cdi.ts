@@ -2,11 +2,11 @@
 // resolved by fully-qualified name (`vendor.com/class=name`) and applied to an
 // OCI spec as container edits (env, device nodes, mounts, hooks).
 //
-// Spec files are read as JSON (`*.json`). YAML is the other format CDI allows;
-// no YAML parser is a dependency here, so a `*.yaml` file is used only when its
-// content is plain JSON (JSON is valid YAML) and otherwise reported as skipped.
+// Spec files are JSON (`*.json`) or YAML (`*.yaml`, `*.yml`, what
+// `nvidia-ctk cdi generate` writes); both are checked by the same validation.
 import fs from "node:fs";
 import path from "node:path";
+import { parseAllDocuments } from "yaml";
 import type { Hook, Hooks, LinuxDevice, Mount, Spec, SpecOpt } from "./spec.js";
 
 export const DEFAULT_CDI_DIRS = ["/etc/cdi", "/var/run/cdi"];
@@ -155,9 +155,9 @@ function parseEdits(v: unknown, where: string): CdiContainerEdits {
   return edits;
 }
 
-/** Validates parsed JSON as a CDI spec; `source` names it in errors. */
+/** Validates a parsed spec file (JSON or YAML) as a CDI spec; `source` names it in errors. */
 export function parseCdiSpec(json: unknown, source: string): CdiSpec {
-  if (!isObject(json)) throw new CdiError("invalid_spec", `${source}: a CDI spec must be a JSON object`);
+  if (!isObject(json)) throw new CdiError("invalid_spec", `${source}: a CDI spec must be an object (a JSON object or a YAML mapping)`);
   const kind = reqString(json.kind, `${source}: kind`);
   if (!KIND_RE.test(kind)) throw new CdiError("invalid_spec", `${source}: kind "${kind}" is not of the form vendor.com/class`);
   if (!Array.isArray(json.devices)) throw new CdiError("invalid_spec", `${source}: devices must be an array`);
@@ -173,6 +173,34 @@ export function parseCdiSpec(json: unknown, source: string): CdiSpec {
     devices,
     containerEdits: parseEdits(json.containerEdits, `${source}: containerEdits`),
   };
+}
+
+/**
+ * Reads one spec file: `*.json` as JSON, `*.yaml`/`*.yml` as YAML 1.2 (one
+ * document, unique keys). Values keep their YAML types, so `name: 0` is a
+ * number and fails validation as it does in the reference implementation,
+ * which reads YAML through JSON.
+ */
+export function readCdiSpecFile(file: string): CdiSpec {
+  const text = fs.readFileSync(file, "utf8");
+  let parsed: unknown;
+  try {
+    parsed = file.endsWith(".json") ? JSON.parse(text) : parseYamlDocument(text);
+  } catch (err) {
+    throw new CdiError("invalid_spec", `${file}: not valid ${file.endsWith(".json") ? "JSON" : "YAML"}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+  }
+  return parseCdiSpec(parsed, file);
+}
+
+/** Exactly one YAML 1.2 document; its warnings (an unknown tag, say) count as errors: a spec has none. */
+function parseYamlDocument(text: string): unknown {
+  const docs = parseAllDocuments(text, { version: "1.2", schema: "core", uniqueKeys: true, logLevel: "silent" });
+  if (!Array.isArray(docs) || docs.length !== 1) throw new Error(`${Array.isArray(docs) ? docs.length : 0} YAML documents in it; a spec file holds one`);
+  const doc = docs[0]!;
+  const problem = doc.errors[0] ?? doc.warnings[0];
+  // The first line names the problem and its place; the rest is an excerpt of the file.
+  if (problem) throw new Error(problem.message.split("\n")[0]);
+  return doc.toJS({ maxAliasCount: 100 });
 }
 
 // ------------------------------------------------------------------ registry
@@ -222,10 +250,9 @@ export class CdiRegistry {
         if (!/\.(json|ya?ml)$/.test(name)) continue;
         const file = path.join(dir, name);
         try {
-          reg.add(parseCdiSpec(JSON.parse(fs.readFileSync(file, "utf8")) as unknown, file), file);
+          reg.add(readCdiSpecFile(file), file);
         } catch (err) {
-          const reason = err instanceof SyntaxError && !name.endsWith(".json") ? "YAML that is not plain JSON is not supported" : err instanceof Error ? err.message : String(err);
-          reg.skipped.push({ file, reason });
+          reg.skipped.push({ file, reason: err instanceof Error ? err.message : String(err) });
         }
       }
     }

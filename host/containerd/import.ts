@@ -9,12 +9,12 @@ import { pipeline } from "node:stream/promises";
 import tarStream from "tar-stream";
 import { Leases } from "../../proto/gen/containerd/services/leases/v1/leases_pb.js";
 import type { ContainerdCallOptions, ContainerdConnection } from "./connection.js";
-import { deleteContent, readContent, updateContentLabels, writeBlob } from "./content.js";
+import { deleteContent, updateContentLabels, writeBlob } from "./content.js";
 import { ContainerdError } from "./errors.js";
 import { putImage, resolveImage, type Image } from "./images.js";
 import { LABEL_GC_EXPIRE, LABEL_UNCOMPRESSED } from "./pull.js";
 import { normalizeReference } from "./reference.js";
-import { hostPlatform, parseDescriptor, parseManifest, selectPlatform, type Platform } from "./registry.js";
+import { hostPlatform, parseDescriptor, type Platform } from "./oci.js";
 import { removeSnapshot, unpackLayers } from "./unpack.js";
 
 const ANNOTATION_CONTAINERD_NAME = "io.containerd.image.name";
@@ -65,10 +65,8 @@ export async function importOciLayout(conn: ContainerdConnection, source: string
       const manifestLabels: Record<string, string> = { "containerd.io/gc.ref.content.config": resolved.config.digest };
       resolved.layers.forEach((l, i) => (manifestLabels[`containerd.io/gc.ref.content.l.${i}`] = l.digest));
       await updateContentLabels(conn, resolved.manifest.digest, manifestLabels, call);
-      if (target.digest !== resolved.manifest.digest) {
-        const top = parseManifest(await readContent(conn, target.digest, call), target.mediaType);
-        const i = top.kind === "index" ? top.manifests.indexOf(selectPlatform(top, platform)!) : 0;
-        await updateContentLabels(conn, target.digest, { [`containerd.io/gc.ref.content.m.${i}`]: resolved.manifest.digest }, call);
+      if (resolved.index) {
+        await updateContentLabels(conn, target.digest, { [`containerd.io/gc.ref.content.m.${resolved.index.position}`]: resolved.manifest.digest }, call);
       }
       const { image } = await putImage(conn, { name, target, labels: {} }, call);
       out.push({ image, chainId });

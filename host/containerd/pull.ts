@@ -6,22 +6,12 @@
 import { randomBytes } from "node:crypto";
 import { Leases } from "../../proto/gen/containerd/services/leases/v1/leases_pb.js";
 import type { ContainerdCallOptions, ContainerdConnection } from "./connection.js";
-import { contentInfo, deleteContent, readContent, updateContentLabels, writeBlob, type BlobSource } from "./content.js";
+import { contentInfo, deleteContent, updateContentLabels, writeBlob, type BlobSource } from "./content.js";
 import { ContainerdError, isNotFound } from "./errors.js";
-import { getImage, putImage, resolveImage, type Image } from "./images.js";
+import { getImage, putImage, readDocument, resolveImage, resolveImageFrom, type Image, type ImageTarget } from "./images.js";
+import { MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES, hostPlatform, parseManifest, type Descriptor, type Platform } from "./oci.js";
 import { formatReference, parseReference, type ImageReference } from "./reference.js";
-import {
-  RegistryClient,
-  hostPlatform,
-  parseImageConfig,
-  parseManifest,
-  selectPlatform,
-  type Descriptor,
-  type ImageIndex,
-  type ImageManifest,
-  type Platform,
-  type RegistryOptions,
-} from "./registry.js";
+import { RegistryClient, type RegistryOptions } from "./registry.js";
 import { removeSnapshot, snapshotExists, unpackLayers } from "./unpack.js";
 
 export type PullPolicy = "if_not_present" | "always" | "never";
@@ -130,6 +120,12 @@ interface PullContext {
   options: PullOptions;
 }
 
+/** A document of the image as a pull holds it: its bytes, and whether the content store already has them. */
+interface PulledDocument {
+  data: Buffer;
+  stored: boolean;
+}
+
 /** A manifest or index: from the content store when present, else from the registry (digest checked). */
 async function loadManifest(
   conn: ContainerdConnection,
@@ -137,28 +133,29 @@ async function loadManifest(
   ref: ImageReference,
   desc: Descriptor | undefined,
   call: ContainerdCallOptions,
-): Promise<{ desc: Descriptor; data: Buffer; parsed: ImageManifest | ImageIndex; stored: boolean }> {
-  const data = desc ? await readStored(conn, desc.digest, call) : undefined;
+): Promise<PulledDocument & { desc: ImageTarget }> {
+  const data = desc ? await readStored(conn, desc.digest, MAX_MANIFEST_BYTES, call) : undefined;
   if (desc && data) {
     try {
-      return { desc, data, parsed: parseManifest(data, desc.mediaType), stored: true };
+      parseManifest(data, desc.mediaType);
+      return { desc, data, stored: true };
     } catch {
       // unreadable local copy: fetch it again
     }
   }
   const fetched = desc ? await registry.fetchManifest(ref, desc.digest, desc) : await registry.resolve(ref);
-  return { desc: fetched.descriptor, data: fetched.data, parsed: fetched.parsed, stored: false };
+  return { desc: fetched.descriptor, data: fetched.data, stored: false };
 }
 
 /**
  * A blob from the content store, first added to the pull's lease so GC (which
  * may run at any time, e.g. after an image was removed) keeps it; undefined when absent.
  */
-async function readStored(conn: ContainerdConnection, digest: string, call: ContainerdCallOptions): Promise<Buffer | undefined> {
+async function readStored(conn: ContainerdConnection, digest: string, maxBytes: number, call: ContainerdCallOptions): Promise<Buffer | undefined> {
   if (!(await contentInfo(conn, digest, call))) return undefined;
   try {
     if (call.lease) await conn.unary(Leases.method.addResource, { id: call.lease, resource: { id: digest, type: "content" } });
-    return await readContent(conn, digest, call);
+    return await readDocument(conn, digest, maxBytes, call);
   } catch (err) {
     if (isNotFound(err)) return undefined;
     throw err;
@@ -178,7 +175,7 @@ function bufferSource(data: Buffer): BlobSource {
 async function storeSmall(
   conn: ContainerdConnection,
   ctx: PullContext,
-  desc: Descriptor,
+  desc: ImageTarget,
   data: Buffer,
   stored: boolean,
   labels: Record<string, string>,
@@ -204,36 +201,26 @@ async function pullUnderLease(
   // HEAD first: with the digest in hand, a manifest already stored is not downloaded again.
   const head = await registry.headManifest(ref);
   const top = await loadManifest(conn, registry, ref, head, call);
-  let index: typeof top | undefined;
-  let manifestTop = top;
-  let chosenIndex = -1;
-  if (top.parsed.kind === "index") {
-    index = top;
-    const chosen = selectPlatform(top.parsed, ctx.platform);
-    if (!chosen) {
-      const have = top.parsed.manifests.map((m) => (m.platform ? `${m.platform.os}/${m.platform.architecture}` : "?")).join(", ");
-      throw new ContainerdError("not_found", `image ${name} has no manifest for ${ctx.platform.os}/${ctx.platform.architecture} (it has: ${have || "none"})`);
-    }
-    chosenIndex = top.parsed.manifests.indexOf(chosen);
-    manifestTop = await loadManifest(conn, registry, ref, chosen, call);
-  }
-  const manifest = manifestTop.parsed;
-  if (manifest.kind !== "manifest") throw new ContainerdError("registry", `image ${name}: index ${manifestTop.desc.digest} points at another index; nested indexes are not supported`);
-
-  // Config: small; needed first for the diffIDs.
-  const storedConfig = await readStored(conn, manifest.config.digest, call);
-  const configStored = storedConfig !== undefined;
-  const configData = storedConfig ?? (await registry.fetchSmallBlob(ref, manifest.config));
-  let diffIds: string[];
-  try {
-    diffIds = parseImageConfig(configData).diffIds;
-  } catch (err) {
-    throw new ContainerdError("registry", `image ${name}: config ${manifest.config.digest}: ${err instanceof Error ? err.message : String(err)}`);
-  }
-  if (diffIds.length !== manifest.layers.length) {
-    throw new ContainerdError("registry", `image ${name}: config lists ${diffIds.length} diff_ids for ${manifest.layers.length} layers`);
-  }
-  const layers = manifest.layers.map((l, i) => ({ ...l, diffId: diffIds[i]! }));
+  // Every document the resolver reads, kept to be stored (or labelled) once the layers are in.
+  const documents = new Map<string, PulledDocument>([[top.desc.digest, top]]);
+  const resolved = await resolveImageFrom(
+    async (desc, kind) => {
+      let doc = documents.get(desc.digest);
+      if (!doc && kind === "config") {
+        const stored = await readStored(conn, desc.digest, MAX_CONFIG_BYTES, call);
+        doc = { data: stored ?? (await registry.fetchSmallBlob(ref, desc)), stored: stored !== undefined };
+      } else if (!doc) {
+        doc = await loadManifest(conn, registry, ref, desc, call);
+      }
+      documents.set(desc.digest, doc);
+      return doc.data;
+    },
+    name,
+    top.desc,
+    { platform: ctx.platform, invalidCode: "registry" },
+  );
+  const document = (digest: string) => documents.get(digest)!;
+  const { layers } = resolved;
 
   // Layers: downloaded a few at a time, unpacked bottom-up as soon as each is stored.
   let layersSkipped = 0;
@@ -278,17 +265,20 @@ async function pullUnderLease(
   }
 
   // Parents after children, each pointing at what GC must keep.
-  await storeSmall(conn, ctx, manifest.config, configData, configStored, { [gcSnapshot(snapshotter)]: chainId });
-  const manifestLabels: Record<string, string> = { [gcContent("config")]: manifest.config.digest };
+  const config = document(resolved.config.digest);
+  await storeSmall(conn, ctx, resolved.config, config.data, config.stored, { [gcSnapshot(snapshotter)]: chainId });
+  const manifestLabels: Record<string, string> = { [gcContent("config")]: resolved.config.digest };
   for (const [i, l] of layers.entries()) manifestLabels[gcContent(`l.${i}`)] = l.digest;
-  await storeSmall(conn, ctx, manifestTop.desc, manifestTop.data, manifestTop.stored, manifestLabels);
-  if (index) {
-    await storeSmall(conn, ctx, index.desc, index.data, index.stored, { [gcContent(`m.${chosenIndex}`)]: manifestTop.desc.digest });
+  const manifest = document(resolved.manifest.digest);
+  await storeSmall(conn, ctx, resolved.manifest, manifest.data, manifest.stored, manifestLabels);
+  if (resolved.index) {
+    const index = document(resolved.index.descriptor.digest);
+    await storeSmall(conn, ctx, resolved.index.descriptor, index.data, index.stored, { [gcContent(`m.${resolved.index.position}`)]: resolved.manifest.digest });
   }
 
-  const target = index?.desc ?? manifestTop.desc;
-  const { image } = await putImage(conn, { name, target: { mediaType: target.mediaType, digest: target.digest, size: target.size }, labels: {} }, call);
-  return { image, name, manifestDigest: manifestTop.desc.digest, configDigest: manifest.config.digest, chainId, snapshotter, pulled: true, layersSkipped };
+  const target = resolved.index?.descriptor ?? resolved.manifest;
+  const { image } = await putImage(conn, { name, target, labels: {} }, call);
+  return { image, name, manifestDigest: resolved.manifest.digest, configDigest: resolved.config.digest, chainId, snapshotter, pulled: true, layersSkipped };
 }
 
 function limiter(n: number): <T>(fn: () => Promise<T>) => Promise<T> {

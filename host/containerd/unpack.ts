@@ -1,11 +1,12 @@
 // Unpacking image layers into a snapshotter: for each layer, Prepare on top of
 // the previous chainID, Diff.Apply the layer blob, check that the applied
 // digest is the config's diffID, Commit under the layer's chainID.
-import { createHash, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { Diff } from "../../proto/gen/containerd/services/diff/v1/diff_pb.js";
 import { Snapshots } from "../../proto/gen/containerd/services/snapshots/v1/snapshots_pb.js";
 import type { ContainerdCallOptions, ContainerdConnection } from "./connection.js";
 import { ContainerdError, isAlreadyExists, isNotFound } from "./errors.js";
+import { chainIds } from "./oci.js";
 
 export interface LayerToUnpack {
   mediaType: string;
@@ -13,16 +14,6 @@ export interface LayerToUnpack {
   size: number;
   /** sha256 of the uncompressed layer (config rootfs.diff_ids[i]). */
   diffId: string;
-}
-
-/** chainID(0) = diffID(0); chainID(n) = sha256(chainID(n-1) + " " + diffID(n)). */
-export function chainIds(diffIds: string[]): string[] {
-  const out: string[] = [];
-  for (const d of diffIds) {
-    const prev = out[out.length - 1];
-    out.push(prev === undefined ? d : `sha256:${createHash("sha256").update(`${prev} ${d}`).digest("hex")}`);
-  }
-  return out;
 }
 
 export async function snapshotExists(conn: ContainerdConnection, snapshotter: string, key: string, opts?: ContainerdCallOptions): Promise<boolean> {

@@ -16,7 +16,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { loadConfig } from "../config.js";
-import { loadDockerConfig } from "../containerd/registry.js";
+import { loadDockerConfig } from "../containerd/registry-auth.js";
 import { ContainerdClient } from "../containerd/client.js";
 import { WorkspaceNetwork } from "../network/network.js";
 import { openStore } from "../store/store.js";

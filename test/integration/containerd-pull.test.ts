@@ -12,6 +12,7 @@ import { after, before, describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Leases } from "../../proto/gen/containerd/services/leases/v1/leases_pb.js";
 import { Snapshots } from "../../proto/gen/containerd/services/snapshots/v1/snapshots_pb.js";
+import { ContainerdClient } from "../../host/containerd/client.js";
 import { ContainerdConnection } from "../../host/containerd/connection.js";
 import { contentInfo, deleteContent, writeBlob, type BlobSource } from "../../host/containerd/content.js";
 import { ContainerdError } from "../../host/containerd/errors.js";
@@ -19,7 +20,8 @@ import { getImage, listImages, removeImage } from "../../host/containerd/images.
 import { importOciLayout } from "../../host/containerd/import.js";
 import { pullImage } from "../../host/containerd/pull.js";
 import { RegistryClient } from "../../host/containerd/registry.js";
-import { chainIds, snapshotExists } from "../../host/containerd/unpack.js";
+import { chainIds } from "../../host/containerd/oci.js";
+import { snapshotExists } from "../../host/containerd/unpack.js";
 import { startContainerd, type ContainerdEnv } from "./env/containerd.js";
 import { buildLayer, buildOciImage, buildTestImages, writeOciLayout, type OciImage, type TestImage, type TestImageName } from "./env/images.js";
 import { freePort, startFakeRegistry, startRegistry, type RegistryEnv } from "./env/registry.js";
@@ -167,6 +169,59 @@ describe("containerd pull", { timeout: 120_000 }, () => {
     assert.equal(await removeImage(conn, ref), true);
   });
 
+  test("a multi-platform index: the pulled manifest is the one a container is created from; if_not_present transfers nothing", async () => {
+    // amd64/v3 comes first: a resolver that took the first amd64 entry would start
+    // containers from a manifest the pull never unpacked (a plain amd64 host must not
+    // run amd64/v3 code anyway).
+    const mk = async (label: string) =>
+      buildOciImage(`x/${label}`, [await buildLayer([{ path: `${label}.txt`, type: "file", mode: 0o644, data: Buffer.from(`${label} ${randomBytes(8).toString("hex")}\n`) }])], {
+        env: [`PATH=/usr/bin:/bin`, `IMAGE_PLATFORM=${label}`],
+        cmd: ["/bin/true"],
+      });
+    const [amd64v3, arm64, amd64] = [await mk("amd64-v3"), await mk("arm64"), await mk("amd64")];
+    const { ref } = await registry.pushIndex(
+      [
+        { image: amd64v3, platform: { os: "linux", architecture: "amd64", variant: "v3" } },
+        { image: arm64, platform: { os: "linux", architecture: "arm64", variant: "v8" } },
+        { image: amd64, platform: { os: "linux", architecture: "amd64" } },
+      ],
+      "memoh/multi-variant",
+      "v1",
+    );
+    const pulled = await pullImage(conn, ref, { registry: {} });
+    assert.equal(pulled.pulled, true);
+    assert.equal(pulled.manifestDigest, amd64.manifest.digest, "the pull took the baseline amd64 manifest");
+    assert.equal(pulled.chainId, amd64.diffIds[0]);
+    for (const other of [amd64v3, arm64]) assert.equal(await contentInfo(conn, other.layers[0]!.digest), undefined, "other platforms' layers were not fetched");
+
+    const client = new ContainerdClient({ address: env.address, namespace: env.namespace });
+    const id = `multi-${randomBytes(3).toString("hex")}`;
+    try {
+      const rootfs = await client.imageRootfs(ref);
+      assert.equal(rootfs.manifestDigest, pulled.manifestDigest);
+      assert.equal(rootfs.chainId, pulled.chainId);
+      await client.createContainerFromImage({ id, image: ref });
+      const container = await client.containers.get(id);
+      assert.ok(container.spec?.process.env.includes("IMAGE_PLATFORM=amd64"), `env: ${container.spec?.process.env.join(" ")}`);
+      assert.deepEqual(container.spec?.process.args, ["/bin/true"]);
+      assert.equal((await client.snapshots.stat(container.snapshotKey)).parent, pulled.chainId, "the container's rootfs sits on the pulled layers");
+    } finally {
+      await client.containers.delete(id, { removeSnapshot: true, ignoreNotFound: true });
+      client.close();
+    }
+
+    const again = new RegistryClient();
+    try {
+      const second = await pullImage(conn, ref, { registry: again });
+      assert.equal(second.pulled, false, "if_not_present recognises the stored index");
+      assert.equal(second.manifestDigest, amd64.manifest.digest);
+      assert.equal(again.bytesFetched, 0, "no second transfer");
+    } finally {
+      await again.close();
+    }
+    assert.equal(await removeImage(conn, ref), true);
+  });
+
   test("Basic auth: pulls with credentials, fails clearly without or with wrong ones", async () => {
     const secured = await startRegistry({ auth: { username: "memoh", password: "s3cret" } });
     try {
@@ -181,7 +236,7 @@ describe("containerd pull", { timeout: 120_000 }, () => {
       // Credentials as a Docker config.json carries them.
       const authFile = path.join(secured.dir, "config.json");
       fs.writeFileSync(authFile, JSON.stringify({ auths: { [secured.host]: { auth: Buffer.from("memoh:s3cret").toString("base64") } } }));
-      const { loadDockerConfig } = await import("../../host/containerd/registry.js");
+      const { loadDockerConfig } = await import("../../host/containerd/registry-auth.js");
       const result = await pullImage(conn, ref, { registry: { credentials: loadDockerConfig(authFile) } });
       assert.equal(result.pulled, true);
       assert.equal((await getImage(conn, ref))?.target.digest, images.busybox.image.manifest.digest);

@@ -49,6 +49,8 @@ before(() => {
     }),
   );
   fs.writeFileSync(path.join(run, "gpu.yaml"), "cdiVersion: 0.6.0\nkind: example.com/gpu\ndevices: []\n");
+  // A key given twice: YAML that does not parse is skipped, with the reason.
+  fs.writeFileSync(path.join(run, "broken.yml"), "cdiVersion: 0.6.0\nkind: example.com/broken\nkind: example.com/other\ndevices: []\n");
   fs.writeFileSync(path.join(run, "README.txt"), "not a spec");
 });
 
@@ -71,13 +73,17 @@ test("a device's and its spec's edits are applied: env, device node from the hos
   assert.deepEqual(s.hooks?.createContainer, [{ path: "/usr/bin/true", args: ["true", "hook"] }]);
 });
 
-test("a device from a later dir overrides the same name from an earlier one; YAML that is not JSON is skipped, said why", () => {
+test("a device from a later dir overrides the same name from an earlier one; a broken spec file is skipped, said why", () => {
   const reg = CdiRegistry.load({ dirs: [etc, run] });
   const s = buildSpec(spec(), withCdiDevices(["example.com/device=stale"], reg));
   assert.ok(s.process.env.includes("EXAMPLE_STALE=run"));
   assert.ok(!s.process.env.includes("EXAMPLE_STALE=etc"));
   assert.deepEqual(s.linux.devices, [{ path: "/dev/fixed", type: "c", major: 1, minor: 3 }]);
-  assert.deepEqual(reg.skipped.map((x) => [path.basename(x.file), x.reason]), [["gpu.yaml", "YAML that is not plain JSON is not supported"]]);
+  assert.deepEqual(
+    reg.skipped.map((x) => path.basename(x.file)),
+    ["broken.yml"],
+  );
+  assert.match(reg.skipped[0]!.reason, /broken\.yml: not valid YAML: Map keys must be unique at line 3/);
 });
 
 test("=all selects every device of the kind; spec-level edits are applied once", () => {

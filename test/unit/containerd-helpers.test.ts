@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { BinaryReader, BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { readOnlyMounts } from "../../host/containerd/snapshots.js";
-import { chainIds } from "../../host/containerd/image-rootfs.js";
+import { chainIds } from "../../host/containerd/oci.js";
 import { labelFilter, runcOptionsAny, RUNC_OPTIONS_TYPE_URL } from "../../host/containerd/containers.js";
 import { CGROUPS_V1_METRICS, decodeResourceUsage } from "../../host/containerd/metrics.js";
 import { signalNumber } from "../../host/containerd/tasks.js";

@@ -8,8 +8,8 @@ import path from "node:path";
 import { describe, test } from "node:test";
 import { ContainerdError } from "../../host/containerd/errors.js";
 import { normalizeReference, parseReference } from "../../host/containerd/reference.js";
-import { loadDockerConfig, parseManifest, parseWwwAuthenticate, selectPlatform } from "../../host/containerd/registry.js";
-import { chainIds } from "../../host/containerd/unpack.js";
+import { chainIds, parseManifest, selectPlatform } from "../../host/containerd/oci.js";
+import { loadDockerConfig, parseWwwAuthenticate } from "../../host/containerd/registry-auth.js";
 
 const D = `sha256:${"a".repeat(64)}`;
 const D2 = `sha256:${"b".repeat(64)}`;
@@ -47,11 +47,13 @@ describe("image references", () => {
 
 describe("registry responses", () => {
   test("parses Bearer and Basic challenges", () => {
-    assert.deepEqual(parseWwwAuthenticate('Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull"'), {
-      scheme: "bearer",
-      params: { realm: "https://auth.example/token", service: "registry.example", scope: "repository:a/b:pull" },
-    });
-    assert.equal(parseWwwAuthenticate('Basic realm="x"')?.scheme, "basic");
+    assert.deepEqual(parseWwwAuthenticate('Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull"'), [
+      {
+        scheme: "bearer",
+        params: { realm: "https://auth.example/token", service: "registry.example", scope: "repository:a/b:pull" },
+      },
+    ]);
+    assert.equal(parseWwwAuthenticate('Basic realm="x"')[0]?.scheme, "basic");
   });
 
   test("validates manifests: shape, media types, digests, sizes", () => {

@@ -11,14 +11,8 @@ import tls from "node:tls";
 import { after, before, describe, test } from "node:test";
 import { ContainerdError } from "../../host/containerd/errors.js";
 import { parseReference } from "../../host/containerd/reference.js";
-import {
-  RegistryClient,
-  SYSTEM_CA_BUNDLE,
-  classifyTlsFailure,
-  parsePemCertificates,
-  systemCaCertificates,
-  trustedCertificates,
-} from "../../host/containerd/registry.js";
+import { RegistryClient } from "../../host/containerd/registry.js";
+import { SYSTEM_CA_BUNDLE, classifyTlsFailure, parsePemCertificates, systemCaCertificates, trustedCertificates } from "../../host/containerd/registry-tls.js";
 
 const sha256 = (data: Buffer) => `sha256:${createHash("sha256").update(data).digest("hex")}`;
 

@@ -25,7 +25,7 @@ export interface RegistryEnv {
   /** Pushes an image as <host>/<repository>:<tag>; returns that reference. */
   push(image: OciImage, repository: string, tag?: string): Promise<string>;
   /** Pushes the images by digest and an OCI index over them (one per platform) as <repository>:<tag>. */
-  pushIndex(entries: Array<{ image: OciImage; platform: { os: string; architecture: string } }>, repository: string, tag?: string): Promise<{ ref: string; index: Blob }>;
+  pushIndex(entries: Array<{ image: OciImage; platform: { os: string; architecture: string; variant?: string } }>, repository: string, tag?: string): Promise<{ ref: string; index: Blob }>;
   stop(): Promise<void>;
 }
 
