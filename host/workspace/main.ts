@@ -23,10 +23,15 @@ import { openStore } from "../store/store.js";
 import { describeError } from "./errors.js";
 import { WorkspaceManager } from "./manager.js";
 import { WorkspaceSupervisor } from "./supervisor.js";
+import type { MaintenanceOptions } from "./maintenance.js";
+
+/** How often task logs are rotated and lifecycle events pruned. */
+const MAINTENANCE_INTERVAL_MS = 60_000;
 
 export interface ManagerProcess {
   manager: WorkspaceManager;
   containerd: ContainerdClient;
+  maintenance: MaintenanceOptions;
   close(): Promise<void>;
 }
 
@@ -76,11 +81,13 @@ export async function startManagerProcess(opts: { env?: NodeJS.ProcessEnv; argv?
         insecureHosts: cfg.registryInsecure,
       },
       ...(env.TZ ? { timezone: env.TZ } : {}),
+      lockTimeoutMs: cfg.lockTimeoutMs,
       log: (message) => emit("log", { message }),
     });
     return {
       manager,
       containerd,
+      maintenance: { taskLogMaxBytes: cfg.taskLogMaxBytes, taskLogKeep: cfg.taskLogKeep, eventsKeep: cfg.eventsKeep },
       async close() {
         await manager.close();
         containerd.close();
@@ -126,11 +133,20 @@ async function main(): Promise<void> {
   process.on("SIGTERM", () => shutdown("SIGTERM"));
   process.on("SIGINT", () => shutdown("SIGINT"));
   process.on("SIGHUP", reconcile);
+  const maintain = () => {
+    proc.manager.maintain(proc.maintenance).then(
+      (r) => {
+        if (r.logsRotated.length > 0 || r.eventsPruned > 0 || r.errors.length > 0) emit("maintenance", { ...r });
+      },
+      (err: unknown) => emit("error", { message: `maintenance: ${describeError(err)}` }),
+    );
+  };
   emit("ready", { pid: process.pid });
   reconcile();
   supervisor.start();
-  // Stay alive until a signal.
-  setInterval(() => undefined, 1 << 30);
+  maintain();
+  // Also keeps the process alive until a signal.
+  setInterval(maintain, MAINTENANCE_INTERVAL_MS);
 }
 
 if (process.argv[1] !== undefined && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {

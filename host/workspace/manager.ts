@@ -19,6 +19,7 @@ import { adoptRow, checkCdiDevices, createContainer, type CreateOptions } from "
 import { deleteWorkspace, finishInterruptedDelete } from "./delete.js";
 import { WorkspaceError, describeError, toWorkspaceError } from "./errors.js";
 import * as health from "./health.js";
+import { runMaintenance, type MaintenanceOptions, type MaintenanceReport } from "./maintenance.js";
 import { reconcile, type ReconcileEntry } from "./reconcile.js";
 import type { ResolvedContainer } from "./resolve.js";
 import { reviveAgent } from "./revive.js";
@@ -261,6 +262,11 @@ export class WorkspaceManager {
     const owner = await this.boundary(() => this.ctx.store.getContainer(containerId));
     if (owner === undefined) return;
     await this.lockedOp(owner.botId, undefined, () => health.markFailed(this.ctx, containerId, type, payload));
+  }
+
+  /** Rotates task logs and prunes lifecycle events (maintenance.ts). */
+  maintain(opts: MaintenanceOptions = {}): Promise<MaintenanceReport> {
+    return this.boundary(() => runMaintenance(this.ctx, opts));
   }
 
   /** See reconcile.ts. */
