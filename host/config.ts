@@ -1,6 +1,6 @@
 // The orchestrator's configuration: the `[workspace]` section of a TOML file
 // (`--config`, default ./memoh-workspace.toml when present), then the
-// environment variables of DESIGN.md "Configuration", which win. Everything is
+// environment variables listed in README.md "Configuration", which win. Everything is
 // validated here, once, so the rest of the host trusts a typed Config.
 import { X509Certificate } from "node:crypto";
 import fs from "node:fs";

@@ -1,5 +1,5 @@
 // The CNI network configuration list (.conflist), or a single network config (.conf) taken
-// as a one-plugin list. Loaded from the conf dir, validated, and written with the seeds'
+// as a one-plugin list. Loaded from the conf dir, validated, and written with the
 // default when the product's own list (named `memoh-cni`) is absent.
 import fs from "node:fs";
 import path from "node:path";
@@ -78,7 +78,7 @@ export function ipv4ToString(n: number): string {
   return [24, 16, 8, 0].map((s) => (n >>> s) & 255).join(".");
 }
 
-/** The seeds' default network: bridge + host-local (+ portmap) (+ firewall), podman's order. */
+/** The default network: bridge + host-local (+ portmap) (+ firewall), podman's order. */
 export function defaultConfList(options: DefaultNetworkOptions = {}): JsonObject {
   const subnet = options.subnet ?? DEFAULT_SUBNET;
   const parsed = parseIPv4Cidr(subnet);

@@ -1,5 +1,5 @@
 // Workspace networking on top of the CNI runner: one attachment per container, with the
-// recoveries the seeds needed (zero-MAC bridge, stale allocations), isolation between
+// recoveries real hosts need (zero-MAC bridge, stale allocations), isolation between
 // workspaces on the shared bridge, and startup hygiene after a crash or a host restart.
 import fs from "node:fs";
 import path from "node:path";

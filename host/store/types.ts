@@ -1,5 +1,5 @@
 // The workspace state the orchestrator keeps in PostgreSQL (or embedded PGlite).
-// Tables follow DESIGN.md "Database"; the SQL lives in host/store/migrations/.
+// Tables are described in README.md "State"; the SQL lives in host/store/migrations/.
 
 export type ContainerStatus = "creating" | "running" | "stopped" | "error" | "deleting" | "deleted";
 

@@ -9,7 +9,7 @@
 //   node --import tsx host/workspace/main.ts
 //
 // Configuration: host/config.ts (`--config <file>`, ./memoh-workspace.toml, and the
-// MEMOH_* / DATABASE_URL variables of DESIGN.md "Configuration"); plus TZ, and for
+// MEMOH_* / DATABASE_URL variables listed in README.md "Configuration"); plus TZ, and for
 // private test daemons MEMOH_DB_SCHEMA (PostgreSQL schema) and MEMOH_RUNC_ROOT
 // (runc --root of the shims).
 import fs from "node:fs";

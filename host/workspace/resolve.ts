@@ -1,5 +1,5 @@
 // The one place that answers "which container is this bot's workspace?".
-// Order (the seeds' lesson): the database row, then the `memoh.bot_id` label on
+// Order (every lookup goes through here, so all agree): the database row, then the `memoh.bot_id` label on
 // containerd's containers, then a scan of container names (`workspace-<bot>`,
 // legacy `mcp-<bot>`), then the default `workspace-<bot>`.
 import type { ContainerdClient } from "../containerd/client.js";

@@ -245,7 +245,7 @@ describe("CNI networking of workspace containers", { concurrency: false }, () =>
     const a = await tn.net.setupNetwork(ws.container.id, ws.netns);
     assert.ok((await infoAt(a.ip)).pid > 0);
     assert.notEqual((await getLink(tn.bridge))?.address, "00:00:00:00:00:00");
-    // Where the kernel lets the plugin hit the seeds' failure (this VM's 6.x does), the log
+    // Where the kernel lets the plugin hit the known failure (this VM's 6.x does), the log
     // shows the recovery path ran; elsewhere setup must simply have succeeded first time.
     assert.ok(
       tn.logs.some((l) => /could not set bridge's mac/.test(l)) || tn.logs.length === 0,

@@ -23,7 +23,7 @@ function tempDir(t: { after: (fn: () => void) => void }): string {
   return dir;
 }
 
-test("an empty conf dir gets the seeds' default list, written once and then loaded as is", (t) => {
+test("an empty conf dir gets the default list, written once and then loaded as is", (t) => {
   const dir = path.join(tempDir(t), "net.d");
   const list = ensureConfList(dir);
   assert.equal(list.file, path.join(dir, "memoh-cni.conflist"));
