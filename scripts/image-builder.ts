@@ -76,7 +76,10 @@ export type LayerEntry =
 export interface ImageConfigOptions {
   env?: string[];
   cmd?: string[];
+  entrypoint?: string[];
   workingDir?: string;
+  /** The image's USER: a name or uid, optionally ":group". */
+  user?: string;
 }
 
 function sha256(data: Buffer | string): string {
@@ -143,6 +146,8 @@ export function buildOciImage(
       Env: options.env ?? [`PATH=${DEFAULT_PATH}`],
       Cmd: options.cmd ?? ["/bin/sh"],
       WorkingDir: options.workingDir ?? "/",
+      ...(options.entrypoint ? { Entrypoint: options.entrypoint } : {}),
+      ...(options.user ? { User: options.user } : {}),
     },
     rootfs: { type: "layers", diff_ids: diffIds },
     history: layers.map(() => ({ created: EPOCH.toISOString(), created_by: "memoh test image builder" })),
@@ -393,4 +398,14 @@ export async function buildHostImage(kind: TestImageName, ref: string, tarPath: 
   const image = buildOciImage(ref, [await buildLayer(IMAGE_SOURCES[kind].entries())]);
   await writeOciLayout([image], tarPath);
   return image;
+}
+
+/**
+ * Another image on top of `base`: its layers plus one more made of `entries`, with its
+ * own config (user, environment, working dir, entrypoint), as users' images are.
+ */
+export async function deriveImage(base: OciImage, ref: string, entries: LayerEntry[], options: ImageConfigOptions): Promise<OciImage> {
+  const extra = await buildLayer(entries);
+  const layers = base.layers.map((blob, i) => ({ blob, diffId: base.diffIds[i]! }));
+  return buildOciImage(ref, [...layers, extra], options);
 }
