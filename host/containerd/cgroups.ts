@@ -193,11 +193,12 @@ export function hasEffectiveCapability(statusText: string, cap: number): boolean
 }
 
 /**
- * Whether a spec may ask for a negative oomScoreAdj (withOomScoreAdj(-998)):
- * lowering an OOM score needs CAP_SYS_RESOURCE, and runc, started by
- * containerd, has this process's capabilities or fewer when this process
- * started containerd, and usually all of them under an init system. Without
- * it runc fails every task create ("can't get final child's PID from pipe").
+ * Whether a spec may ask for a negative oomScoreAdj (withOomScoreAdj(-998)).
+ * Lowering an OOM score needs CAP_SYS_RESOURCE; without it runc fails every
+ * task create ("can't get final child's PID from pipe"). This reads this
+ * process's effective capabilities, which is what runc gets when containerd
+ * runs with the same ones (started by this process, or both by the same
+ * service manager); some sandboxed VMs withhold CAP_SYS_RESOURCE even from root.
  */
 export function negativeOomScoreAdjSupported(statusText = fs.readFileSync("/proc/self/status", "utf8")): boolean {
   return hasEffectiveCapability(statusText, CAP_SYS_RESOURCE);
