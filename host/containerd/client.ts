@@ -7,7 +7,9 @@ import { collectGarbage, createLease, deleteLease, listLeases, withLease, type C
 import { DEFAULT_SNAPSHOTTER, SnapshotService } from "./snapshots.js";
 import { ContainerService, type ContainerInfo, type RuncOptions } from "./containers.js";
 import { TaskService, type TaskExitStatus } from "./tasks.js";
-import { subscribe, subscribeTaskExits, type EventEnvelope, type Subscription, type TaskExitEvent } from "./events.js";
+import { subscribe, subscribeTaskExits, subscribeTaskOoms, type EventEnvelope, type Subscription, type TaskExitEvent, type TaskOomEvent } from "./events.js";
+import { readCgroupStats, type CgroupOptions, type CgroupStats } from "./cgroups.js";
+import { ContainerdError } from "./errors.js";
 import { imageRootfs, type ImageRootfs } from "./image-rootfs.js";
 import { buildSpec, defaultUnixSpec, withImageConfig, type Spec, type SpecOpt } from "./spec.js";
 
@@ -108,6 +110,21 @@ export class ContainerdClient {
     return subscribeTaskExits(this.conn);
   }
 
+  /** OOM kills in this namespace's tasks. */
+  subscribeTaskOoms(): Subscription<TaskOomEvent> {
+    return subscribeTaskOoms(this.conn);
+  }
+
+  // -------------------------------------------------------------- cgroups
+
+  /** The cgroup counters (OOM kills, memory, pids) of container `id`'s task, from its spec's cgroupsPath. */
+  async cgroupStats(id: string, opts?: CgroupOptions): Promise<CgroupStats> {
+    const container = await this.containers.get(id);
+    const cgroupsPath = container.spec?.linux.cgroupsPath;
+    if (!cgroupsPath) throw new ContainerdError("failed_precondition", `container ${id} has no cgroupsPath in its spec`);
+    return readCgroupStats(cgroupsPath, opts);
+  }
+
   // -------------------------------------------------------------- sequences
 
   imageRootfs(image: string): Promise<ImageRootfs> {
@@ -173,8 +190,8 @@ export class ContainerdClient {
   }
 
   /** Stops its task (SIGTERM, grace, SIGKILL), deletes the container and, unless kept, its snapshot. */
-  async removeContainer(id: string, opts: { graceMs?: number; keepSnapshot?: boolean } = {}): Promise<TaskExitStatus | undefined> {
-    const exit = await this.tasks.stop(id, opts.graceMs ?? 10_000);
+  async removeContainer(id: string, opts: { graceMs?: number; killTimeoutMs?: number; keepSnapshot?: boolean } = {}): Promise<TaskExitStatus | undefined> {
+    const exit = await this.tasks.stop(id, { graceMs: opts.graceMs ?? 10_000, ...(opts.killTimeoutMs !== undefined ? { killTimeoutMs: opts.killTimeoutMs } : {}) });
     await this.containers.delete(id, { removeSnapshot: !opts.keepSnapshot, ignoreNotFound: true });
     return exit;
   }

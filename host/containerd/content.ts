@@ -62,9 +62,10 @@ export async function deleteContent(conn: ContainerdConnection, digest: string, 
   }
 }
 
+/** Lists blobs; the whole listing has the connection's default deadline unless `opts.timeoutMs` says otherwise. */
 export async function listContent(conn: ContainerdConnection, filters: string[] = [], opts?: ContainerdCallOptions): Promise<ContentInfo[]> {
   const out: ContentInfo[] = [];
-  const stream = conn.serverStream(Content.method.list, { filters }, opts);
+  const stream = conn.listStream(Content.method.list, { filters }, opts);
   try {
     for await (const res of stream) for (const info of res.info) out.push(toInfo(info, info.digest));
   } catch (err) {
@@ -73,7 +74,11 @@ export async function listContent(conn: ContainerdConnection, filters: string[] 
   return out;
 }
 
-/** Reads a whole blob (for small ones: manifests, configs). */
+/**
+ * Reads a whole blob (for small ones: manifests, configs). Fails with
+ * "deadline_exceeded" when containerd sends nothing for the connection's
+ * stream idle timeout (or `opts.idleTimeoutMs`).
+ */
 export async function readContent(conn: ContainerdConnection, digest: string, opts?: ContainerdCallOptions): Promise<Buffer> {
   const chunks: Buffer[] = [];
   const stream = conn.serverStream(Content.method.read, { digest, offset: 0n, size: 0n }, opts);
@@ -150,6 +155,13 @@ export interface WriteBlobOptions {
   name?: string;
   labels?: Record<string, string>;
   onProgress?: (offset: number, total: number) => void;
+  /**
+   * Longest wait for containerd: for its reply to a request, or for it to take
+   * more data (default: the connection's streamIdleTimeoutMs, 60 s); 0: none.
+   * Time spent reading `source` does not count. Then the write fails with
+   * "deadline_exceeded"; the ingest keeps what it got, so a retry resumes.
+   */
+  idleTimeoutMs?: number;
   call?: ContainerdCallOptions;
 }
 
@@ -200,21 +212,48 @@ async function writeBlobOnce(conn: ContainerdConnection, source: BlobSource, opt
 
 async function writeBlobStream(conn: ContainerdConnection, source: BlobSource, opts: WriteBlobOptions): Promise<WriteBlobResult> {
   const name = opts.name ?? `blob ${opts.digest}`;
+  const idleMs = opts.idleTimeoutMs ?? conn.streamIdleTimeoutMs;
   const call = conn.bidi(Content.method.write, opts.call);
   const responses: WriteContentResponse[] = [];
   const waiters: Array<{ resolve: (r: WriteContentResponse) => void; reject: (e: unknown) => void }> = [];
+  const drainWaiters = new Set<(e: unknown) => void>();
   let failed: ContainerdError | undefined;
   let ended = false;
+  const failAll = (err: ContainerdError) => {
+    failed ??= err;
+    for (const w of waiters.splice(0)) w.reject(failed);
+    for (const reject of [...drainWaiters]) reject(failed);
+  };
+  // Runs while at least one request waits for its reply; each reply starts a new window.
+  let replyTimer: NodeJS.Timeout | undefined;
+  const stopReplyTimer = () => {
+    if (replyTimer) clearTimeout(replyTimer);
+    replyTimer = undefined;
+  };
+  const startReplyTimer = () => {
+    if (idleMs <= 0 || replyTimer || waiters.length === 0 || failed) return;
+    replyTimer = setTimeout(() => {
+      replyTimer = undefined;
+      stall(`no reply from containerd for ${idleMs} ms`);
+    }, idleMs);
+  };
+  const stall = (what: string) => {
+    failAll(new ContainerdError("deadline_exceeded", `containerd Content.Write for ${name}: ${what}; is containerd hung?`));
+    call.cancel();
+  };
   call.on("data", (res: WriteContentResponse) => {
+    stopReplyTimer();
     const w = waiters.shift();
     if (w) w.resolve(res);
     else responses.push(res);
+    startReplyTimer();
   });
   call.on("error", (err: unknown) => {
-    failed = conn.wrap(err, Content.method.write);
-    for (const w of waiters.splice(0)) w.reject(failed);
+    stopReplyTimer();
+    failAll(conn.wrap(err, Content.method.write));
   });
   call.on("end", () => {
+    stopReplyTimer();
     ended = true;
     const err = new ContainerdError("unknown", `containerd Content.Write for ${name}: stream ended early`);
     for (const w of waiters.splice(0)) w.reject(failed ?? err);
@@ -225,23 +264,32 @@ async function writeBlobStream(conn: ContainerdConnection, source: BlobSource, o
     if (r) return Promise.resolve(r);
     if (failed) return Promise.reject(failed);
     if (ended) return Promise.reject(new ContainerdError("unknown", `containerd Content.Write for ${name}: stream ended early`));
-    return new Promise((resolve, reject) => waiters.push({ resolve, reject }));
+    const reply = new Promise<WriteContentResponse>((resolve, reject) => waiters.push({ resolve, reject }));
+    startReplyTimer();
+    return reply;
   };
   const send = async (msg: Parameters<typeof call.write>[0], written?: () => void): Promise<void> => {
     if (failed) throw failed;
     // grpc-js has framed (copied) the message once the write's callback runs.
     if (!call.write(msg, written)) {
       await new Promise<void>((resolve, reject) => {
+        const done = () => {
+          call.off("drain", onDrain);
+          drainWaiters.delete(onFail);
+          if (timer) clearTimeout(timer);
+        };
         const onDrain = () => {
-          call.off("error", onError);
+          done();
           resolve();
         };
-        const onError = (e: unknown) => {
-          call.off("drain", onDrain);
-          reject(conn.wrap(e, Content.method.write));
+        const onFail = (e: unknown) => {
+          done();
+          reject(e);
         };
+        const timer = idleMs > 0 ? setTimeout(() => stall(`containerd took no data for ${idleMs} ms`), idleMs) : undefined;
         call.once("drain", onDrain);
-        call.once("error", onError);
+        drainWaiters.add(onFail);
+        if (failed) onFail(failed);
       });
     }
   };
@@ -329,6 +377,7 @@ async function writeBlobStream(conn: ContainerdConnection, source: BlobSource, o
     }
     return { existed: false, written, resumedFrom };
   } finally {
+    stopReplyTimer();
     if (!call.writableEnded) call.end();
     call.cancel();
   }

@@ -1,13 +1,16 @@
-// Events: a subscription to containerd's event stream, with decoded task exits.
+// Events: a subscription to containerd's event stream, with decoded task exits
+// and OOM kills.
 import { fromBinary } from "@bufbuild/protobuf";
 import { Events, type Envelope } from "../../proto/gen/containerd/services/events/v1/events_pb.js";
-import { TaskExitSchema } from "../../proto/gen/containerd/events/task_pb.js";
+import { TaskExitSchema, TaskOOMSchema } from "../../proto/gen/containerd/events/task_pb.js";
 import type { ContainerdConnection } from "./connection.js";
 import type { ContainerdError } from "./errors.js";
 import { timestampToDate } from "./snapshots.js";
 
 export const TASK_EXIT_TOPIC = "/tasks/exit";
 export const TASK_EXIT_TYPE_URL = "containerd.events.TaskExit";
+export const TASK_OOM_TOPIC = "/tasks/oom";
+export const TASK_OOM_TYPE_URL = "containerd.events.TaskOOM";
 
 export interface TaskExitEvent {
   namespace: string;
@@ -17,6 +20,17 @@ export interface TaskExitEvent {
   pid: number;
   exitStatus: number;
   exitedAt: Date | undefined;
+}
+
+/**
+ * The OOM killer killed a process in the task's cgroup (the shim watches the
+ * cgroup's OOM notifications). The task itself may live on: the victim can be
+ * any process in it.
+ */
+export interface TaskOomEvent {
+  namespace: string;
+  containerId: string;
+  timestamp: Date | undefined;
 }
 
 export interface EventEnvelope {
@@ -42,9 +56,11 @@ function toEnvelope(e: Envelope): EventEnvelope {
   };
 }
 
+const hasType = (e: EventEnvelope, typeUrl: string) => e.typeUrl === typeUrl || e.typeUrl.endsWith(`/${typeUrl}`);
+
 /** Decodes a TaskExit envelope; undefined for any other event. */
 export function decodeTaskExit(e: EventEnvelope): TaskExitEvent | undefined {
-  if (e.typeUrl !== TASK_EXIT_TYPE_URL && !e.typeUrl.endsWith(`/${TASK_EXIT_TYPE_URL}`)) return undefined;
+  if (!hasType(e, TASK_EXIT_TYPE_URL)) return undefined;
   const m = fromBinary(TaskExitSchema, e.value);
   return { namespace: e.namespace, containerId: m.containerId, id: m.id, pid: m.pid, exitStatus: m.exitStatus, exitedAt: timestampToDate(m.exitedAt) };
 }
@@ -56,7 +72,8 @@ export function decodeTaskExit(e: EventEnvelope): TaskExitEvent | undefined {
  */
 export function subscribe(conn: ContainerdConnection, filters: string[] = []): Subscription<EventEnvelope> {
   const controller = new AbortController();
-  const stream = conn.serverStream(Events.method.subscribe, { filters }, { signal: controller.signal });
+  // Silence is normal here; the connection's keepalive pings find a hung daemon.
+  const stream = conn.serverStream(Events.method.subscribe, { filters }, { signal: controller.signal, idleTimeoutMs: 0 });
   // Errors would otherwise be unhandled when nobody iterates right now.
   const queue: EventEnvelope[] = [];
   let failure: ContainerdError | undefined;
@@ -96,19 +113,40 @@ export function subscribe(conn: ContainerdConnection, filters: string[] = []): S
   };
 }
 
-/** Task exit events only (of the connection's namespace unless `allNamespaces`). */
-export function subscribeTaskExits(conn: ContainerdConnection, opts: { allNamespaces?: boolean } = {}): Subscription<TaskExitEvent> {
-  const filter = `topic==${JSON.stringify(TASK_EXIT_TOPIC)}${opts.allNamespaces ? "" : `,namespace==${JSON.stringify(conn.namespace)}`}`;
+/** Decodes a TaskOOM envelope; undefined for any other event. */
+export function decodeTaskOom(e: EventEnvelope): TaskOomEvent | undefined {
+  if (!hasType(e, TASK_OOM_TYPE_URL)) return undefined;
+  const m = fromBinary(TaskOOMSchema, e.value);
+  return { namespace: e.namespace, containerId: m.containerId, timestamp: e.timestamp };
+}
+
+export interface TopicSubscriptionOptions {
+  /** Every namespace instead of the connection's. */
+  allNamespaces?: boolean;
+}
+
+function subscribeTopic<T>(conn: ContainerdConnection, topic: string, decode: (e: EventEnvelope) => T | undefined, opts: TopicSubscriptionOptions): Subscription<T> {
+  const filter = `topic==${JSON.stringify(topic)}${opts.allNamespaces ? "" : `,namespace==${JSON.stringify(conn.namespace)}`}`;
   const sub = subscribe(conn, [filter]);
   return {
     close: () => sub.close(),
     async *[Symbol.asyncIterator]() {
       for await (const e of sub) {
-        const exit = decodeTaskExit(e);
-        if (exit) yield exit;
+        const decoded = decode(e);
+        if (decoded) yield decoded;
       }
     },
   };
+}
+
+/** Task exit events only (of the connection's namespace unless `allNamespaces`). */
+export function subscribeTaskExits(conn: ContainerdConnection, opts: TopicSubscriptionOptions = {}): Subscription<TaskExitEvent> {
+  return subscribeTopic(conn, TASK_EXIT_TOPIC, decodeTaskExit, opts);
+}
+
+/** OOM kills in tasks (of the connection's namespace unless `allNamespaces`). */
+export function subscribeTaskOoms(conn: ContainerdConnection, opts: TopicSubscriptionOptions = {}): Subscription<TaskOomEvent> {
+  return subscribeTopic(conn, TASK_OOM_TOPIC, decodeTaskOom, opts);
 }
 
 /** Resolves with the first exit of `containerId`'s init process seen on `sub`. */

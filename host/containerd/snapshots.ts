@@ -170,9 +170,12 @@ export class SnapshotService {
     }
   }
 
-  /** Lists snapshots; filters use containerd's syntax (e.g. `parent==sha256:...`, `labels."x"==y`). */
+  /**
+   * Lists snapshots; filters use containerd's syntax (e.g. `parent==sha256:...`, `labels."x"==y`).
+   * The whole listing has the connection's default deadline unless `timeoutMs` says otherwise.
+   */
   async list(filters: string[] = [], opts: SnapshotOptions = {}): Promise<SnapshotInfo[]> {
-    const stream = this.conn.serverStream(Snapshots.method.list, { snapshotter: opts.snapshotter ?? this.snapshotter, filters }, opts);
+    const stream = this.conn.listStream(Snapshots.method.list, { snapshotter: opts.snapshotter ?? this.snapshotter, filters }, opts);
     const out: SnapshotInfo[] = [];
     try {
       for await (const chunk of stream) for (const info of chunk.info) out.push(toInfo(info, info.name));

@@ -7,6 +7,8 @@ import { setTimeout as sleep } from "node:timers/promises";
 import os from "node:os";
 import path from "node:path";
 import fs from "node:fs";
+import { create } from "@bufbuild/protobuf";
+import { AnySchema, type Any } from "@bufbuild/protobuf/wkt";
 import { Tasks } from "../../proto/gen/containerd/services/tasks/v1/tasks_pb.js";
 import { Status, type Process } from "../../proto/gen/containerd/types/task/task_pb.js";
 import type { ContainerdCallOptions, ContainerdConnection } from "./connection.js";
@@ -14,6 +16,42 @@ import { ContainerdError, isNotFound } from "./errors.js";
 import { runcOptionsAny, type RuncOptions } from "./containers.js";
 import { timestampToDate, type MountSpec } from "./snapshots.js";
 import { decodeResourceUsage, type ResourceUsage } from "./metrics.js";
+import type { LinuxResources } from "./spec.js";
+
+/** The type URL containerd's own client gives the LinuxResources of Tasks.Update (the value is its JSON). */
+export const LINUX_RESOURCES_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources";
+
+/** The JSON of `resources` in an Any, as the runc shim reads it for `runc update`. */
+export function linuxResourcesAny(resources: LinuxResources): Any {
+  return create(AnySchema, { typeUrl: LINUX_RESOURCES_TYPE_URL, value: new TextEncoder().encode(JSON.stringify(resources)) });
+}
+
+function checkUpdateResources(containerId: string, r: LinuxResources): void {
+  const fail = (what: string) => {
+    throw new ContainerdError("invalid_argument", `update of task ${containerId}: ${what}`);
+  };
+  if (!r.memory && !r.cpu && !r.pids && !r.devices) fail("no resources given");
+  // -1 is the OCI spelling of "no limit"; 0 leaves a value as it is.
+  const limitOk = (v: number | undefined) => v === undefined || (Number.isSafeInteger(v) && v >= -1);
+  const countOk = (v: number | undefined) => v === undefined || (Number.isSafeInteger(v) && v >= 0);
+  if (r.memory && !(limitOk(r.memory.limit) && limitOk(r.memory.swap) && limitOk(r.memory.reservation))) fail(`bad memory ${JSON.stringify(r.memory)}`);
+  if (r.cpu && !(limitOk(r.cpu.quota) && countOk(r.cpu.period) && countOk(r.cpu.shares))) fail(`bad cpu ${JSON.stringify(r.cpu)}`);
+  if (r.pids && !limitOk(r.pids.limit)) fail(`bad pids ${JSON.stringify(r.pids)}`);
+}
+
+export interface StopTaskOptions {
+  /** How long SIGTERM gets before SIGKILL (default 10 s). */
+  graceMs?: number;
+  /**
+   * How long the exit may take after SIGKILL (default 10 s). A task in a frozen
+   * cgroup, or with a process stuck in uninterruptible sleep, does not die; stop()
+   * then fails with "deadline_exceeded" and leaves the task in place.
+   */
+  killTimeoutMs?: number;
+}
+
+export const DEFAULT_STOP_GRACE_MS = 10_000;
+export const DEFAULT_KILL_TIMEOUT_MS = 10_000;
 
 export type TaskStatus = "unknown" | "created" | "running" | "stopped" | "paused" | "pausing";
 
@@ -155,6 +193,17 @@ export class TaskService {
     return res.tasks.map(toTaskInfo);
   }
 
+  /**
+   * Changes the limits of a running task (runc update): e.g.
+   * `update(id, linuxResources({ memoryBytes, pids }))`. Fields left out keep
+   * their value. The container's spec stays as it was: a new task gets the
+   * spec's limits again unless the spec is updated too.
+   */
+  async update(containerId: string, resources: LinuxResources, call?: ContainerdCallOptions): Promise<void> {
+    checkUpdateResources(containerId, resources);
+    await this.conn.unary(Tasks.method.update, { containerId, resources: linuxResourcesAny(resources) }, call);
+  }
+
   async metrics(containerId: string, call?: ContainerdCallOptions): Promise<TaskMetrics> {
     const res = await this.conn.unary(Tasks.method.metrics, { filters: [`id==${containerId}`] }, call);
     const m = res.metrics[0];
@@ -164,26 +213,41 @@ export class TaskService {
 
   /**
    * Stops and deletes the task: Wait first, SIGTERM, SIGKILL to every process
-   * after `graceMs`, then Delete. A container without a task is fine. Returns
-   * the exit status, or undefined when there was no task.
+   * after the grace period, then Delete. A container without a task is fine.
+   * Returns the exit status, or undefined when there was no task. `opts` is the
+   * grace period in ms, or StopTaskOptions; a task that has not exited
+   * `killTimeoutMs` after SIGKILL fails the call with "deadline_exceeded".
    */
-  async stop(containerId: string, graceMs = 10_000, call?: ContainerdCallOptions): Promise<TaskExitStatus | undefined> {
+  async stop(containerId: string, opts: number | StopTaskOptions = {}, call?: ContainerdCallOptions): Promise<TaskExitStatus | undefined> {
+    const { graceMs = DEFAULT_STOP_GRACE_MS, killTimeoutMs = DEFAULT_KILL_TIMEOUT_MS } = typeof opts === "number" ? { graceMs: opts } : opts;
+    for (const [name, v] of [["graceMs", graceMs], ["killTimeoutMs", killTimeoutMs]] as const) {
+      if (!(Number.isFinite(v) && v >= 0)) throw new ContainerdError("invalid_argument", `stop of task ${containerId}: ${name} must be a number of milliseconds >= 0, got ${v}`);
+    }
     const info = await this.status(containerId, call);
     if (!info) return undefined;
     let exit: TaskExitStatus | undefined;
     if (info.status !== "stopped") {
-      const waiting = this.wait(containerId, call);
+      const waitAbort = new AbortController();
+      const waiting = this.wait(containerId, { ...call, signal: call?.signal ? AbortSignal.any([call.signal, waitAbort.signal]) : waitAbort.signal });
       // A failed wait is reported below; don't let it be unhandled meanwhile.
       waiting.catch(() => {});
-      if (info.status === "created") {
-        // Never started: nothing to shut down gracefully.
-        await this.killIgnoringGone(containerId, "SIGKILL", true, call);
-      } else {
-        await this.killIgnoringGone(containerId, "SIGTERM", false, call);
-        const timer = new AbortController();
-        const first = await Promise.race([waiting, sleep(graceMs, "grace" as const, { signal: timer.signal }).catch(() => "aborted" as const)]);
-        timer.abort();
-        if (first === "grace") await this.killIgnoringGone(containerId, "SIGKILL", true, call);
+      try {
+        if (info.status === "created") {
+          // Never started: nothing to shut down gracefully.
+          await this.killIgnoringGone(containerId, "SIGKILL", true, call);
+        } else {
+          await this.killIgnoringGone(containerId, "SIGTERM", false, call);
+          if ((await raceTimeout(waiting, graceMs)) === "timeout") await this.killIgnoringGone(containerId, "SIGKILL", true, call);
+        }
+        if ((await raceTimeout(waiting, killTimeoutMs)) === "timeout") {
+          throw new ContainerdError(
+            "deadline_exceeded",
+            `task ${containerId} did not exit within ${killTimeoutMs} ms after SIGKILL (status ${(await this.status(containerId, call).catch(() => undefined))?.status ?? "unknown"}): ` +
+              "a frozen cgroup or a process in uninterruptible sleep (D state, e.g. a hung NFS or FUSE mount) cannot die; the task was left in place",
+          );
+        }
+      } finally {
+        waitAbort.abort();
       }
       exit = await waiting;
     }
@@ -198,5 +262,15 @@ export class TaskService {
       // The process exited between the status check and the signal.
       if (!isNotFound(err)) throw err;
     }
+  }
+}
+
+/** Resolves "timeout" when `promise` has not settled within `ms`; its rejection passes through. */
+async function raceTimeout<T>(promise: Promise<T>, ms: number): Promise<T | "timeout"> {
+  const timer = new AbortController();
+  try {
+    return await Promise.race([promise, sleep(ms, "timeout" as const, { signal: timer.signal })]);
+  } finally {
+    timer.abort();
   }
 }

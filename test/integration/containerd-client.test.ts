@@ -1,6 +1,7 @@
 // The TypeScript containerd client against a private containerd: a workspace
 // container with the runtime bundle whose agent answers, exit events, logs,
-// snapshot commit surviving GC, read-only host mounts, and a daemon that is gone.
+// snapshot commit surviving GC, read-only host mounts, a daemon that is gone or
+// hung, and a task that cannot die.
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
@@ -10,9 +11,11 @@ import { randomBytes } from "node:crypto";
 import { BridgeClient } from "../../host/bridge/client.js";
 import { ContainerdClient } from "../../host/containerd/client.js";
 import { ContainerdError } from "../../host/containerd/errors.js";
+import { cgroupDir, detectCgroupVersion } from "../../host/containerd/cgroups.js";
 import { nextExit } from "../../host/containerd/events.js";
 import { GC_ROOT_LABEL, isMountPoint, mountReadOnly, unmount } from "../../host/containerd/snapshots.js";
 import { bindMount, withEnv, withMounts, withProcessArgs } from "../../host/containerd/spec.js";
+import { setTimeout as sleep } from "node:timers/promises";
 import { startContainerd, type ContainerdEnv } from "./env/containerd.js";
 import { buildTestImages, importTestImages } from "./env/images.js";
 import { DEFAULT_AGENT_ARGS, DEFAULT_RUNTIME_DIR, requireRuntimeBundle, waitForSocket } from "./env/container.js";
@@ -317,5 +320,121 @@ test("containerd down: calls fail with code unavailable and a clear message", as
   } finally {
     c2.close();
     await env2.stop().catch(() => {});
+  }
+});
+
+test("stop gives up on a task that cannot die: deadline_exceeded naming it after the kill timeout, the task left in place", { timeout: 60_000 }, async () => {
+  // runc's kill --all freezes and thaws the container's own freezer cgroup, so freeze its parent:
+  // the container stays frozen, SIGKILL stays pending, and the task cannot exit.
+  assert.equal(detectCgroupVersion(), "v1", "this test freezes a cgroup v1 freezer (under cgroup v2 SIGKILL reaches frozen tasks)");
+  const id = `frozen-${uid()}`;
+  const parent = `/${env.namespace}/hold-${id}`;
+  const freezerState = path.join(cgroupDir(parent, "freezer"), "freezer.state");
+  const setFreezer = async (state: "FROZEN" | "THAWED") => {
+    fs.writeFileSync(freezerState, state);
+    const deadline = Date.now() + 10_000;
+    while (fs.readFileSync(freezerState, "utf8").trim() !== state) {
+      if (Date.now() > deadline) throw new Error(`${freezerState} did not become ${state}`);
+      await sleep(20);
+    }
+  };
+  try {
+    await client.createContainerFromImage({
+      id,
+      image: busybox,
+      specOpts: [
+        withProcessArgs("sleep", "100000"),
+        (spec) => {
+          spec.linux.cgroupsPath = `${parent}/${id}`;
+        },
+      ],
+    });
+    await client.startContainer(id);
+    await setFreezer("FROZEN");
+
+    const t0 = Date.now();
+    await assert.rejects(client.tasks.stop(id, { graceMs: 200, killTimeoutMs: 1000 }), (err) => {
+      assert.ok(err instanceof ContainerdError, String(err));
+      assert.equal(err.code, "deadline_exceeded");
+      assert.match(err.message, new RegExp(`task ${id} did not exit within 1000 ms after SIGKILL`));
+      return true;
+    });
+    const took = Date.now() - t0;
+    assert.ok(took >= 1200 && took < 8000, `stop gave up after ${took} ms (grace 200 + kill timeout 1000)`);
+    assert.notEqual(await client.tasks.status(id), undefined, "the task was deleted although it did not exit");
+
+    // Thawed, the pending SIGKILL lands: the next stop finds it gone and deletes it.
+    await setFreezer("THAWED");
+    const exit = await client.tasks.stop(id, { graceMs: 0, killTimeoutMs: 10_000 });
+    assert.equal(exit?.exitStatus, 137);
+    assert.equal(await client.tasks.status(id), undefined);
+  } finally {
+    if (fs.existsSync(freezerState)) fs.writeFileSync(freezerState, "THAWED");
+    await client.removeContainer(id, { graceMs: 0 }).catch(() => {});
+    // runc removes the container's own cgroups, not the parent made for this test.
+    for (const controller of fs.readdirSync("/sys/fs/cgroup")) {
+      const dir = path.join("/sys/fs/cgroup", controller, parent);
+      if (fs.existsSync(dir)) fs.rmdirSync(dir);
+    }
+  }
+  assert.deepEqual(await leftovers(), { tasks: [], containers: [], activeSnapshots: [] });
+});
+
+/** The pid of `env`'s containerd, from /proc (the env does not hand it out). */
+function daemonPid(e: ContainerdEnv): number {
+  const config = path.join(e.dir, "config.toml");
+  for (const entry of fs.readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const argv = fs.readFileSync(`/proc/${entry}/cmdline`, "utf8").split("\0");
+      if (path.basename(argv[0] ?? "") === "containerd" && argv.includes(config)) return Number(entry);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  throw new Error(`no containerd process with --config ${config}`);
+}
+
+test("a hung daemon: keepalive ends the silent event stream instead of letting it wait forever", { timeout: 60_000 }, async () => {
+  const env2 = await startContainerd();
+  const pid = daemonPid(env2);
+  // A 1 s keepalive is only safe for a few seconds: containerd drops connections that ping
+  // more often than every 5 minutes after three pings.
+  const fast = new ContainerdClient({ address: env2.address, namespace: env2.namespace, keepaliveTimeMs: 1000, keepaliveTimeoutMs: 1000 });
+  // The default client pings after 5.5 minutes: within this test its stream must still be waiting.
+  const slow = new ContainerdClient({ address: env2.address, namespace: env2.namespace });
+  let stopped = false;
+  try {
+    const fastEvents = fast.subscribe()[Symbol.asyncIterator]();
+    const slowSub = slow.subscribe();
+    const slowEvents = slowSub[Symbol.asyncIterator]();
+    const fastFirst = fastEvents.next();
+    const slowFirst = slowEvents.next();
+    // An event proves both streams are live before the daemon hangs.
+    await fast.ensureNamespace();
+    assert.equal((await fastFirst).value?.topic, "/namespaces/create");
+    assert.equal((await slowFirst).value?.topic, "/namespaces/create");
+
+    process.kill(pid, "SIGSTOP");
+    stopped = true;
+    const t0 = Date.now();
+    const slowNext = slowEvents.next().then(
+      () => "event" as const,
+      () => "failed" as const,
+    );
+    await assert.rejects(fastEvents.next(), (err) => {
+      assert.ok(err instanceof ContainerdError, String(err));
+      assert.equal(err.code, "unavailable", err.message);
+      return true;
+    });
+    const took = Date.now() - t0;
+    assert.ok(took < 5000, `the stream failed ${took} ms after the daemon hung (keepalive 1 s + 1 s)`);
+    assert.equal(await Promise.race([slowNext, sleep(100).then(() => "waiting" as const)]), "waiting", "without a short keepalive the stream should still wait");
+    slowSub.close();
+  } finally {
+    if (stopped) process.kill(pid, "SIGCONT");
+    fast.close();
+    slow.close();
+    await env2.stop();
   }
 });

@@ -2,6 +2,7 @@
 import { test, describe } from "node:test";
 import assert from "node:assert/strict";
 import {
+  ALL_CAPABILITIES,
   DEFAULT_CAPABILITIES,
   DEFAULT_PATH_ENV,
   bindMount,
@@ -14,8 +15,16 @@ import {
   withEnv,
   withHostNetwork,
   withHostname,
+  withCapabilities,
   withImageConfig,
   withMemoryLimit,
+  withOomScoreAdj,
+  withResources,
+  withSeccomp,
+  withSysctl,
+  withoutCapabilities,
+  linuxResources,
+  type LinuxSeccomp,
   withMounts,
   withNetNS,
   withPidsLimit,
@@ -25,6 +34,7 @@ import {
   withTZ,
   withUser,
 } from "../../host/containerd/spec.js";
+import { ALLOWED_PERSONALITIES, CLONE_NAMESPACE_FLAGS, defaultSeccompProfile } from "../../host/containerd/seccomp.js";
 
 const base = () => defaultUnixSpec("memoh", "ws-1");
 
@@ -157,6 +167,189 @@ describe("resources", () => {
     const s = buildSpec(base(), withDevice({ path: "/dev/fuse", type: "c", major: 10, minor: 229 }));
     assert.deepEqual(s.linux.devices, [{ path: "/dev/fuse", type: "c", major: 10, minor: 229 }]);
     assert.deepEqual(s.linux.resources.devices?.at(-1), { allow: true, type: "c", major: 10, minor: 229, access: "rwm" });
+  });
+});
+
+describe("resource limits", () => {
+  test("withResources: memory with swap pinned to it, cpus as quota/period, pids", () => {
+    const s = buildSpec(base(), withResources({ memoryBytes: 256 * 2 ** 20, cpus: 0.5, pids: 128 }));
+    assert.deepEqual(s.linux.resources.memory, { limit: 256 * 2 ** 20, swap: 256 * 2 ** 20 });
+    assert.deepEqual(s.linux.resources.cpu, { period: 100_000, quota: 50_000 });
+    assert.deepEqual(s.linux.resources.pids, { limit: 128 });
+    // The device rules stay.
+    assert.deepEqual(s.linux.resources.devices, [{ allow: false, access: "rwm" }]);
+  });
+
+  test("withResources: unset limits stay as they are; limitSwap false drops memory.swap", () => {
+    const s = buildSpec(base(), withResources({ memoryBytes: 1 << 30, pids: 64 }), withResources({ pids: 32 }));
+    assert.deepEqual(s.linux.resources.memory, { limit: 1 << 30, swap: 1 << 30 });
+    assert.deepEqual(s.linux.resources.pids, { limit: 32 });
+    assert.equal(s.linux.resources.cpu, undefined);
+    const noSwap = buildSpec(base(), withResources({ memoryBytes: 1 << 30 }), withResources({ memoryBytes: 1 << 29 }, { limitSwap: false }));
+    assert.deepEqual(noSwap.linux.resources.memory, { limit: 1 << 29 });
+  });
+
+  test("withResources and linuxResources refuse bad limits", () => {
+    assert.throws(() => withResources({ memoryBytes: 0 }), /memoryBytes must be a positive integer, got 0/);
+    assert.throws(() => withResources({ memoryBytes: 1.5 }), /memoryBytes/);
+    assert.throws(() => withResources({ cpus: 0.001 }), /cpus must be at least 0.01/);
+    assert.throws(() => withResources({ cpus: Number.NaN }), /cpus/);
+    assert.throws(() => withResources({ pids: -1 }), /pids must be a positive integer/);
+    assert.throws(() => withResources({ memory: 5 } as never), /unknown field "memory"/);
+    assert.throws(() => linuxResources({ pids: 0 }), /pids/);
+  });
+
+  test("linuxResources: the same limits for Tasks.Update, nothing else", () => {
+    assert.deepEqual(linuxResources({ memoryBytes: 64 * 2 ** 20, cpus: 2, pids: 50 }), {
+      memory: { limit: 64 * 2 ** 20, swap: 64 * 2 ** 20 },
+      cpu: { period: 100_000, quota: 200_000 },
+      pids: { limit: 50 },
+    });
+    assert.deepEqual(linuxResources({ pids: 10 }), { pids: { limit: 10 } });
+    assert.deepEqual(linuxResources({ memoryBytes: 4096 }, { limitSwap: false }), { memory: { limit: 4096 } });
+  });
+});
+
+describe("security options", () => {
+  test("withoutCapabilities drops from every set; the workspace default is containerd's without NET_RAW", () => {
+    const s = buildSpec(base(), withoutCapabilities("CAP_NET_RAW"));
+    const expected = DEFAULT_CAPABILITIES.filter((c) => c !== "CAP_NET_RAW");
+    assert.deepEqual(s.process.capabilities, { bounding: expected, effective: expected, permitted: expected });
+    // Short names work; dropping what is not there is fine.
+    const s2 = buildSpec(base(), withoutCapabilities("NET_RAW", "MKNOD", "SYS_ADMIN"));
+    assert.ok(!s2.process.capabilities.bounding.includes("CAP_MKNOD"));
+    assert.equal(s2.process.capabilities.bounding.length, DEFAULT_CAPABILITIES.length - 2);
+    assert.throws(() => withoutCapabilities("CAP_NET_RAWW"), /unknown capability "CAP_NET_RAWW"/);
+  });
+
+  test("withCapabilities sets exactly the given set; inheritable and ambient keep only what is granted", () => {
+    const s = buildSpec(
+      base(),
+      (spec) => {
+        spec.process.capabilities.inheritable = ["CAP_KILL", "CAP_NET_RAW"];
+        spec.process.capabilities.ambient = ["CAP_NET_RAW"];
+      },
+      withCapabilities(["CAP_CHOWN", "KILL", "CAP_CHOWN"]),
+    );
+    assert.deepEqual(s.process.capabilities, {
+      bounding: ["CAP_CHOWN", "CAP_KILL"],
+      effective: ["CAP_CHOWN", "CAP_KILL"],
+      permitted: ["CAP_CHOWN", "CAP_KILL"],
+      inheritable: ["CAP_KILL"],
+      ambient: [],
+    });
+    assert.deepEqual(buildSpec(base(), withCapabilities([])).process.capabilities.bounding, []);
+    assert.throws(() => withCapabilities(["cap_chown"]), /unknown capability/);
+    assert.equal(ALL_CAPABILITIES.length, 41);
+  });
+
+  test("withSysctl sets and merges kernel parameters; bad names are refused", () => {
+    const s = buildSpec(base(), withSysctl("net.ipv4.ping_group_range", "0 2147483647"), withSysctl("net.core.somaxconn", "1024"), withSysctl("net.core.somaxconn", "4096"));
+    assert.deepEqual(s.linux.sysctl, { "net.ipv4.ping_group_range": "0 2147483647", "net.core.somaxconn": "4096" });
+    assert.throws(() => withSysctl("net/ipv4/ip_forward", "1"), /bad name/);
+    assert.throws(() => withSysctl("kernel", "1"), /bad name/);
+    assert.throws(() => withSysctl("net.ipv4.ip_forward", "1\n"), /bad value/);
+  });
+
+  test("withOomScoreAdj sets process.oomScoreAdj within -1000..1000", () => {
+    assert.equal(buildSpec(base(), withOomScoreAdj(-998)).process.oomScoreAdj, -998);
+    assert.equal(buildSpec(base(), withOomScoreAdj(1000)).process.oomScoreAdj, 1000);
+    assert.throws(() => withOomScoreAdj(-1001), /-1000 to 1000/);
+    assert.throws(() => withOomScoreAdj(0.5), /integer/);
+  });
+
+  test("withSeccomp puts a copy of the profile into linux.seccomp", () => {
+    const profile = defaultSeccompProfile({ arch: "x64", kernelRelease: "6.1.0" });
+    const s = buildSpec(base(), withSeccomp(profile));
+    assert.deepEqual(s.linux.seccomp, profile);
+    profile.syscalls!.length = 0;
+    assert.ok(s.linux.seccomp!.syscalls!.length > 1, "the spec shares the caller's profile object");
+    assert.deepEqual(JSON.parse(JSON.stringify(s)).linux.seccomp, s.linux.seccomp);
+  });
+
+  test("withSeccomp refuses a malformed profile", () => {
+    const ok: LinuxSeccomp = { defaultAction: "SCMP_ACT_ERRNO", syscalls: [{ names: ["read"], action: "SCMP_ACT_ALLOW" }] };
+    assert.doesNotThrow(() => withSeccomp(ok));
+    assert.throws(() => withSeccomp({ ...ok, defaultAction: "SCMP_ACT_DENY" as never }), /unknown defaultAction "SCMP_ACT_DENY"/);
+    assert.throws(() => withSeccomp({ ...ok, architectures: ["SCMP_ARCH_Z80" as never] }), /unknown architecture/);
+    assert.throws(() => withSeccomp({ ...ok, syscalls: [{ names: [], action: "SCMP_ACT_ALLOW" }] }), /syscalls\[0\] has no names/);
+    assert.throws(() => withSeccomp({ ...ok, syscalls: [{ names: ["Read!"], action: "SCMP_ACT_ALLOW" }] }), /bad syscall name/);
+    assert.throws(
+      () => withSeccomp({ ...ok, syscalls: [{ names: ["clone"], action: "SCMP_ACT_ALLOW", args: [{ index: 6, value: 0, op: "SCMP_CMP_EQ" }] }] }),
+      /argument index must be 0–5/,
+    );
+    assert.throws(
+      () => withSeccomp({ ...ok, syscalls: [{ names: ["clone"], action: "SCMP_ACT_ALLOW", args: [{ index: 0, value: -1, op: "SCMP_CMP_EQ" }] }] }),
+      /non-negative integers/,
+    );
+    assert.throws(() => withSeccomp({ ...ok, syscalls: [{ names: ["x"], action: "SCMP_ACT_ERRNO", errnoRet: -1 }] }), /errnoRet/);
+  });
+});
+
+describe("default seccomp profile", () => {
+  const profile = defaultSeccompProfile({ arch: "x64", kernelRelease: "6.1.0-18-amd64" });
+  const allowedUnconditionally = new Set(profile.syscalls!.filter((r) => r.action === "SCMP_ACT_ALLOW" && !r.args?.length).flatMap((r) => r.names));
+  const rulesFor = (name: string) => profile.syscalls!.filter((r) => r.names.includes(name));
+
+  test("unknown syscalls fail with EPERM; x86_64, x86 and x32 are filtered", () => {
+    assert.equal(profile.defaultAction, "SCMP_ACT_ERRNO");
+    assert.equal(profile.defaultErrnoRet, 1);
+    assert.deepEqual(profile.architectures, ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]);
+    assert.deepEqual(defaultSeccompProfile({ arch: "arm64", kernelRelease: "6.1.0" }).architectures, ["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"]);
+    assert.throws(() => defaultSeccompProfile({ arch: "mips" }), /no profile for architecture mips/);
+  });
+
+  test("what reaches past the container has no allow rule", () => {
+    for (const name of [
+      "mount", "umount2", "unshare", "setns", "keyctl", "add_key", "request_key", "bpf", "perf_event_open", "init_module",
+      "finit_module", "delete_module", "kexec_load", "kexec_file_load", "open_by_handle_at", "pivot_root", "swapon", "swapoff",
+      "reboot", "userfaultfd", "io_uring_setup", "settimeofday", "clock_settime", "sethostname", "acct", "syslog",
+    ]) {
+      assert.deepEqual(rulesFor(name), [], `${name} is allowed`);
+    }
+  });
+
+  test("ordinary work is allowed: files, processes, threads, sockets, memory, signals", () => {
+    for (const name of ["read", "openat", "execve", "fork", "vfork", "wait4", "futex", "mmap", "socket", "connect", "epoll_wait", "getrandom", "rseq", "arch_prctl", "chroot", "statx", "ptrace"]) {
+      assert.ok(allowedUnconditionally.has(name), `${name} is not allowed`);
+    }
+  });
+
+  test("clone only without namespace flags; clone3 answers ENOSYS so glibc falls back to clone", () => {
+    assert.deepEqual(rulesFor("clone"), [
+      { names: ["clone"], action: "SCMP_ACT_ALLOW", args: [{ index: 0, value: CLONE_NAMESPACE_FLAGS, valueTwo: 0, op: "SCMP_CMP_MASKED_EQ" }] },
+    ]);
+    // CLONE_NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET; not CLONE_THREAD or CLONE_VM.
+    assert.equal(CLONE_NAMESPACE_FLAGS, 0x7e020000);
+    assert.equal(CLONE_NAMESPACE_FLAGS & 0x00010000, 0);
+    assert.deepEqual(rulesFor("clone3"), [{ names: ["clone3"], action: "SCMP_ACT_ERRNO", errnoRet: 38 }]);
+  });
+
+  test("personality only for the usual personas", () => {
+    const values = rulesFor("personality").map((r) => {
+      assert.equal(r.action, "SCMP_ACT_ALLOW");
+      assert.equal(r.args?.length, 1);
+      assert.equal(r.args![0]!.op, "SCMP_CMP_EQ");
+      return r.args![0]!.value;
+    });
+    assert.deepEqual(values, ALLOWED_PERSONALITIES);
+    assert.deepEqual(values, [0, 8, 0x20000, 0x20008, 0xffffffff]);
+  });
+
+  test("ptrace only from Linux 4.8 on; arm64 gets its own calls", () => {
+    const old = defaultSeccompProfile({ arch: "x64", kernelRelease: "4.4.0-210-generic" });
+    assert.ok(!old.syscalls!.some((r) => r.names.includes("ptrace")));
+    assert.ok(defaultSeccompProfile({ arch: "x64", kernelRelease: "4.8.0" }).syscalls!.some((r) => r.names.includes("ptrace")));
+    const arm = defaultSeccompProfile({ arch: "arm64", kernelRelease: "6.1.0" });
+    assert.ok(arm.syscalls![0]!.names.includes("set_tls"));
+    assert.ok(!arm.syscalls![0]!.names.includes("arch_prctl"));
+  });
+
+  test("passes its own validation and names each syscall once", () => {
+    assert.doesNotThrow(() => withSeccomp(profile));
+    const names = profile.syscalls![0]!.names;
+    assert.equal(new Set(names).size, names.length);
+    assert.ok(names.length > 300, `only ${names.length} syscalls allowed`);
   });
 });
 
