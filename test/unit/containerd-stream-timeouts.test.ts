@@ -18,7 +18,7 @@ import { Events } from "../../proto/gen/containerd/services/events/v1/events_pb.
 import { ContainerdConnection } from "../../host/containerd/connection.js";
 import { ContainerdError } from "../../host/containerd/errors.js";
 import { listContent, readContent, writeBlob, type BlobSource } from "../../host/containerd/content.js";
-import { readBlob } from "../../host/containerd/image-rootfs.js";
+import { readDocument } from "../../host/containerd/images.js";
 import { SnapshotService } from "../../host/containerd/snapshots.js";
 import { subscribe } from "../../host/containerd/events.js";
 
@@ -127,8 +127,8 @@ test("Content.Read: a stream that goes silent fails after the idle timeout, not 
   await assert.rejects(readContent(conn, STALL_DIGEST), isDeadline(/Content\.Read.*no message from containerd for 300 ms/));
   const took = Date.now() - t0;
   assert.ok(took >= STREAM_IDLE_MS - 20 && took < 3000, `took ${took} ms`);
-  // readBlob (image configs and manifests) goes through the same connection stream.
-  await assert.rejects(readBlob(conn, STALL_DIGEST), isDeadline(/no message from containerd/));
+  // Image documents (configs, manifests) are read through the same connection stream.
+  await assert.rejects(readDocument(conn, STALL_DIGEST, 4 * 1024 * 1024), isDeadline(/no message from containerd/));
   // A per-call idle timeout wins over the connection's.
   const t1 = Date.now();
   await assert.rejects(readContent(conn, STALL_DIGEST, { idleTimeoutMs: 100 }), isDeadline(/for 100 ms/));
