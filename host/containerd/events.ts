@@ -149,6 +149,30 @@ export function subscribeTaskOoms(conn: ContainerdConnection, opts: TopicSubscri
   return subscribeTopic(conn, TASK_OOM_TOPIC, decodeTaskOom, opts);
 }
 
+/** An exit or an OOM kill of a task: what a supervisor follows, on one stream. */
+export type TaskEvent = { type: "exit"; exit: TaskExitEvent } | { type: "oom"; oom: TaskOomEvent };
+
+/** Task exits and OOM kills (of the connection's namespace unless `allNamespaces`), in the order containerd sent them. */
+export function subscribeTaskEvents(conn: ContainerdConnection, opts: TopicSubscriptionOptions = {}): Subscription<TaskEvent> {
+  const ns = opts.allNamespaces ? "" : `,namespace==${JSON.stringify(conn.namespace)}`;
+  // containerd ORs its filters: one stream carries both topics.
+  const sub = subscribe(conn, [`topic==${JSON.stringify(TASK_EXIT_TOPIC)}${ns}`, `topic==${JSON.stringify(TASK_OOM_TOPIC)}${ns}`]);
+  return {
+    close: () => sub.close(),
+    async *[Symbol.asyncIterator]() {
+      for await (const e of sub) {
+        const exit = decodeTaskExit(e);
+        if (exit) {
+          yield { type: "exit", exit };
+          continue;
+        }
+        const oom = decodeTaskOom(e);
+        if (oom) yield { type: "oom", oom };
+      }
+    },
+  };
+}
+
 /** Resolves with the first exit of `containerId`'s init process seen on `sub`. */
 export async function nextExit(sub: Subscription<TaskExitEvent>, containerId: string): Promise<TaskExitEvent> {
   for await (const e of sub) if (e.containerId === containerId && e.id === containerId) return e;

@@ -7,9 +7,28 @@
 // an image would otherwise break or hijack the agent. So the last option moves that
 // environment into BRIDGE_IMAGE_ENV (a JSON list the agent hands to its children) and
 // gives the agent an environment of its own.
-import { DEFAULT_PATH_ENV, bindMount, withCdiDevices, withProcessArgs, withEnv, withHostname, withMounts, withTZ, type Spec, type SpecOpt } from "../containerd/spec.js";
+import {
+  DEFAULT_PATH_ENV,
+  bindMount,
+  defaultSeccompProfile,
+  withCdiDevices,
+  withEnv,
+  withHostname,
+  withMounts,
+  withOomScoreAdj,
+  withProcessArgs,
+  withResources,
+  withSeccomp,
+  withSysctl,
+  withTZ,
+  withoutCapabilities,
+  type ImageConfig,
+  type Spec,
+  type SpecOpt,
+} from "../containerd/spec.js";
 import type { CdiRegistry } from "../containerd/cdi.js";
-import type { ImageConfig } from "../containerd/spec.js";
+import { negativeOomScoreAdjSupported, swapLimitSupported } from "../containerd/cgroups.js";
+import type { WorkspaceLimits } from "./limits.js";
 
 export const AGENT_COMMAND = ["/opt/memoh/bin/tini", "-g", "--", "/opt/memoh/bin/node", "/opt/memoh/agent.js"];
 export const RUNTIME_MOUNT = "/opt/memoh";
@@ -27,6 +46,41 @@ export interface WorkspaceSpecInput {
   timezone?: string;
   cdiDevices: string[];
   cdiRegistry?: CdiRegistry;
+  limits: WorkspaceLimits;
+}
+
+/**
+ * The OOM scores of the agent and of what it spawns. Inside the workspace's memory
+ * cgroup the kernel kills the process with the highest score first: the agent must be
+ * the last choice. Lowering a score needs CAP_SYS_RESOURCE, which root lacks on some
+ * hosts (then runc cannot create the task at all); there the agent keeps 0 and its
+ * children are raised instead, which needs no privilege.
+ */
+export function oomScores(canLower = negativeOomScoreAdjSupported()): { agent: number; children: number } {
+  return canLower ? { agent: -998, children: 0 } : { agent: 0, children: 500 };
+}
+
+/**
+ * The sandbox every workspace runs in: a seccomp profile in the spirit of Docker's
+ * default (no namespaces, mounts, keyrings, bpf, perf, modules, kexec…), containerd's
+ * default capabilities without CAP_NET_RAW, ping through ICMP datagram sockets instead
+ * (as Docker does), and the masked and read-only /proc paths of the default spec.
+ */
+export function withWorkspaceSandbox(): SpecOpt {
+  const seccomp = withSeccomp(defaultSeccompProfile());
+  const caps = withoutCapabilities("CAP_NET_RAW");
+  const ping = withSysctl("net.ipv4.ping_group_range", "0 2147483647");
+  return (spec) => {
+    seccomp(spec);
+    caps(spec);
+    ping(spec);
+    spec.process.noNewPrivileges = true;
+  };
+}
+
+/** Memory (swap pinned to it where the host allows), CPU quota and pids of the workspace's cgroup. */
+export function withWorkspaceLimits(limits: WorkspaceLimits): SpecOpt {
+  return withResources(limits, { limitSwap: swapLimitSupported() });
 }
 
 /** The image's Env as the starting environment (containerd's default PATH when the image sets none). */
@@ -39,8 +93,10 @@ export function withImageEnv(config: ImageConfig): SpecOpt {
  * own; everything the spec's env held so far becomes BRIDGE_IMAGE_ENV for its children.
  * Must come after every option that adds variables.
  */
-export function withAgentProcess(containerId: string): SpecOpt {
+export function withAgentProcess(containerId: string, scores = oomScores()): SpecOpt {
+  const oom = withOomScoreAdj(scores.agent);
   return (spec: Spec) => {
+    oom(spec);
     const childEnv = spec.process.env;
     spec.process.args = [...AGENT_COMMAND];
     spec.process.cwd = "/";
@@ -51,6 +107,7 @@ export function withAgentProcess(containerId: string): SpecOpt {
       `BRIDGE_SOCKET_PATH=${BRIDGE_SOCKET_PATH}`,
       `BRIDGE_WORKSPACE_ID=${containerId}`,
       `BRIDGE_IMAGE_ENV=${JSON.stringify(childEnv)}`,
+      `BRIDGE_CHILD_OOM_SCORE_ADJ=${scores.children}`,
     ];
   };
 }
@@ -69,5 +126,6 @@ export function workspaceSpecOpts(input: WorkspaceSpecInput): SpecOpt[] {
   ];
   if (input.timezone) opts.push(withTZ(input.timezone));
   if (input.cdiDevices.length > 0) opts.push(withCdiDevices(input.cdiDevices, input.cdiRegistry));
+  opts.push(withWorkspaceSandbox(), withWorkspaceLimits(input.limits));
   return opts;
 }

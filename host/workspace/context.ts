@@ -20,6 +20,7 @@ import { WorkspaceError, describeError } from "./errors.js";
 import { resolveContainerId, type ResolvedContainer } from "./resolve.js";
 import { KeyedLock } from "./lock.js";
 import * as paths from "./paths.js";
+import { DEFAULT_LIMITS, type WorkspaceLimits } from "./limits.js";
 
 /** The lock key of a bot: every state change of its workspace holds it. */
 export const lockKey = (botId: string) => `bot:${botId}`;
@@ -48,6 +49,8 @@ export interface WorkspaceManagerOptions {
   /** How long a caller waits for a bot's lock before "unavailable" (default 120 s). */
   lockTimeoutMs?: number;
   cdiRegistry?: CdiRegistry;
+  /** Limits of a workspace created without its own (default 2 GiB, 2 CPUs, 1024 pids). */
+  defaultLimits?: WorkspaceLimits;
   /** Default: the bridge pool (host/bridge/pool.ts) over bridgeTarget(). */
   bridges?: BridgeClientSource;
   onPullProgress?: (botId: string, digest: string, offset: number, total: number) => void;
@@ -92,6 +95,10 @@ export class WorkspaceContext {
       timeoutMs: this.options.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS,
       onOrphanError: (err) => this.log(`${botId}: an operation whose caller went away failed: ${describeError(err)}`),
     });
+  }
+
+  get defaultLimits(): WorkspaceLimits {
+    return this.options.defaultLimits ?? DEFAULT_LIMITS;
   }
 
   get stopGraceMs(): number {

@@ -13,6 +13,7 @@ import type { WorkspaceContext } from "./context.js";
 import { WorkspaceError, describeError } from "./errors.js";
 import { LABEL_BOT_ID, LABEL_CDI_DEVICES, LABEL_WORKSPACE, WORKSPACE_GENERATION } from "./resolve.js";
 import { chooseResolvConf } from "./resolvconf.js";
+import { applyLimitsChange, type LimitsChange, type WorkspaceLimits } from "./limits.js";
 
 export interface CreateOptions {
   /** Per-bot image override (kept in the row; used for rebuilds). */
@@ -20,6 +21,13 @@ export interface CreateOptions {
   /** Fully qualified CDI device names, e.g. vendor.com/gpu=0. */
   cdiDevices?: string[];
   autoStart?: boolean;
+  /** Overrides of the default limits (each field optional); validated by the caller. */
+  limits?: LimitsChange;
+}
+
+/** The limits a (re)created workspace gets: the asked ones over the row's over the defaults. */
+export function effectiveLimits(ctx: WorkspaceContext, previous: WorkspaceLimits | undefined, change: LimitsChange | undefined): WorkspaceLimits {
+  return applyLimitsChange(previous ?? ctx.defaultLimits, change ?? {});
 }
 
 /** Every name fully qualified and known to the CDI registry, before anything is pulled or created. */
@@ -46,6 +54,8 @@ export async function createContainer(ctx: WorkspaceContext, botId: string, opts
   const image = opts.image ?? previous?.image ?? ctx.options.defaultImage;
   // A rebuilt or re-created workspace keeps the devices it had unless the caller names others.
   const cdiDevices = opts.cdiDevices ?? previous?.cdiDevices ?? [];
+  // So do its limits (a rebuild re-applies them).
+  const limits = effectiveLimits(ctx, previous?.limits, opts.limits);
   const socketDir = ctx.socketDir(botId);
   fs.mkdirSync(socketDir, { recursive: true, mode: 0o750 });
   fs.chmodSync(socketDir, 0o750);
@@ -79,6 +89,7 @@ export async function createContainer(ctx: WorkspaceContext, botId: string, opts
       socketDir,
       imageConfig: rootfs.config,
       cdiDevices,
+      limits,
       ...(ctx.options.cdiRegistry ? { cdiRegistry: ctx.options.cdiRegistry } : {}),
       ...(timezone(ctx) ? { timezone: timezone(ctx) } : {}),
     }),
@@ -94,10 +105,12 @@ export async function createContainer(ctx: WorkspaceContext, botId: string, opts
       autoStart: opts.autoStart ?? previous?.autoStart ?? true,
       containerPath: socketDir,
       cdiDevices,
+      limits,
     });
     await ctx.store.recordEvent(containerId, "created", {
       botId,
       image: pulled.name,
+      limits,
       pulled: pulled.pulled,
       cdiDevices,
       replaced: previous?.containerId ?? null,

@@ -88,3 +88,11 @@ export async function markFailed(ctx: WorkspaceContext, containerId: string, typ
   const row = await ctx.store.getContainer(containerId);
   if (row?.status === "running") await ctx.store.setStatus(containerId, "error", { type, payload });
 }
+
+/** Counts an OOM kill on the row of `containerId`; false when the container is not a workspace we know. */
+export async function recordOom(ctx: WorkspaceContext, containerId: string): Promise<boolean> {
+  const row = await ctx.store.getContainer(containerId);
+  if (row === undefined || row.status === "deleted") return false;
+  await ctx.store.recordOom(containerId, { botId: row.botId });
+  return true;
+}

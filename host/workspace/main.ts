@@ -82,6 +82,7 @@ export async function startManagerProcess(opts: { env?: NodeJS.ProcessEnv; argv?
       },
       ...(env.TZ ? { timezone: env.TZ } : {}),
       lockTimeoutMs: cfg.lockTimeoutMs,
+      defaultLimits: cfg.limits,
       log: (message) => emit("log", { message }),
     });
     return {

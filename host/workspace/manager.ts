@@ -26,11 +26,14 @@ import { reviveAgent } from "./revive.js";
 import { startTask } from "./start.js";
 import { listWorkspaces, workspaceStatus, type WorkspaceStatus } from "./status.js";
 import { stopTask } from "./stop.js";
+import { updateLimits } from "./update-limits.js";
+import { limitsDifferences, validateLimitsChange, type LimitsChange, type WorkspaceLimits } from "./limits.js";
 import type { ContainerRow } from "../store/types.js";
 
 export { AGENT_COMMAND, BRIDGE_SOCKET_PATH, RUNTIME_MOUNT, SOCKET_MOUNT } from "./container-spec.js";
 export { LEGACY_BRIDGE_PORT } from "../bridge/pool.js";
 export type { WorkspaceManagerOptions } from "./context.js";
+export type { LimitsChange, WorkspaceLimits } from "./limits.js";
 export type { WorkspaceStatus } from "./status.js";
 export type { ReconcileAction, ReconcileEntry } from "./reconcile.js";
 
@@ -108,12 +111,13 @@ export class WorkspaceManager {
   async ensure(botId: string, opts: EnsureOptions = {}): Promise<WorkspaceStatus> {
     validateBotId(botId);
     if (opts.cdiDevices !== undefined) checkCdiDevices(this.ctx, opts.cdiDevices);
+    if (opts.limits !== undefined) opts = { ...opts, limits: validateLimitsChange(opts.limits) };
     return this.lockedOp(botId, opts.signal, async () => {
       await this.finishDelete(botId);
       const resolved = await this.ctx.resolve(botId);
       if (await this.ctx.containerExists(resolved.containerId)) {
         const row = await this.ctx.liveRow(botId);
-        if (row !== undefined) checkSameWorkspace(row, opts);
+        if (row !== undefined) checkSameWorkspace(row, row.limits ?? this.ctx.defaultLimits, opts);
         await adoptRow(this.ctx, botId, resolved.containerId, opts);
         await startTask(this.ctx, botId, resolved.containerId);
       } else {
@@ -180,6 +184,20 @@ export class WorkspaceManager {
       if (!ran && err instanceof LockTimeoutError) this.countPendingDelete(botId, -1);
       throw err;
     }
+  }
+
+  /**
+   * Changes the workspace's memory, CPU and pids limits: the running task's cgroup at
+   * once (no restart), the container's spec and the row, so restarts and rebuilds keep
+   * them. Returns the status with the limits in force.
+   */
+  async updateLimits(botId: string, change: LimitsChange, opts: { signal?: AbortSignal } = {}): Promise<WorkspaceStatus> {
+    validateBotId(botId);
+    const checked = validateLimitsChange(change);
+    return this.lockedOp(botId, opts.signal, async () => {
+      await updateLimits(this.ctx, botId, checked);
+      return workspaceStatus(this.ctx, botId);
+    });
   }
 
   /** The row plus what containerd says right now. */
@@ -257,6 +275,11 @@ export class WorkspaceManager {
     return this.lockedOp(owner.botId, undefined, () => health.restartAfterExit(this.ctx, owner.botId, containerId, exit));
   }
 
+  /** Counts an OOM kill in `containerId` on its row; false when it is not a known workspace. */
+  recordOom(containerId: string): Promise<boolean> {
+    return this.boundary(() => health.recordOom(this.ctx, containerId));
+  }
+
   /** Marks the workspace "error" (a supervisor gave up restarting it); start or ensure clears it. */
   async markFailed(containerId: string, type: string, payload: Record<string, unknown>): Promise<void> {
     const owner = await this.boundary(() => this.ctx.store.getContainer(containerId));
@@ -324,14 +347,15 @@ export class WorkspaceManager {
 }
 
 /** An existing workspace asked for again must be asked for as it is. */
-function checkSameWorkspace(row: ContainerRow, opts: CreateOptions): void {
+function checkSameWorkspace(row: ContainerRow, limits: WorkspaceLimits, opts: CreateOptions): void {
   const differences: string[] = [];
+  if (opts.limits !== undefined) differences.push(...limitsDifferences(limits, opts.limits).map((d) => `limits ${d}`));
   if (opts.image !== undefined && opts.image !== row.image) differences.push(`image ${JSON.stringify(row.image)} (asked: ${JSON.stringify(opts.image)})`);
   if (opts.cdiDevices !== undefined && !sameSet(opts.cdiDevices, row.cdiDevices)) {
     differences.push(`devices [${row.cdiDevices.join(", ")}] (asked: [${opts.cdiDevices.join(", ")}])`);
   }
   if (differences.length > 0) {
-    throw new WorkspaceError("conflict", `the workspace of bot ${row.botId} already exists with ${differences.join(" and ")}; delete it first to change that`);
+    throw new WorkspaceError("conflict", `the workspace of bot ${row.botId} already exists with ${differences.join(" and ")}; delete it first to change the image or devices, or change limits with updateLimits`);
   }
 }
 

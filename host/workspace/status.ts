@@ -1,6 +1,8 @@
 // What a workspace is right now: its row plus what containerd says (container, task),
 // the bridge route, and whether data outlives the container.
+import { readCgroupStats, type CgroupStats } from "../containerd/cgroups.js";
 import type { ContainerRow } from "../store/types.js";
+import type { WorkspaceLimits } from "./limits.js";
 import { isLegacyContainerId } from "./botid.js";
 import { targetAddress } from "./bridge-source.js";
 import type { WorkspaceContext } from "./context.js";
@@ -19,6 +21,27 @@ export interface WorkspaceStatus {
   ip: string | undefined;
   /** Data outlives the container: recorded snapshots, or an orphaned active snapshot of a missing container. */
   hasPreservedData: boolean;
+  /** The limits in force (the row's, or the defaults for a row from before limits); undefined without a row. */
+  limits: WorkspaceLimits | undefined;
+  /** OOM kills recorded over the workspace's life (they survive restarts). */
+  oomKills: number;
+  lastOomAt: Date | undefined;
+  /** The running task's cgroup now: memory use and limit, OOM kills since the task started, pids. */
+  cgroup: CgroupStats | undefined;
+}
+
+/** The task's cgroup (containerd's default path /<namespace>/<id>); undefined when it cannot be read. */
+async function liveCgroup(ctx: WorkspaceContext, containerId: string, running: boolean): Promise<CgroupStats | undefined> {
+  if (!running) return undefined;
+  try {
+    return await readCgroupStats(`/${ctx.cd.namespace}/${containerId}`);
+  } catch {
+    return undefined;
+  }
+}
+
+function rowFacts(ctx: WorkspaceContext, row: ContainerRow | undefined): Pick<WorkspaceStatus, "limits" | "oomKills" | "lastOomAt"> {
+  return { limits: row ? (row.limits ?? ctx.defaultLimits) : undefined, oomKills: row?.oomKills ?? 0, lastOomAt: row?.lastOomAt };
 }
 
 export async function workspaceStatus(ctx: WorkspaceContext, botId: string): Promise<WorkspaceStatus> {
@@ -29,11 +52,14 @@ export async function workspaceStatus(ctx: WorkspaceContext, botId: string): Pro
   const route = ctx.routes.get(botId);
   const hasPreservedData =
     (await ctx.store.listSnapshots(resolved.containerId)).length > 0 || (!exists && (await ctx.cd.snapshots.exists(resolved.containerId)));
+  const live = row?.status === "deleted" ? undefined : row;
   return {
+    ...rowFacts(ctx, live),
+    cgroup: await liveCgroup(ctx, resolved.containerId, task?.status === "running"),
     hasPreservedData,
     botId,
     containerId: resolved.containerId,
-    row: row?.status === "deleted" ? undefined : row,
+    row: live,
     containerExists: exists,
     task: task?.status ?? "none",
     pid: task?.pid,
@@ -58,6 +84,9 @@ export async function listWorkspaces(ctx: WorkspaceContext): Promise<WorkspaceSt
       const legacy = isLegacyContainerId(row.containerId);
       const route = ctx.routes.get(row.botId);
       return {
+        ...rowFacts(ctx, row),
+        // Live cgroup counters are read per workspace (status), not for the whole list.
+        cgroup: undefined,
         botId: row.botId,
         containerId: row.containerId,
         row,

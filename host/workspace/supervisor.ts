@@ -1,13 +1,14 @@
 // WorkspaceSupervisor: restarts a workspace whose task exits on its own (the agent
-// crashed, everything in the container was killed, the OOM killer struck), without
-// waiting for the next tool call, and one whose agent stops answering (probed with
-// Info at an interval; calls to a hung agent time out instead of failing, so nothing
-// else would notice). It follows containerd's TaskExit events; when the
+// crashed, everything in the container was killed), without waiting for the next tool
+// call, and one whose agent stops answering (probed with Info at an interval; calls to
+// a hung agent time out instead of failing, so nothing else would notice). It also
+// records OOM kills on the workspace's row. It follows containerd's TaskExit and
+// TaskOOM events on one stream; when the
 // event stream breaks (containerd restarted) it subscribes again with backoff and
 // reports it, so the caller can reconcile what it missed meanwhile. A workspace that
 // keeps exiting is marked "error" instead of being restarted forever.
 import { setTimeout as sleep } from "node:timers/promises";
-import { subscribeTaskExits, type Subscription, type TaskExitEvent } from "../containerd/events.js";
+import { subscribeTaskEvents, type Subscription, type TaskEvent, type TaskExitEvent } from "../containerd/events.js";
 import type { ContainerdConnection } from "../containerd/connection.js";
 import { daemonVersion } from "../containerd/version.js";
 import { describeError } from "./errors.js";
@@ -41,6 +42,8 @@ export type SupervisorEvent =
   | { type: "unresponsive_restarted"; botId: string; failedProbes: number }
   | { type: "probe_failed"; botId: string; error: string }
   | { type: "missed_exit"; containerId: string }
+  | { type: "oom"; containerId: string }
+  | { type: "oom_not_recorded"; containerId: string; error: string }
   | { type: "stream_lost"; error: string }
   | { type: "resubscribed" };
 
@@ -60,7 +63,7 @@ export class WorkspaceSupervisor {
    */
   private readonly pending = new Map<string, { again: boolean; exit: TaskExitEvent }>();
   private readonly inFlight = new Set<Promise<void>>();
-  private sub: Subscription<TaskExitEvent> | undefined;
+  private sub: Subscription<TaskEvent> | undefined;
   private watchdog: Promise<void> | undefined;
   /** Consecutive failed probes per bot. */
   private readonly failedProbes = new Map<string, number>();
@@ -148,7 +151,7 @@ export class WorkspaceSupervisor {
     let delay = this.resubscribeDelayMs;
     let broken = false;
     while (!this.closed) {
-      const sub = subscribeTaskExits(this.conn);
+      const sub = subscribeTaskEvents(this.conn);
       this.sub = sub;
       try {
         // The stream says nothing until an event comes; a call on the same connection
@@ -161,8 +164,13 @@ export class WorkspaceSupervisor {
           broken = false;
           delay = this.resubscribeDelayMs;
         }
-        for await (const exit of sub) {
+        for await (const event of sub) {
           delay = this.resubscribeDelayMs;
+          if (event.type === "oom") {
+            this.onOom(event.oom.containerId);
+            continue;
+          }
+          const exit = event.exit;
           if (exit.id !== exit.containerId) continue; // an exec'd process, not the task's init
           this.onExit(exit);
         }
@@ -182,6 +190,20 @@ export class WorkspaceSupervisor {
       }
       delay = Math.min(delay * 2, MAX_DELAY_MS);
     }
+  }
+
+  /** The OOM killer struck inside a workspace: recorded on its row (the count survives restarts). */
+  private onOom(containerId: string): void {
+    const work = this.manager.recordOom(containerId).then(
+      (recorded) => {
+        if (recorded) this.options.onEvent?.({ type: "oom", containerId });
+      },
+      (err: unknown) => {
+        if (!this.closed) this.options.onEvent?.({ type: "oom_not_recorded", containerId, error: describeError(err) });
+      },
+    );
+    this.inFlight.add(work);
+    void work.finally(() => this.inFlight.delete(work));
   }
 
   private onExit(exit: TaskExitEvent): void {
