@@ -4,7 +4,8 @@ import fs from "node:fs/promises";
 import net from "node:net";
 import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
-import { addService, MAX_MESSAGE_BYTES } from "../proto/rpc.js";
+import { MAX_MESSAGE_BYTES } from "../proto/constants.js";
+import { addService } from "../proto/rpc.js";
 import { ContainerService, file_memoh_bridge_v1_bridge } from "../proto/gen/memoh/bridge/v1/bridge_pb.js";
 import { Health, file_grpc_health_v1_health } from "../proto/gen/grpc/health/v1/health_pb.js";
 import { createContext, type AgentContext } from "./context.js";
@@ -22,6 +23,16 @@ export interface AgentOptions {
   tcpAddr?: string;
   /** Overrides WRITE_IDLE_MS (tests). */
   writeIdleMs?: number;
+  /** The workspace this agent serves (BRIDGE_WORKSPACE_ID); Info reports the hostname without it. */
+  workspaceId?: string;
+  /**
+   * The image's environment (BRIDGE_IMAGE_ENV, parsed): the base of every
+   * spawned process's environment. Without it, processes inherit the agent's
+   * environment minus its BRIDGE_* settings (containers of older hosts).
+   */
+  imageEnv?: Readonly<Record<string, string>>;
+  /** oom_score_adj of every spawned process (BRIDGE_CHILD_OOM_SCORE_ADJ, default 0). */
+  childOomScoreAdj?: number;
 }
 
 export interface RunningAgent {
@@ -75,6 +86,9 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   await fs.mkdir(opts.dataDir, { recursive: true });
   const ctx = createContext(path.resolve(opts.dataDir));
   if (opts.writeIdleMs !== undefined) ctx.writeIdleMs = opts.writeIdleMs;
+  if (opts.workspaceId) ctx.workspaceId = opts.workspaceId;
+  if (opts.imageEnv) ctx.childEnv = { kind: "image", vars: { ...opts.imageEnv } };
+  if (opts.childOomScoreAdj !== undefined) ctx.childOomScoreAdj = opts.childOomScoreAdj;
   const server = new grpc.Server(serverOptions);
   addService(server, ContainerService, containerServiceHandlers(ctx), mapAgentError);
   const health = new HealthState([ContainerService.typeName]);

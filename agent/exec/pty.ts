@@ -52,6 +52,28 @@ async function checkProgram(target: SpawnTarget, env: Record<string, string>): P
   throw denied ? programNotExecutable(target) : programNotFound(target);
 }
 
+/**
+ * Runs fn (which forks) with the agent's supplementary groups cleared, so the
+ * forked child has none. node-pty's child calls setgid and setuid but not
+ * setgroups: without this, a process run as another user would keep the
+ * agent's groups. The fork is synchronous, so nothing else of the agent runs
+ * with the cleared list except the threadpool, which as root does not rely on
+ * groups for access.
+ */
+function withoutSupplementaryGroups<T>(fn: () => T): T {
+  const saved = process.getgroups?.() ?? [];
+  try {
+    process.setgroups?.([]);
+  } catch (err) {
+    throw new RpcError(Status.PERMISSION_DENIED, `cannot drop the supplementary groups for another user: ${(err as Error).message}`, { cause: err });
+  }
+  try {
+    return fn();
+  } finally {
+    process.setgroups?.(saved);
+  }
+}
+
 interface PtyErrorEvents {
   on(event: "error", listener: (err: Error) => void): void;
 }
@@ -124,15 +146,20 @@ export async function spawnPty(spec: ExecSpec, sink: ExecSink): Promise<RunningP
   await checkProgram(target, spec.env);
   let term: NodePty.IPty;
   try {
-    term = pty.spawn(spec.file, spec.args, {
-      name: PTY_TERM,
-      cols: spec.pty.cols,
-      rows: spec.pty.rows,
-      cwd: spec.cwd,
-      env: spec.env,
-      encoding: null,
-    });
+    const open = () =>
+      pty.spawn(spec.file, spec.args, {
+        name: PTY_TERM,
+        cols: spec.pty!.cols,
+        rows: spec.pty!.rows,
+        cwd: spec.cwd,
+        env: spec.env,
+        encoding: null,
+        uid: spec.ids?.uid,
+        gid: spec.ids?.gid,
+      });
+    term = spec.ids ? withoutSupplementaryGroups(open) : open();
   } catch (err) {
+    if (err instanceof RpcError) throw err;
     const why = err instanceof Error ? err.message : String(err);
     throw new RpcError(Status.FAILED_PRECONDITION, `cannot open a pseudo-terminal: ${why}`, { cause: err });
   }
