@@ -5,6 +5,7 @@
 // node-pty execs in a forked child and, when that fails, only prints the reason
 // on the terminal and exits 1; so cwd and program are checked here first, to
 // answer NOT_FOUND / PERMISSION_DENIED like pipe mode does.
+import { readFileSync } from "node:fs";
 import fs from "node:fs/promises";
 import path from "node:path";
 import type * as NodePty from "node-pty";
@@ -52,6 +53,19 @@ async function checkProgram(target: SpawnTarget, env: Record<string, string>): P
   throw denied ? programNotExecutable(target) : programNotFound(target);
 }
 
+/** The agent's supplementary groups as the kernel holds them (process.getgroups() adds the egid). */
+function supplementaryGroups(): number[] {
+  try {
+    const line = readFileSync("/proc/self/status", "utf8")
+      .split("\n")
+      .find((l) => l.startsWith("Groups:"));
+    if (line !== undefined) return line.slice("Groups:".length).trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    // No /proc: fall back to what Node reports.
+  }
+  return process.getgroups?.() ?? [];
+}
+
 /**
  * Runs fn (which forks) with the agent's supplementary groups cleared, so the
  * forked child has none. node-pty's child calls setgid and setuid but not
@@ -61,7 +75,7 @@ async function checkProgram(target: SpawnTarget, env: Record<string, string>): P
  * groups for access.
  */
 function withoutSupplementaryGroups<T>(fn: () => T): T {
-  const saved = process.getgroups?.() ?? [];
+  const saved = supplementaryGroups();
   try {
     process.setgroups?.([]);
   } catch (err) {
