@@ -792,9 +792,10 @@ export type ExecStart = Message<"memoh.bridge.v1.ExecStart"> & {
   /**
    * Run as this user: "name", "uid", "name:group", "uid:gid", "name:gid" or
    * "uid:group", resolved from the container's /etc/passwd and /etc/group.
-   * Empty = root. A name that is not found is INVALID_ARGUMENT; a uid without
-   * an entry runs with gid 0 unless a group is given. HOME, USER and LOGNAME
-   * follow the user unless env sets them. No supplementary groups.
+   * Empty = root (the agent's own user). A name that is not found is
+   * INVALID_ARGUMENT; a uid without an entry runs with gid 0 unless a group is
+   * given. USER and LOGNAME follow the user, HOME too unless the image sets it;
+   * env overrides them. Another user than the agent's gets no supplementary groups.
    *
    * @generated from field: string user = 12;
    */
@@ -1260,6 +1261,8 @@ export const ContainerService: GenService<{
   },
   /**
    * Run a process. First message: start. Then stdin, close_stdin, signal, resize.
+   * Processes the agent spawns (Exec, McpStdio) run at oom_score_adj 0 (the
+   * agent's own is lower, so the OOM killer takes them first).
    *
    * @generated from rpc memoh.bridge.v1.ContainerService.Exec
    */
