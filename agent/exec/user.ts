@@ -145,8 +145,10 @@ export function resolveUser(spec: UserSpec | undefined, files: AccountFiles, sel
 
   let gid: number;
   const groupRef = spec?.group;
-  if (groupRef === undefined) {
-    gid = entry?.gid ?? (spec === undefined ? self.gid : 0);
+  if (spec === undefined) {
+    gid = self.gid;
+  } else if (groupRef === undefined) {
+    gid = entry?.gid ?? 0;
   } else if ("id" in groupRef) {
     gid = groupRef.id;
   } else {

@@ -54,6 +54,8 @@ test("user specs: name, uid, name:group, uid:gid, name:gid, uid:group", () => {
   // The first entry of a name wins, as getpwnam's does.
   assert.deepEqual(resolve("dup"), { uid: 2000, gid: 2000, name: "dup", home: "/first" });
   assert.equal(resolve("nohome").home, "/", "an empty home field means /");
+  // Empty: the agent's own uid and gid, whatever the passwd entry says; its home and name from there.
+  assert.deepEqual(resolveUser(undefined, { passwd: "root:x:0:5::/r:/bin/sh\n", group: undefined }, root), { uid: 0, gid: 0, name: "root", home: "/r" });
 });
 
 test("a uid without a passwd entry runs with gid 0 (or the given gid), HOME / and its number as USER", () => {
