@@ -14,6 +14,7 @@ import { addHealthService, HealthState, ServingStatus } from "./grpc/health.js";
 import { addReflectionService } from "./grpc/reflection.js";
 import { containerServiceHandlers } from "./service.js";
 import { killAllChildren } from "./exec/children.js";
+import { logLine } from "./log.js";
 
 export interface AgentOptions {
   dataDir: string;
@@ -61,7 +62,11 @@ function isLiveSocket(socketPath: string): Promise<boolean> {
   });
 }
 
-/** Makes room for the socket: creates its dir and removes a stale socket left by a dead agent. */
+/**
+ * Makes room for the socket: creates its dir and removes a stale socket left by
+ * a dead agent, or a symlink (the host never follows one there, so it only
+ * keeps the workspace unreachable until removed).
+ */
 async function prepareSocketPath(socketPath: string): Promise<void> {
   await fs.mkdir(path.dirname(socketPath), { recursive: true });
   let st;
@@ -70,6 +75,11 @@ async function prepareSocketPath(socketPath: string): Promise<void> {
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") return;
     throw err;
+  }
+  if (st.isSymbolicLink()) {
+    logLine(`${socketPath} is a symbolic link (to ${await fs.readlink(socketPath).catch(() => "?")}); replacing it with the agent's socket`);
+    await fs.unlink(socketPath);
+    return;
   }
   if (!st.isSocket()) throw new Error(`${socketPath} exists and is not a socket`);
   if (await isLiveSocket(socketPath)) throw new Error(`another process is serving ${socketPath}`);
