@@ -5,6 +5,7 @@ import type { InfoResponseSchema } from "../proto/gen/memoh/bridge/v1/bridge_pb.
 import { AGENT_VERSION, CAPABILITIES, PROTOCOL_VERSION } from "./version.js";
 
 export async function info(ctx: AgentContext): Promise<MessageInitShape<typeof InfoResponseSchema>> {
+  const hostname = os.hostname();
   return {
     agentVersion: AGENT_VERSION,
     protocolVersion: PROTOCOL_VERSION,
@@ -14,6 +15,9 @@ export async function info(ctx: AgentContext): Promise<MessageInitShape<typeof I
     nodeVersion: process.version,
     dataDir: ctx.dataDir,
     listen: ctx.listen,
-    hostname: os.hostname(),
+    hostname,
+    // The host names a workspace's hostname after its container id, so the
+    // hostname identifies it when the host did not pass the id.
+    workspaceId: ctx.workspaceId || hostname,
   };
 }

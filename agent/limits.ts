@@ -1,8 +1,7 @@
 // Limits the agent enforces so that no request can make it walk, read or buffer without bound.
-export const MiB = 1024 * 1024;
+import { MAX_MESSAGE_BYTES, MiB } from "../proto/constants.js";
 
-/** gRPC message limit, both directions. */
-export const MAX_MESSAGE_BYTES = 16 * MiB;
+export { MAX_MESSAGE_BYTES, MiB };
 /** ReadFile refuses larger files and points the caller to ReadRaw. */
 export const READ_FILE_MAX_BYTES = 8 * MiB;
 /** Lines ReadFile returns when the request sets no limit. */

@@ -1,17 +1,35 @@
 // Bridge agent entry point: runs inside every workspace container as
 // `tini -g -- /opt/memoh/bin/node /opt/memoh/agent.js`.
+//
+// Its environment is the host's, not the image's: PATH, HOME, the BRIDGE_*
+// settings, and BRIDGE_IMAGE_ENV carrying the image's ENV for the processes
+// it spawns (exec/env.ts).
+import { parseImageEnv } from "./exec/env.js";
+import { parseOomScoreAdj } from "./exec/oom.js";
+import { logLine as log } from "./log.js";
 import { startAgent } from "./server.js";
-
-function log(message: string): void {
-  process.stderr.write(`${new Date().toISOString()} memoh-agent: ${message}\n`);
-}
 
 async function main(): Promise<void> {
   const dataDir = process.env.BRIDGE_DATA_DIR || "/data";
   const tcpAddr = process.env.BRIDGE_TCP_ADDR || undefined;
   const socketPath = process.env.BRIDGE_SOCKET_PATH || "/run/memoh/bridge.sock";
-  const agent = await startAgent({ dataDir, tcpAddr, socketPath });
-  log(`serving on ${agent.ctx.listen} (data dir ${agent.ctx.dataDir}, pid ${process.pid})`);
+  const workspaceId = process.env.BRIDGE_WORKSPACE_ID || undefined;
+
+  let imageEnv: Record<string, string> | undefined;
+  const rawImageEnv = process.env.BRIDGE_IMAGE_ENV;
+  if (rawImageEnv !== undefined) {
+    const parsed = parseImageEnv(rawImageEnv);
+    if (parsed.problem) log(parsed.problem);
+    imageEnv = parsed.vars;
+  }
+  const oom = parseOomScoreAdj(process.env.BRIDGE_CHILD_OOM_SCORE_ADJ);
+  if (oom.problem) log(oom.problem);
+
+  const agent = await startAgent({ dataDir, tcpAddr, socketPath, workspaceId, imageEnv, childOomScoreAdj: oom.value });
+  log(
+    `serving on ${agent.ctx.listen} (data dir ${agent.ctx.dataDir}, pid ${process.pid}, workspace ${workspaceId ?? "unnamed"}, ` +
+      `${imageEnv ? `image environment of ${Object.keys(imageEnv).length} variables` : "no image environment: children inherit the agent's"})`,
+  );
 
   const graceMs = Number(process.env.BRIDGE_SHUTDOWN_GRACE_MS) || 5000;
   const stop = (signal: string) => {

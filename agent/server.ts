@@ -4,7 +4,8 @@ import fs from "node:fs/promises";
 import net from "node:net";
 import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
-import { addService, MAX_MESSAGE_BYTES } from "../proto/rpc.js";
+import { MAX_MESSAGE_BYTES } from "../proto/constants.js";
+import { addService } from "../proto/rpc.js";
 import { ContainerService, file_memoh_bridge_v1_bridge } from "../proto/gen/memoh/bridge/v1/bridge_pb.js";
 import { Health, file_grpc_health_v1_health } from "../proto/gen/grpc/health/v1/health_pb.js";
 import { createContext, type AgentContext } from "./context.js";
@@ -13,6 +14,7 @@ import { addHealthService, HealthState, ServingStatus } from "./grpc/health.js";
 import { addReflectionService } from "./grpc/reflection.js";
 import { containerServiceHandlers } from "./service.js";
 import { killAllChildren } from "./exec/children.js";
+import { logLine } from "./log.js";
 
 export interface AgentOptions {
   dataDir: string;
@@ -22,6 +24,16 @@ export interface AgentOptions {
   tcpAddr?: string;
   /** Overrides WRITE_IDLE_MS (tests). */
   writeIdleMs?: number;
+  /** The workspace this agent serves (BRIDGE_WORKSPACE_ID); Info reports the hostname without it. */
+  workspaceId?: string;
+  /**
+   * The image's environment (BRIDGE_IMAGE_ENV, parsed): the base of every
+   * spawned process's environment. Without it, processes inherit the agent's
+   * environment minus its BRIDGE_* settings (containers of older hosts).
+   */
+  imageEnv?: Readonly<Record<string, string>>;
+  /** oom_score_adj of every spawned process (BRIDGE_CHILD_OOM_SCORE_ADJ, default 0). */
+  childOomScoreAdj?: number;
 }
 
 export interface RunningAgent {
@@ -50,7 +62,11 @@ function isLiveSocket(socketPath: string): Promise<boolean> {
   });
 }
 
-/** Makes room for the socket: creates its dir and removes a stale socket left by a dead agent. */
+/**
+ * Makes room for the socket: creates its dir and removes a stale socket left by
+ * a dead agent, or a symlink (the host never follows one there, so it only
+ * keeps the workspace unreachable until removed).
+ */
 async function prepareSocketPath(socketPath: string): Promise<void> {
   await fs.mkdir(path.dirname(socketPath), { recursive: true });
   let st;
@@ -59,6 +75,11 @@ async function prepareSocketPath(socketPath: string): Promise<void> {
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") return;
     throw err;
+  }
+  if (st.isSymbolicLink()) {
+    logLine(`${socketPath} is a symbolic link (to ${await fs.readlink(socketPath).catch(() => "?")}); replacing it with the agent's socket`);
+    await fs.unlink(socketPath);
+    return;
   }
   if (!st.isSocket()) throw new Error(`${socketPath} exists and is not a socket`);
   if (await isLiveSocket(socketPath)) throw new Error(`another process is serving ${socketPath}`);
@@ -75,6 +96,9 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   await fs.mkdir(opts.dataDir, { recursive: true });
   const ctx = createContext(path.resolve(opts.dataDir));
   if (opts.writeIdleMs !== undefined) ctx.writeIdleMs = opts.writeIdleMs;
+  if (opts.workspaceId) ctx.workspaceId = opts.workspaceId;
+  if (opts.imageEnv) ctx.childEnv = { kind: "image", vars: { ...opts.imageEnv } };
+  if (opts.childOomScoreAdj !== undefined) ctx.childOomScoreAdj = opts.childOomScoreAdj;
   const server = new grpc.Server(serverOptions);
   addService(server, ContainerService, containerServiceHandlers(ctx), mapAgentError);
   const health = new HealthState([ContainerService.typeName]);

@@ -16,8 +16,9 @@ import {
 export const Status = grpc.status;
 export type StatusCode = grpc.status;
 
-/** 16 MiB: the message limit of both ends of every connection we open. */
-export const MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
+import { MAX_MESSAGE_BYTES } from "./constants.js";
+
+export { MAX_MESSAGE_BYTES };
 
 /** An error that carries a gRPC status code; thrown by handlers, returned to callers. */
 export class RpcError extends Error {

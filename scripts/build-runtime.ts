@@ -34,10 +34,10 @@ import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import * as esbuild from "esbuild";
+import { PROTOCOL_VERSION } from "../proto/constants.js";
 
 const RUNTIME_MOUNT = "/opt/memoh";
 const LOADER_NAME = "ld-linux-x86-64.so.2";
-const PROTOCOL_VERSION = 1;
 const TINI_STATIC = "/usr/bin/tini-static";
 const NPM_SOURCE = "/usr/lib/node_modules/npm";
 

@@ -1,9 +1,11 @@
 // ExecStart, validated once at the edge into what the spawners need.
 import type * as pb from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
+import type { AgentContext } from "../context.js";
 import { invalidArgument } from "../errors.js";
 import { PTY_MAX_DIMENSION } from "../limits.js";
 import { resolveDir } from "../paths.js";
 import { buildEnv, validateEnvRequest } from "./env.js";
+import { lookupUser, parseUserSpec, spawnIds, type ExecUser } from "./user.js";
 
 /** The shell a `command` runs in. */
 export const SHELL = "/bin/sh";
@@ -18,6 +20,10 @@ export interface ExecSpec {
   /** True when `file` is SHELL running the request's `command`. */
   viaShell: boolean;
   env: Record<string, string>;
+  /** Who the process runs as. */
+  user: ExecUser;
+  /** uid/gid for the spawn; undefined = the agent's own identity. */
+  ids: { uid: number; gid: number } | undefined;
   /** Absolute working directory. */
   cwd: string;
   /** 0 = no timeout. */
@@ -38,7 +44,7 @@ export function ptyDimension(value: number, fallback: number, field: string): nu
   return value;
 }
 
-export function parseExecStart(dataDir: string, start: pb.ExecStart): ExecSpec {
+export async function parseExecStart(ctx: AgentContext, start: pb.ExecStart): Promise<ExecSpec> {
   const hasArgv = start.argv.length > 0;
   const hasCommand = start.command !== "";
   if (!hasArgv && !hasCommand) throw invalidArgument("empty command: set argv or command");
@@ -59,20 +65,26 @@ export function parseExecStart(dataDir: string, start: pb.ExecStart): ExecSpec {
 
   const envRequest = { clean: start.cleanEnv, unset: start.unsetEnv, set: start.env };
   validateEnvRequest(envRequest);
+  const userSpec = parseUserSpec(start.user);
+  const cwd = resolveDir(ctx.dataDir, start.cwd);
+  const pty = start.pty
+    ? {
+        cols: ptyDimension(start.ptySize?.cols ?? 0, DEFAULT_PTY_COLS, "pty_size.cols"),
+        rows: ptyDimension(start.ptySize?.rows ?? 0, DEFAULT_PTY_ROWS, "pty_size.rows"),
+      }
+    : undefined;
 
+  const user = await lookupUser(userSpec);
   return {
     file,
     args,
     viaShell: hasCommand,
-    env: buildEnv(envRequest),
-    cwd: resolveDir(dataDir, start.cwd),
+    env: buildEnv(ctx.childEnv, user, envRequest),
+    user,
+    ids: spawnIds(user),
+    cwd,
     timeoutMs: start.timeoutMs,
-    pty: start.pty
-      ? {
-          cols: ptyDimension(start.ptySize?.cols ?? 0, DEFAULT_PTY_COLS, "pty_size.cols"),
-          rows: ptyDimension(start.ptySize?.rows ?? 0, DEFAULT_PTY_ROWS, "pty_size.rows"),
-        }
-      : undefined,
+    pty,
     stdin: start.stdin,
     closeStdin: start.closeStdin,
   };

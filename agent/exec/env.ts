@@ -1,28 +1,91 @@
-// The environment of every process the agent spawns (Exec and McpStdio).
+// The environment of every process the agent spawns (Exec, Exec on a pty, McpStdio).
 //
-// Order: the agent's own environment (or nothing, with clean_env), minus the
-// agent's private settings, minus unset_env, plus env; then PATH gets the runtime
-// toolkit (node, npm, npx) appended. Appended, not prepended: tools the image
-// ships win, and the toolkit fills in where the image has none (a distroless or
-// busybox image running `npx some-mcp-server`).
+// The base: the image's ENV, which the host hands the agent as BRIDGE_IMAGE_ENV
+// (a JSON array of "NAME=value", the image config's Env). The agent's own
+// environment is the host's, not the image's, and never reaches a child: an
+// image's NODE_OPTIONS or LD_PRELOAD applies to the image's programs, not to
+// the agent, and the agent's settings mean nothing to a workspace process.
+// Without BRIDGE_IMAGE_ENV (a container created by an older host, whose agent
+// environment is the image's plus the agent's settings), the base is the
+// agent's environment minus every BRIDGE_* setting.
+//
+// Then HOME, USER and LOGNAME of the user the process runs as (HOME: an image
+// that sets HOME keeps it, as under Docker; otherwise the passwd entry's home,
+// else "/"). clean_env drops this whole base. Then unset_env removes names,
+// env sets them, and PATH gets the runtime toolkit (node, npm, npx) appended.
+// Appended, not prepended: tools the image ships win, and the toolkit fills in
+// where the image has none (a distroless or busybox image running `npx some-mcp-server`).
 import path from "node:path";
 import { invalidArgument } from "../errors.js";
 import { toolkitBinDir } from "../runtime-paths.js";
+import type { ExecUser } from "./user.js";
 
 /** PATH for a process whose environment has none (Debian's and Alpine's default). */
 export const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/** The agent's own settings are named BRIDGE_*; none of them is inherited. */
+export function isAgentSetting(name: string): boolean {
+  return name.startsWith("BRIDGE_");
+}
+
+/** Where a spawned process's environment starts. */
+export type EnvBase =
+  /** BRIDGE_IMAGE_ENV was given: the image's variables, and nothing of the agent's. */
+  | { kind: "image"; vars: Readonly<Record<string, string>> }
+  /** An older host: the agent's environment (read at each spawn) minus its settings. */
+  | { kind: "inherited" };
+
+export interface ParsedImageEnv {
+  vars: Record<string, string>;
+  /** One line saying what was wrong and ignored, when something was. */
+  problem: string | undefined;
+}
+
 /**
- * The agent's own configuration (DESIGN.md, "Configuration"). It means nothing to a
- * workspace process and would only mislead one that reads it, so it is not
- * inherited; a request may still set these names explicitly through env.
+ * Parses BRIDGE_IMAGE_ENV. Never throws: the agent must start whatever the
+ * host passed. Invalid JSON, a non-array or a non-string entry make the whole
+ * value count as empty; a string that is not NAME=value (no "=", empty name,
+ * NUL) is skipped on its own. A later duplicate wins.
  */
-const AGENT_PRIVATE_VARS = ["BRIDGE_SOCKET_PATH", "BRIDGE_TCP_ADDR", "BRIDGE_DATA_DIR"] as const;
+export function parseImageEnv(raw: string): ParsedImageEnv {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(raw);
+  } catch (err) {
+    return { vars: {}, problem: `BRIDGE_IMAGE_ENV is not valid JSON (${(err as Error).message}); using an empty image environment` };
+  }
+  if (!Array.isArray(parsed)) return { vars: {}, problem: "BRIDGE_IMAGE_ENV is not a JSON array; using an empty image environment" };
+  const bad = parsed.findIndex((entry) => typeof entry !== "string");
+  if (bad >= 0) {
+    return { vars: {}, problem: `BRIDGE_IMAGE_ENV entry ${bad} is not a string; using an empty image environment` };
+  }
+  const vars: Record<string, string> = {};
+  const skipped: number[] = [];
+  (parsed as string[]).forEach((entry, i) => {
+    const eq = entry.indexOf("=");
+    if (eq <= 0 || entry.includes("\0")) {
+      skipped.push(i);
+      return;
+    }
+    vars[entry.slice(0, eq)] = entry.slice(eq + 1);
+  });
+  const problem = skipped.length > 0 ? `BRIDGE_IMAGE_ENV entries ${skipped.join(", ")} are not NAME=value; skipped them` : undefined;
+  return { vars, problem };
+}
+
+/** The base environment when the host passed none (older hosts): the agent's own, minus its settings. */
+function inheritedEnv(): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [name, value] of Object.entries(process.env)) {
+    if (value !== undefined && !isAgentSetting(name)) env[name] = value;
+  }
+  return env;
+}
 
 export interface EnvRequest {
-  /** Start from an empty environment instead of the agent's. */
+  /** Start from an empty environment instead of the base. */
   clean?: boolean;
-  /** Names removed from the inherited environment. */
+  /** Names removed from the base. */
   unset?: readonly string[];
   /** Variables set last. */
   set?: Readonly<Record<string, string>>;
@@ -52,9 +115,15 @@ export function withToolkitOnPath(pathValue: string | undefined, toolkit = toolk
 }
 
 /** Builds a spawned process's environment; call validateEnvRequest first. */
-export function buildEnv(req: EnvRequest): Record<string, string> {
-  const env: Record<string, string> = req.clean ? {} : ({ ...process.env } as Record<string, string>);
-  if (!req.clean) for (const name of AGENT_PRIVATE_VARS) delete env[name];
+export function buildEnv(base: EnvBase, user: ExecUser, req: EnvRequest): Record<string, string> {
+  let env: Record<string, string> = {};
+  if (!req.clean) {
+    env = base.kind === "image" ? { ...base.vars } : inheritedEnv();
+    // The agent's HOME (inherited mode) is its own, not the user's.
+    if (base.kind === "inherited" || env.HOME === undefined) env.HOME = user.home;
+    env.USER = user.name;
+    env.LOGNAME = user.name;
+  }
   for (const name of req.unset ?? []) delete env[name];
   if (req.set) Object.assign(env, req.set);
   env.PATH = withToolkitOnPath(env.PATH);

@@ -19,6 +19,7 @@ import type * as pb from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
 import type { AgentContext } from "../context.js";
 import { invalidArgument, RpcError, Status } from "../errors.js";
 import { parseExecStart, ptyDimension, type ExecSpec } from "./command.js";
+import { setChildOomScore } from "./oom.js";
 import { spawnProcess } from "./process.js";
 import { spawnPty } from "./pty.js";
 import type { ExecSink } from "./running.js";
@@ -36,7 +37,7 @@ export async function exec(ctx: AgentContext, call: ExecCall): Promise<void> {
   if (first.msg.case !== "start") {
     throw invalidArgument(`the first Exec message must be start, not ${first.msg.case ?? "an empty message"}`);
   }
-  return runExec(ctx, call, parseExecStart(ctx.dataDir, first.msg.value));
+  return runExec(ctx, call, await parseExecStart(ctx, first.msg.value));
 }
 
 async function runExec(ctx: AgentContext, call: ExecCall, spec: ExecSpec): Promise<void> {
@@ -51,6 +52,7 @@ async function runExec(ctx: AgentContext, call: ExecCall, spec: ExecSpec): Promi
 
   const startedAt = performance.now();
   const proc = spec.pty ? await spawnPty(spec, sink) : await spawnProcess(spec, sink);
+  setChildOomScore(ctx, proc.pid);
   ctx.children.add(proc);
   outbox.addSource(proc);
   outbox.send({ msg: { case: "started", value: { pid: proc.pid } } });

@@ -21,10 +21,12 @@ export function spawnGroupLeader(
   target: SpawnTarget,
   args: readonly string[],
   env: Record<string, string>,
+  ids: { uid: number; gid: number } | undefined,
 ): Promise<ChildProcessWithoutNullStreams> {
   let child: ChildProcessWithoutNullStreams;
   try {
-    child = spawn(target.file, args, { cwd: target.cwd, env, detached: true, stdio: "pipe" });
+    // With uid/gid, libuv drops the supplementary groups (setgroups(0)) before setgid and setuid.
+    child = spawn(target.file, args, { cwd: target.cwd, env, detached: true, stdio: "pipe", uid: ids?.uid, gid: ids?.gid });
   } catch (err) {
     return spawnFailure(err, target).then((e) => Promise.reject(e));
   }
@@ -113,6 +115,6 @@ class PipeProcess implements RunningProcess {
 
 export async function spawnProcess(spec: ExecSpec, sink: ExecSink): Promise<RunningProcess> {
   const target: SpawnTarget = { file: spec.file, cwd: spec.cwd, viaShell: spec.viaShell, pathValue: spec.env.PATH };
-  const child = await spawnGroupLeader(target, spec.args, spec.env);
+  const child = await spawnGroupLeader(target, spec.args, spec.env, spec.ids);
   return new PipeProcess(child, sink);
 }

@@ -5,6 +5,7 @@
 // node-pty execs in a forked child and, when that fails, only prints the reason
 // on the terminal and exits 1; so cwd and program are checked here first, to
 // answer NOT_FOUND / PERMISSION_DENIED like pipe mode does.
+import { readFileSync } from "node:fs";
 import fs from "node:fs/promises";
 import path from "node:path";
 import type * as NodePty from "node-pty";
@@ -50,6 +51,41 @@ async function checkProgram(target: SpawnTarget, env: Record<string, string>): P
     }
   }
   throw denied ? programNotExecutable(target) : programNotFound(target);
+}
+
+/** The agent's supplementary groups as the kernel holds them (process.getgroups() adds the egid). */
+function supplementaryGroups(): number[] {
+  try {
+    const line = readFileSync("/proc/self/status", "utf8")
+      .split("\n")
+      .find((l) => l.startsWith("Groups:"));
+    if (line !== undefined) return line.slice("Groups:".length).trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    // No /proc: fall back to what Node reports.
+  }
+  return process.getgroups?.() ?? [];
+}
+
+/**
+ * Runs fn (which forks) with the agent's supplementary groups cleared, so the
+ * forked child has none. node-pty's child calls setgid and setuid but not
+ * setgroups: without this, a process run as another user would keep the
+ * agent's groups. The fork is synchronous, so nothing else of the agent runs
+ * with the cleared list except the threadpool, which as root does not rely on
+ * groups for access.
+ */
+function withoutSupplementaryGroups<T>(fn: () => T): T {
+  const saved = supplementaryGroups();
+  try {
+    process.setgroups?.([]);
+  } catch (err) {
+    throw new RpcError(Status.PERMISSION_DENIED, `cannot drop the supplementary groups for another user: ${(err as Error).message}`, { cause: err });
+  }
+  try {
+    return fn();
+  } finally {
+    process.setgroups?.(saved);
+  }
 }
 
 interface PtyErrorEvents {
@@ -124,15 +160,20 @@ export async function spawnPty(spec: ExecSpec, sink: ExecSink): Promise<RunningP
   await checkProgram(target, spec.env);
   let term: NodePty.IPty;
   try {
-    term = pty.spawn(spec.file, spec.args, {
-      name: PTY_TERM,
-      cols: spec.pty.cols,
-      rows: spec.pty.rows,
-      cwd: spec.cwd,
-      env: spec.env,
-      encoding: null,
-    });
+    const open = () =>
+      pty.spawn(spec.file, spec.args, {
+        name: PTY_TERM,
+        cols: spec.pty!.cols,
+        rows: spec.pty!.rows,
+        cwd: spec.cwd,
+        env: spec.env,
+        encoding: null,
+        uid: spec.ids?.uid,
+        gid: spec.ids?.gid,
+      });
+    term = spec.ids ? withoutSupplementaryGroups(open) : open();
   } catch (err) {
+    if (err instanceof RpcError) throw err;
     const why = err instanceof Error ? err.message : String(err);
     throw new RpcError(Status.FAILED_PRECONDITION, `cannot open a pseudo-terminal: ${why}`, { cause: err });
   }

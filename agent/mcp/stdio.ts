@@ -23,6 +23,7 @@ import { invalidArgument, RpcError } from "../errors.js";
 import { EXEC_STDIO_GRACE_MS, MCP_MAX_LINE_BYTES, MCP_STDERR_LINE_BYTES, MCP_STDERR_TAIL_LINES } from "../limits.js";
 import { killGroup } from "../exec/children.js";
 import { LingeringStdio } from "../exec/lingering-stdio.js";
+import { setChildOomScore } from "../exec/oom.js";
 import { exitStatus, type ExitStatus } from "../exec/signals.js";
 import { Outbox, readFirstMessage } from "../exec/stream.js";
 import { checkClientMessage, errorReply, isJsonRpcLine, STDIN_CLOSED } from "./jsonrpc.js";
@@ -40,9 +41,10 @@ export async function mcpStdio(ctx: AgentContext, call: McpCall): Promise<void> 
   if (first.msg.case !== "start") {
     throw invalidArgument(`the first McpStdio message must be start, not ${first.msg.case ?? "an empty message"}`);
   }
-  const spec = parseMcpStart(ctx.dataDir, first.msg.value);
+  const spec = await parseMcpStart(ctx, first.msg.value);
   const child = await spawnMcpServer(spec);
   const pid = child.pid!;
+  setChildOomScore(ctx, pid);
   ctx.children.add(child);
 
   const outbox = new Outbox<McpReply>(call);

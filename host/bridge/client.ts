@@ -3,6 +3,7 @@
 import { once } from "node:events";
 import type * as grpc from "@grpc/grpc-js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
+import { MiB } from "../../proto/constants.js";
 import { RpcClient, RpcError, Status, fromServiceError, type CallOptions } from "../../proto/rpc.js";
 import {
   ContainerService,
@@ -14,13 +15,21 @@ import {
   type McpStdioResponse,
   type ReadFileRequestSchema,
 } from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
+import type { PinnedSocket } from "./socket.js";
 
 export const RAW_CHUNK_BYTES = 64 * 1024;
+/** What exec() collects of stdout and stderr together unless told otherwise. */
+export const DEFAULT_EXEC_OUTPUT_BYTES = 16 * MiB;
 
 export interface BridgeClientOptions {
   /** Deadline applied to unary calls that set none. */
   defaultTimeoutMs?: number;
   channelOptions?: grpc.ChannelOptions;
+  /**
+   * The pinned socket the target dials through (`unix:/proc/self/fd/<fd>`,
+   * socket.ts); the client owns it and closes it after the channel.
+   */
+  socket?: PinnedSocket;
 }
 
 export interface ExecResult {
@@ -36,7 +45,7 @@ export interface ExecResult {
 }
 
 export interface ExecOptions extends CallOptions {
-  /** Collected stdout+stderr cap; the rest is dropped (default 16 MiB). */
+  /** Collected stdout+stderr cap; the rest is dropped (default DEFAULT_EXEC_OUTPUT_BYTES). */
   maxOutputBytes?: number;
   onStdout?: (chunk: Uint8Array) => void;
   onStderr?: (chunk: Uint8Array) => void;
@@ -49,10 +58,12 @@ function protocolError(message: string): RpcError {
 export class BridgeClient {
   readonly rpc: RpcClient;
   private readonly defaultTimeoutMs: number;
+  private readonly socket: PinnedSocket | undefined;
 
   constructor(readonly target: string, opts: BridgeClientOptions = {}) {
     this.rpc = new RpcClient(target, undefined, opts.channelOptions);
     this.defaultTimeoutMs = opts.defaultTimeoutMs ?? 30_000;
+    this.socket = opts.socket;
   }
 
   private withDeadline(opts?: CallOptions): CallOptions {
@@ -65,6 +76,11 @@ export class BridgeClient {
 
   close(): void {
     this.rpc.close();
+    const socket = this.socket;
+    // A turn of the event loop later: a dial grpc-js began before close()
+    // still goes through the pinned fd (to the checked socket, where the closed
+    // channel drops the connection), never through a file that reused its number.
+    if (socket) setImmediate(() => socket.close());
   }
 
   info(opts?: CallOptions) {
@@ -164,7 +180,7 @@ export class BridgeClient {
 
   /** Runs a command to completion and collects its output. */
   exec(start: MessageInitShape<typeof ExecStartSchema>, opts: ExecOptions = {}): Promise<ExecResult> {
-    const cap = opts.maxOutputBytes ?? 16 * 1024 * 1024;
+    const cap = opts.maxOutputBytes ?? DEFAULT_EXEC_OUTPUT_BYTES;
     const call = this.execStream(opts);
     return new Promise<ExecResult>((resolve, reject) => {
       const out: Buffer[] = [];

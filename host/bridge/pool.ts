@@ -1,19 +1,36 @@
 // One BridgeClient per bot, reused across calls. The manager says where a
 // bot's agent listens (resolveTarget); the pool keeps the channel healthy:
-// a channel that broke, whose socket is gone, or that hangs in CONNECTING is
-// dropped and the next call builds a fresh one. A channel that merely went
-// IDLE stays: the next call reconnects it.
-import fs from "node:fs";
+// a channel that broke, whose socket is gone or replaced, or that hangs in
+// CONNECTING is dropped and the next call builds a fresh one.
+//
+// Every new connection is checked before any caller's call goes out on it:
+// - a unix target is dialled through its pinned socket (socket.ts), never by
+//   path: a link the workspace's root put at bridge.sock is refused, and
+//   reconnects reach the same socket inode, hence the same agent;
+// - with target.workspaceId set, the agent must answer Info with that
+//   workspace's identity, or the entry is dropped with UNAVAILABLE.
+// A unix channel that merely went IDLE stays while its path still names the
+// pinned socket (the next call reconnects it to the same agent). A TCP channel
+// that leaves READY is dropped at once: the IP may meanwhile belong to another
+// workspace, and only a fresh entry's Info check may talk to it.
 import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
-import { MAX_MESSAGE_BYTES, RpcError, Status, rpcCode } from "../../proto/rpc.js";
-import { BridgeClient } from "./client.js";
+import { LEGACY_BRIDGE_PORT, MAX_MESSAGE_BYTES } from "../../proto/constants.js";
+import type { InfoResponse } from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
+import { RpcError, Status, rpcCode } from "../../proto/rpc.js";
+import { BridgeClient, type BridgeClientOptions } from "./client.js";
+import { BridgeSocketError, pinSocket, type PinnedSocket } from "./socket.js";
 
-/** Where a bot's agent listens: its socket under the data root, or a legacy container's IP. */
-export type BridgeTarget = { kind: "unix"; socketPath: string } | { kind: "tcp"; host: string; port: number };
+export { LEGACY_BRIDGE_PORT };
 
-/** The agent's TCP port inside legacy `mcp-<bot>` containers. */
-export const LEGACY_BRIDGE_PORT = 9090;
+/**
+ * Where a bot's agent listens: its socket under the data root, or a legacy
+ * container's IP. workspaceId is the identity the agent there must report in
+ * Info (its container id); unset = not checked.
+ */
+export type BridgeTarget =
+  | { kind: "unix"; socketPath: string; workspaceId?: string }
+  | { kind: "tcp"; host: string; port: number; workspaceId?: string };
 
 /** `<dataRoot>/run/<botId>/bridge.sock`: the host side of the container's /run/memoh mount. */
 export function defaultSocketPath(dataRoot: string, botId: string): string {
@@ -21,13 +38,17 @@ export function defaultSocketPath(dataRoot: string, botId: string): string {
 }
 
 /** The default target of a workspace: its socket under the data root. */
-export function unixTarget(dataRoot: string, botId: string): BridgeTarget {
-  return { kind: "unix", socketPath: defaultSocketPath(dataRoot, botId) };
+export function unixTarget(dataRoot: string, botId: string, workspaceId?: string): BridgeTarget {
+  const target: BridgeTarget = { kind: "unix", socketPath: defaultSocketPath(dataRoot, botId) };
+  if (workspaceId !== undefined) target.workspaceId = workspaceId;
+  return target;
 }
 
 /** The target of a legacy container reached at its CNI IP. */
-export function legacyTarget(ip: string, port = LEGACY_BRIDGE_PORT): BridgeTarget {
-  return { kind: "tcp", host: ip, port };
+export function legacyTarget(ip: string, port = LEGACY_BRIDGE_PORT, workspaceId?: string): BridgeTarget {
+  const target: BridgeTarget = { kind: "tcp", host: ip, port };
+  if (workspaceId !== undefined) target.workspaceId = workspaceId;
+  return target;
 }
 
 /** The grpc-js address of a target: `unix:/abs/path`, `host:port`, `[v6]:port`. */
@@ -40,6 +61,63 @@ export function targetAddress(target: BridgeTarget): string {
     throw new Error(`bridge port out of range: ${target.port}`);
   }
   return target.host.includes(":") ? `[${target.host}]:${target.port}` : `${target.host}:${target.port}`;
+}
+
+/** What makes two targets the same: where, and whom the agent there must be. */
+function targetKey(target: BridgeTarget): string {
+  return `${targetAddress(target)}\0${target.workspaceId ?? ""}`;
+}
+
+/** The workspace an agent says it serves: workspace_id, or the hostname for agents that predate it. */
+export function reportedWorkspace(info: InfoResponse): string {
+  return info.workspaceId || info.hostname;
+}
+
+/** The agent at a target serves another workspace than the target names (UNAVAILABLE). */
+export class WrongWorkspaceError extends RpcError {
+  constructor(
+    who: string,
+    readonly expected: string,
+    readonly found: string,
+  ) {
+    super(Status.UNAVAILABLE, `${who}: the agent there serves workspace ${JSON.stringify(found)}, expected ${JSON.stringify(expected)}`);
+    this.name = "WrongWorkspaceError";
+  }
+}
+
+/**
+ * A client for target that never follows a link at a unix target's socket
+ * path (socket.ts); the caller closes it. Throws UNAVAILABLE naming the socket
+ * when it is missing or not a socket. For one-off probes; the pool builds its
+ * clients the same way.
+ */
+export function openBridgeClient(target: BridgeTarget, opts: BridgeClientOptions = {}): BridgeClient {
+  const address = targetAddress(target);
+  if (target.kind === "tcp") return new BridgeClient(address, opts);
+  const socket = pinTargetSocket(target.socketPath, `bridge at ${address}`);
+  return new BridgeClient(socket.address, { ...opts, socket });
+}
+
+/**
+ * Calls Info and refuses (WrongWorkspaceError: UNAVAILABLE naming the expected
+ * and the found identity) an agent that serves another workspace than
+ * target.workspaceId. Without a workspaceId nothing is compared.
+ */
+export async function checkWorkspace(client: BridgeClient, target: BridgeTarget, timeoutMs: number, who = `bridge at ${targetAddress(target)}`): Promise<InfoResponse> {
+  const info = await client.info({ timeoutMs });
+  const expected = target.workspaceId;
+  if (expected !== undefined && reportedWorkspace(info) !== expected) throw new WrongWorkspaceError(who, expected, reportedWorkspace(info));
+  return info;
+}
+
+function pinTargetSocket(socketPath: string, who: string): PinnedSocket {
+  try {
+    return pinSocket(socketPath);
+  } catch (err) {
+    if (!(err instanceof BridgeSocketError)) throw err;
+    const why = err.problem === "missing" ? "the socket does not exist (is the workspace running?)" : err.message;
+    throw new RpcError(Status.UNAVAILABLE, `${who}: ${why}`, { cause: err });
+  }
 }
 
 export interface BridgePoolOptions {
@@ -66,14 +144,19 @@ export interface BridgePoolOptions {
 
 interface Entry {
   readonly botId: string;
+  /** The target as resolved, and its address (`unix:<path>` or host:port) for messages. */
+  readonly target: BridgeTarget;
   readonly address: string;
-  /** The agent's socket, for unix targets: when it is gone, so is the agent. */
-  readonly socketPath: string | undefined;
+  readonly key: string;
+  /** The pinned socket of a unix target: when its path no longer names it, the agent is gone. */
+  readonly socket: PinnedSocket | undefined;
   readonly client: BridgeClient;
-  /** Settles when the channel first becomes ready, or rejects (and the entry is dropped). */
+  /** Settles when the channel first became ready and passed the workspace check, or rejects (and the entry is dropped). */
   ready: Promise<void>;
   /** The channel has been READY at least once. */
   wasReady: boolean;
+  /** The first connection passed the workspace check: get() may hand the client out. */
+  verified: boolean;
   closed: boolean;
   /** Why the entry was dropped, once it was. */
   dropReason: EvictReason | undefined;
@@ -82,11 +165,18 @@ interface Entry {
   stuckTimer: NodeJS.Timeout | undefined;
 }
 
-export type EvictReason = "broken" | "disconnected" | "stuck-connecting" | "not-ready" | "unavailable" | "explicit" | "closed";
+export type EvictReason =
+  | "broken"
+  | "disconnected"
+  | "stuck-connecting"
+  | "not-ready"
+  | "wrong-workspace"
+  | "unavailable"
+  | "explicit"
+  | "closed";
 
 const READY = grpc.connectivityState.READY;
 const CONNECTING = grpc.connectivityState.CONNECTING;
-const IDLE = grpc.connectivityState.IDLE;
 const TRANSIENT_FAILURE = grpc.connectivityState.TRANSIENT_FAILURE;
 const SHUTDOWN = grpc.connectivityState.SHUTDOWN;
 
@@ -102,6 +192,7 @@ const REASON_TEXT: Record<EvictReason, string> = {
   disconnected: "its connection closed",
   "stuck-connecting": "it was stuck connecting",
   "not-ready": "it did not become ready",
+  "wrong-workspace": "the agent there serves another workspace",
   unavailable: "a call found it unavailable",
   explicit: "it was evicted",
   closed: "the pool was closed",
@@ -157,36 +248,40 @@ export class BridgePool {
   }
 
   /**
-   * A client whose channel is ready, building one when needed. Fails with
-   * UNAVAILABLE (naming the bot and its target) when the agent is not ready
-   * within readyTimeoutMs, or its channel stays CONNECTING longer than
-   * stuckConnectingMs.
+   * A client whose channel is ready and whose agent passed the workspace
+   * check, building one when needed. Fails with UNAVAILABLE (naming the bot
+   * and its target) when the socket is missing or not a socket, when the agent
+   * is not ready within readyTimeoutMs, when its channel stays CONNECTING
+   * longer than stuckConnectingMs, or when it serves another workspace.
    */
   async get(botId: string): Promise<BridgeClient> {
     if (this.closed) throw new RpcError(Status.UNAVAILABLE, `bridge pool is closed (bot ${botId})`);
     let entry = this.entries.get(botId);
     if (entry && this.opts.revalidateTarget) {
-      const address = targetAddress(await this.resolve(botId));
+      const key = targetKey(await this.resolve(botId));
       const current = this.entries.get(botId);
-      if (current && current.address !== address) this.drop(current, "explicit");
+      if (current && current.key !== key) this.drop(current, "explicit");
       entry = this.entries.get(botId);
     }
-    if (entry?.wasReady) {
+    if (entry?.verified) {
       const channel = entry.client.rpc.raw.getChannel();
       const state = channel.getConnectivityState(false);
       if (state === READY) return entry.client;
       if (state === TRANSIENT_FAILURE || state === SHUTDOWN) {
         this.drop(entry, "broken");
         entry = undefined;
-      } else if (!socketExists(entry)) {
+      } else if (entry.socket === undefined || !entry.socket.stillAtPath()) {
+        // TCP: a reconnect may reach whoever has the IP now. Unix: the socket
+        // was removed or replaced; its agent is gone.
         this.drop(entry, "disconnected");
         entry = undefined;
       } else {
-        // IDLE (its connection closed) or CONNECTING: grpc-js reconnects the
-        // same channel, bounded like a first connection.
+        // A unix channel IDLE (its connection closed) or CONNECTING: grpc-js
+        // reconnects it through the pinned socket, bounded like a first connection.
         channel.getConnectivityState(true);
         try {
           await this.waitReady(entry);
+          await this.verify(entry);
           return entry.client;
         } catch (err) {
           // The agent refused the reconnect (restarting, replaced): wait for it
@@ -196,14 +291,7 @@ export class BridgePool {
         }
       }
     }
-    if (!entry) {
-      // No socket, no agent: answer at once rather than wait out the readiness bound.
-      const target = await this.resolve(botId);
-      if (target.kind === "unix" && !fs.existsSync(target.socketPath)) {
-        throw new RpcError(Status.UNAVAILABLE, `bridge of bot ${botId} at unix:${target.socketPath}: the socket does not exist (is the workspace running?)`);
-      }
-      entry = await this.create(botId, target);
-    }
+    entry ??= await this.create(botId);
     await entry.ready;
     return entry.client;
   }
@@ -263,26 +351,37 @@ export class BridgePool {
     }
   }
 
-  private create(botId: string, resolved?: BridgeTarget): Promise<Entry> {
+  private create(botId: string): Promise<Entry> {
     const inflight = this.pending.get(botId);
     if (inflight) return inflight;
     const creating = (async () => {
-      const target = resolved ?? (await this.resolve(botId));
+      const target = await this.resolve(botId);
       const address = targetAddress(target);
+      const key = targetKey(target);
       if (this.closed) throw new RpcError(Status.UNAVAILABLE, `bridge pool is closed (bot ${botId})`);
       // A concurrent get() may have built one meanwhile: never hold two
       // channels for a bot (the replaced one would never be closed).
       const existing = this.entries.get(botId);
-      if (existing && existing.address === address) return existing;
+      if (existing && existing.key === key) return existing;
       if (existing) this.drop(existing, "explicit");
-      const client = new BridgeClient(address, { defaultTimeoutMs: this.callTimeoutMs, channelOptions: this.channelOptions });
+      // No socket (or something else at its path), no agent: answer at once
+      // rather than wait out the readiness bound.
+      const socket = target.kind === "unix" ? pinTargetSocket(target.socketPath, `bridge of bot ${botId} at ${address}`) : undefined;
+      const client = new BridgeClient(socket?.address ?? address, {
+        defaultTimeoutMs: this.callTimeoutMs,
+        channelOptions: this.channelOptions,
+        socket,
+      });
       const entry: Entry = {
         botId,
+        target,
         address,
-        socketPath: target.kind === "unix" ? target.socketPath : undefined,
+        key,
+        socket,
         client,
         ready: Promise.resolve(),
         wasReady: false,
+        verified: false,
         closed: false,
         dropReason: undefined,
         abortWaits: new Set(),
@@ -290,7 +389,11 @@ export class BridgePool {
       };
       this.entries.set(botId, entry);
       this.watch(entry, client.rpc.raw.getChannel().getConnectivityState(true));
-      entry.ready = this.waitReady(entry);
+      entry.ready = this.waitReady(entry)
+        .then(() => this.verify(entry))
+        .then(() => {
+          entry.verified = true;
+        });
       // Every get() awaits it; keep an unobserved rejection from surfacing.
       entry.ready.catch(() => {});
       return entry;
@@ -325,15 +428,35 @@ export class BridgePool {
         return;
       }
       // READY → IDLE: the connection closed (the channel's idle timer, the
-      // agent restarted, keepalive timed out). The entry stays: the next call
-      // reconnects it, and drops it when that fails. An agent whose socket is
-      // gone has stopped; its workspace will listen on a new one.
-      if (current === READY && next === IDLE && !socketExists(entry)) {
+      // agent restarted, keepalive timed out). A TCP entry goes: its next
+      // connection could reach another workspace that got the IP, and only a
+      // fresh entry checks who answers. A unix entry stays while its path
+      // still names the pinned socket: the next call reconnects to the same
+      // agent, and drops it when that fails. A socket that is gone or replaced
+      // means its agent stopped; the workspace will listen on a new one.
+      if (current === READY && next !== READY && (entry.socket === undefined || !entry.socket.stillAtPath())) {
         this.drop(entry, "disconnected");
         return;
       }
       this.watch(entry, next);
     });
+  }
+
+  /**
+   * The workspace check of a new connection: Info must name target.workspaceId
+   * (when set). Drops the entry and fails with UNAVAILABLE naming the bot, the
+   * expected and the found identity.
+   */
+  private async verify(entry: Entry): Promise<void> {
+    if (entry.target.workspaceId === undefined) return;
+    try {
+      await checkWorkspace(entry.client, entry.target, this.readyTimeoutMs, `bridge of bot ${entry.botId} at ${entry.address}`);
+    } catch (err) {
+      this.drop(entry, err instanceof WrongWorkspaceError ? "wrong-workspace" : "not-ready");
+      if (err instanceof WrongWorkspaceError) throw err;
+      const why = err instanceof Error ? err.message : String(err);
+      throw new RpcError(Status.UNAVAILABLE, `bridge of bot ${entry.botId} at ${entry.address}: the workspace check (Info) failed: ${why}`, { cause: err });
+    }
   }
 
   /** Waits (bounded) until the entry's channel is READY; drops the entry and names the bot when it is not. */
@@ -404,11 +527,6 @@ export class BridgePool {
     entry.client.close();
     this.onEvict?.(entry.botId, reason);
   }
-}
-
-/** False once a unix target's socket file is gone (its agent stopped); true for TCP targets. */
-function socketExists(entry: Entry): boolean {
-  return entry.socketPath === undefined || fs.existsSync(entry.socketPath);
 }
 
 function withBot(botId: string, err: unknown): RpcError {

@@ -211,3 +211,82 @@ for (const image of ["busybox", "glibc"] as const) {
     });
   });
 }
+
+describe("the agent's contract with the host, in a busybox container", () => {
+  // What the host passes: the image's ENV as BRIDGE_IMAGE_ENV (values that
+  // would break the agent's own node if they reached it), the container id.
+  const imageEnv = ["PATH=/image/bin:/bin:/usr/bin", "NODE_OPTIONS=--require /nonexistent", "LD_PRELOAD=/nonexistent.so", "IMAGE_VAR=from the image"];
+  let container: RunningContainer;
+  let client: BridgeClient;
+  let id: string;
+
+  before(async () => {
+    id = `agent-contract-${randomBytes(3).toString("hex")}`;
+    container = await runContainer(env, {
+      id,
+      image: refs.busybox,
+      env: { BRIDGE_IMAGE_ENV: JSON.stringify(imageEnv), BRIDGE_WORKSPACE_ID: id },
+    });
+    await waitForSocket(container.socketPath, 15_000);
+    client = new BridgeClient(`unix:${container.socketPath}`);
+    await client.waitReady(5_000);
+  });
+
+  after(async () => {
+    client?.close();
+    await container?.stop();
+  });
+
+  test("Info names the workspace; Exec sees the image's environment with the toolkit appended to its PATH and no BRIDGE_*", async () => {
+    assert.equal((await client.info()).workspaceId, id);
+    const res = await client.exec({ argv: ["env"] });
+    assert.equal(res.code, 0, res.stderr.toString());
+    const vars = new Map(
+      res.stdout
+        .toString()
+        .split("\n")
+        .filter((l) => l.includes("="))
+        .map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)] as const),
+    );
+    assert.equal(vars.get("PATH"), "/image/bin:/bin:/usr/bin:/opt/memoh/toolkit/bin");
+    assert.equal(vars.get("NODE_OPTIONS"), "--require /nonexistent");
+    assert.equal(vars.get("LD_PRELOAD"), "/nonexistent.so");
+    assert.equal(vars.get("IMAGE_VAR"), "from the image");
+    assert.deepEqual([...vars.keys()].filter((k) => k.startsWith("BRIDGE_")), []);
+  });
+
+  test("Exec as users of the image's /etc/passwd, on pipes and on a pty", async () => {
+    const ids = 'echo "$(id -u) $(id -g) $(id -G) $HOME $USER"';
+    assert.equal((await client.exec({ command: ids, user: "nobody" })).stdout.toString(), "65534 65534 65534 /nonexistent nobody\n");
+    assert.equal((await client.exec({ command: ids, user: "1234:nogroup" })).stdout.toString(), "1234 65534 65534 / 1234\n");
+    assert.equal((await client.exec({ command: ids, user: "1234:nogroup", pty: true })).stdout.toString(), "1234 65534 65534 / 1234\r\n");
+    assert.equal((await client.exec({ command: ids })).stdout.toString(), "0 0 0 /root root\n");
+    await assert.rejects(client.exec({ argv: ["true"], user: "app" }), (err: Error) => {
+      assert.equal(rpcCode(err), Status.INVALID_ARGUMENT);
+      assert.match(err.message, /user app not found in \/etc\/passwd/);
+      return true;
+    });
+  });
+
+  test("a spawned process gets oom_score_adj 0 whatever the agent's own is", async () => {
+    const agentPid = (await client.info()).pid;
+    // Raising needs no privilege; the host starts the agent low, the effect on children is the same.
+    const raise = await container.exec(["sh", "-c", `echo 500 > /proc/${agentPid}/oom_score_adj`]);
+    assert.equal(raise.code, 0, raise.stderr);
+    const call = client.execStream({ timeoutMs: 20_000 });
+    call.on("error", () => {});
+    const started = new Promise<number>((resolve) => {
+      call.on("data", (r: ExecResponse) => {
+        if (r.msg.case === "started") resolve(r.msg.value.pid);
+      });
+    });
+    call.write({ msg: { case: "start", value: { argv: ["sleep", "30"] } } });
+    try {
+      const pid = await started;
+      assert.equal((await container.exec(["cat", `/proc/${pid}/oom_score_adj`])).stdout.trim(), "0");
+      assert.equal((await container.exec(["cat", `/proc/${agentPid}/oom_score_adj`])).stdout.trim(), "500");
+    } finally {
+      call.cancel();
+    }
+  });
+});

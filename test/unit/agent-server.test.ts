@@ -115,3 +115,33 @@ test("a stale socket is replaced; a live one is not stolen", async () => {
     await t.close();
   }
 });
+
+test("a symlink at the socket path (the host never follows one) is replaced by the agent's socket; its target is left alone", async () => {
+  const other = await startTestAgent();
+  const root = await fs.mkdtemp(path.join(other.root, "linked-"));
+  const socketPath = path.join(root, "bridge.sock");
+  const otherSocket = path.join(other.root, "run", "bridge.sock");
+  await fs.symlink(otherSocket, socketPath);
+  const write = process.stderr.write.bind(process.stderr);
+  const logged: string[] = [];
+  process.stderr.write = ((chunk: string) => {
+    logged.push(String(chunk));
+    return true;
+  }) as typeof process.stderr.write;
+  let agent: Awaited<ReturnType<typeof startAgent>> | undefined;
+  try {
+    agent = await startAgent({ dataDir: path.join(root, "data"), socketPath });
+  } finally {
+    process.stderr.write = write;
+  }
+  try {
+    const st = await fs.lstat(socketPath);
+    assert.ok(st.isSocket(), "the link is still there");
+    assert.match(logged.join(""), /bridge\.sock is a symbolic link \(to .*run\/bridge\.sock\); replacing it/);
+    assert.ok((await fs.lstat(otherSocket)).isSocket(), "the link's target was touched");
+    await other.client.unary(ContainerService.method.info, {});
+  } finally {
+    await agent?.shutdown(100);
+    await other.close();
+  }
+});

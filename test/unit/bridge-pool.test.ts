@@ -368,9 +368,10 @@ test("a channel that went IDLE (its idle timer closed the connection) is reconne
   }
 });
 
-test("an idle entry whose agent is gone is still evicted: the refused reconnect drops it, a fresh entry reaches the agent once back", async () => {
-  // The agent's socket file tells a stopped unix agent (see "a killed agent's entry");
-  // a TCP agent is known gone only when the reconnect is refused.
+test("a TCP entry is dropped as soon as its connection closes (the IP may go to another workspace); a fresh entry reaches the agent once back", async () => {
+  // A unix entry whose agent stopped goes when its socket does (see "a killed
+  // agent's entry"); a TCP entry goes when its connection does: a reconnect in
+  // place would skip the identity check of whoever answers at that IP now.
   const tcp = await startAgent({ dataDir: path.join(dataRoot, "data", "kappa"), tcpAddr: "127.0.0.1:0" });
   agents.push(tcp);
   const port = Number(tcp.target.slice(tcp.target.lastIndexOf(":") + 1));
@@ -378,8 +379,8 @@ test("an idle entry whose agent is gone is still evicted: the refused reconnect 
   try {
     const before = await pool.get("kappa");
     await tcp.shutdown(0);
-    await until("the channel to lose its connection", () => before.rpc.raw.getChannel().getConnectivityState(false) !== grpc.connectivityState.READY);
-    assert.equal(pool.has("kappa"), true, "the idle entry was dropped before a call found the agent gone");
+    await until("the entry to be dropped", () => !pool.has("kappa"));
+    assert.deepEqual(evictions, [["kappa", "disconnected"]]);
     const t0 = Date.now();
     await assert.rejects(pool.call("kappa", (c) => c.info()), (err) => {
       assert.equal(rpcCode(err), Status.UNAVAILABLE);
@@ -388,7 +389,7 @@ test("an idle entry whose agent is gone is still evicted: the refused reconnect 
     });
     assert.ok(Date.now() - t0 < 3_000, `took ${Date.now() - t0} ms`);
     assert.equal(pool.has("kappa"), false);
-    assert.deepEqual(evictions, [["kappa", "broken"], ["kappa", "not-ready"]]);
+    assert.deepEqual(evictions, [["kappa", "disconnected"], ["kappa", "not-ready"]]);
     // Back on the same port: a fresh entry reaches it.
     const back = await startAgent({ dataDir: path.join(dataRoot, "data", "kappa"), tcpAddr: `127.0.0.1:${port}` });
     agents.push(back);
