@@ -24,8 +24,17 @@ export interface CreateFromImageOptions {
   id: string;
   /** A stored (pulled or imported) image name. */
   image: string;
-  /** Applied after the default spec and the image config. */
-  specOpts?: SpecOpt[];
+  /**
+   * Applied after the default spec and the image config; a function gets the resolved
+   * image (its config) first.
+   */
+  specOpts?: SpecOpt[] | ((rootfs: ImageRootfs) => SpecOpt[]);
+  /**
+   * Apply the image's config (env, command, working dir, user) like containerd's
+   * WithImageConfig (default true). A caller that runs its own process in any image
+   * passes false and takes what it needs from the config itself.
+   */
+  applyImageConfig?: boolean;
   labels?: Record<string, string>;
   /** Default: the container id. */
   snapshotKey?: string;
@@ -144,7 +153,8 @@ export class ContainerdClient {
   async createContainerFromImage(opts: CreateFromImageOptions): Promise<ContainerInfo & { reusedSnapshot: boolean }> {
     const rootfs = await this.imageRootfs(opts.image);
     const snapshotKey = opts.snapshotKey ?? opts.id;
-    const spec = this.specFor(opts.id, rootfs, opts.specOpts);
+    const specOpts = typeof opts.specOpts === "function" ? opts.specOpts(rootfs) : opts.specOpts;
+    const spec = this.specFor(opts.id, opts.applyImageConfig === false ? undefined : rootfs, specOpts);
     return this.withLease(async (lease) => {
       const reused = opts.reuseActiveSnapshot === true && (await this.snapshots.isActive(snapshotKey));
       if (!reused) {

@@ -16,7 +16,6 @@ import {
   withHostname,
   withMounts,
   withOomScoreAdj,
-  withProcessArgs,
   withResources,
   withSeccomp,
   withSysctl,
@@ -115,8 +114,7 @@ export function withAgentProcess(containerId: string, scores = oomScores()): Spe
 /** Every option of a workspace container's spec, in order. */
 export function workspaceSpecOpts(input: WorkspaceSpecInput): SpecOpt[] {
   const opts: SpecOpt[] = [
-    withProcessArgs(...AGENT_COMMAND),
-    withEnv({ BRIDGE_SOCKET_PATH }),
+    withImageEnv(input.imageConfig),
     withHostname(input.containerId),
     withMounts([
       bindMount(input.resolvConf, "/etc/resolv.conf", ["rbind", "ro"]),
@@ -126,6 +124,6 @@ export function workspaceSpecOpts(input: WorkspaceSpecInput): SpecOpt[] {
   ];
   if (input.timezone) opts.push(withTZ(input.timezone));
   if (input.cdiDevices.length > 0) opts.push(withCdiDevices(input.cdiDevices, input.cdiRegistry));
-  opts.push(withWorkspaceSandbox(), withWorkspaceLimits(input.limits));
+  opts.push(withWorkspaceSandbox(), withWorkspaceLimits(input.limits), withAgentProcess(input.containerId));
   return opts;
 }

@@ -15,7 +15,7 @@ import type { WorkspaceNetwork } from "../network/network.js";
 import type { ContainerRow, ContainerStatus, Store } from "../store/types.js";
 import { isLegacyContainerId, validateBotId } from "./botid.js";
 import { type BridgeClientSource, type BridgeTarget } from "./bridge-source.js";
-import { LEGACY_BRIDGE_PORT } from "../bridge/pool.js";
+import { LEGACY_BRIDGE_PORT } from "../../proto/constants.js";
 import { WorkspaceError, describeError } from "./errors.js";
 import { resolveContainerId, type ResolvedContainer } from "./resolve.js";
 import { KeyedLock } from "./lock.js";
@@ -172,17 +172,39 @@ export class WorkspaceContext {
     if (resolved.legacy) {
       const cached = this.network.cachedAttachment(resolved.containerId);
       if (cached) {
-        const target: BridgeTarget = { kind: "tcp", host: cached.ip, port: LEGACY_BRIDGE_PORT };
-        this.routes.set(botId, target);
-        return target;
+        await this.setRoute(botId, resolved.containerId, cached.ip);
+        return this.routes.get(botId)!;
       }
       throw new WorkspaceError("unavailable", `legacy workspace ${resolved.containerId} has no known IP (start it or run reconcile)`);
     }
-    return { kind: "unix", socketPath: this.socketPath(botId) };
+    return { kind: "unix", socketPath: this.socketPath(botId), workspaceId: resolved.containerId };
   }
 
-  setRoute(botId: string, containerId: string, ip: string | undefined): void {
-    if (isLegacyContainerId(containerId) && ip !== undefined) this.routes.set(botId, { kind: "tcp", host: ip, port: LEGACY_BRIDGE_PORT });
-    else this.routes.set(botId, { kind: "unix", socketPath: this.socketPath(botId) });
+  /**
+   * The route of a bot whose task was just started or checked. Every route names the
+   * container whose agent must answer there (the pool checks it on every connection).
+   */
+  async setRoute(botId: string, containerId: string, ip: string | undefined): Promise<void> {
+    if (isLegacyContainerId(containerId) && ip !== undefined) {
+      const target: BridgeTarget = { kind: "tcp", host: ip, port: LEGACY_BRIDGE_PORT };
+      const identity = await this.legacyIdentity(containerId);
+      if (identity !== undefined) target.workspaceId = identity;
+      this.routes.set(botId, target);
+    } else {
+      // Our workspaces: BRIDGE_WORKSPACE_ID, or (created before it existed) the hostname, is the container id.
+      this.routes.set(botId, { kind: "unix", socketPath: this.socketPath(botId), workspaceId: containerId });
+    }
+  }
+
+  /**
+   * What the agent of a legacy container reports as its identity: the agent answers
+   * BRIDGE_WORKSPACE_ID, else its hostname. Containers made by older systems may set
+   * neither to anything we know; then the identity cannot be checked (undefined).
+   */
+  private async legacyIdentity(containerId: string): Promise<string | undefined> {
+    const spec = (await this.cd.containers.get(containerId)).spec;
+    const fromEnv = spec?.process.env.find((e) => e.startsWith("BRIDGE_WORKSPACE_ID="));
+    if (fromEnv !== undefined) return fromEnv.slice("BRIDGE_WORKSPACE_ID=".length);
+    return spec?.hostname || undefined;
   }
 }

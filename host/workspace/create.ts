@@ -6,7 +6,7 @@ import fs from "node:fs";
 import { pullImage } from "../containerd/pull.js";
 import { CdiError, CdiRegistry } from "../containerd/cdi.js";
 import { GC_ROOT_LABEL } from "../containerd/snapshots.js";
-import { LEGACY_BRIDGE_PORT } from "../bridge/pool.js";
+import { LEGACY_BRIDGE_PORT } from "../../proto/constants.js";
 import { isLegacyContainerId, workspaceContainerId } from "./botid.js";
 import { workspaceSpecOpts } from "./container-spec.js";
 import type { WorkspaceContext } from "./context.js";
@@ -67,7 +67,6 @@ export async function createContainer(ctx: WorkspaceContext, botId: string, opts
     ...(ctx.options.registry ? { registry: ctx.options.registry } : {}),
     onProgress: (digest, offset, total) => ctx.options.onPullProgress?.(botId, digest, offset, total),
   });
-  const rootfs = await ctx.cd.imageRootfs(pulled.name);
   const created = await ctx.cd.createContainerFromImage({
     id: containerId,
     image: pulled.name,
@@ -82,7 +81,10 @@ export async function createContainer(ctx: WorkspaceContext, botId: string, opts
       // containerd drops labels with empty values: present only when devices are asked for.
       ...(cdiDevices.length > 0 ? { [LABEL_CDI_DEVICES]: cdiDevices.join(",") } : {}),
     },
-    specOpts: workspaceSpecOpts({
+    // The workspace's process is always the agent: the image's USER, WORKDIR, ENTRYPOINT
+    // and CMD do not apply; its ENV goes to what the agent spawns (container-spec.ts).
+    applyImageConfig: false,
+    specOpts: (rootfs) => workspaceSpecOpts({
       containerId,
       resolvConf: chooseResolvConf(ctx.options.dataRoot).source,
       runtimePath: ctx.options.runtimePath,
@@ -127,7 +129,7 @@ export async function createContainer(ctx: WorkspaceContext, botId: string, opts
   // A reused rootfs may predate GC-root labels (a legacy container's): label it now.
   if (created.reusedSnapshot) await protectRootfs(ctx, containerId);
   // A new workspace replaces any legacy route of the bot.
-  ctx.routes.set(botId, { kind: "unix", socketPath: ctx.socketPath(botId) });
+  await ctx.setRoute(botId, containerId, undefined);
   ctx.bridges.evict(botId);
 }
 

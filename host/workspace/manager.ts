@@ -31,7 +31,7 @@ import { limitsDifferences, validateLimitsChange, type LimitsChange, type Worksp
 import type { ContainerRow } from "../store/types.js";
 
 export { AGENT_COMMAND, BRIDGE_SOCKET_PATH, RUNTIME_MOUNT, SOCKET_MOUNT } from "./container-spec.js";
-export { LEGACY_BRIDGE_PORT } from "../bridge/pool.js";
+export { LEGACY_BRIDGE_PORT } from "../../proto/constants.js";
 export type { WorkspaceManagerOptions } from "./context.js";
 export type { LimitsChange, WorkspaceLimits } from "./limits.js";
 export type { WorkspaceStatus } from "./status.js";

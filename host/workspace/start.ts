@@ -7,7 +7,8 @@
 import fs from "node:fs";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { BridgeClient } from "../bridge/client.js";
+import type { BridgeClient } from "../bridge/client.js";
+import { checkWorkspace, openBridgeClient } from "../bridge/pool.js";
 import { isLegacyContainerId } from "./botid.js";
 import { targetAddress } from "./bridge-source.js";
 import type { WorkspaceContext } from "./context.js";
@@ -64,7 +65,7 @@ export async function startTask(ctx: WorkspaceContext, botId: string, containerI
     await fail("start", err);
     throw err;
   }
-  ctx.setRoute(botId, containerId, ip);
+  await ctx.setRoute(botId, containerId, ip);
   ctx.bridges.evict(botId);
   try {
     await waitForBridge(ctx, botId, containerId);
@@ -104,12 +105,17 @@ async function waitForBridge(ctx: WorkspaceContext, botId: string, containerId: 
       continue;
     }
     // A fresh channel per probe: grpc-js backs off reconnecting a channel that failed.
-    const probe = new BridgeClient(targetAddress(target), {
-      defaultTimeoutMs: Math.max(200, Math.min(3_000, deadline - Date.now())),
-      channelOptions: { "grpc.use_local_subchannel_pool": 1 },
-    });
+    // The socket is pinned (never a link) and the agent must name this container.
+    let probe: BridgeClient;
     try {
-      const info = await probe.info();
+      probe = openBridgeClient(target, { channelOptions: { "grpc.use_local_subchannel_pool": 1 } });
+    } catch (err) {
+      last = err;
+      await sleep(50);
+      continue;
+    }
+    try {
+      const info = await checkWorkspace(probe, target, Math.max(200, Math.min(3_000, deadline - Date.now())));
       const expected = ctx.readContract().protocolVersion;
       if (info.protocolVersion !== expected) {
         throw new WorkspaceError("internal", `agent of ${containerId} speaks protocol ${info.protocolVersion}, the runtime bundle's contract says ${expected}`, {
@@ -133,9 +139,10 @@ async function waitForBridge(ctx: WorkspaceContext, botId: string, containerId: 
 
 /** One Info probe with a short deadline (a fresh channel, no reconnect backoff). */
 export async function probeBridgeWithin(ctx: WorkspaceContext, botId: string, ms: number): Promise<void> {
-  const probe = new BridgeClient(targetAddress(await ctx.bridgeTarget(botId)), { defaultTimeoutMs: ms, channelOptions: { "grpc.use_local_subchannel_pool": 1 } });
+  const target = await ctx.bridgeTarget(botId);
+  const probe = openBridgeClient(target, { channelOptions: { "grpc.use_local_subchannel_pool": 1 } });
   try {
-    await probe.info();
+    await checkWorkspace(probe, target, ms);
   } finally {
     probe.close();
   }
@@ -163,7 +170,7 @@ export async function ensureNetworkOfRunning(ctx: WorkspaceContext, botId: strin
     outcome = "renetworked";
   }
   const before = ctx.routes.get(botId);
-  ctx.setRoute(botId, containerId, ip);
+  await ctx.setRoute(botId, containerId, ip);
   const after = ctx.routes.get(botId);
   if (before && after && targetAddress(before) !== targetAddress(after)) ctx.bridges.evict(botId);
   return outcome;

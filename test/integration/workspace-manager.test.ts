@@ -180,7 +180,9 @@ test("create → running → file and exec calls → stop → start → delete, 
   assert.equal(mounts.get("/run/memoh")?.source, path.join(dataRoot, "run", bot));
   assert.equal(fs.statSync(path.join(dataRoot, "run", bot)).mode & 0o777, 0o750);
   assert.ok(info.spec?.process.env.includes("BRIDGE_SOCKET_PATH=/run/memoh/bridge.sock"));
-  assert.ok(info.spec?.process.env.includes("TZ=Europe/Berlin"));
+  // The zone (like the image's ENV) is for what the agent spawns, not for the agent itself.
+  const imageEnv = info.spec?.process.env.find((e) => e.startsWith("BRIDGE_IMAGE_ENV="));
+  assert.ok((JSON.parse(imageEnv!.slice("BRIDGE_IMAGE_ENV=".length)) as string[]).includes("TZ=Europe/Berlin"), imageEnv);
 
   await mgr.call(bot, (c) => c.writeFile("notes/hello.txt", "hello from the host\n"));
   const read = await mgr.call(bot, (c) => c.readFile({ path: "notes/hello.txt" }));
