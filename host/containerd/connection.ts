@@ -17,6 +17,7 @@
 import fs from "node:fs";
 import * as grpc from "@grpc/grpc-js";
 import type { DescMethod, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
+import { MAX_MESSAGE_BYTES } from "../../proto/constants.js";
 import { RpcClient, Status, type CallOptions } from "../../proto/rpc.js";
 import { ContainerdError, toContainerdError } from "./errors.js";
 
@@ -82,7 +83,7 @@ export class ContainerdConnection {
     }
     this.rpc = new RpcClient(`unix:${this.address}`, undefined, {
       // containerd answers big list calls; the bridge's 16 MiB is the project-wide cap.
-      "grpc.max_receive_message_length": 16 * 1024 * 1024,
+      "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
       "grpc.keepalive_time_ms": opts.keepaliveTimeMs ?? DEFAULT_KEEPALIVE_TIME_MS,
       "grpc.keepalive_timeout_ms": opts.keepaliveTimeoutMs ?? DEFAULT_KEEPALIVE_TIMEOUT_MS,
       // containerd counts a ping without an open call as abuse (grpc-go's PermitWithoutStream=false).

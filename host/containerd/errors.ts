@@ -52,4 +52,3 @@ export function toContainerdError(err: unknown, what: string): ContainerdError {
 
 export const isNotFound = (err: unknown) => err instanceof ContainerdError && err.code === "not_found";
 export const isAlreadyExists = (err: unknown) => err instanceof ContainerdError && err.code === "already_exists";
-export const isUnavailable = (err: unknown) => err instanceof ContainerdError && err.code === "unavailable";

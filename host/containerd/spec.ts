@@ -300,13 +300,6 @@ export function withTZ(tz: string): SpecOpt {
   return withEnv({ TZ: tz });
 }
 
-/** Runs the process as numeric uid/gid. */
-export function withUserId(uid: number, gid = uid, additionalGids?: number[]): SpecOpt {
-  return (spec) => {
-    spec.process.user = { uid, gid, ...(additionalGids ? { additionalGids } : {}) };
-  };
-}
-
 export interface PasswdFiles {
   /** Contents of the image's /etc/passwd. */
   passwd?: string;
@@ -716,22 +709,6 @@ export function withDevice(device: LinuxDevice, access = "rwm"): SpecOpt {
         { allow: true, type: device.type, major: device.major, minor: device.minor, access },
       ];
     }
-  };
-}
-
-export function withHooks(hooks: Hooks): SpecOpt {
-  return (spec) => {
-    const merged: Hooks = { ...spec.hooks };
-    for (const [k, list] of Object.entries(hooks) as Array<[keyof Hooks, Hook[] | undefined]>) {
-      if (list && list.length > 0) merged[k] = [...(merged[k] ?? []), ...list];
-    }
-    spec.hooks = merged;
-  };
-}
-
-export function withAnnotations(annotations: Record<string, string>): SpecOpt {
-  return (spec) => {
-    spec.annotations = { ...spec.annotations, ...annotations };
   };
 }
 

@@ -167,7 +167,12 @@ test("a link from one workspace's socket to another's, planted by root inside th
   await assert.rejects(mgr.call(b, (c) => c.stat("from-a")), (err: unknown) => err instanceof WorkspaceError && err.code === "not_found");
   assert.equal((await mgr.call(b, (c) => c.info())).pid, bAgent, "B's agent was disturbed");
   assert.equal((await mgr.status(b)).pid, wb.pid);
+  // Deleting A removes its socket dir without following links planted there to B's.
+  await mgr.call(a, (c) => c.exec({ command: `ln -s ${path.dirname(bSocket)} /run/memoh/b-dir && ln -s ${bSocket} /run/memoh/b-sock` }));
   await mgr.delete(a);
+  assert.equal(fs.existsSync(path.join(fx.dataRoot, "run", a)), false);
+  assert.equal(fs.lstatSync(bSocket).isSocket(), true, "B's socket went with A's socket dir");
+  assert.equal((await mgr.call(b, (c) => c.info())).pid, bAgent);
   await mgr.delete(b);
 });
 
