@@ -3,10 +3,12 @@ import os from "node:os";
 import { benchAgent } from "./agent.js";
 import { benchCreateStart } from "./containerd.js";
 import { benchPull } from "./pull.js";
+import { benchWorkspace } from "./workspace.js";
 import { table, type Row } from "./stats.js";
 
 const rows: Row[] = [];
 rows.push(...(await benchAgent()));
+rows.push(...(await benchWorkspace()));
 rows.push(...(await benchPull()));
 rows.push(...(await benchCreateStart()));
 console.log(`\n${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, node ${process.version}, ${new Date().toISOString()}\n`);

@@ -41,7 +41,13 @@ export interface WorkspaceFixture {
   close(): Promise<void>;
 }
 
-export async function startWorkspaceFixture(opts: { network?: Partial<NetworkOptions> } = {}): Promise<WorkspaceFixture> {
+export interface WorkspaceFixtureOptions {
+  network?: Partial<NetworkOptions>;
+  /** The embedded PGlite under the fixture's data root instead of PostgreSQL (benchmarks). */
+  embeddedStore?: boolean;
+}
+
+export async function startWorkspaceFixture(opts: WorkspaceFixtureOptions = {}): Promise<WorkspaceFixture> {
   requireRuntimeBundle();
   const env = await startContainerd();
   const managers: WorkspaceManager[] = [];
@@ -65,7 +71,7 @@ export async function startWorkspaceFixture(opts: { network?: Partial<NetworkOpt
       }
       cd?.close();
       await store?.close();
-      await dropPostgresSchema(DATABASE_URL, schema).catch(() => {});
+      if (!opts.embeddedStore) await dropPostgresSchema(DATABASE_URL, schema).catch(() => {});
     } finally {
       await env.stop();
       fs.rmSync(dataRoot, { recursive: true, force: true });
@@ -73,7 +79,7 @@ export async function startWorkspaceFixture(opts: { network?: Partial<NetworkOpt
   };
   try {
     const images = await importTestImages(env);
-    store = await openStore({ databaseUrl: DATABASE_URL, dataRoot, schema });
+    store = opts.embeddedStore ? await openStore({ dataRoot }) : await openStore({ databaseUrl: DATABASE_URL, dataRoot, schema });
     net = WorkspaceNetwork.open({
       confDir: path.join(dataRoot, "cni", "conf"),
       cacheDir: path.join(dataRoot, "cni", "cache"),
