@@ -2,6 +2,7 @@
 import path from "node:path";
 import { openPglite, openPostgres, type Db } from "./db.js";
 import { migrate, type Migration } from "./migrate.js";
+import { TokenStore } from "./tokens.js";
 import type {
   ContainerRow,
   ContainerStatus,
@@ -243,8 +244,12 @@ async function insertEvent(db: Db, containerId: string, eventType: string, paylo
 export class SqlStore implements Store {
   readonly kind: "postgres" | "pglite";
 
+  /** API tokens (host/store/tokens.ts). */
+  readonly tokens: TokenStore;
+
   constructor(readonly db: Db) {
     this.kind = db.kind;
+    this.tokens = new TokenStore(db);
   }
 
   async getContainerByBot(botId: string): Promise<ContainerRow | undefined> {
@@ -395,10 +400,10 @@ export class SqlStore implements Store {
     await insertEvent(this.db, containerId, eventType, payload);
   }
 
-  async listEvents(containerId: string, limit = 100): Promise<LifecycleEventRow[]> {
+  async listEvents(containerId: string, limit = 100, offset = 0): Promise<LifecycleEventRow[]> {
     const { rows } = await this.db.query<EventDbRow>(
-      `SELECT ${EVENT_COLUMNS} FROM lifecycle_events WHERE container_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2`,
-      [containerId, Math.max(1, Math.floor(limit))],
+      `SELECT ${EVENT_COLUMNS} FROM lifecycle_events WHERE container_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3`,
+      [containerId, Math.max(1, Math.floor(limit)), Math.max(0, Math.floor(offset))],
     );
     return rows.map(mapEvent);
   }

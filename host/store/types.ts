@@ -94,7 +94,8 @@ export interface Store {
   recordOom(containerId: string, payload?: Record<string, unknown>): Promise<number>;
 
   recordEvent(containerId: string, eventType: string, payload?: Record<string, unknown>): Promise<void>;
-  listEvents(containerId: string, limit?: number): Promise<LifecycleEventRow[]>;
+  /** Newest first; `offset` skips that many. */
+  listEvents(containerId: string, limit?: number, offset?: number): Promise<LifecycleEventRow[]>;
   /** Deletes all but the newest `keepPerContainer` events of every container; returns how many were deleted. */
   pruneEvents(keepPerContainer: number): Promise<number>;
 

@@ -54,6 +54,8 @@ export interface WorkspaceManagerOptions {
   /** Default: the bridge pool (host/bridge/pool.ts) over bridgeTarget(). */
   bridges?: BridgeClientSource;
   onPullProgress?: (botId: string, digest: string, offset: number, total: number) => void;
+  /** Every bridge call made through call(): its method, duration and whether it succeeded (metrics). */
+  onBridgeCall?: (rpc: string, seconds: number, ok: boolean) => void;
   log?: (message: string) => void;
 }
 

@@ -23,6 +23,23 @@ export interface CreateOptions {
   autoStart?: boolean;
   /** Overrides of the default limits (each field optional); validated by the caller. */
   limits?: LimitsChange;
+  /** Progress of a create, for streaming to a caller (best effort: a throwing listener is ignored). */
+  onProgress?: (progress: CreateProgress) => void;
+}
+
+export type CreateProgress =
+  | { phase: "pulling"; image: string }
+  | { phase: "pull_progress"; digest: string; offset: number; total: number }
+  | { phase: "creating" }
+  | { phase: "starting" };
+
+/** Calls the caller's progress listener; its failures never affect the create. */
+export function report(opts: CreateOptions, progress: CreateProgress): void {
+  try {
+    opts.onProgress?.(progress);
+  } catch {
+    // a listener that went away
+  }
 }
 
 /** The limits a (re)created workspace gets: the asked ones over the row's over the defaults. */
@@ -61,12 +78,17 @@ export async function createContainer(ctx: WorkspaceContext, botId: string, opts
   fs.chmodSync(socketDir, 0o750);
   ctx.readContract();
 
+  report(opts, { phase: "pulling", image });
   const pulled = await pullImage(ctx.cd.conn, image, {
     policy: ctx.options.pullPolicy ?? "if_not_present",
     snapshotter: ctx.cd.snapshots.snapshotter,
     ...(ctx.options.registry ? { registry: ctx.options.registry } : {}),
-    onProgress: (digest, offset, total) => ctx.options.onPullProgress?.(botId, digest, offset, total),
+    onProgress: (digest, offset, total) => {
+      ctx.options.onPullProgress?.(botId, digest, offset, total);
+      report(opts, { phase: "pull_progress", digest, offset, total });
+    },
   });
+  report(opts, { phase: "creating" });
   const created = await ctx.cd.createContainerFromImage({
     id: containerId,
     image: pulled.name,

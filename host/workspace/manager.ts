@@ -15,7 +15,7 @@ import { validateBotId, workspaceContainerId } from "./botid.js";
 import type { BridgeClientSource, BridgeTarget } from "./bridge-source.js";
 import { LockTimeoutError } from "./lock.js";
 import { WorkspaceContext, type Contract, type WorkspaceManagerOptions } from "./context.js";
-import { adoptRow, checkCdiDevices, createContainer, type CreateOptions } from "./create.js";
+import { adoptRow, checkCdiDevices, createContainer, report, type CreateOptions } from "./create.js";
 import { deleteWorkspace, finishInterruptedDelete } from "./delete.js";
 import { WorkspaceError, describeError, toWorkspaceError } from "./errors.js";
 import * as health from "./health.js";
@@ -28,7 +28,7 @@ import { listWorkspaces, workspaceStatus, type WorkspaceStatus } from "./status.
 import { stopTask } from "./stop.js";
 import { updateLimits } from "./update-limits.js";
 import { limitsDifferences, validateLimitsChange, type LimitsChange, type WorkspaceLimits } from "./limits.js";
-import type { ContainerRow } from "../store/types.js";
+import type { ContainerRow, LifecycleEventRow } from "../store/types.js";
 
 export { AGENT_COMMAND, BRIDGE_SOCKET_PATH, RUNTIME_MOUNT, SOCKET_MOUNT } from "./container-spec.js";
 export { LEGACY_BRIDGE_PORT } from "../../proto/constants.js";
@@ -36,6 +36,7 @@ export type { WorkspaceManagerOptions } from "./context.js";
 export type { LimitsChange, WorkspaceLimits } from "./limits.js";
 export type { WorkspaceStatus } from "./status.js";
 export type { ReconcileAction, ReconcileEntry } from "./reconcile.js";
+export type { CreateProgress } from "./create.js";
 
 export interface EnsureOptions extends CreateOptions {
   /** The caller stops waiting when it fires; the operation completes anyway. */
@@ -119,9 +120,11 @@ export class WorkspaceManager {
         const row = await this.ctx.liveRow(botId);
         if (row !== undefined) checkSameWorkspace(row, row.limits ?? this.ctx.defaultLimits, opts);
         await adoptRow(this.ctx, botId, resolved.containerId, opts);
+        report(opts, { phase: "starting" });
         await startTask(this.ctx, botId, resolved.containerId);
       } else {
         await createContainer(this.ctx, botId, opts);
+        report(opts, { phase: "starting" });
         await startTask(this.ctx, botId, workspaceContainerId(botId));
       }
       return workspaceStatus(this.ctx, botId);
@@ -144,7 +147,10 @@ export class WorkspaceManager {
   }
 
   /** SIGTERM, grace, SIGKILL, delete the task, remove its network; the container stays. */
-  async stop(botId: string, opts: { signal?: AbortSignal } = {}): Promise<WorkspaceStatus> {
+  async stop(botId: string, opts: { signal?: AbortSignal; graceMs?: number } = {}): Promise<WorkspaceStatus> {
+    if (opts.graceMs !== undefined && (!Number.isFinite(opts.graceMs) || opts.graceMs < 0 || opts.graceMs > 3_600_000)) {
+      throw new WorkspaceError("invalid_argument", `stop: the grace period must be 0 to 3600 s, got ${opts.graceMs} ms`);
+    }
     validateBotId(botId);
     return this.lockedOp(botId, opts.signal, async () => {
       if (await this.finishDelete(botId)) throw new WorkspaceError("not_found", `bot ${botId} has no workspace (its deletion was finished)`);
@@ -152,7 +158,7 @@ export class WorkspaceManager {
       const exists = await this.ctx.containerExists(resolved.containerId);
       const row = await this.ctx.liveRow(botId);
       if (!exists && row === undefined) throw new WorkspaceError("not_found", `bot ${botId} has no workspace`);
-      await stopTask(this.ctx, botId, resolved.containerId, "stopped");
+      await stopTask(this.ctx, botId, resolved.containerId, "stopped", opts.graceMs);
       return workspaceStatus(this.ctx, botId);
     });
   }
@@ -206,6 +212,15 @@ export class WorkspaceManager {
     return this.boundary(() => workspaceStatus(this.ctx, botId));
   }
 
+  /** The bot's lifecycle events, newest first. */
+  async events(botId: string, page: { limit?: number; offset?: number } = {}): Promise<LifecycleEventRow[]> {
+    validateBotId(botId);
+    return this.boundary(async () => {
+      const resolved = await this.ctx.resolve(botId);
+      return this.ctx.store.listEvents(resolved.containerId, page.limit ?? 100, page.offset ?? 0);
+    });
+  }
+
   /** Every workspace the database knows, with live task state. */
   async list(): Promise<WorkspaceStatus[]> {
     return this.boundary(() => listWorkspaces(this.ctx));
@@ -225,7 +240,7 @@ export class WorkspaceManager {
     await this.refuseIfDeleting(botId);
     const used = new Set<string>();
     try {
-      return await fn(trackCalls(await this.bridges.get(botId), used));
+      return await fn(trackCalls(await this.bridges.get(botId), used, this.options.onBridgeCall));
     } catch (err) {
       if (!isBridgeUnavailable(err)) throw toWorkspaceError(err);
       this.ctx.log(`bridge of ${botId} unavailable (${describeError(err)}); restarting its task`);
@@ -241,7 +256,7 @@ export class WorkspaceManager {
       );
     }
     try {
-      return await fn(await this.bridges.get(botId));
+      return await fn(trackCalls(await this.bridges.get(botId), new Set(), this.options.onBridgeCall));
     } catch (err) {
       throw toWorkspaceError(err);
     }
@@ -364,8 +379,11 @@ function sameSet(a: readonly string[], b: readonly string[]): boolean {
   return sa.size === new Set(b).size && [...sa].every((x) => b.includes(x));
 }
 
-/** The client, recording the name of every method called on it into `used`. */
-function trackCalls(client: BridgeClient, used: Set<string>): BridgeClient {
+/**
+ * The client, recording the name of every method called on it into `used`, and timing
+ * the calls that return a promise (for metrics).
+ */
+function trackCalls(client: BridgeClient, used: Set<string>, onCall?: (rpc: string, seconds: number, ok: boolean) => void): BridgeClient {
   return new Proxy(client, {
     get(target, prop, receiver) {
       const value: unknown = Reflect.get(target, prop, receiver);
@@ -376,7 +394,15 @@ function trackCalls(client: BridgeClient, used: Set<string>): BridgeClient {
       }
       return (...args: unknown[]) => {
         used.add(prop);
-        return (value as (...a: unknown[]) => unknown).apply(target, args);
+        const t0 = performance.now();
+        const result = (value as (...a: unknown[]) => unknown).apply(target, args);
+        if (onCall !== undefined && result instanceof Promise) {
+          result.then(
+            () => onCall(prop, (performance.now() - t0) / 1000, true),
+            () => onCall(prop, (performance.now() - t0) / 1000, false),
+          );
+        }
+        return result;
       };
     },
   });

@@ -6,9 +6,9 @@ import fs from "node:fs";
 import path from "node:path";
 import type { WorkspaceContext } from "./context.js";
 
-export async function stopTask(ctx: WorkspaceContext, botId: string, containerId: string, eventType: string): Promise<void> {
+export async function stopTask(ctx: WorkspaceContext, botId: string, containerId: string, eventType: string, graceMs = ctx.stopGraceMs): Promise<void> {
   ctx.bridges.evict(botId);
-  const exit = await ctx.cd.tasks.stop(containerId, ctx.stopGraceMs);
+  const exit = await ctx.cd.tasks.stop(containerId, graceMs);
   await ctx.network.removeNetwork(containerId);
   fs.rmSync(path.join(ctx.socketDir(botId), "bridge.sock"), { force: true });
   await ctx.setStatus(containerId, "stopped", eventType, { exitStatus: exit?.exitStatus ?? null });
