@@ -86,6 +86,10 @@ export class TokenStore {
     return res.rowCount > 0;
   }
 
+  async delete(id: string): Promise<void> {
+    await this.db.query(`DELETE FROM api_tokens WHERE id = $1`, [id]);
+  }
+
   async touch(id: string): Promise<void> {
     await this.db.query(`UPDATE api_tokens SET last_used_at = now() WHERE id = $1`, [id]);
   }

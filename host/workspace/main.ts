@@ -15,13 +15,13 @@
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { loadConfig } from "../config.js";
+import { loadConfig, type Config } from "../config.js";
 import { loadDockerConfig } from "../containerd/registry-auth.js";
 import { ContainerdClient } from "../containerd/client.js";
 import { WorkspaceNetwork } from "../network/network.js";
-import { openStore } from "../store/store.js";
+import { openStore, type SqlStore } from "../store/store.js";
 import { describeError } from "./errors.js";
-import { WorkspaceManager } from "./manager.js";
+import { WorkspaceManager, type WorkspaceManagerOptions } from "./manager.js";
 import { WorkspaceSupervisor } from "./supervisor.js";
 import type { MaintenanceOptions } from "./maintenance.js";
 
@@ -29,6 +29,8 @@ import type { MaintenanceOptions } from "./maintenance.js";
 const MAINTENANCE_INTERVAL_MS = 60_000;
 
 export interface ManagerProcess {
+  config: Config;
+  store: SqlStore;
   manager: WorkspaceManager;
   containerd: ContainerdClient;
   maintenance: MaintenanceOptions;
@@ -39,7 +41,15 @@ function emit(event: string, data: Record<string, unknown> = {}): void {
   process.stdout.write(`${JSON.stringify({ event, ...data })}\n`);
 }
 
-export async function startManagerProcess(opts: { env?: NodeJS.ProcessEnv; argv?: readonly string[]; cwd?: string } = {}): Promise<ManagerProcess> {
+export interface ManagerProcessOptions {
+  env?: NodeJS.ProcessEnv;
+  argv?: readonly string[];
+  cwd?: string;
+  /** Observers the API's metrics attach to the manager. */
+  hooks?: Pick<WorkspaceManagerOptions, "onBridgeCall" | "onPullProgress">;
+}
+
+export async function startManagerProcess(opts: ManagerProcessOptions = {}): Promise<ManagerProcess> {
   const env = opts.env ?? process.env;
   const cfg = loadConfig({ env, argv: opts.argv ?? process.argv.slice(2), ...(opts.cwd ? { cwd: opts.cwd } : {}) });
   const store = await openStore({
@@ -82,10 +92,13 @@ export async function startManagerProcess(opts: { env?: NodeJS.ProcessEnv; argv?
       },
       ...(env.TZ ? { timezone: env.TZ } : {}),
       lockTimeoutMs: cfg.lockTimeoutMs,
+      ...opts.hooks,
       defaultLimits: cfg.limits,
       log: (message) => emit("log", { message }),
     });
     return {
+      config: cfg,
+      store,
       manager,
       containerd,
       maintenance: { taskLogMaxBytes: cfg.taskLogMaxBytes, taskLogKeep: cfg.taskLogKeep, eventsKeep: cfg.eventsKeep },
@@ -102,30 +115,60 @@ export async function startManagerProcess(opts: { env?: NodeJS.ProcessEnv; argv?
   }
 }
 
-async function main(): Promise<void> {
-  const proc = await startManagerProcess();
+/** The background work of a manager process: reconcile (now and on demand), the supervisor, maintenance. */
+export interface ManagerLoops {
+  reconcile(): void;
+  /** Lets a running reconcile finish (its steps hold workspace locks), stops the supervisor and timers. */
+  close(): Promise<void>;
+}
+
+export function startManagerLoops(proc: ManagerProcess, log: (event: string, data?: Record<string, unknown>) => void = emit): ManagerLoops {
   let reconciling: Promise<void> = Promise.resolve();
   const reconcile = () => {
     // After a failed sweep the next one still runs.
     reconciling = reconciling.catch(() => undefined).then(async () => {
       const t0 = Date.now();
       const entries = await proc.manager.reconcile();
-      emit("reconciled", { entries, ms: Date.now() - t0 });
+      log("reconciled", { entries, ms: Date.now() - t0 });
     });
-    reconciling.catch((err: unknown) => emit("error", { message: `reconcile: ${describeError(err)}` }));
+    reconciling.catch((err: unknown) => log("error", { message: `reconcile: ${describeError(err)}` }));
   };
   const supervisor = new WorkspaceSupervisor(proc.manager, proc.containerd.conn, {
     onResubscribed: reconcile,
-    onEvent: (e) => emit("supervisor", { ...e }),
+    onEvent: (e) => log("supervisor", { ...e }),
   });
+  const maintain = () => {
+    proc.manager.maintain(proc.maintenance).then(
+      (r) => {
+        if (r.logsRotated.length > 0 || r.eventsPruned > 0 || r.errors.length > 0) log("maintenance", { ...r });
+      },
+      (err: unknown) => log("error", { message: `maintenance: ${describeError(err)}` }),
+    );
+  };
+  reconcile();
+  supervisor.start();
+  maintain();
+  const timer = setInterval(maintain, MAINTENANCE_INTERVAL_MS);
+  return {
+    reconcile,
+    async close() {
+      clearInterval(timer);
+      await reconciling.catch(() => undefined);
+      await supervisor.close();
+    },
+  };
+}
+
+async function main(): Promise<void> {
+  const proc = await startManagerProcess();
+  emit("ready", { pid: process.pid });
+  const loops = startManagerLoops(proc);
   let closing = false;
   const shutdown = (signal: string) => {
     if (closing) return;
     closing = true;
     void (async () => {
-      // Let a running reconcile finish (its steps hold workspace locks), then leave the workspaces running.
-      await reconciling.catch(() => undefined);
-      await supervisor.close();
+      await loops.close();
       await proc.close();
       emit("closed", { signal });
       process.exit(0);
@@ -133,21 +176,9 @@ async function main(): Promise<void> {
   };
   process.on("SIGTERM", () => shutdown("SIGTERM"));
   process.on("SIGINT", () => shutdown("SIGINT"));
-  process.on("SIGHUP", reconcile);
-  const maintain = () => {
-    proc.manager.maintain(proc.maintenance).then(
-      (r) => {
-        if (r.logsRotated.length > 0 || r.eventsPruned > 0 || r.errors.length > 0) emit("maintenance", { ...r });
-      },
-      (err: unknown) => emit("error", { message: `maintenance: ${describeError(err)}` }),
-    );
-  };
-  emit("ready", { pid: process.pid });
-  reconcile();
-  supervisor.start();
-  maintain();
-  // Also keeps the process alive until a signal.
-  setInterval(maintain, MAINTENANCE_INTERVAL_MS);
+  process.on("SIGHUP", loops.reconcile);
+  // Keeps the process alive until a signal.
+  setInterval(() => undefined, 1 << 30);
 }
 
 if (process.argv[1] !== undefined && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {

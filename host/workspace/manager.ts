@@ -242,7 +242,7 @@ export class WorkspaceManager {
     try {
       return await fn(trackCalls(await this.bridges.get(botId), used, this.options.onBridgeCall));
     } catch (err) {
-      if (!isBridgeUnavailable(err)) throw toWorkspaceError(err);
+      if (!isBridgeUnavailable(err)) throw fromCall(err);
       this.ctx.log(`bridge of ${botId} unavailable (${describeError(err)}); restarting its task`);
     }
     this.bridges.evict(botId);
@@ -258,7 +258,7 @@ export class WorkspaceManager {
     try {
       return await fn(trackCalls(await this.bridges.get(botId), new Set(), this.options.onBridgeCall));
     } catch (err) {
-      throw toWorkspaceError(err);
+      throw fromCall(err);
     }
   }
 
@@ -359,6 +359,14 @@ export class WorkspaceManager {
       throw toWorkspaceError(err);
     }
   }
+}
+
+/**
+ * An error out of a call()'s function: the bridge's (gRPC status) and the workspace
+ * layer's become WorkspaceErrors; the caller's own errors pass through unchanged.
+ */
+function fromCall(err: unknown): unknown {
+  return err instanceof WorkspaceError || rpcCode(err) !== undefined ? toWorkspaceError(err) : err;
 }
 
 /** An existing workspace asked for again must be asked for as it is. */

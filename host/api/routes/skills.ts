@@ -1,0 +1,177 @@
+// Skills: a skill is a folder /data/.skills/<name>/ with a SKILL.md whose YAML front
+// matter holds `name` and `description`. Upserts are atomic per skill: the files are
+// written to a staging folder, which then replaces the skill by rename.
+import path from "node:path/posix";
+import { randomBytes } from "node:crypto";
+import { Type } from "@sinclair/typebox";
+import { parse as parseYaml } from "yaml";
+import type { BridgeClient } from "../../bridge/client.js";
+import { FileType } from "../../../proto/gen/memoh/bridge/v1/bridge_pb.js";
+import { botIdProblem } from "../../workspace/botid.js";
+import { WorkspaceError } from "../../workspace/errors.js";
+import { ApiError } from "../errors.js";
+import type { ApiApp, RouteContext } from "../server.js";
+import { BotParams, ErrorResponse } from "../schemas.js";
+
+export const SKILLS_DIR = "/data/.skills";
+const MAX_SKILL_FILES = 200;
+const MAX_SKILL_BYTES = 8 * 1024 * 1024;
+
+/** `name` and `description` from SKILL.md's front matter, or why it has none. */
+export function parseSkillFrontMatter(text: string): { name: string; description: string } | string {
+  const m = /^\uFEFF?---\r?\n([\s\S]*?)\r?\n---\s*(\r?\n|$)/.exec(text);
+  if (!m) return "SKILL.md must start with a YAML front matter block (--- … ---)";
+  let doc: unknown;
+  try {
+    doc = parseYaml(m[1]!);
+  } catch (err) {
+    return `SKILL.md front matter is not valid YAML: ${(err as Error).message}`;
+  }
+  const d = (typeof doc === "object" && doc !== null ? doc : {}) as { name?: unknown; description?: unknown };
+  if (typeof d.name !== "string" || d.name === "") return "SKILL.md front matter needs a name";
+  if (typeof d.description !== "string" || d.description === "") return "SKILL.md front matter needs a description";
+  return { name: d.name, description: d.description };
+}
+
+/** A relative path that stays inside the skill's folder. */
+function checkRelPath(skill: string, rel: string): string {
+  const normal = path.normalize(rel);
+  if (rel === "" || rel.includes("\0") || path.isAbsolute(rel) || normal.startsWith("..") || normal === "." || normal.endsWith("/")) {
+    throw new ApiError("invalid_argument", `skill ${skill}: file path ${JSON.stringify(rel)} must be a relative path inside the skill`);
+  }
+  return normal;
+}
+
+function isNotFound(err: unknown): boolean {
+  return err instanceof WorkspaceError ? err.code === "not_found" : (err as { code?: unknown }).code === 5;
+}
+
+async function listSkills(c: BridgeClient) {
+  let top;
+  try {
+    top = await c.listDir({ path: SKILLS_DIR, limit: 10_000 });
+  } catch (err) {
+    if (isNotFound(err)) return [];
+    throw err;
+  }
+  const skills = [];
+  for (const e of top.entries) {
+    if (e.type !== FileType.DIRECTORY || e.name.startsWith(".")) continue;
+    const dir = `${SKILLS_DIR}/${e.name}`;
+    const files = (await c.listDir({ path: dir, recursive: true, limit: 10_000 })).entries.filter((f) => f.type === FileType.FILE).map((f) => f.path);
+    let description = "";
+    let name = e.name;
+    let problem: string | null = null;
+    try {
+      const parsed = parseSkillFrontMatter((await c.readFile({ path: `${dir}/SKILL.md`, lineLimit: 200 })).content);
+      if (typeof parsed === "string") problem = parsed;
+      else ({ name, description } = parsed);
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+      problem = "no SKILL.md";
+    }
+    skills.push({ name, folder: e.name, description, files, problem });
+  }
+  return skills;
+}
+
+export function registerSkillRoutes(app: ApiApp, ctx: RouteContext): void {
+  const { manager } = ctx;
+  const Skill = Type.Object({ name: Type.String(), folder: Type.String(), description: Type.String(), files: Type.Array(Type.String()), problem: Type.Union([Type.String(), Type.Null()]) });
+
+  app.get(
+    "/bots/:bot_id/container/skills",
+    { config: { access: "bot" }, schema: { summary: "The workspace's skills (name, description, files)", params: BotParams, response: { 200: Type.Object({ skills: Type.Array(Skill) }), "4xx": ErrorResponse } } },
+    async (req) => ({ skills: await manager.call(req.params.bot_id, (c) => listSkills(c)) }),
+  );
+
+  app.post(
+    "/bots/:bot_id/container/skills",
+    {
+      config: { access: "bot" },
+      schema: {
+        summary: "Create or replace skills (atomically per skill)",
+        params: BotParams,
+        body: Type.Object(
+          { skills: Type.Array(Type.Object({ name: Type.String({ minLength: 1, maxLength: 64 }), files: Type.Record(Type.String({ minLength: 1, maxLength: 1024 }), Type.String()) }, { additionalProperties: false }), { minItems: 1, maxItems: 50 }) },
+          { additionalProperties: false },
+        ),
+        response: { 200: Type.Object({ skills: Type.Array(Type.String()) }), "4xx": ErrorResponse },
+      },
+    },
+    async (req) => {
+      // Everything is checked before anything is written.
+      const plans = req.body.skills.map((s) => {
+        const problem = botIdProblem(s.name);
+        if (problem !== undefined) throw new ApiError("invalid_argument", `skill name ${JSON.stringify(s.name)}: ${problem}`);
+        const files = Object.entries(s.files).map(([rel, content]) => [checkRelPath(s.name, rel), content] as const);
+        if (files.length === 0 || files.length > MAX_SKILL_FILES) throw new ApiError("invalid_argument", `skill ${s.name}: 1 to ${MAX_SKILL_FILES} files`);
+        if (files.reduce((n, [, c]) => n + Buffer.byteLength(c), 0) > MAX_SKILL_BYTES) throw new ApiError("payload_too_large", `skill ${s.name}: more than ${MAX_SKILL_BYTES} bytes`);
+        const skillMd = files.find(([rel]) => rel === "SKILL.md");
+        if (skillMd === undefined) throw new ApiError("invalid_argument", `skill ${s.name}: SKILL.md is missing`);
+        const front = parseSkillFrontMatter(skillMd[1]);
+        if (typeof front === "string") throw new ApiError("invalid_argument", `skill ${s.name}: ${front}`);
+        return { name: s.name, files };
+      });
+      const names = new Set<string>();
+      for (const p of plans) {
+        if (names.has(p.name)) throw new ApiError("invalid_argument", `skill ${p.name} is given twice`);
+        names.add(p.name);
+      }
+      await manager.call(req.params.bot_id, async (c) => {
+        for (const plan of plans) {
+          const tag = randomBytes(4).toString("hex");
+          const staging = `${SKILLS_DIR}/.staging-${plan.name}-${tag}`;
+          const trash = `${SKILLS_DIR}/.trash-${plan.name}-${tag}`;
+          const target = `${SKILLS_DIR}/${plan.name}`;
+          try {
+            for (const [rel, content] of plan.files) await c.writeFile(`${staging}/${rel}`, content);
+            const exists = await c.stat(target).then(
+              () => true,
+              (err: unknown) => {
+                if (isNotFound(err)) return false;
+                throw err;
+              },
+            );
+            if (exists) await c.rename(target, trash);
+            await c.rename(staging, target);
+            if (exists) await c.deleteFile(trash, true);
+          } catch (err) {
+            await c.deleteFile(staging, true).catch(() => undefined);
+            throw err;
+          }
+        }
+      });
+      return { skills: plans.map((p) => p.name) };
+    },
+  );
+
+  app.delete(
+    "/bots/:bot_id/container/skills",
+    {
+      config: { access: "bot" },
+      schema: {
+        summary: "Remove skills",
+        params: BotParams,
+        body: Type.Object({ names: Type.Array(Type.String({ minLength: 1, maxLength: 64 }), { minItems: 1, maxItems: 100 }) }, { additionalProperties: false }),
+        response: { 200: Type.Object({ deleted: Type.Array(Type.String()) }), "4xx": ErrorResponse },
+      },
+    },
+    async (req) => {
+      for (const n of req.body.names) {
+        const problem = botIdProblem(n);
+        if (problem !== undefined) throw new ApiError("invalid_argument", `skill name ${JSON.stringify(n)}: ${problem}`);
+      }
+      await manager.call(req.params.bot_id, async (c) => {
+        for (const n of req.body.names) {
+          await c.stat(`${SKILLS_DIR}/${n}`).catch((err: unknown) => {
+            if (isNotFound(err)) throw new ApiError("not_found", `no skill ${n}`);
+            throw err;
+          });
+        }
+        for (const n of req.body.names) await c.deleteFile(`${SKILLS_DIR}/${n}`, true);
+      });
+      return { deleted: req.body.names };
+    },
+  );
+}

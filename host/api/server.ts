@@ -1,0 +1,138 @@
+// The HTTP API: Fastify 5 with TypeBox route schemas (one schema gives validation,
+// TypeScript types and the OpenAPI document), pino request logs, prom-client metrics.
+// Every route but /healthz and /readyz needs a bearer token (auth.ts); every error is
+// `{"error":{"code","message"}}` (errors.ts). Route families live in routes/.
+import Fastify, { LogController, type FastifyInstance, type FastifyRequest } from "fastify";
+import type { TypeBoxTypeProvider } from "@fastify/type-provider-typebox";
+import multipart from "@fastify/multipart";
+import swagger from "@fastify/swagger";
+import websocket from "@fastify/websocket";
+import type { WorkspaceManager } from "../workspace/manager.js";
+import { ApiAuth, requireAdmin, requireBot, type Principal } from "./auth.js";
+import { ApiError, errorBody, toApiError } from "./errors.js";
+import type { ApiMetrics } from "./metrics.js";
+import { registerOpsRoutes, type ReadinessCheck } from "./routes/ops.js";
+import { registerLifecycleRoutes } from "./routes/lifecycle.js";
+import { registerFileRoutes } from "./routes/files.js";
+import { registerExecRoutes } from "./routes/exec.js";
+import { registerSkillRoutes } from "./routes/skills.js";
+import { registerTokenRoutes } from "./routes/tokens.js";
+
+/** Who may call a route: anybody, any valid token, the admin token, or a token of the bot in the path (or admin). */
+export type RouteAccess = "public" | "token" | "admin" | "bot";
+
+declare module "fastify" {
+  interface FastifyContextConfig {
+    access?: RouteAccess;
+  }
+  interface FastifyRequest {
+    principal: Principal | undefined;
+  }
+}
+
+export interface ApiOptions {
+  manager: WorkspaceManager;
+  auth: ApiAuth;
+  metrics: ApiMetrics;
+  readiness: ReadinessCheck;
+  /** The snapshotter workspaces use (a create may name it, not another). */
+  snapshotter: string;
+  /** Largest upload (default 4 GiB). */
+  uploadMaxBytes?: number;
+  /** A streaming client that neither reads nor writes for this long is cut off (default 5 min). */
+  streamIdleMs?: number;
+  /** pino options, or false (tests). */
+  logger?: boolean | Record<string, unknown>;
+}
+
+export type Api = FastifyInstance;
+
+/** JSON bodies are small; file writes have their own larger limit. */
+export const JSON_BODY_LIMIT = 1024 * 1024;
+export const FS_WRITE_BODY_LIMIT = 24 * 1024 * 1024;
+export const FS_WRITE_MAX_BYTES = 16 * 1024 * 1024;
+
+export async function buildApiServer(opts: ApiOptions) {
+  const app = Fastify({
+    logger: opts.logger ?? { level: "info" },
+    bodyLimit: JSON_BODY_LIMIT,
+    requestIdHeader: "x-request-id",
+    // Fastify's own two lines per request are replaced by one (the onResponse hook below).
+    logController: new LogController({ disableRequestLogging: true }),
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: "array", useDefaults: true, allErrors: false } },
+  }).withTypeProvider<TypeBoxTypeProvider>();
+
+  app.decorateRequest("principal", undefined);
+
+  // One JSON line per request: id, route, status, duration.
+  app.addHook("onResponse", async (req, reply) => {
+    const route = req.routeOptions.url ?? "(no route)";
+    const seconds = reply.elapsedTime / 1000;
+    opts.metrics.observeRequest(req.method, route, reply.statusCode, seconds);
+    req.log.info({ reqId: req.id, method: req.method, route, status: reply.statusCode, ms: Math.round(reply.elapsedTime * 10) / 10 }, "request");
+  });
+
+  app.setErrorHandler((err, req, reply) => {
+    const apiErr = toApiError(err);
+    if (apiErr.code === "internal") req.log.error({ err }, "internal error");
+    else req.log.info({ code: apiErr.code, message: apiErr.message }, "request failed");
+    if (reply.sent || reply.raw.headersSent) return;
+    void reply.code(apiErr.status).send(errorBody(apiErr));
+  });
+  app.setNotFoundHandler((req, reply) => {
+    void reply.code(404).send(errorBody(new ApiError("not_found", `no route ${req.method} ${req.url.split("?")[0]}`)));
+  });
+
+  // Authentication before validation, so a caller without a token learns nothing about schemas.
+  app.addHook("preValidation", async (req) => {
+    const access = req.routeOptions.config.access ?? "admin";
+    if (access === "public") return;
+    req.principal = await opts.auth.authenticate(headerToken(req));
+    if (access === "admin") requireAdmin(req.principal);
+    else if (access === "bot") {
+      const botId = (req.params as { bot_id?: unknown }).bot_id;
+      if (typeof botId !== "string") throw new ApiError("internal", "a bot route without :bot_id");
+      requireBot(req.principal, botId);
+    }
+  });
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: "3.1.0",
+      info: { title: "memoh-workspace", version: "1", description: "Workspace containers for AI bots: lifecycle, files, exec, terminal, skills, tokens." },
+      components: { securitySchemes: { bearer: { type: "http", scheme: "bearer" } } },
+      security: [{ bearer: [] }],
+    },
+  });
+  await app.register(multipart, { limits: { fileSize: opts.uploadMaxBytes ?? 4 * 1024 ** 3, files: 1, fields: 10, fieldSize: 64 * 1024, parts: 12 } });
+  await app.register(websocket, {
+    options: {
+      maxPayload: 1024 * 1024,
+      // The token may come as a subprotocol (browsers cannot set headers); answer with ours.
+      handleProtocols: (protocols: Set<string>) => (protocols.has("memoh.terminal") ? "memoh.terminal" : false),
+    },
+  });
+
+  const ctx = { ...opts, streamIdleMs: opts.streamIdleMs ?? 300_000 };
+  registerOpsRoutes(app, ctx);
+  registerLifecycleRoutes(app, ctx);
+  registerFileRoutes(app, ctx);
+  registerExecRoutes(app, ctx);
+  registerSkillRoutes(app, ctx);
+  registerTokenRoutes(app, ctx);
+  return app;
+}
+
+export type ApiApp = Awaited<ReturnType<typeof buildApiServer>>;
+export type RouteContext = ApiOptions & { streamIdleMs: number };
+
+/** The bearer token: the Authorization header, or for WebSocket upgrades a `bearer.<token>` subprotocol entry. */
+function headerToken(req: FastifyRequest): string | undefined {
+  const auth = req.headers.authorization;
+  if (auth !== undefined) return auth;
+  const protocols = req.headers["sec-websocket-protocol"];
+  if (typeof protocols === "string") {
+    for (const p of protocols.split(",").map((s) => s.trim())) if (p.startsWith("bearer.")) return `Bearer ${p.slice("bearer.".length)}`;
+  }
+  return undefined;
+}

@@ -1,0 +1,154 @@
+// The real orchestrator process for API tests: `bin/memoh-workspace.mjs serve` against a
+// private containerd (with the test images), real CNI plugins on an own bridge, and the
+// embedded PGlite under its data root (or PostgreSQL in a private schema). Tests talk to
+// it over real HTTP on 127.0.0.1.
+import { spawn, type ChildProcess } from "node:child_process";
+import { randomBytes, randomInt } from "node:crypto";
+import fs from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { request } from "undici";
+import { deleteLink } from "../../../host/network/links.js";
+import { dropPostgresSchema } from "../../../host/store/db.js";
+import { startContainerd, type ContainerdEnv } from "./containerd.js";
+import { importTestImages } from "./images.js";
+import { DEFAULT_RUNTIME_DIR, requireRuntimeBundle } from "./container.js";
+import { DATABASE_URL } from "./workspace.js";
+
+export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
+export const CLI = path.join(REPO_ROOT, "bin", "memoh-workspace.mjs");
+
+export interface ServerEnv {
+  url: string;
+  adminToken: string;
+  dataRoot: string;
+  env: ContainerdEnv;
+  images: { busybox: string; glibc: string };
+  /** The environment the server runs with (for CLI processes and restarts). */
+  processEnv: NodeJS.ProcessEnv;
+  /** What the server printed. */
+  output(): string;
+  /** Stops the server process (SIGTERM), keeps containerd and the data. */
+  stopServer(): Promise<void>;
+  /** Starts the server process again on the same port and data. */
+  startServer(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.listen(0, "127.0.0.1", () => {
+      const port = (srv.address() as net.AddressInfo).port;
+      srv.close(() => resolve(port));
+    });
+    srv.on("error", reject);
+  });
+}
+
+export async function startServerEnv(opts: { postgres?: boolean; extraEnv?: Record<string, string> } = {}): Promise<ServerEnv> {
+  requireRuntimeBundle();
+  const env = await startContainerd();
+  const dataRoot = fs.mkdtempSync(path.join(os.tmpdir(), "memoh-api-"));
+  const bridge = `mab${randomBytes(4).toString("hex")}`;
+  const prefix = `10.212.${randomInt(0, 250)}`;
+  const schema = `api_${process.pid}_${randomBytes(3).toString("hex")}`;
+  let child: ChildProcess | undefined;
+  let output = "";
+  let images: { busybox: string; glibc: string };
+  const port = await freePort();
+  try {
+    images = await importTestImages(env);
+  } catch (err) {
+    await env.stop();
+    throw err;
+  }
+  // The network list the server loads (written here: its bridge and subnet are this test's own).
+  const confDir = path.join(dataRoot, "cni", "conf");
+  fs.mkdirSync(confDir, { recursive: true });
+  fs.writeFileSync(
+    path.join(confDir, "memoh-cni.conflist"),
+    JSON.stringify({
+      cniVersion: "1.0.0",
+      name: "memoh-cni",
+      plugins: [
+        { type: "bridge", bridge, isGateway: true, ipMasq: true, hairpinMode: true, ipam: { type: "host-local", ranges: [[{ subnet: `${prefix}.0/24` }]], routes: [{ dst: "0.0.0.0/0" }], dataDir: path.join(dataRoot, "cni", "ipam") } },
+        { type: "portmap", capabilities: { portMappings: true } },
+      ],
+    }),
+  );
+  const processEnv: NodeJS.ProcessEnv = {
+    ...process.env,
+    MEMOH_LISTEN: `127.0.0.1:${port}`,
+    MEMOH_DATA_ROOT: dataRoot,
+    MEMOH_CONTAINERD_ADDRESS: env.address,
+    MEMOH_NAMESPACE: env.namespace,
+    MEMOH_RUNC_ROOT: env.runcRoot,
+    MEMOH_RUNTIME_PATH: DEFAULT_RUNTIME_DIR,
+    MEMOH_IMAGE: images.busybox,
+    MEMOH_PULL_POLICY: "if_not_present",
+    MEMOH_CNI_CONF_DIR: confDir,
+    MEMOH_URL: `http://127.0.0.1:${port}`,
+    ...(opts.postgres ? { DATABASE_URL, MEMOH_DB_SCHEMA: schema } : {}),
+    ...opts.extraEnv,
+  };
+  delete processEnv.MEMOH_ADMIN_TOKEN;
+  if (!opts.postgres) delete processEnv.DATABASE_URL;
+
+  const startServer = async () => {
+    const proc = spawn(process.execPath, [CLI, "serve"], { env: processEnv, stdio: ["ignore", "pipe", "pipe"] });
+    child = proc;
+    proc.stdout!.on("data", (d: Buffer) => (output += d.toString()));
+    proc.stderr!.on("data", (d: Buffer) => (output += d.toString()));
+    const deadline = Date.now() + 60_000;
+    while (!output.includes("serving on")) {
+      if (proc.exitCode !== null) throw new Error(`the server exited (${proc.exitCode}):\n${output}`);
+      if (Date.now() > deadline) throw new Error(`the server did not start within 60 s:\n${output}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  };
+  const stopServer = async () => {
+    const proc = child;
+    if (!proc || proc.exitCode !== null) return;
+    const exited = new Promise((r) => proc.once("exit", r));
+    proc.kill("SIGTERM");
+    const timer = setTimeout(() => proc.kill("SIGKILL"), 20_000);
+    await exited;
+    clearTimeout(timer);
+  };
+  const close = async () => {
+    // Workspaces the tests left are deleted through the API (tasks, network, rows).
+    if (child && child.exitCode === null) {
+      const adminToken = fs.readFileSync(path.join(dataRoot, "admin-token"), "utf8").trim();
+      const auth = { authorization: `Bearer ${adminToken}` };
+      const list = await request(`http://127.0.0.1:${port}/bots?limit=1000`, { headers: auth }).then((r) => r.body.json() as Promise<{ workspaces?: Array<{ bot_id: string }> }>).catch(() => ({ workspaces: [] }));
+      for (const w of list.workspaces ?? []) await request(`http://127.0.0.1:${port}/bots/${w.bot_id}/container`, { method: "DELETE", headers: auth }).then((r) => r.body.dump()).catch(() => undefined);
+    }
+    await stopServer().catch(() => undefined);
+    await env.stop().catch(() => undefined);
+    await deleteLink(bridge).catch(() => undefined);
+    if (opts.postgres) await dropPostgresSchema(DATABASE_URL, schema).catch(() => undefined);
+    fs.rmSync(dataRoot, { recursive: true, force: true });
+  };
+  try {
+    await startServer();
+  } catch (err) {
+    await close();
+    throw err;
+  }
+  const adminToken = fs.readFileSync(path.join(dataRoot, "admin-token"), "utf8").trim();
+  return {
+    url: `http://127.0.0.1:${port}`,
+    adminToken,
+    dataRoot,
+    env,
+    images: images!,
+    processEnv,
+    output: () => output,
+    stopServer,
+    startServer,
+    close,
+  };
+}
