@@ -47,6 +47,22 @@ export interface ApiOptions {
 
 export type Api = FastifyInstance;
 
+const TERMINAL_PATH = "/bots/{bot_id}/container/terminal";
+const TERMINAL_OPERATION = {
+  get: {
+    summary: "A terminal: upgrade to a WebSocket bridged to a shell on a pseudo-terminal",
+    description:
+      "Binary frames carry the terminal's bytes both ways; a text frame {\"resize\":{\"cols\":N,\"rows\":N}} resizes it. The socket closes with code 4000 + the exit code (reason {\"exit_code\":N}). The token may also be given as a `bearer.<token>` Sec-WebSocket-Protocol entry beside `memoh.terminal`.",
+    parameters: [
+      { name: "bot_id", in: "path", required: true, schema: { type: "string" } },
+      { name: "cols", in: "query", schema: { type: "integer", minimum: 1, maximum: 1000, default: 80 } },
+      { name: "rows", in: "query", schema: { type: "integer", minimum: 1, maximum: 1000, default: 24 } },
+      { name: "command", in: "query", schema: { type: "string" } },
+    ],
+    responses: { "101": { description: "Switching Protocols: the terminal session" }, "401": { description: "no or bad token" }, "403": { description: "another bot's token" } },
+  },
+};
+
 /** JSON bodies are small; file writes have their own larger limit. */
 export const JSON_BODY_LIMIT = 1024 * 1024;
 export const FS_WRITE_BODY_LIMIT = 24 * 1024 * 1024;
@@ -87,6 +103,7 @@ export async function buildApiServer(opts: ApiOptions) {
   app.addHook("preValidation", async (req) => {
     const access = req.routeOptions.config.access ?? "admin";
     if (access === "public") return;
+    if (req.body === undefined && req.headers["content-type"] === undefined && req.method !== "GET" && req.method !== "DELETE") req.body = {};
     req.principal = await opts.auth.authenticate(headerToken(req));
     if (access === "admin") requireAdmin(req.principal);
     else if (access === "bot") {
@@ -102,6 +119,13 @@ export async function buildApiServer(opts: ApiOptions) {
       info: { title: "memoh-workspace", version: "1", description: "Workspace containers for AI bots: lifecycle, files, exec, terminal, skills, tokens." },
       components: { securitySchemes: { bearer: { type: "http", scheme: "bearer" } } },
       security: [{ bearer: [] }],
+    },
+    // @fastify/websocket hides its routes from the document: describe the terminal here.
+    transformObject: (documentObject) => {
+      if (!("openapiObject" in documentObject)) return documentObject.swaggerObject;
+      const doc = documentObject.openapiObject as { paths?: Record<string, unknown> };
+      doc.paths = { ...doc.paths, [TERMINAL_PATH]: TERMINAL_OPERATION };
+      return documentObject.openapiObject;
     },
   });
   await app.register(multipart, { limits: { fileSize: opts.uploadMaxBytes ?? 4 * 1024 ** 3, files: 1, fields: 10, fieldSize: 64 * 1024, parts: 12 } });

@@ -244,9 +244,15 @@ export function registerFileRoutes(app: ApiApp, ctx: RouteContext): void {
       let tooLarge = false;
       file.on("limit", () => (tooLarge = true));
       async function* chunks(): AsyncGenerator<Uint8Array> {
-        for await (const chunk of file) {
-          if (tooLarge) throw new ApiError("payload_too_large", `the upload is larger than ${ctx.uploadMaxBytes ?? 4 * 1024 ** 3} bytes`);
-          yield chunk as Buffer;
+        try {
+          for await (const chunk of file) {
+            if (tooLarge) throw new ApiError("payload_too_large", `the upload is larger than ${ctx.uploadMaxBytes ?? 4 * 1024 ** 3} bytes`);
+            yield chunk as Buffer;
+          }
+        } catch (err) {
+          if (err instanceof ApiError) throw err;
+          // The client's body ended early or is malformed: nothing is written (WriteRaw is cancelled).
+          throw new ApiError("invalid_argument", `the upload broke off: ${(err as Error).message}`, { cause: err });
         }
         if (tooLarge || file.truncated) throw new ApiError("payload_too_large", `the upload is larger than ${ctx.uploadMaxBytes ?? 4 * 1024 ** 3} bytes`);
       }

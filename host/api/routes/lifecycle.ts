@@ -108,10 +108,12 @@ function limitsChange(l: Static<typeof Limits> | undefined): { memoryBytes?: num
 class PullProgress {
   private readonly layers = new Map<string, { offset: number; total: number }>();
   private last = 0;
+  private dirty = false;
   private pending: NodeJS.Timeout | undefined;
   constructor(private readonly send: (data: unknown) => void) {}
   update(digest: string, offset: number, total: number): void {
     this.layers.set(digest, { offset, total });
+    this.dirty = true;
     const wait = this.last + 250 - Date.now();
     if (wait <= 0) this.flush();
     else this.pending ??= setTimeout(() => this.flush(), wait);
@@ -119,7 +121,8 @@ class PullProgress {
   flush(): void {
     if (this.pending) clearTimeout(this.pending);
     this.pending = undefined;
-    if (this.layers.size === 0) return;
+    if (!this.dirty) return;
+    this.dirty = false;
     this.last = Date.now();
     const layers = [...this.layers].map(([ref, l]) => ({ ref, offset: l.offset, total: l.total }));
     this.send({ layers, offset: layers.reduce((n, l) => n + l.offset, 0), total: layers.reduce((n, l) => n + l.total, 0) });
