@@ -98,12 +98,13 @@ export async function startServerEnv(opts: { postgres?: boolean; extraEnv?: Reco
   if (!opts.postgres) delete processEnv.DATABASE_URL;
 
   const startServer = async () => {
+    const from = output.length;
     const proc = spawn(process.execPath, [CLI, "serve"], { env: processEnv, stdio: ["ignore", "pipe", "pipe"] });
     child = proc;
     proc.stdout!.on("data", (d: Buffer) => (output += d.toString()));
     proc.stderr!.on("data", (d: Buffer) => (output += d.toString()));
     const deadline = Date.now() + 60_000;
-    while (!output.includes("serving on")) {
+    while (!output.slice(from).includes("serving on")) {
       if (proc.exitCode !== null) throw new Error(`the server exited (${proc.exitCode}):\n${output}`);
       if (Date.now() > deadline) throw new Error(`the server did not start within 60 s:\n${output}`);
       await new Promise((r) => setTimeout(r, 50));

@@ -1,0 +1,151 @@
+// Who may call what, against the real server process on PostgreSQL: every route family
+// over HTTP, SSE and WebSocket with no token, a bad one, a revoked one, an expired one, a
+// bot token on its own bot, on another bot and on an admin route, and the admin token.
+// Also: the generated admin token is stored only as a hash, and survives a restart.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import pg from "pg";
+import { request } from "undici";
+import WebSocket from "ws";
+import { startServerEnv, type ServerEnv } from "./env/server.js";
+import { DATABASE_URL } from "./env/workspace.js";
+
+let s: ServerEnv;
+const OWN = "auth-own";
+const OTHER = "auth-other";
+let botToken: string;
+let revokedToken: string;
+let expiredToken: string;
+
+before(async () => {
+  s = await startServerEnv({ postgres: true });
+  for (const bot of [OWN, OTHER]) {
+    const r = await req("POST", `/bots/${bot}/container`, s.adminToken);
+    assert.equal(r.status, 200, r.text);
+  }
+  botToken = (await createToken(OWN)).token;
+  const revoked = await createToken(OWN);
+  revokedToken = revoked.token;
+  assert.equal((await req("DELETE", `/tokens/${revoked.id}`, s.adminToken)).status, 200);
+  expiredToken = (await createToken(OWN, 1)).token;
+  await sleep(1_100);
+});
+
+after(async () => {
+  await s?.close();
+});
+
+async function req(method: string, route: string, token: string | undefined, opts: { body?: unknown; accept?: string } = {}) {
+  const headers: Record<string, string> = { ...(token !== undefined ? { authorization: `Bearer ${token}` } : {}), ...(opts.accept ? { accept: opts.accept } : {}) };
+  if (opts.body !== undefined) headers["content-type"] = "application/json";
+  const res = await request(`${s.url}${route}`, { method: method as "GET", headers, ...(opts.body !== undefined ? { body: JSON.stringify(opts.body) } : {}) });
+  const text = await res.body.text();
+  return { status: res.statusCode, text, json: (() => { try { return JSON.parse(text) as Record<string, unknown>; } catch { return {}; } })() };
+}
+
+async function createToken(bot: string, expiresInS?: number): Promise<{ token: string; id: string }> {
+  const r = await req("POST", "/tokens", s.adminToken, { body: { bot_id: bot, name: "test", ...(expiresInS ? { expires_in_s: expiresInS } : {}) } });
+  assert.equal(r.status, 200, r.text);
+  return { token: r.json.token as string, id: (r.json.info as { id: string }).id };
+}
+
+function expectCode(r: { status: number; text: string; json: Record<string, unknown> }, status: number, code: string, what: string): void {
+  assert.equal(r.status, status, `${what}: ${r.text}`);
+  assert.equal((r.json.error as { code?: string } | undefined)?.code, code, `${what}: ${r.text}`);
+}
+
+/** One route of each family, on a given bot. */
+const routes = (bot: string): Array<{ method: string; route: string; body?: unknown; accept?: string; family: string }> => [
+  { family: "lifecycle", method: "GET", route: `/bots/${bot}/container` },
+  { family: "sse", method: "POST", route: `/bots/${bot}/container`, body: {}, accept: "text/event-stream" },
+  { family: "events", method: "GET", route: `/bots/${bot}/container/events` },
+  { family: "files", method: "GET", route: `/bots/${bot}/container/fs/list?path=/data` },
+  { family: "exec", method: "POST", route: `/bots/${bot}/container/exec`, body: { command: "true" } },
+  { family: "skills", method: "GET", route: `/bots/${bot}/container/skills` },
+];
+const adminRoutes = [
+  { method: "GET", route: "/bots" },
+  { method: "GET", route: "/tokens" },
+  { method: "POST", route: "/tokens", body: { bot_id: OWN } },
+  { method: "GET", route: "/metrics" },
+];
+
+function wsStatus(bot: string, token: string | undefined, via: "header" | "protocol"): Promise<number | "open"> {
+  return new Promise((resolve, reject) => {
+    const protocols = ["memoh.terminal", ...(via === "protocol" && token ? [`bearer.${token}`] : [])];
+    const ws = new WebSocket(`${s.url.replace("http", "ws")}/bots/${bot}/container/terminal`, protocols, {
+      headers: via === "header" && token ? { authorization: `Bearer ${token}` } : {},
+    });
+    ws.on("unexpected-response", (_r, res) => resolve(res.statusCode ?? 0));
+    ws.on("open", () => {
+      ws.close();
+      resolve("open");
+    });
+    ws.on("error", (err) => reject(err));
+  });
+}
+
+test("no, bad, revoked and expired tokens get 401 on every family, HTTP, SSE and WebSocket; public routes need none", async () => {
+  const bad = `mwt_${"a".repeat(12)}_${"b".repeat(43)}`;
+  for (const [label, token] of [["no token", undefined], ["garbage", "nonsense"], ["unknown", bad], ["revoked", revokedToken], ["expired", expiredToken]] as const) {
+    for (const r of [...routes(OWN), ...adminRoutes]) {
+      expectCode(await req(r.method, r.route, token, { ...(r.body !== undefined ? { body: r.body } : {}), ...("accept" in r && r.accept ? { accept: r.accept } : {}) }), 401, "unauthenticated", `${label} ${r.method} ${r.route}`);
+    }
+    for (const via of ["header", "protocol"] as const) assert.equal(await wsStatus(OWN, token, via), 401, `${label} terminal via ${via}`);
+  }
+  const revoked = await req("GET", `/bots/${OWN}/container`, revokedToken);
+  assert.match(revoked.text, /revoked/);
+  assert.match((await req("GET", `/bots/${OWN}/container`, expiredToken)).text, /expired/);
+  assert.equal((await req("GET", "/healthz", undefined)).status, 200);
+  assert.equal((await req("GET", "/readyz", undefined)).status, 200);
+});
+
+test("a bot token reaches its own bot on every family (HTTP, SSE, WebSocket), gets 403 on another bot's routes and on admin routes", async () => {
+  for (const r of routes(OWN)) {
+    const res = await req(r.method, r.route, botToken, { ...(r.body !== undefined ? { body: r.body } : {}), ...(r.accept ? { accept: r.accept } : {}) });
+    assert.equal(res.status, 200, `${r.family} on its own bot: ${res.text}`);
+  }
+  for (const r of routes(OTHER)) {
+    expectCode(await req(r.method, r.route, botToken, { ...(r.body !== undefined ? { body: r.body } : {}), ...(r.accept ? { accept: r.accept } : {}) }), 403, "permission_denied", `${r.family} on another bot`);
+  }
+  for (const r of adminRoutes) expectCode(await req(r.method, r.route, botToken, r.body !== undefined ? { body: r.body } : {}), 403, "permission_denied", `${r.method} ${r.route}`);
+  for (const via of ["header", "protocol"] as const) {
+    assert.equal(await wsStatus(OWN, botToken, via), "open", `terminal of its own bot via ${via}`);
+    assert.equal(await wsStatus(OTHER, botToken, via), 403, `terminal of another bot via ${via}`);
+  }
+  // The other bot was not touched by any of it.
+  const other = await req("GET", `/bots/${OTHER}/container/fs/list?path=/data`, s.adminToken);
+  assert.deepEqual((other.json.entries as unknown[]).length, 0);
+});
+
+test("the admin token reaches everything; tokens are listed without secrets and stored only as hashes; the generated admin token survives a restart", async () => {
+  for (const r of [...routes(OTHER), ...adminRoutes]) {
+    const res = await req(r.method, r.route, s.adminToken, { ...(r.body !== undefined ? { body: r.body } : {}), ...("accept" in r && r.accept ? { accept: r.accept } : {}) });
+    assert.equal(res.status, 200, `${r.method} ${r.route}: ${res.text}`);
+  }
+  const listed = await req("GET", "/tokens", s.adminToken);
+  assert.doesNotMatch(listed.text, /mwt_/, "a secret is listed");
+  assert.equal(fs.statSync(path.join(s.dataRoot, "admin-token")).mode & 0o777, 0o600);
+  // At rest: hashes only.
+  const schema = s.processEnv.MEMOH_DB_SCHEMA!;
+  const client = new pg.Client({ connectionString: DATABASE_URL });
+  await client.connect();
+  try {
+    const { rows } = await client.query<{ secret_sha256: string }>(`SELECT secret_sha256 FROM ${schema}.api_tokens`);
+    assert.ok(rows.length >= 4);
+    for (const r of rows) assert.match(r.secret_sha256, /^[0-9a-f]{64}$/);
+    const dump = JSON.stringify(rows);
+    for (const secret of [s.adminToken, botToken]) assert.ok(!dump.includes(secret));
+  } finally {
+    await client.end();
+  }
+  await s.stopServer();
+  await s.startServer();
+  assert.equal(s.output().split("generated the admin token").length - 1, 1, "a second admin token was generated at the restart");
+  assert.equal(s.output().split("serving on").length - 1, 2);
+  assert.equal((await req("GET", "/bots", s.adminToken)).status, 200);
+  assert.equal((await req("GET", `/bots/${OWN}/container`, botToken)).status, 200);
+});
