@@ -63,6 +63,8 @@ export interface Config {
   taskLogMaxBytes: number;
   /** Rotated task logs kept beside the current one (MEMOH_TASK_LOG_KEEP). */
   taskLogKeep: number;
+  /** Largest file the API accepts in one upload, in bytes (MEMOH_UPLOAD_MAX_MB). */
+  uploadMaxBytes: number;
 }
 
 /** The image `npm run up` builds from this machine's files (works offline). */
@@ -92,6 +94,7 @@ export const DEFAULTS = {
   eventsKeep: 1000,
   taskLogMaxMb: 10,
   taskLogKeep: 2,
+  uploadMaxMb: 4096,
 };
 
 const MIB = 1024 * 1024;
@@ -130,9 +133,10 @@ const KEYS = {
   events_keep: "MEMOH_EVENTS_KEEP",
   task_log_max_mb: "MEMOH_TASK_LOG_MAX_MB",
   task_log_keep: "MEMOH_TASK_LOG_KEEP",
+  upload_max_mb: "MEMOH_UPLOAD_MAX_MB",
 } as const;
 
-type NumericKey = "limit_memory_mb" | "limit_cpus" | "limit_pids" | "lock_timeout_ms" | "events_keep" | "task_log_max_mb" | "task_log_keep";
+type NumericKey = "limit_memory_mb" | "limit_cpus" | "limit_pids" | "lock_timeout_ms" | "events_keep" | "task_log_max_mb" | "task_log_keep" | "upload_max_mb";
 
 interface NumberRule {
   integer: boolean;
@@ -156,6 +160,7 @@ const NUMBER_RULES: Record<NumericKey, NumberRule> = {
   events_keep: { integer: true, min: 10, minInclusive: true, max: 2 ** 31 - 1, unit: "events" },
   task_log_max_mb: { integer: true, min: 1, minInclusive: true, max: 2 ** 32, unit: "MiB" },
   task_log_keep: { integer: true, min: 0, minInclusive: true, max: 20, unit: "files" },
+  upload_max_mb: { integer: true, min: 1, minInclusive: true, max: 2 ** 32, unit: "MiB" },
 };
 
 function isNumericKey(key: string): key is NumericKey {
@@ -433,6 +438,7 @@ export function loadConfig(opts: LoadConfigOptions = {}): Config {
     eventsKeep: numberSetting("events_keep", DEFAULTS.eventsKeep),
     taskLogMaxBytes: numberSetting("task_log_max_mb", DEFAULTS.taskLogMaxMb) * MIB,
     taskLogKeep: numberSetting("task_log_keep", DEFAULTS.taskLogKeep),
+    uploadMaxBytes: numberSetting("upload_max_mb", DEFAULTS.uploadMaxMb) * MIB,
   };
   if (problems.length) throw new ConfigError(problems);
   return config;

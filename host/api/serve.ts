@@ -51,6 +51,7 @@ export async function serve(opts: ServeOptions = {}): Promise<RunningServer> {
       auth,
       metrics,
       snapshotter: cfg.snapshotter,
+      uploadMaxBytes: cfg.uploadMaxBytes,
       logger: opts.logger ?? { level: "info" },
       readiness: async () => ({
         containerd: await proc.containerd.ready(2_000).then(

@@ -268,6 +268,11 @@ export function buildCli(): Command {
         const { serve } = await import("../api/serve.js");
         const server = await serve({ argv: opts.config ? ["--config", opts.config] : [] });
         process.stderr.write(`memoh-workspace: serving on ${server.url}\n`);
+        const bin = path.join(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "bin", "memoh-workspace.mjs");
+        const rel = path.relative(process.cwd(), bin);
+        const cli = rel.startsWith("..") || path.isAbsolute(rel) ? bin : `./${rel}`;
+        const where = server.adminTokenFile ? `the admin token is in ${server.adminTokenFile}` : "the admin token is MEMOH_ADMIN_TOKEN";
+        process.stderr.write(`memoh-workspace: ${where}; the CLI reads it. Try:\n  ${cli} create my-bot\n  ${cli} exec my-bot -- echo hello\n`);
         const stop = () => void server.close().then(() => process.exit(0));
         process.on("SIGTERM", stop);
         process.on("SIGINT", stop);

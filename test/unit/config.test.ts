@@ -61,6 +61,7 @@ test("defaults without a file or environment", async () => {
     eventsKeep: 1000,
     taskLogMaxBytes: 10 * 1024 * 1024,
     taskLogKeep: 2,
+    uploadMaxBytes: 4096 * 1024 * 1024,
   });
 });
 
