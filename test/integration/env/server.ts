@@ -48,7 +48,16 @@ export async function freePort(): Promise<number> {
   });
 }
 
-export async function startServerEnv(opts: { postgres?: boolean; extraEnv?: Record<string, string> } = {}): Promise<ServerEnv> {
+export interface ServerEnvOptions {
+  postgres?: boolean;
+  extraEnv?: Record<string, string>;
+  /** How the server is started (default `node bin/memoh-workspace.mjs serve`), run in the repository's root. */
+  command?: { file: string; args: string[] };
+  /** Remove these variables from the server's environment (to exercise defaults). */
+  unset?: string[];
+}
+
+export async function startServerEnv(opts: ServerEnvOptions = {}): Promise<ServerEnv> {
   requireRuntimeBundle();
   const env = await startContainerd();
   const dataRoot = fs.mkdtempSync(path.join(os.tmpdir(), "memoh-api-"));
@@ -95,18 +104,20 @@ export async function startServerEnv(opts: { postgres?: boolean; extraEnv?: Reco
     ...opts.extraEnv,
   };
   delete processEnv.MEMOH_ADMIN_TOKEN;
+  for (const name of opts.unset ?? []) delete processEnv[name];
   if (!opts.postgres) delete processEnv.DATABASE_URL;
 
   const startServer = async () => {
     const from = output.length;
-    const proc = spawn(process.execPath, [CLI, "serve"], { env: processEnv, stdio: ["ignore", "pipe", "pipe"] });
+    const command = opts.command ?? { file: process.execPath, args: [CLI, "serve"] };
+    const proc = spawn(command.file, command.args, { env: processEnv, cwd: REPO_ROOT, stdio: ["ignore", "pipe", "pipe"], detached: opts.command !== undefined });
     child = proc;
     proc.stdout!.on("data", (d: Buffer) => (output += d.toString()));
     proc.stderr!.on("data", (d: Buffer) => (output += d.toString()));
-    const deadline = Date.now() + 60_000;
+    const deadline = Date.now() + 180_000;
     while (!output.slice(from).includes("serving on")) {
       if (proc.exitCode !== null) throw new Error(`the server exited (${proc.exitCode}):\n${output}`);
-      if (Date.now() > deadline) throw new Error(`the server did not start within 60 s:\n${output}`);
+      if (Date.now() > deadline) throw new Error(`the server did not start within 180 s:\n${output}`);
       await new Promise((r) => setTimeout(r, 50));
     }
   };
@@ -114,8 +125,10 @@ export async function startServerEnv(opts: { postgres?: boolean; extraEnv?: Reco
     const proc = child;
     if (!proc || proc.exitCode !== null) return;
     const exited = new Promise((r) => proc.once("exit", r));
-    proc.kill("SIGTERM");
-    const timer = setTimeout(() => proc.kill("SIGKILL"), 20_000);
+    // A command of our own (npm run up) runs in a process group of its own: signal all of it.
+    const kill = (signal: NodeJS.Signals) => (opts.command !== undefined && proc.pid ? process.kill(-proc.pid, signal) : proc.kill(signal));
+    kill("SIGTERM");
+    const timer = setTimeout(() => kill("SIGKILL"), 20_000);
     await exited;
     clearTimeout(timer);
   };
