@@ -30,6 +30,8 @@ export interface ServerEnv {
   processEnv: NodeJS.ProcessEnv;
   /** What the server printed. */
   output(): string;
+  /** The server process's pid (the node process serving, for `serve`). */
+  pid(): number | undefined;
   /** Stops the server process (SIGTERM), keeps containerd and the data. */
   stopServer(): Promise<void>;
   /** Starts the server process again on the same port and data. */
@@ -161,6 +163,7 @@ export async function startServerEnv(opts: ServerEnvOptions = {}): Promise<Serve
     images: images!,
     processEnv,
     output: () => output,
+    pid: () => child?.pid,
     stopServer,
     startServer,
     close,
