@@ -2,6 +2,7 @@
 // maintenance, and the HTTP API on MEMOH_LISTEN. SIGTERM/SIGINT stop the server and
 // the manager, not the workspaces (containerd's shims keep them running).
 import fs from "node:fs";
+import pino from "pino";
 import { ContainerdError } from "../containerd/errors.js";
 import { startManagerLoops, startManagerProcess, type ManagerProcessOptions } from "../workspace/main.js";
 import { describeError } from "../workspace/errors.js";
@@ -26,6 +27,7 @@ export interface RunningServer {
 }
 
 export async function serve(opts: ServeOptions = {}): Promise<RunningServer> {
+  const logStream = pino.destination({ dest: 1, sync: false });
   let countWorkspaces: () => Promise<Record<string, number>> = async () => ({});
   const metrics = new ApiMetrics(() => countWorkspaces());
   const proc = await startManagerProcess({
@@ -52,7 +54,8 @@ export async function serve(opts: ServeOptions = {}): Promise<RunningServer> {
       metrics,
       snapshotter: cfg.snapshotter,
       uploadMaxBytes: cfg.uploadMaxBytes,
-      logger: opts.logger ?? { level: "info" },
+      // Asynchronous writes: a blocking write per request line costs the request path.
+      logger: opts.logger ?? { level: "info", stream: logStream },
       readiness: async () => ({
         containerd: await proc.containerd.ready(2_000).then(
           () => undefined,
@@ -81,6 +84,7 @@ export async function serve(opts: ServeOptions = {}): Promise<RunningServer> {
         await app!.close();
         await loops?.close();
         await proc.close();
+        logStream.flushSync();
       },
     };
   } catch (err) {

@@ -1,0 +1,136 @@
+// The HTTP API against the bridge it sits on, in the same run and the same workspace:
+// fs/read 4 KiB over HTTP beside ReadFile over the agent's socket, exec `true` over HTTP
+// beside Exec, a 256 MiB download beside ReadRaw, and 4 KiB reads at 64 in flight.
+// The server is the real process (bin/memoh-workspace.mjs serve); the client keeps its
+// connections alive (an undici Pool), as a platform calling the API would.
+import path from "node:path";
+import { Pool } from "undici";
+import { checkWorkspace, openBridgeClient, type BridgeTarget } from "../../host/bridge/pool.js";
+import { startServerEnv } from "../../test/integration/env/server.js";
+import { ms, timeCalls, type Row } from "./stats.js";
+
+const MIB = 1024 * 1024;
+
+export async function benchApi(): Promise<Row[]> {
+  const s = await startServerEnv();
+  const rows: Row[] = [];
+  const pool = new Pool(s.url, { connections: 64, pipelining: 1 });
+  const auth = { authorization: `Bearer ${s.adminToken}` };
+  const bot = "bench-api";
+  try {
+    const call = async (method: "GET" | "POST", route: string, body?: unknown) => {
+      const res = await pool.request({ method, path: route, headers: { ...auth, ...(body !== undefined ? { "content-type": "application/json" } : {}) }, ...(body !== undefined ? { body: JSON.stringify(body) } : {}) });
+      const text = await res.body.text();
+      if (res.statusCode !== 200) throw new Error(`${method} ${route}: ${res.statusCode} ${text}`);
+      return text;
+    };
+    await call("POST", `/bots/${bot}/container`);
+    await call("POST", `/bots/${bot}/container/fs/write`, { path: "bench-4k.txt", content: "x".repeat(4095) + "\n" });
+    // The bridge the server uses, dialled the same way (pinned socket, identity checked).
+    const target: BridgeTarget = { kind: "unix", socketPath: path.join(s.dataRoot, "run", bot, "bridge.sock"), workspaceId: `workspace-${bot}` };
+    const bridge = openBridgeClient(target, { defaultTimeoutMs: 60_000 });
+    await checkWorkspace(bridge, target, 5_000);
+    try {
+      const httpRead = await timeCalls(3000, () => call("GET", `/bots/${bot}/container/fs/read?path=bench-4k.txt`), 2000);
+      const bridgeRead = await timeCalls(3000, () => bridge.readFile({ path: "bench-4k.txt" }), 2000);
+      const addedRead = httpRead.p50 - bridgeRead.p50;
+      rows.push({
+        benchmark: "API fs/read 4 KiB over HTTP (p50 / p99)",
+        ours: `${ms(httpRead.p50)} / ${ms(httpRead.p99)}`,
+        baseline: `bridge ReadFile: ${ms(bridgeRead.p50)} / ${ms(bridgeRead.p99)}`,
+        ratio: `+${ms(addedRead)}`,
+        target: "≤ 1 ms added (p50)",
+        ok: addedRead <= 1,
+      });
+
+      const httpExec = await timeCalls(300, () => call("POST", `/bots/${bot}/container/exec`, { argv: ["true"] }));
+      const bridgeExec = await timeCalls(300, () => bridge.exec({ argv: ["true"] }));
+      const addedExec = httpExec.p50 - bridgeExec.p50;
+      rows.push({
+        benchmark: "API exec `true` over HTTP (p50 / p99)",
+        ours: `${ms(httpExec.p50)} / ${ms(httpExec.p99)}`,
+        baseline: `bridge Exec: ${ms(bridgeExec.p50)} / ${ms(bridgeExec.p99)}`,
+        ratio: `+${ms(addedExec)}`,
+        target: "≤ 2 ms added (p50)",
+        ok: addedExec <= 2,
+      });
+
+      // 256 MiB: made in the workspace, then read both ways (best of 3 each).
+      await call("POST", `/bots/${bot}/container/exec`, { command: "head -c 268435456 /dev/urandom > /data/big.bin" });
+      const throughput = async (fn: () => Promise<number>) => {
+        let best = 0;
+        for (let i = 0; i < 3; i++) {
+          const t0 = process.hrtime.bigint();
+          const bytes = await fn();
+          const s = Number(process.hrtime.bigint() - t0) / 1e9;
+          best = Math.max(best, bytes / MIB / s);
+        }
+        return best;
+      };
+      const http = await throughput(async () => {
+        const res = await pool.request({ method: "GET", path: `/bots/${bot}/container/fs/download?path=big.bin`, headers: auth });
+        let n = 0;
+        for await (const chunk of res.body) n += chunk.length;
+        return n;
+      });
+      const raw = await throughput(async () => {
+        let n = 0;
+        for await (const chunk of bridge.readRaw("big.bin", {}, { timeoutMs: 600_000 })) n += chunk.length;
+        return n;
+      });
+      rows.push({
+        benchmark: "API download 256 MiB over HTTP (best of 3)",
+        ours: `${http.toFixed(0)} MiB/s`,
+        baseline: `bridge ReadRaw: ${raw.toFixed(0)} MiB/s`,
+        ratio: `${Math.round((http / raw) * 100)}%`,
+        target: "≥ 80% of ReadRaw",
+        ok: http / raw >= 0.8,
+      });
+
+      // Throughput: 4 KiB reads, 64 in flight, for 5 s after a warm-up.
+      const inFlight = 64;
+      const runFor = async (seconds: number) => {
+        let done = 0;
+        const end = Date.now() + seconds * 1000;
+        await Promise.all(
+          Array.from({ length: inFlight }, async () => {
+            while (Date.now() < end) {
+              await call("GET", `/bots/${bot}/container/fs/read?path=bench-4k.txt`);
+              done++;
+            }
+          }),
+        );
+        return done / seconds;
+      };
+      await runFor(2);
+      const rps = await runFor(5);
+      const bridgeRps = await (async () => {
+        let done = 0;
+        const end = Date.now() + 5000;
+        await Promise.all(
+          Array.from({ length: inFlight }, async () => {
+            while (Date.now() < end) {
+              await bridge.readFile({ path: "bench-4k.txt" });
+              done++;
+            }
+          }),
+        );
+        return done / 5;
+      })();
+      rows.push({
+        benchmark: "API fs/read 4 KiB, 64 in flight, 2 cores (server, agent and client on them)",
+        ours: `${Math.round(rps)} requests/s`,
+        baseline: `bridge ReadFile, 64 in flight: ${Math.round(bridgeRps)} calls/s`,
+        ratio: `${Math.round((rps / bridgeRps) * 100)}%`,
+        target: "≥ 3,000 requests/s",
+        ok: rps >= 3000,
+      });
+    } finally {
+      bridge.close();
+    }
+  } finally {
+    await pool.close();
+    await s.close();
+  }
+  return rows;
+}
