@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { request } from "undici";
 import WebSocket from "ws";
+import { Validator } from "@seriousme/openapi-schema-validator";
 import { buildTestImages } from "./env/images.js";
 import { startRegistry, type RegistryEnv } from "./env/registry.js";
 import { startServerEnv, type ServerEnv } from "./env/server.js";
@@ -101,6 +102,10 @@ test("operations: healthz and readyz without a token; metrics and the OpenAPI do
   const doc = await call("GET", "/openapi.json");
   assert.equal(doc.status, 200);
   assert.equal(doc.json.openapi, "3.1.0");
+  const validator = new Validator();
+  const verdict = await validator.validate(doc.json);
+  assert.equal(verdict.valid, true, JSON.stringify(verdict).slice(0, 3000));
+  assert.equal(validator.version, "3.1");
   const paths = Object.keys(doc.json.paths as Json);
   for (const p of ["/healthz", "/readyz", "/metrics", "/bots", "/tokens", "/tokens/{id}", "/bots/{bot_id}/container", "/bots/{bot_id}/container/start", "/bots/{bot_id}/container/stop", "/bots/{bot_id}/container/events", "/bots/{bot_id}/container/fs", "/bots/{bot_id}/container/fs/list", "/bots/{bot_id}/container/fs/read", "/bots/{bot_id}/container/fs/download", "/bots/{bot_id}/container/fs/write", "/bots/{bot_id}/container/fs/upload", "/bots/{bot_id}/container/fs/mkdir", "/bots/{bot_id}/container/fs/delete", "/bots/{bot_id}/container/fs/rename", "/bots/{bot_id}/container/exec", "/bots/{bot_id}/container/terminal", "/bots/{bot_id}/container/skills"]) {
     assert.ok(paths.includes(p), `${p} missing from the OpenAPI document`);
@@ -148,6 +153,7 @@ test("create streams pulling, growing pull progress, creating, starting, complet
   assertError(await call("POST", `/bots/${bot}/container/exec`, { body: { command: "true" } }), 409, "conflict", /stopped/);
   const started = await call("POST", `/bots/${bot}/container/start`);
   assert.equal(started.json.task, "running");
+  assert.equal((await call("POST", `/bots/${bot}/container/exec`, { body: { argv: ["true"] } })).json.exit_code, 0);
 
   const list = await call("GET", "/bots?status=running");
   assert.ok((list.json.workspaces as Json[]).some((w) => w.bot_id === bot));
@@ -159,6 +165,14 @@ test("create streams pulling, growing pull progress, creating, starting, complet
   const types = (ev.json.events as Json[]).map((e) => e.type);
   for (const t of ["created", "started", "stopped", "limits_changed"]) assert.ok(types.includes(t), `${t} not in ${types.join(",")}`);
   assert.equal(((await call("GET", `/bots/${bot}/container/events?limit=2`)).json.events as Json[]).length, 2);
+
+  // Metrics saw all of it: the pull's bytes, the bridge calls, the running workspace, the routes.
+  const metrics = (await call("GET", "/metrics")).text;
+  const pulledBytes = Number(/^memoh_image_bytes_pulled_total (\d+)/m.exec(metrics)?.[1] ?? 0);
+  assert.ok(pulledBytes >= last.total, `bytes pulled ${pulledBytes} < ${last.total}`);
+  assert.match(metrics, /^memoh_workspaces\{status="running"\} [1-9]/m);
+  assert.match(metrics, /^memoh_bridge_call_duration_seconds_count\{rpc="exec",outcome="ok"\} [1-9]/m);
+  assert.match(metrics, /memoh_http_request_duration_seconds_count\{method="PATCH",route="\/bots\/:bot_id\/container",status="200"\} 1/);
 
   assert.deepEqual((await call("DELETE", `/bots/${bot}/container`)).json, { deleted: true });
   assertError(await call("GET", `/bots/${bot}/container`), 404, "not_found");
