@@ -172,18 +172,37 @@ export function ipMasqChainName(networkName: string, containerId: string): strin
  */
 export async function removeIpMasqChain(networkName: string, containerId: string): Promise<boolean> {
   const chain = ipMasqChainName(networkName, containerId);
-  const listed = await runTool("iptables", ["-w", "5", "-t", "nat", "-L", "POSTROUTING", "--line-numbers", "-n"]);
-  if (listed.code !== 0) throw new HostToolError(["iptables", "-t", "nat", "-L", "POSTROUTING"], listed);
-  const numbers = listed.stdout
+  // Rules are deleted by their spec, never by line number: other containers' setups and
+  // teardowns change POSTROUTING concurrently, and a number read a moment ago may by now
+  // name another rule (or none: "Index of deletion too big").
+  const listed = await runTool("iptables", ["-w", "5", "-t", "nat", "-S", "POSTROUTING"]);
+  if (listed.code !== 0) throw new HostToolError(["iptables", "-t", "nat", "-S", "POSTROUTING"], listed);
+  const rules = listed.stdout
     .split("\n")
-    .map((l) => l.trim().split(/\s+/))
-    .filter((f) => f[1] === chain && /^\d+$/.test(f[0] ?? ""))
-    .map((f) => Number(f[0]))
-    .sort((a, b) => b - a);
-  for (const n of numbers) await mustRun("iptables", ["-w", "5", "-t", "nat", "-D", "POSTROUTING", String(n)]);
+    .map((l) => l.trim())
+    .filter((l) => l.startsWith("-A POSTROUTING ") && l.split(/\s+/).includes(chain))
+    .map((l) => ruleSpec(l.slice("-A POSTROUTING ".length)));
+  let removed = false;
+  for (const spec of rules) {
+    const r = await runTool("iptables", ["-w", "5", "-t", "nat", "-D", "POSTROUTING", ...spec]);
+    if (r.code === 0) removed = true;
+    else if (!/does not exist|No chain\/target\/match|Bad rule|doesn't exist/i.test(r.stderr)) throw new HostToolError(["iptables", "-t", "nat", "-D", "POSTROUTING", ...spec], r);
+  }
   const flushed = await runTool("iptables", ["-w", "5", "-t", "nat", "-F", chain]);
-  if (flushed.code === 0) await mustRun("iptables", ["-w", "5", "-t", "nat", "-X", chain]);
-  return numbers.length > 0 || flushed.code === 0;
+  if (flushed.code === 0) {
+    const deleted = await runTool("iptables", ["-w", "5", "-t", "nat", "-X", chain]);
+    // Gone meanwhile (a concurrent release of the same container) is fine.
+    if (deleted.code !== 0 && !/No chain|does not exist|doesn't exist/i.test(deleted.stderr)) throw new HostToolError(["iptables", "-t", "nat", "-X", chain], deleted);
+  }
+  return removed || flushed.code === 0;
+}
+
+/** The arguments of an `iptables -S` rule line, with its double-quoted words (comments) kept whole. */
+export function ruleSpec(line: string): string[] {
+  const out: string[] = [];
+  const re = /"((?:[^"\\]|\\.)*)"|(\S+)/g;
+  for (let m = re.exec(line); m !== null; m = re.exec(line)) out.push(m[1] !== undefined ? m[1].replace(/\\(.)/g, "$1") : m[2]!);
+  return out;
 }
 
 /** The filter chain where the firewall plugin (iptables backend) accepts each container's traffic. */

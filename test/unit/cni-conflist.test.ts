@@ -16,6 +16,7 @@ import {
   parseConfList,
 } from "../../host/network/conflist.js";
 import { CniConfigError } from "../../host/network/errors.js";
+import { ruleSpec } from "../../host/network/links.js";
 
 function tempDir(t: { after: (fn: () => void) => void }): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "memoh-conflist-"));
@@ -167,4 +168,17 @@ test("networkOptionsFromEnv reads dirs, data root and the isolation switch", asy
   assert.deepEqual(networkOptionsFromEnv({ MEMOH_DATA_ROOT: "/d", MEMOH_CNI_FIREWALL: "off" }).defaults, { ipamDataDir: "/d/cni/ipam", firewall: false });
   assert.equal(networkOptionsFromEnv({ MEMOH_CNI_FIREWALL: "on" }).defaults?.firewall, true);
   assert.throws(() => networkOptionsFromEnv({ MEMOH_CNI_FIREWALL: "drop" }), /MEMOH_CNI_FIREWALL must be on or off/);
+});
+
+test("iptables -S rule lines split into arguments with quoted comments kept whole", () => {
+  assert.deepEqual(ruleSpec('-s 10.88.0.5/32 -m comment --comment "name: \\"memoh-cni\\" id: \\"workspace-a\\"" -j CNI-0123'), [
+    "-s",
+    "10.88.0.5/32",
+    "-m",
+    "comment",
+    "--comment",
+    'name: "memoh-cni" id: "workspace-a"',
+    "-j",
+    "CNI-0123",
+  ]);
 });

@@ -11,6 +11,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { request } from "undici";
 import { deleteLink } from "../../../host/network/links.js";
+import { WorkspaceNetwork } from "../../../host/network/network.js";
 import { dropPostgresSchema } from "../../../host/store/db.js";
 import { startContainerd, type ContainerdEnv } from "./containerd.js";
 import { importTestImages } from "./images.js";
@@ -144,6 +145,10 @@ export async function startServerEnv(opts: ServerEnvOptions = {}): Promise<Serve
     }
     await stopServer().catch(() => undefined);
     await env.stop().catch(() => undefined);
+    // What the server set up on the host for its network: the subnet's masquerade rule, the bridge.
+    await WorkspaceNetwork.open({ confDir, cacheDir: path.join(dataRoot, "cni", "cache"), writeDefault: false, log: () => undefined })
+      .removeHostNetworking()
+      .catch(() => undefined);
     await deleteLink(bridge).catch(() => undefined);
     if (opts.postgres) await dropPostgresSchema(DATABASE_URL, schema).catch(() => undefined);
     fs.rmSync(dataRoot, { recursive: true, force: true });
