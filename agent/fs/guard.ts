@@ -79,12 +79,13 @@ export async function refuseProtected(
   const st = await fs.lstat(target.bytes).catch(() => undefined);
   for (const place of places) {
     const same = (st !== undefined && st.dev === place.dev && st.ino === place.ino) || (real !== undefined && real.equals(place.real));
-    if (same) {
-      if (place.what === "the data dir" && opts.verb === "delete") {
-        throw invalidArgument(`${prefix}refusing to delete the data dir ${place.real} itself; delete its entries instead`);
-      }
-      throw invalidArgument(`${prefix}refusing to ${opts.verb} ${target}: it is ${place.what} ${place.real}`);
+    if (!same) continue;
+    if (place.what === "the data dir" && opts.verb === "delete") {
+      throw invalidArgument(`${prefix}refusing to delete the data dir ${place.real} itself; delete its entries instead`);
     }
+    throw invalidArgument(`${prefix}refusing to ${opts.verb} ${target}: it is ${place.what} ${place.real}`);
+  }
+  for (const place of places) {
     if (real?.holds(place.real)) {
       throw invalidArgument(`${prefix}refusing to ${opts.verb} ${target}: it holds ${place.what} ${place.real}`);
     }
