@@ -10,7 +10,8 @@
 // UTF-8) or as raw bytes (`path_bytes`, for names that are not UTF-8):
 // exactly one of the two is set. A path must not contain NUL, is at most
 // 4096 bytes as sent, and at most 4095 bytes (PATH_MAX) once resolved; "."
-// and ".." are resolved by name, before the file system sees the path.
+// and ".." are resolved by name, before the file system sees the path (so
+// "link/." names the symlink itself).
 // Names the agent reports (FileInfo) that are not valid UTF-8 come with their
 // bytes beside a lossy text form; send those bytes back to address the file.
 // Errors are gRPC status codes with a clear message (NOT_FOUND,
@@ -183,10 +184,10 @@ export type FileInfo = Message<"memoh.bridge.v1.FileInfo"> & {
 
   /**
    * ListDir: the entry's absolute path is longer than PATH_MAX (4095 bytes),
-   * so no request can name it. Only path, name and type are set; a recursive
-   * listing does not descend into such a directory. Rename an ancestor to a
-   * shorter path to reach it; DeleteFile with recursive removes it with its
-   * ancestor.
+   * so no request can name it. Only path, name (with their bytes) and type
+   * are set; a recursive listing does not descend into such a directory.
+   * Rename an ancestor to a shorter path to reach it; DeleteFile with
+   * recursive removes it with its ancestor.
    *
    * @generated from field: bool path_too_long = 11;
    */
@@ -730,7 +731,7 @@ export const MkdirResponseSchema: GenMessage<MkdirResponse> = /*@__PURE__*/
 
 /**
  * Rename and DeleteFile refuse (INVALID_ARGUMENT) to move or remove "/", the
- * data dir, the agent's socket dir, the runtime bundle (/opt/memoh) or
+ * data dir, the agent's socket and its dir, the runtime bundle (/opt/memoh) or
  * anything holding one of them, however the path names them (".", "..",
  * symlinked parents, bind mounts): the check compares real paths and inodes.
  *
