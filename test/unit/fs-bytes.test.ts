@@ -4,9 +4,11 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs/promises";
 import path from "node:path";
-import { ContainerService, FileType } from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
+import { toBinary } from "@bufbuild/protobuf";
+import { ContainerService, FileType, ReadFileResponseSchema } from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
 import { Status } from "../../proto/rpc.js";
 import { tempPathFor } from "../../agent/fs/atomic.js";
+import { READ_FILE_MAX_BYTES } from "../../agent/limits.js";
 import { moveAcrossDevices } from "../../agent/fs/rename.js";
 import { FsPath } from "../../agent/paths.js";
 import { startTestAgent, type TestAgent } from "./helpers/agent.js";
@@ -193,4 +195,20 @@ test("path limits are in bytes: a path of few characters but many bytes is refus
   // A path that resolves past PATH_MAX says so, and how to reach such a file.
   const deep = `${"d".repeat(200)}/`.repeat(20) + "d".repeat(60);
   await rejectsWith(t.client.unary(m.stat, { path: deep }), Status.INVALID_ARGUMENT, /over PATH_MAX \(4095 bytes\).*Rename an ancestor/);
+});
+
+test("ReadFile's limit holds for the reply as sent: a file at the limit of 4-byte characters comes back byte for byte", async () => {
+  // Text is returned only when the whole file is UTF-8, cut at line ends: the
+  // reply's content is exactly the file's bytes, so the file-size limit bounds the message.
+  const line = `${"🦀".repeat(1023)}\n`; // 4093 bytes
+  const body = Buffer.alloc(READ_FILE_MAX_BYTES, 0x0a);
+  const whole = Buffer.from(line.repeat(Math.floor(READ_FILE_MAX_BYTES / Buffer.byteLength(line))));
+  whole.copy(body);
+  await fs.writeFile(path.join(t.dataDir, "crabs.txt"), body);
+  const res = await t.client.unary(m.readFile, { path: "crabs.txt", lineLimit: 10_000_000 });
+  assert.equal(res.binary, false);
+  assert.equal(Buffer.byteLength(res.content), READ_FILE_MAX_BYTES);
+  assert.ok(toBinary(ReadFileResponseSchema, res).byteLength <= READ_FILE_MAX_BYTES + 64);
+  await fs.appendFile(path.join(t.dataDir, "crabs.txt"), "🦀");
+  await rejectsWith(t.client.unary(m.readFile, { path: "crabs.txt" }), Status.RESOURCE_EXHAUSTED, /over ReadFile's limit.*use ReadRaw/);
 });

@@ -56,6 +56,12 @@ test("WriteFile and WriteRaw onto a FIFO, socket or device are refused and leave
   assert.ok((await fs.lstat(path.join(t.dataDir, "pipe"))).isFIFO());
   assert.ok((await fs.lstat(path.join(t.dataDir, "sock"))).isSocket());
   assert.ok((await fs.lstat("/dev/null")).isCharacterDevice());
+  // The advice: DeleteFile it first, and the write then puts a regular file there.
+  execFileSync("mkfifo", [path.join(t.dataDir, "pipe2")]);
+  await rejectsWith(t.client.unary(m.writeFile, { path: "pipe2", content: enc("x") }), Status.FAILED_PRECONDITION, /DeleteFile it first/);
+  await t.client.unary(m.deleteFile, { path: "pipe2" });
+  await t.client.unary(m.writeFile, { path: "pipe2", content: enc("now a file") });
+  assert.equal(await fs.readFile(path.join(t.dataDir, "pipe2"), "utf8"), "now a file");
 });
 
 test("Stat describes special files; ListDir on one says what it is; under a file, that a parent is not a directory", async () => {
