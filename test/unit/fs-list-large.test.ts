@@ -9,9 +9,10 @@ import fs from "node:fs/promises";
 import path from "node:path";
 import { toBinary } from "@bufbuild/protobuf";
 import { ContainerService, ListDirResponseSchema, type ListDirResponse } from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
+import { Status, rpcCode } from "../../proto/rpc.js";
 import { MAX_MESSAGE_BYTES } from "../../proto/constants.js";
 import { LIST_MAX_LIMIT, LIST_PAGE_MAX_BYTES, LIST_SORT_MAX_ENTRIES } from "../../agent/limits.js";
-import { readDirPage } from "../../agent/fs/list.js";
+import { readDirPage, walkTree } from "../../agent/fs/list.js";
 import { FsPath } from "../../agent/paths.js";
 import { startAgentProcess, type AgentProcess } from "./helpers/agent-process.js";
 
@@ -123,4 +124,16 @@ test("a page is cut by its encoded size, not only its count; names that grow whe
   assert.equal(new Set(names).size, count);
   assert.deepEqual(names, [...names].sort(), "a directory this small is sorted");
   for (const e of pages[0]!.entries) assert.deepEqual(Buffer.from(e.symlinkTargetBytes), target);
+});
+
+test("a recursive walk streams a large directory and stops at the cap without reading it all", async () => {
+  const dir = path.join(scratch, "walked");
+  await fs.mkdir(path.join(dir, "big"), { recursive: true });
+  // 15,000 entries: a directory larger than what a walk reads in one go.
+  for (let i = 0; i < 15_000; i++) closeSync(openSync(path.join(dir, "big", `e${i}`), "w"));
+  const walk = await walkTree(FsPath.fromText(dir), 0, 20_000);
+  assert.equal(walk.found.length, 15_001);
+  await assert.rejects(walkTree(FsPath.fromText(dir), 0, 10_000), (err) => rpcCode(err) === Status.RESOURCE_EXHAUSTED);
+  const res = await t.client.unary(m.listDir, { path: dir, recursive: true, limit: 5 });
+  assert.deepEqual([res.total, res.sorted, res.entries.map((e) => e.path)], [15_001, true, ["big", "big/e0", "big/e1", "big/e10", "big/e100"]]);
 });
