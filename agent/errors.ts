@@ -30,6 +30,10 @@ const errnoStatus: Record<string, { code: StatusCode; text: string }> = {
   ENFILE: { code: Status.RESOURCE_EXHAUSTED, text: "too many open files in system" },
   E2BIG: { code: Status.INVALID_ARGUMENT, text: "argument list too long" },
   ENOEXEC: { code: Status.INVALID_ARGUMENT, text: "exec format error" },
+  ENXIO: { code: Status.FAILED_PRECONDITION, text: "no such device or address" },
+  ENODEV: { code: Status.FAILED_PRECONDITION, text: "no such device" },
+  ETXTBSY: { code: Status.FAILED_PRECONDITION, text: "text file busy" },
+  EMLINK: { code: Status.RESOURCE_EXHAUSTED, text: "too many links" },
   ERR_INVALID_ARG_VALUE: { code: Status.INVALID_ARGUMENT, text: "invalid argument" },
   ERR_INVALID_ARG_TYPE: { code: Status.INVALID_ARGUMENT, text: "invalid argument" },
 };
@@ -42,16 +46,26 @@ interface ErrnoLike {
   message?: unknown;
 }
 
-/** Converts a Node.js system error into an RpcError, or returns undefined. */
-export function fromErrno(err: unknown): RpcError | undefined {
+/**
+ * Converts a Node.js system error into an RpcError, or returns undefined.
+ * `where` names the files in the message instead of the error's own paths:
+ * Node reports Buffer paths decoded lossily, and a path the agent reached
+ * through /proc/self/fd means nothing to the caller.
+ */
+export function fromErrno(err: unknown, ...where: string[]): RpcError | undefined {
   if (typeof err !== "object" || err === null) return undefined;
   const e = err as ErrnoLike;
   if (typeof e.code !== "string") return undefined;
   const known = errnoStatus[e.code];
   if (!known) return undefined;
-  const where = [e.path, e.dest].filter((p): p is string => typeof p === "string").join(" -> ");
-  const message = where ? `${where}: ${known.text}` : `${known.text}${typeof e.message === "string" ? ` (${e.message})` : ""}`;
+  const named = where.length > 0 ? where : [e.path, e.dest].filter((p): p is string => typeof p === "string");
+  const message = named.length > 0 ? `${named.join(" -> ")}: ${known.text}` : `${known.text}${typeof e.message === "string" ? ` (${e.message})` : ""}`;
   return new RpcError(known.code, message, { cause: err });
+}
+
+/** `err` as an RpcError naming `where` when it is a known system error; otherwise `err` itself. */
+export function errnoAt(err: unknown, ...where: string[]): unknown {
+  return fromErrno(err, ...where) ?? err;
 }
 
 /** The status every handler failure is answered with. */

@@ -14,11 +14,15 @@ export const RAW_CHUNK_BYTES = 64 * 1024;
 export const LIST_DEFAULT_LIMIT = 1000;
 /** Largest page ListDir returns. */
 export const LIST_MAX_LIMIT = 10_000;
-/** Entries a ListDir walk may visit before it answers RESOURCE_EXHAUSTED. */
+/** Entries a recursive ListDir walk may visit before it answers RESOURCE_EXHAUSTED. */
 export const LIST_WALK_CAP = 100_000;
+/** A directory listed without recursive is sorted up to this many entries; a larger one is paged in directory order. */
+export const LIST_SORT_MAX_ENTRIES = 20_000;
+/** Encoded entries in one ListDir page, at most: the page then fits a message whatever the names. */
+export const LIST_PAGE_MAX_BYTES = 8 * MiB;
 /** Stderr lines kept for an MCP server's exit report. */
 export const MCP_STDERR_TAIL_LINES = 50;
-/** Longest path accepted. */
+/** Longest request path accepted, in bytes as sent (UTF-8 text or raw bytes). */
 export const MAX_PATH_LENGTH = 4096;
 /**
  * After a spawned process exits, how long its stdout/stderr may stay open and idle

@@ -6,12 +6,18 @@ import { randomBytes } from "node:crypto";
 import type { Stats } from "node:fs";
 import fs, { type FileHandle } from "node:fs/promises";
 import path from "node:path";
-import { failedPrecondition, invalidArgument } from "../errors.js";
+import { errnoAt, failedPrecondition, invalidArgument } from "../errors.js";
+import { FsPath, NAME_MAX_BYTES, truncateName } from "../paths.js";
 import { isErrno, lstatOrUndefined } from "./errno.js";
+import { kindOf } from "./fileinfo.js";
 
 export const DEFAULT_FILE_MODE = 0o644;
 /** Marks our temp files, so an operator can tell them from user files. */
 export const TEMP_MARKER = ".memoh-tmp-";
+/** Hex digits of a temp name's random part. */
+const TEMP_RANDOM_HEX = 12;
+/** Bytes of the target's name kept in a temp name: "." + base + marker + random fits NAME_MAX. */
+export const TEMP_BASE_MAX_BYTES = NAME_MAX_BYTES - 1 - TEMP_MARKER.length - TEMP_RANDOM_HEX;
 
 /** Validates a permission-bits field; 0 means `fallback`. */
 export function modeOrDefault(mode: number, fallback: number, field = "mode"): number {
@@ -21,16 +27,30 @@ export function modeOrDefault(mode: number, fallback: number, field = "mode"): n
   return mode === 0 ? fallback : mode;
 }
 
-/** `.<base>.memoh-tmp-<random>` next to target; the base is shortened to stay under NAME_MAX. */
-export function tempPathFor(target: string): string {
-  const base = path.basename(target).slice(0, 128);
-  return path.join(path.dirname(target), `.${base}${TEMP_MARKER}${randomBytes(6).toString("hex")}`);
+/**
+ * `.<base>.memoh-tmp-<random>` next to target. The base is the target's name
+ * cut to TEMP_BASE_MAX_BYTES bytes (at a character boundary when it is UTF-8),
+ * so the temp name fits NAME_MAX (255 bytes) whatever the target's name.
+ */
+export function tempPathFor(target: FsPath): FsPath {
+  const base = truncateName(target.name, TEMP_BASE_MAX_BYTES);
+  const random = randomBytes(TEMP_RANDOM_HEX / 2).toString("hex");
+  return target.parent().child(Buffer.concat([Buffer.from("."), base, Buffer.from(TEMP_MARKER + random)]));
 }
 
+/** Why a write may not replace `st`, or undefined when it may (a regular file). */
+function refusal(target: FsPath, st: Stats): Error | undefined {
+  if (st.isFile()) return undefined;
+  if (st.isDirectory()) return invalidArgument(`${target} is a directory`);
+  return failedPrecondition(
+    `${target} is ${kindOf(st)}, not a regular file; a write replaces regular files only. ` +
+      `To replace it with a regular file, DeleteFile it first; to write into it, use Exec (e.g. sh -c 'cat > FILE' with the bytes on stdin)`,
+  );
+}
 
 interface Destination {
   /** The file to replace: the request path, or where a symlink there points. */
-  path: string;
+  path: FsPath;
   /** The existing file, if any: its mode and owner are kept. */
   existing?: Stats;
 }
@@ -40,21 +60,22 @@ interface Destination {
  * so the link survives; directories and special files (devices, FIFOs, sockets)
  * are refused rather than replaced by a regular file.
  */
-async function destinationOf(target: string): Promise<Destination> {
+async function destinationOf(target: FsPath): Promise<Destination> {
   let dest = target;
-  let st = await lstatOrUndefined(dest);
+  let st = await lstatOrUndefined(dest.bytes);
   if (st?.isSymbolicLink()) {
     try {
-      dest = await fs.realpath(target);
+      dest = new FsPath(await fs.realpath(target.bytes, { encoding: "buffer" }));
     } catch (err) {
-      if (!isErrno(err, "ENOENT")) throw err;
+      if (!isErrno(err, "ENOENT")) throw errnoAt(err, target.shown);
       // Dangling link: create what it points to (one level, as open(2) would).
-      dest = path.resolve(path.dirname(target), await fs.readlink(target));
+      const link = await fs.readlink(target.bytes, { encoding: "buffer" });
+      dest = new FsPath(Buffer.from(path.posix.resolve(target.parent().bytes.toString("latin1"), link.toString("latin1")), "latin1"));
     }
-    st = await lstatOrUndefined(dest);
+    st = await lstatOrUndefined(dest.bytes);
   }
-  if (st?.isDirectory()) throw invalidArgument(`${target} is a directory`);
-  if (st && !st.isFile()) throw invalidArgument(`${target} is not a regular file`);
+  const refused = st && refusal(target, st);
+  if (refused) throw refused;
   return st ? { path: dest, existing: st } : { path: dest };
 }
 
@@ -64,11 +85,11 @@ export class AtomicFile {
   private done = false;
 
   private constructor(
-    /** The path the client named. */
+    /** The path the client named, as messages show it. */
     readonly target: string,
-    /** The file that commit() replaces (differs from target behind a symlink). */
-    readonly destination: string,
-    readonly tempPath: string,
+    /** The file that commit() replaces (differs from the target behind a symlink). */
+    readonly destination: FsPath,
+    readonly tempPath: FsPath,
     fh: FileHandle,
   ) {
     this.fh = fh;
@@ -78,19 +99,26 @@ export class AtomicFile {
    * Opens a temp file for `target`, creating missing parent directories. A new
    * file gets `mode`; an existing one keeps its mode (and owner, when we are root).
    */
-  static async create(target: string, mode: number): Promise<AtomicFile> {
-    const dest = await destinationOf(target);
+  static async create(target: FsPath | string, mode: number): Promise<AtomicFile> {
+    const named = typeof target === "string" ? FsPath.fromText(target) : target;
+    const dest = await destinationOf(named);
     const tempPath = tempPathFor(dest.path);
+    const parentNotDir = () => failedPrecondition(`${named}: a parent is not a directory`);
     let fh: FileHandle;
     try {
-      fh = await fs.open(tempPath, "wx", 0o600);
+      fh = await fs.open(tempPath.bytes, "wx", 0o600);
     } catch (err) {
-      if (isErrno(err, "ENOTDIR")) throw failedPrecondition(`${target}: a parent is not a directory`);
-      if (!isErrno(err, "ENOENT")) throw err;
-      await fs.mkdir(path.dirname(dest.path), { recursive: true });
-      fh = await fs.open(tempPath, "wx", 0o600);
+      if (isErrno(err, "ENOTDIR")) throw parentNotDir();
+      if (!isErrno(err, "ENOENT")) throw errnoAt(err, named.shown);
+      try {
+        await fs.mkdir(dest.path.parent().bytes, { recursive: true });
+        fh = await fs.open(tempPath.bytes, "wx", 0o600);
+      } catch (err2) {
+        if (isErrno(err2, "ENOTDIR") || isErrno(err2, "EEXIST")) throw parentNotDir();
+        throw errnoAt(err2, named.shown);
+      }
     }
-    const file = new AtomicFile(target, dest.path, tempPath, fh);
+    const file = new AtomicFile(named.shown, dest.path, tempPath, fh);
     try {
       const existing = dest.existing;
       // The agent runs as root: a file it rewrites for a user should stay theirs.
@@ -129,13 +157,13 @@ export class AtomicFile {
       this.fh = undefined;
       await fh.close();
       beforeRename?.();
-      await fs.rename(this.tempPath, this.destination);
+      await fs.rename(this.tempPath.bytes, this.destination.bytes);
       this.done = true;
     } catch (err) {
       await this.discard();
-      throw err;
+      throw errnoAt(err, this.target);
     }
-    await syncDir(path.dirname(this.destination));
+    await syncDir(this.destination.parent());
   }
 
   /** Closes and removes the temp file; safe to call more than once. */
@@ -145,7 +173,9 @@ export class AtomicFile {
     const fh = this.fh;
     this.fh = undefined;
     await fh?.close().catch(() => undefined);
-    await fs.rm(this.tempPath, { force: true });
+    await fs.unlink(this.tempPath.bytes).catch((err: unknown) => {
+      if (!isErrno(err, "ENOENT")) throw err;
+    });
   }
 
   private handle(): FileHandle {
@@ -154,8 +184,8 @@ export class AtomicFile {
   }
 }
 
-async function syncDir(dir: string): Promise<void> {
-  const fh = await fs.open(dir, "r");
+async function syncDir(dir: FsPath): Promise<void> {
+  const fh = await fs.open(dir.bytes, "r");
   try {
     await fh.sync();
   } finally {
@@ -164,7 +194,7 @@ async function syncDir(dir: string): Promise<void> {
 }
 
 /** Writes `content` to `target` atomically; the one-shot form of AtomicFile. */
-export async function writeAtomically(target: string, content: Uint8Array, mode: number): Promise<void> {
+export async function writeAtomically(target: FsPath, content: Uint8Array, mode: number): Promise<void> {
   const file = await AtomicFile.create(target, mode);
   try {
     await file.write(content);

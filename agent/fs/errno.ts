@@ -1,4 +1,4 @@
-import type { Stats } from "node:fs";
+import type { PathLike, Stats } from "node:fs";
 import fs from "node:fs/promises";
 
 /** True when `err` is a Node system error with this errno code (ENOENT, EXDEV, …). */
@@ -7,7 +7,7 @@ export function isErrno(err: unknown, code: string): boolean {
 }
 
 /** lstat that answers undefined for a missing path. */
-export async function lstatOrUndefined(p: string): Promise<Stats | undefined> {
+export async function lstatOrUndefined(p: PathLike): Promise<Stats | undefined> {
   try {
     return await fs.lstat(p);
   } catch (err) {

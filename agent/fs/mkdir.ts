@@ -1,9 +1,8 @@
 import fs from "node:fs/promises";
-import path from "node:path";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { AgentContext } from "../context.js";
-import { alreadyExists, failedPrecondition, notFound } from "../errors.js";
-import { resolvePath } from "../paths.js";
+import { alreadyExists, errnoAt, failedPrecondition, notFound } from "../errors.js";
+import { requestPath, type FsPath } from "../paths.js";
 import { modeOrDefault } from "./atomic.js";
 import { isErrno } from "./errno.js";
 import type * as pb from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
@@ -16,15 +15,15 @@ export const DEFAULT_DIR_MODE = 0o755;
  * path must not. The new directory gets exactly `mode` (not filtered by the umask).
  */
 export async function mkdir(ctx: AgentContext, req: pb.MkdirRequest): Promise<MessageInitShape<typeof pb.MkdirResponseSchema>> {
-  const abs = resolvePath(ctx.dataDir, req.path);
+  const abs = requestPath(ctx.dataDir, req);
   const mode = modeOrDefault(req.mode, DEFAULT_DIR_MODE);
   try {
     if (req.parents) {
-      const created = await fs.mkdir(abs, { recursive: true, mode });
-      if (created !== undefined) await fs.chmod(abs, mode);
+      const created = await fs.mkdir(abs.bytes, { recursive: true, mode });
+      if (created !== undefined) await fs.chmod(abs.bytes, mode);
     } else {
-      await fs.mkdir(abs, { mode });
-      await fs.chmod(abs, mode);
+      await fs.mkdir(abs.bytes, { mode });
+      await fs.chmod(abs.bytes, mode);
     }
   } catch (err) {
     throw await explain(err, abs, req.parents);
@@ -32,15 +31,15 @@ export async function mkdir(ctx: AgentContext, req: pb.MkdirRequest): Promise<Me
   return {};
 }
 
-async function explain(err: unknown, abs: string, parents: boolean): Promise<unknown> {
+async function explain(err: unknown, abs: FsPath, parents: boolean): Promise<unknown> {
   if (isErrno(err, "EEXIST")) {
-    const st = await fs.lstat(abs).catch(() => undefined);
+    const st = await fs.lstat(abs.bytes).catch(() => undefined);
     if (st && !st.isDirectory()) return alreadyExists(`${abs} already exists and is not a directory`);
     return alreadyExists(`${abs} already exists${parents ? "" : " (set parents to accept an existing directory)"}`);
   }
   if (isErrno(err, "ENOENT") && !parents) {
-    return notFound(`parent directory ${path.dirname(abs)} does not exist; set parents to create it`);
+    return notFound(`parent directory ${abs.parent()} does not exist; set parents to create it`);
   }
   if (isErrno(err, "ENOTDIR")) return failedPrecondition(`cannot create ${abs}: a parent is not a directory`);
-  return err;
+  return errnoAt(err, abs.shown);
 }

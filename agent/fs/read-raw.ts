@@ -1,11 +1,10 @@
-import { constants } from "node:fs";
-import fs from "node:fs/promises";
 import type * as grpc from "@grpc/grpc-js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { AgentContext } from "../context.js";
 import { invalidArgument, RpcError, Status } from "../errors.js";
 import { RAW_CHUNK_BYTES } from "../limits.js";
-import { resolvePath } from "../paths.js";
+import { requestPath } from "../paths.js";
+import { openRegularFile } from "./open.js";
 import { preEncoded } from "../../proto/rpc.js";
 import { encodeFieldsScratch } from "../../proto/wire.js";
 import type * as pb from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
@@ -14,7 +13,6 @@ type ReadRawCall = grpc.ServerWritableStream<pb.ReadRawRequest, MessageInitShape
 
 /** Bytes per read(2): 16 chunks, so one thread-pool round trip feeds many messages. */
 const READ_BLOCK_BYTES = 16 * RAW_CHUNK_BYTES;
-const OPEN_FLAGS = constants.O_RDONLY | constants.O_NONBLOCK;
 
 /** A non-negative int64 request field as a safe JS number. */
 export function offsetField(value: bigint, field: string): number {
@@ -31,14 +29,12 @@ export function offsetField(value: bigint, field: string): number {
  * and waits for 'drain' when the transport is full.
  */
 export async function readRaw(ctx: AgentContext, req: pb.ReadRawRequest, call: ReadRawCall): Promise<void> {
-  const abs = resolvePath(ctx.dataDir, req.path);
+  const target = requestPath(ctx.dataDir, req);
   const offset = offsetField(req.offset, "offset");
   const length = offsetField(req.length, "length");
-  const fh = await fs.open(abs, OPEN_FLAGS);
+  // Opens with O_NONBLOCK (a FIFO never blocks) and refuses all but regular files.
+  const { abs, fh, st } = await openRegularFile(target, "ReadRaw");
   try {
-    const st = await fh.stat();
-    if (st.isDirectory()) throw invalidArgument(`${abs} is a directory`);
-    if (!st.isFile()) throw invalidArgument(`${abs} is not a regular file`);
     // Files that report size 0 (procfs) may still have bytes: they are checked after the read.
     if (st.size > 0 && offset > st.size) {
       throw new RpcError(Status.OUT_OF_RANGE, `offset ${offset} is past the end of ${abs} (${st.size} bytes)`);

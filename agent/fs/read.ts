@@ -1,19 +1,16 @@
 import { isUtf8 } from "node:buffer";
-import { constants } from "node:fs";
-import fs, { type FileHandle } from "node:fs/promises";
+import type { FileHandle } from "node:fs/promises";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { AgentContext } from "../context.js";
-import { invalidArgument, resourceExhausted } from "../errors.js";
+import { resourceExhausted } from "../errors.js";
 import { BINARY_SNIFF_BYTES, READ_FILE_DEFAULT_LINES, READ_FILE_MAX_BYTES } from "../limits.js";
-import { resolvePath } from "../paths.js";
+import { requestPath } from "../paths.js";
+import { openRegularFile } from "./open.js";
 import type * as pb from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
 
 type ReadFileResponseInit = MessageInitShape<typeof pb.ReadFileResponseSchema>;
 
 const NEWLINE = 0x0a;
-// O_NONBLOCK so that opening a FIFO returns at once (and is then refused)
-// instead of parking a libuv thread until some writer shows up.
-const OPEN_FLAGS = constants.O_RDONLY | constants.O_NONBLOCK;
 
 /**
  * A text file's lines in a window. One open, one fstat, usually one read: the
@@ -23,13 +20,10 @@ const OPEN_FLAGS = constants.O_RDONLY | constants.O_NONBLOCK;
  * nothing. Synchronous I/O would stall every call on a hung mount, so: async.)
  */
 export async function readFile(ctx: AgentContext, req: pb.ReadFileRequest): Promise<ReadFileResponseInit> {
-  const abs = resolvePath(ctx.dataDir, req.path);
-  const fh = await fs.open(abs, OPEN_FLAGS);
+  // Opens with O_NONBLOCK (a FIFO never blocks) and refuses all but regular files.
+  const { abs, fh, st } = await openRegularFile(requestPath(ctx.dataDir, req), "ReadFile");
   let bytes: Buffer;
   try {
-    const st = await fh.stat();
-    if (st.isDirectory()) throw invalidArgument(`${abs} is a directory; use ListDir`);
-    if (!st.isFile()) throw invalidArgument(`${abs} is not a regular file; use ReadRaw`);
     if (st.size > READ_FILE_MAX_BYTES) throw tooLarge(abs, st.size);
     bytes = await readWhole(fh, abs, st.size);
   } finally {

@@ -1,61 +1,88 @@
 import type { Stats } from "node:fs";
 import fs from "node:fs/promises";
-import path from "node:path";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { AgentContext } from "../context.js";
-import { alreadyExists, failedPrecondition, invalidArgument, notFound } from "../errors.js";
-import { resolvePath } from "../paths.js";
+import { alreadyExists, errnoAt, failedPrecondition, invalidArgument, notFound } from "../errors.js";
+import { FsPath, requestPath } from "../paths.js";
 import { tempPathFor } from "./atomic.js";
+import { removeTree } from "./delete.js";
 import { isErrno, lstatOrUndefined } from "./errno.js";
+import { direntName, kindOf, openDirBytes } from "./fileinfo.js";
+import { realLocation, refuseProtected } from "./guard.js";
 import type * as pb from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
-
 
 /**
  * Moves a file or directory; the destination's parent is created. An existing
  * destination is replaced only with overwrite, and only by the same kind of
  * thing (a directory only when empty), as rename(2) allows. Across file
  * systems the tree is copied next to the destination, renamed into place, and
- * only then is the source removed.
+ * only then is the source removed. Neither side may be (or hold) a place the
+ * agent needs (guard.ts).
  */
 export async function rename(ctx: AgentContext, req: pb.RenameRequest): Promise<MessageInitShape<typeof pb.RenameResponseSchema>> {
-  const from = resolvePath(ctx.dataDir, req.from, "from");
-  const to = resolvePath(ctx.dataDir, req.to, "to");
-  if (from === ctx.dataDir || ctx.dataDir.startsWith(from === "/" ? "/" : from + "/")) {
-    throw invalidArgument(`from: refusing to move ${from}: it is or holds the data dir ${ctx.dataDir}`);
-  }
-  const fromSt = await lstatOrUndefined(from);
+  const from = requestPath(ctx.dataDir, { path: req.from, pathBytes: req.fromBytes }, "from");
+  const to = requestPath(ctx.dataDir, { path: req.to, pathBytes: req.toBytes }, "to");
+  await refuseProtected(ctx, from, { verb: "move", field: "from" });
+  const fromSt = await lstatOrUndefined(from.bytes);
   if (!fromSt) throw notFound(`from: ${from} does not exist`);
-  if (from === to) return {};
-  if (fromSt.isDirectory() && to.startsWith(from + "/")) {
-    throw invalidArgument(`cannot move directory ${from} into itself (${to})`);
+  if (from.equals(to)) return {};
+  if (fromSt.isDirectory()) {
+    // Compared on real paths: "to" may reach into "from" through a symlinked parent.
+    const [realFrom, realTo] = await Promise.all([realLocation(from), realExistingAncestor(to)]);
+    if (from.holds(to) || (realFrom && (realFrom.equals(realTo) || realFrom.holds(realTo)))) {
+      throw invalidArgument(`cannot move directory ${from} into itself (${to})`);
+    }
   }
 
-  const toSt = await lstatOrUndefined(to);
-  if (toSt) await checkReplaceable(from, fromSt, to, toSt, req.overwrite);
+  const toSt = await lstatOrUndefined(to.bytes);
+  if (toSt) {
+    await refuseProtected(ctx, to, { verb: "replace", field: "to" });
+    await checkReplaceable(from, fromSt, to, toSt, req.overwrite);
+  }
 
   try {
-    await fs.mkdir(path.dirname(to), { recursive: true });
+    await fs.mkdir(to.parent().bytes, { recursive: true });
   } catch (err) {
     if (isErrno(err, "ENOTDIR") || isErrno(err, "EEXIST")) throw failedPrecondition(`to: a parent of ${to} is not a directory`);
-    throw err;
+    throw errnoAt(err, to.shown);
   }
   try {
-    await fs.rename(from, to);
+    await fs.rename(from.bytes, to.bytes);
   } catch (err) {
-    if (!isErrno(err, "EXDEV")) throw err;
+    if (!isErrno(err, "EXDEV")) throw errnoAt(err, from.shown, to.shown);
     await moveAcrossDevices(from, to);
   }
   return {};
 }
 
-async function checkReplaceable(from: string, fromSt: Stats, to: string, toSt: Stats, overwrite: boolean): Promise<void> {
+/** The real path of the nearest existing directory above `p`. */
+async function realExistingAncestor(p: FsPath): Promise<FsPath> {
+  for (let dir = p.parent(); ; dir = dir.parent()) {
+    try {
+      return new FsPath(await fs.realpath(dir.bytes, { encoding: "buffer" }));
+    } catch (err) {
+      if (dir.isRoot || !(isErrno(err, "ENOENT") || isErrno(err, "ENOTDIR"))) throw errnoAt(err, dir.shown);
+    }
+  }
+}
+
+async function checkReplaceable(from: FsPath, fromSt: Stats, to: FsPath, toSt: Stats, overwrite: boolean): Promise<void> {
   if (!overwrite) throw alreadyExists(`to: ${to} already exists; set overwrite to replace it`);
   if (toSt.isDirectory()) {
     if (!fromSt.isDirectory()) throw failedPrecondition(`cannot replace directory ${to} with non-directory ${from}`);
-    const entries = await fs.readdir(to);
-    if (entries.length > 0) throw failedPrecondition(`cannot replace ${to}: directory not empty; delete it first`);
+    if (!(await isEmptyDir(to))) throw failedPrecondition(`cannot replace ${to}: directory not empty; delete it first`);
   } else if (fromSt.isDirectory()) {
     throw failedPrecondition(`cannot replace non-directory ${to} with directory ${from}`);
+  }
+}
+
+/** Reads one entry, not the whole directory. */
+async function isEmptyDir(dir: FsPath): Promise<boolean> {
+  const entries = await openDirBytes(dir.bytes, 1);
+  try {
+    return (await entries.read()) === null;
+  } finally {
+    await entries.close();
   }
 }
 
@@ -64,19 +91,50 @@ async function checkReplaceable(from: string, fromSt: Stats, to: string, toSt: S
  * into place (atomic on the destination's file system), then remove `from`.
  * A failed copy removes the partial copy and leaves the source untouched.
  */
-export async function moveAcrossDevices(from: string, to: string): Promise<void> {
+export async function moveAcrossDevices(from: FsPath, to: FsPath): Promise<void> {
   const temp = tempPathFor(to);
   try {
-    await fs.cp(from, temp, { recursive: true, verbatimSymlinks: true, preserveTimestamps: true, errorOnExist: true, force: false });
-    await fs.rename(temp, to);
+    await copyTree(from, temp);
+    await fs.rename(temp.bytes, to.bytes);
   } catch (err) {
-    await fs.rm(temp, { recursive: true, force: true });
-    throw err;
+    const st = await lstatOrUndefined(temp.bytes).catch(() => undefined);
+    if (st?.isDirectory()) await removeTree(temp).catch(() => undefined);
+    else if (st) await fs.unlink(temp.bytes).catch(() => undefined);
+    throw errnoAt(err, from.shown, to.shown);
   }
   try {
-    await fs.rm(from, { recursive: true });
+    const st = await fs.lstat(from.bytes);
+    if (st.isDirectory()) await removeTree(from);
+    else await fs.unlink(from.bytes);
   } catch (err) {
     const reason = err instanceof Error ? err.message : String(err);
     throw failedPrecondition(`copied ${from} to ${to}, but could not remove the source: ${reason}`);
   }
+}
+
+/**
+ * Copies `from` (not following symlinks) to the new path `to`, keeping
+ * modes, owners (when root) and modification times. Names are bytes
+ * throughout, so names that are not UTF-8 are copied too. FIFOs, sockets and
+ * devices cannot be recreated here and stop the copy.
+ */
+async function copyTree(from: FsPath, to: FsPath): Promise<void> {
+  const st = await fs.lstat(from.bytes);
+  if (st.isSymbolicLink()) {
+    await fs.symlink(await fs.readlink(from.bytes, { encoding: "buffer" }), to.bytes);
+  } else if (st.isFile()) {
+    await fs.copyFile(from.bytes, to.bytes, fs.constants.COPYFILE_EXCL);
+  } else if (st.isDirectory()) {
+    await fs.mkdir(to.bytes, { mode: 0o700 });
+    const entries = await openDirBytes(from.bytes);
+    for await (const entry of entries) {
+      const name = direntName(entry);
+      await copyTree(from.child(name), to.child(name));
+    }
+  } else {
+    throw failedPrecondition(`cannot move ${from} to another file system: it is ${kindOf(st)}, which cannot be copied`);
+  }
+  if (process.geteuid?.() === 0) await fs.lchown(to.bytes, st.uid, st.gid);
+  if (!st.isSymbolicLink()) await fs.chmod(to.bytes, st.mode & 0o7777);
+  await fs.lutimes(to.bytes, st.atime, st.mtime);
 }

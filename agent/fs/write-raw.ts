@@ -3,7 +3,7 @@ import type * as grpc from "@grpc/grpc-js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { AgentContext } from "../context.js";
 import { invalidArgument, RpcError, Status } from "../errors.js";
-import { resolvePath } from "../paths.js";
+import { requestPath } from "../paths.js";
 import { AtomicFile, DEFAULT_FILE_MODE, modeOrDefault } from "./atomic.js";
 import { nextMessage } from "./next-message.js";
 import type * as pb from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
@@ -37,7 +37,7 @@ export async function writeRaw(ctx: AgentContext, call: WriteRawCall): Promise<W
       const msg = req.msg;
       if (!file) {
         if (msg.case !== "start") throw invalidArgument(`the first WriteRaw message must be start, got ${msg.case ?? "an empty message"}`);
-        const target = resolvePath(ctx.dataDir, msg.value.path);
+        const target = requestPath(ctx.dataDir, msg.value);
         file = await AtomicFile.create(target, modeOrDefault(msg.value.mode, DEFAULT_FILE_MODE));
         continue;
       }

@@ -51,6 +51,22 @@ export interface ExecOptions extends CallOptions {
   onStderr?: (chunk: Uint8Array) => void;
 }
 
+/**
+ * A path in a workspace: text (UTF-8), or the exact bytes of a name that is
+ * not UTF-8 (FileInfo's path_bytes / name_bytes, as ListDir and Stat report them).
+ */
+export type WorkspacePath = string | Uint8Array;
+
+/** The path fields of a request for `p`: exactly one of path and path_bytes is set. */
+export function pathFields(p: WorkspacePath): { path: string; pathBytes: Uint8Array } {
+  return typeof p === "string" ? { path: p, pathBytes: new Uint8Array(0) } : { path: "", pathBytes: p };
+}
+
+/** How to name a listed or stat'ed file in a request: its bytes when its text is only a lossy form. */
+export function entryPath(info: { path: string; pathBytes: Uint8Array }): WorkspacePath {
+  return info.pathBytes.byteLength > 0 ? info.pathBytes : info.path;
+}
+
 function protocolError(message: string): RpcError {
   return new RpcError(Status.INTERNAL, `bridge protocol violation: ${message}`);
 }
@@ -87,41 +103,60 @@ export class BridgeClient {
     return this.rpc.unary(ContainerService.method.info, {}, this.withDeadline(opts));
   }
 
-  stat(path: string, opts?: CallOptions) {
-    return this.rpc.unary(ContainerService.method.stat, { path }, this.withDeadline(opts));
+  stat(path: WorkspacePath, opts?: CallOptions) {
+    return this.rpc.unary(ContainerService.method.stat, pathFields(path), this.withDeadline(opts));
   }
 
-  listDir(req: MessageInitShape<typeof ListDirRequestSchema>, opts?: CallOptions) {
-    return this.rpc.unary(ContainerService.method.listDir, req, this.withDeadline(opts));
+  /**
+   * One page of a listing. The agent bounds pages by count and bytes: follow
+   * `nextOffset` while `hasMore` (a page may hold fewer than `limit` entries).
+   */
+  async listDir(req: MessageInitShape<typeof ListDirRequestSchema>, opts?: CallOptions) {
+    const res = await this.rpc.unary(ContainerService.method.listDir, req, this.withDeadline(opts));
+    const offset = req.offset ?? 0;
+    // An agent older than next_offset leaves it 0; its pages were never cut short.
+    if (res.nextOffset === 0 && offset + res.entries.length > 0) res.nextOffset = offset + res.entries.length;
+    if (res.nextOffset < offset || res.nextOffset - offset < res.entries.length) {
+      throw protocolError(`ListDir at offset ${offset} returned ${res.entries.length} entries but next_offset ${res.nextOffset}`);
+    }
+    if (res.hasMore && res.nextOffset === offset) throw protocolError(`ListDir at offset ${offset} has more but did not advance`);
+    return res;
   }
 
   readFile(req: MessageInitShape<typeof ReadFileRequestSchema>, opts?: CallOptions) {
     return this.rpc.unary(ContainerService.method.readFile, req, this.withDeadline(opts));
   }
 
-  writeFile(path: string, content: Uint8Array | string, mode = 0, opts?: CallOptions) {
+  /** Text content goes as UTF-8: its size is the size of those bytes, which is what the message carries. */
+  writeFile(path: WorkspacePath, content: Uint8Array | string, mode = 0, opts?: CallOptions) {
     const bytes = typeof content === "string" ? new TextEncoder().encode(content) : content;
-    return this.rpc.unary(ContainerService.method.writeFile, { path, content: bytes, mode }, this.withDeadline(opts));
+    return this.rpc.unary(ContainerService.method.writeFile, { ...pathFields(path), content: bytes, mode }, this.withDeadline(opts));
   }
 
-  mkdir(path: string, parents = true, opts?: CallOptions) {
-    return this.rpc.unary(ContainerService.method.mkdir, { path, parents }, this.withDeadline(opts));
+  mkdir(path: WorkspacePath, parents = true, opts?: CallOptions) {
+    return this.rpc.unary(ContainerService.method.mkdir, { ...pathFields(path), parents }, this.withDeadline(opts));
   }
 
-  rename(from: string, to: string, overwrite = false, opts?: CallOptions) {
-    return this.rpc.unary(ContainerService.method.rename, { from, to, overwrite }, this.withDeadline(opts));
+  rename(from: WorkspacePath, to: WorkspacePath, overwrite = false, opts?: CallOptions) {
+    const f = pathFields(from);
+    const t = pathFields(to);
+    return this.rpc.unary(
+      ContainerService.method.rename,
+      { from: f.path, fromBytes: f.pathBytes, to: t.path, toBytes: t.pathBytes, overwrite },
+      this.withDeadline(opts),
+    );
   }
 
-  deleteFile(path: string, recursive = false, opts?: CallOptions) {
-    return this.rpc.unary(ContainerService.method.deleteFile, { path, recursive }, this.withDeadline(opts));
+  deleteFile(path: WorkspacePath, recursive = false, opts?: CallOptions) {
+    return this.rpc.unary(ContainerService.method.deleteFile, { ...pathFields(path), recursive }, this.withDeadline(opts));
   }
 
   /** Streams a file's bytes; checks that chunks are contiguous and within the requested range. */
-  async *readRaw(path: string, range: { offset?: number; length?: number } = {}, opts?: CallOptions): AsyncGenerator<Uint8Array> {
+  async *readRaw(path: WorkspacePath, range: { offset?: number; length?: number } = {}, opts?: CallOptions): AsyncGenerator<Uint8Array> {
     const offset = range.offset ?? 0;
     const call = this.rpc.serverStream(
       ContainerService.method.readRaw,
-      { path, offset: BigInt(offset), length: BigInt(range.length ?? 0) },
+      { ...pathFields(path), offset: BigInt(offset), length: BigInt(range.length ?? 0) },
       opts,
     );
     let expected = BigInt(offset);
@@ -142,7 +177,7 @@ export class BridgeClient {
 
   /** Streams bytes into a file that appears atomically once all of them arrived. */
   async writeRaw(
-    path: string,
+    path: WorkspacePath,
     source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
     opts: CallOptions & { mode?: number } = {},
   ): Promise<{ bytesWritten: number; sha256: string }> {
@@ -154,7 +189,7 @@ export class BridgeClient {
       if (!call.write(msg)) await Promise.race([once(call, "drain"), response]);
     };
     try {
-      await send({ msg: { case: "start", value: { path, mode: opts.mode ?? 0 } } });
+      await send({ msg: { case: "start", value: { ...pathFields(path), mode: opts.mode ?? 0 } } });
       for await (const buf of source) {
         for (let i = 0; i < buf.length; i += RAW_CHUNK_BYTES) {
           const data = buf.subarray(i, i + RAW_CHUNK_BYTES);

@@ -8,6 +8,7 @@ import { ContainerService, FileType } from "../../proto/gen/memoh/bridge/v1/brid
 import { Status, rpcCode } from "../../proto/rpc.js";
 import { LIST_DEFAULT_LIMIT, LIST_MAX_LIMIT } from "../../agent/limits.js";
 import { walkTree } from "../../agent/fs/list.js";
+import { FsPath } from "../../agent/paths.js";
 import { startTestAgent, type TestAgent } from "./helpers/agent.js";
 import { rejectsWith } from "./helpers/fs.js";
 
@@ -111,13 +112,13 @@ test("limit 0 means the default page, and pages are capped at LIST_MAX_LIMIT", a
 });
 
 test("a walk over the cap is RESOURCE_EXHAUSTED and says how to narrow it", async () => {
-  await assert.rejects(walkTree(tree, 0, 6), (err) => {
+  await assert.rejects(walkTree(FsPath.fromText(tree), 0, 6), (err) => {
     assert.equal(rpcCode(err), Status.RESOURCE_EXHAUSTED);
     assert.match((err as Error).message, /more than 6 entries.*max_depth.*subdirectory/);
     return true;
   });
   // The same tree fits when the walk stays shallow.
-  assert.equal((await walkTree(tree, 1, 6)).length, 5);
+  assert.equal((await walkTree(FsPath.fromText(tree), 1, 6)).found.length, 5);
 });
 
 test("listing a file is FAILED_PRECONDITION; a missing dir is NOT_FOUND; bad paths are INVALID_ARGUMENT", async () => {

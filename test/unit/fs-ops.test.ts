@@ -7,6 +7,7 @@ import path from "node:path";
 import { ContainerService } from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
 import { Status } from "../../proto/rpc.js";
 import { moveAcrossDevices } from "../../agent/fs/rename.js";
+import { FsPath } from "../../agent/paths.js";
 import { startTestAgent, type TestAgent } from "./helpers/agent.js";
 import { rejectsWith, tempFilesIn } from "./helpers/fs.js";
 
@@ -91,8 +92,9 @@ test("Rename errors name their field: missing from is NOT_FOUND, bad paths are I
   await rejectsWith(t.client.unary(m.rename, { from: "", to: "x" }), Status.INVALID_ARGUMENT, /from is empty/);
   await fs.writeFile(at("mv4-file"), "x");
   await rejectsWith(t.client.unary(m.rename, { from: "mv4-file", to: "a\0b" }), Status.INVALID_ARGUMENT, /to contains a NUL/);
-  await rejectsWith(t.client.unary(m.rename, { from: ".", to: "elsewhere" }), Status.INVALID_ARGUMENT, /holds the data dir/);
-  await rejectsWith(t.client.unary(m.rename, { from: "/", to: "elsewhere" }), Status.INVALID_ARGUMENT, /holds the data dir/);
+  await rejectsWith(t.client.unary(m.rename, { from: ".", to: "elsewhere" }), Status.INVALID_ARGUMENT, /it is the data dir/);
+  await rejectsWith(t.client.unary(m.rename, { from: "..", to: "elsewhere" }), Status.INVALID_ARGUMENT, /holds the data dir/);
+  await rejectsWith(t.client.unary(m.rename, { from: "/", to: "elsewhere" }), Status.INVALID_ARGUMENT, /refusing to move \//);
   await fs.mkdir(at("mv4dir"));
   await rejectsWith(t.client.unary(m.rename, { from: "mv4dir", to: "mv4dir/inside" }), Status.INVALID_ARGUMENT, /into itself/);
   assert.ok((await fs.stat(at("mv4dir"))).isDirectory());
@@ -103,7 +105,7 @@ test("a cross-device move copies the tree, then removes the source", async () =>
   await fs.writeFile(at("xdev/src/sub/data.bin"), "bytes");
   await fs.chmod(at("xdev/src/sub/data.bin"), 0o600);
   await fs.symlink("sub/data.bin", at("xdev/src/link"));
-  await moveAcrossDevices(at("xdev/src"), at("xdev/dst"));
+  await moveAcrossDevices(FsPath.fromText(at("xdev/src")), FsPath.fromText(at("xdev/dst")));
   assert.equal(existsSync(at("xdev/src")), false);
   assert.equal(await fs.readFile(at("xdev/dst/sub/data.bin"), "utf8"), "bytes");
   assert.equal((await fs.stat(at("xdev/dst/sub/data.bin"))).mode & 0o7777, 0o600);
@@ -116,7 +118,7 @@ test("a failed cross-device copy leaves the source and no partial destination", 
   await fs.writeFile(at("xdev2/src/a"), "a");
   // The destination's parent is a file, so the copy cannot even start.
   await fs.writeFile(at("xdev2/blocker"), "");
-  await assert.rejects(moveAcrossDevices(at("xdev2/src"), at("xdev2/blocker/dst")));
+  await assert.rejects(moveAcrossDevices(FsPath.fromText(at("xdev2/src")), FsPath.fromText(at("xdev2/blocker/dst"))));
   assert.equal(await fs.readFile(at("xdev2/src/a"), "utf8"), "a");
   assert.deepEqual((await fs.readdir(at("xdev2"))).sort(), ["blocker", "src"]);
 });

@@ -101,9 +101,9 @@ test("WriteFile under a file is FAILED_PRECONDITION; onto a FIFO is refused, the
   await rejectsWith(t.client.unary(m.writeFile, { path: "plainfile/child", content: enc("x") }), Status.FAILED_PRECONDITION, /not a directory/);
   const fifo = path.join(t.dataDir, "fifo");
   execFileSync("mkfifo", [fifo]);
-  await rejectsWith(t.client.unary(m.writeFile, { path: "fifo", content: enc("x") }), Status.INVALID_ARGUMENT, /not a regular file/);
+  await rejectsWith(t.client.unary(m.writeFile, { path: "fifo", content: enc("x") }), Status.FAILED_PRECONDITION, /is a FIFO \(named pipe\), not a regular file/);
   assert.ok((await fs.lstat(fifo)).isFIFO());
-  await rejectsWith(t.client.unary(m.readFile, { path: "fifo" }), Status.INVALID_ARGUMENT, /not a regular file/);
+  await rejectsWith(t.client.unary(m.readFile, { path: "fifo" }), Status.FAILED_PRECONDITION, /is a FIFO \(named pipe\), not a regular file/);
 });
 
 test("WriteFile writes through a symlink and keeps the link", async () => {

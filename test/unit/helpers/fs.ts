@@ -26,7 +26,11 @@ export interface RawRead {
 }
 
 /** Reads a ReadRaw stream to its end. */
-export async function readRawAll(client: RpcClient, req: { path: string; offset?: bigint; length?: bigint }, opts?: CallOptions): Promise<RawRead> {
+export async function readRawAll(
+  client: RpcClient,
+  req: { path?: string; pathBytes?: Uint8Array; offset?: bigint; length?: bigint },
+  opts?: CallOptions,
+): Promise<RawRead> {
   const call = client.serverStream(ContainerService.method.readRaw, req, opts);
   const chunks: ReadRawChunk[] = [];
   for await (const chunk of call as AsyncIterable<ReadRawChunk>) chunks.push(chunk);

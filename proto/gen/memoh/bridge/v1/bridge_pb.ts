@@ -6,7 +6,14 @@
 // container, on /run/memoh/bridge.sock (or TCP 9090 for legacy containers).
 //
 // Paths: a relative path resolves against the workspace data dir (/data);
-// an absolute path is used as is. A path must not be empty or contain NUL.
+// an absolute path is used as is. Every request path comes as text (`path`,
+// UTF-8) or as raw bytes (`path_bytes`, for names that are not UTF-8):
+// exactly one of the two is set. A path must not contain NUL, is at most
+// 4096 bytes as sent, and at most 4095 bytes (PATH_MAX) once resolved; "."
+// and ".." are resolved by name, before the file system sees the path (so
+// "link/." names the symlink itself).
+// Names the agent reports (FileInfo) that are not valid UTF-8 come with their
+// bytes beside a lossy text form; send those bytes back to address the file.
 // Errors are gRPC status codes with a clear message (NOT_FOUND,
 // ALREADY_EXISTS, INVALID_ARGUMENT, FAILED_PRECONDITION, RESOURCE_EXHAUSTED,
 // DEADLINE_EXCEEDED, PERMISSION_DENIED).
@@ -19,7 +26,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file memoh/bridge/v1/bridge.proto.
  */
 export const file_memoh_bridge_v1_bridge: GenFile = /*@__PURE__*/
-  fileDesc("ChxtZW1vaC9icmlkZ2UvdjEvYnJpZGdlLnByb3RvEg9tZW1vaC5icmlkZ2UudjEiDQoLSW5mb1JlcXVlc3Qi2gEKDEluZm9SZXNwb25zZRIVCg1hZ2VudF92ZXJzaW9uGAEgASgJEhgKEHByb3RvY29sX3ZlcnNpb24YAiABKA0SCwoDcGlkGAMgASgFEhYKDnVwdGltZV9zZWNvbmRzGAQgASgBEhQKDGNhcGFiaWxpdGllcxgFIAMoCRIUCgxub2RlX3ZlcnNpb24YBiABKAkSEAoIZGF0YV9kaXIYByABKAkSDgoGbGlzdGVuGAggASgJEhAKCGhvc3RuYW1lGAkgASgJEhQKDHdvcmtzcGFjZV9pZBgKIAEoCSKVAQoIRmlsZUluZm8SDAoEcGF0aBgBIAEoCRIMCgRuYW1lGAIgASgJEicKBHR5cGUYAyABKA4yGS5tZW1vaC5icmlkZ2UudjEuRmlsZVR5cGUSDAoEbW9kZRgEIAEoDRIMCgRzaXplGAUgASgDEhAKCG10aW1lX21zGAYgASgDEhYKDnN5bWxpbmtfdGFyZ2V0GAcgASgJIhsKC1N0YXRSZXF1ZXN0EgwKBHBhdGgYASABKAkiNwoMU3RhdFJlc3BvbnNlEicKBGluZm8YASABKAsyGS5tZW1vaC5icmlkZ2UudjEuRmlsZUluZm8iYwoOTGlzdERpclJlcXVlc3QSDAoEcGF0aBgBIAEoCRIRCglyZWN1cnNpdmUYAiABKAgSEQoJbWF4X2RlcHRoGAMgASgNEg4KBm9mZnNldBgEIAEoDRINCgVsaW1pdBgFIAEoDSJeCg9MaXN0RGlyUmVzcG9uc2USKgoHZW50cmllcxgBIAMoCzIZLm1lbW9oLmJyaWRnZS52MS5GaWxlSW5mbxINCgV0b3RhbBgCIAEoDRIQCghoYXNfbW9yZRgDIAEoCCJICg9SZWFkRmlsZVJlcXVlc3QSDAoEcGF0aBgBIAEoCRITCgtsaW5lX29mZnNldBgCIAEoDRISCgpsaW5lX2xpbWl0GAMgASgNIpIBChBSZWFkRmlsZVJlc3BvbnNlEg8KB2NvbnRlbnQYASABKAkSEwoLdG90YWxfbGluZXMYAiABKA0SEwoLbGluZV9vZmZzZXQYAyABKA0SEgoKbGluZV9jb3VudBgEIAEoDRIRCgl0cnVuY2F0ZWQYBSABKAgSDgoGYmluYXJ5GAYgASgIEgwKBHNpemUYByABKAMiPwoQV3JpdGVGaWxlUmVxdWVzdBIMCgRwYXRoGAEgASgJEg8KB2NvbnRlbnQYAiABKAwSDAoEbW9kZRgDIAEoDSIqChFXcml0ZUZpbGVSZXNwb25zZRIVCg1ieXRlc193cml0dGVuGAEgASgDIj4KDlJlYWRSYXdSZXF1ZXN0EgwKBHBhdGgYASABKAkSDgoGb2Zmc2V0GAIgASgDEg4KBmxlbmd0aBgDIAEoAyI/CgxSZWFkUmF3Q2h1bmsSDAoEZGF0YRgBIAEoDBIOCgZvZmZzZXQYAiABKAMSEQoJZmlsZV9zaXplGAMgASgDIisKDVdyaXRlUmF3U3RhcnQSDAoEcGF0aBgBIAEoCRIMCgRtb2RlGAIgASgNIi0KDVdyaXRlUmF3Q2h1bmsSDAoEZGF0YRgBIAEoDBIOCgZvZmZzZXQYAiABKAMiiwEKD1dyaXRlUmF3UmVxdWVzdBIvCgVzdGFydBgBIAEoCzIeLm1lbW9oLmJyaWRnZS52MS5Xcml0ZVJhd1N0YXJ0SAASLwoFY2h1bmsYAiABKAsyHi5tZW1vaC5icmlkZ2UudjEuV3JpdGVSYXdDaHVua0gAEg8KBWFib3J0GAMgASgISABCBQoDbXNnIjkKEFdyaXRlUmF3UmVzcG9uc2USFQoNYnl0ZXNfd3JpdHRlbhgBIAEoAxIOCgZzaGEyNTYYAiABKAkiOwoMTWtkaXJSZXF1ZXN0EgwKBHBhdGgYASABKAkSDwoHcGFyZW50cxgCIAEoCBIMCgRtb2RlGAMgASgNIg8KDU1rZGlyUmVzcG9uc2UiPAoNUmVuYW1lUmVxdWVzdBIMCgRmcm9tGAEgASgJEgoKAnRvGAIgASgJEhEKCW92ZXJ3cml0ZRgDIAEoCCIQCg5SZW5hbWVSZXNwb25zZSI0ChFEZWxldGVGaWxlUmVxdWVzdBIMCgRwYXRoGAEgASgJEhEKCXJlY3Vyc2l2ZRgCIAEoCCIUChJEZWxldGVGaWxlUmVzcG9uc2UiJQoHUHR5U2l6ZRIMCgRjb2xzGAEgASgNEgwKBHJvd3MYAiABKA0iugIKCUV4ZWNTdGFydBIMCgRhcmd2GAEgAygJEg8KB2NvbW1hbmQYAiABKAkSMAoDZW52GAMgAygLMiMubWVtb2guYnJpZGdlLnYxLkV4ZWNTdGFydC5FbnZFbnRyeRIRCgljbGVhbl9lbnYYBCABKAgSEQoJdW5zZXRfZW52GAUgAygJEgsKA2N3ZBgGIAEoCRISCgp0aW1lb3V0X21zGAcgASgNEgsKA3B0eRgIIAEoCBIqCghwdHlfc2l6ZRgJIAEoCzIYLm1lbW9oLmJyaWRnZS52MS5QdHlTaXplEg0KBXN0ZGluGAogASgMEhMKC2Nsb3NlX3N0ZGluGAsgASgIEgwKBHVzZXIYDCABKAkaKgoIRW52RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKnAQoLRXhlY1JlcXVlc3QSKwoFc3RhcnQYASABKAsyGi5tZW1vaC5icmlkZ2UudjEuRXhlY1N0YXJ0SAASDwoFc3RkaW4YAiABKAxIABIVCgtjbG9zZV9zdGRpbhgDIAEoCEgAEhAKBnNpZ25hbBgEIAEoCUgAEioKBnJlc2l6ZRgFIAEoCzIYLm1lbW9oLmJyaWRnZS52MS5QdHlTaXplSABCBQoDbXNnIhoKC0V4ZWNTdGFydGVkEgsKA3BpZBgBIAEoBSJQCghFeGVjRXhpdBIMCgRjb2RlGAEgASgFEg4KBnNpZ25hbBgCIAEoCRIRCgl0aW1lZF9vdXQYAyABKAgSEwoLZHVyYXRpb25fbXMYBCABKAEilQEKDEV4ZWNSZXNwb25zZRIvCgdzdGFydGVkGAEgASgLMhwubWVtb2guYnJpZGdlLnYxLkV4ZWNTdGFydGVkSAASEAoGc3Rkb3V0GAIgASgMSAASEAoGc3RkZXJyGAMgASgMSAASKQoEZXhpdBgEIAEoCzIZLm1lbW9oLmJyaWRnZS52MS5FeGVjRXhpdEgAQgUKA21zZyKrAQoNTWNwU3RkaW9TdGFydBIPCgdjb21tYW5kGAEgASgJEgwKBGFyZ3MYAiADKAkSNAoDZW52GAMgAygLMicubWVtb2guYnJpZGdlLnYxLk1jcFN0ZGlvU3RhcnQuRW52RW50cnkSCwoDY3dkGAQgASgJEgwKBHVzZXIYBSABKAkaKgoIRW52RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJzCg9NY3BTdGRpb1JlcXVlc3QSLwoFc3RhcnQYASABKAsyHi5tZW1vaC5icmlkZ2UudjEuTWNwU3RkaW9TdGFydEgAEhEKB21lc3NhZ2UYAiABKAlIABIVCgtjbG9zZV9zdGRpbhgDIAEoCEgAQgUKA21zZyIeCg9NY3BTdGRpb1N0YXJ0ZWQSCwoDcGlkGAEgASgFIkEKDE1jcFN0ZGlvRXhpdBIMCgRjb2RlGAEgASgFEg4KBnNpZ25hbBgCIAEoCRITCgtzdGRlcnJfdGFpbBgDIAMoCSKoAQoQTWNwU3RkaW9SZXNwb25zZRIzCgdzdGFydGVkGAEgASgLMiAubWVtb2guYnJpZGdlLnYxLk1jcFN0ZGlvU3RhcnRlZEgAEhEKB21lc3NhZ2UYAiABKAlIABIWCgxzdGRvdXRfbm9pc2UYAyABKAlIABItCgRleGl0GAQgASgLMh0ubWVtb2guYnJpZGdlLnYxLk1jcFN0ZGlvRXhpdEgAQgUKA21zZyp+CghGaWxlVHlwZRIZChVGSUxFX1RZUEVfVU5TUEVDSUZJRUQQABISCg5GSUxFX1RZUEVfRklMRRABEhcKE0ZJTEVfVFlQRV9ESVJFQ1RPUlkQAhIVChFGSUxFX1RZUEVfU1lNTElOSxADEhMKD0ZJTEVfVFlQRV9PVEhFUhAEMrcHChBDb250YWluZXJTZXJ2aWNlEkMKBEluZm8SHC5tZW1vaC5icmlkZ2UudjEuSW5mb1JlcXVlc3QaHS5tZW1vaC5icmlkZ2UudjEuSW5mb1Jlc3BvbnNlEkMKBFN0YXQSHC5tZW1vaC5icmlkZ2UudjEuU3RhdFJlcXVlc3QaHS5tZW1vaC5icmlkZ2UudjEuU3RhdFJlc3BvbnNlEkwKB0xpc3REaXISHy5tZW1vaC5icmlkZ2UudjEuTGlzdERpclJlcXVlc3QaIC5tZW1vaC5icmlkZ2UudjEuTGlzdERpclJlc3BvbnNlEk8KCFJlYWRGaWxlEiAubWVtb2guYnJpZGdlLnYxLlJlYWRGaWxlUmVxdWVzdBohLm1lbW9oLmJyaWRnZS52MS5SZWFkRmlsZVJlc3BvbnNlElIKCVdyaXRlRmlsZRIhLm1lbW9oLmJyaWRnZS52MS5Xcml0ZUZpbGVSZXF1ZXN0GiIubWVtb2guYnJpZGdlLnYxLldyaXRlRmlsZVJlc3BvbnNlEksKB1JlYWRSYXcSHy5tZW1vaC5icmlkZ2UudjEuUmVhZFJhd1JlcXVlc3QaHS5tZW1vaC5icmlkZ2UudjEuUmVhZFJhd0NodW5rMAESUQoIV3JpdGVSYXcSIC5tZW1vaC5icmlkZ2UudjEuV3JpdGVSYXdSZXF1ZXN0GiEubWVtb2guYnJpZGdlLnYxLldyaXRlUmF3UmVzcG9uc2UoARJGCgVNa2RpchIdLm1lbW9oLmJyaWRnZS52MS5Na2RpclJlcXVlc3QaHi5tZW1vaC5icmlkZ2UudjEuTWtkaXJSZXNwb25zZRJJCgZSZW5hbWUSHi5tZW1vaC5icmlkZ2UudjEuUmVuYW1lUmVxdWVzdBofLm1lbW9oLmJyaWRnZS52MS5SZW5hbWVSZXNwb25zZRJVCgpEZWxldGVGaWxlEiIubWVtb2guYnJpZGdlLnYxLkRlbGV0ZUZpbGVSZXF1ZXN0GiMubWVtb2guYnJpZGdlLnYxLkRlbGV0ZUZpbGVSZXNwb25zZRJHCgRFeGVjEhwubWVtb2guYnJpZGdlLnYxLkV4ZWNSZXF1ZXN0Gh0ubWVtb2guYnJpZGdlLnYxLkV4ZWNSZXNwb25zZSgBMAESUwoITWNwU3RkaW8SIC5tZW1vaC5icmlkZ2UudjEuTWNwU3RkaW9SZXF1ZXN0GiEubWVtb2guYnJpZGdlLnYxLk1jcFN0ZGlvUmVzcG9uc2UoATABYgZwcm90bzM");
+  fileDesc("ChxtZW1vaC9icmlkZ2UvdjEvYnJpZGdlLnByb3RvEg9tZW1vaC5icmlkZ2UudjEiDQoLSW5mb1JlcXVlc3Qi2gEKDEluZm9SZXNwb25zZRIVCg1hZ2VudF92ZXJzaW9uGAEgASgJEhgKEHByb3RvY29sX3ZlcnNpb24YAiABKA0SCwoDcGlkGAMgASgFEhYKDnVwdGltZV9zZWNvbmRzGAQgASgBEhQKDGNhcGFiaWxpdGllcxgFIAMoCRIUCgxub2RlX3ZlcnNpb24YBiABKAkSEAoIZGF0YV9kaXIYByABKAkSDgoGbGlzdGVuGAggASgJEhAKCGhvc3RuYW1lGAkgASgJEhQKDHdvcmtzcGFjZV9pZBgKIAEoCSLyAQoIRmlsZUluZm8SDAoEcGF0aBgBIAEoCRIMCgRuYW1lGAIgASgJEicKBHR5cGUYAyABKA4yGS5tZW1vaC5icmlkZ2UudjEuRmlsZVR5cGUSDAoEbW9kZRgEIAEoDRIMCgRzaXplGAUgASgDEhAKCG10aW1lX21zGAYgASgDEhYKDnN5bWxpbmtfdGFyZ2V0GAcgASgJEhIKCnBhdGhfYnl0ZXMYCCABKAwSEgoKbmFtZV9ieXRlcxgJIAEoDBIcChRzeW1saW5rX3RhcmdldF9ieXRlcxgKIAEoDBIVCg1wYXRoX3Rvb19sb25nGAsgASgIIi8KC1N0YXRSZXF1ZXN0EgwKBHBhdGgYASABKAkSEgoKcGF0aF9ieXRlcxgCIAEoDCI3CgxTdGF0UmVzcG9uc2USJwoEaW5mbxgBIAEoCzIZLm1lbW9oLmJyaWRnZS52MS5GaWxlSW5mbyJ3Cg5MaXN0RGlyUmVxdWVzdBIMCgRwYXRoGAEgASgJEhEKCXJlY3Vyc2l2ZRgCIAEoCBIRCgltYXhfZGVwdGgYAyABKA0SDgoGb2Zmc2V0GAQgASgNEg0KBWxpbWl0GAUgASgNEhIKCnBhdGhfYnl0ZXMYBiABKAwilgEKD0xpc3REaXJSZXNwb25zZRIqCgdlbnRyaWVzGAEgAygLMhkubWVtb2guYnJpZGdlLnYxLkZpbGVJbmZvEg0KBXRvdGFsGAIgASgNEhAKCGhhc19tb3JlGAMgASgIEhMKC25leHRfb2Zmc2V0GAQgASgNEhEKCXRydW5jYXRlZBgFIAEoCBIOCgZzb3J0ZWQYBiABKAgiXAoPUmVhZEZpbGVSZXF1ZXN0EgwKBHBhdGgYASABKAkSEwoLbGluZV9vZmZzZXQYAiABKA0SEgoKbGluZV9saW1pdBgDIAEoDRISCgpwYXRoX2J5dGVzGAQgASgMIpIBChBSZWFkRmlsZVJlc3BvbnNlEg8KB2NvbnRlbnQYASABKAkSEwoLdG90YWxfbGluZXMYAiABKA0SEwoLbGluZV9vZmZzZXQYAyABKA0SEgoKbGluZV9jb3VudBgEIAEoDRIRCgl0cnVuY2F0ZWQYBSABKAgSDgoGYmluYXJ5GAYgASgIEgwKBHNpemUYByABKAMiUwoQV3JpdGVGaWxlUmVxdWVzdBIMCgRwYXRoGAEgASgJEg8KB2NvbnRlbnQYAiABKAwSDAoEbW9kZRgDIAEoDRISCgpwYXRoX2J5dGVzGAQgASgMIioKEVdyaXRlRmlsZVJlc3BvbnNlEhUKDWJ5dGVzX3dyaXR0ZW4YASABKAMiUgoOUmVhZFJhd1JlcXVlc3QSDAoEcGF0aBgBIAEoCRIOCgZvZmZzZXQYAiABKAMSDgoGbGVuZ3RoGAMgASgDEhIKCnBhdGhfYnl0ZXMYBCABKAwiPwoMUmVhZFJhd0NodW5rEgwKBGRhdGEYASABKAwSDgoGb2Zmc2V0GAIgASgDEhEKCWZpbGVfc2l6ZRgDIAEoAyI/Cg1Xcml0ZVJhd1N0YXJ0EgwKBHBhdGgYASABKAkSDAoEbW9kZRgCIAEoDRISCgpwYXRoX2J5dGVzGAMgASgMIi0KDVdyaXRlUmF3Q2h1bmsSDAoEZGF0YRgBIAEoDBIOCgZvZmZzZXQYAiABKAMiiwEKD1dyaXRlUmF3UmVxdWVzdBIvCgVzdGFydBgBIAEoCzIeLm1lbW9oLmJyaWRnZS52MS5Xcml0ZVJhd1N0YXJ0SAASLwoFY2h1bmsYAiABKAsyHi5tZW1vaC5icmlkZ2UudjEuV3JpdGVSYXdDaHVua0gAEg8KBWFib3J0GAMgASgISABCBQoDbXNnIjkKEFdyaXRlUmF3UmVzcG9uc2USFQoNYnl0ZXNfd3JpdHRlbhgBIAEoAxIOCgZzaGEyNTYYAiABKAkiTwoMTWtkaXJSZXF1ZXN0EgwKBHBhdGgYASABKAkSDwoHcGFyZW50cxgCIAEoCBIMCgRtb2RlGAMgASgNEhIKCnBhdGhfYnl0ZXMYBCABKAwiDwoNTWtkaXJSZXNwb25zZSJiCg1SZW5hbWVSZXF1ZXN0EgwKBGZyb20YASABKAkSCgoCdG8YAiABKAkSEQoJb3ZlcndyaXRlGAMgASgIEhIKCmZyb21fYnl0ZXMYBCABKAwSEAoIdG9fYnl0ZXMYBSABKAwiEAoOUmVuYW1lUmVzcG9uc2UiSAoRRGVsZXRlRmlsZVJlcXVlc3QSDAoEcGF0aBgBIAEoCRIRCglyZWN1cnNpdmUYAiABKAgSEgoKcGF0aF9ieXRlcxgDIAEoDCIUChJEZWxldGVGaWxlUmVzcG9uc2UiJQoHUHR5U2l6ZRIMCgRjb2xzGAEgASgNEgwKBHJvd3MYAiABKA0iugIKCUV4ZWNTdGFydBIMCgRhcmd2GAEgAygJEg8KB2NvbW1hbmQYAiABKAkSMAoDZW52GAMgAygLMiMubWVtb2guYnJpZGdlLnYxLkV4ZWNTdGFydC5FbnZFbnRyeRIRCgljbGVhbl9lbnYYBCABKAgSEQoJdW5zZXRfZW52GAUgAygJEgsKA2N3ZBgGIAEoCRISCgp0aW1lb3V0X21zGAcgASgNEgsKA3B0eRgIIAEoCBIqCghwdHlfc2l6ZRgJIAEoCzIYLm1lbW9oLmJyaWRnZS52MS5QdHlTaXplEg0KBXN0ZGluGAogASgMEhMKC2Nsb3NlX3N0ZGluGAsgASgIEgwKBHVzZXIYDCABKAkaKgoIRW52RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKnAQoLRXhlY1JlcXVlc3QSKwoFc3RhcnQYASABKAsyGi5tZW1vaC5icmlkZ2UudjEuRXhlY1N0YXJ0SAASDwoFc3RkaW4YAiABKAxIABIVCgtjbG9zZV9zdGRpbhgDIAEoCEgAEhAKBnNpZ25hbBgEIAEoCUgAEioKBnJlc2l6ZRgFIAEoCzIYLm1lbW9oLmJyaWRnZS52MS5QdHlTaXplSABCBQoDbXNnIhoKC0V4ZWNTdGFydGVkEgsKA3BpZBgBIAEoBSJQCghFeGVjRXhpdBIMCgRjb2RlGAEgASgFEg4KBnNpZ25hbBgCIAEoCRIRCgl0aW1lZF9vdXQYAyABKAgSEwoLZHVyYXRpb25fbXMYBCABKAEilQEKDEV4ZWNSZXNwb25zZRIvCgdzdGFydGVkGAEgASgLMhwubWVtb2guYnJpZGdlLnYxLkV4ZWNTdGFydGVkSAASEAoGc3Rkb3V0GAIgASgMSAASEAoGc3RkZXJyGAMgASgMSAASKQoEZXhpdBgEIAEoCzIZLm1lbW9oLmJyaWRnZS52MS5FeGVjRXhpdEgAQgUKA21zZyKrAQoNTWNwU3RkaW9TdGFydBIPCgdjb21tYW5kGAEgASgJEgwKBGFyZ3MYAiADKAkSNAoDZW52GAMgAygLMicubWVtb2guYnJpZGdlLnYxLk1jcFN0ZGlvU3RhcnQuRW52RW50cnkSCwoDY3dkGAQgASgJEgwKBHVzZXIYBSABKAkaKgoIRW52RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJzCg9NY3BTdGRpb1JlcXVlc3QSLwoFc3RhcnQYASABKAsyHi5tZW1vaC5icmlkZ2UudjEuTWNwU3RkaW9TdGFydEgAEhEKB21lc3NhZ2UYAiABKAlIABIVCgtjbG9zZV9zdGRpbhgDIAEoCEgAQgUKA21zZyIeCg9NY3BTdGRpb1N0YXJ0ZWQSCwoDcGlkGAEgASgFIkEKDE1jcFN0ZGlvRXhpdBIMCgRjb2RlGAEgASgFEg4KBnNpZ25hbBgCIAEoCRITCgtzdGRlcnJfdGFpbBgDIAMoCSKoAQoQTWNwU3RkaW9SZXNwb25zZRIzCgdzdGFydGVkGAEgASgLMiAubWVtb2guYnJpZGdlLnYxLk1jcFN0ZGlvU3RhcnRlZEgAEhEKB21lc3NhZ2UYAiABKAlIABIWCgxzdGRvdXRfbm9pc2UYAyABKAlIABItCgRleGl0GAQgASgLMh0ubWVtb2guYnJpZGdlLnYxLk1jcFN0ZGlvRXhpdEgAQgUKA21zZyp+CghGaWxlVHlwZRIZChVGSUxFX1RZUEVfVU5TUEVDSUZJRUQQABISCg5GSUxFX1RZUEVfRklMRRABEhcKE0ZJTEVfVFlQRV9ESVJFQ1RPUlkQAhIVChFGSUxFX1RZUEVfU1lNTElOSxADEhMKD0ZJTEVfVFlQRV9PVEhFUhAEMrcHChBDb250YWluZXJTZXJ2aWNlEkMKBEluZm8SHC5tZW1vaC5icmlkZ2UudjEuSW5mb1JlcXVlc3QaHS5tZW1vaC5icmlkZ2UudjEuSW5mb1Jlc3BvbnNlEkMKBFN0YXQSHC5tZW1vaC5icmlkZ2UudjEuU3RhdFJlcXVlc3QaHS5tZW1vaC5icmlkZ2UudjEuU3RhdFJlc3BvbnNlEkwKB0xpc3REaXISHy5tZW1vaC5icmlkZ2UudjEuTGlzdERpclJlcXVlc3QaIC5tZW1vaC5icmlkZ2UudjEuTGlzdERpclJlc3BvbnNlEk8KCFJlYWRGaWxlEiAubWVtb2guYnJpZGdlLnYxLlJlYWRGaWxlUmVxdWVzdBohLm1lbW9oLmJyaWRnZS52MS5SZWFkRmlsZVJlc3BvbnNlElIKCVdyaXRlRmlsZRIhLm1lbW9oLmJyaWRnZS52MS5Xcml0ZUZpbGVSZXF1ZXN0GiIubWVtb2guYnJpZGdlLnYxLldyaXRlRmlsZVJlc3BvbnNlEksKB1JlYWRSYXcSHy5tZW1vaC5icmlkZ2UudjEuUmVhZFJhd1JlcXVlc3QaHS5tZW1vaC5icmlkZ2UudjEuUmVhZFJhd0NodW5rMAESUQoIV3JpdGVSYXcSIC5tZW1vaC5icmlkZ2UudjEuV3JpdGVSYXdSZXF1ZXN0GiEubWVtb2guYnJpZGdlLnYxLldyaXRlUmF3UmVzcG9uc2UoARJGCgVNa2RpchIdLm1lbW9oLmJyaWRnZS52MS5Na2RpclJlcXVlc3QaHi5tZW1vaC5icmlkZ2UudjEuTWtkaXJSZXNwb25zZRJJCgZSZW5hbWUSHi5tZW1vaC5icmlkZ2UudjEuUmVuYW1lUmVxdWVzdBofLm1lbW9oLmJyaWRnZS52MS5SZW5hbWVSZXNwb25zZRJVCgpEZWxldGVGaWxlEiIubWVtb2guYnJpZGdlLnYxLkRlbGV0ZUZpbGVSZXF1ZXN0GiMubWVtb2guYnJpZGdlLnYxLkRlbGV0ZUZpbGVSZXNwb25zZRJHCgRFeGVjEhwubWVtb2guYnJpZGdlLnYxLkV4ZWNSZXF1ZXN0Gh0ubWVtb2guYnJpZGdlLnYxLkV4ZWNSZXNwb25zZSgBMAESUwoITWNwU3RkaW8SIC5tZW1vaC5icmlkZ2UudjEuTWNwU3RkaW9SZXF1ZXN0GiEubWVtb2guYnJpZGdlLnYxLk1jcFN0ZGlvUmVzcG9uc2UoATABYgZwcm90bzM");
 
 /**
  * @generated from message memoh.bridge.v1.InfoRequest
@@ -104,6 +111,12 @@ export const InfoResponseSchema: GenMessage<InfoResponse> = /*@__PURE__*/
   messageDesc(file_memoh_bridge_v1_bridge, 1);
 
 /**
+ * path, name and symlink_target are text. When one of them is not valid
+ * UTF-8, its *_bytes field holds the exact bytes and the text field a lossy
+ * display form (each invalid sequence replaced by U+FFFD), which may name
+ * another file or none: address the file with the bytes (path_bytes in a
+ * request). The *_bytes fields are empty when the text is exact.
+ *
  * @generated from message memoh.bridge.v1.FileInfo
  */
 export type FileInfo = Message<"memoh.bridge.v1.FileInfo"> & {
@@ -120,6 +133,8 @@ export type FileInfo = Message<"memoh.bridge.v1.FileInfo"> & {
   name: string;
 
   /**
+   * FILE_TYPE_OTHER: a FIFO, socket or device (Stat; ReadFile refuses them).
+   *
    * @generated from field: memoh.bridge.v1.FileType type = 3;
    */
   type: FileType;
@@ -149,6 +164,34 @@ export type FileInfo = Message<"memoh.bridge.v1.FileInfo"> & {
    * @generated from field: string symlink_target = 7;
    */
   symlinkTarget: string;
+
+  /**
+   * The exact bytes of path, name and symlink_target when they are not UTF-8.
+   *
+   * @generated from field: bytes path_bytes = 8;
+   */
+  pathBytes: Uint8Array;
+
+  /**
+   * @generated from field: bytes name_bytes = 9;
+   */
+  nameBytes: Uint8Array;
+
+  /**
+   * @generated from field: bytes symlink_target_bytes = 10;
+   */
+  symlinkTargetBytes: Uint8Array;
+
+  /**
+   * ListDir: the entry's absolute path is longer than PATH_MAX (4095 bytes),
+   * so no request can name it. Only path, name (with their bytes) and type
+   * are set; a recursive listing does not descend into such a directory.
+   * Rename an ancestor to a shorter path to reach it; DeleteFile with
+   * recursive removes it with its ancestor.
+   *
+   * @generated from field: bool path_too_long = 11;
+   */
+  pathTooLong: boolean;
 };
 
 /**
@@ -166,6 +209,11 @@ export type StatRequest = Message<"memoh.bridge.v1.StatRequest"> & {
    * @generated from field: string path = 1;
    */
   path: string;
+
+  /**
+   * @generated from field: bytes path_bytes = 2;
+   */
+  pathBytes: Uint8Array;
 };
 
 /**
@@ -193,6 +241,14 @@ export const StatResponseSchema: GenMessage<StatResponse> = /*@__PURE__*/
   messageDesc(file_memoh_bridge_v1_bridge, 4);
 
 /**
+ * Order: entries are sorted by path, byte by byte (UTF-8 text sorts by code
+ * point), for every recursive listing and for a directory of at most 20,000
+ * entries. A larger directory listed without recursive is streamed in the
+ * order the file system returns it (sorted = false): that order is stable
+ * while the directory does not change, so offset/limit pages neither overlap
+ * nor skip, and the agent holds at most one page plus 20,000 names at a time.
+ * Either way, a changed directory may make pages overlap or skip.
+ *
  * @generated from message memoh.bridge.v1.ListDirRequest
  */
 export type ListDirRequest = Message<"memoh.bridge.v1.ListDirRequest"> & {
@@ -214,18 +270,23 @@ export type ListDirRequest = Message<"memoh.bridge.v1.ListDirRequest"> & {
   maxDepth: number;
 
   /**
-   * Paging over the sorted entries.
+   * Paging: the first entry to return, counted in the listing's order.
    *
    * @generated from field: uint32 offset = 4;
    */
   offset: number;
 
   /**
-   * 0 = the agent's default (1000).
+   * Most entries in the page; 0 = the agent's default (1000), at most 10,000.
    *
    * @generated from field: uint32 limit = 5;
    */
   limit: number;
+
+  /**
+   * @generated from field: bytes path_bytes = 6;
+   */
+  pathBytes: Uint8Array;
 };
 
 /**
@@ -245,16 +306,42 @@ export type ListDirResponse = Message<"memoh.bridge.v1.ListDirResponse"> & {
   entries: FileInfo[];
 
   /**
-   * Number of entries found in all (before paging).
+   * Number of entries in the listing (every page counts the same entries;
+   * an entry that vanished between reading the directory and its lstat is
+   * left out of its page).
    *
    * @generated from field: uint32 total = 2;
    */
   total: number;
 
   /**
+   * Entries follow this page: ask again with offset = next_offset.
+   *
    * @generated from field: bool has_more = 3;
    */
   hasMore: boolean;
+
+  /**
+   * The offset of the first entry after this page.
+   *
+   * @generated from field: uint32 next_offset = 4;
+   */
+  nextOffset: number;
+
+  /**
+   * The page stopped before `limit` entries because it reached the agent's
+   * page size in bytes (8 MiB of encoded entries, within the 16 MiB message).
+   *
+   * @generated from field: bool truncated = 5;
+   */
+  truncated: boolean;
+
+  /**
+   * Entries are sorted by path (see the order above); false: directory order.
+   *
+   * @generated from field: bool sorted = 6;
+   */
+  sorted: boolean;
 };
 
 /**
@@ -265,6 +352,11 @@ export const ListDirResponseSchema: GenMessage<ListDirResponse> = /*@__PURE__*/
   messageDesc(file_memoh_bridge_v1_bridge, 6);
 
 /**
+ * ReadFile and ReadRaw read regular files (a symlink is followed). A
+ * directory is INVALID_ARGUMENT; a FIFO, socket or device is
+ * FAILED_PRECONDITION naming its type (it is never opened for long: a FIFO
+ * without writer does not block the call).
+ *
  * @generated from message memoh.bridge.v1.ReadFileRequest
  */
 export type ReadFileRequest = Message<"memoh.bridge.v1.ReadFileRequest"> & {
@@ -286,6 +378,11 @@ export type ReadFileRequest = Message<"memoh.bridge.v1.ReadFileRequest"> & {
    * @generated from field: uint32 line_limit = 3;
    */
   lineLimit: number;
+
+  /**
+   * @generated from field: bytes path_bytes = 4;
+   */
+  pathBytes: Uint8Array;
 };
 
 /**
@@ -349,6 +446,9 @@ export const ReadFileResponseSchema: GenMessage<ReadFileResponse> = /*@__PURE__*
   messageDesc(file_memoh_bridge_v1_bridge, 8);
 
 /**
+ * WriteFile and WriteRaw replace regular files only: a directory is
+ * INVALID_ARGUMENT, a FIFO, socket or device FAILED_PRECONDITION naming its type.
+ *
  * @generated from message memoh.bridge.v1.WriteFileRequest
  */
 export type WriteFileRequest = Message<"memoh.bridge.v1.WriteFileRequest"> & {
@@ -368,6 +468,11 @@ export type WriteFileRequest = Message<"memoh.bridge.v1.WriteFileRequest"> & {
    * @generated from field: uint32 mode = 3;
    */
   mode: number;
+
+  /**
+   * @generated from field: bytes path_bytes = 4;
+   */
+  pathBytes: Uint8Array;
 };
 
 /**
@@ -414,6 +519,11 @@ export type ReadRawRequest = Message<"memoh.bridge.v1.ReadRawRequest"> & {
    * @generated from field: int64 length = 3;
    */
   length: bigint;
+
+  /**
+   * @generated from field: bytes path_bytes = 4;
+   */
+  pathBytes: Uint8Array;
 };
 
 /**
@@ -469,6 +579,11 @@ export type WriteRawStart = Message<"memoh.bridge.v1.WriteRawStart"> & {
    * @generated from field: uint32 mode = 2;
    */
   mode: number;
+
+  /**
+   * @generated from field: bytes path_bytes = 3;
+   */
+  pathBytes: Uint8Array;
 };
 
 /**
@@ -587,6 +702,11 @@ export type MkdirRequest = Message<"memoh.bridge.v1.MkdirRequest"> & {
    * @generated from field: uint32 mode = 3;
    */
   mode: number;
+
+  /**
+   * @generated from field: bytes path_bytes = 4;
+   */
+  pathBytes: Uint8Array;
 };
 
 /**
@@ -610,6 +730,11 @@ export const MkdirResponseSchema: GenMessage<MkdirResponse> = /*@__PURE__*/
   messageDesc(file_memoh_bridge_v1_bridge, 18);
 
 /**
+ * Rename and DeleteFile refuse (INVALID_ARGUMENT) to move or remove "/", the
+ * data dir, the agent's socket and its dir, the runtime bundle (/opt/memoh) or
+ * anything holding one of them, however the path names them (".", "..",
+ * symlinked parents, bind mounts): the check compares real paths and inodes.
+ *
  * @generated from message memoh.bridge.v1.RenameRequest
  */
 export type RenameRequest = Message<"memoh.bridge.v1.RenameRequest"> & {
@@ -629,6 +754,18 @@ export type RenameRequest = Message<"memoh.bridge.v1.RenameRequest"> & {
    * @generated from field: bool overwrite = 3;
    */
   overwrite: boolean;
+
+  /**
+   * from and to as raw bytes: for each, set the text or the bytes field.
+   *
+   * @generated from field: bytes from_bytes = 4;
+   */
+  fromBytes: Uint8Array;
+
+  /**
+   * @generated from field: bytes to_bytes = 5;
+   */
+  toBytes: Uint8Array;
 };
 
 /**
@@ -661,9 +798,17 @@ export type DeleteFileRequest = Message<"memoh.bridge.v1.DeleteFileRequest"> & {
   path: string;
 
   /**
+   * Remove a directory with everything in it (never following symlinks; any
+   * depth, paths longer than PATH_MAX included).
+   *
    * @generated from field: bool recursive = 2;
    */
   recursive: boolean;
+
+  /**
+   * @generated from field: bytes path_bytes = 3;
+   */
+  pathBytes: Uint8Array;
 };
 
 /**
@@ -1172,7 +1317,7 @@ export const ContainerService: GenService<{
     output: typeof InfoResponseSchema;
   },
   /**
-   * One path's metadata; symlinks are not followed.
+   * One path's metadata; a symlink is described, not followed.
    *
    * @generated from rpc memoh.bridge.v1.ContainerService.Stat
    */
@@ -1182,7 +1327,7 @@ export const ContainerService: GenService<{
     output: typeof StatResponseSchema;
   },
   /**
-   * A directory's entries, sorted by path; optionally recursive and paged.
+   * A directory's entries; optionally recursive; paged by count and bytes.
    *
    * @generated from rpc memoh.bridge.v1.ContainerService.ListDir
    */
