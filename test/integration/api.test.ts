@@ -5,6 +5,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
+import net from "node:net";
 import { request } from "undici";
 import WebSocket from "ws";
 import { Validator } from "@seriousme/openapi-schema-validator";
@@ -56,6 +57,37 @@ function assertError(r: { status: number; json: Json; text: string }, status: nu
   assert.ok(typeof e?.message === "string" && e.message.length > 0, r.text);
   assert.doesNotMatch(r.text, /at .*\.ts:\d+|node_modules/, "a stack trace reached the client");
   if (message) assert.match(e!.message!, message);
+}
+
+/**
+ * A POST announcing a body that is too large, over a raw socket: the server answers 413
+ * from the Content-Length alone, before the client could have written it all.
+ */
+function oversized(route: string, body: string): Promise<{ status: number; json: Json; text: string }> {
+  return new Promise((resolve, reject) => {
+    const url = new URL(s.url);
+    const sock = net.connect(Number(url.port), url.hostname);
+    let received = "";
+    sock.on("data", (d: Buffer) => (received += d.toString()));
+    sock.on("error", () => undefined);
+    sock.on("close", () => {
+      const m = /^HTTP\/1\.1 (\d{3})/.exec(received);
+      if (!m) return reject(new Error(`no HTTP answer: ${received.slice(0, 200)}`));
+      const text = received.slice(received.indexOf("\r\n\r\n") + 4);
+      const json = (() => {
+        try {
+          return JSON.parse(text) as Json;
+        } catch {
+          return {};
+        }
+      })();
+      resolve({ status: Number(m[1]), json, text });
+    });
+    sock.write(`POST ${route} HTTP/1.1\r\nHost: ${url.host}\r\nAuthorization: Bearer ${s.adminToken}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n`);
+    // Only the start of the body: the server decides from Content-Length, answers and closes;
+    // writing the rest would race its close (an RST can discard the answer).
+    sock.write(body.slice(0, 64 * 1024));
+  });
 }
 
 async function sseCreate(bot: string, body: unknown, opts: { abortAfter?: string } = {}) {
@@ -358,8 +390,8 @@ test("abuse: NUL in a path, a 20 MB JSON body, a multipart without a file, a tru
   const base = `/bots/${bot}/container/fs`;
   assertError(await call("GET", `${base}?path=a%00b`), 400, "invalid_argument");
   assertError(await call("POST", `${base}/write`, { body: { path: "x\u0000y", content: "z" } }), 400, "invalid_argument");
-  assertError(await call("POST", `/bots/${bot}/container/exec`, { raw: JSON.stringify({ command: "x".repeat(20 * 1024 * 1024) }), headers: { "content-type": "application/json" } }), 413, "payload_too_large");
-  assertError(await call("POST", `${base}/write`, { raw: JSON.stringify({ path: "big", content: "x".repeat(30 * 1024 * 1024) }), headers: { "content-type": "application/json" } }), 413, "payload_too_large");
+  assertError(await oversized(`/bots/${bot}/container/exec`, JSON.stringify({ command: "x".repeat(20 * 1024 * 1024) })), 413, "payload_too_large");
+  assertError(await oversized(`${base}/write`, JSON.stringify({ path: "big", content: "x".repeat(30 * 1024 * 1024) })), 413, "payload_too_large");
   const boundary = "b0undary";
   const fieldOnly = `--${boundary}\r\nContent-Disposition: form-data; name="path"\r\n\r\nnofile.txt\r\n--${boundary}--\r\n`;
   assertError(await call("POST", `${base}/upload`, { raw: fieldOnly, headers: { "content-type": `multipart/form-data; boundary=${boundary}` } }), 400, "invalid_argument", /no file/);
