@@ -55,7 +55,8 @@ function escapeRegExp(s: string): string {
 export function findWhitespaceTolerant(text: string, needle: string): TextMatch[] {
   const words = needle.trim().split(/\s+/).filter((w) => w !== "");
   if (words.length === 0) return [];
-  const re = new RegExp(words.map(escapeRegExp).join("\\s+"), "g");
+  // Spaces the file has at the end of the match's last line belong to it (a model drops them).
+  const re = new RegExp(`${words.map(escapeRegExp).join("\\s+")}(?:[ \\t]+(?=\\r?\\n|$))?`, "g");
   const starts = lineStarts(text);
   const out: TextMatch[] = [];
   for (const m of text.matchAll(re)) out.push({ start: m.index, end: m.index + m[0].length, line: lineOf(starts, m.index) });

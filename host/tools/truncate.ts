@@ -85,8 +85,8 @@ export function truncateOutput(text: string, limits: OutputLimits = { maxBytes: 
   const tail: string[] = [];
   let tailBytes = 0;
   let tailStart = lines.length; // lines[tailStart, length) are kept whole
-  const firstTailCandidate = headPartial === "" ? headEnd : 1;
-  while (tailStart > firstTailCandidate && tail.length < tailMaxLines) {
+  const tailFloor = headPartial !== "" ? 1 : headEnd;
+  while (tailStart > tailFloor && tail.length < tailMaxLines) {
     const b = Buffer.byteLength(lines[tailStart - 1]!, "utf8");
     if (tailBytes + b > halfBytes) break;
     tail.unshift(lines[tailStart - 1]!);
@@ -94,13 +94,11 @@ export function truncateOutput(text: string, limits: OutputLimits = { maxBytes: 
     tailStart--;
   }
   let tailPartial = "";
-  if (tail.length === 0 && tailStart > firstTailCandidate) {
-    tailPartial = utf8Suffix(lines[tailStart - 1]!, halfBytes);
-    // The same line cut at both ends: the head's part and the tail's must not overlap.
-    if (headPartial !== "" && tailStart - 1 === 0) {
-      const lineBytes = Buffer.byteLength(lines[0]!, "utf8");
-      tailPartial = utf8Suffix(lines[0]!, Math.min(halfBytes, lineBytes - headBytes));
-    }
+  if (tail.length === 0) {
+    const last = tailStart - 1;
+    if (last >= tailFloor) tailPartial = utf8Suffix(lines[last]!, halfBytes);
+    // One line cut at both ends: the tail's part must not overlap the head's.
+    else if (headPartial !== "" && last === 0) tailPartial = utf8Suffix(lines[0]!, Math.min(halfBytes, Buffer.byteLength(lines[0]!, "utf8") - headBytes));
     tailBytes = Buffer.byteLength(tailPartial, "utf8");
   }
 
