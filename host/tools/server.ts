@@ -92,7 +92,7 @@ function registerTool(server: McpServer, botId: string, deps: ToolServerDeps, de
 }
 
 export function createToolServer(botId: string, deps: ToolServerDeps): McpServer {
-  const server = new McpServer({ name: SERVER_NAME, version: SERVER_VERSION }, { instructions: INSTRUCTIONS, capabilities: { prompts: {} } });
+  const server = new McpServer({ name: SERVER_NAME, version: SERVER_VERSION }, { instructions: INSTRUCTIONS, capabilities: { prompts: {}, logging: {} } });
   for (const def of [...BASE_TOOLS, ...(deps.extraTools ?? [])]) registerTool(server, botId, deps, def);
 
   // Skills change while a session lasts: prompts are listed from the workspace on each request.
