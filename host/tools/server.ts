@@ -14,6 +14,7 @@ import {
 import { WorkspaceError, describeError } from "../workspace/errors.js";
 import { applyPatchTool } from "./apply-patch.js";
 import { editTool } from "./edit.js";
+import { execTool } from "./exec.js";
 import { listTool } from "./list.js";
 import { readTool } from "./read.js";
 import { DATA_RESOURCE_TEMPLATE, dataPathOf, listDataResources, readDataResource } from "./resources.js";
@@ -38,7 +39,7 @@ export interface ToolServerDeps {
   extraTools?: ToolDefinition[];
 }
 
-export const BASE_TOOLS: ToolDefinition[] = [readTool, writeTool, listTool, editTool, applyPatchTool, listSkillsTool, useSkillTool] as ToolDefinition[];
+export const BASE_TOOLS: ToolDefinition[] = [readTool, writeTool, listTool, editTool, applyPatchTool, execTool, listSkillsTool, useSkillTool] as ToolDefinition[];
 
 const INSTRUCTIONS =
   "Tools to work in this bot's workspace, a Linux container: files under /data persist. Relative paths are relative to /data. " +

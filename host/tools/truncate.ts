@@ -20,6 +20,11 @@ export interface TruncatedOutput {
   omittedBytes: number;
 }
 
+/** The line that stands for what was left out between head and tail. */
+export function omissionMarker(lines: number, bytes: number, limits: OutputLimits = { maxBytes: OUTPUT_MAX_BYTES, maxLines: OUTPUT_MAX_LINES }): string {
+  return `[... ${lines} lines, ${bytes} bytes omitted: output over ${limits.maxLines} lines or ${limits.maxBytes} bytes keeps its head and tail ...]\n`;
+}
+
 /** Lines with their "\n"; a last line without one counts; "" has none. */
 export function splitLines(text: string): string[] {
   const lines: string[] = [];
@@ -109,7 +114,7 @@ export function truncateOutput(text: string, limits: OutputLimits = { maxBytes: 
   const omittedLines = Math.max(0, hiddenEnd - firstHidden);
   let out = head.join("") + headPartial;
   if (!out.endsWith("\n") && out !== "") out += "\n";
-  out += `[... ${omittedLines} lines, ${omittedBytes} bytes omitted: output over ${limits.maxLines} lines or ${limits.maxBytes} bytes keeps its head and tail ...]\n`;
+  out += omissionMarker(omittedLines, omittedBytes, limits);
   out += tailPartial + tail.join("");
   return { text: out, truncated: true, totalLines: lines.length, totalBytes, omittedLines, omittedBytes };
 }

@@ -141,7 +141,7 @@ test("the 2025-line client calls every file tool in a real workspace", async () 
   const { client, transport } = await legacyClient(BOT, botToken);
   assert.equal(transport.protocolVersion, "2025-11-25");
   const names = (await client.listTools()).tools.map((t) => t.name);
-  for (const n of ["read", "write", "list", "edit", "apply_patch", "list_skills", "use_skill"]) assert.ok(names.includes(n), `${n} in ${names.join(",")}`);
+  for (const n of ["read", "write", "list", "edit", "apply_patch", "exec", "list_skills", "use_skill"]) assert.ok(names.includes(n), `${n} in ${names.join(",")}`);
   assert.equal(text(await client.callTool({ name: "write", arguments: { path: "proj/app.txt", content: "one\r\ntwo\r\nthree\r\n" } })), "Wrote 17 bytes to proj/app.txt (new file).");
   assert.equal(text(await client.callTool({ name: "read", arguments: { path: "/data/proj/app.txt", line_offset: 2 } })), "     2\ttwo\n     3\tthree\n[lines 2-3 of 3]");
   assert.equal(text(await client.callTool({ name: "edit", arguments: { path: "proj/app.txt", old_text: "two", new_text: "2" } })), "Replaced 1 occurrence in proj/app.txt.");

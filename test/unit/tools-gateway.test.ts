@@ -88,7 +88,7 @@ test("a 2025-line client opens a session, lists the tools and calls them; 2025-1
   assert.match(transport.sessionId ?? "", /^[0-9a-f-]{36}$/);
   assert.equal(transport.protocolVersion, "2025-11-25");
   const tools = (await client.listTools()).tools;
-  assert.deepEqual(tools.map((t) => t.name).sort(), ["apply_patch", "edit", "list", "list_skills", "read", "use_skill", "write"]);
+  assert.deepEqual(tools.map((t) => t.name).sort(), ["apply_patch", "edit", "exec", "list", "list_skills", "read", "use_skill", "write"]);
   const read = tools.find((t) => t.name === "read")!;
   assert.equal((read.inputSchema.properties as Record<string, { description?: string }>).path!.description, "The file: absolute, or relative to /data");
   assert.match(text(await client.callTool({ name: "write", arguments: { path: "legacy/hello.txt", content: "hello\n" } })), /Wrote 6 bytes to legacy\/hello\.txt \(new file\)/);
@@ -101,7 +101,7 @@ test("a 2025-line client opens a session, lists the tools and calls them; 2025-1
 test("a 2026-07-28 client works without a session: discover, list, call", async () => {
   const client = await modernClient();
   assert.equal(client.getServerVersion()?.name, "memoh-workspace-tools");
-  assert.equal((await client.listTools()).tools.length, 7);
+  assert.equal((await client.listTools()).tools.length, 8);
   await fs.writeFile(path.join(agent.dataDir, "modern.txt"), "a\nb\nc\n");
   assert.equal(text(await client.callTool({ name: "read", arguments: { path: "modern.txt", line_offset: 2, n_lines: 1 } })), "     2\tb\n[lines 2-2 of 3; continue with line_offset=3]");
   await client.close();
@@ -294,3 +294,70 @@ test("/data files are resources through a template; a missing one is an error na
   await assert.rejects(client.readResource({ uri: "file:///data/..%2F..%2Fetc%2Fpasswd" }), /not a file under \/data/);
   await client.close();
 });
+
+async function gone(pid: number, timeoutMs = 10_000): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      process.kill(pid, 0);
+    } catch {
+      return true;
+    }
+    if (Date.now() > deadline) return false;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+test("exec: exit code, stdout and stderr; a timeout kills the command; long output keeps head and tail", async () => {
+  const client = await modernClient();
+  assert.equal(text(await client.callTool({ name: "exec", arguments: { command: "echo out; echo err >&2; exit 3", work_dir: agent.dataDir } })).replace(/, \d+\.\d s\]/, "]"), "[exit code 3]\n--- stdout (4 bytes, 1 lines) ---\nout\n--- stderr (4 bytes, 1 lines) ---\nerr\n");
+  const timedOut = text(await client.callTool({ name: "exec", arguments: { command: "sleep 20", work_dir: agent.dataDir, timeout: 1 } }));
+  assert.match(timedOut, /^\[timed out after 1 s and was killed \(exit code 137\), 1\.\d s\]/);
+  const long = text(await client.callTool({ name: "exec", arguments: { command: "seq 1 100000", work_dir: agent.dataDir } }));
+  assert.match(long, /^\[exit code 0, .*\]\n--- stdout \(588895 bytes, 100000 lines, truncated\) ---\n1\n2\n/);
+  assert.match(long, /\[\.\.\. \d+ lines, \d+ bytes omitted: output over 2000 lines or 65536 bytes keeps its head and tail \.\.\.\]\n/);
+  assert.match(long, /\n99999\n100000\n--- stderr: empty ---\n$/);
+  const badDir = await client.callTool({ name: "exec", arguments: { command: "true", work_dir: "/no/such/dir" } });
+  assert.equal(badDir.isError, true);
+  await client.close();
+});
+
+test("exec sends progress while it runs", async () => {
+  const { client, transport } = await legacyClient();
+  const seen: number[] = [];
+  const r = await client.callTool({ name: "exec", arguments: { command: "sleep 2.5; echo done", work_dir: agent.dataDir } }, undefined, { onprogress: (p) => seen.push(p.progress) });
+  assert.match(text(r), /^\[exit code 0/);
+  assert.deepEqual(seen.slice(0, 2), [1, 2]);
+  await transport.terminateSession();
+});
+
+for (const line of ["2025", "2026-07-28"] as const) {
+  test(`a cancelled exec (${line} client) kills the command's whole process group`, async () => {
+    const pidFile = path.join(agent.dataDir, `cancel-${line}.pid`);
+    const controller = new AbortController();
+    const command = `sleep 300 & echo $! > ${pidFile}; wait`;
+    let call: Promise<unknown>;
+    let close: () => Promise<void>;
+    if (line === "2025") {
+      const { client, transport } = await legacyClient();
+      call = client.callTool({ name: "exec", arguments: { command, work_dir: agent.dataDir, timeout: 600 } }, undefined, { signal: controller.signal });
+      close = () => transport.terminateSession();
+    } else {
+      const client = await modernClient();
+      call = client.callTool({ name: "exec", arguments: { command, work_dir: agent.dataDir, timeout: 600 } }, { signal: controller.signal });
+      close = () => client.close();
+    }
+    call.catch(() => undefined);
+    const deadline = Date.now() + 10_000;
+    while (!(await fs.readFile(pidFile, "utf8").catch(() => "")).trim()) {
+      assert.ok(Date.now() < deadline, "the command did not start");
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const pid = Number((await fs.readFile(pidFile, "utf8")).trim());
+    assert.equal(await gone(pid, 300), false, "the background child runs");
+    controller.abort();
+    await assert.rejects(call);
+    assert.equal(await gone(pid), true, "the background child of the cancelled command was killed");
+    await close();
+  });
+}

@@ -65,3 +65,29 @@ test("utf8Prefix and utf8Suffix never split a multi-byte character", () => {
   assert.equal(utf8Suffix("😀b", 4), "b");
   assert.equal(utf8Suffix("😀b", 5), "😀b");
 });
+
+test("streamed output of any size keeps its first and last lines and counts what went by", async () => {
+  const { OutputCollector } = await import("../../host/tools/output.js");
+  const c = new OutputCollector();
+  const lines = Array.from({ length: 200_000 }, (_, i) => `line ${i + 1}\n`);
+  // Arrives in odd-sized chunks, as a pipe delivers it.
+  const all = Buffer.from(lines.join(""));
+  for (let i = 0; i < all.length; i += 7919) c.push(all.subarray(i, i + 7919));
+  const t = c.text();
+  assert.equal(t.truncated, true);
+  assert.equal(t.totalLines, 200_000);
+  assert.equal(t.totalBytes, all.length);
+  const out = splitLines(t.text);
+  assert.equal(out[0], "line 1\n");
+  assert.equal(out[out.length - 1], "line 200000\n");
+  const marker = out.find((l) => MARKER.test(l))!;
+  const [, omittedLines, omittedBytes] = MARKER.exec(marker)!;
+  const shown = out.filter((l) => l !== marker);
+  assert.equal(Number(omittedLines) + shown.length, 200_000, "shown and omitted lines add up");
+  assert.equal(Number(omittedBytes) + Buffer.byteLength(shown.join("")), all.length, "shown and omitted bytes add up");
+  assert.ok(Buffer.byteLength(t.text) <= OUTPUT_MAX_BYTES + 200);
+  // Small output is kept whole.
+  const small = new OutputCollector();
+  small.push(Buffer.from("a\nb"));
+  assert.deepEqual({ text: small.text().text, lines: small.lines }, { text: "a\nb", lines: 2 });
+});
