@@ -12,6 +12,7 @@ import { StreamableHTTPClientTransport as LegacyTransport } from "@modelcontextp
 import { request } from "undici";
 import { buildLayer, buildOciImage, writeOciLayout } from "../../scripts/image-builder.js";
 import { startServerEnv, type ServerEnv } from "./env/server.js";
+import { waitFor } from "./env/workspace.js";
 
 let s: ServerEnv;
 const BOT = "mcpbot";
@@ -226,3 +227,41 @@ test("the file tools work in a workspace whose image has no shell and no libc", 
     await client.close();
   }
 });
+
+test("exec in a real workspace: output and exit code; a timed-out command is killed", async () => {
+  const client = await modernClient(BOT, botToken);
+  const r = text(await client.callTool({ name: "exec", arguments: { command: "echo hi from $(pwd); echo oops >&2; exit 2" } }));
+  assert.match(r, /^\[exit code 2, \d+\.\d s\]\n--- stdout \(14 bytes, 1 lines\) ---\nhi from \/data\n--- stderr \(5 bytes, 1 lines\) ---\noops\n$/);
+  const slow = text(await client.callTool({ name: "exec", arguments: { command: "sleep 30", timeout: 1 } }));
+  assert.match(slow, /^\[timed out after 1 s and was killed/);
+  await client.close();
+});
+
+for (const line of ["2025", "2026-07-28"] as const) {
+  test(`a cancelled long exec (${line} client) kills the command's process group in the workspace`, async () => {
+    const pidFile = `/data/cancel-${line}.pid`;
+    const command = `sleep 600 & echo $! > ${pidFile}; wait`;
+    const controller = new AbortController();
+    let call: Promise<unknown>;
+    let close: () => Promise<void>;
+    if (line === "2025") {
+      const { client, transport } = await legacyClient(BOT, botToken);
+      call = client.callTool({ name: "exec", arguments: { command, timeout: 600 } }, undefined, { signal: controller.signal });
+      close = () => transport.terminateSession();
+    } else {
+      const client = await modernClient(BOT, botToken);
+      call = client.callTool({ name: "exec", arguments: { command, timeout: 600 } }, { signal: controller.signal });
+      close = () => client.close();
+    }
+    call.catch(() => undefined);
+    const pid = await waitFor("the command's pid file", async () => {
+      const r = await api("POST", `/bots/${BOT}/container/exec`, { argv: ["cat", pidFile] });
+      return r.status === 200 && (r.json.exit_code as number) === 0 && /^\d+\n$/.test(r.json.stdout as string) ? Number(r.json.stdout) : undefined;
+    });
+    assert.equal((await execIn(BOT, ["kill", "-0", String(pid)])).exit_code, 0, "the background sleep runs");
+    controller.abort();
+    await assert.rejects(call);
+    await waitFor("the background sleep to be killed", async () => ((await execIn(BOT, ["kill", "-0", String(pid)])).exit_code !== 0 ? true : undefined));
+    await close();
+  });
+}
