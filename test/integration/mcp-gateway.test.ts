@@ -10,6 +10,7 @@ import { Client as ModernClient, StreamableHTTPClientTransport as ModernTranspor
 import { Client as LegacyClient } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport as LegacyTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { request } from "undici";
+import { Validator } from "@seriousme/openapi-schema-validator";
 import { buildLayer, buildOciImage, writeOciLayout } from "../../scripts/image-builder.js";
 import { startServerEnv, type ServerEnv } from "./env/server.js";
 import { waitFor } from "./env/workspace.js";
@@ -122,6 +123,14 @@ test("auth: no token is 401, another bot's token is 403, the bot's own token and
   assert.equal(cross.statusCode, 404);
   await cross.body.dump();
   await transport.terminateSession();
+});
+
+test("the gateway is in the OpenAPI document, which still validates as 3.1", async () => {
+  const doc = await api("GET", "/openapi.json");
+  const paths = doc.json.paths as Record<string, Record<string, unknown>>;
+  assert.deepEqual(Object.keys(paths["/bots/{bot_id}/tools"] ?? {}).sort(), ["delete", "get", "post"]);
+  const verdict = await new Validator().validate(doc.json);
+  assert.equal(verdict.valid, true, JSON.stringify(verdict).slice(0, 2000));
 });
 
 test("a foreign Origin is refused with 403 on both protocol lines", async () => {
