@@ -65,6 +65,10 @@ export interface Config {
   taskLogKeep: number;
   /** Largest file the API accepts in one upload, in bytes (MEMOH_UPLOAD_MAX_MB). */
   uploadMaxBytes: number;
+  /** A tool gateway session (2025 protocol line) without requests for this long is closed (MEMOH_MCP_SESSION_IDLE_S, in ms here). */
+  mcpSessionIdleMs: number;
+  /** Host names the tool gateway accepts besides loopback names and IP addresses (MEMOH_MCP_ALLOWED_HOSTS). */
+  mcpAllowedHosts: string[];
 }
 
 /** The image `npm run up` builds from this machine's files (works offline). */
@@ -95,6 +99,7 @@ export const DEFAULTS = {
   taskLogMaxMb: 10,
   taskLogKeep: 2,
   uploadMaxMb: 4096,
+  mcpSessionIdleS: 1800,
 };
 
 const MIB = 1024 * 1024;
@@ -134,9 +139,11 @@ const KEYS = {
   task_log_max_mb: "MEMOH_TASK_LOG_MAX_MB",
   task_log_keep: "MEMOH_TASK_LOG_KEEP",
   upload_max_mb: "MEMOH_UPLOAD_MAX_MB",
+  mcp_session_idle_s: "MEMOH_MCP_SESSION_IDLE_S",
+  mcp_allowed_hosts: "MEMOH_MCP_ALLOWED_HOSTS",
 } as const;
 
-type NumericKey = "limit_memory_mb" | "limit_cpus" | "limit_pids" | "lock_timeout_ms" | "events_keep" | "task_log_max_mb" | "task_log_keep" | "upload_max_mb";
+type NumericKey = "limit_memory_mb" | "limit_cpus" | "limit_pids" | "lock_timeout_ms" | "events_keep" | "task_log_max_mb" | "task_log_keep" | "upload_max_mb" | "mcp_session_idle_s";
 
 interface NumberRule {
   integer: boolean;
@@ -161,6 +168,7 @@ const NUMBER_RULES: Record<NumericKey, NumberRule> = {
   task_log_max_mb: { integer: true, min: 1, minInclusive: true, max: 2 ** 32, unit: "MiB" },
   task_log_keep: { integer: true, min: 0, minInclusive: true, max: 20, unit: "files" },
   upload_max_mb: { integer: true, min: 1, minInclusive: true, max: 2 ** 32, unit: "MiB" },
+  mcp_session_idle_s: { integer: false, min: 0, minInclusive: false, max: 2_147_483, unit: "s" },
 };
 
 function isNumericKey(key: string): key is NumericKey {
@@ -398,6 +406,20 @@ export function loadConfig(opts: LoadConfigOptions = {}): Config {
     }
   }
 
+  // Host names of the tool gateway (DNS-rebinding protection), comma-separated in the environment.
+  const mcpAllowedHosts: string[] = [];
+  const hostsRaw = raw.get("mcp_allowed_hosts");
+  if (hostsRaw) {
+    const list = typeof hostsRaw.value === "string" ? hostsRaw.value.split(",") : Array.isArray(hostsRaw.value) ? hostsRaw.value : undefined;
+    if (!list) problems.push(`${hostsRaw.source}: expected a comma-separated string or a list of host names`);
+    else {
+      for (const h of list.map((x) => String(x).trim()).filter(Boolean)) {
+        if (/^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*$/.test(h)) mcpAllowedHosts.push(h.toLowerCase());
+        else problems.push(`${hostsRaw.source}: ${JSON.stringify(h)} is not a host name (no scheme, port or path)`);
+      }
+    }
+  }
+
   const numberSetting = (key: NumericKey, fallback: number): number => {
     const v = raw.get(key);
     if (!v) return fallback;
@@ -439,6 +461,8 @@ export function loadConfig(opts: LoadConfigOptions = {}): Config {
     taskLogMaxBytes: numberSetting("task_log_max_mb", DEFAULTS.taskLogMaxMb) * MIB,
     taskLogKeep: numberSetting("task_log_keep", DEFAULTS.taskLogKeep),
     uploadMaxBytes: numberSetting("upload_max_mb", DEFAULTS.uploadMaxMb) * MIB,
+    mcpSessionIdleMs: Math.max(1, Math.round(numberSetting("mcp_session_idle_s", DEFAULTS.mcpSessionIdleS) * 1000)),
+    mcpAllowedHosts,
   };
   if (problems.length) throw new ConfigError(problems);
   return config;

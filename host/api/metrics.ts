@@ -1,5 +1,6 @@
 // Prometheus metrics of the orchestrator (prom-client, one registry per server):
-// request latency by route, bridge latency by RPC, workspaces by status, bytes pulled.
+// request latency by route, bridge latency by RPC, workspaces by status, bytes pulled,
+// tool-call latency and errors by tool.
 import client from "prom-client";
 
 export class ApiMetrics {
@@ -7,6 +8,8 @@ export class ApiMetrics {
   private readonly requests: client.Histogram<"method" | "route" | "status">;
   private readonly bridge: client.Histogram<"rpc" | "outcome">;
   private readonly pulled: client.Counter;
+  private readonly toolCalls: client.Histogram<"tool" | "outcome">;
+  private readonly toolErrors: client.Counter<"tool">;
 
   /** `countWorkspaces` is read on every scrape: workspaces by status. */
   constructor(countWorkspaces: () => Promise<Record<string, number>>) {
@@ -24,6 +27,14 @@ export class ApiMetrics {
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
       registers: [this.registry],
     });
+    this.toolCalls = new client.Histogram({
+      name: "memoh_tool_call_duration_seconds",
+      help: "MCP tool gateway: tool call latency by tool and outcome (error: the result was an error)",
+      labelNames: ["tool", "outcome"],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120, 600],
+      registers: [this.registry],
+    });
+    this.toolErrors = new client.Counter({ name: "memoh_tool_call_errors_total", help: "MCP tool gateway: tool calls that ended in an error, by tool", labelNames: ["tool"], registers: [this.registry] });
     this.pulled = new client.Counter({ name: "memoh_image_bytes_pulled_total", help: "Image bytes pulled from registries", registers: [this.registry] });
     new client.Gauge({
       name: "memoh_workspaces",
@@ -44,6 +55,11 @@ export class ApiMetrics {
 
   observeBridgeCall(rpc: string, seconds: number, ok: boolean): void {
     this.bridge.observe({ rpc, outcome: ok ? "ok" : "error" }, seconds);
+  }
+
+  observeToolCall(tool: string, seconds: number, outcome: "ok" | "error"): void {
+    this.toolCalls.observe({ tool, outcome }, seconds);
+    if (outcome === "error") this.toolErrors.inc({ tool });
   }
 
   /** Progress callbacks report a blob's offset: count only what is new. */

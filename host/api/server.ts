@@ -17,6 +17,7 @@ import { registerFileRoutes } from "./routes/files.js";
 import { registerExecRoutes } from "./routes/exec.js";
 import { registerSkillRoutes } from "./routes/skills.js";
 import { registerTokenRoutes } from "./routes/tokens.js";
+import { registerToolRoutes, type ToolRouteOptions } from "./routes/tools.js";
 
 /** Who may call a route: anybody, any valid token, the admin token, or a token of the bot in the path (or admin). */
 export type RouteAccess = "public" | "token" | "admin" | "bot";
@@ -43,6 +44,8 @@ export interface ApiOptions {
   streamIdleMs?: number;
   /** pino options, or false (tests). */
   logger?: boolean | Record<string, unknown>;
+  /** The MCP tool gateway's settings (session idle time, allowed host names). */
+  tools?: ToolRouteOptions;
 }
 
 export type Api = FastifyInstance;
@@ -144,6 +147,7 @@ export async function buildApiServer(opts: ApiOptions) {
   registerExecRoutes(app, ctx);
   registerSkillRoutes(app, ctx);
   registerTokenRoutes(app, ctx);
+  registerToolRoutes(app, ctx);
   return app;
 }
 

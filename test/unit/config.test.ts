@@ -62,6 +62,8 @@ test("defaults without a file or environment", async () => {
     taskLogMaxBytes: 10 * 1024 * 1024,
     taskLogKeep: 2,
     uploadMaxBytes: 4096 * 1024 * 1024,
+    mcpSessionIdleMs: 1_800_000,
+    mcpAllowedHosts: [],
   });
 });
 
@@ -223,6 +225,20 @@ test("registry_insecure / MEMOH_REGISTRY_INSECURE: registry hosts allowed plain 
   const found = problems(() => loadConfig({ env: { MEMOH_REGISTRY_INSECURE: "http://a.lan,b.lan/x" }, cwd }));
   assert.ok(found.some((p) => /\$MEMOH_REGISTRY_INSECURE: "http:\/\/a\.lan" is not a registry host/.test(p)), found.join("\n"));
   assert.ok(found.some((p) => /"b\.lan\/x" is not a registry host/.test(p)), found.join("\n"));
+});
+
+test("mcp_session_idle_s and mcp_allowed_hosts: the tool gateway's session idle time and extra host names", async () => {
+  const cwd = await workdir("mcp", `[workspace]\nmcp_session_idle_s = 90\nmcp_allowed_hosts = ["Tools.Example.com", "proxy"]\n`);
+  const fromFile = loadConfig({ env: {}, cwd });
+  assert.equal(fromFile.mcpSessionIdleMs, 90_000);
+  assert.deepEqual(fromFile.mcpAllowedHosts, ["tools.example.com", "proxy"]);
+  const fromEnv = loadConfig({ env: { MEMOH_MCP_SESSION_IDLE_S: "0.5", MEMOH_MCP_ALLOWED_HOSTS: " a.lan , b.lan," }, cwd });
+  assert.equal(fromEnv.mcpSessionIdleMs, 500);
+  assert.deepEqual(fromEnv.mcpAllowedHosts, ["a.lan", "b.lan"]);
+  const found = problems(() => loadConfig({ env: { MEMOH_MCP_SESSION_IDLE_S: "0", MEMOH_MCP_ALLOWED_HOSTS: "http://a.lan,b.lan:80" }, cwd }));
+  assert.ok(found.some((p) => /\$MEMOH_MCP_SESSION_IDLE_S: expected a number more than 0/.test(p)), found.join("\n"));
+  assert.ok(found.some((p) => /"http:\/\/a\.lan" is not a host name/.test(p)), found.join("\n"));
+  assert.ok(found.some((p) => /"b\.lan:80" is not a host name/.test(p)), found.join("\n"));
 });
 
 test("limits, lock timeout, event and task-log retention: from the file, the environment winning", async () => {

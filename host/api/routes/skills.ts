@@ -4,34 +4,15 @@
 import path from "node:path/posix";
 import { randomBytes } from "node:crypto";
 import { Type } from "@sinclair/typebox";
-import { parse as parseYaml } from "yaml";
-import type { BridgeClient } from "../../bridge/client.js";
-import { FileType } from "../../../proto/gen/memoh/bridge/v1/bridge_pb.js";
 import { botIdProblem } from "../../workspace/botid.js";
 import { WorkspaceError } from "../../workspace/errors.js";
 import { ApiError } from "../errors.js";
 import type { ApiApp, RouteContext } from "../server.js";
 import { BotParams, ErrorResponse } from "../schemas.js";
+import { SKILLS_DIR, listSkills, parseSkillFrontMatter } from "../../tools/skills.js";
 
-export const SKILLS_DIR = "/data/.skills";
 const MAX_SKILL_FILES = 200;
 const MAX_SKILL_BYTES = 8 * 1024 * 1024;
-
-/** `name` and `description` from SKILL.md's front matter, or why it has none. */
-export function parseSkillFrontMatter(text: string): { name: string; description: string } | string {
-  const m = /^\uFEFF?---\r?\n([\s\S]*?)\r?\n---\s*(\r?\n|$)/.exec(text);
-  if (!m) return "SKILL.md must start with a YAML front matter block (--- … ---)";
-  let doc: unknown;
-  try {
-    doc = parseYaml(m[1]!);
-  } catch (err) {
-    return `SKILL.md front matter is not valid YAML: ${(err as Error).message}`;
-  }
-  const d = (typeof doc === "object" && doc !== null ? doc : {}) as { name?: unknown; description?: unknown };
-  if (typeof d.name !== "string" || d.name === "") return "SKILL.md front matter needs a name";
-  if (typeof d.description !== "string" || d.description === "") return "SKILL.md front matter needs a description";
-  return { name: d.name, description: d.description };
-}
 
 /** A relative path that stays inside the skill's folder. */
 function checkRelPath(skill: string, rel: string): string {
@@ -44,35 +25,6 @@ function checkRelPath(skill: string, rel: string): string {
 
 function isNotFound(err: unknown): boolean {
   return err instanceof WorkspaceError ? err.code === "not_found" : (err as { code?: unknown }).code === 5;
-}
-
-async function listSkills(c: BridgeClient) {
-  let top;
-  try {
-    top = await c.listDir({ path: SKILLS_DIR, limit: 10_000 });
-  } catch (err) {
-    if (isNotFound(err)) return [];
-    throw err;
-  }
-  const skills = [];
-  for (const e of top.entries) {
-    if (e.type !== FileType.DIRECTORY || e.name.startsWith(".")) continue;
-    const dir = `${SKILLS_DIR}/${e.name}`;
-    const files = (await c.listDir({ path: dir, recursive: true, limit: 10_000 })).entries.filter((f) => f.type === FileType.FILE).map((f) => f.path);
-    let description = "";
-    let name = e.name;
-    let problem: string | null = null;
-    try {
-      const parsed = parseSkillFrontMatter((await c.readFile({ path: `${dir}/SKILL.md`, lineLimit: 200 })).content);
-      if (typeof parsed === "string") problem = parsed;
-      else ({ name, description } = parsed);
-    } catch (err) {
-      if (!isNotFound(err)) throw err;
-      problem = "no SKILL.md";
-    }
-    skills.push({ name, folder: e.name, description, files, problem });
-  }
-  return skills;
 }
 
 export function registerSkillRoutes(app: ApiApp, ctx: RouteContext): void {

@@ -1,0 +1,53 @@
+// What every tool is: a name, a description and a zod input schema the SDK turns into
+// the JSON Schema of tools/list, and a function of the call's context. A tool reports a
+// problem the model can act on by throwing ToolError; every failure, its own or the
+// workspace's, reaches the model as an `isError` result, never as a protocol error.
+import type { CallToolResult, ToolAnnotations } from "@modelcontextprotocol/server";
+import type * as z from "zod";
+import type { BridgeClient } from "../bridge/client.js";
+
+/** Runs functions of a bot's bridge client: the workspace manager's `call`. */
+export interface WorkspaceCaller {
+  call<T>(botId: string, fn: (client: BridgeClient) => Promise<T>, opts?: { signal?: AbortSignal }): Promise<T>;
+}
+
+export interface ToolContext {
+  botId: string;
+  workspaces: WorkspaceCaller;
+  /** Fires when the client cancels the call or goes away. */
+  signal: AbortSignal;
+  /** Sends a progress notification when the client asked for them (a progress token); else nothing. */
+  progress(progress: number, total?: number, message?: string): Promise<void>;
+  /** Runs `fn` with the bot's bridge client. */
+  call<T>(fn: (client: BridgeClient) => Promise<T>): Promise<T>;
+}
+
+export interface ToolDefinition<S extends z.ZodType = z.ZodType> {
+  name: string;
+  title: string;
+  description: string;
+  inputSchema: S;
+  annotations?: ToolAnnotations;
+  run(args: z.infer<S>, ctx: ToolContext): Promise<CallToolResult>;
+}
+
+/** A problem with the call the model can fix: becomes an `isError` result with this message. */
+export class ToolError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ToolError";
+  }
+}
+
+export function textResult(text: string): CallToolResult {
+  return { content: [{ type: "text", text }] };
+}
+
+export function errorResult(text: string): CallToolResult {
+  return { content: [{ type: "text", text }], isError: true };
+}
+
+/** Keeps the type of a definition's schema while collecting definitions in one list. */
+export function defineTool<S extends z.ZodType>(def: ToolDefinition<S>): ToolDefinition<S> {
+  return def;
+}
