@@ -65,6 +65,8 @@ export interface Config {
   taskLogKeep: number;
   /** Largest file the API accepts in one upload, in bytes (MEMOH_UPLOAD_MAX_MB). */
   uploadMaxBytes: number;
+  /** An MCP stdio connection whose client sent nothing for this long is closed (MEMOH_MCP_STDIO_IDLE_S, in ms here). */
+  mcpStdioIdleMs: number;
 }
 
 /** The image `npm run up` builds from this machine's files (works offline). */
@@ -95,6 +97,7 @@ export const DEFAULTS = {
   taskLogMaxMb: 10,
   taskLogKeep: 2,
   uploadMaxMb: 4096,
+  mcpStdioIdleS: 600,
 };
 
 const MIB = 1024 * 1024;
@@ -134,9 +137,10 @@ const KEYS = {
   task_log_max_mb: "MEMOH_TASK_LOG_MAX_MB",
   task_log_keep: "MEMOH_TASK_LOG_KEEP",
   upload_max_mb: "MEMOH_UPLOAD_MAX_MB",
+  mcp_stdio_idle_s: "MEMOH_MCP_STDIO_IDLE_S",
 } as const;
 
-type NumericKey = "limit_memory_mb" | "limit_cpus" | "limit_pids" | "lock_timeout_ms" | "events_keep" | "task_log_max_mb" | "task_log_keep" | "upload_max_mb";
+type NumericKey = "limit_memory_mb" | "limit_cpus" | "limit_pids" | "lock_timeout_ms" | "events_keep" | "task_log_max_mb" | "task_log_keep" | "upload_max_mb" | "mcp_stdio_idle_s";
 
 interface NumberRule {
   integer: boolean;
@@ -161,6 +165,7 @@ const NUMBER_RULES: Record<NumericKey, NumberRule> = {
   task_log_max_mb: { integer: true, min: 1, minInclusive: true, max: 2 ** 32, unit: "MiB" },
   task_log_keep: { integer: true, min: 0, minInclusive: true, max: 20, unit: "files" },
   upload_max_mb: { integer: true, min: 1, minInclusive: true, max: 2 ** 32, unit: "MiB" },
+  mcp_stdio_idle_s: { integer: false, min: 0, minInclusive: false, max: 2_147_483, unit: "s" },
 };
 
 function isNumericKey(key: string): key is NumericKey {
@@ -439,6 +444,7 @@ export function loadConfig(opts: LoadConfigOptions = {}): Config {
     taskLogMaxBytes: numberSetting("task_log_max_mb", DEFAULTS.taskLogMaxMb) * MIB,
     taskLogKeep: numberSetting("task_log_keep", DEFAULTS.taskLogKeep),
     uploadMaxBytes: numberSetting("upload_max_mb", DEFAULTS.uploadMaxMb) * MIB,
+    mcpStdioIdleMs: Math.max(1, Math.round(numberSetting("mcp_stdio_idle_s", DEFAULTS.mcpStdioIdleS) * 1000)),
   };
   if (problems.length) throw new ConfigError(problems);
   return config;

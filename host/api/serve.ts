@@ -54,6 +54,7 @@ export async function serve(opts: ServeOptions = {}): Promise<RunningServer> {
       metrics,
       snapshotter: cfg.snapshotter,
       uploadMaxBytes: cfg.uploadMaxBytes,
+      mcpStdioIdleMs: cfg.mcpStdioIdleMs,
       // Asynchronous writes: a blocking write per request line costs the request path.
       logger: opts.logger ?? { level: "info", stream: logStream },
       readiness: async () => ({

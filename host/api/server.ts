@@ -17,6 +17,7 @@ import { registerFileRoutes } from "./routes/files.js";
 import { registerExecRoutes } from "./routes/exec.js";
 import { registerSkillRoutes } from "./routes/skills.js";
 import { registerTokenRoutes } from "./routes/tokens.js";
+import { registerMcpStdioRoutes } from "./routes/mcp-stdio.js";
 
 /** Who may call a route: anybody, any valid token, the admin token, or a token of the bot in the path (or admin). */
 export type RouteAccess = "public" | "token" | "admin" | "bot";
@@ -41,6 +42,8 @@ export interface ApiOptions {
   uploadMaxBytes?: number;
   /** A streaming client that neither reads nor writes for this long is cut off (default 5 min). */
   streamIdleMs?: number;
+  /** An MCP stdio connection whose client sent nothing for this long is closed (default 10 min). */
+  mcpStdioIdleMs?: number;
   /** pino options, or false (tests). */
   logger?: boolean | Record<string, unknown>;
 }
@@ -144,6 +147,7 @@ export async function buildApiServer(opts: ApiOptions) {
   registerExecRoutes(app, ctx);
   registerSkillRoutes(app, ctx);
   registerTokenRoutes(app, ctx);
+  registerMcpStdioRoutes(app, ctx);
   return app;
 }
 
