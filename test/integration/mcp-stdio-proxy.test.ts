@@ -7,6 +7,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
+import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { request } from "undici";
@@ -316,6 +317,29 @@ test("a foreign Origin is refused with 403 (and a foreign Host name); a loopback
   const local = await post({ origin: "http://localhost:3000" });
   assert.equal(local.status, 200, local.text);
   assert.match(local.text, /mcp-servers\/everything/);
+});
+
+test("a body over 16 MiB is refused (413) before it is read whole; the connection goes on", async () => {
+  const started = await startServer({ name: "bounded", command: "node", args: [EVERYTHING, "stdio"] });
+  const client = await connect(started.url);
+  // Over a raw socket: the server answers from Content-Length alone and closes; only the
+  // start of the body is written, as writing the rest would race that close.
+  const size = 16 * 1024 * 1024 + 1;
+  const answer = await new Promise<string>((resolve) => {
+    const url = new URL(started.url);
+    const sock = net.connect(Number(url.port), url.hostname);
+    let received = "";
+    sock.on("data", (d: Buffer) => (received += d.toString()));
+    sock.on("error", () => undefined);
+    sock.on("close", () => resolve(received));
+    sock.write(`POST ${url.pathname} HTTP/1.1\r\nHost: ${url.host}\r\nAuthorization: Bearer ${botToken}\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: ${size}\r\nConnection: close\r\n\r\n`);
+    sock.write(`{"jsonrpc":"2.0","id":99,"method":"tools/call","params":{"name":"echo","arguments":{"message":"${"x".repeat(64 * 1024)}`);
+  });
+  assert.match(answer, /^HTTP\/1\.1 413 /, answer.slice(0, 300));
+  assert.match(answer, /payload_too_large/);
+  const big = "y".repeat(4 * 1024 * 1024);
+  assert.equal(textOf(await client.callTool({ name: "echo", arguments: { message: big } })).length, `Echo: ${big}`.length);
+  await client.close();
 });
 
 test("DELETE ends a connection and its server process; its endpoint then answers 404", async () => {

@@ -366,3 +366,30 @@ test("Host and Origin: loopback, IP literals and the Host's own name pass; forei
   assert.match(hostOrOriginProblem("127.0.0.1:8080", "null")!, /"null" is not an origin/);
   assert.match(hostOrOriginProblem(undefined, undefined)!, /no Host header/);
 });
+
+test("the 2.x SDK client connects as well: by default (2025 handshake) and with version negotiation (auto), which falls back to initialize", async () => {
+  const { Client: Client2, StreamableHTTPClientTransport: Transport2 } = await import("@modelcontextprotocol/client");
+  const connection = await proxy.start(BOT, { name: "everything", spec: spec([everything, "stdio"]), probeTimeoutMs: 30_000 });
+  for (const options of [{}, { versionNegotiation: { mode: "auto" as const } }]) {
+    const client = new Client2({ name: "memoh-proxy-test-2", version: "2.0.0" }, options);
+    await client.connect(new Transport2(new URL(`${base}/c/${connection.id}`)));
+    const result = await client.callTool({ name: "echo", arguments: { message: JSON.stringify(options) } });
+    assert.equal(textOf(result), `Echo: ${JSON.stringify(options)}`);
+    await client.close();
+  }
+  await proxy.end(BOT, connection.id);
+});
+
+test("messages of several MiB pass both ways; one over the bound is refused with a message saying so, and the connection goes on", async () => {
+  const connection = await proxy.start(BOT, { name: "scripted", spec: spec([scripted]), probeTimeoutMs: 10_000 });
+  const client = await connect(`${base}/c/${connection.id}`);
+  const big = "b".repeat(8 * 1024 * 1024);
+  const echoed = JSON.parse(textOf(await client.callTool({ name: "echo", arguments: { big } }))) as { args: { big: string } };
+  assert.equal(echoed.args.big.length, big.length);
+  const tooBig = "t".repeat(16 * 1024 * 1024);
+  await assert.rejects(client.callTool({ name: "echo", arguments: { tooBig } }), /larger than 16711680 bytes/);
+  const after = JSON.parse(textOf(await client.callTool({ name: "echo", arguments: { small: 1 } }))) as { args: unknown };
+  assert.deepEqual(after.args, { small: 1 });
+  await client.close();
+  await proxy.end(BOT, connection.id);
+});
