@@ -28,7 +28,7 @@ const everything = path.join(projectRoot, "node_modules", "@modelcontextprotocol
 // tools/list, and tools/call of: echo (returns the id it saw and its arguments), slow
 // (never answers), crash (writes to stderr, exits 7), seen (what it saw: ids of slow
 // calls, cancelled ids, initializes), ask (sends the client a ping request and answers
-// with what came back). With `STALL` in argv initialize is never answered; with
+// with what came back), flood (64 log notifications of 1 MiB, then the answer). With `STALL` in argv initialize is never answered; with
 // `ASK_ON_INIT` it pings the client after each notifications/initialized.
 const SCRIPTED_SERVER = `
 import readline from "node:readline";
@@ -45,7 +45,7 @@ readline.createInterface({ input: process.stdin, crlfDelay: Infinity }).on("line
     seen.initialize++;
     if (!stall) send({ id: m.id, result: { protocolVersion: m.params.protocolVersion, capabilities: { tools: {} }, serverInfo: { name: "scripted", version: "1.0.0" } } });
   } else if (m.method === "tools/list") {
-    send({ id: m.id, result: { tools: ["echo", "slow", "crash", "seen", "ask"].map((name) => ({ name, inputSchema: { type: "object" } })) } });
+    send({ id: m.id, result: { tools: ["echo", "slow", "crash", "seen", "ask", "flood"].map((name) => ({ name, inputSchema: { type: "object" } })) } });
   } else if (m.method === "tools/call") {
     const name = m.params.name;
     if (name === "echo") { seen.echo.push(m.id); text(m.id, { id: m.id, args: m.params.arguments ?? {} }); }
@@ -53,6 +53,10 @@ readline.createInterface({ input: process.stdin, crlfDelay: Infinity }).on("line
     else if (name === "crash") { console.error("scripted: crashing on request"); process.exit(7); }
     else if (name === "seen") text(m.id, seen);
     else if (name === "ask") { const id = ownId++; waiting.set(id, m.id); send({ id, method: "ping" }); }
+    else if (name === "flood") {
+      for (let i = 0; i < 64; i++) send({ method: "notifications/message", params: { level: "info", data: String(i).padEnd(1024 * 1024, ".") } });
+      text(m.id, { flooded: 64 });
+    }
   } else if (m.method === "notifications/initialized" && process.argv.includes("ASK_ON_INIT")) {
     send({ id: 5000 + seen.initialize, method: "ping" });
   } else if (m.method === "notifications/cancelled") {
@@ -71,6 +75,7 @@ let bridge: BridgeClient;
 let scripted: string;
 let proxy: McpStdioProxy;
 let idleProxy: McpStdioProxy;
+let stallProxy: McpStdioProxy;
 let httpServer: http.Server;
 let base: string;
 const BOT = "bot1";
@@ -79,8 +84,8 @@ const BOT = "bot1";
 function startHttp(): Promise<string> {
   httpServer = http.createServer((req, res) => {
     void (async () => {
-      const m = /^\/(c|idle)\/([0-9a-f]{24})$/.exec(req.url ?? "");
-      const owner = m?.[1] === "idle" ? idleProxy : proxy;
+      const m = /^\/(c|idle|stall)\/([0-9a-f]{24})$/.exec(req.url ?? "");
+      const owner = m?.[1] === "idle" ? idleProxy : m?.[1] === "stall" ? stallProxy : proxy;
       const connection = m ? owner.get(BOT, m[2]!) : undefined;
       if (connection === undefined) {
         res.writeHead(404).end();
@@ -111,12 +116,14 @@ before(async () => {
   await fs.writeFile(scripted, SCRIPTED_SERVER);
   proxy = new McpStdioProxy({ open: (_bot, spec, handlers) => openStdioChannel(bridge, spec, handlers), idleMs: 600_000 });
   idleProxy = new McpStdioProxy({ open: (_bot, spec, handlers) => openStdioChannel(bridge, spec, handlers), idleMs: 400 });
+  stallProxy = new McpStdioProxy({ open: (_bot, spec, handlers) => openStdioChannel(bridge, spec, handlers), idleMs: 3_000 });
   base = await startHttp();
 });
 
 after(async () => {
   await proxy?.close();
   await idleProxy?.close();
+  await stallProxy?.close();
   httpServer?.closeAllConnections();
   await new Promise((r) => httpServer?.close(r));
   bridge?.close();
@@ -296,7 +303,7 @@ test("a server that writes 8 MB to stderr before it answers still answers", asyn
   const noisy = path.join(agent.root, "noisy.mjs");
   await fs.writeFile(noisy, `process.stderr.write(("x".repeat(1023) + "\\n").repeat(8 * 1024), () => import(${JSON.stringify(scripted)}));\n`);
   const connection = await proxy.start(BOT, { name: "noisy", spec: spec([noisy]), probeTimeoutMs: 30_000 });
-  assert.deepEqual(connection.tools.map((t) => t.name), ["echo", "slow", "crash", "seen", "ask"]);
+  assert.deepEqual(connection.tools.map((t) => t.name), ["echo", "slow", "crash", "seen", "ask", "flood"]);
   const client = await connect(`${base}/c/${connection.id}`);
   const echoed = JSON.parse(textOf(await client.callTool({ name: "echo", arguments: { loud: true } }))) as { args: unknown };
   assert.deepEqual(echoed.args, { loud: true });
@@ -392,4 +399,33 @@ test("messages of several MiB pass both ways; one over the bound is refused with
   assert.deepEqual(after.args, { small: 1 });
   await client.close();
   await proxy.end(BOT, connection.id);
+});
+
+test("a client that does not read its stream holds the server's output back (nothing piles up), and is cut off after the stall bound", async () => {
+  const connection = await stallProxy.start(BOT, { name: "flooder", spec: spec([scripted]), probeTimeoutMs: 10_000 });
+  const url = `${base}/stall/${connection.id}`;
+  const headers = { "content-type": "application/json", accept: "application/json, text/event-stream" };
+  const init = await fetch(url, {
+    method: "POST",
+    headers,
+    body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "initialize", params: { protocolVersion: "2025-06-18", capabilities: {}, clientInfo: { name: "sluggard", version: "1" } } }),
+  });
+  const session = init.headers.get("mcp-session-id")!;
+  assert.match(await init.text(), /"scripted"/);
+  const sessionHeaders = { ...headers, "mcp-session-id": session, "mcp-protocol-version": "2025-06-18" };
+  await (await fetch(url, { method: "POST", headers: sessionHeaders, body: JSON.stringify({ jsonrpc: "2.0", method: "notifications/initialized" }) })).text();
+  // The GET stream takes the server's notifications; this client never reads it.
+  const stream = await fetch(url, { headers: { accept: "text/event-stream", "mcp-session-id": session } });
+  assert.equal(stream.status, 200);
+  const t0 = Date.now();
+  const flood = await fetch(url, { method: "POST", headers: sessionHeaders, body: JSON.stringify({ jsonrpc: "2.0", id: 2, method: "tools/call", params: { name: "flood", arguments: {} } }) });
+  const answer = await flood.text();
+  const elapsed = Date.now() - t0;
+  assert.match(answer, /flooded/);
+  // Had the 64 MiB been queued for the sluggish stream, the answer would have come at once.
+  assert.ok(elapsed >= 2_900, `answered after ${elapsed} ms: the server's output was not held back`);
+  // The stalled stream was cut off (its body ends early, or errors).
+  const got = await stream.text().catch(() => "");
+  assert.ok(got.length < 64 * 1024 * 1024, `the stalled stream received ${got.length} bytes`);
+  await stallProxy.end(BOT, connection.id);
 });

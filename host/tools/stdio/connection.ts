@@ -84,6 +84,8 @@ export interface StdioConnectionOptions {
   botId: string;
   name: string;
   spec: StdioServerSpec;
+  /** A client that reads nothing of a response for this long is cut off (its session's other streams go on). */
+  stallMs?: number;
   now?: () => number;
   log?: (message: string, data?: Record<string, unknown>) => void;
 }
@@ -91,6 +93,8 @@ export interface StdioConnectionOptions {
 interface HttpSession {
   transport: WebStandardStreamableHTTPServerTransport;
   closed: boolean;
+  /** Responses being written: those still blocked on their client when the session closes are cut off. */
+  responses: Set<ServerResponse>;
   /** Open GET event streams: server-initiated messages go there first. */
   listeners: number;
 }
@@ -142,6 +146,7 @@ export class StdioConnection {
   tools: JsonObject[] = [];
 
   private readonly now: () => number;
+  private readonly stallMs: number | undefined;
   private readonly log: (message: string, data?: Record<string, unknown>) => void;
   private lastActiveAt: number;
   private channel: StdioChannel | undefined;
@@ -169,6 +174,7 @@ export class StdioConnection {
     this.name = opts.name;
     this.spec = opts.spec;
     this.now = opts.now ?? Date.now;
+    this.stallMs = opts.stallMs;
     this.log = opts.log ?? ignore;
     this.createdAt = this.now();
     this.lastActiveAt = this.createdAt;
@@ -377,8 +383,10 @@ export class StdioConnection {
     if (fresh && session.transport.sessionId === undefined) void session.transport.close();
     const listening = request.method === "GET" && response.status === 200;
     if (listening) session.listeners++;
+    session.responses.add(res);
     try {
       await writeWebResponse(res, response, {
+        ...(this.stallMs !== undefined ? { stallMs: this.stallMs } : {}),
         blocked: () => {
           if (this.blockedWriters++ === 0) this.channel?.pause();
         },
@@ -387,6 +395,7 @@ export class StdioConnection {
         },
       });
     } finally {
+      session.responses.delete(res);
       if (listening) session.listeners--;
     }
   }
@@ -398,7 +407,7 @@ export class StdioConnection {
       maxRequestBodySize: MAX_HTTP_BODY_BYTES,
       supportedProtocolVersions: this.versions,
     });
-    const session: HttpSession = { transport, closed: false, listeners: 0 };
+    const session: HttpSession = { transport, closed: false, responses: new Set(), listeners: 0 };
     transport.onmessage = (message, extra) => this.fromClient(session, message, extra);
     // Each error is already answered to the client that caused it.
     transport.onerror = ignore;
@@ -422,6 +431,8 @@ export class StdioConnection {
     }
     if (this.session === session) this.session = undefined;
     void session.transport.close();
+    // Its streams are ended; one whose client does not read would never finish (and holds the server's output).
+    for (const res of session.responses) if (res.writableNeedDrain) res.destroy();
   }
 
   private acceptVersion(version: string): void {

@@ -47,7 +47,7 @@ export class McpStdioProxy {
       throw new WorkspaceError("resource_exhausted", `bot ${botId} already runs ${MAX_CONNECTIONS_PER_BOT} MCP stdio servers; end one first (DELETE /bots/${botId}/mcp-stdio/<connection_id>)`);
     }
     const id = randomBytes(12).toString("hex");
-    const connection = new StdioConnection({ id, botId, name: req.name, spec: req.spec, now: this.now, ...(this.opts.log ? { log: this.opts.log } : {}) });
+    const connection = new StdioConnection({ id, botId, name: req.name, spec: req.spec, stallMs: this.opts.idleMs, now: this.now, ...(this.opts.log ? { log: this.opts.log } : {}) });
     connections.set(id, connection);
     try {
       await connection.start((handlers) => this.opts.open(botId, req.spec, handlers), req.probeTimeoutMs);

@@ -1,6 +1,8 @@
 // Writes a Web-standard Response (what the SDK's HTTP transport answers with) to a
 // Node response, streaming its body with backpressure: while the client does not
 // read, `blocked` is reported so the producer can stop, and nothing more is pulled.
+// A client that reads nothing for `stallMs` is cut off, so it cannot hold the
+// producer stopped for ever.
 import type { ServerResponse } from "node:http";
 
 export interface WriteHooks {
@@ -8,11 +10,15 @@ export interface WriteHooks {
   blocked?(): void;
   /** It reads again. */
   drained?(): void;
+  /** Cut the client off after this long without reading (default: never). */
+  stallMs?: number;
 }
 
-function waitDrainOrClose(res: ServerResponse): Promise<void> {
+function waitDrainOrClose(res: ServerResponse, stallMs: number | undefined): Promise<void> {
   return new Promise((resolve) => {
+    const timer = stallMs === undefined ? undefined : setTimeout(() => res.destroy(), stallMs);
     const done = () => {
+      clearTimeout(timer);
       res.off("drain", done);
       res.off("close", done);
       resolve();
@@ -46,7 +52,7 @@ export async function writeWebResponse(res: ServerResponse, response: Response, 
       if (done || res.destroyed) break;
       if (!res.write(value)) {
         hooks.blocked?.();
-        await waitDrainOrClose(res);
+        await waitDrainOrClose(res, hooks.stallMs);
         hooks.drained?.();
       }
     }
