@@ -145,10 +145,15 @@ async function startServer(body: Json, token = botToken, bot = BOT): Promise<Sta
 }
 
 async function connect(url: string, token = botToken): Promise<Client> {
+  return (await connectWithTransport(url, token)).client;
+}
+
+async function connectWithTransport(url: string, token = botToken): Promise<{ client: Client; transport: StreamableHTTPClientTransport }> {
   const client = new Client({ name: "memoh-integration", version: "1.0.0" });
-  await client.connect(new StreamableHTTPClientTransport(new URL(url), { requestInit: { headers: { authorization: `Bearer ${token}` } } }));
+  const transport = new StreamableHTTPClientTransport(new URL(url), { requestInit: { headers: { authorization: `Bearer ${token}` } } });
+  await client.connect(transport);
   clients.push(client);
-  return client;
+  return { client, transport };
 }
 
 function textOf(result: unknown): string {
@@ -178,7 +183,7 @@ test("server-everything in a workspace without libc: tools listed at start; the 
   for (const name of ["echo", "get-sum", "trigger-long-running-operation"]) assert.ok(names.includes(name), names.join(", "));
   assert.ok(await runsInWorkspace(BOT, started.pid), "the server's pid is not a process of the workspace");
 
-  const client = await connect(started.url);
+  const { client, transport } = await connectWithTransport(started.url);
   assert.equal(textOf(await client.callTool({ name: "echo", arguments: { message: "from the host" } })), "Echo: from the host");
   assert.match(textOf(await client.callTool({ name: "get-sum", arguments: { a: 19, b: 23 } })), /42/);
   const progress: number[] = [];
@@ -191,6 +196,15 @@ test("server-everything in a workspace without libc: tools listed at start; the 
   assert.equal(listed?.session_open, true);
   assert.equal(listed?.pid, started.pid);
   assert.equal(listed?.url, started.url);
+  // The endpoint without `Accept: text/event-stream` describes the connection.
+  const described = await call("GET", new URL(started.url).pathname, { token: botToken, headers: { accept: "application/json" } });
+  assert.equal(described.status, 200, described.text);
+  assert.equal(described.json.connection_id, started.connection_id);
+  assert.equal((described.json.server as Json).name, "mcp-servers/everything");
+  // The client ending its session (DELETE with its Mcp-Session-Id) ends the connection and the server.
+  await transport.terminateSession();
+  await waitFor("the server to be gone after the session ended", async () => ((await runsInWorkspace(BOT, started.pid)) ? undefined : true), 10_000);
+  assert.ok(!(await listConnections()).some((c) => c.connection_id === started.connection_id));
   await client.close();
 });
 
@@ -346,6 +360,10 @@ test("DELETE ends a connection and its server process; its endpoint then answers
   const started = await startServer({ name: "doomed", command: "node", args: [EVERYTHING, "stdio"] });
   const client = await connect(started.url);
   await client.callTool({ name: "echo", arguments: { message: "before" } });
+  assert.ok(await runsInWorkspace(BOT, started.pid));
+  // A DELETE naming a session that is not the connection's ends nothing.
+  const stale = await call("DELETE", `/bots/${BOT}/mcp-stdio/${started.connection_id}`, { token: botToken, headers: { "mcp-session-id": "an-old-session" } });
+  assert.equal(stale.status, 404, stale.text);
   assert.ok(await runsInWorkspace(BOT, started.pid));
   const r = await call("DELETE", `/bots/${BOT}/mcp-stdio/${started.connection_id}`, { token: botToken });
   assert.equal(r.status, 200, r.text);
