@@ -214,11 +214,10 @@ test("server-filesystem in the workspace: write, read and list files of /data th
   const names = started.tools.map((t) => t.name);
   for (const name of ["write_file", "read_text_file", "list_directory"]) assert.ok(names.includes(name), names.join(", "));
   const client = await connect(started.url);
-  await client.callTool({ name: "write_file", arguments: { path: "/data/notes/mcp.txt", content: "written through the stdio proxy\n" } }).catch(async () => {
-    // Older releases need the parent first.
-    await client.callTool({ name: "create_directory", arguments: { path: "/data/notes" } });
-    await client.callTool({ name: "write_file", arguments: { path: "/data/notes/mcp.txt", content: "written through the stdio proxy\n" } });
-  });
+  const made = await client.callTool({ name: "create_directory", arguments: { path: "/data/notes" } });
+  assert.equal(made.isError ?? false, false, textOf(made));
+  const written = await client.callTool({ name: "write_file", arguments: { path: "/data/notes/mcp.txt", content: "written through the stdio proxy\n" } });
+  assert.equal(written.isError ?? false, false, textOf(written));
   const read = await client.callTool({ name: "read_text_file", arguments: { path: "/data/notes/mcp.txt" } });
   assert.equal(read.isError ?? false, false, textOf(read));
   assert.match(textOf(read), /written through the stdio proxy/);
