@@ -429,3 +429,38 @@ test("a client that does not read its stream holds the server's output back (not
   assert.ok(got.length < 64 * 1024 * 1024, `the stalled stream received ${got.length} bytes`);
   await stallProxy.end(BOT, connection.id);
 });
+
+test("at most 256 requests wait on one connection: the next is answered with an error at once; ending the connection answers the waiting ones", async () => {
+  const connection = await proxy.start(BOT, { name: "scripted", spec: spec([scripted]), probeTimeoutMs: 10_000 });
+  const url = `${base}/c/${connection.id}`;
+  const headers = { "content-type": "application/json", accept: "application/json, text/event-stream" };
+  const init = await fetch(url, {
+    method: "POST",
+    headers,
+    body: JSON.stringify({ jsonrpc: "2.0", id: "init", method: "initialize", params: { protocolVersion: "2025-06-18", capabilities: {}, clientInfo: { name: "crowd", version: "1" } } }),
+  });
+  const sessionHeaders = { ...headers, "mcp-session-id": init.headers.get("mcp-session-id")!, "mcp-protocol-version": "2025-06-18" };
+  await init.text();
+  const slow = (id: number) => ({ jsonrpc: "2.0", id, method: "tools/call", params: { name: "slow", arguments: {} } });
+  // 256 slow calls in batches of at most 100 (the transport's batch bound); their streams stay open.
+  const waiting: Response[] = [];
+  for (let first = 0; first < 256; first += 100) {
+    const batch = Array.from({ length: Math.min(100, 256 - first) }, (_, i) => slow(first + i));
+    waiting.push(await fetch(url, { method: "POST", headers: sessionHeaders, body: JSON.stringify(batch) }));
+  }
+  await waitForCondition(() => connection.info().requests_in_flight === 256);
+  const refused = await fetch(url, { method: "POST", headers: sessionHeaders, body: JSON.stringify(slow(1000)) });
+  assert.match(await refused.text(), /too many requests in flight on this connection \(at most 256\)/);
+  await proxy.end(BOT, connection.id);
+  const answers = await Promise.all(waiting.map((r) => r.text()));
+  const ended = answers.join("").match(/"id":\d+,"error":\{"code":-32000,"message":"the connection [0-9a-f]{24} to the MCP server \\"scripted\\" was ended"/g) ?? [];
+  assert.equal(ended.length, 256);
+});
+
+async function waitForCondition(check: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error("condition not met in time");
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
