@@ -266,13 +266,14 @@ export class StdioConnection {
       if (reason.kind === "exited") {
         return new McpServerStartError("unavailable", `the MCP server "${this.name}" ${describeExit(reason.exit)} before it answered ${stage}${stderrSuffix(reason.exit)}`, reason.exit);
       }
-      return new McpServerStartError("unavailable", `the MCP server "${this.name}" could not be run: ${reason.kind === "failed" ? reason.message : reason.kind}`, undefined);
+      return new McpServerStartError("unavailable", reason.kind === "failed" ? `the MCP server "${this.name}" could not be run: ${reason.message}` : this.endMessage(), undefined);
     }
     if (err instanceof ProbeTimeout) {
-      await this.end({ kind: "failed", message: `no answer to ${stage} within ${timeoutMs / 1000} s` });
+      const what = stage === "starting" ? `was not started within ${timeoutMs / 1000} s` : `did not answer ${stage} within ${timeoutMs / 1000} s`;
+      await this.end({ kind: "failed", message: what });
       const exit = this.exit;
       const after = exit === undefined ? "" : `; asked to stop, it ${describeExit(exit)}${stderrSuffix(exit)}`;
-      return new McpServerStartError("deadline_exceeded", `the MCP server "${this.name}" did not answer ${stage} within ${timeoutMs / 1000} s${after}`, exit);
+      return new McpServerStartError("deadline_exceeded", `the MCP server "${this.name}" ${what}${after}`, exit);
     }
     await this.end({ kind: "failed", message: err instanceof Error ? err.message : String(err) });
     return err instanceof Error ? err : new Error(String(err));
