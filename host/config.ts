@@ -69,6 +69,8 @@ export interface Config {
   mcpSessionIdleMs: number;
   /** Host names the tool gateway accepts besides loopback names and IP addresses (MEMOH_MCP_ALLOWED_HOSTS). */
   mcpAllowedHosts: string[];
+  /** An MCP stdio connection whose client sent nothing for this long is closed (MEMOH_MCP_STDIO_IDLE_S, in ms here). */
+  mcpStdioIdleMs: number;
 }
 
 /** The image `npm run up` builds from this machine's files (works offline). */
@@ -100,6 +102,7 @@ export const DEFAULTS = {
   taskLogKeep: 2,
   uploadMaxMb: 4096,
   mcpSessionIdleS: 1800,
+  mcpStdioIdleS: 600,
 };
 
 const MIB = 1024 * 1024;
@@ -141,9 +144,20 @@ const KEYS = {
   upload_max_mb: "MEMOH_UPLOAD_MAX_MB",
   mcp_session_idle_s: "MEMOH_MCP_SESSION_IDLE_S",
   mcp_allowed_hosts: "MEMOH_MCP_ALLOWED_HOSTS",
+  mcp_stdio_idle_s: "MEMOH_MCP_STDIO_IDLE_S",
 } as const;
 
-type NumericKey = "limit_memory_mb" | "limit_cpus" | "limit_pids" | "lock_timeout_ms" | "events_keep" | "task_log_max_mb" | "task_log_keep" | "upload_max_mb" | "mcp_session_idle_s";
+type NumericKey =
+  | "limit_memory_mb"
+  | "limit_cpus"
+  | "limit_pids"
+  | "lock_timeout_ms"
+  | "events_keep"
+  | "task_log_max_mb"
+  | "task_log_keep"
+  | "upload_max_mb"
+  | "mcp_session_idle_s"
+  | "mcp_stdio_idle_s";
 
 interface NumberRule {
   integer: boolean;
@@ -169,6 +183,7 @@ const NUMBER_RULES: Record<NumericKey, NumberRule> = {
   task_log_keep: { integer: true, min: 0, minInclusive: true, max: 20, unit: "files" },
   upload_max_mb: { integer: true, min: 1, minInclusive: true, max: 2 ** 32, unit: "MiB" },
   mcp_session_idle_s: { integer: false, min: 0, minInclusive: false, max: 2_147_483, unit: "s" },
+  mcp_stdio_idle_s: { integer: false, min: 0, minInclusive: false, max: 2_147_483, unit: "s" },
 };
 
 function isNumericKey(key: string): key is NumericKey {
@@ -463,6 +478,7 @@ export function loadConfig(opts: LoadConfigOptions = {}): Config {
     uploadMaxBytes: numberSetting("upload_max_mb", DEFAULTS.uploadMaxMb) * MIB,
     mcpSessionIdleMs: Math.max(1, Math.round(numberSetting("mcp_session_idle_s", DEFAULTS.mcpSessionIdleS) * 1000)),
     mcpAllowedHosts,
+    mcpStdioIdleMs: Math.max(1, Math.round(numberSetting("mcp_stdio_idle_s", DEFAULTS.mcpStdioIdleS) * 1000)),
   };
   if (problems.length) throw new ConfigError(problems);
   return config;

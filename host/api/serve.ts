@@ -55,6 +55,7 @@ export async function serve(opts: ServeOptions = {}): Promise<RunningServer> {
       snapshotter: cfg.snapshotter,
       uploadMaxBytes: cfg.uploadMaxBytes,
       tools: { sessionIdleMs: cfg.mcpSessionIdleMs, allowedHostnames: cfg.mcpAllowedHosts },
+      mcpStdioIdleMs: cfg.mcpStdioIdleMs,
       // Asynchronous writes: a blocking write per request line costs the request path.
       logger: opts.logger ?? { level: "info", stream: logStream },
       readiness: async () => ({

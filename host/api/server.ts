@@ -18,6 +18,7 @@ import { registerExecRoutes } from "./routes/exec.js";
 import { registerSkillRoutes } from "./routes/skills.js";
 import { registerTokenRoutes } from "./routes/tokens.js";
 import { registerToolRoutes, type ToolRouteOptions } from "./routes/tools.js";
+import { registerMcpStdioRoutes } from "./routes/mcp-stdio.js";
 
 /** Who may call a route: anybody, any valid token, the admin token, or a token of the bot in the path (or admin). */
 export type RouteAccess = "public" | "token" | "admin" | "bot";
@@ -42,6 +43,8 @@ export interface ApiOptions {
   uploadMaxBytes?: number;
   /** A streaming client that neither reads nor writes for this long is cut off (default 5 min). */
   streamIdleMs?: number;
+  /** An MCP stdio connection whose client sent nothing for this long is closed (default 10 min). */
+  mcpStdioIdleMs?: number;
   /** pino options, or false (tests). */
   logger?: boolean | Record<string, unknown>;
   /** The MCP tool gateway's settings (session idle time, allowed host names). */
@@ -148,6 +151,7 @@ export async function buildApiServer(opts: ApiOptions) {
   registerSkillRoutes(app, ctx);
   registerTokenRoutes(app, ctx);
   registerToolRoutes(app, ctx);
+  registerMcpStdioRoutes(app, ctx);
   return app;
 }
 

@@ -64,6 +64,7 @@ test("defaults without a file or environment", async () => {
     uploadMaxBytes: 4096 * 1024 * 1024,
     mcpSessionIdleMs: 1_800_000,
     mcpAllowedHosts: [],
+    mcpStdioIdleMs: 600_000,
   });
 });
 
@@ -307,8 +308,11 @@ test("each invalid limit or retention value is a clear error naming where it cam
     ["MEMOH_TASK_LOG_MAX_MB", "0.5", /^\$MEMOH_TASK_LOG_MAX_MB: expected an integer from 1/],
     ["MEMOH_TASK_LOG_KEEP", "21", /^\$MEMOH_TASK_LOG_KEEP: expected an integer from 0 to 20 \(files\), got "21"$/],
     ["MEMOH_TASK_LOG_KEEP", "-1", /^\$MEMOH_TASK_LOG_KEEP: expected an integer from 0 to 20/],
+    ["MEMOH_MCP_STDIO_IDLE_S", "0", /^\$MEMOH_MCP_STDIO_IDLE_S: expected a number more than 0 and at most 2147483 \(s\), got "0"$/],
+    ["MEMOH_MCP_STDIO_IDLE_S", "10m", /^\$MEMOH_MCP_STDIO_IDLE_S: expected a number more than 0/],
   ];
   const cwd = await workdir("bad-limits");
+  assert.equal(loadConfig({ env: { MEMOH_MCP_STDIO_IDLE_S: "1.5" }, cwd }).mcpStdioIdleMs, 1500);
   for (const [name, value, re] of cases) {
     const found = problems(() => loadConfig({ env: { [name]: value }, cwd }));
     assert.equal(found.length, 1, `${name}=${value}: ${found.join("\n")}`);
