@@ -40,3 +40,34 @@ export const MCP_STDERR_LINE_BYTES = 4096;
 export const MCP_MAX_LINE_BYTES = MAX_MESSAGE_BYTES - 64 * 1024;
 /** WriteRaw gives up on a client that sent nothing for this long. */
 export const WRITE_IDLE_MS = 60_000;
+/**
+ * The file budget (budget.ts): bytes of file work the agent holds for callers at
+ * once (buffers read, responses not yet handed to HTTP/2, ReadRaw blocks). With
+ * grpc-js, V8 and the garbage not yet collected on top, the agent stays within
+ * AGENT_MEMORY_BUDGET_BYTES of its idle size.
+ */
+export const FILE_BUDGET_BYTES = 96 * MiB;
+/** Part of the file budget only small leases (≤ FILE_BUDGET_SMALL_LEASE_BYTES) may use. */
+export const FILE_BUDGET_RESERVE_BYTES = 16 * MiB;
+/** A lease of at most this many bytes is small: a ReadFile of a file up to 256 KiB, a scan block. */
+export const FILE_BUDGET_SMALL_LEASE_BYTES = 1 * MiB;
+/** How long file work waits for its lease before RESOURCE_EXHAUSTED. */
+export const FILE_BUDGET_WAIT_MS = 5_000;
+/** File work waiting for a lease at once, at most; more is refused at once. */
+export const FILE_BUDGET_MAX_WAITERS = 1024;
+/** Bytes of memory one response byte costs until it is sent: the text, its encoding, the gRPC frame, the file bytes. */
+export const RESPONSE_COST_FACTOR = 4;
+/** ReadFile reads a file up to this size whole; a larger one is scanned in blocks and only its window kept. */
+export const READ_FILE_WHOLE_MAX_BYTES = 1 * MiB;
+/** Block size of ReadFile's scan of a larger file. */
+export const READ_FILE_SCAN_BLOCK_BYTES = 256 * 1024;
+/** The agent's memory over its idle RSS, at most, whatever its callers do (documented; tests hold it). */
+export const AGENT_MEMORY_BUDGET_BYTES = 256 * MiB;
+/** Connections served at once (Unix socket and TCP alike); one more is closed at once. */
+export const MAX_CONNECTIONS = 64;
+/** Concurrent streams (calls) per connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS). */
+export const MAX_STREAMS_PER_CONNECTION = 100;
+/** A connection must send the HTTP/2 connection preface within this time or be closed. */
+export const HANDSHAKE_TIMEOUT_MS = 5_000;
+/** A connection without a call for this long is closed (GOAWAY); clients reconnect on their next call. */
+export const CONNECTION_IDLE_MS = 5 * 60_000;

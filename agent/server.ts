@@ -15,6 +15,10 @@ import { addReflectionService } from "./grpc/reflection.js";
 import { containerServiceHandlers } from "./service.js";
 import { killAllChildren } from "./exec/children.js";
 import { logLine } from "./log.js";
+import { releaseResponseLeases } from "./grpc/budget-interceptor.js";
+import { listen, type Listener, type ListenerStats } from "./grpc/listener.js";
+import { ByteBudget, defaultBudgetOptions, setFileBudget, type ByteBudgetOptions } from "./budget.js";
+import { CONNECTION_IDLE_MS, HANDSHAKE_TIMEOUT_MS, MAX_CONNECTIONS, MAX_STREAMS_PER_CONNECTION } from "./limits.js";
 
 export interface AgentOptions {
   dataDir: string;
@@ -34,6 +38,59 @@ export interface AgentOptions {
   imageEnv?: Readonly<Record<string, string>>;
   /** oom_score_adj of every spawned process (BRIDGE_CHILD_OOM_SCORE_ADJ, default 0). */
   childOomScoreAdj?: number;
+  /** Overrides of the connection limits and the file budget (tests); BRIDGE_* variables come next, then the defaults. */
+  limits?: Partial<AgentLimits>;
+}
+
+/** The limits that bound what callers can make the agent hold (see limits.ts for each default). */
+export interface AgentLimits {
+  maxConnections: number;
+  maxStreamsPerConnection: number;
+  handshakeTimeoutMs: number;
+  connectionIdleMs: number;
+  fileBudget: ByteBudgetOptions;
+}
+
+export const defaultLimits: AgentLimits = {
+  maxConnections: MAX_CONNECTIONS,
+  maxStreamsPerConnection: MAX_STREAMS_PER_CONNECTION,
+  handshakeTimeoutMs: HANDSHAKE_TIMEOUT_MS,
+  connectionIdleMs: CONNECTION_IDLE_MS,
+  fileBudget: defaultBudgetOptions,
+};
+
+/**
+ * Limits set through the environment: BRIDGE_MAX_CONNECTIONS,
+ * BRIDGE_MAX_STREAMS_PER_CONNECTION, BRIDGE_HANDSHAKE_TIMEOUT_MS,
+ * BRIDGE_CONNECTION_IDLE_MS, BRIDGE_FILE_BUDGET_BYTES (positive integers). A
+ * bad value is logged and ignored.
+ */
+export function limitsFromEnv(env: NodeJS.ProcessEnv): Partial<AgentLimits> {
+  const out: Partial<AgentLimits> = {};
+  const num = (name: string): number | undefined => {
+    const raw = env[name];
+    if (raw === undefined || raw === "") return undefined;
+    const n = Number(raw);
+    if (!Number.isSafeInteger(n) || n <= 0) {
+      logLine(`$${name}: expected a positive integer, got ${JSON.stringify(raw)}; using the default`);
+      return undefined;
+    }
+    return n;
+  };
+  const set = <K extends Exclude<keyof AgentLimits, "fileBudget">>(key: K, name: string): void => {
+    const n = num(name);
+    if (n !== undefined) out[key] = n;
+  };
+  set("maxConnections", "BRIDGE_MAX_CONNECTIONS");
+  set("maxStreamsPerConnection", "BRIDGE_MAX_STREAMS_PER_CONNECTION");
+  set("handshakeTimeoutMs", "BRIDGE_HANDSHAKE_TIMEOUT_MS");
+  set("connectionIdleMs", "BRIDGE_CONNECTION_IDLE_MS");
+  const budget = num("BRIDGE_FILE_BUDGET_BYTES");
+  if (budget !== undefined) {
+    if (budget <= defaultBudgetOptions.reserve * 2) logLine(`$BRIDGE_FILE_BUDGET_BYTES: at least ${defaultBudgetOptions.reserve * 2 + 1} bytes; using the default`);
+    else out.fileBudget = { ...defaultBudgetOptions, capacity: budget };
+  }
+  return out;
 }
 
 export interface RunningAgent {
@@ -41,6 +98,10 @@ export interface RunningAgent {
   readonly server: grpc.Server;
   /** A grpc-js target that reaches this agent: "unix:/path" or "host:port". */
   readonly target: string;
+  /** The limits in force. */
+  readonly limits: AgentLimits;
+  /** Connections open, refused and closed without a handshake so far. */
+  connections(): ListenerStats;
   /** Stop accepting, let in-flight calls finish for graceMs, then kill children and close. */
   shutdown(graceMs?: number): Promise<void>;
 }
@@ -49,6 +110,11 @@ export const serverOptions: grpc.ServerOptions = {
   "grpc.max_receive_message_length": MAX_MESSAGE_BYTES,
   "grpc.max_send_message_length": MAX_MESSAGE_BYTES,
   "grpc.keepalive_permit_without_calls": 1,
+  // HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS: a client opens no more calls at once on one connection.
+  "grpc.max_concurrent_streams": MAX_STREAMS_PER_CONNECTION,
+  // A connection without calls for this long gets GOAWAY and is closed.
+  "grpc.max_connection_idle_ms": CONNECTION_IDLE_MS,
+  interceptors: [releaseResponseLeases],
 };
 
 function isLiveSocket(socketPath: string): Promise<boolean> {
@@ -86,10 +152,14 @@ async function prepareSocketPath(socketPath: string): Promise<void> {
   await fs.unlink(socketPath);
 }
 
-function bind(server: grpc.Server, address: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port)));
-  });
+/** "host:port", "[v6]:port" or ":port" (all addresses). */
+function parseTcpAddr(addr: string): { host: string; port: number } {
+  const colon = addr.lastIndexOf(":");
+  const port = Number(addr.slice(colon + 1));
+  if (colon === -1 || !Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`bad TCP address ${JSON.stringify(addr)}: expected host:port`);
+  let host = addr.slice(0, colon);
+  if (host.startsWith("[") && host.endsWith("]")) host = host.slice(1, -1);
+  return { host: host === "" ? "0.0.0.0" : host, port };
 }
 
 export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
@@ -99,7 +169,13 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   if (opts.workspaceId) ctx.workspaceId = opts.workspaceId;
   if (opts.imageEnv) ctx.childEnv = { kind: "image", vars: { ...opts.imageEnv } };
   if (opts.childOomScoreAdj !== undefined) ctx.childOomScoreAdj = opts.childOomScoreAdj;
-  const server = new grpc.Server(serverOptions);
+  const limits: AgentLimits = { ...defaultLimits, ...limitsFromEnv(process.env), ...opts.limits };
+  setFileBudget(ctx, new ByteBudget(limits.fileBudget));
+  const server = new grpc.Server({
+    ...serverOptions,
+    "grpc.max_concurrent_streams": limits.maxStreamsPerConnection,
+    "grpc.max_connection_idle_ms": limits.connectionIdleMs,
+  });
   addService(server, ContainerService, containerServiceHandlers(ctx), mapAgentError);
   const health = new HealthState([ContainerService.typeName]);
   addHealthService(server, health);
@@ -108,17 +184,21 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     Health.typeName,
   ]);
 
+  const listenerLimits = { maxConnections: limits.maxConnections, handshakeTimeoutMs: limits.handshakeTimeoutMs };
   let target: string;
   let socketPath: string | undefined;
+  let listener: Listener;
   if (opts.tcpAddr) {
-    const port = await bind(server, opts.tcpAddr);
-    const host = opts.tcpAddr.slice(0, opts.tcpAddr.lastIndexOf(":"));
-    ctx.listen = `tcp:${host}:${port}`;
-    target = `${host === "0.0.0.0" || host === "" ? "127.0.0.1" : host}:${port}`;
+    const { host, port: wanted } = parseTcpAddr(opts.tcpAddr);
+    listener = await listen(server, { host, port: wanted }, listenerLimits);
+    const port = typeof listener.address === "string" ? wanted : listener.address.port;
+    const shownHost = host.includes(":") ? `[${host}]` : host;
+    ctx.listen = `tcp:${shownHost}:${port}`;
+    target = `${host === "0.0.0.0" || host === "::" ? "127.0.0.1" : shownHost}:${port}`;
   } else {
     socketPath = path.resolve(opts.socketPath ?? "/run/memoh/bridge.sock");
     await prepareSocketPath(socketPath);
-    await bind(server, `unix:${socketPath}`);
+    listener = await listen(server, { path: socketPath }, listenerLimits);
     await fs.chmod(socketPath, 0o660);
     ctx.listen = `unix:${socketPath}`;
     target = `unix:${socketPath}`;
@@ -128,6 +208,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   const shutdown = (graceMs = 5000): Promise<void> => {
     stopping ??= (async () => {
       health.setAll(ServingStatus.NOT_SERVING);
+      await listener.close();
       const drained = new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
       let timer: NodeJS.Timeout | undefined;
       const timedOut = new Promise<void>((resolve) => {
@@ -142,5 +223,5 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     return stopping;
   };
 
-  return { ctx, server, target, shutdown };
+  return { ctx, server, target, limits, connections: () => listener.stats(), shutdown };
 }

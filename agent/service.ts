@@ -20,7 +20,7 @@ export function containerServiceHandlers(ctx: AgentContext): ServiceHandlers<typ
     info: () => info(ctx),
     stat: (req) => stat(ctx, req),
     listDir: (req) => listDir(ctx, req),
-    readFile: (req) => readFile(ctx, req),
+    readFile: (req, call) => readFile(ctx, req, call),
     writeFile: (req) => writeFile(ctx, req),
     readRaw: (req, call) => readRaw(ctx, req, call),
     writeRaw: (call) => writeRaw(ctx, call),

@@ -5,6 +5,7 @@ import { invalidArgument, RpcError, Status } from "../errors.js";
 import { RAW_CHUNK_BYTES } from "../limits.js";
 import { requestPath } from "../paths.js";
 import { openRegularFile } from "./open.js";
+import { callSignal, fileBudget, type Lease } from "../budget.js";
 import { preEncoded } from "../../proto/rpc.js";
 import { encodeFieldsScratch } from "../../proto/wire.js";
 import type * as pb from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
@@ -26,7 +27,8 @@ export function offsetField(value: bigint, field: string): number {
  * (0 = to EOF). The first chunk carries file_size; a read that yields no bytes
  * (empty file, offset at EOF) still sends one empty chunk so the client learns
  * the size. An offset past EOF is OUT_OF_RANGE. Stops when the client cancels,
- * and waits for 'drain' when the transport is full.
+ * and waits for 'drain' when the transport is full. Its blocks are leased from
+ * the file budget (budget.ts).
  */
 export async function readRaw(ctx: AgentContext, req: pb.ReadRawRequest, call: ReadRawCall): Promise<void> {
   const target = requestPath(ctx.dataDir, req);
@@ -34,6 +36,19 @@ export async function readRaw(ctx: AgentContext, req: pb.ReadRawRequest, call: R
   const length = offsetField(req.length, "length");
   // Opens with O_NONBLOCK (a FIFO never blocks) and refuses all but regular files.
   const { abs, fh, st } = await openRegularFile(target, "ReadRaw");
+  const budget = fileBudget(ctx);
+  const signal = callSignal(call);
+  // Each block is leased from the file budget until its last chunk has been
+  // handed to HTTP/2 (or the call ended): a client that does not read keeps
+  // at most two blocks of the budget, never more memory.
+  const held = new Set<Lease>();
+  const releaseAll = (): void => {
+    for (const lease of held) lease.release();
+    held.clear();
+  };
+  call.once("cancelled", releaseAll);
+  call.once("close", releaseAll);
+  call.once("finish", releaseAll);
   try {
     // Files that report size 0 (procfs) may still have bytes: they are checked after the read.
     if (st.size > 0 && offset > st.size) {
@@ -41,42 +56,72 @@ export async function readRaw(ctx: AgentContext, req: pb.ReadRawRequest, call: R
     }
     const fileSize = BigInt(st.size);
     const end = length === 0 ? Infinity : offset + length;
-    const readBlock = (at: number): Promise<Buffer> => {
+    const blockBytes = (at: number): number => Math.min(READ_BLOCK_BYTES, end - at);
+    const readBlock = (at: number, lease: Lease): Block => {
       // A fresh block per read: grpc-js may still hold earlier chunks in its queue.
-      const block = Buffer.allocUnsafe(Math.min(READ_BLOCK_BYTES, end - at));
+      const block = Buffer.allocUnsafe(blockBytes(at));
       const read = fh.read(block, 0, block.byteLength, at).then(({ bytesRead }) => block.subarray(0, bytesRead));
       // Awaited later (maybe after a long drain): mark it handled so a failure is not "unhandled" meanwhile.
       read.catch(() => undefined);
-      return read;
+      held.add(lease);
+      return { read, lease };
     };
+    const leaseFor = (at: number): number => blockBytes(at) + RAW_CHUNK_BYTES; // the block and one frame copy
     let pos = offset;
     let sent = 0;
-    // One read ahead: the next block comes off the disk while this one drains to the socket.
-    let next: Promise<Buffer> | undefined = pos < end ? readBlock(pos) : undefined;
+    let next: Block | undefined = pos < end ? readBlock(pos, await budget.acquire(leaseFor(pos), `ReadRaw of ${abs}`, signal)) : undefined;
     while (next && !call.cancelled) {
-      const block = await next;
-      if (block.byteLength === 0) break;
+      const { read, lease } = next;
+      const block = await read;
+      if (block.byteLength === 0) {
+        held.delete(lease);
+        lease.release();
+        break;
+      }
       const blockEnd = pos + block.byteLength;
-      next = blockEnd < end ? readBlock(blockEnd) : undefined;
+      // One read ahead, when the budget has room now: the next block comes off
+      // the disk while this one drains to the socket.
+      next = undefined;
+      let ahead: Lease | undefined;
+      if (blockEnd < end && (ahead = budget.tryAcquire(leaseFor(blockEnd)))) next = readBlock(blockEnd, ahead);
       for (let i = 0; i < block.byteLength && !call.cancelled; i += RAW_CHUNK_BYTES) {
         const data = block.subarray(i, i + RAW_CHUNK_BYTES);
-        const more = call.write(encodeChunk(data, pos + i, sent === 0 ? st.size : 0));
+        const last = i + RAW_CHUNK_BYTES >= block.byteLength;
+        const msg = encodeChunk(data, pos + i, sent === 0 ? st.size : 0);
+        const more = last
+          ? call.write(msg, () => {
+              held.delete(lease);
+              lease.release();
+            })
+          : call.write(msg);
         sent++;
         if (!more) await drained(call);
       }
       pos = blockEnd;
+      if (!next && pos < end && !call.cancelled) {
+        next = readBlock(pos, await budget.acquire(leaseFor(pos), `ReadRaw of ${abs}`, signal));
+      }
     }
     // Let a read still in flight finish before the handle is closed.
-    await next?.catch(() => undefined);
+    await next?.read.catch(() => undefined);
     if (sent === 0 && !call.cancelled) {
       if (offset > st.size) {
         throw new RpcError(Status.OUT_OF_RANGE, `offset ${offset} is past the end of ${abs} (${st.size} bytes)`);
       }
       call.write({ data: new Uint8Array(0), offset: BigInt(offset), fileSize });
     }
+  } catch (err) {
+    releaseAll();
+    throw err;
   } finally {
+    if (call.cancelled) releaseAll();
     fh.close().catch(() => undefined);
   }
+}
+
+interface Block {
+  read: Promise<Buffer>;
+  lease: Lease;
 }
 
 /** ReadRawChunk{data=1, offset=2, file_size=3}, encoded by hand (see proto/wire.ts). */

@@ -3,7 +3,15 @@ import type { FileHandle } from "node:fs/promises";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { AgentContext } from "../context.js";
 import { resourceExhausted } from "../errors.js";
-import { BINARY_SNIFF_BYTES, READ_FILE_DEFAULT_LINES, READ_FILE_MAX_BYTES } from "../limits.js";
+import {
+  BINARY_SNIFF_BYTES,
+  READ_FILE_DEFAULT_LINES,
+  READ_FILE_MAX_BYTES,
+  READ_FILE_SCAN_BLOCK_BYTES,
+  READ_FILE_WHOLE_MAX_BYTES,
+  RESPONSE_COST_FACTOR,
+} from "../limits.js";
+import { callSignal, fileBudget, holdUntilSent, type ByteBudget } from "../budget.js";
 import { requestPath } from "../paths.js";
 import { openRegularFile } from "./open.js";
 import type * as pb from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
@@ -13,38 +21,204 @@ type ReadFileResponseInit = MessageInitShape<typeof pb.ReadFileResponseSchema>;
 const NEWLINE = 0x0a;
 
 /**
- * A text file's lines in a window. One open, one fstat, usually one read: the
- * whole file (≤ READ_FILE_MAX_BYTES) is needed anyway to count its lines.
- * (Measured between two processes: the three thread-pool round trips cost
- * ≈ 0.2 ms over a synchronous read; running stat and open side by side gained
- * nothing. Synchronous I/O would stall every call on a hung mount, so: async.)
+ * A text file's lines in a window. Every byte held is leased from the file
+ * budget first (budget.ts), and the response's bytes stay leased until grpc-js
+ * has sent them.
+ *
+ * A file up to READ_FILE_WHOLE_MAX_BYTES is read whole: one open, one fstat,
+ * usually one read. (Measured between two processes: the three thread-pool
+ * round trips cost ≈ 0.2 ms over a synchronous read; running stat and open
+ * side by side gained nothing. Synchronous I/O would stall every call on a hung
+ * mount, so: async.) A larger one is scanned in READ_FILE_SCAN_BLOCK_BYTES
+ * blocks to count its lines, find the window and check it is text, then only
+ * the window's bytes are read: a few lines of a large log cost a block, not the file.
  */
-export async function readFile(ctx: AgentContext, req: pb.ReadFileRequest): Promise<ReadFileResponseInit> {
+export async function readFile(ctx: AgentContext, req: pb.ReadFileRequest, call?: CancellableCall): Promise<ReadFileResponseInit> {
   // Opens with O_NONBLOCK (a FIFO never blocks) and refuses all but regular files.
   const { abs, fh, st } = await openRegularFile(requestPath(ctx.dataDir, req), "ReadFile");
-  let bytes: Buffer;
+  const budget = fileBudget(ctx);
+  const signal = call ? callSignal(call) : undefined;
+  const limit = req.lineLimit === 0 ? READ_FILE_DEFAULT_LINES : req.lineLimit;
   try {
     if (st.size > READ_FILE_MAX_BYTES) throw tooLarge(abs, st.size);
-    bytes = await readWhole(fh, abs, st.size);
+    if (st.size > 0 && st.size <= READ_FILE_WHOLE_MAX_BYTES) {
+      const lease = await budget.acquire(st.size * RESPONSE_COST_FACTOR, `ReadFile of ${abs}`, signal);
+      try {
+        const bytes = await readWhole(fh, st.size);
+        return holdUntilSent(wholeResponse(bytes, req.lineOffset, limit), lease);
+      } catch (err) {
+        lease.release();
+        throw err;
+      }
+    }
+    return await readWindow(budget, fh, abs, req.lineOffset, limit, signal);
   } finally {
     // Read-only: nothing to lose on close, so the reply need not wait for it.
     fh.close().catch(() => undefined);
   }
+}
+
+/** A grpc-js call that may be cancelled (ServerUnaryCall). */
+export interface CancellableCall {
+  readonly cancelled: boolean;
+  once(event: "cancelled", fn: () => void): unknown;
+}
+
+function wholeResponse(bytes: Buffer, lineOffset: number, limit: number): ReadFileResponseInit {
   const size = BigInt(bytes.byteLength);
-  if (isBinary(bytes)) {
-    return { content: "", totalLines: 0, lineOffset: req.lineOffset, lineCount: 0, truncated: false, binary: true, size };
-  }
-  const limit = req.lineLimit === 0 ? READ_FILE_DEFAULT_LINES : req.lineLimit;
-  const w = lineWindow(bytes, req.lineOffset, limit);
+  if (isBinary(bytes)) return binaryResponse(lineOffset, size);
+  const w = lineWindow(bytes, lineOffset, limit);
   return {
     content: bytes.toString("utf8", w.start, w.end),
     totalLines: w.totalLines,
-    lineOffset: req.lineOffset,
+    lineOffset,
     lineCount: w.lineCount,
     truncated: w.truncated,
     binary: false,
     size,
   };
+}
+
+function binaryResponse(lineOffset: number, size: bigint): ReadFileResponseInit {
+  return { content: "", totalLines: 0, lineOffset, lineCount: 0, truncated: false, binary: true, size };
+}
+
+/**
+ * The window of a file read in blocks: a first pass (one block leased) counts
+ * the lines and finds the window's byte range, a second reads just that range
+ * under a lease of its own. The lease of the first pass is returned before the
+ * second is asked for, so no request holds bytes while it waits for more.
+ */
+async function readWindow(
+  budget: ByteBudget,
+  fh: FileHandle,
+  abs: string,
+  lineOffset: number,
+  limit: number,
+  signal: AbortSignal | undefined,
+): Promise<ReadFileResponseInit> {
+  const scanLease = await budget.acquire(READ_FILE_SCAN_BLOCK_BYTES, `ReadFile of ${abs}`, signal);
+  let scan: ScanResult;
+  try {
+    scan = await scanLines(fh, abs, lineOffset, limit);
+  } finally {
+    scanLease.release();
+  }
+  const size = BigInt(scan.size);
+  if (scan.binary) return binaryResponse(lineOffset, size);
+  const windowBytes = scan.end - scan.start;
+  const lease = await budget.acquire(windowBytes * RESPONSE_COST_FACTOR, `ReadFile of ${abs}`, signal);
+  try {
+    const buf = Buffer.allocUnsafe(windowBytes);
+    let filled = 0;
+    while (filled < windowBytes) {
+      const { bytesRead } = await fh.read(buf, filled, windowBytes - filled, scan.start + filled);
+      if (bytesRead === 0) break; // shrank since the scan
+      filled += bytesRead;
+    }
+    return holdUntilSent(
+      {
+        content: buf.toString("utf8", 0, filled),
+        totalLines: scan.totalLines,
+        lineOffset,
+        lineCount: scan.lineCount,
+        truncated: scan.truncated,
+        binary: false,
+        size,
+      },
+      lease,
+    );
+  } catch (err) {
+    lease.release();
+    throw err;
+  }
+}
+
+interface ScanResult extends LineWindow {
+  /** Bytes in the file (read to EOF). */
+  size: number;
+  binary: boolean;
+}
+
+/**
+ * Reads the file to EOF in blocks, counting lines [offset, offset+limit) like
+ * lineWindow() does and checking that it is text (no NUL in the first
+ * BINARY_SNIFF_BYTES, valid UTF-8 throughout). Stops at the first sign of binary.
+ */
+async function scanLines(fh: FileHandle, abs: string, offset: number, limit: number): Promise<ScanResult> {
+  const stopLine = offset + limit;
+  const block = Buffer.allocUnsafe(READ_FILE_SCAN_BLOCK_BYTES);
+  let start = -1;
+  let end = -1;
+  let line = 0; // index of the line that begins at `lineStart`
+  let lineStart = 0;
+  let atLineStart = true;
+  let pos = 0; // file offset of block[0]
+  let carry = 0; // bytes of an unfinished UTF-8 sequence kept at the block's head
+  let binary = false;
+  for (;;) {
+    const { bytesRead } = await fh.read(block, carry, block.byteLength - carry, pos + carry);
+    const n = carry + bytesRead;
+    if (bytesRead === 0) {
+      if (carry > 0) binary = true; // the file ends inside a UTF-8 sequence
+      break;
+    }
+    if (pos + n > READ_FILE_MAX_BYTES) throw tooLarge(abs, pos + n);
+    const fresh = block.subarray(carry, n);
+    if (pos + carry < BINARY_SNIFF_BYTES && fresh.subarray(0, BINARY_SNIFF_BYTES - pos - carry).indexOf(0) !== -1) {
+      binary = true;
+      break;
+    }
+    // Validate up to the last complete character; the rest starts the next block.
+    const cut = utf8Boundary(block, n);
+    if (!isUtf8(block.subarray(0, cut))) {
+      binary = true;
+      break;
+    }
+    for (let i = carry; i < n; ) {
+      if (atLineStart) {
+        lineStart = pos + i;
+        if (line === offset) start = lineStart;
+        if (line === stopLine) end = lineStart;
+        atLineStart = false;
+      }
+      const nl = fresh.indexOf(NEWLINE, i - carry);
+      if (nl === -1) break;
+      i = nl + carry + 1;
+      line++;
+      atLineStart = true;
+    }
+    // Move the unfinished sequence to the front.
+    const rest = n - cut;
+    if (rest > 0) block.copy(block, 0, cut, n);
+    pos += cut;
+    carry = rest;
+  }
+  const size = pos + carry;
+  if (binary) return { start: 0, end: 0, lineCount: 0, totalLines: 0, truncated: false, size, binary };
+  // A last line without a newline counts; an empty file has none.
+  const totalLines = atLineStart ? line : line + 1;
+  if (start === -1) start = size;
+  if (end === -1) end = size;
+  const lineCount = Math.max(0, Math.min(totalLines, stopLine) - offset);
+  if (lineCount === 0) return { start: 0, end: 0, lineCount, totalLines, truncated: false, size, binary };
+  return { start, end, lineCount, totalLines, truncated: totalLines > stopLine, size, binary };
+}
+
+/**
+ * The end of the last complete UTF-8 character in buf[0, n): bytes after it
+ * begin a sequence the next block finishes (at most 3). Invalid bytes are left
+ * in, for isUtf8 to refuse.
+ */
+export function utf8Boundary(buf: Uint8Array, n: number): number {
+  for (let back = 1; back <= 3 && back <= n; back++) {
+    const b = buf[n - back]!;
+    if ((b & 0xc0) === 0x80) continue; // a continuation byte: look further back
+    if (b < 0x80) return n; // ASCII: complete
+    const need = b >= 0xf0 ? 4 : b >= 0xe0 ? 3 : b >= 0xc0 ? 2 : 1;
+    return need > back ? n - back : n;
+  }
+  return n;
 }
 
 function tooLarge(abs: string, size: number): Error {
@@ -53,32 +227,16 @@ function tooLarge(abs: string, size: number): Error {
   );
 }
 
-/**
- * Reads up to `expected` bytes, or to EOF when stat reports 0 (procfs and
- * friends report 0 for files that do have content), refusing more than the limit.
- */
-async function readWhole(fh: FileHandle, abs: string, expected: number): Promise<Buffer> {
-  if (expected > 0) {
-    const buf = Buffer.allocUnsafe(expected);
-    let filled = 0;
-    while (filled < expected) {
-      const { bytesRead } = await fh.read(buf, filled, expected - filled, filled);
-      if (bytesRead === 0) break; // shrank since fstat
-      filled += bytesRead;
-    }
-    return filled === expected ? buf : buf.subarray(0, filled);
+/** Reads up to `expected` bytes (fewer when the file shrank since fstat). */
+async function readWhole(fh: FileHandle, expected: number): Promise<Buffer> {
+  const buf = Buffer.allocUnsafe(expected);
+  let filled = 0;
+  while (filled < expected) {
+    const { bytesRead } = await fh.read(buf, filled, expected - filled, filled);
+    if (bytesRead === 0) break; // shrank since fstat
+    filled += bytesRead;
   }
-  const parts: Buffer[] = [];
-  let total = 0;
-  for (;;) {
-    const part = Buffer.allocUnsafe(64 * 1024);
-    const { bytesRead } = await fh.read(part, 0, part.byteLength, null);
-    if (bytesRead === 0) break;
-    total += bytesRead;
-    if (total > READ_FILE_MAX_BYTES) throw tooLarge(abs, total);
-    parts.push(part.subarray(0, bytesRead));
-  }
-  return Buffer.concat(parts, total);
+  return filled === expected ? buf : buf.subarray(0, filled);
 }
 
 /** A NUL byte near the start, or bytes that are not UTF-8. */

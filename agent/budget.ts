@@ -1,0 +1,236 @@
+// The agent's memory budget for file work: every buffer a request makes the
+// agent hold (a file read, a response on its way out, a ReadRaw block) is
+// leased from one ByteBudget first, so what the agent keeps in memory for
+// callers is bounded whatever they send, and a request beyond the budget
+// waits briefly in line or is refused with RESOURCE_EXHAUSTED.
+import type { AgentContext } from "./context.js";
+import { resourceExhausted, RpcError, Status } from "./errors.js";
+import {
+  FILE_BUDGET_BYTES,
+  FILE_BUDGET_MAX_WAITERS,
+  FILE_BUDGET_RESERVE_BYTES,
+  FILE_BUDGET_SMALL_LEASE_BYTES,
+  FILE_BUDGET_WAIT_MS,
+} from "./limits.js";
+
+export interface ByteBudgetOptions {
+  /** Bytes leased at once, at most. */
+  capacity: number;
+  /**
+   * Bytes only small leases (≤ smallMax) may use: large work queued or stalled
+   * (unread streams) can never take the last of the budget from small reads.
+   */
+  reserve: number;
+  /** A lease of at most this many bytes is small. */
+  smallMax: number;
+  /** How long a lease may wait in line before it is refused. */
+  maxWaitMs: number;
+  /** Leases waiting at once, at most; one more is refused at once. */
+  maxWaiters: number;
+}
+
+/** Bytes held for one piece of work; release() returns them (once, whatever the number of calls). */
+export interface Lease {
+  readonly bytes: number;
+  release(): void;
+}
+
+interface Waiter {
+  bytes: number;
+  grant: (lease: Lease) => void;
+  fail: (err: Error) => void;
+  timer: NodeJS.Timeout;
+  done: boolean;
+}
+
+export class ByteBudget {
+  private used = 0;
+  private highest = 0;
+  private readonly waiters: Waiter[] = [];
+  private refusedCount = 0;
+
+  constructor(readonly options: ByteBudgetOptions) {
+    if (options.reserve >= options.capacity) throw new Error("the reserve must be smaller than the capacity");
+  }
+
+  /** Bytes leased now. */
+  get inUse(): number {
+    return this.used;
+  }
+
+  /** The most bytes leased at once so far. */
+  get peak(): number {
+    return this.highest;
+  }
+
+  /** Leases refused so far (queue full or waited too long). */
+  get refused(): number {
+    return this.refusedCount;
+  }
+
+  get waiting(): number {
+    return this.waiters.length;
+  }
+
+  /** The largest lease that can ever be granted. */
+  get largestLease(): number {
+    return this.options.capacity - this.options.reserve;
+  }
+
+  private limitFor(bytes: number): number {
+    return bytes <= this.options.smallMax ? this.options.capacity : this.options.capacity - this.options.reserve;
+  }
+
+  private fits(bytes: number): boolean {
+    return this.used + bytes <= this.limitFor(bytes);
+  }
+
+  private take(bytes: number): Lease {
+    this.used += bytes;
+    if (this.used > this.highest) this.highest = this.used;
+    let released = false;
+    return {
+      bytes,
+      release: () => {
+        if (released) return;
+        released = true;
+        this.used -= bytes;
+        this.grantWaiting();
+      },
+    };
+  }
+
+  /** Clamps a request to what one lease may hold (a larger one could never be granted). */
+  private clamp(bytes: number): number {
+    return Math.max(0, Math.min(Math.ceil(bytes), this.largestLease));
+  }
+
+  /** A lease at once, or undefined when the bytes are not free now (or others wait first). */
+  tryAcquire(bytes: number): Lease | undefined {
+    const n = this.clamp(bytes);
+    const small = n <= this.options.smallMax;
+    // A large lease never overtakes large ones already waiting.
+    if (!small && this.waiters.some((w) => w.bytes > this.options.smallMax)) return undefined;
+    return this.fits(n) ? this.take(n) : undefined;
+  }
+
+  /**
+   * A lease of `bytes`, granted at once when they are free, else after the
+   * leases before it in line. `what` names the work in the refusal. Rejects
+   * with RESOURCE_EXHAUSTED when too many wait or none frees in time, and with
+   * `signal`'s reason when it aborts first.
+   */
+  acquire(bytes: number, what: string, signal?: AbortSignal): Promise<Lease> {
+    const now = this.tryAcquire(bytes);
+    if (now) return Promise.resolve(now);
+    const n = this.clamp(bytes);
+    if (this.waiters.length >= this.options.maxWaiters) {
+      this.refusedCount++;
+      return Promise.reject(this.busy(what, n, `${this.waiters.length} requests already wait`));
+    }
+    if (signal?.aborted) return Promise.reject(signal.reason as Error);
+    return new Promise<Lease>((resolve, reject) => {
+      const onAbort = (): void => finish(() => reject(signal!.reason as Error));
+      const finish = (settle: () => void): void => {
+        if (waiter.done) return;
+        waiter.done = true;
+        clearTimeout(waiter.timer);
+        signal?.removeEventListener("abort", onAbort);
+        const i = this.waiters.indexOf(waiter);
+        if (i !== -1) this.waiters.splice(i, 1);
+        settle();
+        // A waiter that left may have blocked the line for smaller ones behind it.
+        this.grantWaiting();
+      };
+      const waiter: Waiter = {
+        bytes: n,
+        done: false,
+        grant: (lease) => finish(() => resolve(lease)),
+        fail: (err) => finish(() => reject(err)),
+        timer: setTimeout(() => {
+          this.refusedCount++;
+          waiter.fail(this.busy(what, n, `waited ${this.options.maxWaitMs} ms`));
+        }, this.options.maxWaitMs),
+      };
+      signal?.addEventListener("abort", onAbort, { once: true });
+      this.waiters.push(waiter);
+    });
+  }
+
+  /** Grants waiting leases in order; small ones pass a large one that does not fit yet. */
+  private grantWaiting(): void {
+    let largeBlocked = false;
+    for (const w of [...this.waiters]) {
+      if (w.done) continue;
+      const small = w.bytes <= this.options.smallMax;
+      if (!small && largeBlocked) continue;
+      if (this.fits(w.bytes)) {
+        w.grant(this.take(w.bytes));
+      } else if (!small) {
+        largeBlocked = true;
+      }
+    }
+  }
+
+  private busy(what: string, bytes: number, why: string): Error {
+    return resourceExhausted(
+      `the agent is busy: ${what} needs ${bytes} bytes of its ${this.options.capacity}-byte file budget, ` +
+        `${this.used} are in use and ${why}; try again shortly or read a smaller part (ReadRaw with offset and length)`,
+    );
+  }
+}
+
+/** An AbortSignal that aborts (CANCELLED) when a grpc-js call is cancelled. */
+export function callSignal(call: { cancelled: boolean; once(event: "cancelled", fn: () => void): unknown }): AbortSignal {
+  const ac = new AbortController();
+  const abort = (): void => ac.abort(new RpcError(Status.CANCELLED, "the call was cancelled"));
+  if (call.cancelled) abort();
+  else call.once("cancelled", abort);
+  return ac.signal;
+}
+
+/**
+ * Leases that must outlive their handler: the bytes of a response are held
+ * until grpc-js has handed the message to HTTP/2 (see grpc/budget-interceptor.ts),
+ * not just until the handler returns, so responses a client does not read stay
+ * inside the budget.
+ */
+const responseLeases = new WeakMap<object, Lease>();
+
+/** Holds `lease` until `response` has been written (or its call ended). */
+export function holdUntilSent<T extends object>(response: T, lease: Lease): T {
+  responseLeases.set(response, lease);
+  return response;
+}
+
+/** The lease held for `message`, removed from the table. */
+export function takeResponseLease(message: unknown): Lease | undefined {
+  if (typeof message !== "object" || message === null) return undefined;
+  const lease = responseLeases.get(message);
+  if (lease) responseLeases.delete(message);
+  return lease;
+}
+
+export const defaultBudgetOptions: ByteBudgetOptions = {
+  capacity: FILE_BUDGET_BYTES,
+  reserve: FILE_BUDGET_RESERVE_BYTES,
+  smallMax: FILE_BUDGET_SMALL_LEASE_BYTES,
+  maxWaitMs: FILE_BUDGET_WAIT_MS,
+  maxWaiters: FILE_BUDGET_MAX_WAITERS,
+};
+
+const budgets = new WeakMap<AgentContext, ByteBudget>();
+
+/** The file budget of one agent (made with the defaults on first use unless setFileBudget came first). */
+export function fileBudget(ctx: AgentContext): ByteBudget {
+  let budget = budgets.get(ctx);
+  if (!budget) {
+    budget = new ByteBudget(defaultBudgetOptions);
+    budgets.set(ctx, budget);
+  }
+  return budget;
+}
+
+export function setFileBudget(ctx: AgentContext, budget: ByteBudget): void {
+  budgets.set(ctx, budget);
+}

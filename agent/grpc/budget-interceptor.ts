@@ -1,0 +1,44 @@
+// Keeps a response's bytes in the file budget (budget.ts) until they have left
+// the agent's hands: the lease a handler attached to its response with
+// holdUntilSent() is released when grpc-js has written the message to the
+// HTTP/2 stream, or when the call ends in any way (status sent, cancelled,
+// connection lost), whichever comes first. A client that never reads its
+// responses therefore keeps them counted, and the budget bounds them too.
+import * as grpc from "@grpc/grpc-js";
+import { takeResponseLease, type Lease } from "../budget.js";
+
+class LeaseReleasingCall extends grpc.ServerInterceptingCall {
+  private readonly held = new Set<Lease>();
+
+  constructor(next: grpc.ServerInterceptingCallInterface) {
+    super(next, {
+      start: (next) =>
+        next({
+          // grpc-js calls onCancel once at the end of every call, cancelled or not.
+          onCancel: () => this.releaseAll(),
+        }),
+    });
+  }
+
+  override sendMessage(message: unknown, callback: () => void): void {
+    const lease = takeResponseLease(message);
+    if (!lease) {
+      super.sendMessage(message, callback);
+      return;
+    }
+    this.held.add(lease);
+    super.sendMessage(message, () => {
+      this.held.delete(lease);
+      lease.release();
+      callback();
+    });
+  }
+
+  private releaseAll(): void {
+    for (const lease of this.held) lease.release();
+    this.held.clear();
+  }
+}
+
+/** The server interceptor (ServerOptions.interceptors) that releases response leases. */
+export const releaseResponseLeases: grpc.ServerInterceptor = (_method, call) => new LeaseReleasingCall(call);
