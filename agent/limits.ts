@@ -55,8 +55,12 @@ export const FILE_BUDGET_SMALL_LEASE_BYTES = 1 * MiB;
 export const FILE_BUDGET_WAIT_MS = 5_000;
 /** File work waiting for a lease at once, at most; more is refused at once. */
 export const FILE_BUDGET_MAX_WAITERS = 1024;
-/** Bytes of memory one response byte costs until it is sent: the text, its encoding, the gRPC frame, the file bytes. */
-export const RESPONSE_COST_FACTOR = 4;
+/**
+ * Bytes of memory one byte of ReadFile text costs until it is sent: the bytes
+ * read and the gRPC frame they are copied into (the message is encoded by
+ * hand through one shared scratch buffer, a fixed cost of at most one message).
+ */
+export const RESPONSE_COST_FACTOR = 2;
 /** ReadFile reads a file up to this size whole; a larger one is scanned in blocks and only its window kept. */
 export const READ_FILE_WHOLE_MAX_BYTES = 1 * MiB;
 /** Block size of ReadFile's scan of a larger file. */

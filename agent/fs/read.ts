@@ -14,6 +14,8 @@ import {
 import { callSignal, fileBudget, holdUntilSent, type ByteBudget } from "../budget.js";
 import { requestPath } from "../paths.js";
 import { openRegularFile } from "./open.js";
+import { preEncoded } from "../../proto/rpc.js";
+import { encodeFields, encodeFieldsScratch, type WireField } from "../../proto/wire.js";
 import type * as pb from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
 
 type ReadFileResponseInit = MessageInitShape<typeof pb.ReadFileResponseSchema>;
@@ -65,18 +67,41 @@ export interface CancellableCall {
 }
 
 function wholeResponse(bytes: Buffer, lineOffset: number, limit: number): ReadFileResponseInit {
-  const size = BigInt(bytes.byteLength);
-  if (isBinary(bytes)) return binaryResponse(lineOffset, size);
+  if (isBinary(bytes)) return binaryResponse(lineOffset, BigInt(bytes.byteLength));
   const w = lineWindow(bytes, lineOffset, limit);
-  return {
-    content: bytes.toString("utf8", w.start, w.end),
-    totalLines: w.totalLines,
-    lineOffset,
-    lineCount: w.lineCount,
-    truncated: w.truncated,
-    binary: false,
-    size,
-  };
+  return textResponse(bytes.subarray(w.start, w.end), w, lineOffset, bytes.byteLength);
+}
+
+/**
+ * ReadFileResponse{content=1, total_lines=2, line_offset=3, line_count=4,
+ * truncated=5, binary=6, size=7} of text, encoded by hand (proto/wire.ts):
+ * the file's bytes, already checked to be UTF-8, go into the message as they
+ * are, never through a JS string and protobuf-es's encoder (a copy less, and
+ * no event-loop time spent decoding and re-encoding megabytes of text).
+ */
+function textResponse(content: Buffer, w: Omit<LineWindow, "start" | "end">, lineOffset: number, size: number): ReadFileResponseInit {
+  return preEncoded(() => encodeFieldsScratch([{ field: 1, value: content }, ...responseFields(w, lineOffset, size)]));
+}
+
+/** The fields of a text ReadFileResponse besides content (binary=6 is false: omitted). */
+function responseFields(w: Omit<LineWindow, "start" | "end">, lineOffset: number, size: number): WireField[] {
+  return [
+    { field: 2, value: w.totalLines },
+    { field: 3, value: lineOffset },
+    { field: 4, value: w.lineCount },
+    { field: 5, value: w.truncated ? 1 : 0 },
+    { field: 7, value: size },
+  ];
+}
+
+/** Writes field 1's tag (wire type 2) and `length` at `pos`. */
+function writeBytesFieldHead(buf: Buffer, pos: number, length: number): void {
+  buf[pos++] = (1 << 3) | 2;
+  while (length >= 0x80) {
+    buf[pos++] = (length % 128) | 0x80;
+    length = Math.floor(length / 128);
+  }
+  buf[pos] = length;
 }
 
 function binaryResponse(lineOffset: number, size: bigint): ReadFileResponseInit {
@@ -104,30 +129,28 @@ async function readWindow(
   } finally {
     scanLease.release();
   }
-  const size = BigInt(scan.size);
-  if (scan.binary) return binaryResponse(lineOffset, size);
+  if (scan.binary) return binaryResponse(lineOffset, BigInt(scan.size));
   const windowBytes = scan.end - scan.start;
+  if (windowBytes === 0) return textResponse(Buffer.alloc(0), scan, lineOffset, scan.size);
   const lease = await budget.acquire(windowBytes * RESPONSE_COST_FACTOR, `ReadFile of ${abs}`, signal);
   try {
-    const buf = Buffer.allocUnsafe(windowBytes);
+    // The message is built around the window: its other fields first, then
+    // content's tag and length, then the file's bytes read straight into place.
+    const fields = encodeFields(responseFields(scan, lineOffset, scan.size));
+    const head = encodeFields([{ field: 1, value: windowBytes }]); // tag and length of a bytes field
+    const msg = Buffer.allocUnsafe(fields.byteLength + head.byteLength + windowBytes);
+    fields.copy(msg, 0);
+    const contentAt = fields.byteLength + head.byteLength;
     let filled = 0;
     while (filled < windowBytes) {
-      const { bytesRead } = await fh.read(buf, filled, windowBytes - filled, scan.start + filled);
+      const { bytesRead } = await fh.read(msg, contentAt + filled, windowBytes - filled, scan.start + filled);
       if (bytesRead === 0) break; // shrank since the scan
       filled += bytesRead;
     }
-    return holdUntilSent(
-      {
-        content: buf.toString("utf8", 0, filled),
-        totalLines: scan.totalLines,
-        lineOffset,
-        lineCount: scan.lineCount,
-        truncated: scan.truncated,
-        binary: false,
-        size,
-      },
-      lease,
-    );
+    if (filled < windowBytes) return holdUntilSent(textResponse(msg.subarray(contentAt, contentAt + filled), scan, lineOffset, scan.size), lease);
+    // A length-delimited field is tag, length, bytes: write the tag and length before the content.
+    writeBytesFieldHead(msg, fields.byteLength, windowBytes);
+    return holdUntilSent(preEncoded<ReadFileResponseInit>(msg), lease);
   } catch (err) {
     lease.release();
     throw err;

@@ -1,0 +1,108 @@
+// ReadFile of files larger than READ_FILE_WHOLE_MAX_BYTES: scanned in blocks,
+// only the window kept. Every answer must equal what reading the whole file
+// gives, whatever falls on a block boundary.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import fs from "node:fs/promises";
+import path from "node:path";
+import { ContainerService } from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
+import { READ_FILE_SCAN_BLOCK_BYTES, READ_FILE_WHOLE_MAX_BYTES } from "../../agent/limits.js";
+import { utf8Boundary } from "../../agent/fs/read.js";
+import { startTestAgent } from "./helpers/agent.js";
+
+/** Lines of varying length with 2-, 3- and 4-byte characters, some of which straddle the scan blocks. */
+function mixedText(bytes: number, trailingNewline: boolean): Buffer {
+  const parts: string[] = [];
+  let n = 0;
+  for (let i = 0; n < bytes; i++) {
+    const line = `${i}: ${"é".repeat(i % 7)}${"€".repeat(i % 5)}${"𝄞".repeat(i % 3)}${"x".repeat((i * 37) % 300)}\n`;
+    parts.push(line);
+    n += Buffer.byteLength(line);
+  }
+  const text = Buffer.from(parts.join(""));
+  return trailingNewline ? text : text.subarray(0, text.lastIndexOf(0x0a));
+}
+
+function expected(text: Buffer, offset: number, limit: number) {
+  const s = text.toString("utf8");
+  const lines = s.split(/(?<=\n)/);
+  if (lines[lines.length - 1] === "") lines.pop();
+  const window = lines.slice(offset, offset + limit);
+  return {
+    content: window.join(""),
+    totalLines: lines.length,
+    lineCount: window.length,
+    truncated: lines.length > offset + limit,
+  };
+}
+
+test("ReadFile of a large file returns the same window, line counts and size as a whole read", async () => {
+  const t = await startTestAgent();
+  try {
+    for (const trailing of [true, false]) {
+      const text = mixedText(3 * 1024 * 1024 + 12345, trailing);
+      assert.ok(text.byteLength > READ_FILE_WHOLE_MAX_BYTES);
+      await fs.writeFile(path.join(t.dataDir, "big.txt"), text);
+      const total = expected(text, 0, 1).totalLines;
+      for (const [offset, limit] of [[0, 2000], [1, 5], [total - 3, 10], [total, 10], [total + 5, 1], [1000, 20000], [0, total]] as const) {
+        const res = await t.client.unary(ContainerService.method.readFile, { path: "big.txt", lineOffset: offset, lineLimit: limit });
+        const want = expected(text, offset, limit);
+        assert.equal(res.binary, false);
+        assert.equal(res.size, BigInt(text.byteLength));
+        assert.equal(res.totalLines, want.totalLines, `total lines (offset ${offset}, limit ${limit})`);
+        assert.equal(res.lineCount, want.lineCount, `line count (offset ${offset}, limit ${limit})`);
+        assert.equal(res.truncated, want.truncated, `truncated (offset ${offset}, limit ${limit})`);
+        assert.equal(res.lineOffset, offset);
+        assert.ok(res.content === want.content, `content (offset ${offset}, limit ${limit})`);
+      }
+    }
+  } finally {
+    await t.close();
+  }
+});
+
+test("ReadFile of a large file calls it binary for a NUL near the start, bad UTF-8 anywhere, or a cut-off last character", async () => {
+  const t = await startTestAgent();
+  try {
+    const base = Buffer.from("line\n".repeat(400_000)); // 2 MB
+    const cases: Array<[string, Buffer]> = [];
+    const nul = Buffer.from(base);
+    nul[100] = 0;
+    cases.push(["NUL at byte 100", nul]);
+    const bad = Buffer.from(base);
+    bad[1_500_000] = 0xff;
+    cases.push(["0xff at 1.5 MB", bad]);
+    const straddle = Buffer.from(base);
+    // A 3-byte sequence whose last byte is wrong, across the first block boundary.
+    straddle.set([0xe2, 0x82, 0x41], READ_FILE_SCAN_BLOCK_BYTES - 2);
+    cases.push(["a broken sequence across a block boundary", straddle]);
+    cases.push(["a file that ends inside a character", Buffer.concat([base, Buffer.from([0xe2, 0x82])])]);
+    for (const [what, bytes] of cases) {
+      await fs.writeFile(path.join(t.dataDir, "bin.dat"), bytes);
+      const res = await t.client.unary(ContainerService.method.readFile, { path: "bin.dat" });
+      assert.equal(res.binary, true, what);
+      assert.equal(res.content, "", what);
+    }
+    // The same characters, whole, across the boundary: text.
+    const fine = Buffer.from(base);
+    fine.set(Buffer.from("€"), READ_FILE_SCAN_BLOCK_BYTES - 1);
+    await fs.writeFile(path.join(t.dataDir, "fine.txt"), fine);
+    const res = await t.client.unary(ContainerService.method.readFile, { path: "fine.txt", lineLimit: 1 });
+    assert.equal(res.binary, false);
+    assert.equal(res.totalLines, fine.toString("utf8").split("\n").length - 1);
+  } finally {
+    await t.close();
+  }
+});
+
+test("utf8Boundary keeps an unfinished character for the next block", () => {
+  const euro = Buffer.from("a€"); // 61 e2 82 ac
+  assert.equal(utf8Boundary(euro, 4), 4);
+  assert.equal(utf8Boundary(euro, 3), 1);
+  assert.equal(utf8Boundary(euro, 2), 1);
+  assert.equal(utf8Boundary(euro, 1), 1);
+  const clef = Buffer.from("𝄞"); // f0 9d 84 9e
+  assert.equal(utf8Boundary(clef, 3), 0);
+  assert.equal(utf8Boundary(clef, 4), 4);
+  assert.equal(utf8Boundary(Buffer.from([0x80, 0x80, 0x80, 0x80]), 4), 4); // invalid: left for isUtf8
+});
