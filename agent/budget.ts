@@ -35,6 +35,9 @@ export interface Lease {
   release(): void;
 }
 
+/** Waiting requests refused per turn of the event loop. */
+const REFUSALS_PER_TURN = 16;
+
 interface Waiter {
   bytes: number;
   grant: (lease: Lease) => void;
@@ -148,13 +151,32 @@ export class ByteBudget {
         grant: (lease) => finish(() => resolve(lease)),
         fail: (err) => finish(() => reject(err)),
         timer: setTimeout(() => {
-          this.refusedCount++;
-          waiter.fail(this.busy(what, n, `waited ${this.options.maxWaitMs} ms`));
+          this.refuseSoon(() => {
+            this.refusedCount++;
+            waiter.fail(this.busy(what, n, `waited ${this.options.maxWaitMs} ms`));
+          });
         }, this.options.maxWaitMs),
       };
       signal?.addEventListener("abort", onAbort, { once: true });
       this.waiters.push(waiter);
     });
+  }
+
+  private readonly refusals: Array<() => void> = [];
+
+  /**
+   * Refusals run a few at a time, each batch in its own turn of the event loop:
+   * hundreds of requests that queued together time out together, and refusing
+   * them all in one go would hold up every other call (Info) meanwhile.
+   */
+  private refuseSoon(refuse: () => void): void {
+    this.refusals.push(refuse);
+    if (this.refusals.length === 1) setImmediate(() => this.refuseBatch());
+  }
+
+  private refuseBatch(): void {
+    for (const refuse of this.refusals.splice(0, REFUSALS_PER_TURN)) refuse();
+    if (this.refusals.length > 0) setImmediate(() => this.refuseBatch());
   }
 
   /** Grants waiting leases in order; small ones pass a large one that does not fit yet. */

@@ -5,7 +5,7 @@ import { invalidArgument, RpcError, Status } from "../errors.js";
 import { RAW_CHUNK_BYTES } from "../limits.js";
 import { requestPath } from "../paths.js";
 import { openRegularFile } from "./open.js";
-import { callSignal, fileBudget, type Lease } from "../budget.js";
+import { callSignal, fileBudget } from "../budget.js";
 import { preEncoded } from "../../proto/rpc.js";
 import { encodeFieldsScratch } from "../../proto/wire.js";
 import type * as pb from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
@@ -27,8 +27,13 @@ export function offsetField(value: bigint, field: string): number {
  * (0 = to EOF). The first chunk carries file_size; a read that yields no bytes
  * (empty file, offset at EOF) still sends one empty chunk so the client learns
  * the size. An offset past EOF is OUT_OF_RANGE. Stops when the client cancels,
- * and waits for 'drain' when the transport is full. Its blocks are leased from
- * the file budget (budget.ts).
+ * and waits for 'drain' when the transport is full.
+ *
+ * The stream leases what it may hold, two blocks and a frame, from the file
+ * budget (budget.ts) for its whole life, up to the moment grpc-js has sent its
+ * last chunk: a client that stops reading keeps its share and nothing more, and
+ * streams beyond the budget wait in line or are refused (RESOURCE_EXHAUSTED)
+ * before they allocate anything.
  */
 export async function readRaw(ctx: AgentContext, req: pb.ReadRawRequest, call: ReadRawCall): Promise<void> {
   const target = requestPath(ctx.dataDir, req);
@@ -36,19 +41,22 @@ export async function readRaw(ctx: AgentContext, req: pb.ReadRawRequest, call: R
   const length = offsetField(req.length, "length");
   // Opens with O_NONBLOCK (a FIFO never blocks) and refuses all but regular files.
   const { abs, fh, st } = await openRegularFile(target, "ReadRaw");
-  const budget = fileBudget(ctx);
-  const signal = callSignal(call);
-  // Each block is leased from the file budget until its last chunk has been
-  // handed to HTTP/2 (or the call ended): a client that does not read keeps
-  // at most two blocks of the budget, never more memory.
-  const held = new Set<Lease>();
-  const releaseAll = (): void => {
-    for (const lease of held) lease.release();
-    held.clear();
-  };
-  call.once("cancelled", releaseAll);
-  call.once("close", releaseAll);
-  call.once("finish", releaseAll);
+  const wanted = length === 0 ? Math.max(st.size - offset, 0) : length;
+  // Files that report size 0 (procfs) may hold anything: lease for full blocks.
+  const holds = st.size === 0 ? 2 * READ_BLOCK_BYTES : Math.min(2 * READ_BLOCK_BYTES, wanted);
+  let lease;
+  try {
+    lease = await fileBudget(ctx).acquire(holds + RAW_CHUNK_BYTES, `ReadRaw of ${abs}`, callSignal(call));
+  } catch (err) {
+    fh.close().catch(() => undefined);
+    throw err;
+  }
+  const release = lease.release;
+  // Released once grpc-js has written the last chunk ('finish') or the call is gone.
+  call.once("finish", release);
+  call.once("close", release);
+  call.once("cancelled", release);
+  if (call.cancelled || call.destroyed) release();
   try {
     // Files that report size 0 (procfs) may still have bytes: they are checked after the read.
     if (st.size > 0 && offset > st.size) {
@@ -56,72 +64,42 @@ export async function readRaw(ctx: AgentContext, req: pb.ReadRawRequest, call: R
     }
     const fileSize = BigInt(st.size);
     const end = length === 0 ? Infinity : offset + length;
-    const blockBytes = (at: number): number => Math.min(READ_BLOCK_BYTES, end - at);
-    const readBlock = (at: number, lease: Lease): Block => {
+    const readBlock = (at: number): Promise<Buffer> => {
       // A fresh block per read: grpc-js may still hold earlier chunks in its queue.
-      const block = Buffer.allocUnsafe(blockBytes(at));
+      const block = Buffer.allocUnsafe(Math.min(READ_BLOCK_BYTES, end - at));
       const read = fh.read(block, 0, block.byteLength, at).then(({ bytesRead }) => block.subarray(0, bytesRead));
       // Awaited later (maybe after a long drain): mark it handled so a failure is not "unhandled" meanwhile.
       read.catch(() => undefined);
-      held.add(lease);
-      return { read, lease };
+      return read;
     };
-    const leaseFor = (at: number): number => blockBytes(at) + RAW_CHUNK_BYTES; // the block and one frame copy
     let pos = offset;
     let sent = 0;
-    let next: Block | undefined = pos < end ? readBlock(pos, await budget.acquire(leaseFor(pos), `ReadRaw of ${abs}`, signal)) : undefined;
+    // One read ahead: the next block comes off the disk while this one drains to the socket.
+    let next: Promise<Buffer> | undefined = pos < end ? readBlock(pos) : undefined;
     while (next && !call.cancelled) {
-      const { read, lease } = next;
-      const block = await read;
-      if (block.byteLength === 0) {
-        held.delete(lease);
-        lease.release();
-        break;
-      }
+      const block = await next;
+      if (block.byteLength === 0) break;
       const blockEnd = pos + block.byteLength;
-      // One read ahead, when the budget has room now: the next block comes off
-      // the disk while this one drains to the socket.
-      next = undefined;
-      let ahead: Lease | undefined;
-      if (blockEnd < end && (ahead = budget.tryAcquire(leaseFor(blockEnd)))) next = readBlock(blockEnd, ahead);
+      next = blockEnd < end ? readBlock(blockEnd) : undefined;
       for (let i = 0; i < block.byteLength && !call.cancelled; i += RAW_CHUNK_BYTES) {
         const data = block.subarray(i, i + RAW_CHUNK_BYTES);
-        const last = i + RAW_CHUNK_BYTES >= block.byteLength;
-        const msg = encodeChunk(data, pos + i, sent === 0 ? st.size : 0);
-        const more = last
-          ? call.write(msg, () => {
-              held.delete(lease);
-              lease.release();
-            })
-          : call.write(msg);
+        const more = call.write(encodeChunk(data, pos + i, sent === 0 ? st.size : 0));
         sent++;
         if (!more) await drained(call);
       }
       pos = blockEnd;
-      if (!next && pos < end && !call.cancelled) {
-        next = readBlock(pos, await budget.acquire(leaseFor(pos), `ReadRaw of ${abs}`, signal));
-      }
     }
     // Let a read still in flight finish before the handle is closed.
-    await next?.read.catch(() => undefined);
+    await next?.catch(() => undefined);
     if (sent === 0 && !call.cancelled) {
       if (offset > st.size) {
         throw new RpcError(Status.OUT_OF_RANGE, `offset ${offset} is past the end of ${abs} (${st.size} bytes)`);
       }
       call.write({ data: new Uint8Array(0), offset: BigInt(offset), fileSize });
     }
-  } catch (err) {
-    releaseAll();
-    throw err;
   } finally {
-    if (call.cancelled) releaseAll();
     fh.close().catch(() => undefined);
   }
-}
-
-interface Block {
-  read: Promise<Buffer>;
-  lease: Lease;
 }
 
 /** ReadRawChunk{data=1, offset=2, file_size=3}, encoded by hand (see proto/wire.ts). */

@@ -1,0 +1,189 @@
+// The agent's memory stays within AGENT_MEMORY_BUDGET_BYTES of its idle size
+// and Info keeps answering within 100 ms, whatever its callers do: measured on
+// a real agent process (RSS and peak RSS from /proc), with the well-behaved
+// client (helpers/probe-main.ts) in a process of its own.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import fs from "node:fs/promises";
+import http2 from "node:http2";
+import net from "node:net";
+import path from "node:path";
+import { ContainerService } from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
+import { RpcClient } from "../../proto/rpc.js";
+import {
+  AGENT_MEMORY_BUDGET_BYTES,
+  HANDSHAKE_TIMEOUT_MS,
+  MAX_CONNECTIONS,
+  MAX_STREAMS_PER_CONNECTION,
+} from "../../agent/limits.js";
+import { startAgentProcess, type AgentProcess } from "./helpers/agent-process.js";
+import {
+  MiB,
+  concurrentReads,
+  fdCount,
+  idleConnections,
+  memoryOf,
+  mib,
+  percentile,
+  resetPeak,
+  startProbe,
+  unreadRawStreams,
+  waitFor,
+  writeLongLines,
+  type ProbeReport,
+} from "./helpers/load.js";
+
+const INFO_MAX_MS = 100;
+
+async function smallFile(agent: AgentProcess): Promise<string> {
+  await fs.mkdir(agent.dataDir, { recursive: true });
+  await fs.writeFile(path.join(agent.dataDir, "small.txt"), "a small file\n".repeat(50));
+  return "small.txt";
+}
+
+function report(name: string, idle: number, peak: number, probe: ProbeReport, extra = ""): void {
+  console.log(
+    `${name}: RSS idle ${mib(idle)}, peak ${mib(peak)} (+${mib(peak - idle)}, budget ${mib(AGENT_MEMORY_BUDGET_BYTES)}); ` +
+      `Info p50 ${percentile(probe.info, 50).toFixed(1)} ms, max ${Math.max(...probe.info).toFixed(1)} ms over ${probe.info.length} calls; ` +
+      `small ReadFile p50 ${percentile(probe.read, 50).toFixed(1)} ms, max ${Math.max(...probe.read).toFixed(1)} ms` +
+      (extra ? `; ${extra}` : ""),
+  );
+}
+
+function assertProbe(probe: ProbeReport): void {
+  assert.deepEqual(probe.errors, [], "the probe's calls all succeed");
+  assert.ok(probe.info.length >= 10, `Info was called ${probe.info.length} times`);
+  assert.ok(probe.read.length >= 10, `the small ReadFile ran ${probe.read.length} times`);
+  const worst = Math.max(...probe.info);
+  assert.ok(worst <= INFO_MAX_MS, `Info took up to ${worst.toFixed(1)} ms (limit ${INFO_MAX_MS} ms)`);
+}
+
+test("300 concurrent ReadFiles of an 8 MiB file stay within the memory budget; Info answers within 100 ms meanwhile", async () => {
+  const agent = await startAgentProcess();
+  const load = new RpcClient(`unix:${agent.socketPath}`);
+  try {
+    // 1024 lines of 8 KiB: the default window (2000 lines) is the whole file.
+    await writeLongLines(path.join(agent.dataDir, "big.txt"), 1024, 8192);
+    const probe = await startProbe(`unix:${agent.socketPath}`, await smallFile(agent));
+    await load.waitForReady(10_000);
+    const idle = (await memoryOf(agent.pid)).rss;
+    await resetPeak(agent.pid);
+    const outcome = await concurrentReads(load, "big.txt", 300, 8 * MiB);
+    const peak = (await memoryOf(agent.pid)).hwm;
+    const seen = await probe.stop();
+    report("300 × ReadFile 8 MiB", idle, peak, seen, `${outcome.ok} served, ${outcome.exhausted} RESOURCE_EXHAUSTED`);
+    assert.deepEqual(outcome.other, [], "every read is served in full or refused with RESOURCE_EXHAUSTED");
+    assert.ok(outcome.ok >= 10, `${outcome.ok} of 300 reads were served`);
+    assert.ok(peak - idle <= AGENT_MEMORY_BUDGET_BYTES, `RSS grew by ${mib(peak - idle)}`);
+    assertProbe(seen);
+  } finally {
+    load.close();
+    await agent.stop();
+  }
+});
+
+test("800 unread ReadRaw streams on 8 connections stay within the memory budget; Info answers within 100 ms meanwhile", async () => {
+  const agent = await startAgentProcess();
+  let streams: ReturnType<typeof unreadRawStreams> | undefined;
+  try {
+    const fh = await fs.open(path.join(agent.dataDir, "huge.bin"), "w");
+    await fh.truncate(64 * MiB);
+    await fh.close();
+    const probe = await startProbe(`unix:${agent.socketPath}`, await smallFile(agent));
+    const idle = (await memoryOf(agent.pid)).rss;
+    await resetPeak(agent.pid);
+    streams = unreadRawStreams(`unix:${agent.socketPath}`, "huge.bin", 8, 100);
+    // The agent sends into the streams it has budget for; every other one waits its turn in line and is refused.
+    await waitFor(() => streams!.started() + streams!.exhausted() === 800, "every stream to get data or be refused", 30_000);
+    const peak = (await memoryOf(agent.pid)).hwm;
+    const seen = await probe.stop();
+    report("800 unread ReadRaw streams", idle, peak, seen, `${streams.started()} streams got data, ${streams.exhausted()} were refused`);
+    assert.deepEqual(streams.errors(), []);
+    assert.ok(streams.started() >= 8, `${streams.started()} streams got data`);
+    assert.ok(peak - idle <= AGENT_MEMORY_BUDGET_BYTES, `RSS grew by ${mib(peak - idle)}`);
+    assertProbe(seen);
+  } finally {
+    streams?.close();
+    await agent.stop();
+  }
+});
+
+test(`a connection may run at most ${MAX_STREAMS_PER_CONNECTION} calls at once (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS)`, async () => {
+  const agent = await startAgentProcess();
+  try {
+    const session = http2.connect("http://agent", { createConnection: () => net.connect(agent.socketPath) });
+    try {
+      const settings = await new Promise<http2.Settings>((resolve, reject) => {
+        session.once("remoteSettings", resolve);
+        session.once("error", reject);
+      });
+      assert.equal(settings.maxConcurrentStreams, MAX_STREAMS_PER_CONNECTION);
+    } finally {
+      session.destroy();
+    }
+  } finally {
+    await agent.stop();
+  }
+});
+
+test("thousands of idle connections: at most MAX_CONNECTIONS are kept, silent ones are closed after the handshake timeout, idle sessions after the idle timeout", async () => {
+  const agent = await startAgentProcess({ env: { BRIDGE_CONNECTION_IDLE_MS: "3000" } });
+  let idleConns: Awaited<ReturnType<typeof idleConnections>> | undefined;
+  try {
+    const probe = await startProbe(`unix:${agent.socketPath}`, await smallFile(agent));
+    const idle = await memoryOf(agent.pid);
+    const fdsBefore = await fdCount(agent.pid);
+    await resetPeak(agent.pid);
+    const t0 = Date.now();
+    idleConns = await idleConnections(agent.socketPath, 1500, 1500);
+    const fdsDuring = await fdCount(agent.pid);
+    // The probe holds one connection; the rest of the slots went to the flood, every other connection was closed at once.
+    await waitFor(() => {
+      const c = idleConns!.closed();
+      return c.silent + c.handshaken >= 3000 - MAX_CONNECTIONS;
+    }, "connections beyond the cap to be closed");
+    // Silent ones never complete the handshake: closed after HANDSHAKE_TIMEOUT_MS; handshaken ones after the idle time.
+    await waitFor(() => idleConns!.closed().silent === 1500, "silent connections to be closed", HANDSHAKE_TIMEOUT_MS + 10_000);
+    const silentClosedAfter = Date.now() - t0;
+    await waitFor(() => idleConns!.closed().handshaken === 1500, "idle HTTP/2 sessions to be closed", 20_000);
+    const fdsAfter = await fdCount(agent.pid);
+    const peak = (await memoryOf(agent.pid)).hwm;
+    // A new client gets in once the flood is gone.
+    const fresh = new RpcClient(`unix:${agent.socketPath}`);
+    try {
+      const info = await fresh.unary(ContainerService.method.info, {}, { timeoutMs: 5_000 });
+      assert.ok(info.pid > 0);
+    } finally {
+      fresh.close();
+    }
+    const seen = await probe.stop();
+    report("3000 idle connections", idle.rss, peak, seen, `agent fds ${fdsBefore} before, ${fdsDuring} during, ${fdsAfter} after; silent ones all closed after ${silentClosedAfter} ms`);
+    assert.ok(fdsDuring <= fdsBefore + MAX_CONNECTIONS + 4, `the agent had ${fdsDuring} fds open during the flood (${fdsBefore} before)`);
+    assert.ok(fdsAfter <= fdsBefore + 4, `the agent kept ${fdsAfter} fds (${fdsBefore} before)`);
+    assert.ok(peak - idle.rss <= AGENT_MEMORY_BUDGET_BYTES, `RSS grew by ${mib(peak - idle.rss)}`);
+    assertProbe(seen);
+  } finally {
+    idleConns?.close();
+    await agent.stop();
+  }
+});
+
+test("a connection that sends something other than the HTTP/2 preface is closed at once", async () => {
+  const agent = await startAgentProcess();
+  try {
+    const s = net.connect(agent.socketPath);
+    const closed = new Promise<number>((resolve) => {
+      const t0 = Date.now();
+      s.once("close", () => resolve(Date.now() - t0));
+    });
+    s.on("error", () => undefined);
+    s.resume();
+    s.write("GET / HTTP/1.1\r\nHost: agent\r\n\r\n");
+    const ms = await closed;
+    assert.ok(ms < HANDSHAKE_TIMEOUT_MS, `closed after ${ms} ms`);
+    // The agent still serves.
+    await agent.client.unary(ContainerService.method.info, {}, { timeoutMs: 5_000 });
+  } finally {
+    await agent.stop();
+  }
+});

@@ -1,0 +1,279 @@
+// Hostile load against a real agent process, and what it costs the agent:
+// its RSS (current and peak, from /proc), its open fds, and the latencies a
+// well-behaved client in a process of its own sees meanwhile.
+import { spawn } from "node:child_process";
+import fs from "node:fs/promises";
+import http2 from "node:http2";
+import net from "node:net";
+import path from "node:path";
+import { create, toBinary } from "@bufbuild/protobuf";
+import type * as grpc from "@grpc/grpc-js";
+import { ContainerService, ReadFileRequestSchema } from "../../../proto/gen/memoh/bridge/v1/bridge_pb.js";
+import { RpcClient, Status, fromServiceError, rpcCode } from "../../../proto/rpc.js";
+
+export const MiB = 1024 * 1024;
+
+export interface Memory {
+  rss: number;
+  /** Peak RSS since start or since the last resetPeak. */
+  hwm: number;
+}
+
+async function statusKb(pid: number, field: string): Promise<number> {
+  const text = await fs.readFile(`/proc/${pid}/status`, "utf8");
+  const m = new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(text);
+  if (!m) throw new Error(`no ${field} in /proc/${pid}/status`);
+  return Number(m[1]) * 1024;
+}
+
+export async function memoryOf(pid: number): Promise<Memory> {
+  return { rss: await statusKb(pid, "VmRSS"), hwm: await statusKb(pid, "VmHWM") };
+}
+
+/** Resets the peak RSS (VmHWM) of `pid` to its current RSS (clear_refs 5, Linux ≥ 4.0). */
+export async function resetPeak(pid: number): Promise<void> {
+  await fs.writeFile(`/proc/${pid}/clear_refs`, "5");
+}
+
+export async function fdCount(pid: number): Promise<number> {
+  return (await fs.readdir(`/proc/${pid}/fd`)).length;
+}
+
+export function percentile(values: number[], p: number): number {
+  if (values.length === 0) return NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+export const mib = (bytes: number): string => `${(bytes / MiB).toFixed(1)} MiB`;
+
+export interface ProbeReport {
+  info: number[];
+  read: number[];
+  errors: string[];
+}
+
+export interface Probe {
+  /** Stops the probe and returns what it measured. */
+  stop(): Promise<ProbeReport>;
+}
+
+/** Starts the probe (helpers/probe-main.ts) in a process of its own; resolves once it measures. */
+export async function startProbe(target: string, smallPath: string): Promise<Probe> {
+  const child = spawn(process.execPath, ["--import", "tsx", path.join(import.meta.dirname, "probe-main.ts"), target, smallPath], {
+    stdio: ["pipe", "pipe", "pipe"],
+  });
+  let out = "";
+  let err = "";
+  child.stdout!.setEncoding("utf8").on("data", (c: string) => (out += c));
+  child.stderr!.setEncoding("utf8").on("data", (c: string) => (err += c));
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  const deadline = Date.now() + 30_000;
+  while (!out.includes("ready\n")) {
+    if (child.exitCode !== null) throw new Error(`the probe exited early: ${err}`);
+    if (Date.now() > deadline) throw new Error(`the probe did not get ready: ${err}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return {
+    async stop() {
+      child.stdin!.end();
+      const code = await exited;
+      const line = out.split("\n").find((l) => l.startsWith("{"));
+      if (code !== 0 || !line) throw new Error(`the probe failed (${code}): ${err}`);
+      return JSON.parse(line) as ProbeReport;
+    },
+  };
+}
+
+/** Samples RSS every `everyMs` until stopped; returns the highest seen. */
+export function sampleRss(pid: number, everyMs = 10): { stop(): Promise<number> } {
+  let max = 0;
+  let stopped = false;
+  const loop = (async () => {
+    while (!stopped) {
+      const m = await memoryOf(pid).catch(() => undefined);
+      if (m && m.rss > max) max = m.rss;
+      await new Promise((r) => setTimeout(r, everyMs));
+    }
+  })();
+  return {
+    async stop() {
+      stopped = true;
+      await loop;
+      return max;
+    },
+  };
+}
+
+/** A file of `lines` lines of `width` bytes (newline included): its whole text is one ReadFile window. */
+export async function writeLongLines(file: string, lines: number, width: number): Promise<void> {
+  const line = Buffer.alloc(width, 0x61);
+  line[width - 1] = 0x0a;
+  await fs.mkdir(path.dirname(file), { recursive: true });
+  const fh = await fs.open(file, "w");
+  try {
+    for (let i = 0; i < lines; i++) await fh.write(line);
+  } finally {
+    await fh.close();
+  }
+}
+
+export interface ReadOutcome {
+  ok: number;
+  exhausted: number;
+  /** Anything else: an error that is not RESOURCE_EXHAUSTED, or a reply of the wrong size. */
+  other: string[];
+}
+
+/**
+ * `n` ReadFiles of `file` at once over `client`. Replies are not decoded (a
+ * hostile caller would not spend the CPU, and the test process must not steal
+ * it from the agent it measures): each must be a ReadFileResponse message of
+ * more than `expectBytes` bytes (the text and its fields).
+ */
+export async function concurrentReads(client: RpcClient, file: string, n: number, expectBytes: number): Promise<ReadOutcome> {
+  const out: ReadOutcome = { ok: 0, exhausted: 0, other: [] };
+  const request = Buffer.from(toBinary(ReadFileRequestSchema, create(ReadFileRequestSchema, { path: file })));
+  await Promise.all(
+    Array.from({ length: n }, async () => {
+      try {
+        const length = await new Promise<number>((resolve, reject) => {
+          client.raw.makeUnaryRequest(
+            `/${ContainerService.typeName}/ReadFile`,
+            (b: Buffer) => b,
+            (b: Buffer) => b.byteLength,
+            request,
+            (err: grpc.ServiceError | null, res?: number) => (err ? reject(fromServiceError(err)) : resolve(res!)),
+          );
+        });
+        if (length > expectBytes && length < expectBytes + 64) out.ok++;
+        else out.other.push(`a reply of ${length} bytes, not ${expectBytes} and a few`);
+      } catch (err) {
+        if (rpcCode(err) === Status.RESOURCE_EXHAUSTED) out.exhausted++;
+        else out.other.push(`${rpcCode(err)}: ${err instanceof Error ? err.message : String(err)}`);
+      }
+    }),
+  );
+  return out;
+}
+
+export interface UnreadStreams {
+  /** Streams that got their first chunk (the agent is sending into them). */
+  started(): number;
+  /** Streams the agent refused with RESOURCE_EXHAUSTED. */
+  exhausted(): number;
+  /** Any other error. */
+  errors(): string[];
+  close(): void;
+}
+
+/**
+ * `perConnection` ReadRaw streams of `file` on each of `connections` clients,
+ * none of them read past what HTTP/2 flow control lets in: the agent is left
+ * holding whatever it wants to send.
+ */
+export function unreadRawStreams(target: string, file: string, connections: number, perConnection: number): UnreadStreams {
+  const clients: RpcClient[] = [];
+  let started = 0;
+  let exhausted = 0;
+  let closing = false;
+  const errors: string[] = [];
+  for (let c = 0; c < connections; c++) {
+    // HTTP/2's default 64 KiB windows: the client takes in little, the agent must hold the rest.
+    const client = new RpcClient(target, undefined, { "grpc-node.flow_control_window": 65_535 });
+    clients.push(client);
+    for (let s = 0; s < perConnection; s++) {
+      const call = client.serverStream(ContainerService.method.readRaw, { path: file });
+      // One message is read, no more: the stream then stays paused.
+      call.once("readable", () => {
+        if (call.read() !== null) started++;
+      });
+      call.on("error", (err) => {
+        if (rpcCode(err) === Status.RESOURCE_EXHAUSTED) exhausted++;
+        else if (!closing) errors.push(`${rpcCode(err)}: ${err.message}`);
+      });
+    }
+  }
+  return {
+    started: () => started,
+    exhausted: () => exhausted,
+    errors: () => [...errors],
+    close() {
+      closing = true;
+      for (const c of clients) c.close();
+    },
+  };
+}
+
+export interface IdleConnections {
+  /** Sockets the agent has closed so far, of each kind. */
+  closed(): { silent: number; handshaken: number };
+  /** Sockets connected (not refused at once) of each kind. */
+  connected(): { silent: number; handshaken: number };
+  close(): void;
+}
+
+/**
+ * `silent` connections that never send a byte and `handshaken` ones that send
+ * the HTTP/2 preface and SETTINGS (a real HTTP/2 session) and then no call.
+ */
+export async function idleConnections(socketPath: string, silent: number, handshaken: number): Promise<IdleConnections> {
+  const sockets: net.Socket[] = [];
+  const sessions: http2.ClientHttp2Session[] = [];
+  const closed = { silent: 0, handshaken: 0 };
+  const connected = { silent: 0, handshaken: 0 };
+  const opens: Promise<void>[] = [];
+  for (let i = 0; i < silent; i++) {
+    opens.push(
+      new Promise<void>((resolve) => {
+        const s = net.connect(socketPath);
+        sockets.push(s);
+        s.on("error", () => undefined);
+        s.once("connect", () => {
+          connected.silent++;
+          resolve();
+        });
+        s.once("close", () => {
+          closed.silent++;
+          resolve();
+        });
+        s.resume();
+      }),
+    );
+  }
+  for (let i = 0; i < handshaken; i++) {
+    opens.push(
+      new Promise<void>((resolve) => {
+        const session = http2.connect("http://agent", { createConnection: () => net.connect(socketPath) });
+        sessions.push(session);
+        session.on("error", () => undefined);
+        session.once("connect", () => {
+          connected.handshaken++;
+          resolve();
+        });
+        session.once("close", () => {
+          closed.handshaken++;
+          resolve();
+        });
+      }),
+    );
+  }
+  await Promise.all(opens);
+  return {
+    closed: () => ({ ...closed }),
+    connected: () => ({ ...connected }),
+    close() {
+      for (const s of sockets) s.destroy();
+      for (const s of sessions) s.destroy();
+    },
+  };
+}
+
+/** Waits until `cond` holds, checking every 50 ms, or throws `what` after `timeoutMs`. */
+export async function waitFor(cond: () => boolean | Promise<boolean>, what: string, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
