@@ -9,6 +9,11 @@
 //    per-message error, and a bad request must not go unnoticed.
 //  - A message of a kind this agent does not know (empty oneof) is ignored, so a
 //    newer host can talk to an older agent.
+//  - Stdin is held for the process up to EXEC_STDIN_BUFFER_BYTES (pipes: in the
+//    pipe's Writable; pty: PtyStdin). Messages keep being read meanwhile, so a
+//    signal, resize or close_stdin behind that much unread stdin acts at once;
+//    beyond it the call stops reading its request stream (and reads nothing
+//    ahead) until the process takes its input.
 // Reply stream: started{pid}, stdout/stderr chunks as they arrive (held back
 // by gRPC flow control, never buffered whole), then exactly one exit after the
 // last output byte, then OK.
@@ -69,13 +74,19 @@ async function runExec(ctx: AgentContext, call: ExecCall, spec: ExecSpec): Promi
     proc.abandon();
   };
 
+  let stdinFull = false;
   const writeStdin = (data: Uint8Array) => {
     if (stdinClosed && !proc.stdinReopens) throw invalidArgument("stdin sent after close_stdin");
     if (data.byteLength === 0) return;
-    if (!proc.writeStdin(data)) {
-      // The process is not reading: stop reading requests until it catches up.
+    if (!proc.writeStdin(data) && !stdinFull) {
+      // EXEC_STDIN_BUFFER_BYTES wait for the process: take no more messages off
+      // the connection until it reads (noReadAhead: nothing is read ahead either).
+      stdinFull = true;
       call.pause();
-      proc.onStdinDrain(() => call.resume());
+      proc.onStdinDrain(() => {
+        stdinFull = false;
+        if (!failure && !cancelled) call.resume();
+      });
     }
   };
 
