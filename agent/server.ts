@@ -15,6 +15,7 @@ import { addReflectionService } from "./grpc/reflection.js";
 import { containerServiceHandlers } from "./service.js";
 import { killAllChildren } from "./exec/children.js";
 import { logLine } from "./log.js";
+import { bindSocketFile, removeOwnSocket, type SocketIdentity } from "./socket-file.js";
 
 export interface AgentOptions {
   dataDir: string;
@@ -110,6 +111,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
 
   let target: string;
   let socketPath: string | undefined;
+  let boundSocket: SocketIdentity | undefined;
   if (opts.tcpAddr) {
     const port = await bind(server, opts.tcpAddr);
     const host = opts.tcpAddr.slice(0, opts.tcpAddr.lastIndexOf(":"));
@@ -118,8 +120,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   } else {
     socketPath = path.resolve(opts.socketPath ?? "/run/memoh/bridge.sock");
     await prepareSocketPath(socketPath);
-    await bind(server, `unix:${socketPath}`);
-    await fs.chmod(socketPath, 0o660);
+    boundSocket = await bindSocketFile(socketPath, (address) => bind(server, address));
     ctx.listen = `unix:${socketPath}`;
     target = `unix:${socketPath}`;
   }
@@ -135,9 +136,14 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       });
       await Promise.race([drained, timedOut]);
       clearTimeout(timer);
-      killAllChildren(ctx);
+      // Kills every session the agent started; the calls running them end with a status.
+      await killAllChildren(ctx);
+      // Let those last statuses reach their clients before the connections are cut.
+      let flushTimer: NodeJS.Timeout | undefined;
+      await Promise.race([drained, new Promise<void>((resolve) => (flushTimer = setTimeout(resolve, 1000)))]);
+      clearTimeout(flushTimer);
       server.forceShutdown();
-      if (socketPath) await fs.rm(socketPath, { force: true });
+      await removeOwnSocket(boundSocket);
     })();
     return stopping;
   };
