@@ -7,6 +7,7 @@ import fs from "node:fs/promises";
 import { Status, rpcCode } from "../../proto/rpc.js";
 import { startAgentProcess, type AgentProcess } from "./helpers/agent-process.js";
 import { ExecSession, runExec, waitGone, type ExecStartInit } from "./helpers/exec.js";
+import { writeRawAll } from "./helpers/fs.js";
 
 const MiB = 1024 * 1024;
 
@@ -181,4 +182,27 @@ test("pty: a resize behind 3 MiB of unread stdin reaches the terminal at once", 
   s.signal("SIGKILL");
   await s.done;
   await waitGone([pid]);
+});
+
+test("pty: stdin still queued when the process dies is never written to the closed descriptor (nor to a file that reuses its number)", async () => {
+  const payload = Buffer.alloc(64 * 1024, "p".charCodeAt(0));
+  for (let round = 0; round < 3; round++) {
+    const s = new ExecSession(agent.client, { argv: ["sleep", "100"], pty: true });
+    const pid = await s.started;
+    backUpStdin(s);
+    // Once the terminal echoes input the agent is writing to it; stdin is still
+    // queued when the process is killed and the terminal's descriptor closes.
+    await s.waitForStdout(/yyyy/);
+    s.signal("SIGKILL");
+    // Files opened right now may get the closed descriptor's number.
+    const writes = Array.from({ length: 8 }, (_, i) => writeRawAll(agent.client, `fd-reuse/${round}-${i}.bin`, payload));
+    await s.done;
+    await Promise.all(writes);
+    await waitGone([pid]);
+    for (let i = 0; i < 8; i++) {
+      const got = await fs.readFile(`${agent.dataDir}/fd-reuse/${round}-${i}.bin`);
+      assert.ok(got.equals(payload), `fd-reuse/${round}-${i}.bin holds ${got.length} bytes, not the ${payload.length} written`);
+    }
+  }
+  assert.doesNotMatch(agent.stderr(), /EBADF|pty write error/);
 });
