@@ -19,6 +19,7 @@ import { releaseResponseLeases } from "./grpc/budget-interceptor.js";
 import { listen, type Listener, type ListenerStats } from "./grpc/listener.js";
 import { ByteBudget, defaultBudgetOptions, setFileBudget, type ByteBudgetOptions } from "./budget.js";
 import { CONNECTION_IDLE_MS, HANDSHAKE_TIMEOUT_MS, MAX_CONNECTIONS, MAX_STREAMS_PER_CONNECTION } from "./limits.js";
+import { bindSocketFile, removeOwnSocket, type SocketIdentity } from "./socket-file.js";
 
 export interface AgentOptions {
   dataDir: string;
@@ -187,7 +188,8 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   const listenerLimits = { maxConnections: limits.maxConnections, handshakeTimeoutMs: limits.handshakeTimeoutMs };
   let target: string;
   let socketPath: string | undefined;
-  let listener: Listener;
+  let listener: Listener | undefined;
+  let boundSocket: SocketIdentity | undefined;
   if (opts.tcpAddr) {
     const { host, port: wanted } = parseTcpAddr(opts.tcpAddr);
     listener = await listen(server, { host, port: wanted }, listenerLimits);
@@ -198,17 +200,20 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   } else {
     socketPath = path.resolve(opts.socketPath ?? "/run/memoh/bridge.sock");
     await prepareSocketPath(socketPath);
-    listener = await listen(server, { path: socketPath }, listenerLimits);
-    await fs.chmod(socketPath, 0o660);
+    boundSocket = await bindSocketFile(socketPath, async (address) => {
+      listener = await listen(server, { path: address.slice("unix:".length) }, listenerLimits);
+    });
     ctx.listen = `unix:${socketPath}`;
     target = `unix:${socketPath}`;
   }
+  if (!listener) throw new Error("the agent's listener did not start");
+  const served: Listener = listener;
 
   let stopping: Promise<void> | undefined;
   const shutdown = (graceMs = 5000): Promise<void> => {
     stopping ??= (async () => {
       health.setAll(ServingStatus.NOT_SERVING);
-      await listener.close();
+      await served.close();
       const drained = new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
       let timer: NodeJS.Timeout | undefined;
       const timedOut = new Promise<void>((resolve) => {
@@ -216,12 +221,17 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       });
       await Promise.race([drained, timedOut]);
       clearTimeout(timer);
-      killAllChildren(ctx);
+      // Kills every session the agent started; the calls running them end with a status.
+      await killAllChildren(ctx);
+      // Let those last statuses reach their clients before the connections are cut.
+      let flushTimer: NodeJS.Timeout | undefined;
+      await Promise.race([drained, new Promise<void>((resolve) => (flushTimer = setTimeout(resolve, 1000)))]);
+      clearTimeout(flushTimer);
       server.forceShutdown();
-      if (socketPath) await fs.rm(socketPath, { force: true });
+      await removeOwnSocket(boundSocket);
     })();
     return stopping;
   };
 
-  return { ctx, server, target, limits, connections: () => listener.stats(), shutdown };
+  return { ctx, server, target, limits, connections: () => served.stats(), shutdown };
 }

@@ -14,14 +14,16 @@
 // - Server stderr is never forwarded, only its tail kept (and always read, so a
 //   chatty server cannot block on it).
 // - close_stdin, or half-closing the request stream, closes the server's stdin
-//   (the MCP stdio way of asking it to exit). Client cancel kills its group.
+//   (the MCP stdio way of asking it to exit). Client cancel kills its session
+//   (whatever the server forked too, whichever process group it is in); agent
+//   shutdown does the same and ends the call with UNAVAILABLE.
 import type * as grpc from "@grpc/grpc-js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type * as pb from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
 import type { AgentContext } from "../context.js";
-import { invalidArgument, RpcError } from "../errors.js";
+import { invalidArgument, RpcError, Status } from "../errors.js";
 import { EXEC_STDIO_GRACE_MS, MCP_MAX_LINE_BYTES, MCP_STDERR_LINE_BYTES, MCP_STDERR_TAIL_LINES } from "../limits.js";
-import { killGroup } from "../exec/children.js";
+import { killSession, trackChild } from "../exec/children.js";
 import { LingeringStdio } from "../exec/lingering-stdio.js";
 import { setChildOomScore } from "../exec/oom.js";
 import { exitStatus, type ExitStatus } from "../exec/signals.js";
@@ -135,7 +137,7 @@ export async function mcpStdio(ctx: AgentContext, call: McpCall): Promise<void> 
         break;
       case "start":
         failure = invalidArgument("start sent twice");
-        killGroup(pid, "SIGKILL");
+        killSession(pid);
         break;
       default:
         break; // a message kind this agent does not know
@@ -148,16 +150,31 @@ export async function mcpStdio(ctx: AgentContext, call: McpCall): Promise<void> 
     if (cancelled) return;
     cancelled = true;
     outbox.close();
-    killGroup(pid, "SIGKILL");
+    killSession(pid);
     lingering.dispose();
+    child.stdin.destroy();
     child.stdout.destroy();
     child.stderr.destroy();
   };
+  let markFinished!: () => void;
+  const finished = new Promise<void>((resolve) => (markFinished = resolve));
 
   call.on("data", onMessage);
   call.on("end", onEnd);
   call.on("cancelled", onCancelled);
   if (call.cancelled) onCancelled();
+  trackChild(ctx, {
+    pid,
+    finished,
+    shutdown: () => {
+      failure ??= new RpcError(Status.UNAVAILABLE, `the agent is shutting down: MCP server ${spec.command} (pid ${pid}) was killed`);
+      killSession(pid);
+      lingering.dispose();
+      child.stdin.destroy();
+      child.stdout.destroy();
+      child.stderr.destroy();
+    },
+  });
   call.resume();
 
   let status: ExitStatus;
@@ -170,6 +187,7 @@ export async function mcpStdio(ctx: AgentContext, call: McpCall): Promise<void> 
     call.off("end", onEnd);
     call.off("cancelled", onCancelled);
     ctx.children.delete(child);
+    markFinished();
   }
   if (cancelled) return;
   if (failure) throw failure;
