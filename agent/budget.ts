@@ -11,6 +11,7 @@ import {
   FILE_BUDGET_RESERVE_BYTES,
   FILE_BUDGET_SMALL_LEASE_BYTES,
   FILE_BUDGET_WAIT_MS,
+  READ_RAW_BUDGET_BYTES,
 } from "./limits.js";
 
 export interface ByteBudgetOptions {
@@ -241,18 +242,45 @@ export const defaultBudgetOptions: ByteBudgetOptions = {
   maxWaiters: FILE_BUDGET_MAX_WAITERS,
 };
 
-const budgets = new WeakMap<AgentContext, ByteBudget>();
+/**
+ * ReadRaw streams lease from a budget of their own: a stream holds its share
+ * for as long as its client takes to read it, and streams that stall must not
+ * starve ReadFile (nor the other way round).
+ */
+export const defaultStreamBudgetOptions: ByteBudgetOptions = {
+  capacity: READ_RAW_BUDGET_BYTES,
+  reserve: 0,
+  smallMax: 0,
+  maxWaitMs: FILE_BUDGET_WAIT_MS,
+  maxWaiters: FILE_BUDGET_MAX_WAITERS,
+};
 
-/** The file budget of one agent (made with the defaults on first use unless setFileBudget came first). */
-export function fileBudget(ctx: AgentContext): ByteBudget {
-  let budget = budgets.get(ctx);
-  if (!budget) {
-    budget = new ByteBudget(defaultBudgetOptions);
-    budgets.set(ctx, budget);
-  }
-  return budget;
+interface Budgets {
+  file: ByteBudget;
+  stream: ByteBudget;
 }
 
-export function setFileBudget(ctx: AgentContext, budget: ByteBudget): void {
-  budgets.set(ctx, budget);
+const budgets = new WeakMap<AgentContext, Budgets>();
+
+function budgetsOf(ctx: AgentContext): Budgets {
+  let b = budgets.get(ctx);
+  if (!b) {
+    b = { file: new ByteBudget(defaultBudgetOptions), stream: new ByteBudget(defaultStreamBudgetOptions) };
+    budgets.set(ctx, b);
+  }
+  return b;
+}
+
+/** The budget of one agent's ReadFiles (made with the defaults on first use unless setBudgets came first). */
+export function fileBudget(ctx: AgentContext): ByteBudget {
+  return budgetsOf(ctx).file;
+}
+
+/** The budget of one agent's ReadRaw streams. */
+export function streamBudget(ctx: AgentContext): ByteBudget {
+  return budgetsOf(ctx).stream;
+}
+
+export function setBudgets(ctx: AgentContext, file: ByteBudget, stream: ByteBudget): void {
+  budgets.set(ctx, { file, stream });
 }

@@ -41,12 +41,14 @@ export const MCP_MAX_LINE_BYTES = MAX_MESSAGE_BYTES - 64 * 1024;
 /** WriteRaw gives up on a client that sent nothing for this long. */
 export const WRITE_IDLE_MS = 60_000;
 /**
- * The file budget (budget.ts): bytes of file work the agent holds for callers at
- * once (buffers read, responses not yet handed to HTTP/2, ReadRaw blocks). With
- * grpc-js, V8 and the garbage not yet collected on top, the agent stays within
- * AGENT_MEMORY_BUDGET_BYTES of its idle size.
+ * The file budget (budget.ts): bytes of ReadFile work the agent holds for
+ * callers at once (buffers read, responses not yet handed to HTTP/2). With
+ * READ_RAW_BUDGET_BYTES, grpc-js, V8 and the garbage not yet collected on top,
+ * the agent stays within AGENT_MEMORY_BUDGET_BYTES of its idle size.
  */
-export const FILE_BUDGET_BYTES = 96 * MiB;
+export const FILE_BUDGET_BYTES = 64 * MiB;
+/** Bytes all ReadRaw streams hold at once (two 1 MiB blocks and a frame each, for the stream's life). */
+export const READ_RAW_BUDGET_BYTES = 32 * MiB;
 /** Part of the file budget only small leases (≤ FILE_BUDGET_SMALL_LEASE_BYTES) may use. */
 export const FILE_BUDGET_RESERVE_BYTES = 16 * MiB;
 /** A lease of at most this many bytes is small: a ReadFile of a file up to 256 KiB, a scan block. */

@@ -17,7 +17,7 @@ import { killAllChildren } from "./exec/children.js";
 import { logLine } from "./log.js";
 import { releaseResponseLeases } from "./grpc/budget-interceptor.js";
 import { listen, type Listener, type ListenerStats } from "./grpc/listener.js";
-import { ByteBudget, defaultBudgetOptions, setFileBudget, type ByteBudgetOptions } from "./budget.js";
+import { ByteBudget, defaultBudgetOptions, defaultStreamBudgetOptions, setBudgets, type ByteBudgetOptions } from "./budget.js";
 import { CONNECTION_IDLE_MS, HANDSHAKE_TIMEOUT_MS, MAX_CONNECTIONS, MAX_STREAMS_PER_CONNECTION } from "./limits.js";
 import { bindSocketFile, removeOwnSocket, type SocketIdentity } from "./socket-file.js";
 
@@ -50,6 +50,7 @@ export interface AgentLimits {
   handshakeTimeoutMs: number;
   connectionIdleMs: number;
   fileBudget: ByteBudgetOptions;
+  streamBudget: ByteBudgetOptions;
 }
 
 export const defaultLimits: AgentLimits = {
@@ -58,6 +59,7 @@ export const defaultLimits: AgentLimits = {
   handshakeTimeoutMs: HANDSHAKE_TIMEOUT_MS,
   connectionIdleMs: CONNECTION_IDLE_MS,
   fileBudget: defaultBudgetOptions,
+  streamBudget: defaultStreamBudgetOptions,
 };
 
 /**
@@ -78,7 +80,7 @@ export function limitsFromEnv(env: NodeJS.ProcessEnv): Partial<AgentLimits> {
     }
     return n;
   };
-  const set = <K extends Exclude<keyof AgentLimits, "fileBudget">>(key: K, name: string): void => {
+  const set = <K extends Exclude<keyof AgentLimits, "fileBudget" | "streamBudget">>(key: K, name: string): void => {
     const n = num(name);
     if (n !== undefined) out[key] = n;
   };
@@ -171,7 +173,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   if (opts.imageEnv) ctx.childEnv = { kind: "image", vars: { ...opts.imageEnv } };
   if (opts.childOomScoreAdj !== undefined) ctx.childOomScoreAdj = opts.childOomScoreAdj;
   const limits: AgentLimits = { ...defaultLimits, ...limitsFromEnv(process.env), ...opts.limits };
-  setFileBudget(ctx, new ByteBudget(limits.fileBudget));
+  setBudgets(ctx, new ByteBudget(limits.fileBudget), new ByteBudget(limits.streamBudget));
   const server = new grpc.Server({
     ...serverOptions,
     "grpc.max_concurrent_streams": limits.maxStreamsPerConnection,

@@ -4,8 +4,9 @@ import type { AgentContext } from "../context.js";
 import { invalidArgument, RpcError, Status } from "../errors.js";
 import { RAW_CHUNK_BYTES } from "../limits.js";
 import { requestPath } from "../paths.js";
-import { openRegularFile } from "./open.js";
-import { callSignal, fileBudget } from "../budget.js";
+import type { Stats } from "node:fs";
+import { openLeased } from "./read-lease.js";
+import { callSignal, streamBudget } from "../budget.js";
 import { preEncoded } from "../../proto/rpc.js";
 import { encodeFieldsScratch } from "../../proto/wire.js";
 import type * as pb from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
@@ -40,17 +41,12 @@ export async function readRaw(ctx: AgentContext, req: pb.ReadRawRequest, call: R
   const offset = offsetField(req.offset, "offset");
   const length = offsetField(req.length, "length");
   // Opens with O_NONBLOCK (a FIFO never blocks) and refuses all but regular files.
-  const { abs, fh, st } = await openRegularFile(target, "ReadRaw");
-  const wanted = length === 0 ? Math.max(st.size - offset, 0) : length;
   // Files that report size 0 (procfs) may hold anything: lease for full blocks.
-  const holds = st.size === 0 ? 2 * READ_BLOCK_BYTES : Math.min(2 * READ_BLOCK_BYTES, wanted);
-  let lease;
-  try {
-    lease = await fileBudget(ctx).acquire(holds + RAW_CHUNK_BYTES, `ReadRaw of ${abs}`, callSignal(call));
-  } catch (err) {
-    fh.close().catch(() => undefined);
-    throw err;
-  }
+  const need = (st: Stats): number => {
+    const wanted = length === 0 ? Math.max(st.size - offset, 0) : length;
+    return (st.size === 0 ? 2 * READ_BLOCK_BYTES : Math.min(2 * READ_BLOCK_BYTES, wanted)) + RAW_CHUNK_BYTES;
+  };
+  const { abs, fh, st, lease } = await openLeased(streamBudget(ctx), target, "ReadRaw", need, callSignal(call));
   const release = lease.release;
   // Released once grpc-js has written the last chunk ('finish') or the call is gone.
   call.once("finish", release);

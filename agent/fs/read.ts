@@ -1,8 +1,9 @@
 import { isUtf8 } from "node:buffer";
+import type { Stats } from "node:fs";
 import type { FileHandle } from "node:fs/promises";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { AgentContext } from "../context.js";
-import { resourceExhausted } from "../errors.js";
+import { resourceExhausted, RpcError, Status } from "../errors.js";
 import {
   BINARY_SNIFF_BYTES,
   READ_FILE_DEFAULT_LINES,
@@ -11,9 +12,9 @@ import {
   READ_FILE_WHOLE_MAX_BYTES,
   RESPONSE_COST_FACTOR,
 } from "../limits.js";
-import { callSignal, fileBudget, holdUntilSent, type ByteBudget } from "../budget.js";
+import { callSignal, fileBudget, holdUntilSent } from "../budget.js";
 import { requestPath } from "../paths.js";
-import { openRegularFile } from "./open.js";
+import { leaseForOpen, openLeased } from "./read-lease.js";
 import { preEncoded } from "../../proto/rpc.js";
 import { encodeFields, encodeFieldsScratch, type WireField } from "../../proto/wire.js";
 import type * as pb from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
@@ -36,27 +37,50 @@ const NEWLINE = 0x0a;
  * the window's bytes are read: a few lines of a large log cost a block, not the file.
  */
 export async function readFile(ctx: AgentContext, req: pb.ReadFileRequest, call?: CancellableCall): Promise<ReadFileResponseInit> {
-  // Opens with O_NONBLOCK (a FIFO never blocks) and refuses all but regular files.
-  const { abs, fh, st } = await openRegularFile(requestPath(ctx.dataDir, req), "ReadFile");
+  const target = requestPath(ctx.dataDir, req);
   const budget = fileBudget(ctx);
   const signal = call ? callSignal(call) : undefined;
   const limit = req.lineLimit === 0 ? READ_FILE_DEFAULT_LINES : req.lineLimit;
-  try {
-    if (st.size > READ_FILE_MAX_BYTES) throw tooLarge(abs, st.size);
-    if (st.size > 0 && st.size <= READ_FILE_WHOLE_MAX_BYTES) {
-      const lease = await budget.acquire(st.size * RESPONSE_COST_FACTOR, `ReadFile of ${abs}`, signal);
-      try {
+  const need = (st: Stats): number => {
+    if (st.size > READ_FILE_MAX_BYTES) throw tooLarge(target.shown, st.size);
+    return st.size > 0 && st.size <= READ_FILE_WHOLE_MAX_BYTES ? st.size * RESPONSE_COST_FACTOR : READ_FILE_SCAN_BLOCK_BYTES;
+  };
+  // A file that changes while a large read waits for its window's lease is read again, a few times at most.
+  for (let attempt = 1; ; attempt++) {
+    // Opens with O_NONBLOCK (a FIFO never blocks) and refuses all but regular files.
+    const leased = await openLeased(budget, target, "ReadFile", need, signal);
+    const { fh, st, lease } = leased;
+    let keepLease = false;
+    try {
+      if (st.size > 0 && st.size <= READ_FILE_WHOLE_MAX_BYTES) {
         const bytes = await readWhole(fh, st.size);
+        keepLease = true;
         return holdUntilSent(wholeResponse(bytes, req.lineOffset, limit), lease);
-      } catch (err) {
-        lease.release();
-        throw err;
       }
+      const scan = await scanLines(fh, target.shown, req.lineOffset, limit);
+      if (scan.binary) return binaryResponse(req.lineOffset, BigInt(scan.size));
+      const windowBytes = scan.end - scan.start;
+      if (windowBytes === 0) return textResponse(Buffer.alloc(0), scan, req.lineOffset, scan.size);
+      // The scan's block goes back before the window's bytes are asked for.
+      lease.release();
+      const windowed = await leaseForOpen(budget, target, "ReadFile", leased, windowBytes * RESPONSE_COST_FACTOR, signal);
+      if (!windowed) {
+        if (attempt < 3) continue;
+        throw new RpcError(Status.ABORTED, `${target.shown} kept changing while it was read; try again`);
+      }
+      try {
+        return holdUntilSent(await readWindow(windowed.fh, scan, req.lineOffset), windowed.lease);
+      } catch (err) {
+        windowed.lease.release();
+        throw err;
+      } finally {
+        if (windowed.fh !== fh) windowed.fh.close().catch(() => undefined);
+      }
+    } finally {
+      if (!keepLease) lease.release();
+      // Read-only: nothing to lose on close, so the reply need not wait for it.
+      fh.close().catch(() => undefined);
     }
-    return await readWindow(budget, fh, abs, req.lineOffset, limit, signal);
-  } finally {
-    // Read-only: nothing to lose on close, so the reply need not wait for it.
-    fh.close().catch(() => undefined);
   }
 }
 
@@ -109,52 +133,26 @@ function binaryResponse(lineOffset: number, size: bigint): ReadFileResponseInit 
 }
 
 /**
- * The window of a file read in blocks: a first pass (one block leased) counts
- * the lines and finds the window's byte range, a second reads just that range
- * under a lease of its own. The lease of the first pass is returned before the
- * second is asked for, so no request holds bytes while it waits for more.
+ * The window a scan found, read into a message built around it: its other
+ * fields first, then content's tag and length, then the file's bytes read
+ * straight into place.
  */
-async function readWindow(
-  budget: ByteBudget,
-  fh: FileHandle,
-  abs: string,
-  lineOffset: number,
-  limit: number,
-  signal: AbortSignal | undefined,
-): Promise<ReadFileResponseInit> {
-  const scanLease = await budget.acquire(READ_FILE_SCAN_BLOCK_BYTES, `ReadFile of ${abs}`, signal);
-  let scan: ScanResult;
-  try {
-    scan = await scanLines(fh, abs, lineOffset, limit);
-  } finally {
-    scanLease.release();
-  }
-  if (scan.binary) return binaryResponse(lineOffset, BigInt(scan.size));
+async function readWindow(fh: FileHandle, scan: ScanResult, lineOffset: number): Promise<ReadFileResponseInit> {
   const windowBytes = scan.end - scan.start;
-  if (windowBytes === 0) return textResponse(Buffer.alloc(0), scan, lineOffset, scan.size);
-  const lease = await budget.acquire(windowBytes * RESPONSE_COST_FACTOR, `ReadFile of ${abs}`, signal);
-  try {
-    // The message is built around the window: its other fields first, then
-    // content's tag and length, then the file's bytes read straight into place.
-    const fields = encodeFields(responseFields(scan, lineOffset, scan.size));
-    const head = encodeFields([{ field: 1, value: windowBytes }]); // tag and length of a bytes field
-    const msg = Buffer.allocUnsafe(fields.byteLength + head.byteLength + windowBytes);
-    fields.copy(msg, 0);
-    const contentAt = fields.byteLength + head.byteLength;
-    let filled = 0;
-    while (filled < windowBytes) {
-      const { bytesRead } = await fh.read(msg, contentAt + filled, windowBytes - filled, scan.start + filled);
-      if (bytesRead === 0) break; // shrank since the scan
-      filled += bytesRead;
-    }
-    if (filled < windowBytes) return holdUntilSent(textResponse(msg.subarray(contentAt, contentAt + filled), scan, lineOffset, scan.size), lease);
-    // A length-delimited field is tag, length, bytes: write the tag and length before the content.
-    writeBytesFieldHead(msg, fields.byteLength, windowBytes);
-    return holdUntilSent(preEncoded<ReadFileResponseInit>(msg), lease);
-  } catch (err) {
-    lease.release();
-    throw err;
+  const fields = encodeFields(responseFields(scan, lineOffset, scan.size));
+  const head = encodeFields([{ field: 1, value: windowBytes }]); // as long as a bytes field's tag and length
+  const msg = Buffer.allocUnsafe(fields.byteLength + head.byteLength + windowBytes);
+  fields.copy(msg, 0);
+  const contentAt = fields.byteLength + head.byteLength;
+  let filled = 0;
+  while (filled < windowBytes) {
+    const { bytesRead } = await fh.read(msg, contentAt + filled, windowBytes - filled, scan.start + filled);
+    if (bytesRead === 0) break; // shrank since the scan
+    filled += bytesRead;
   }
+  if (filled < windowBytes) return textResponse(msg.subarray(contentAt, contentAt + filled), scan, lineOffset, scan.size);
+  writeBytesFieldHead(msg, fields.byteLength, windowBytes);
+  return preEncoded<ReadFileResponseInit>(msg);
 }
 
 interface ScanResult extends LineWindow {

@@ -17,10 +17,12 @@ import {
   MAX_STREAMS_PER_CONNECTION,
 } from "../../agent/limits.js";
 import { startAgentProcess, type AgentProcess } from "./helpers/agent-process.js";
+import { ExecSession, runExec, waitGone } from "./helpers/exec.js";
 import {
   MiB,
   concurrentReads,
   fdCount,
+  floodStdin,
   idleConnections,
   memoryOf,
   mib,
@@ -30,6 +32,7 @@ import {
   unreadRawStreams,
   waitFor,
   writeLongLines,
+  type Probe,
   type ProbeReport,
 } from "./helpers/load.js";
 
@@ -60,11 +63,12 @@ function assertProbe(probe: ProbeReport): void {
 
 test("300 concurrent ReadFiles of an 8 MiB file stay within the memory budget; Info answers within 100 ms meanwhile", async () => {
   const agent = await startAgentProcess();
+  let probe: Probe | undefined;
   const load = new RpcClient(`unix:${agent.socketPath}`);
   try {
     // 1024 lines of 8 KiB: the default window (2000 lines) is the whole file.
     await writeLongLines(path.join(agent.dataDir, "big.txt"), 1024, 8192);
-    const probe = await startProbe(`unix:${agent.socketPath}`, await smallFile(agent));
+    probe = await startProbe(`unix:${agent.socketPath}`, await smallFile(agent));
     await load.waitForReady(10_000);
     const idle = (await memoryOf(agent.pid)).rss;
     await resetPeak(agent.pid);
@@ -78,23 +82,25 @@ test("300 concurrent ReadFiles of an 8 MiB file stay within the memory budget; I
     assertProbe(seen);
   } finally {
     load.close();
+    probe?.kill();
     await agent.stop();
   }
 });
 
 test("800 unread ReadRaw streams on 8 connections stay within the memory budget; Info answers within 100 ms meanwhile", async () => {
   const agent = await startAgentProcess();
-  let streams: ReturnType<typeof unreadRawStreams> | undefined;
+  let probe: Probe | undefined;
+  let streams: Awaited<ReturnType<typeof unreadRawStreams>> | undefined;
   try {
     const fh = await fs.open(path.join(agent.dataDir, "huge.bin"), "w");
     await fh.truncate(64 * MiB);
     await fh.close();
-    const probe = await startProbe(`unix:${agent.socketPath}`, await smallFile(agent));
+    probe = await startProbe(`unix:${agent.socketPath}`, await smallFile(agent));
     const idle = (await memoryOf(agent.pid)).rss;
     await resetPeak(agent.pid);
-    streams = unreadRawStreams(`unix:${agent.socketPath}`, "huge.bin", 8, 100);
+    streams = await unreadRawStreams(`unix:${agent.socketPath}`, "huge.bin", 8, 100);
     // The agent sends into the streams it has budget for; every other one waits its turn in line and is refused.
-    await waitFor(() => streams!.started() + streams!.exhausted() === 800, "every stream to get data or be refused", 30_000);
+    await waitFor(() => streams!.started() + streams!.exhausted() === 800, () => `every stream to get data or be refused (${streams!.summary()})`, 30_000);
     const peak = (await memoryOf(agent.pid)).hwm;
     const seen = await probe.stop();
     report("800 unread ReadRaw streams", idle, peak, seen, `${streams.started()} streams got data, ${streams.exhausted()} were refused`);
@@ -104,6 +110,7 @@ test("800 unread ReadRaw streams on 8 connections stay within the memory budget;
     assertProbe(seen);
   } finally {
     streams?.close();
+    probe?.kill();
     await agent.stop();
   }
 });
@@ -128,9 +135,10 @@ test(`a connection may run at most ${MAX_STREAMS_PER_CONNECTION} calls at once (
 
 test("thousands of idle connections: at most MAX_CONNECTIONS are kept, silent ones are closed after the handshake timeout, idle sessions after the idle timeout", async () => {
   const agent = await startAgentProcess({ env: { BRIDGE_CONNECTION_IDLE_MS: "3000" } });
+  let probe: Probe | undefined;
   let idleConns: Awaited<ReturnType<typeof idleConnections>> | undefined;
   try {
-    const probe = await startProbe(`unix:${agent.socketPath}`, await smallFile(agent));
+    probe = await startProbe(`unix:${agent.socketPath}`, await smallFile(agent));
     const idle = await memoryOf(agent.pid);
     const fdsBefore = await fdCount(agent.pid);
     await resetPeak(agent.pid);
@@ -164,6 +172,7 @@ test("thousands of idle connections: at most MAX_CONNECTIONS are kept, silent on
     assertProbe(seen);
   } finally {
     idleConns?.close();
+    probe?.kill();
     await agent.stop();
   }
 });
@@ -184,6 +193,70 @@ test("a connection that sends something other than the HTTP/2 preface is closed 
     // The agent still serves.
     await agent.client.unary(ContainerService.method.info, {}, { timeoutMs: 5_000 });
   } finally {
+    await agent.stop();
+  }
+});
+
+test("the worst patterns at once (large reads, unread stdin on pipes and ptys, unread ReadRaw streams, idle connections): RSS within the budget, Info and small reads keep answering", async () => {
+  const agent = await startAgentProcess();
+  let probe: Probe | undefined;
+  const target = `unix:${agent.socketPath}`;
+  const load = new RpcClient(target);
+  const sessions: ExecSession[] = [];
+  let streams: Awaited<ReturnType<typeof unreadRawStreams>> | undefined;
+  let idleConns: Awaited<ReturnType<typeof idleConnections>> | undefined;
+  try {
+    // Load what an exec needs (node-pty included) before the idle size is taken.
+    await runExec(agent.client, { command: "true", pty: true });
+    await runExec(agent.client, { command: "true" });
+    await writeLongLines(path.join(agent.dataDir, "big.txt"), 1024, 8192);
+    const fh = await fs.open(path.join(agent.dataDir, "huge.bin"), "w");
+    await fh.truncate(64 * MiB);
+    await fh.close();
+    probe = await startProbe(target, await smallFile(agent));
+    await load.waitForReady(10_000);
+    const idle = (await memoryOf(agent.pid)).rss;
+    const fdsBefore = await fdCount(agent.pid);
+    await resetPeak(agent.pid);
+
+    // Unread stdin: two pipe and two pty execs that never read, each offered 64 MiB.
+    for (const pty of [false, false, true, true]) sessions.push(new ExecSession(agent.client, { argv: ["sleep", "100"], pty }));
+    const pids = await Promise.all(sessions.map((s) => s.started));
+    const floods = sessions.map((s) => floodStdin(s.call, 64 * MiB, MiB));
+    // Unread ReadRaw streams: 4 connections × 100.
+    streams = await unreadRawStreams(target, "huge.bin", 4, 100);
+    // Idle connections: 500 silent, 500 HTTP/2 sessions without a call.
+    idleConns = await idleConnections(agent.socketPath, 500, 500);
+    const fdsDuring = await fdCount(agent.pid);
+    // And 300 concurrent ReadFiles of 8 MiB.
+    const reads = await concurrentReads(load, "big.txt", 300, 8 * MiB);
+    const stdinTaken = await Promise.all(floods);
+    await waitFor(() => streams!.started() + streams!.exhausted() === 400, () => `every ReadRaw stream to get data or be refused (${streams!.summary()})`, 30_000);
+    const peak = (await memoryOf(agent.pid)).hwm;
+    const seen = await probe.stop();
+    report(
+      "all at once",
+      idle,
+      peak,
+      seen,
+      `${reads.ok} of 300 large reads served, ${reads.exhausted} refused; stdin taken per exec ${stdinTaken.map((b) => (b / MiB).toFixed(0)).join(", ")} MiB of 64; ` +
+        `${streams.started()} ReadRaw streams got data, ${streams.exhausted()} refused; agent fds ${fdsBefore} before, ${fdsDuring} with the idle connections`,
+    );
+    assert.deepEqual(reads.other, []);
+    assert.ok(reads.ok >= 10, `${reads.ok} of 300 large reads were served`);
+    for (const taken of stdinTaken) assert.ok(taken < 64 * MiB, `an exec that never reads took all ${taken / MiB} MiB of stdin`);
+    assert.deepEqual(streams.errors(), []);
+    assert.ok(fdsDuring <= fdsBefore + MAX_CONNECTIONS + 4, `${fdsDuring} fds with the idle connections (${fdsBefore} before)`);
+    assert.ok(peak - idle <= AGENT_MEMORY_BUDGET_BYTES, `RSS grew by ${mib(peak - idle)}`);
+    assertProbe(seen);
+    for (const s of sessions) s.cancel();
+    await waitGone(pids);
+  } finally {
+    for (const s of sessions) s.cancel();
+    streams?.close();
+    idleConns?.close();
+    load.close();
+    probe?.kill();
     await agent.stop();
   }
 });

@@ -56,6 +56,8 @@ export interface ProbeReport {
 export interface Probe {
   /** Stops the probe and returns what it measured. */
   stop(): Promise<ProbeReport>;
+  /** Kills the probe if it still runs (for finally blocks). */
+  kill(): void;
 }
 
 /** Starts the probe (helpers/probe-main.ts) in a process of its own; resolves once it measures. */
@@ -75,6 +77,9 @@ export async function startProbe(target: string, smallPath: string): Promise<Pro
     await new Promise((r) => setTimeout(r, 20));
   }
   return {
+    kill() {
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+    },
     async stop() {
       child.stdin!.end();
       const code = await exited;
@@ -164,6 +169,8 @@ export interface UnreadStreams {
   exhausted(): number;
   /** Any other error. */
   errors(): string[];
+  /** The counts, for messages. */
+  summary(): string;
   close(): void;
 }
 
@@ -172,7 +179,7 @@ export interface UnreadStreams {
  * none of them read past what HTTP/2 flow control lets in: the agent is left
  * holding whatever it wants to send.
  */
-export function unreadRawStreams(target: string, file: string, connections: number, perConnection: number): UnreadStreams {
+export async function unreadRawStreams(target: string, file: string, connections: number, perConnection: number): Promise<UnreadStreams> {
   const clients: RpcClient[] = [];
   let started = 0;
   let exhausted = 0;
@@ -182,6 +189,7 @@ export function unreadRawStreams(target: string, file: string, connections: numb
     // HTTP/2's default 64 KiB windows: the client takes in little, the agent must hold the rest.
     const client = new RpcClient(target, undefined, { "grpc-node.flow_control_window": 65_535 });
     clients.push(client);
+    await client.waitForReady(10_000);
     for (let s = 0; s < perConnection; s++) {
       const call = client.serverStream(ContainerService.method.readRaw, { path: file });
       // One message is read, no more: the stream then stays paused.
@@ -198,6 +206,7 @@ export function unreadRawStreams(target: string, file: string, connections: numb
     started: () => started,
     exhausted: () => exhausted,
     errors: () => [...errors],
+    summary: () => `${started} started, ${exhausted} refused, ${errors.length} other errors of ${connections * perConnection} streams`,
     close() {
       closing = true;
       for (const c of clients) c.close();
@@ -270,10 +279,44 @@ export async function idleConnections(socketPath: string, silent: number, handsh
 }
 
 /** Waits until `cond` holds, checking every 50 ms, or throws `what` after `timeoutMs`. */
-export async function waitFor(cond: () => boolean | Promise<boolean>, what: string, timeoutMs = 20_000): Promise<void> {
+export async function waitFor(cond: () => boolean | Promise<boolean>, what: string | (() => string), timeoutMs = 20_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${typeof what === "string" ? what : what()}`);
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+/**
+ * Writes up to `total` bytes of stdin to an Exec in `chunk`-sized messages, as
+ * fast as the call's flow control lets it, and stops when everything is
+ * written or the call has taken nothing for `stallMs`. Returns the bytes
+ * handed to the call.
+ */
+export async function floodStdin(
+  call: { write(msg: unknown): boolean; once(event: "drain", fn: () => void): unknown; off(event: "drain", fn: () => void): unknown },
+  total: number,
+  chunk: number,
+  stallMs = 1500,
+): Promise<number> {
+  const data = Buffer.alloc(chunk, 0x78);
+  let sent = 0;
+  while (sent < total) {
+    const ok = call.write({ msg: { case: "stdin", value: data } });
+    sent += chunk;
+    if (ok) continue;
+    const drained = await new Promise<boolean>((resolve) => {
+      const onDrain = (): void => {
+        clearTimeout(timer);
+        resolve(true);
+      };
+      const timer = setTimeout(() => {
+        call.off("drain", onDrain);
+        resolve(false);
+      }, stallMs);
+      call.once("drain", onDrain);
+    });
+    if (!drained) break;
+  }
+  return sent;
 }
