@@ -22,6 +22,7 @@ import {
   memoryOf,
   mib,
   percentile,
+  raisePriority,
   resetPeak,
   startProbe,
   unreadRawStreams,
@@ -63,6 +64,7 @@ test("in a workspace limited to 512 MiB, the worst patterns at once do not get t
   try {
     assert.ok(ws.pid, "no task pid");
     const pid = await agentHostPid(ws.pid);
+    raisePriority(pid);
     const before = await mgr.call(bot, (c) => c.info());
     // The workspace's /data, from the host, through the agent's own root.
     const data = `/proc/${pid}/root/data`;
