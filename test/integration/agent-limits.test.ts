@@ -88,7 +88,7 @@ test("in a workspace limited to 512 MiB, the worst patterns at once do not get t
     idleConns = await idleConnections(sock, 500, 500);
     const reads = await concurrentReads(load, "big.txt", 300, 8 * MiB);
     const stdinTaken = await Promise.all(floods);
-    await waitUntil(() => streams!.started() + streams!.exhausted() + streams!.errors().length === 400, () => `every ReadRaw stream to get data, be refused or fail (${streams!.summary()})`, 30_000);
+    await waitUntil(() => streams!.started() + streams!.exhausted() + streams!.errors().length >= 400, () => `every ReadRaw stream to get data, be refused or fail (${streams!.summary()})`, 30_000);
     const peak = (await memoryOf(pid)).hwm;
     const seen = await probe.stop();
     console.log(
