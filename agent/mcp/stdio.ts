@@ -72,7 +72,13 @@ export async function mcpStdio(ctx: AgentContext, call: McpCall): Promise<void> 
         return;
       }
       if (line.length === 0) return;
+      // The limit holds for what is sent: text, where each invalid UTF-8 byte becomes U+FFFD (3 bytes).
       const text = line.toString("utf8");
+      const textBytes = Buffer.byteLength(text);
+      if (textBytes > MCP_MAX_LINE_BYTES) {
+        noise(`memoh-agent: dropped a ${info.bytes}-byte stdout line (${textBytes} bytes as UTF-8 text; limit ${MCP_MAX_LINE_BYTES} bytes)`);
+        return;
+      }
       if (isJsonRpcLine(text)) outbox.send({ msg: { case: "message", value: text } });
       else noise(text);
     },
