@@ -16,12 +16,13 @@
 // - close_stdin, or half-closing the request stream, closes the server's stdin
 //   (the MCP stdio way of asking it to exit). Client cancel kills its session
 //   (whatever the server forked too, whichever process group it is in); agent
-//   shutdown does the same and ends the call with UNAVAILABLE.
+//   shutdown does the same at the end of its grace period, and the exit's
+//   stderr tail ends with a line saying so.
 import type * as grpc from "@grpc/grpc-js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type * as pb from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
 import type { AgentContext } from "../context.js";
-import { invalidArgument, RpcError, Status } from "../errors.js";
+import { invalidArgument, RpcError } from "../errors.js";
 import { EXEC_STDIO_GRACE_MS, MCP_MAX_LINE_BYTES, MCP_STDERR_LINE_BYTES, MCP_STDERR_TAIL_LINES } from "../limits.js";
 import { killSession, trackChild } from "../exec/children.js";
 import { LingeringStdio } from "../exec/lingering-stdio.js";
@@ -105,6 +106,8 @@ export async function mcpStdio(ctx: AgentContext, call: McpCall): Promise<void> 
   outbox.send({ msg: { case: "started", value: { pid } } });
 
   let cancelled = false;
+  /** A last line of the agent's own for the stderr tail. */
+  let stderrNote: string | undefined;
   let stdinClosed = false;
   let failure: RpcError | undefined;
 
@@ -173,12 +176,9 @@ export async function mcpStdio(ctx: AgentContext, call: McpCall): Promise<void> 
     pid,
     finished,
     shutdown: () => {
-      failure ??= new RpcError(Status.UNAVAILABLE, `the agent is shutting down: MCP server ${spec.command} (pid ${pid}) was killed`);
+      if (cancelled || failure) return;
+      stderrNote = `memoh-agent: the agent is shutting down; MCP server ${spec.command} (pid ${pid}) was killed`;
       killSession(pid);
-      lingering.dispose();
-      child.stdin.destroy();
-      child.stdout.destroy();
-      child.stderr.destroy();
     },
   });
   call.resume();
@@ -198,5 +198,6 @@ export async function mcpStdio(ctx: AgentContext, call: McpCall): Promise<void> 
   if (cancelled) return;
   if (failure) throw failure;
   stdoutLines.flush();
+  if (stderrNote) stderrTail.add(stderrNote);
   outbox.send({ msg: { case: "exit", value: { code: status.code, signal: status.signal, stderrTail: stderrTail.lines() } } });
 }
