@@ -106,6 +106,7 @@ export async function mcpStdio(ctx: AgentContext, call: McpCall): Promise<void> 
   outbox.send({ msg: { case: "started", value: { pid } } });
 
   let cancelled = false;
+  let stdinFull = false;
   /** A last line of the agent's own for the stderr tail. */
   let stderrNote: string | undefined;
   let stdinClosed = false;
@@ -128,10 +129,19 @@ export async function mcpStdio(ctx: AgentContext, call: McpCall): Promise<void> 
       });
       return;
     }
-    if (!child.stdin.write(checked.line)) {
-      // The server is not reading: stop reading requests until it catches up.
+    if (!child.stdin.write(checked.line) && !stdinFull) {
+      // The server is not reading: stop reading requests until it catches up
+      // (the call reads no message ahead, so nothing more is taken off the connection).
+      stdinFull = true;
       call.pause();
-      child.stdin.once("drain", () => call.resume());
+      const done = () => {
+        child.stdin.off("drain", done);
+        child.stdin.off("close", done);
+        stdinFull = false;
+        if (!cancelled && !failure) call.resume();
+      };
+      child.stdin.on("drain", done);
+      child.stdin.on("close", done);
     }
   };
 
