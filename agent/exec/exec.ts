@@ -170,7 +170,8 @@ async function runExec(ctx: AgentContext, call: ExecCall, spec: ExecSpec): Promi
   } catch (err) {
     fail(err);
   }
-  call.resume();
+  // Unless the start message's stdin already filled the buffer (then the drain resumes the call).
+  if (!stdinFull) call.resume();
 
   let status: ExitStatus;
   try {
