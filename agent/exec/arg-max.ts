@@ -37,8 +37,15 @@ export function stackLimit(limitsText?: string): number | undefined {
   return Number.isFinite(n) && n > 0 ? n : undefined;
 }
 
+/** The agent's stack limit, read once: children inherit it, and nothing in the agent changes it. */
+let agentStack: { value: number | undefined } | undefined;
+function agentStackLimit(): number | undefined {
+  agentStack ??= { value: stackLimit() };
+  return agentStack.value;
+}
+
 /** Bytes of strings and pointers execve accepts for a process started with stack limit `stack`. */
-export function execArgLimit(stack = stackLimit()): number {
+export function execArgLimit(stack = agentStackLimit()): number {
   const quarter = stack === undefined ? 2 * MiB : stack / 4;
   return Math.max(ARG_MAX_FLOOR, Math.min(ARG_MAX_CEILING, Math.floor(quarter)));
 }
