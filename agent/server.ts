@@ -215,6 +215,9 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   const shutdown = (graceMs = 5000): Promise<void> => {
     stopping ??= (async () => {
       health.setAll(ServingStatus.NOT_SERVING);
+      // The path goes first (if it is still ours), as the listener stops: no new
+      // client finds a draining agent, and a new agent may bind the path at once.
+      await removeOwnSocket(boundSocket).catch((err: unknown) => logLine(`cannot remove ${socketPath}: ${String(err)}`));
       await served.close();
       const drained = new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
       let timer: NodeJS.Timeout | undefined;
@@ -230,7 +233,6 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       await Promise.race([drained, new Promise<void>((resolve) => (flushTimer = setTimeout(resolve, 1000)))]);
       clearTimeout(flushTimer);
       server.forceShutdown();
-      await removeOwnSocket(boundSocket);
     })();
     return stopping;
   };

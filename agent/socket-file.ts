@@ -6,8 +6,9 @@
 // closes, whatever is there by then, and grpc-js closes its listeners as soon
 // as shutdown begins. So the server is bound to a temp name in the same
 // directory and the socket renamed onto its path; libuv only ever removes the
-// temp name (long gone). On shutdown the agent removes the path only while it
-// still holds the socket it bound: same device, inode and ctime (an inode
+// temp name (long gone). When shutdown begins, the agent removes the path (so
+// no new client reaches a draining agent, and a successor may bind at once) only
+// while it still holds the socket it bound: same device, inode and ctime (an inode
 // number can be reused once the old file is gone; its ctime cannot repeat).
 import { randomBytes } from "node:crypto";
 import fs from "node:fs/promises";

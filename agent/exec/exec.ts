@@ -19,7 +19,9 @@
 // last output byte, then OK.
 // Timeout and client cancel SIGKILL the whole session: the process group and
 // every process that moved to another group of the session (children.ts).
-// Agent shutdown does the same and ends the call with UNAVAILABLE.
+// Agent shutdown does the same at the end of its grace period; the call then
+// ends normally, with a stderr line saying why and the exit (SIGKILL): not with
+// UNAVAILABLE, which a client may take as "retry", and a command must not run twice.
 import type * as grpc from "@grpc/grpc-js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type * as pb from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
@@ -70,6 +72,7 @@ async function runExec(ctx: AgentContext, call: ExecCall, spec: ExecSpec): Promi
   let timedOut = false;
   let cancelled = false;
   let stdinClosed = false;
+  let killedByShutdown = false;
   let failure: RpcError | undefined;
 
   const fail = (err: unknown) => {
@@ -155,8 +158,11 @@ async function runExec(ctx: AgentContext, call: ExecCall, spec: ExecSpec): Promi
   trackChild(ctx, {
     pid: proc.pid,
     finished,
-    // The session is being killed; the exit that follows is answered with UNAVAILABLE.
-    shutdown: () => fail(new RpcError(Status.UNAVAILABLE, `the agent is shutting down: ${spec.file} (pid ${proc.pid}) was killed`)),
+    shutdown: () => {
+      if (failure || cancelled || killedByShutdown) return;
+      killedByShutdown = true;
+      killSession(proc.pid);
+    },
   });
   try {
     if (spec.stdin.byteLength > 0) writeStdin(spec.stdin);
@@ -164,7 +170,8 @@ async function runExec(ctx: AgentContext, call: ExecCall, spec: ExecSpec): Promi
   } catch (err) {
     fail(err);
   }
-  call.resume();
+  // Unless the start message's stdin already filled the buffer (then the drain resumes the call).
+  if (!stdinFull) call.resume();
 
   let status: ExitStatus;
   try {
@@ -179,6 +186,9 @@ async function runExec(ctx: AgentContext, call: ExecCall, spec: ExecSpec): Promi
   }
   if (cancelled) return;
   if (failure) throw failure;
+  if (killedByShutdown) {
+    outbox.send({ msg: { case: "stderr", value: Buffer.from(`memoh-agent: the agent is shutting down; ${spec.file} (pid ${proc.pid}) was killed\n`) } });
+  }
   outbox.send({
     msg: {
       case: "exit",

@@ -84,7 +84,7 @@ for (const pty of [false, true]) {
   });
 }
 
-test("SIGTERM: a running exec ends with UNAVAILABLE (shutting down); what finished execs and MCP servers left behind is killed; exit 0", async () => {
+test("SIGTERM: a running exec and an MCP server end with their exit (SIGKILL) and a line saying why; what finished execs and MCP servers left behind is killed; exit 0", async () => {
   const agent = await startAgentProcess();
   try {
     // Left behind by an exec that completed normally: one in the leader's group, one in a group of its own.
@@ -103,8 +103,12 @@ test("SIGTERM: a running exec ends with UNAVAILABLE (shutting down); what finish
     const runningPid = await running.started;
 
     agent.child.kill("SIGTERM");
-    await assert.rejects(running.done, (err) => rpcCode(err) === Status.UNAVAILABLE && /shutting down/.test((err as Error).message));
-    await assert.rejects(mcp.done, (err) => rpcCode(err) === Status.UNAVAILABLE && /shutting down/.test((err as Error).message));
+    const ended = await running.done;
+    assert.equal(ended.exit.signal, "SIGKILL");
+    assert.match(ended.stderr.toString(), /^memoh-agent: the agent is shutting down; sleep \(pid \d+\) was killed\n$/);
+    const mcpExit = await mcp.done;
+    assert.equal(mcpExit.signal, "SIGKILL");
+    assert.match(mcpExit.stderrTail.at(-1) ?? "", /the agent is shutting down; MCP server sh \(pid \d+\) was killed/);
     assert.equal(await waitExit(agent), 0);
     await waitGone([bg, escaped, mcpPid, mcpChild, runningPid]);
   } finally {

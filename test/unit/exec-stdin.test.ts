@@ -108,6 +108,16 @@ test("four pipe execs that do not read stdin: each holds a few MiB at most, not 
   await Promise.all(sessions.map((s, i) => cancelAndWait(s, pids[i]!)));
 });
 
+test("stdin in the start message counts too: 6 MiB there, then more, and the call stops reading", async () => {
+  const base = await rssBytes(agent.pid);
+  const s = new ExecSession(agent.client, { argv: ["sleep", "100"], stdin: Buffer.alloc(6 * MiB, 0x61) });
+  const pid = await s.started;
+  const { result: sent, peak } = await peakWhile(agent.pid, pushStdin(s, 128 * MiB, 4 * MiB));
+  assert.ok(sent < 128 * MiB, `the agent took all ${sent / MiB} MiB of stdin nobody reads`);
+  assert.ok(peak - base < 64 * MiB, `agent RSS grew by ${((peak - base) / MiB).toFixed(0)} MiB`);
+  await cancelAndWait(s, pid);
+});
+
 test("stdin is delivered whole through the buffer: 40 MiB in 1 MiB messages reach a slow reader intact", async () => {
   const s = new ExecSession(agent.client, { command: "sleep 0.3; wc -c" });
   await s.started;
