@@ -15,14 +15,15 @@ export interface LeasedFile extends OpenedFile {
 /**
  * Opens `target` (a regular file) and leases `need(st)` bytes for it. `need`
  * may throw (a file too large) and is asked again after every open, since the
- * file may change while the request waits.
+ * file may change while the request waits. `signal` is asked for only when the
+ * request has to wait (an AbortSignal per call costs more than a small read).
  */
 export async function openLeased(
   budget: ByteBudget,
   target: FsPath,
   rpc: "ReadFile" | "ReadRaw",
   need: (st: Stats) => number,
-  signal: AbortSignal | undefined,
+  signal: () => AbortSignal | undefined,
 ): Promise<LeasedFile> {
   let opened = await openRegularFile(target, rpc);
   let waited: Lease | undefined;
@@ -35,7 +36,7 @@ export async function openLeased(
       const now = budget.tryAcquire(bytes);
       if (now) return { ...opened, lease: now };
       await opened.fh.close().catch(() => undefined);
-      waited = await budget.acquire(bytes, `${rpc} of ${opened.abs}`, signal);
+      waited = await budget.acquire(bytes, `${rpc} of ${opened.abs}`, signal());
       opened = await openRegularFile(target, rpc);
     }
   } catch (err) {
@@ -57,12 +58,12 @@ export async function leaseForOpen(
   rpc: "ReadFile" | "ReadRaw",
   opened: OpenedFile,
   bytes: number,
-  signal: AbortSignal | undefined,
+  signal: () => AbortSignal | undefined,
 ): Promise<LeasedFile | undefined> {
   const now = budget.tryAcquire(bytes);
   if (now) return { ...opened, lease: now };
   await opened.fh.close().catch(() => undefined);
-  const lease = await budget.acquire(bytes, `${rpc} of ${opened.abs}`, signal);
+  const lease = await budget.acquire(bytes, `${rpc} of ${opened.abs}`, signal());
   let again: OpenedFile;
   try {
     again = await openRegularFile(target, rpc);

@@ -46,7 +46,7 @@ export async function readRaw(ctx: AgentContext, req: pb.ReadRawRequest, call: R
     const wanted = length === 0 ? Math.max(st.size - offset, 0) : length;
     return (st.size === 0 ? 2 * READ_BLOCK_BYTES : Math.min(2 * READ_BLOCK_BYTES, wanted)) + RAW_CHUNK_BYTES;
   };
-  const { abs, fh, st, lease } = await openLeased(streamBudget(ctx), target, "ReadRaw", need, callSignal(call));
+  const { abs, fh, st, lease } = await openLeased(streamBudget(ctx), target, "ReadRaw", need, () => callSignal(call));
   const release = lease.release;
   // Released once grpc-js has written the last chunk ('finish') or the call is gone.
   call.once("finish", release);

@@ -39,7 +39,8 @@ const NEWLINE = 0x0a;
 export async function readFile(ctx: AgentContext, req: pb.ReadFileRequest, call?: CancellableCall): Promise<ReadFileResponseInit> {
   const target = requestPath(ctx.dataDir, req);
   const budget = fileBudget(ctx);
-  const signal = call ? callSignal(call) : undefined;
+  let aborted: AbortSignal | undefined;
+  const signal = (): AbortSignal | undefined => (call ? (aborted ??= callSignal(call)) : undefined);
   const limit = req.lineLimit === 0 ? READ_FILE_DEFAULT_LINES : req.lineLimit;
   const need = (st: Stats): number => {
     if (st.size > READ_FILE_MAX_BYTES) throw tooLarge(target.shown, st.size);

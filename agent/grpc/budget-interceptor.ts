@@ -6,6 +6,7 @@
 // responses therefore keeps them counted, and the budget bounds them too.
 import * as grpc from "@grpc/grpc-js";
 import { takeResponseLease, type Lease } from "../budget.js";
+import { ContainerService } from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
 
 class LeaseReleasingCall extends grpc.ServerInterceptingCall {
   private readonly held = new Set<Lease>();
@@ -40,5 +41,9 @@ class LeaseReleasingCall extends grpc.ServerInterceptingCall {
   }
 }
 
+/** Methods whose responses may carry a lease (unary: a stream's handler tracks its own). */
+const LEASING_METHODS = new Set([`/${ContainerService.typeName}/${ContainerService.method.readFile.name}`]);
+
 /** The server interceptor (ServerOptions.interceptors) that releases response leases. */
-export const releaseResponseLeases: grpc.ServerInterceptor = (_method, call) => new LeaseReleasingCall(call);
+export const releaseResponseLeases: grpc.ServerInterceptor = (method, call) =>
+  LEASING_METHODS.has(method.path) ? new LeaseReleasingCall(call) : new grpc.ServerInterceptingCall(call);

@@ -9,6 +9,8 @@ import { ContainerService } from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
 import { READ_FILE_SCAN_BLOCK_BYTES, READ_FILE_WHOLE_MAX_BYTES } from "../../agent/limits.js";
 import { utf8Boundary } from "../../agent/fs/read.js";
 import { startTestAgent } from "./helpers/agent.js";
+import { waitFor } from "./helpers/load.js";
+import { fileBudget, streamBudget } from "../../agent/budget.js";
 
 /** Lines of varying length with 2-, 3- and 4-byte characters, some of which straddle the scan blocks. */
 function mixedText(bytes: number, trailingNewline: boolean): Buffer {
@@ -105,4 +107,29 @@ test("utf8Boundary keeps an unfinished character for the next block", () => {
   assert.equal(utf8Boundary(clef, 3), 0);
   assert.equal(utf8Boundary(clef, 4), 4);
   assert.equal(utf8Boundary(Buffer.from([0x80, 0x80, 0x80, 0x80]), 4), 4); // invalid: left for isUtf8
+});
+
+test("every lease goes back to its budget: after whole and windowed reads, a full ReadRaw and a cancelled one", async () => {
+  const t = await startTestAgent();
+  try {
+    const files = fileBudget(t.agent.ctx);
+    const streams = streamBudget(t.agent.ctx);
+    await fs.writeFile(path.join(t.dataDir, "small.txt"), "hello\n");
+    await fs.writeFile(path.join(t.dataDir, "big.txt"), mixedText(2 * 1024 * 1024, true));
+    await fs.writeFile(path.join(t.dataDir, "blob.bin"), Buffer.alloc(8 * 1024 * 1024, 1));
+    for (const p of ["small.txt", "big.txt", "blob.bin"]) await t.client.unary(ContainerService.method.readFile, { path: p });
+    await Promise.all(Array.from({ length: 20 }, () => t.client.unary(ContainerService.method.readFile, { path: "big.txt", lineLimit: 100_000 })));
+    let n = 0;
+    for await (const chunk of t.client.serverStream(ContainerService.method.readRaw, { path: "blob.bin" })) n += chunk.data.length;
+    assert.equal(n, 8 * 1024 * 1024);
+    const ac = new AbortController();
+    const call = t.client.serverStream(ContainerService.method.readRaw, { path: "blob.bin" }, { signal: ac.signal });
+    await new Promise<void>((resolve) => call.once("data", () => resolve()));
+    call.on("error", () => undefined);
+    ac.abort();
+    await waitFor(() => files.inUse === 0 && streams.inUse === 0, () => `the budgets to be empty (ReadFile ${files.inUse}, ReadRaw ${streams.inUse} bytes leased)`);
+    assert.ok(files.peak > 0 && streams.peak > 0);
+  } finally {
+    await t.close();
+  }
 });
