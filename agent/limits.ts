@@ -69,6 +69,8 @@ export const READ_FILE_WHOLE_MAX_BYTES = 1 * MiB;
 export const READ_FILE_SCAN_BLOCK_BYTES = 256 * 1024;
 /** The agent's memory over its idle RSS, at most, whatever its callers do (documented; tests hold it). */
 export const AGENT_MEMORY_BUDGET_BYTES = 256 * MiB;
+/** Bytes of relative paths a recursive ListDir walk may collect before it answers RESOURCE_EXHAUSTED. */
+export const LIST_WALK_MAX_BYTES = 32 * MiB;
 /** Connections served at once (Unix socket and TCP alike); one more is closed at once. */
 export const MAX_CONNECTIONS = 64;
 /** Concurrent streams (calls) per connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS). */

@@ -9,6 +9,7 @@ import {
   LIST_PAGE_MAX_BYTES,
   LIST_SORT_MAX_ENTRIES,
   LIST_WALK_CAP,
+  LIST_WALK_MAX_BYTES,
 } from "../limits.js";
 import { PATH_MAX_BYTES, requestPath, type FsPath } from "../paths.js";
 import { isErrno } from "./errno.js";
@@ -191,19 +192,27 @@ export interface Walk {
 }
 
 /**
- * Every entry under `root` down to `maxDepth` levels (0 = all). Symlinks are
+ * Every entry under `root` down to `maxDepth` levels (0 = all), at most
+ * `walkCap` entries and `bytesCap` bytes of relative paths (RESOURCE_EXHAUSTED
+ * beyond: 100,000 paths near PATH_MAX would otherwise be 400 MB). Symlinks are
  * listed, never followed. A subdirectory that cannot be read (gone, permission
  * denied) is listed itself without its contents; the listed directory must be
  * readable. An entry whose absolute path is over PATH_MAX is listed with its
  * type, and a directory there is not descended: no system call can name what
  * is inside it.
  */
-export async function walkTree(root: FsPath, maxDepth: number, walkCap = LIST_WALK_CAP): Promise<Walk> {
+export async function walkTree(root: FsPath, maxDepth: number, walkCap = LIST_WALK_CAP, bytesCap = LIST_WALK_MAX_BYTES): Promise<Walk> {
   const overCap = () =>
     resourceExhausted(
       `listing ${root} visits more than ${walkCap} entries; ` +
         `lower max_depth, list a subdirectory, or list without recursive`,
     );
+  const overBytes = () =>
+    resourceExhausted(
+      `listing ${root} collects more than ${bytesCap} bytes of paths (deep or long names); ` +
+        `lower max_depth, list a subdirectory, or list without recursive`,
+    );
+  let bytes = 0;
   let first: Dirent[] | undefined;
   try {
     first = await readUpTo(root, walkCap);
@@ -220,6 +229,8 @@ export async function walkTree(root: FsPath, maxDepth: number, walkCap = LIST_WA
     for (const d of dirents) {
       const name = direntName(d).toString("latin1");
       const rel = dirRel === "" ? name : `${dirRel}/${name}`;
+      bytes += rel.length;
+      if (bytes > bytesCap) throw overBytes();
       found.push(rel);
       if (overPathMax(root, rel)) {
         unreachable.set(rel, fileTypeOf(d));
