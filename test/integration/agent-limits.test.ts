@@ -64,7 +64,6 @@ test("in a workspace limited to 512 MiB, the worst patterns at once do not get t
   try {
     assert.ok(ws.pid, "no task pid");
     const pid = await agentHostPid(ws.pid);
-    raisePriority(pid);
     const before = await mgr.call(bot, (c) => c.info());
     // The workspace's /data, from the host, through the agent's own root.
     const data = `/proc/${pid}/root/data`;
@@ -78,6 +77,7 @@ test("in a workspace limited to 512 MiB, the worst patterns at once do not get t
     probe = await startProbe(target, "small.txt");
     await load.waitForReady(10_000);
     await execs.waitForReady(10_000);
+    await raisePriority(pid);
     const idle = (await memoryOf(pid)).rss;
     await resetPeak(pid);
 

@@ -65,7 +65,6 @@ function assertProbe(probe: ProbeReport): void {
 
 test("300 concurrent ReadFiles of an 8 MiB file stay within the memory budget; Info answers within 100 ms meanwhile", async () => {
   const agent = await startAgentProcess();
-  raisePriority(agent.pid);
   let probe: Probe | undefined;
   const load = new RpcClient(`unix:${agent.socketPath}`);
   try {
@@ -73,6 +72,7 @@ test("300 concurrent ReadFiles of an 8 MiB file stay within the memory budget; I
     await writeLongLines(path.join(agent.dataDir, "big.txt"), 1024, 8192);
     probe = await startProbe(`unix:${agent.socketPath}`, await smallFile(agent));
     await load.waitForReady(10_000);
+    await raisePriority(agent.pid);
     const idle = (await memoryOf(agent.pid)).rss;
     await resetPeak(agent.pid);
     const outcome = await concurrentReads(load, "big.txt", 300, 8 * MiB);
@@ -92,7 +92,6 @@ test("300 concurrent ReadFiles of an 8 MiB file stay within the memory budget; I
 
 test("800 unread ReadRaw streams on 8 connections stay within the memory budget; Info answers within 100 ms meanwhile", async () => {
   const agent = await startAgentProcess();
-  raisePriority(agent.pid);
   let probe: Probe | undefined;
   let streams: Awaited<ReturnType<typeof unreadRawStreams>> | undefined;
   try {
@@ -100,6 +99,7 @@ test("800 unread ReadRaw streams on 8 connections stay within the memory budget;
     await fh.truncate(64 * MiB);
     await fh.close();
     probe = await startProbe(`unix:${agent.socketPath}`, await smallFile(agent));
+    await raisePriority(agent.pid);
     const idle = (await memoryOf(agent.pid)).rss;
     await resetPeak(agent.pid);
     streams = await unreadRawStreams(`unix:${agent.socketPath}`, "huge.bin", 8, 100);
@@ -121,7 +121,6 @@ test("800 unread ReadRaw streams on 8 connections stay within the memory budget;
 
 test(`a connection may run at most ${MAX_STREAMS_PER_CONNECTION} calls at once (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS)`, async () => {
   const agent = await startAgentProcess();
-  raisePriority(agent.pid);
   try {
     const session = http2.connect("http://agent", { createConnection: () => net.connect(agent.socketPath) });
     try {
@@ -140,11 +139,11 @@ test(`a connection may run at most ${MAX_STREAMS_PER_CONNECTION} calls at once (
 
 test("thousands of idle connections: at most MAX_CONNECTIONS are kept, silent ones are closed after the handshake timeout, idle sessions after the idle timeout", async () => {
   const agent = await startAgentProcess({ env: { BRIDGE_CONNECTION_IDLE_MS: "3000" } });
-  raisePriority(agent.pid);
   let probe: Probe | undefined;
   let idleConns: Awaited<ReturnType<typeof idleConnections>> | undefined;
   try {
     probe = await startProbe(`unix:${agent.socketPath}`, await smallFile(agent));
+    await raisePriority(agent.pid);
     const idle = await memoryOf(agent.pid);
     const fdsBefore = await fdCount(agent.pid);
     await resetPeak(agent.pid);
@@ -185,7 +184,6 @@ test("thousands of idle connections: at most MAX_CONNECTIONS are kept, silent on
 
 test("a connection that sends something other than the HTTP/2 preface is closed at once", async () => {
   const agent = await startAgentProcess();
-  raisePriority(agent.pid);
   try {
     const s = net.connect(agent.socketPath);
     const closed = new Promise<number>((resolve) => {
@@ -206,7 +204,6 @@ test("a connection that sends something other than the HTTP/2 preface is closed 
 
 test("the worst patterns at once (large reads, unread stdin on pipes and ptys, unread ReadRaw streams, idle connections): RSS within the budget, Info and small reads keep answering", async () => {
   const agent = await startAgentProcess();
-  raisePriority(agent.pid);
   let probe: Probe | undefined;
   const target = `unix:${agent.socketPath}`;
   const load = new RpcClient(target);
@@ -223,6 +220,7 @@ test("the worst patterns at once (large reads, unread stdin on pipes and ptys, u
     await fh.close();
     probe = await startProbe(target, await smallFile(agent));
     await load.waitForReady(10_000);
+    await raisePriority(agent.pid);
     const idle = (await memoryOf(agent.pid)).rss;
     await resetPeak(agent.pid);
 
