@@ -213,25 +213,16 @@ export function callSignal(call: { cancelled: boolean; once(event: "cancelled", 
 }
 
 /**
- * Leases that must outlive their handler: the bytes of a response are held
- * until grpc-js has handed the message to HTTP/2 (see grpc/budget-interceptor.ts),
- * not just until the handler returns, so responses a client does not read stay
- * inside the budget.
+ * Holds `lease` until the call has ended: grpc-js reports the end of every call,
+ * cancelled or not, as 'cancelled' on the call object, once its last message has
+ * been handed to HTTP/2 and its status sent (or the stream is gone). A response
+ * a client does not read therefore stays inside the budget. Without a call (a
+ * handler run in-process) the lease is returned at once.
  */
-const responseLeases = new WeakMap<object, Lease>();
-
-/** Holds `lease` until `response` has been written (or its call ended). */
-export function holdUntilSent<T extends object>(response: T, lease: Lease): T {
-  responseLeases.set(response, lease);
+export function holdUntilCallEnds<T>(response: T, lease: Lease, call: { cancelled: boolean; once(event: "cancelled", fn: () => void): unknown } | undefined): T {
+  if (!call || call.cancelled) lease.release();
+  else call.once("cancelled", () => lease.release());
   return response;
-}
-
-/** The lease held for `message`, removed from the table. */
-export function takeResponseLease(message: unknown): Lease | undefined {
-  if (typeof message !== "object" || message === null) return undefined;
-  const lease = responseLeases.get(message);
-  if (lease) responseLeases.delete(message);
-  return lease;
 }
 
 export const defaultBudgetOptions: ByteBudgetOptions = {

@@ -15,7 +15,6 @@ import { addReflectionService } from "./grpc/reflection.js";
 import { containerServiceHandlers } from "./service.js";
 import { killAllChildren } from "./exec/children.js";
 import { logLine } from "./log.js";
-import { releaseResponseLeases } from "./grpc/budget-interceptor.js";
 import { listen, type Listener, type ListenerStats } from "./grpc/listener.js";
 import { ByteBudget, defaultBudgetOptions, defaultStreamBudgetOptions, setBudgets, type ByteBudgetOptions } from "./budget.js";
 import { CONNECTION_IDLE_MS, HANDSHAKE_TIMEOUT_MS, MAX_CONNECTIONS, MAX_STREAMS_PER_CONNECTION } from "./limits.js";
@@ -117,7 +116,6 @@ export const serverOptions: grpc.ServerOptions = {
   "grpc.max_concurrent_streams": MAX_STREAMS_PER_CONNECTION,
   // A connection without calls for this long gets GOAWAY and is closed.
   "grpc.max_connection_idle_ms": CONNECTION_IDLE_MS,
-  interceptors: [releaseResponseLeases],
 };
 
 function isLiveSocket(socketPath: string): Promise<boolean> {

@@ -12,7 +12,7 @@ import {
   READ_FILE_WHOLE_MAX_BYTES,
   RESPONSE_COST_FACTOR,
 } from "../limits.js";
-import { callSignal, fileBudget, holdUntilSent } from "../budget.js";
+import { callSignal, fileBudget, holdUntilCallEnds } from "../budget.js";
 import { requestPath } from "../paths.js";
 import { leaseForOpen, openLeased } from "./read-lease.js";
 import { preEncoded } from "../../proto/rpc.js";
@@ -25,8 +25,8 @@ const NEWLINE = 0x0a;
 
 /**
  * A text file's lines in a window. Every byte held is leased from the file
- * budget first (budget.ts), and the response's bytes stay leased until grpc-js
- * has sent them.
+ * budget first (budget.ts), and the response's bytes stay leased until the call
+ * has ended (its message handed to HTTP/2, or the call gone).
  *
  * A file up to READ_FILE_WHOLE_MAX_BYTES is read whole: one open, one fstat,
  * usually one read. (Measured between two processes: the three thread-pool
@@ -56,7 +56,7 @@ export async function readFile(ctx: AgentContext, req: pb.ReadFileRequest, call?
       if (st.size > 0 && st.size <= READ_FILE_WHOLE_MAX_BYTES) {
         const bytes = await readWhole(fh, st.size);
         keepLease = true;
-        return holdUntilSent(wholeResponse(bytes, req.lineOffset, limit), lease);
+        return holdUntilCallEnds(wholeResponse(bytes, req.lineOffset, limit), lease, call);
       }
       const scan = await scanLines(fh, target.shown, req.lineOffset, limit);
       if (scan.binary) return binaryResponse(req.lineOffset, BigInt(scan.size));
@@ -70,7 +70,7 @@ export async function readFile(ctx: AgentContext, req: pb.ReadFileRequest, call?
         throw new RpcError(Status.ABORTED, `${target.shown} kept changing while it was read; try again`);
       }
       try {
-        return holdUntilSent(await readWindow(windowed.fh, scan, req.lineOffset), windowed.lease);
+        return holdUntilCallEnds(await readWindow(windowed.fh, scan, req.lineOffset), windowed.lease, call);
       } catch (err) {
         windowed.lease.release();
         throw err;

@@ -4,8 +4,11 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs/promises";
+import http2 from "node:http2";
+import net from "node:net";
+import { create, toBinary } from "@bufbuild/protobuf";
 import path from "node:path";
-import { ContainerService } from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
+import { ContainerService, ReadFileRequestSchema } from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
 import { READ_FILE_SCAN_BLOCK_BYTES, READ_FILE_WHOLE_MAX_BYTES } from "../../agent/limits.js";
 import { utf8Boundary } from "../../agent/fs/read.js";
 import { startTestAgent } from "./helpers/agent.js";
@@ -130,6 +133,31 @@ test("every lease goes back to its budget: after whole and windowed reads, a ful
     await waitFor(() => files.inUse === 0 && streams.inUse === 0, () => `the budgets to be empty (ReadFile ${files.inUse}, ReadRaw ${streams.inUse} bytes leased)`);
     assert.ok(files.peak > 0 && streams.peak > 0);
   } finally {
+    await t.close();
+  }
+});
+
+test("a ReadFile reply the client does not read keeps its lease until the call ends", async () => {
+  const t = await startTestAgent();
+  const session = http2.connect("http://agent", { createConnection: () => net.connect(path.join(t.root, "run", "bridge.sock")) });
+  session.on("error", () => undefined);
+  try {
+    const files = fileBudget(t.agent.ctx);
+    const text = mixedText(4 * 1024 * 1024, true);
+    await fs.writeFile(path.join(t.dataDir, "big.txt"), text);
+    const body = Buffer.from(toBinary(ReadFileRequestSchema, create(ReadFileRequestSchema, { path: "big.txt", lineLimit: 1_000_000 })));
+    const frame = Buffer.concat([Buffer.from([0, 0, 0, 0, 0]), body]);
+    frame.writeUInt32BE(body.byteLength, 1);
+    const req = session.request({ ":method": "POST", ":path": `/${ContainerService.typeName}/ReadFile`, "content-type": "application/grpc", te: "trailers" });
+    req.pause(); // never read: HTTP/2 flow control stops the reply after 64 KiB
+    req.end(frame);
+    await waitFor(() => files.inUse >= text.byteLength, () => `the reply's lease (${files.inUse} bytes leased)`);
+    await new Promise((r) => setTimeout(r, 200));
+    assert.ok(files.inUse >= text.byteLength, "the lease was returned while the reply was still unread");
+    session.destroy();
+    await waitFor(() => files.inUse === 0, () => `the lease to come back once the connection is gone (${files.inUse} bytes leased)`);
+  } finally {
+    session.destroy();
     await t.close();
   }
 });
