@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import fs from "node:fs/promises";
 import http2 from "node:http2";
 import net from "node:net";
+import os from "node:os";
 import path from "node:path";
 import { ContainerService } from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
 import { RpcClient } from "../../proto/rpc.js";
@@ -16,6 +17,7 @@ import {
   MAX_CONNECTIONS,
   MAX_STREAMS_PER_CONNECTION,
 } from "../../agent/limits.js";
+import { limitsFromEnv, startAgent } from "../../agent/server.js";
 import { startAgentProcess, type AgentProcess } from "./helpers/agent-process.js";
 import { ExecSession, runExec, waitGone } from "./helpers/exec.js";
 import {
@@ -267,4 +269,65 @@ test("the worst patterns at once (large reads, unread stdin on pipes and ptys, u
     probe?.kill();
     await agent.stop();
   }
+});
+
+test("the legacy TCP listener has the same limits: connections beyond the cap are closed at once, silent ones after the handshake timeout", async () => {
+  const root = await fs.mkdtemp(path.join(os.tmpdir(), "memoh-agent-tcp-"));
+  const agent = await startAgent({ dataDir: path.join(root, "data"), tcpAddr: "127.0.0.1:0", limits: { maxConnections: 4, handshakeTimeoutMs: 500 } });
+  const sockets: net.Socket[] = [];
+  try {
+    const [host, port] = [agent.target.slice(0, agent.target.lastIndexOf(":")), Number(agent.target.slice(agent.target.lastIndexOf(":") + 1))];
+    let closed = 0;
+    await Promise.all(
+      Array.from({ length: 10 }, () =>
+        new Promise<void>((resolve) => {
+          const s = net.connect(port, host);
+          sockets.push(s);
+          s.on("error", () => undefined);
+          s.once("connect", () => resolve());
+          s.once("close", () => {
+            closed++;
+            resolve();
+          });
+          s.resume();
+        }),
+      ),
+    );
+    await waitFor(() => agent.connections().refused === 6, () => `6 connections to be refused (${JSON.stringify(agent.connections())})`);
+    assert.equal(agent.connections().open, 4);
+    // The four it kept never send the preface: closed after 500 ms.
+    await waitFor(() => closed === 10 && agent.connections().open === 0, () => `every connection to be closed (${closed} closed, ${JSON.stringify(agent.connections())})`, 5_000);
+    assert.equal(agent.connections().noHandshake, 4);
+    // A real client gets in afterwards.
+    const client = new RpcClient(agent.target);
+    try {
+      assert.ok((await client.unary(ContainerService.method.info, {}, { timeoutMs: 5_000 })).pid > 0);
+    } finally {
+      client.close();
+    }
+  } finally {
+    for (const s of sockets) s.destroy();
+    await agent.shutdown(100);
+    await fs.rm(root, { recursive: true, force: true });
+  }
+});
+
+test("limits from BRIDGE_* variables: positive integers are taken, anything else is logged and the default kept", () => {
+  const write = process.stderr.write.bind(process.stderr);
+  const logged: string[] = [];
+  process.stderr.write = ((chunk: string) => {
+    logged.push(String(chunk));
+    return true;
+  }) as typeof process.stderr.write;
+  try {
+    assert.deepEqual(limitsFromEnv({ BRIDGE_MAX_CONNECTIONS: "8", BRIDGE_CONNECTION_IDLE_MS: "2000" }), { maxConnections: 8, connectionIdleMs: 2000 });
+    assert.deepEqual(limitsFromEnv({ BRIDGE_MAX_CONNECTIONS: "0", BRIDGE_HANDSHAKE_TIMEOUT_MS: "1.5", BRIDGE_MAX_STREAMS_PER_CONNECTION: "many", BRIDGE_FILE_BUDGET_BYTES: "1024" }), {});
+  } finally {
+    process.stderr.write = write;
+  }
+  const text = logged.join("");
+  assert.match(text, /\$BRIDGE_MAX_CONNECTIONS: expected a positive integer, got "0"; using the default/);
+  assert.match(text, /\$BRIDGE_HANDSHAKE_TIMEOUT_MS: expected a positive integer, got "1.5"/);
+  assert.match(text, /\$BRIDGE_MAX_STREAMS_PER_CONNECTION: expected a positive integer, got "many"/);
+  assert.match(text, /\$BRIDGE_FILE_BUDGET_BYTES: at least \d+ bytes; using the default/);
 });
