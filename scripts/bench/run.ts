@@ -7,12 +7,24 @@ import { benchPull } from "./pull.js";
 import { benchWorkspace } from "./workspace.js";
 import { table, type Row } from "./stats.js";
 
+// `npm run bench -- api pull` runs only the named groups; no names runs them all.
+const groups: Record<string, () => Promise<Row[]>> = {
+  agent: benchAgent,
+  workspace: benchWorkspace,
+  api: benchApi,
+  pull: benchPull,
+  containerd: benchCreateStart,
+};
+const wanted = process.argv.slice(2);
+const unknown = wanted.filter((g) => !(g in groups));
+if (unknown.length > 0) {
+  console.error(`unknown benchmark group ${unknown.join(", ")} (known: ${Object.keys(groups).join(", ")})`);
+  process.exit(2);
+}
 const rows: Row[] = [];
-rows.push(...(await benchAgent()));
-rows.push(...(await benchWorkspace()));
-rows.push(...(await benchApi()));
-rows.push(...(await benchPull()));
-rows.push(...(await benchCreateStart()));
+for (const [name, run] of Object.entries(groups)) {
+  if (wanted.length === 0 || wanted.includes(name)) rows.push(...(await run()));
+}
 console.log(`\n${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, node ${process.version}, ${new Date().toISOString()}\n`);
 console.log(table(rows));
 if (rows.some((r) => r.ok === false)) {
