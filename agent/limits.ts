@@ -40,3 +40,14 @@ export const MCP_STDERR_LINE_BYTES = 4096;
 export const MCP_MAX_LINE_BYTES = MAX_MESSAGE_BYTES - 64 * 1024;
 /** WriteRaw gives up on a client that sent nothing for this long. */
 export const WRITE_IDLE_MS = 60_000;
+/**
+ * Stdin an Exec holds for its process (received, not yet taken by the process)
+ * before the agent stops reading the call's request stream, on pipes and on a
+ * pty alike. Signal, resize and close_stdin sent behind up to this much unread
+ * stdin take effect at once; behind more, they wait until the process reads.
+ * At most one request message (up to 16 MiB) more is held while paused.
+ */
+export const EXEC_STDIN_BUFFER_BYTES = 4 * MiB;
+/** First wait before a pty whose input is full is written to again; doubles up to the max. */
+export const PTY_STDIN_RETRY_MIN_MS = 2;
+export const PTY_STDIN_RETRY_MAX_MS = 50;

@@ -15,6 +15,7 @@ import { addReflectionService } from "./grpc/reflection.js";
 import { containerServiceHandlers } from "./service.js";
 import { killAllChildren } from "./exec/children.js";
 import { logLine } from "./log.js";
+import { bindSocketFile, removeOwnSocket, type SocketIdentity } from "./socket-file.js";
 
 export interface AgentOptions {
   dataDir: string;
@@ -110,6 +111,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
 
   let target: string;
   let socketPath: string | undefined;
+  let boundSocket: SocketIdentity | undefined;
   if (opts.tcpAddr) {
     const port = await bind(server, opts.tcpAddr);
     const host = opts.tcpAddr.slice(0, opts.tcpAddr.lastIndexOf(":"));
@@ -118,8 +120,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   } else {
     socketPath = path.resolve(opts.socketPath ?? "/run/memoh/bridge.sock");
     await prepareSocketPath(socketPath);
-    await bind(server, `unix:${socketPath}`);
-    await fs.chmod(socketPath, 0o660);
+    boundSocket = await bindSocketFile(socketPath, (address) => bind(server, address));
     ctx.listen = `unix:${socketPath}`;
     target = `unix:${socketPath}`;
   }
@@ -128,6 +129,9 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   const shutdown = (graceMs = 5000): Promise<void> => {
     stopping ??= (async () => {
       health.setAll(ServingStatus.NOT_SERVING);
+      // The path goes first (if it is still ours), as the listener stops: no new
+      // client finds a draining agent, and a new agent may bind the path at once.
+      await removeOwnSocket(boundSocket).catch((err: unknown) => logLine(`cannot remove ${socketPath}: ${String(err)}`));
       const drained = new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
       let timer: NodeJS.Timeout | undefined;
       const timedOut = new Promise<void>((resolve) => {
@@ -135,9 +139,13 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       });
       await Promise.race([drained, timedOut]);
       clearTimeout(timer);
-      killAllChildren(ctx);
+      // Kills every session the agent started; the calls running them end with a status.
+      await killAllChildren(ctx);
+      // Let those last statuses reach their clients before the connections are cut.
+      let flushTimer: NodeJS.Timeout | undefined;
+      await Promise.race([drained, new Promise<void>((resolve) => (flushTimer = setTimeout(resolve, 1000)))]);
+      clearTimeout(flushTimer);
       server.forceShutdown();
-      if (socketPath) await fs.rm(socketPath, { force: true });
     })();
     return stopping;
   };

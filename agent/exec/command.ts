@@ -4,6 +4,7 @@ import type { AgentContext } from "../context.js";
 import { invalidArgument } from "../errors.js";
 import { PTY_MAX_DIMENSION } from "../limits.js";
 import { resolveDir } from "../paths.js";
+import { checkExecSize } from "./arg-max.js";
 import { buildEnv, validateEnvRequest } from "./env.js";
 import { lookupUser, parseUserSpec, spawnIds, type ExecUser } from "./user.js";
 
@@ -75,11 +76,13 @@ export async function parseExecStart(ctx: AgentContext, start: pb.ExecStart): Pr
     : undefined;
 
   const user = await lookupUser(userSpec);
+  const env = buildEnv(ctx.childEnv, user, envRequest);
+  checkExecSize(file, args, env);
   return {
     file,
     args,
     viaShell: hasCommand,
-    env: buildEnv(ctx.childEnv, user, envRequest),
+    env,
     user,
     ids: spawnIds(user),
     cwd,

@@ -9,15 +9,25 @@
 //    per-message error, and a bad request must not go unnoticed.
 //  - A message of a kind this agent does not know (empty oneof) is ignored, so a
 //    newer host can talk to an older agent.
+//  - Stdin is held for the process up to EXEC_STDIN_BUFFER_BYTES (pipes: in the
+//    pipe's Writable; pty: PtyStdin). Messages keep being read meanwhile, so a
+//    signal, resize or close_stdin behind that much unread stdin acts at once;
+//    beyond it the call stops reading its request stream (and reads nothing
+//    ahead) until the process takes its input.
 // Reply stream: started{pid}, stdout/stderr chunks as they arrive (held back
 // by gRPC flow control, never buffered whole), then exactly one exit after the
 // last output byte, then OK.
-// Timeout and client cancel SIGKILL the whole process group.
+// Timeout and client cancel SIGKILL the whole session: the process group and
+// every process that moved to another group of the session (children.ts).
+// Agent shutdown does the same at the end of its grace period; the call then
+// ends normally, with a stderr line saying why and the exit (SIGKILL): not with
+// UNAVAILABLE, which a client may take as "retry", and a command must not run twice.
 import type * as grpc from "@grpc/grpc-js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type * as pb from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
 import type { AgentContext } from "../context.js";
 import { invalidArgument, RpcError, Status } from "../errors.js";
+import { killSession, trackChild } from "./children.js";
 import { parseExecStart, ptyDimension, type ExecSpec } from "./command.js";
 import { setChildOomScore } from "./oom.js";
 import { spawnProcess } from "./process.js";
@@ -54,28 +64,37 @@ async function runExec(ctx: AgentContext, call: ExecCall, spec: ExecSpec): Promi
   const proc = spec.pty ? await spawnPty(spec, sink) : await spawnProcess(spec, sink);
   setChildOomScore(ctx, proc.pid);
   ctx.children.add(proc);
+  let markFinished!: () => void;
+  const finished = new Promise<void>((resolve) => (markFinished = resolve));
   outbox.addSource(proc);
   outbox.send({ msg: { case: "started", value: { pid: proc.pid } } });
 
   let timedOut = false;
   let cancelled = false;
   let stdinClosed = false;
+  let killedByShutdown = false;
   let failure: RpcError | undefined;
 
   const fail = (err: unknown) => {
     if (failure) return;
     failure = err instanceof RpcError ? err : new RpcError(Status.INTERNAL, `internal error: ${String(err)}`);
-    proc.kill("SIGKILL");
+    killSession(proc.pid);
     proc.abandon();
   };
 
+  let stdinFull = false;
   const writeStdin = (data: Uint8Array) => {
     if (stdinClosed && !proc.stdinReopens) throw invalidArgument("stdin sent after close_stdin");
     if (data.byteLength === 0) return;
-    if (!proc.writeStdin(data)) {
-      // The process is not reading: stop reading requests until it catches up.
+    if (!proc.writeStdin(data) && !stdinFull) {
+      // EXEC_STDIN_BUFFER_BYTES wait for the process: take no more messages off
+      // the connection until it reads (noReadAhead: nothing is read ahead either).
+      stdinFull = true;
       call.pause();
-      proc.onStdinDrain(() => call.resume());
+      proc.onStdinDrain(() => {
+        stdinFull = false;
+        if (!failure && !cancelled) call.resume();
+      });
     }
   };
 
@@ -121,7 +140,7 @@ async function runExec(ctx: AgentContext, call: ExecCall, spec: ExecSpec): Promi
     if (cancelled) return;
     cancelled = true;
     outbox.close();
-    proc.kill("SIGKILL");
+    killSession(proc.pid);
     proc.abandon();
   };
 
@@ -132,17 +151,27 @@ async function runExec(ctx: AgentContext, call: ExecCall, spec: ExecSpec): Promi
     spec.timeoutMs > 0
       ? setTimeout(() => {
           timedOut = true;
-          proc.kill("SIGKILL");
+          killSession(proc.pid);
         }, Math.min(spec.timeoutMs, MAX_TIMER_MS))
       : undefined;
   if (call.cancelled) onCancelled();
+  trackChild(ctx, {
+    pid: proc.pid,
+    finished,
+    shutdown: () => {
+      if (failure || cancelled || killedByShutdown) return;
+      killedByShutdown = true;
+      killSession(proc.pid);
+    },
+  });
   try {
     if (spec.stdin.byteLength > 0) writeStdin(spec.stdin);
     if (spec.closeStdin) closeStdin();
   } catch (err) {
     fail(err);
   }
-  call.resume();
+  // Unless the start message's stdin already filled the buffer (then the drain resumes the call).
+  if (!stdinFull) call.resume();
 
   let status: ExitStatus;
   try {
@@ -153,9 +182,13 @@ async function runExec(ctx: AgentContext, call: ExecCall, spec: ExecSpec): Promi
     call.off("end", onEnd);
     call.off("cancelled", onCancelled);
     ctx.children.delete(proc);
+    markFinished();
   }
   if (cancelled) return;
   if (failure) throw failure;
+  if (killedByShutdown) {
+    outbox.send({ msg: { case: "stderr", value: Buffer.from(`memoh-agent: the agent is shutting down; ${spec.file} (pid ${proc.pid}) was killed\n`) } });
+  }
   outbox.send({
     msg: {
       case: "exit",

@@ -1,6 +1,6 @@
 // Exec on pipes: stdin, stdout and stderr are separate streams.
 import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
-import { EXEC_STDIN_BACKLOG_BYTES, EXEC_STDIO_GRACE_MS } from "../limits.js";
+import { EXEC_STDIN_BUFFER_BYTES, EXEC_STDIO_GRACE_MS } from "../limits.js";
 import { killGroup } from "./children.js";
 import type { ExecSpec } from "./command.js";
 import { LingeringStdio } from "./lingering-stdio.js";
@@ -86,12 +86,30 @@ class PipeProcess implements RunningProcess {
   writeStdin(data: Uint8Array): boolean {
     const stdin = this.child.stdin;
     if (stdin.writableEnded || stdin.destroyed) return true;
+    // The Writable keeps the message's bytes (no copy) until the pipe takes them.
     stdin.write(data);
-    return stdin.writableLength <= EXEC_STDIN_BACKLOG_BYTES;
+    return stdin.writableLength < EXEC_STDIN_BUFFER_BYTES;
+  }
+
+  stdinPending(): number {
+    const stdin = this.child.stdin;
+    return stdin.destroyed ? 0 : stdin.writableLength;
   }
 
   onStdinDrain(listener: () => void): void {
-    this.child.stdin.once("drain", listener);
+    const stdin = this.child.stdin;
+    if (stdin.destroyed || stdin.writableLength < EXEC_STDIN_BUFFER_BYTES) {
+      queueMicrotask(listener);
+      return;
+    }
+    // 'drain' when the pipe took everything; 'close' when it never will.
+    const done = () => {
+      stdin.off("drain", done);
+      stdin.off("close", done);
+      listener();
+    };
+    stdin.on("drain", done);
+    stdin.on("close", done);
   }
 
   closeStdin(): void {
@@ -107,6 +125,8 @@ class PipeProcess implements RunningProcess {
   }
 
   abandon(): void {
+    // Drops the stdin not yet written: the memory goes now, not when the process is reaped.
+    this.child.stdin.destroy();
     this.lingering.dispose();
     this.child.stdout.destroy();
     this.child.stderr.destroy();

@@ -11,10 +11,12 @@ import path from "node:path";
 import type * as NodePty from "node-pty";
 import { failedPrecondition, RpcError, Status } from "../errors.js";
 import { loadNodePty } from "../runtime-paths.js";
+import { EXEC_STDIN_BUFFER_BYTES } from "../limits.js";
 import { killGroup } from "./children.js";
 import type { ExecSpec } from "./command.js";
 import { searchPath } from "./env.js";
 import type { ExecSink, RunningProcess } from "./running.js";
+import { PtyStdin, type PtyDescriptor } from "./pty-stdin.js";
 import { signalName } from "./signals.js";
 import { checkCwd, programNotExecutable, programNotFound, type SpawnTarget } from "./spawn-error.js";
 
@@ -92,19 +94,39 @@ interface PtyErrorEvents {
   on(event: "error", listener: (err: Error) => void): void;
 }
 
+/** What of node-pty's UnixTerminal (1.x) the agent relies on besides its typings. */
+interface PtyInternals {
+  /** The master's descriptor, owned by the read stream below. */
+  fd?: unknown;
+  /** The terminal's read stream on fd; destroying it closes fd. */
+  _socket?: { destroyed?: unknown };
+}
+
+/** The master descriptor and whether it is still open, or undefined when node-pty is laid out differently. */
+function masterOf(term: NodePty.IPty): PtyDescriptor | undefined {
+  const internals = term as unknown as PtyInternals;
+  const socket = internals._socket;
+  if (typeof internals.fd !== "number" || typeof socket?.destroyed !== "boolean") return undefined;
+  return { fd: internals.fd, open: () => socket.destroyed === false };
+}
+
 class PtyProcess implements RunningProcess {
   readonly pid: number;
   readonly stdinReopens = true;
+  private readonly stdin: PtyStdin;
 
   constructor(
     private readonly term: NodePty.IPty,
+    private readonly master: PtyDescriptor,
     sink: ExecSink,
   ) {
     this.pid = term.pid;
+    this.stdin = new PtyStdin(master, EXEC_STDIN_BUFFER_BYTES);
     // With `encoding: null` node-pty delivers Buffers, although its typings say string.
     term.onData((data) => sink.stdout(data as unknown as Buffer));
     // node-pty fires onExit once the terminal's output has been read to its end.
     term.onExit(({ exitCode, signal }) => {
+      this.stdin.close();
       if (signal) sink.exited({ code: 128 + signal, signal: signalName(signal) ?? "" });
       else sink.exited({ code: exitCode, signal: "" });
     });
@@ -121,18 +143,24 @@ class PtyProcess implements RunningProcess {
   }
 
   writeStdin(data: Uint8Array): boolean {
-    this.term.write(Buffer.from(data.buffer, data.byteOffset, data.byteLength));
-    // node-pty queues writes itself and gives no backpressure signal.
-    return true;
+    return this.stdin.write(data);
   }
 
-  onStdinDrain(): void {}
+  stdinPending(): number {
+    return this.stdin.pending;
+  }
+
+  onStdinDrain(listener: () => void): void {
+    this.stdin.onDrain(listener);
+  }
 
   closeStdin(): void {
-    this.term.write(EOF);
+    this.stdin.write(Buffer.from(EOF));
   }
 
   resize(cols: number, rows: number): void {
+    // node-pty's resize is an ioctl on the descriptor number: never after the read stream closed it.
+    if (!this.master.open()) return;
     try {
       this.term.resize(cols || this.term.cols, rows || this.term.rows);
     } catch {
@@ -146,6 +174,7 @@ class PtyProcess implements RunningProcess {
   }
 
   abandon(): void {
+    this.stdin.close();
     // Read (and drop) what is left so that the terminal closes and the exit fires.
     this.term.resume();
   }
@@ -177,5 +206,10 @@ export async function spawnPty(spec: ExecSpec, sink: ExecSink): Promise<RunningP
     const why = err instanceof Error ? err.message : String(err);
     throw new RpcError(Status.FAILED_PRECONDITION, `cannot open a pseudo-terminal: ${why}`, { cause: err });
   }
-  return new PtyProcess(term, sink);
+  const master = masterOf(term);
+  if (!master) {
+    killGroup(term.pid, "SIGKILL");
+    throw new RpcError(Status.FAILED_PRECONDITION, "PTY support is unavailable in this agent (node-pty does not expose its terminal descriptor); run without pty");
+  }
+  return new PtyProcess(term, master, sink);
 }

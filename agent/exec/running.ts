@@ -16,8 +16,14 @@ export interface RunningProcess extends Pausable {
   readonly pid: number;
   /** After closeStdin, stdin still accepts bytes (a pty: EOF is just ^D). */
   readonly stdinReopens: boolean;
-  /** Queues bytes for stdin; false = the backlog is large, wait for onStdinDrain. */
+  /**
+   * Queues bytes for stdin; false = EXEC_STDIN_BUFFER_BYTES or more are waiting
+   * for the process: stop reading stdin until onStdinDrain.
+   */
   writeStdin(data: Uint8Array): boolean;
+  /** Stdin bytes received and not yet taken by the process. */
+  stdinPending(): number;
+  /** Calls listener once stdin is below its limit again, or will never be written (the process is gone). */
   onStdinDrain(listener: () => void): void;
   closeStdin(): void;
   /** 0 keeps the current dimension; ignored without a pty. */

@@ -1,5 +1,6 @@
 // The request/reply plumbing shared by the two process streams (Exec, McpStdio).
 import type * as grpc from "@grpc/grpc-js";
+import type { Readable } from "node:stream";
 import { RpcError, Status, invalidArgument } from "../errors.js";
 
 /** Something whose output can be held back while the client is slow. */
@@ -9,12 +10,28 @@ export interface Pausable {
 }
 
 /**
+ * Makes a request stream read no message ahead of its consumer. grpc-js pulls
+ * messages while its Readable holds fewer than highWaterMark of them (16 in
+ * object mode), whether or not the stream is paused: up to 16 messages of
+ * 16 MiB each would be taken off the connection and held in memory. With a
+ * mark of 0 a paused call takes nothing more off the connection (at most the
+ * one message already requested), so HTTP/2 flow control holds the rest back
+ * at the client. Node has no public setter for the mark; the state field has
+ * been stable since Node 10.
+ */
+export function noReadAhead(call: Readable): void {
+  const state = (call as unknown as { _readableState?: { highWaterMark?: unknown } })._readableState;
+  if (state && typeof state.highWaterMark === "number") state.highWaterMark = 0;
+}
+
+/**
  * Waits for a bidi call's first message, then leaves the call paused so that
  * nothing sent after it is lost before the caller attaches its own 'data'
  * listener and resumes.
  */
 export function readFirstMessage<Req>(call: grpc.ServerDuplexStream<Req, unknown>, rpc: string): Promise<Req> {
   if (call.cancelled) return Promise.reject(new RpcError(Status.CANCELLED, `${rpc} cancelled by the client`));
+  noReadAhead(call);
   return new Promise((resolve, reject) => {
     const cleanup = () => {
       call.off("data", onData);

@@ -3,10 +3,10 @@
 // Readers see the old file or the new one, never a torn one, and a failed or
 // abandoned write leaves neither a partial target nor temp litter behind.
 import { randomBytes } from "node:crypto";
-import type { Stats } from "node:fs";
+import { unlinkSync, type Stats } from "node:fs";
 import fs, { type FileHandle } from "node:fs/promises";
 import path from "node:path";
-import { errnoAt, failedPrecondition, invalidArgument } from "../errors.js";
+import { errnoAt, failedPrecondition, invalidArgument, RpcError, Status } from "../errors.js";
 import { FsPath, NAME_MAX_BYTES, truncateName } from "../paths.js";
 import { isErrno, lstatOrUndefined } from "./errno.js";
 import { kindOf } from "./fileinfo.js";
@@ -79,10 +79,43 @@ async function destinationOf(target: FsPath): Promise<Destination> {
   return st ? { path: dest, existing: st } : { path: dest };
 }
 
+/** Temp files not yet committed or discarded: removed when the agent exits. */
+const live = new Set<AtomicFile>();
+/** AtomicFile.create calls under way (a temp file may be opening). */
+const creating = new Set<Promise<unknown>>();
+/** discard() calls under way (a temp file being closed and removed). */
+const discarding = new Set<Promise<void>>();
+let exiting = false;
+
+/**
+ * The agent is exiting: refuses new temp files, waits for the ones being
+ * created, then removes every temp file not yet committed.
+ */
+export async function discardAllTempFiles(): Promise<void> {
+  exiting = true;
+  await Promise.allSettled([...creating]);
+  await Promise.allSettled([...live].map((f) => f.discard()));
+  await Promise.allSettled([...discarding]);
+}
+
+/** The same, synchronously, for an agent that is about to exit at once (a crash). */
+export function discardAllTempFilesSync(): void {
+  exiting = true;
+  for (const f of live) {
+    try {
+      unlinkSync(f.tempPath.bytes);
+    } catch {
+      // already gone
+    }
+  }
+  live.clear();
+}
+
 /** A temp file that becomes the target on commit() and disappears on discard(). */
 export class AtomicFile {
   private fh: FileHandle | undefined;
   private done = false;
+  private discarded: Promise<void> | undefined;
 
   private constructor(
     /** The path the client named, as messages show it. */
@@ -93,6 +126,7 @@ export class AtomicFile {
     fh: FileHandle,
   ) {
     this.fh = fh;
+    live.add(this);
   }
 
   /**
@@ -100,6 +134,17 @@ export class AtomicFile {
    * file gets `mode`; an existing one keeps its mode (and owner, when we are root).
    */
   static async create(target: FsPath | string, mode: number): Promise<AtomicFile> {
+    if (exiting) throw new RpcError(Status.UNAVAILABLE, "the agent is shutting down");
+    const created = AtomicFile.open(target, mode);
+    creating.add(created);
+    try {
+      return await created;
+    } finally {
+      creating.delete(created);
+    }
+  }
+
+  private static async open(target: FsPath | string, mode: number): Promise<AtomicFile> {
     const named = typeof target === "string" ? FsPath.fromText(target) : target;
     const dest = await destinationOf(named);
     const tempPath = tempPathFor(dest.path);
@@ -159,6 +204,7 @@ export class AtomicFile {
       beforeRename?.();
       await fs.rename(this.tempPath.bytes, this.destination.bytes);
       this.done = true;
+      live.delete(this);
     } catch (err) {
       await this.discard();
       throw errnoAt(err, this.target);
@@ -166,10 +212,21 @@ export class AtomicFile {
     await syncDir(this.destination.parent());
   }
 
-  /** Closes and removes the temp file; safe to call more than once. */
-  async discard(): Promise<void> {
-    if (this.done) return;
+  /** Closes and removes the temp file; safe to call more than once (later calls wait for the first). */
+  discard(): Promise<void> {
+    if (this.discarded) return this.discarded;
+    if (this.done) return Promise.resolve();
     this.done = true;
+    live.delete(this);
+    const removal = this.removeTemp();
+    this.discarded = removal;
+    discarding.add(removal);
+    const forget = () => discarding.delete(removal);
+    removal.then(forget, forget);
+    return removal;
+  }
+
+  private async removeTemp(): Promise<void> {
     const fh = this.fh;
     this.fh = undefined;
     await fh?.close().catch(() => undefined);

@@ -5,6 +5,7 @@ import type { AgentContext } from "../context.js";
 import { invalidArgument, RpcError, Status } from "../errors.js";
 import { requestPath } from "../paths.js";
 import { AtomicFile, DEFAULT_FILE_MODE, modeOrDefault } from "./atomic.js";
+import { noReadAhead } from "../exec/stream.js";
 import { nextMessage } from "./next-message.js";
 import type * as pb from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
 
@@ -18,14 +19,15 @@ function cancelled(target: string): RpcError {
 /**
  * Streams a file's bytes into a temp file next to the target; the target is
  * replaced only when the stream completes. Messages are pulled one at a time
- * and grpc-js reads from the socket only while the stream's small buffer has
- * room, so a fast client waits for the disk instead of filling memory. Abort,
+ * and the call reads none ahead (noReadAhead), so a fast client waits for the
+ * disk instead of filling memory. Abort,
  * cancel, disconnect or any error discards the temp file.
  */
 export async function writeRaw(ctx: AgentContext, call: WriteRawCall): Promise<WriteRawResponseInit> {
   let file: AtomicFile | undefined;
   let received = 0;
   const hash = createHash("sha256");
+  noReadAhead(call);
   try {
     const gone = (): Error => cancelled(file?.target ?? "the file");
     for (;;) {

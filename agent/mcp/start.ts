@@ -5,6 +5,7 @@ import type * as pb from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
 import type { AgentContext } from "../context.js";
 import { invalidArgument } from "../errors.js";
 import { resolveDir } from "../paths.js";
+import { checkExecSize } from "../exec/arg-max.js";
 import { buildEnv, validateEnvRequest } from "../exec/env.js";
 import { spawnGroupLeader } from "../exec/process.js";
 import { lookupUser, parseUserSpec, spawnIds } from "../exec/user.js";
@@ -29,7 +30,9 @@ export async function parseMcpStart(ctx: AgentContext, start: pb.McpStdioStart):
   const userSpec = parseUserSpec(start.user);
   const cwd = resolveDir(ctx.dataDir, start.cwd);
   const user = await lookupUser(userSpec);
-  return { command: start.command, args: start.args, env: buildEnv(ctx.childEnv, user, envRequest), cwd, ids: spawnIds(user) };
+  const env = buildEnv(ctx.childEnv, user, envRequest);
+  checkExecSize(start.command, start.args, env);
+  return { command: start.command, args: start.args, env, cwd, ids: spawnIds(user) };
 }
 
 /** Starts the server in its own process group; rejects with NOT_FOUND etc. when it cannot. */

@@ -14,14 +14,17 @@
 // - Server stderr is never forwarded, only its tail kept (and always read, so a
 //   chatty server cannot block on it).
 // - close_stdin, or half-closing the request stream, closes the server's stdin
-//   (the MCP stdio way of asking it to exit). Client cancel kills its group.
+//   (the MCP stdio way of asking it to exit). Client cancel kills its session
+//   (whatever the server forked too, whichever process group it is in); agent
+//   shutdown does the same at the end of its grace period, and the exit's
+//   stderr tail ends with a line saying so.
 import type * as grpc from "@grpc/grpc-js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type * as pb from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
 import type { AgentContext } from "../context.js";
 import { invalidArgument, RpcError } from "../errors.js";
 import { EXEC_STDIO_GRACE_MS, MCP_MAX_LINE_BYTES, MCP_STDERR_LINE_BYTES, MCP_STDERR_TAIL_LINES } from "../limits.js";
-import { killGroup } from "../exec/children.js";
+import { killSession, trackChild } from "../exec/children.js";
 import { LingeringStdio } from "../exec/lingering-stdio.js";
 import { setChildOomScore } from "../exec/oom.js";
 import { exitStatus, type ExitStatus } from "../exec/signals.js";
@@ -70,7 +73,13 @@ export async function mcpStdio(ctx: AgentContext, call: McpCall): Promise<void> 
         return;
       }
       if (line.length === 0) return;
+      // The limit holds for what is sent: text, where each invalid UTF-8 byte becomes U+FFFD (3 bytes).
       const text = line.toString("utf8");
+      const textBytes = Buffer.byteLength(text);
+      if (textBytes > MCP_MAX_LINE_BYTES) {
+        noise(`memoh-agent: dropped a ${info.bytes}-byte stdout line (${textBytes} bytes as UTF-8 text; limit ${MCP_MAX_LINE_BYTES} bytes)`);
+        return;
+      }
       if (isJsonRpcLine(text)) outbox.send({ msg: { case: "message", value: text } });
       else noise(text);
     },
@@ -97,6 +106,9 @@ export async function mcpStdio(ctx: AgentContext, call: McpCall): Promise<void> 
   outbox.send({ msg: { case: "started", value: { pid } } });
 
   let cancelled = false;
+  let stdinFull = false;
+  /** A last line of the agent's own for the stderr tail. */
+  let stderrNote: string | undefined;
   let stdinClosed = false;
   let failure: RpcError | undefined;
 
@@ -117,10 +129,19 @@ export async function mcpStdio(ctx: AgentContext, call: McpCall): Promise<void> 
       });
       return;
     }
-    if (!child.stdin.write(checked.line)) {
-      // The server is not reading: stop reading requests until it catches up.
+    if (!child.stdin.write(checked.line) && !stdinFull) {
+      // The server is not reading: stop reading requests until it catches up
+      // (the call reads no message ahead, so nothing more is taken off the connection).
+      stdinFull = true;
       call.pause();
-      child.stdin.once("drain", () => call.resume());
+      const done = () => {
+        child.stdin.off("drain", done);
+        child.stdin.off("close", done);
+        stdinFull = false;
+        if (!cancelled && !failure) call.resume();
+      };
+      child.stdin.on("drain", done);
+      child.stdin.on("close", done);
     }
   };
 
@@ -135,7 +156,7 @@ export async function mcpStdio(ctx: AgentContext, call: McpCall): Promise<void> 
         break;
       case "start":
         failure = invalidArgument("start sent twice");
-        killGroup(pid, "SIGKILL");
+        killSession(pid);
         break;
       default:
         break; // a message kind this agent does not know
@@ -148,16 +169,28 @@ export async function mcpStdio(ctx: AgentContext, call: McpCall): Promise<void> 
     if (cancelled) return;
     cancelled = true;
     outbox.close();
-    killGroup(pid, "SIGKILL");
+    killSession(pid);
     lingering.dispose();
+    child.stdin.destroy();
     child.stdout.destroy();
     child.stderr.destroy();
   };
+  let markFinished!: () => void;
+  const finished = new Promise<void>((resolve) => (markFinished = resolve));
 
   call.on("data", onMessage);
   call.on("end", onEnd);
   call.on("cancelled", onCancelled);
   if (call.cancelled) onCancelled();
+  trackChild(ctx, {
+    pid,
+    finished,
+    shutdown: () => {
+      if (cancelled || failure) return;
+      stderrNote = `memoh-agent: the agent is shutting down; MCP server ${spec.command} (pid ${pid}) was killed`;
+      killSession(pid);
+    },
+  });
   call.resume();
 
   let status: ExitStatus;
@@ -170,9 +203,11 @@ export async function mcpStdio(ctx: AgentContext, call: McpCall): Promise<void> 
     call.off("end", onEnd);
     call.off("cancelled", onCancelled);
     ctx.children.delete(child);
+    markFinished();
   }
   if (cancelled) return;
   if (failure) throw failure;
   stdoutLines.flush();
+  if (stderrNote) stderrTail.add(stderrNote);
   outbox.send({ msg: { case: "exit", value: { code: status.code, signal: status.signal, stderrTail: stderrTail.lines() } } });
 }

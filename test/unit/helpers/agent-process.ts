@@ -27,6 +27,8 @@ export interface AgentProcessOptions {
   env?: Record<string, string>;
   socketPath?: string;
   dataDir?: string;
+  /** Node options before the agent's entry point (e.g. another --import). */
+  nodeArgs?: string[];
 }
 
 /** The environment the host gives the agent: nothing of the test runner's own. */
@@ -58,7 +60,7 @@ export async function startAgentProcess(opts: AgentProcessOptions = {}): Promise
   const root = await fs.mkdtemp(path.join(os.tmpdir(), "memoh-agent-proc-"));
   const socketPath = opts.socketPath ?? path.join(root, "run", "bridge.sock");
   const dataDir = opts.dataDir ?? path.join(root, "data");
-  const child = spawn(process.execPath, ["--import", "tsx", path.join(repo, "agent", "main.ts")], {
+  const child = spawn(process.execPath, ["--import", "tsx", ...(opts.nodeArgs ?? []), path.join(repo, "agent", "main.ts")], {
     cwd: repo,
     env: hostEnv(socketPath, dataDir, opts.env ?? {}),
     stdio: ["ignore", "ignore", "pipe"],
