@@ -15,6 +15,8 @@ import { WorkspaceError, describeError } from "../workspace/errors.js";
 import { applyPatchTool } from "./apply-patch.js";
 import { editTool } from "./edit.js";
 import { execTool } from "./exec.js";
+import { getBackgroundStatusTool, killBackgroundTool, listBackgroundTool, waitUntilTool } from "./jobs.js";
+import { globTool, grepTool } from "./search.js";
 import { listTool } from "./list.js";
 import { readTool } from "./read.js";
 import { DATA_RESOURCE_TEMPLATE, dataPathOf, listDataResources, readDataResource } from "./resources.js";
@@ -35,15 +37,31 @@ export interface ToolServerDeps {
   onToolCall?: (tool: string, seconds: number, outcome: ToolOutcome) => void;
   /** Unexpected failures (internal errors) are logged here; the model sees a short message. */
   log?: (msg: string, data: Record<string, unknown>) => void;
-  /** Extra tools (the background-job tools, once the agent serves jobs). */
+  /** Extra tools, after the base ones. */
   extraTools?: ToolDefinition[];
 }
 
-export const BASE_TOOLS: ToolDefinition[] = [readTool, writeTool, listTool, editTool, applyPatchTool, execTool, listSkillsTool, useSkillTool] as ToolDefinition[];
+export const BASE_TOOLS: ToolDefinition[] = [
+  readTool,
+  writeTool,
+  listTool,
+  editTool,
+  applyPatchTool,
+  grepTool,
+  globTool,
+  execTool,
+  listBackgroundTool,
+  getBackgroundStatusTool,
+  killBackgroundTool,
+  waitUntilTool,
+  listSkillsTool,
+  useSkillTool,
+] as ToolDefinition[];
 
 const INSTRUCTIONS =
   "Tools to work in this bot's workspace, a Linux container: files under /data persist. Relative paths are relative to /data. " +
-  "Read before you edit; edit and apply_patch change files atomically and keep their line endings. Skills (list_skills, use_skill) are instructions installed in the workspace.";
+  "Read before you edit; edit and apply_patch change files atomically and keep their line endings. grep and glob search files. " +
+  "exec runs commands; long ones continue as background jobs (list_background, get_background_status, wait_until, kill_background). Skills (list_skills, use_skill) are instructions installed in the workspace.";
 
 /** What the model reads for an error out of a tool. */
 export function toolErrorMessage(err: unknown): { message: string; internal: boolean } {

@@ -15,10 +15,7 @@ before(async () => {
   jobDir = await fs.mkdtemp(path.join(os.tmpdir(), "memoh-jobs-"));
   // A stale job dir of an earlier agent is cleared when jobs are first used.
   await fs.mkdir(path.join(jobDir, "job-000000000000"));
-  process.env.BRIDGE_JOB_DIR = jobDir;
-  process.env.BRIDGE_JOB_RING_BYTES = "4096";
-  process.env.BRIDGE_JOB_MAX_RUNTIME_MS = "5000";
-  t = await startTestAgent();
+  t = await startTestAgent({ jobs: { dir: jobDir, ringBytes: 4096, maxRuntimeMs: 5000 } });
 });
 
 after(async () => {
