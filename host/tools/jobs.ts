@@ -105,15 +105,16 @@ export const getBackgroundStatusTool = defineTool({
 export const killBackgroundTool = defineTool({
   name: "kill_background",
   title: "Kill a background job",
-  description: "Kills a background job with SIGKILL: its whole process group, so processes it started go too. Its output stays readable with get_background_status.",
+  description: "Kills a background job with SIGKILL: its whole process group, so processes it started go too (also those left running by a job that has ended). Its output stays readable with get_background_status.",
   inputSchema: z.strictObject({ task_id: taskIdSchema }),
   annotations: { readOnlyHint: false, destructiveHint: true, idempotentHint: true, openWorldHint: false },
   async run(args, ctx) {
     try {
       const text = await ctx.call(async (c) => {
         const before = await c.getJob(args.task_id, { signal: ctx.signal });
-        if (before.state !== JobState.RUNNING) return `Job ${args.task_id} had already ended: ${jobLine(before)}`;
+        // An ended job's group is signalled too: a process it started may still run in it.
         const job = await c.signalJob(args.task_id, "SIGKILL", { signal: ctx.signal });
+        if (before.state !== JobState.RUNNING) return `Job ${args.task_id} had already ended (SIGKILL went to its process group for anything it left running): ${jobLine(job)}`;
         return job.state === JobState.RUNNING ? `Sent SIGKILL to job ${args.task_id}'s process group; it has not been reaped yet: ${jobLine(job)}` : `Killed job ${args.task_id} and its process group: ${jobLine(job)}`;
       });
       return textResult(text);

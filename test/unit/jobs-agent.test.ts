@@ -176,3 +176,17 @@ test("Glob matches paths below a directory, sorted, .git skipped", async () => {
   await rejectsWith(t.client.unary(M.glob, { pattern: "a{b", path: "src" }), Status.INVALID_ARGUMENT, /without its/);
   await rejectsWith(t.client.unary(M.glob, { pattern: "*", path: "src/a.ts" }), Status.INVALID_ARGUMENT, /not a directory/);
 });
+
+test("SignalJob on an ended job still reaches what it left running in its process group", async () => {
+  const pidFile = path.join(t.dataDir, "left.pid");
+  const { job } = await start(`sleep 60 & echo $! > ${pidFile}`);
+  const w = await wait(job!.id, 5000);
+  assert.equal(w.outcome, WaitOutcome.ENDED);
+  assert.equal(w.job!.state, JobState.EXITED);
+  const child = Number(await fs.readFile(pidFile, "utf8"));
+  assert.ok(alive(child), "the leader exited, its child runs on");
+  const res = await t.client.unary(M.signalJob, { id: job!.id });
+  assert.equal(res.job!.state, JobState.EXITED, "an ended job keeps its state");
+  for (let i = 0; i < 100 && alive(child); i++) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(alive(child), false, "the left-over child is gone");
+});
