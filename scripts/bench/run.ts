@@ -4,6 +4,7 @@ import { benchAgent } from "./agent.js";
 import { benchApi } from "./api.js";
 import { benchCreateStart } from "./containerd.js";
 import { benchPull } from "./pull.js";
+import { benchTools } from "./tools.js";
 import { benchWorkspace } from "./workspace.js";
 import { table, type Row } from "./stats.js";
 
@@ -11,6 +12,7 @@ const rows: Row[] = [];
 rows.push(...(await benchAgent()));
 rows.push(...(await benchWorkspace()));
 rows.push(...(await benchApi()));
+rows.push(...(await benchTools()));
 rows.push(...(await benchPull()));
 rows.push(...(await benchCreateStart()));
 console.log(`\n${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, node ${process.version}, ${new Date().toISOString()}\n`);
