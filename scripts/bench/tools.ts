@@ -44,7 +44,10 @@ export async function benchTools(): Promise<Row[]> {
 
     const url = new URL(`${s.url}/bots/${bot}/tools`);
     const legacy = new LegacyClient({ name: "bench", version: "1" });
-    const legacyTransport = new LegacyTransport(url, { requestInit: { headers: auth } });
+    // The 2025-line client adds an abort listener to its session's signal on every request and
+    // never removes it (a leak in @modelcontextprotocol/sdk's client transport): its fetch here
+    // goes without the signal, so thousands of calls measure the gateway, not that leak.
+    const legacyTransport = new LegacyTransport(url, { requestInit: { headers: auth }, fetch: (input, init) => fetch(input, { ...init, signal: null }) });
     await legacy.connect(legacyTransport);
     closers.push(() => legacyTransport.terminateSession());
     const modern = new ModernClient({ name: "bench", version: "1" }, { versionNegotiation: { mode: { pin: "2026-07-28" } } });

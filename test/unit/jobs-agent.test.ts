@@ -190,3 +190,45 @@ test("SignalJob on an ended job still reaches what it left running in its proces
   for (let i = 0; i < 100 && alive(child); i++) await new Promise((r) => setTimeout(r, 20));
   assert.equal(alive(child), false, "the left-over child is gone");
 });
+
+test("ended jobs are forgotten after the retention time; running jobs are capped", async () => {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), "memoh-jobs-limits-"));
+  const u = await startTestAgent({ jobs: { dir, retentionMs: 300, maxRunning: 1 } });
+  try {
+    const first = (await u.client.unary(M.startJob, { exec: { command: "sleep 30" } })).job!;
+    await rejectsWith(u.client.unary(M.startJob, { exec: { command: "true" } }), Status.RESOURCE_EXHAUSTED, /1 jobs are running already/);
+    await u.client.unary(M.signalJob, { id: first.id });
+    const second = (await u.client.unary(M.startJob, { exec: { command: "true" } })).job!;
+    await u.client.unary(M.waitJob, { id: second.id, timeoutMs: 5000 });
+    assert.ok((await fs.stat(path.join(dir, second.id))).isDirectory());
+    // Pruning runs on every StartJob and ListJobs; wait until the retention has passed.
+    let listed = (await u.client.unary(M.listJobs, {})).jobs.map((j) => j.id);
+    assert.ok(listed.includes(second.id));
+    const endedAt = Date.now();
+    while (Date.now() - endedAt < 400) await new Promise((r) => setTimeout(r, 50));
+    listed = (await u.client.unary(M.listJobs, {})).jobs.map((j) => j.id);
+    assert.deepEqual(listed, []);
+    await rejectsWith(u.client.unary(M.getJob, { id: second.id }), Status.NOT_FOUND, /ended more than 0 s ago and was forgotten/);
+    for (let i = 0; i < 50; i++) {
+      if (!(await fs.stat(path.join(dir, second.id)).catch(() => undefined))) break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await assert.rejects(fs.stat(path.join(dir, second.id)), "its output dir is removed");
+  } finally {
+    await u.close();
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+});
+
+test("BRIDGE_JOB_* settings: defaults, values, and bad values reported with the default used", async () => {
+  const { jobsConfigFromEnv, DEFAULT_JOBS_CONFIG } = await import("../../agent/jobs/config.js");
+  assert.deepEqual(jobsConfigFromEnv({}), { config: DEFAULT_JOBS_CONFIG, problems: [] });
+  assert.equal(DEFAULT_JOBS_CONFIG.maxRuntimeMs, 30 * 60_000);
+  const set = jobsConfigFromEnv({ BRIDGE_JOB_DIR: "/run/jobs", BRIDGE_JOB_MAX_RUNTIME_MS: "60000", BRIDGE_JOB_RETENTION_MS: "1000", BRIDGE_JOB_RING_BYTES: "65536" });
+  assert.deepEqual([set.config.dir, set.config.maxRuntimeMs, set.config.retentionMs, set.config.ringBytes], ["/run/jobs", 60000, 1000, 65536]);
+  const bad = jobsConfigFromEnv({ BRIDGE_JOB_DIR: "relative", BRIDGE_JOB_MAX_RUNTIME_MS: "-1", BRIDGE_JOB_RING_BYTES: "1.5" });
+  assert.deepEqual(bad.config, DEFAULT_JOBS_CONFIG);
+  assert.equal(bad.problems.length, 3);
+  assert.match(bad.problems.join("\n"), /BRIDGE_JOB_DIR="relative" is not an absolute path; using \/var\/lib\/memoh\/jobs/);
+  assert.match(bad.problems.join("\n"), /BRIDGE_JOB_MAX_RUNTIME_MS="-1" is not an integer from 1 to/);
+});

@@ -409,3 +409,24 @@ test("grep and glob are run by the agent: matches, filters, limits, and bad patt
   assert.match(text(badGlob), /has a "\{" without its "\}"/);
   await client.close();
 });
+
+test("wait_until sends progress while it waits; cancelling it leaves the job running", async () => {
+  const { client, transport } = await legacyClient();
+  const started = text(await client.callTool({ name: "exec", arguments: { command: "sleep 30", work_dir: agent.dataDir, run_in_background: true } }));
+  const id = /job-[0-9a-f]{12}/.exec(started)![0];
+  const seen: number[] = [];
+  const r = await client.callTool({ name: "wait_until", arguments: { task_id: id, timeout: 3, idle_timeout: 0 } }, undefined, { onprogress: (p) => seen.push(p.progress) });
+  assert.match(text(r), /^\[timeout:/);
+  assert.deepEqual(seen.slice(0, 2), [1, 2]);
+  const controller = new AbortController();
+  let progressed!: () => void;
+  const inFlight = new Promise<void>((res) => (progressed = res));
+  const waiting = client.callTool({ name: "wait_until", arguments: { task_id: id, timeout: 60 } }, undefined, { signal: controller.signal, onprogress: () => progressed() });
+  waiting.catch(() => undefined);
+  await inFlight;
+  controller.abort();
+  await assert.rejects(waiting);
+  assert.match(text(await client.callTool({ name: "get_background_status", arguments: { task_id: id } })), new RegExp(`^${id}  running`));
+  assert.match(text(await client.callTool({ name: "kill_background", arguments: { task_id: id } })), /^Killed job/);
+  await transport.terminateSession();
+});
