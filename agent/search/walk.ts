@@ -1,10 +1,14 @@
 // The directory walk of Grep and Glob: depth first, names sorted, symlinks
-// not followed, .git directories skipped, bounded by a deadline and an entry
-// count; the caller stops it by returning false.
+// not followed, .git directories skipped, and /proc, /sys and /dev not entered
+// (their files are not files: some block a reader, and a walk from "/" would
+// spend its time there); bounded by a deadline and an entry count; the caller
+// stops it by returning false.
 import fs from "node:fs/promises";
 import path from "node:path";
 
 export const SKIPPED_DIRS: ReadonlySet<string> = new Set([".git"]);
+/** Kernel file systems a walk does not enter (they can still be searched by naming one of their files). */
+export const SKIPPED_ABSOLUTE_DIRS: ReadonlySet<string> = new Set(["/proc", "/sys", "/dev"]);
 
 export interface WalkEntry {
   /** Path relative to the root, "/"-separated. */
@@ -40,7 +44,7 @@ export async function walk(
       const rel = dir.rel === "" ? e.name : `${dir.rel}/${e.name}`;
       const abs = path.join(dir.abs, e.name);
       const kind = e.isDirectory() ? "dir" : e.isFile() ? "file" : e.isSymbolicLink() ? "symlink" : "other";
-      if (kind === "dir" && SKIPPED_DIRS.has(e.name)) continue;
+      if (kind === "dir" && (SKIPPED_DIRS.has(e.name) || SKIPPED_ABSOLUTE_DIRS.has(abs))) continue;
       if (!(await visit({ rel, abs, kind }))) return "";
       if (Date.now() > opts.deadline) return "deadline";
       if (kind === "dir") subdirs.push({ abs, rel });

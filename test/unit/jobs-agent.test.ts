@@ -232,3 +232,10 @@ test("BRIDGE_JOB_* settings: defaults, values, and bad values reported with the 
   assert.match(bad.problems.join("\n"), /BRIDGE_JOB_DIR="relative" is not an absolute path; using \/var\/lib\/memoh\/jobs/);
   assert.match(bad.problems.join("\n"), /BRIDGE_JOB_MAX_RUNTIME_MS="-1" is not an integer from 1 to/);
 });
+
+test("a walk does not enter /proc, /sys or /dev; a file there can still be searched by name", async () => {
+  const top = await t.client.unary(M.glob, { pattern: "{proc,sys,dev}/**", path: "/", timeoutMs: 5000 });
+  assert.deepEqual(top.paths, []);
+  const status = await t.client.unary(M.grep, { pattern: "^Pid:", path: "/proc/self/status" });
+  assert.equal(status.matches.length, 1);
+});
