@@ -4,7 +4,8 @@
 // tool an LLM host would otherwise run locally); tools/call exec `true` beside the
 // bridge's Exec of the same command. The gateway is the real server process
 // (bin/memoh-workspace.mjs serve); the clients are the SDK's: the 2025 line with a
-// session, and 2026-07-28 (stateless, one server instance per request).
+// session, and 2026-07-28 (stateless, one server instance per request). The calls being
+// compared are interleaved, so load from elsewhere falls on all of them alike.
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -15,9 +16,29 @@ import { StreamableHTTPClientTransport as LegacyTransport } from "@modelcontextp
 import { request } from "undici";
 import { checkWorkspace, openBridgeClient, type BridgeTarget } from "../../host/bridge/pool.js";
 import { REPO_ROOT, startServerEnv } from "../../test/integration/env/server.js";
-import { ms, timeCalls, type Row } from "./stats.js";
+import { ms, percentile, type Row, type Timing } from "./stats.js";
 
 const CONTENT = "x".repeat(4095) + "\n";
+
+/**
+ * Times each function `n` times, interleaved (one call of each per round, after `warmup`
+ * rounds), so that load from elsewhere on a shared machine falls on all of them alike.
+ */
+async function timeInterleaved(n: number, warmup: number, fns: Array<() => Promise<unknown>>): Promise<Timing[]> {
+  for (let i = 0; i < warmup; i++) for (const fn of fns) await fn();
+  const samples = fns.map(() => [] as number[]);
+  for (let i = 0; i < n; i++) {
+    for (const [k, fn] of fns.entries()) {
+      const t0 = process.hrtime.bigint();
+      await fn();
+      samples[k]!.push(Number(process.hrtime.bigint() - t0) / 1e6);
+    }
+  }
+  return samples.map((xs) => {
+    xs.sort((a, b) => a - b);
+    return { n, p50: percentile(xs, 50), p99: percentile(xs, 99), mean: xs.reduce((a, b) => a + b, 0) / n };
+  });
+}
 
 function check(result: unknown, what: string): void {
   const r = result as { isError?: unknown; content?: unknown };
@@ -67,10 +88,12 @@ export async function benchTools(): Promise<Row[]> {
     closers.push(() => fsClient.close());
 
     const read = { name: "read", arguments: { path: "bench-4k.txt" } };
-    const legacyRead = await timeCalls(2000, async () => check(await legacy.callTool(read), "read"), 300);
-    const modernRead = await timeCalls(2000, async () => check(await modern.callTool(read), "read"), 300);
-    const bridgeRead = await timeCalls(2000, () => bridge.readFile({ path: "bench-4k.txt" }), 300);
-    const fsRead = await timeCalls(2000, async () => check(await fsClient.callTool({ name: "read_text_file", arguments: { path: path.join(local, "bench-4k.txt") } }), "read_text_file"), 300);
+    const [legacyRead, modernRead, bridgeRead, fsRead] = (await timeInterleaved(2000, 300, [
+      async () => check(await legacy.callTool(read), "read"),
+      async () => check(await modern.callTool(read), "read"),
+      () => bridge.readFile({ path: "bench-4k.txt" }),
+      async () => check(await fsClient.callTool({ name: "read_text_file", arguments: { path: path.join(local, "bench-4k.txt") } }), "read_text_file"),
+    ])) as [Timing, Timing, Timing, Timing];
     for (const [line, t] of [["2025-11-25 session", legacyRead], ["2026-07-28 stateless", modernRead]] as const) {
       const added = t.p50 - bridgeRead.p50;
       rows.push({
@@ -92,8 +115,10 @@ export async function benchTools(): Promise<Row[]> {
     });
 
     const execTrue = { name: "exec", arguments: { command: "true" } };
-    const legacyExec = await timeCalls(300, async () => check(await legacy.callTool(execTrue), "exec"), 20);
-    const bridgeExec = await timeCalls(300, () => bridge.exec({ command: "true" }), 20);
+    const [legacyExec, bridgeExec] = (await timeInterleaved(300, 20, [
+      async () => check(await legacy.callTool(execTrue), "exec"),
+      () => bridge.exec({ command: "true" }),
+    ])) as [Timing, Timing];
     rows.push({
       benchmark: "MCP tools/call exec `true` through the gateway, 2025-11-25 session (p50 / p99)",
       ours: `${ms(legacyExec.p50)} / ${ms(legacyExec.p99)}`,
