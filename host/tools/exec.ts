@@ -108,7 +108,7 @@ export const execTool = defineTool({
     `Output over 64 KiB or 2,000 lines keeps its head and tail with a marker between. ` +
     `A command still running after timeout seconds (default ${EXEC_DEFAULT_TIMEOUT_S}, at most ${EXEC_MAX_TIMEOUT_S}) is not killed: it moves to the background and the result gives its job id ` +
     "(use wait_until, get_background_status, kill_background). With run_in_background the command starts as a background job and the tool returns its id at once. " +
-    "Background jobs run for at most 30 minutes. It runs as root in work_dir (default /data) with the image's environment; files under /data persist.",
+    "A background job is killed after the workspace's job limit (30 minutes unless configured). It runs as root in work_dir (default /data) with the image's environment; files under /data persist.",
   inputSchema: z.strictObject({
     command: z.string().min(1).max(256 * 1024).describe("The command, run by /bin/sh -c"),
     work_dir: z.string().min(1).max(4096).default("/data").describe("The working directory (default /data)"),

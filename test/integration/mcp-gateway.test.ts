@@ -20,6 +20,7 @@ let s: ServerEnv;
 const BOT = "mcpbot";
 const OTHER = "mcpother";
 const BARE = "mcpbare";
+const LIMITED = "mcplimited";
 const BARE_IMAGE = "memoh.test/no-shell:latest";
 let botToken: string;
 let otherToken: string;
@@ -333,7 +334,7 @@ for (const line of ["2025", "2026-07-28"] as const) {
   });
 }
 
-test("a background job outlives a restart of the orchestrator: still listed with its output, then awaited", async () => {
+test("a background job outlives a restart of the orchestrator: still listed with its output, then awaited; the job limit is configurable", async () => {
   let c = await callerFor("2026-07-28");
   // The job runs until the test lets it end (a file appears), however long the restart takes.
   const command = "echo before restart; while [ ! -e /data/restart-go ]; do sleep 0.2; done; echo after restart";
@@ -344,6 +345,8 @@ test("a background job outlives a restart of the orchestrator: still listed with
   await c.close();
   const oldPid = s.pid();
   await s.stopServer();
+  // The restarted server gives the workspaces it creates from now on a 2 s job limit.
+  s.processEnv.MEMOH_JOB_MAX_RUNTIME_S = "2";
   await s.startServer();
   assert.notEqual(s.pid(), oldPid, "a new server process");
   c = await callerFor("2025");
@@ -355,6 +358,14 @@ test("a background job outlives a restart of the orchestrator: still listed with
   assert.match(waited.text, /^\[completed: the job completed\]/);
   assert.match(waited.text, /\nbefore restart\nafter restart\n/);
   await c.close();
+
+  // MEMOH_JOB_MAX_RUNTIME_S reached the agent of a workspace created after the restart.
+  assert.equal((await api("POST", `/bots/${LIMITED}/container`, {})).status, 200);
+  const limited = await callerFor("2026-07-28", LIMITED, s.adminToken);
+  const long = await limited.call("exec", { command: "sleep 60", run_in_background: true });
+  const killed = await limited.call("wait_until", { task_id: jobIdOf(long.text), timeout: 30, idle_timeout: 0 });
+  assert.match(killed.text, /^\[killed: the job was killed\]\njob-[0-9a-f]{12}  killed \(SIGKILL, exit code 137\) after its limit of 2\.0 s/);
+  await limited.close();
 });
 
 test("kill_background kills the job's whole process group: a child it forked is gone too", async () => {
