@@ -13,7 +13,7 @@ import type { BridgeClient } from "../bridge/client.js";
 import { WorkspaceError } from "../workspace/errors.js";
 import { jobLine } from "./jobs.js";
 import { OutputCollector } from "./output.js";
-import { defineTool, textResult, ToolError, type ToolContext } from "./tool.js";
+import { defineTool, fromOlderAgent, textResult, ToolError, type ToolContext } from "./tool.js";
 
 export const EXEC_DEFAULT_TIMEOUT_S = 30;
 export const EXEC_MAX_TIMEOUT_S = 600;
@@ -48,6 +48,29 @@ export function renderExec(o: ExecOutcome, timeoutS: number): string {
 
 function noShell(err: unknown): boolean {
   return err instanceof WorkspaceError && /\/bin\/sh not found/.test(err.message);
+}
+
+/**
+ * An agent older than jobs: the command runs through Exec and is killed at its timeout,
+ * as exec did before jobs existed.
+ */
+async function runOnExec(c: BridgeClient, ctx: ToolContext, command: string, workDir: string, timeoutS: number): Promise<string> {
+  const stdout = new OutputCollector();
+  const stderr = new OutputCollector();
+  const started = Date.now();
+  const ticker = setInterval(() => {
+    const s = Math.floor((Date.now() - started) / 1000);
+    void ctx.progress(s, timeoutS, `running for ${s} s; ${stdout.total + stderr.total} bytes of output so far`);
+  }, 1000);
+  try {
+    const r = await c.exec(
+      { command, cwd: workDir, timeoutMs: timeoutS * 1000, closeStdin: true },
+      { signal: ctx.signal, maxOutputBytes: 0, onStdout: (d) => stdout.push(d), onStderr: (d) => stderr.push(d), timeoutMs: (timeoutS + 30) * 1000 },
+    );
+    return renderExec({ exitCode: r.code, signal: r.signal, timedOut: r.timedOut, durationMs: r.durationMs, stdout, stderr }, timeoutS);
+  } finally {
+    clearInterval(ticker);
+  }
 }
 
 /** Reads a job's stdout and stderr from where the last read stopped. */
@@ -121,7 +144,15 @@ export const execTool = defineTool({
     try {
       return textResult(
         await ctx.call(async (c) => {
-          job = await c.startJob({ command: args.command, cwd: args.work_dir }, { signal: ctx.signal });
+          try {
+            job = await c.startJob({ command: args.command, cwd: args.work_dir }, { signal: ctx.signal });
+          } catch (err) {
+            if (!fromOlderAgent(err)) throw err;
+            if (args.run_in_background) {
+              throw new ToolError("this workspace's agent is older than background jobs; run the command without run_in_background, or restart the workspace so that its agent runs the current runtime bundle");
+            }
+            return runOnExec(c, ctx, args.command, args.work_dir, args.timeout);
+          }
           if (args.run_in_background) {
             return `Started background job ${job.id} (pid ${job.pid}) in ${job.cwd}. wait_until {"task_id":"${job.id}"} waits for it, get_background_status shows its output, kill_background stops it.`;
           }

@@ -22,7 +22,7 @@ import { readTool } from "./read.js";
 import { DATA_RESOURCE_TEMPLATE, dataPathOf, listDataResources, readDataResource } from "./resources.js";
 import { listSkills, listSkillsTool, loadSkill, skillText, useSkillTool } from "./skills.js";
 import { isNotFound } from "./text-file.js";
-import { errorResult, ToolError, type ToolContext, type ToolDefinition, type WorkspaceCaller } from "./tool.js";
+import { errorResult, fromOlderAgent, ToolError, type ToolContext, type ToolDefinition, type WorkspaceCaller } from "./tool.js";
 import { writeTool } from "./write.js";
 
 export const SERVER_NAME = "memoh-workspace-tools";
@@ -66,6 +66,9 @@ const INSTRUCTIONS =
 /** What the model reads for an error out of a tool. */
 export function toolErrorMessage(err: unknown): { message: string; internal: boolean } {
   if (err instanceof ToolError) return { message: err.message, internal: false };
+  if (fromOlderAgent(err)) {
+    return { message: "the workspace's agent is older than this tool (it does not serve the call the tool needs); restart the workspace so that its agent runs the current runtime bundle", internal: false };
+  }
   if (err instanceof WorkspaceError) {
     if (err.code === "internal") return { message: "the workspace failed with an internal error (see the orchestrator's log)", internal: true };
     if (err.code === "cancelled") return { message: "the call was cancelled", internal: false };

@@ -54,6 +54,11 @@ export function defineTool<S extends z.ZodType>(def: ToolDefinition<S>): ToolDef
   return def;
 }
 
+/** The agent does not know the RPC (UNIMPLEMENTED): it runs an older bundle than the host. */
+export function fromOlderAgent(err: unknown): boolean {
+  return rpcCode(err) === Status.UNIMPLEMENTED || (err instanceof WorkspaceError && rpcCode(err.cause) === Status.UNIMPLEMENTED);
+}
+
 /**
  * The agent refused the request as it was asked (INVALID_ARGUMENT, NOT_FOUND): its
  * message is for the model, as a ToolError. Anything else is rethrown as it is.

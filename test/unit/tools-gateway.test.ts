@@ -13,11 +13,13 @@ import { Client as LegacyClient } from "@modelcontextprotocol/sdk/client/index.j
 import { StreamableHTTPClientTransport as LegacyTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { request } from "undici";
 import { BridgeClient } from "../../host/bridge/client.js";
+import { RpcError, Status } from "../../proto/rpc.js";
 import { ToolGateway } from "../../host/tools/gateway.js";
 import { sendWebResponse, toWebRequest } from "../../host/tools/http.js";
 import { startTestAgent, type TestAgent } from "./helpers/agent.js";
 
 let agent: TestAgent;
+const OLD_AGENT_LACKS = new Set(["startJob", "listJobs", "getJob", "readJobOutput", "waitJob", "signalJob", "grep", "glob"]);
 let bridge: BridgeClient;
 let gateway: ToolGateway;
 let server: http.Server;
@@ -27,7 +29,15 @@ const calls: Array<{ tool: string; outcome: string }> = [];
 before(async () => {
   agent = await startTestAgent();
   bridge = new BridgeClient(agent.agent.target);
-  gateway = new ToolGateway({ workspaces: { call: (_bot, fn) => fn(bridge) }, onToolCall: (tool, _s, outcome) => calls.push({ tool, outcome }), sessionIdleMs: 60_000 });
+  // Bot "old" reaches the same agent through a client that plays an agent older than jobs and search.
+  const old = new Proxy(bridge, {
+    get(target, prop, receiver) {
+      if (typeof prop === "string" && OLD_AGENT_LACKS.has(prop)) return () => Promise.reject(new RpcError(Status.UNIMPLEMENTED, `unknown method ${prop}`));
+      const value: unknown = Reflect.get(target, prop, receiver);
+      return typeof value === "function" ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+    },
+  });
+  gateway = new ToolGateway({ workspaces: { call: (bot, fn) => fn(bot === "old" ? old : bridge) }, onToolCall: (tool, _s, outcome) => calls.push({ tool, outcome }), sessionIdleMs: 60_000 });
   // The route's job (host/api/routes/tools.ts) without Fastify: the bot comes from the path.
   server = http.createServer((req, res) => {
     void (async () => {
@@ -429,4 +439,19 @@ test("wait_until sends progress while it waits; cancelling it leaves the job run
   assert.match(text(await client.callTool({ name: "get_background_status", arguments: { task_id: id } })), new RegExp(`^${id}  running`));
   assert.match(text(await client.callTool({ name: "kill_background", arguments: { task_id: id } })), /^Killed job/);
   await transport.terminateSession();
+});
+
+test("an agent older than jobs and search: exec runs on Exec and is killed at its timeout; the other tools say to restart the workspace", async () => {
+  const client = await modernClient("old");
+  assert.match(text(await client.callTool({ name: "exec", arguments: { command: "echo still works", work_dir: agent.dataDir } })), /^\[exit code 0, [\d.]+ s\]\n--- stdout \(12 bytes, 1 lines\) ---\nstill works\n/);
+  assert.match(text(await client.callTool({ name: "exec", arguments: { command: "sleep 20", work_dir: agent.dataDir, timeout: 1 } })), /^\[timed out after 1 s and was killed \(exit code 137\)/);
+  const bg = await client.callTool({ name: "exec", arguments: { command: "sleep 1", work_dir: agent.dataDir, run_in_background: true } });
+  assert.equal(bg.isError, true);
+  assert.match(text(bg), /older than background jobs; run the command without run_in_background, or restart the workspace/);
+  for (const [name, args] of [["grep", { pattern: "x" }], ["glob", { pattern: "*" }], ["list_background", {}], ["wait_until", { task_id: "job-0123456789ab" }]] as const) {
+    const r = await client.callTool({ name, arguments: args });
+    assert.equal(r.isError, true, name);
+    assert.match(text(r), /the workspace's agent is older than this tool .* restart the workspace/, name);
+  }
+  await client.close();
 });
