@@ -71,6 +71,10 @@ export interface Config {
   mcpAllowedHosts: string[];
   /** An MCP stdio connection whose client sent nothing for this long is closed (MEMOH_MCP_STDIO_IDLE_S, in ms here). */
   mcpStdioIdleMs: number;
+  /** A background job in a workspace running longer is killed with its process group (MEMOH_JOB_MAX_RUNTIME_S, in ms here). */
+  jobMaxRuntimeMs: number;
+  /** How long an ended background job stays listed with its output (MEMOH_JOB_RETENTION_S, in ms here). */
+  jobRetentionMs: number;
 }
 
 /** The image `npm run up` builds from this machine's files (works offline). */
@@ -103,6 +107,8 @@ export const DEFAULTS = {
   uploadMaxMb: 4096,
   mcpSessionIdleS: 1800,
   mcpStdioIdleS: 600,
+  jobMaxRuntimeS: 1800,
+  jobRetentionS: 3600,
 };
 
 const MIB = 1024 * 1024;
@@ -145,6 +151,8 @@ const KEYS = {
   mcp_session_idle_s: "MEMOH_MCP_SESSION_IDLE_S",
   mcp_allowed_hosts: "MEMOH_MCP_ALLOWED_HOSTS",
   mcp_stdio_idle_s: "MEMOH_MCP_STDIO_IDLE_S",
+  job_max_runtime_s: "MEMOH_JOB_MAX_RUNTIME_S",
+  job_retention_s: "MEMOH_JOB_RETENTION_S",
 } as const;
 
 type NumericKey =
@@ -157,7 +165,9 @@ type NumericKey =
   | "task_log_keep"
   | "upload_max_mb"
   | "mcp_session_idle_s"
-  | "mcp_stdio_idle_s";
+  | "mcp_stdio_idle_s"
+  | "job_max_runtime_s"
+  | "job_retention_s";
 
 interface NumberRule {
   integer: boolean;
@@ -184,6 +194,9 @@ const NUMBER_RULES: Record<NumericKey, NumberRule> = {
   upload_max_mb: { integer: true, min: 1, minInclusive: true, max: 2 ** 32, unit: "MiB" },
   mcp_session_idle_s: { integer: false, min: 0, minInclusive: false, max: 2_147_483, unit: "s" },
   mcp_stdio_idle_s: { integer: false, min: 0, minInclusive: false, max: 2_147_483, unit: "s" },
+  // Whole seconds: the agent takes milliseconds as integers, and a job's timer must fit a Node timer.
+  job_max_runtime_s: { integer: true, min: 1, minInclusive: true, max: 2_147_483, unit: "s" },
+  job_retention_s: { integer: true, min: 1, minInclusive: true, max: 2_147_483, unit: "s" },
 };
 
 function isNumericKey(key: string): key is NumericKey {
@@ -479,6 +492,8 @@ export function loadConfig(opts: LoadConfigOptions = {}): Config {
     mcpSessionIdleMs: Math.max(1, Math.round(numberSetting("mcp_session_idle_s", DEFAULTS.mcpSessionIdleS) * 1000)),
     mcpAllowedHosts,
     mcpStdioIdleMs: Math.max(1, Math.round(numberSetting("mcp_stdio_idle_s", DEFAULTS.mcpStdioIdleS) * 1000)),
+    jobMaxRuntimeMs: numberSetting("job_max_runtime_s", DEFAULTS.jobMaxRuntimeS) * 1000,
+    jobRetentionMs: numberSetting("job_retention_s", DEFAULTS.jobRetentionS) * 1000,
   };
   if (problems.length) throw new ConfigError(problems);
   return config;

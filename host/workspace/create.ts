@@ -116,6 +116,7 @@ export async function createContainer(ctx: WorkspaceContext, botId: string, opts
       limits,
       ...(ctx.options.cdiRegistry ? { cdiRegistry: ctx.options.cdiRegistry } : {}),
       ...(timezone(ctx) ? { timezone: timezone(ctx) } : {}),
+      ...(ctx.options.jobs ? { jobs: ctx.options.jobs } : {}),
     }),
   });
   try {

@@ -92,6 +92,7 @@ export async function startManagerProcess(opts: ManagerProcessOptions = {}): Pro
       },
       ...(env.TZ ? { timezone: env.TZ } : {}),
       lockTimeoutMs: cfg.lockTimeoutMs,
+      jobs: { maxRuntimeMs: cfg.jobMaxRuntimeMs, retentionMs: cfg.jobRetentionMs },
       ...opts.hooks,
       defaultLimits: cfg.limits,
       log: (message) => emit("log", { message }),

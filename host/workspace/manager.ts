@@ -48,7 +48,20 @@ export interface EnsureOptions extends CreateOptions {
  * read. Anything else (Exec, WriteFile, WriteRaw, Rename, DeleteFile, Mkdir, McpStdio…)
  * may have taken effect before the agent died, so it is never re-run blindly.
  */
-const IDEMPOTENT_BRIDGE_CALLS: ReadonlySet<string> = new Set(["info", "stat", "listDir", "readFile", "readRaw"]);
+// Reads only: safe to run again on a restarted agent. StartJob and SignalJob are not here.
+const IDEMPOTENT_BRIDGE_CALLS: ReadonlySet<string> = new Set([
+  "info",
+  "stat",
+  "listDir",
+  "readFile",
+  "readRaw",
+  "listJobs",
+  "getJob",
+  "readJobOutput",
+  "waitJob",
+  "grep",
+  "glob",
+]);
 
 /** The bridge says the agent is gone (socket missing, connection refused or dropped). */
 export function isBridgeUnavailable(err: unknown): boolean {
@@ -232,7 +245,7 @@ export class WorkspaceManager {
    * Runs `fn` with the bot's bridge client. When the bridge is UNAVAILABLE (the agent
    * died, so tini and the task exited), the task is restarted under the lock; `fn` is
    * run once more only when every bridge call it made only reads (Info, Stat, ListDir,
-   * ReadFile, ReadRaw). A call that may have changed something (Exec, writes, McpStdio…)
+   * ReadFile, ReadRaw, ListJobs, GetJob, ReadJobOutput, WaitJob, Grep, Glob). A call that may have changed something (Exec, writes, McpStdio…)
    * is not repeated: the caller gets "unavailable" saying the agent was restarted.
    */
   async call<T>(botId: string, fn: (client: BridgeClient) => Promise<T>, opts: { signal?: AbortSignal } = {}): Promise<T> {

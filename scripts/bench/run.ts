@@ -4,6 +4,7 @@ import { benchAgent } from "./agent.js";
 import { benchApi } from "./api.js";
 import { benchCreateStart } from "./containerd.js";
 import { benchPull } from "./pull.js";
+import { benchTools } from "./tools.js";
 import { benchWorkspace } from "./workspace.js";
 import { table, type Row } from "./stats.js";
 
@@ -12,6 +13,7 @@ const groups: Record<string, () => Promise<Row[]>> = {
   agent: benchAgent,
   workspace: benchWorkspace,
   api: benchApi,
+  tools: benchTools,
   pull: benchPull,
   containerd: benchCreateStart,
 };

@@ -65,6 +65,8 @@ test("defaults without a file or environment", async () => {
     mcpSessionIdleMs: 1_800_000,
     mcpAllowedHosts: [],
     mcpStdioIdleMs: 600_000,
+    jobMaxRuntimeMs: 1_800_000,
+    jobRetentionMs: 3_600_000,
   });
 });
 
@@ -310,9 +312,14 @@ test("each invalid limit or retention value is a clear error naming where it cam
     ["MEMOH_TASK_LOG_KEEP", "-1", /^\$MEMOH_TASK_LOG_KEEP: expected an integer from 0 to 20/],
     ["MEMOH_MCP_STDIO_IDLE_S", "0", /^\$MEMOH_MCP_STDIO_IDLE_S: expected a number more than 0 and at most 2147483 \(s\), got "0"$/],
     ["MEMOH_MCP_STDIO_IDLE_S", "10m", /^\$MEMOH_MCP_STDIO_IDLE_S: expected a number more than 0/],
+    ["MEMOH_JOB_MAX_RUNTIME_S", "0", /^\$MEMOH_JOB_MAX_RUNTIME_S: expected an integer from 1 to 2147483 \(s\), got "0"$/],
+    ["MEMOH_JOB_MAX_RUNTIME_S", "1.5", /^\$MEMOH_JOB_MAX_RUNTIME_S: expected an integer from 1/],
+    ["MEMOH_JOB_RETENTION_S", "2147484", /^\$MEMOH_JOB_RETENTION_S: expected an integer from 1 to 2147483 \(s\), got "2147484"$/],
   ];
   const cwd = await workdir("bad-limits");
   assert.equal(loadConfig({ env: { MEMOH_MCP_STDIO_IDLE_S: "1.5" }, cwd }).mcpStdioIdleMs, 1500);
+  const jobs = loadConfig({ env: { MEMOH_JOB_MAX_RUNTIME_S: "600", MEMOH_JOB_RETENTION_S: "60" }, cwd });
+  assert.deepEqual([jobs.jobMaxRuntimeMs, jobs.jobRetentionMs], [600_000, 60_000]);
   for (const [name, value, re] of cases) {
     const found = problems(() => loadConfig({ env: { [name]: value }, cwd }));
     assert.equal(found.length, 1, `${name}=${value}: ${found.join("\n")}`);
