@@ -94,6 +94,7 @@ export async function startManagerProcess(opts: ManagerProcessOptions = {}): Pro
       lockTimeoutMs: cfg.lockTimeoutMs,
       ...opts.hooks,
       defaultLimits: cfg.limits,
+      archiveLimits: { maxBytes: cfg.importMaxBytes, maxEntries: cfg.importMaxEntries },
       log: (message) => emit("log", { message }),
     });
     return {

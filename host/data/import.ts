@@ -1,0 +1,171 @@
+// Import: a tar.gz replaces the workspace's /data, all or nothing.
+//
+// The swap happens on the host, on the workspace's rootfs snapshot mounted writable while
+// its task is paused (a running workspace is stopped for the import and started again;
+// its processes would otherwise see files change under them). The archive is streamed
+// into `/.memoh-import/new` beside /data (same filesystem) and checked entry by entry
+// (archive.ts); any refusal removes the staging tree and /data is untouched. Then:
+//
+//   state "out": every entry of /data moves into /.memoh-import/old
+//   state "in":  every entry of /.memoh-import/new moves into /data
+//   state "done": /.memoh-import goes
+//
+// The state file is written (fsync) before each phase. A crash leaves a state that
+// repairSwap() finishes: no state → throw the staging away (before); "out" → move the
+// old entries back (before); "in" → move the rest of the new entries in (after);
+// "done" → clean up (after). /data is never a mix once repaired.
+import { execFile } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
+import type { Readable } from "node:stream";
+import { promisify } from "node:util";
+import type { WorkspaceContext } from "../workspace/context.js";
+import { WorkspaceError, describeError } from "../workspace/errors.js";
+import { startTask } from "../workspace/start.js";
+import { extractArchive, type ArchiveLimits, type ArchiveProgress, type ExtractResult } from "./archive.js";
+import {
+  checkDataDir,
+  fsyncDir,
+  mountRootfs,
+  pauseTask,
+  removeJournal,
+  rootfsOf,
+  taskRunning,
+  writeDurable,
+  writeJournal,
+  type DataOp,
+  type MountedRootfs,
+} from "./workspace-fs.js";
+
+const runFile = promisify(execFile);
+
+export const STAGING_DIR = ".memoh-import";
+
+export interface ImportOptions {
+  limits?: ArchiveLimits;
+  onProgress?: (p: ArchiveProgress) => void;
+}
+
+function staging(root: string) {
+  const base = path.join(root, STAGING_DIR);
+  return { base, next: path.join(base, "new"), old: path.join(base, "old"), state: path.join(base, "state") };
+}
+
+/** Moves every entry of `from` into `to` (renames; a lower-layer directory overlayfs will not rename is moved by mv). */
+async function moveAll(from: string, to: string): Promise<void> {
+  if (!fs.existsSync(from)) return;
+  for (const name of fs.readdirSync(from)) {
+    const src = path.join(from, name);
+    const dst = path.join(to, name);
+    try {
+      fs.renameSync(src, dst);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EXDEV") throw err;
+      await runFile("mv", ["-T", "--", src, dst]);
+    }
+  }
+  fsyncDir(from);
+  fsyncDir(to);
+}
+
+/** Finishes or undoes a swap that was cut short in the mounted rootfs `root`; see the top of this file. */
+export async function repairSwap(root: string): Promise<"clean" | "before" | "after"> {
+  const s = staging(root);
+  let st: fs.Stats | undefined;
+  try {
+    st = fs.lstatSync(s.base);
+  } catch {
+    return "clean";
+  }
+  if (!st.isDirectory()) {
+    fs.rmSync(s.base, { force: true });
+    return "clean";
+  }
+  const state = fs.existsSync(s.state) ? fs.readFileSync(s.state, "utf8").trim() : "";
+  const data = path.join(root, "data");
+  let outcome: "before" | "after";
+  if (state === "out") {
+    fs.mkdirSync(data, { recursive: true });
+    await moveAll(s.old, data);
+    outcome = "before";
+  } else if (state === "in") {
+    await moveAll(s.next, data);
+    outcome = "after";
+  } else outcome = state === "done" ? "after" : "before";
+  fs.rmSync(s.base, { recursive: true, force: true });
+  fsyncDir(root);
+  return outcome;
+}
+
+/** Stages the archive beside /data of the mounted rootfs, then swaps it in (see the top of this file). */
+export async function importIntoRootfs(m: MountedRootfs, input: Readable | AsyncIterable<Uint8Array>, opts: ImportOptions = {}): Promise<ExtractResult> {
+  await repairSwap(m.root);
+  checkDataDir(m, true);
+  const s = staging(m.root);
+  fs.mkdirSync(s.base, { mode: 0o700 });
+  fs.mkdirSync(s.next, { mode: 0o755 });
+  let result: ExtractResult;
+  try {
+    result = await extractArchive(input, s.next, opts);
+  } catch (err) {
+    fs.rmSync(s.base, { recursive: true, force: true });
+    throw err;
+  }
+  // The staged tree is on disk before the old one moves out.
+  await runFile("sync", ["-f", s.next]).catch(() => undefined);
+  // The archive's own root entry (".") gave the staging dir its mode and mtime: /data takes them.
+  const rootStat = fs.statSync(s.next);
+  fs.mkdirSync(s.old, { mode: 0o700 });
+  writeDurable(s.state, "out");
+  await moveAll(m.data, s.old);
+  writeDurable(s.state, "in");
+  await moveAll(s.next, m.data);
+  fs.chmodSync(m.data, rootStat.mode & 0o7777);
+  fs.utimesSync(m.data, rootStat.atime, rootStat.mtime);
+  writeDurable(s.state, "done");
+  fs.rmSync(s.base, { recursive: true, force: true });
+  fsyncDir(m.root);
+  return result;
+}
+
+/**
+ * Runs `fn` with the workspace's rootfs mounted writable on the host: the task is paused
+ * first (and started again afterwards when it ran), the journal names the operation.
+ * Callers hold the bot's lock.
+ */
+export async function withWritableRootfs<T>(ctx: WorkspaceContext, botId: string, containerId: string, op: DataOp, fn: (m: MountedRootfs) => Promise<T>): Promise<T> {
+  const { key, snapshotter } = await rootfsOf(ctx, containerId);
+  const wasRunning = await taskRunning(ctx, containerId);
+  writeJournal(ctx, { op, botId, containerId, startedAt: new Date().toISOString() });
+  if (wasRunning) await pauseTask(ctx, botId, containerId);
+  else await ctx.cd.tasks.stop(containerId, 0); // a stopped task of an earlier run holds the rootfs mounted
+  let result: T;
+  let failure: unknown;
+  const m = await mountRootfs(ctx, botId, key, snapshotter, true);
+  try {
+    result = await fn(m);
+  } catch (err) {
+    failure = err;
+  }
+  await m.release();
+  removeJournal(ctx, botId);
+  if (wasRunning) {
+    try {
+      await startTask(ctx, botId, containerId);
+    } catch (err) {
+      if (failure === undefined) throw err;
+      ctx.log(`${botId}: starting again after a failed ${op}: ${describeError(err)}`);
+    }
+  }
+  if (failure !== undefined) throw failure;
+  return result!;
+}
+
+/** Import into the bot's existing workspace. Callers hold the bot's lock. */
+export async function importData(ctx: WorkspaceContext, botId: string, input: Readable | AsyncIterable<Uint8Array>, opts: ImportOptions = {}): Promise<ExtractResult> {
+  const row = await ctx.liveRow(botId);
+  if (row === undefined || !(await ctx.containerExists(row.containerId))) throw new WorkspaceError("not_found", `bot ${botId} has no workspace`);
+  const result = await withWritableRootfs(ctx, botId, row.containerId, "import", (m) => importIntoRootfs(m, input, opts));
+  await ctx.store.recordEvent(row.containerId, "data_imported", { botId, entries: result.entries, bytes: result.bytes });
+  return result;
+}
