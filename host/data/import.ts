@@ -25,6 +25,7 @@ import { startTask } from "../workspace/start.js";
 import { extractArchive, type ArchiveLimits, type ArchiveProgress, type ExtractResult } from "./archive.js";
 import {
   checkDataDir,
+  crashPoint,
   fsyncDir,
   mountRootfs,
   pauseTask,
@@ -52,9 +53,12 @@ function staging(root: string) {
 }
 
 /** Moves every entry of `from` into `to` (renames; a lower-layer directory overlayfs will not rename is moved by mv). */
-async function moveAll(from: string, to: string): Promise<void> {
+async function moveAll(from: string, to: string, afterFirst?: () => void): Promise<void> {
   if (!fs.existsSync(from)) return;
+  let first = true;
   for (const name of fs.readdirSync(from)) {
+    if (!first) afterFirst?.();
+    first = false;
     const src = path.join(from, name);
     const dst = path.join(to, name);
     try {
@@ -116,10 +120,11 @@ export async function importIntoRootfs(m: MountedRootfs, input: Readable | Async
   // The archive's own root entry (".") gave the staging dir its mode and mtime: /data takes them.
   const rootStat = fs.statSync(s.next);
   fs.mkdirSync(s.old, { mode: 0o700 });
+  crashPoint("import:staged");
   writeDurable(s.state, "out");
-  await moveAll(m.data, s.old);
+  await moveAll(m.data, s.old, () => crashPoint("import:out"));
   writeDurable(s.state, "in");
-  await moveAll(s.next, m.data);
+  await moveAll(s.next, m.data, () => crashPoint("import:in"));
   fs.chmodSync(m.data, rootStat.mode & 0o7777);
   fs.utimesSync(m.data, rootStat.atime, rootStat.mtime);
   writeDurable(s.state, "done");

@@ -25,7 +25,7 @@ import { WorkspaceError, describeError } from "../workspace/errors.js";
 import { LABEL_BOT_ID } from "../workspace/resolve.js";
 import { startTask } from "../workspace/start.js";
 import type { ContainerVersionRow, SnapshotRow } from "../store/types.js";
-import { pauseTask, readJournal, removeJournal, rootfsOf, taskRunning, writeJournal, type Journal } from "./workspace-fs.js";
+import { crashPoint, pauseTask, readJournal, removeJournal, rootfsOf, taskRunning, writeJournal, type Journal } from "./workspace-fs.js";
 
 /** On committed version snapshots: the bot they belong to. */
 export const VERSION_LABEL = "memoh.version_of";
@@ -99,6 +99,7 @@ async function commitAndPrepare(
     failure = err;
   }
   // Prepare on base and record the rows (also what a restart after a crash does).
+  if (failure === undefined) crashPoint(`${j.op}:committed`);
   if (failure === undefined) {
     try {
       await finishVersionOp(ctx, journal);

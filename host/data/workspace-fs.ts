@@ -204,3 +204,12 @@ export async function pauseTask(ctx: WorkspaceContext, botId: string, containerI
   fs.rmSync(path.join(ctx.socketDir(botId), "bridge.sock"), { force: true });
   await ctx.store.recordEvent(containerId, "paused", { botId, reason: "data operation" });
 }
+
+/**
+ * Crash-recovery tests: MEMOH_CRASH_AT=<point> kills the orchestrator with SIGKILL when a
+ * data operation reaches that point (version:committed, rollback:committed,
+ * import:staged, import:out, import:in). Unset in production.
+ */
+export function crashPoint(point: string): void {
+  if (process.env.MEMOH_CRASH_AT === point) process.kill(process.pid, "SIGKILL");
+}

@@ -33,6 +33,7 @@ import type { Readable, Writable } from "node:stream";
 import type { ArchiveLimits, ArchiveProgress, ExtractResult, PackResult } from "../data/archive.js";
 import { exportData } from "../data/export.js";
 import { importData } from "../data/import.js";
+import { extractInto } from "../data/extract.js";
 import { backupOrphan, deleteWithPreserve, hasBackup, restoreFromBackup, type BackupResult } from "../data/preserve.js";
 import { repairDataOp } from "../data/repair.js";
 import { createVersion, deleteVersion, listVersions, rollbackTo, VERSION_SOURCES, type VersionInfo, type VersionList, type VersionSource } from "../data/versions.js";
@@ -286,6 +287,13 @@ export class WorkspaceManager {
       await repairDataOp(this.ctx, botId);
       return restoreFromBackup(this.ctx, botId, opts.onProgress ? { onProgress: opts.onProgress } : {});
     });
+  }
+
+  /** Unpacks a tar.gz into `dir` of the running workspace through its agent (extract.ts). */
+  async extractInto(botId: string, dir: string, input: Readable | AsyncIterable<Uint8Array>): Promise<ExtractResult & { skipped: string[] }> {
+    validateBotId(botId);
+    await this.refuseIfDeleting(botId);
+    return this.boundary(() => extractInto(this.ctx, (fn) => this.call(botId, fn), dir, input, this.archiveLimits));
   }
 
   /** Whether the bot has a preserved backup. */
