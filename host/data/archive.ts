@@ -18,7 +18,7 @@
 import { createHash } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
-import { Transform, type Readable, type Writable } from "node:stream";
+import { Readable, Transform, type Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import zlib from "node:zlib";
 import tar from "tar-stream";
@@ -358,12 +358,16 @@ export interface ExtractResult extends ArchiveProgress {
 
 /**
  * Extracts a tar.gz from `input` into `dest` (an empty directory), checking every entry
- * (see the top of this file). Throws a WorkspaceError (invalid_argument,
- * payload_too_large) and leaves whatever was extracted for the caller to remove.
+ * (see the top of this file); with `dest` undefined only checks (nothing is written).
+ * The checks use a model of the tree the archive builds (the staging dir starts empty,
+ * so the model is exact); the writes use O_EXCL / O_NOFOLLOW on top of it. Throws a
+ * WorkspaceError (invalid_argument, payload_too_large) and leaves whatever was extracted
+ * for the caller to remove. `input` is never destroyed: on a refusal the rest of it is
+ * drained, so an HTTP request can still be answered.
  */
 export async function extractArchive(
   input: Readable | AsyncIterable<Uint8Array>,
-  dest: string,
+  dest: string | undefined,
   opts: { limits?: ArchiveLimits; onProgress?: (p: ArchiveProgress) => void } = {},
 ): Promise<ExtractResult> {
   const limits = opts.limits ?? DEFAULT_ARCHIVE_LIMITS;
@@ -371,35 +375,36 @@ export async function extractArchive(
   const progress: ArchiveProgress = { bytes: 0, files: 0 };
   let entries = 0;
   let declared = 0;
-  // Real directories of the staging tree (never a link): "" is dest itself.
-  const dirs = new Set<string>([""]);
-  const files = new Set<string>();
+  // What the archive has made so far: "" is the root.
+  const model = new Map<string, "dir" | "file" | "symlink">([["", "dir"]]);
   const dirTimes: Array<{ abs: string; mode: number; mtime: Date }> = [];
   const extract = tar.extract();
-  // Headers and padding on top of the content: 1 KiB per entry (pax headers) and 1 MiB slack.
+  // Headers and padding on top of the content: 1.5 KiB per entry (pax headers) and 1 MiB slack.
   const maxStream = limits.maxBytes + limits.maxEntries * 1536 + 1024 * 1024;
   const tooLarge = () => new WorkspaceError("payload_too_large", `the archive is refused: it unpacks to more than ${limits.maxBytes} bytes`);
   const gunzip = zlib.createGunzip();
-  const feeding = pipeline(input as Readable, gunzip, counter(maxStream, tooLarge), extract);
+  const source = input as Readable;
+  const ownSource = typeof source.pipe !== "function" ? Readable.from(input) : source;
+  ownSource.pipe(gunzip);
+  ownSource.once("error", (err) => gunzip.destroy(err));
+  const feeding = pipeline(gunzip, counter(maxStream, tooLarge), extract);
   feeding.catch(() => undefined);
 
+  const exists = (name: string, kind: string): never => {
+    throw refuse(`entry ${JSON.stringify(name)} appears twice or clashes with an earlier ${kind}`);
+  };
+  /** Every ancestor must be a directory of the archive (made when not listed, like tar does), never a symlink. */
   const parentOk = async (name: string): Promise<void> => {
     const parts = name.split("/");
     let rel = "";
     for (const part of parts.slice(0, -1)) {
       rel = rel === "" ? part : `${rel}/${part}`;
-      if (dirs.has(rel)) continue;
-      let st: fs.Stats | undefined;
-      try {
-        st = await fs.promises.lstat(path.join(dest, rel));
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
-      }
-      if (st?.isSymbolicLink()) throw refuse(`entry ${JSON.stringify(name)} would be written through the symlink ${JSON.stringify(rel)}`);
-      if (st !== undefined && !st.isDirectory()) throw refuse(`entry ${JSON.stringify(name)} needs ${JSON.stringify(rel)} to be a directory`);
-      // A parent the archive did not list: made like tar does.
-      if (st === undefined) await fs.promises.mkdir(path.join(dest, rel), { mode: 0o755 });
-      dirs.add(rel);
+      const kind = model.get(rel);
+      if (kind === "dir") continue;
+      if (kind === "symlink") throw refuse(`entry ${JSON.stringify(name)} would be written through the symlink ${JSON.stringify(rel)}`);
+      if (kind === "file") throw refuse(`entry ${JSON.stringify(name)} needs ${JSON.stringify(rel)} to be a directory`);
+      if (dest !== undefined) await fs.promises.mkdir(path.join(dest, rel), { mode: 0o755 });
+      model.set(rel, "dir");
     }
   };
 
@@ -414,50 +419,57 @@ export async function extractArchive(
       if (declared > limits.maxBytes) throw tooLarge();
       const mode = (h.mode ?? 0o644) & 0o1777; // no setuid/setgid bits
       const mtime = h.mtime ?? new Date();
-      const abs = path.join(dest, name);
+      const abs = dest === undefined ? "" : path.join(dest, name);
       switch (h.type) {
         case "directory": {
-          if (name === "") {
-            dirTimes.push({ abs: dest, mode, mtime });
-            break;
+          if (name !== "") {
+            await parentOk(name);
+            const kind = model.get(name);
+            if (kind !== undefined && kind !== "dir") exists(name, kind);
+            if (kind === undefined && dest !== undefined) await fs.promises.mkdir(abs, { mode: 0o700 });
+            model.set(name, "dir");
           }
-          await parentOk(name);
-          const st = await fs.promises.lstat(abs).catch(() => undefined);
-          if (st !== undefined && !st.isDirectory()) throw refuse(`directory ${JSON.stringify(name)} clashes with an earlier entry`);
-          if (st === undefined) await fs.promises.mkdir(abs, { mode: 0o700 });
-          dirs.add(name);
-          dirTimes.push({ abs, mode, mtime });
+          if (dest !== undefined) dirTimes.push({ abs: name === "" ? dest : abs, mode, mtime });
           break;
         }
         case "file":
         case "contiguous-file": {
           if (name === "") throw refuse("a file entry names the root");
           await parentOk(name);
-          // O_EXCL: an existing name (a symlink planted by an earlier entry included) is refused, never followed.
-          let fh: fs.promises.FileHandle;
-          try {
-            fh = await fs.promises.open(abs, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600);
-          } catch (err) {
-            if ((err as NodeJS.ErrnoException).code === "EEXIST") throw refuse(`entry ${JSON.stringify(name)} appears twice or clashes with an earlier entry`);
-            throw err;
-          }
+          const kind = model.get(name);
+          if (kind !== undefined) exists(name, kind);
+          model.set(name, "file");
           let written = 0;
-          try {
+          if (dest === undefined) {
             for await (const chunk of entry) {
-              const buf = chunk as Buffer;
-              let off = 0;
-              while (off < buf.byteLength) off += (await fh.write(buf, off, buf.byteLength - off)).bytesWritten;
-              written += buf.byteLength;
-              progress.bytes += buf.byteLength;
-              report.update(progress);
+              written += (chunk as Buffer).byteLength;
+              progress.bytes += (chunk as Buffer).byteLength;
             }
-            await fh.chmod(mode);
-            await fh.utimes(mtime, mtime);
-          } finally {
-            await fh.close();
+          } else {
+            // O_EXCL: an existing name (a symlink included) is refused, never followed.
+            let fh: fs.promises.FileHandle;
+            try {
+              fh = await fs.promises.open(abs, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600);
+            } catch (err) {
+              if ((err as NodeJS.ErrnoException).code === "EEXIST") exists(name, "entry");
+              throw err;
+            }
+            try {
+              for await (const chunk of entry) {
+                const buf = chunk as Buffer;
+                let off = 0;
+                while (off < buf.byteLength) off += (await fh.write(buf, off, buf.byteLength - off)).bytesWritten;
+                written += buf.byteLength;
+                progress.bytes += buf.byteLength;
+                report.update(progress);
+              }
+              await fh.chmod(mode);
+              await fh.utimes(mtime, mtime);
+            } finally {
+              await fh.close();
+            }
           }
           if (written !== size) throw refuse(`entry ${JSON.stringify(name)} holds ${written} of its ${size} bytes (truncated)`);
-          files.add(name);
           break;
         }
         case "symlink": {
@@ -465,13 +477,13 @@ export async function extractArchive(
           await parentOk(name);
           const target = h.linkname ?? "";
           if (target === "" || target.includes("\0")) throw refuse(`symlink ${JSON.stringify(name)} has no valid target`);
-          try {
+          const kind = model.get(name);
+          if (kind !== undefined) exists(name, kind);
+          model.set(name, "symlink");
+          if (dest !== undefined) {
             await fs.promises.symlink(target, abs);
-          } catch (err) {
-            if ((err as NodeJS.ErrnoException).code === "EEXIST") throw refuse(`entry ${JSON.stringify(name)} appears twice or clashes with an earlier entry`);
-            throw err;
+            await fs.promises.lutimes(abs, mtime, mtime);
           }
-          await fs.promises.lutimes(abs, mtime, mtime);
           break;
         }
         case "link": {
@@ -484,15 +496,12 @@ export async function extractArchive(
             throw refuse(`hardlink ${JSON.stringify(name)} points outside the archive (${JSON.stringify(raw)})`);
           }
           // Only to a regular file this archive wrote (never a host file, never through a link).
-          if (!files.has(target)) throw refuse(`hardlink ${JSON.stringify(name)} points to ${JSON.stringify(raw)}, which is not a file of this archive`);
+          if (model.get(target) !== "file") throw refuse(`hardlink ${JSON.stringify(name)} points to ${JSON.stringify(raw)}, which is not a file of this archive`);
           await parentOk(name);
-          try {
-            await fs.promises.link(path.join(dest, target), abs);
-          } catch (err) {
-            if ((err as NodeJS.ErrnoException).code === "EEXIST") throw refuse(`entry ${JSON.stringify(name)} appears twice or clashes with an earlier entry`);
-            throw err;
-          }
-          files.add(name);
+          const kind = model.get(name);
+          if (kind !== undefined) exists(name, kind);
+          model.set(name, "file");
+          if (dest !== undefined) await fs.promises.link(path.join(dest, target), abs);
           break;
         }
         case "character-device":
@@ -510,6 +519,9 @@ export async function extractArchive(
     }
     await feeding;
   } catch (err) {
+    // Stop unpacking; the input is drained (not destroyed) so its sender gets an answer.
+    ownSource.unpipe(gunzip);
+    ownSource.resume();
     extract.destroy();
     gunzip.destroy();
     if (err instanceof WorkspaceError) throw err;

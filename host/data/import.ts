@@ -166,6 +166,54 @@ export async function withWritableRootfs<T>(ctx: WorkspaceContext, botId: string
   return result!;
 }
 
+export interface SpooledArchive {
+  path: string;
+  /** What the checking pass found. */
+  checked: ExtractResult;
+  remove(): void;
+}
+
+/**
+ * Receives an archive into a private file under `<dataRoot>/tmp` and checks all of it
+ * (a dry run of the extract: every entry, the caps, the gzip) before anything is stopped
+ * or touched; a refused archive never pauses the workspace. The input is drained, not
+ * destroyed, when it is refused (its sender still gets an answer).
+ */
+export async function spoolArchive(ctx: WorkspaceContext, input: Readable | AsyncIterable<Uint8Array>, limits: ArchiveLimits | undefined): Promise<SpooledArchive> {
+  const dir = path.join(path.resolve(ctx.options.dataRoot), "tmp");
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const file = path.join(dir, `import-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2)}.tar.gz`);
+  const remove = () => fs.rmSync(file, { force: true });
+  const cap = (limits?.maxBytes ?? 16 * 1024 ** 3) + 64 * 1024 * 1024;
+  const source = (typeof (input as Readable).pipe === "function" ? input : (await import("node:stream")).Readable.from(input)) as Readable;
+  const out = fs.createWriteStream(file, { mode: 0o600, flags: "wx" });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      let n = 0;
+      const fail = (err: unknown) => {
+        source.unpipe(out);
+        source.resume();
+        out.destroy();
+        reject(err);
+      };
+      source.on("data", (chunk: Buffer) => {
+        n += chunk.byteLength;
+        if (n > cap) fail(new WorkspaceError("payload_too_large", `the archive is refused: it is larger than ${cap} bytes`));
+      });
+      source.once("error", (err) => fail(new WorkspaceError("invalid_argument", `the archive upload broke off: ${describeError(err)}`, { cause: err })));
+      source.once("aborted", () => fail(new WorkspaceError("invalid_argument", "the archive upload broke off")));
+      out.once("error", fail);
+      out.once("finish", resolve);
+      source.pipe(out);
+    });
+    const checked = await extractArchive(fs.createReadStream(file), undefined, limits ? { limits } : {});
+    return { path: file, checked, remove };
+  } catch (err) {
+    remove();
+    throw err;
+  }
+}
+
 /** Import into the bot's existing workspace. Callers hold the bot's lock. */
 export async function importData(ctx: WorkspaceContext, botId: string, input: Readable | AsyncIterable<Uint8Array>, opts: ImportOptions = {}): Promise<ExtractResult> {
   const row = await ctx.liveRow(botId);

@@ -32,7 +32,7 @@ import type { ContainerRow, LifecycleEventRow } from "../store/types.js";
 import type { Readable, Writable } from "node:stream";
 import type { ArchiveLimits, ArchiveProgress, ExtractResult, PackResult } from "../data/archive.js";
 import { exportData } from "../data/export.js";
-import { importData } from "../data/import.js";
+import { importData, spoolArchive } from "../data/import.js";
 import { extractInto } from "../data/extract.js";
 import { backupOrphan, deleteWithPreserve, hasBackup, restoreFromBackup, type BackupResult } from "../data/preserve.js";
 import { repairDataOp } from "../data/repair.js";
@@ -273,10 +273,16 @@ export class WorkspaceManager {
   async importData(botId: string, input: Readable | AsyncIterable<Uint8Array>, opts: DataOpOptions = {}): Promise<ExtractResult> {
     validateBotId(botId);
     await this.refuseIfDeleting(botId);
-    return this.lockedOp(botId, opts.signal, async () => {
-      await repairDataOp(this.ctx, botId);
-      return importData(this.ctx, botId, input, { limits: this.archiveLimits, ...(opts.onProgress ? { onProgress: opts.onProgress } : {}) });
-    });
+    // Received and checked whole before the workspace is touched (a refusal changes nothing).
+    const spooled = await this.boundary(() => spoolArchive(this.ctx, input, this.archiveLimits));
+    try {
+      return await this.lockedOp(botId, opts.signal, async () => {
+        await repairDataOp(this.ctx, botId);
+        return importData(this.ctx, botId, fs.createReadStream(spooled.path), { limits: this.archiveLimits, ...(opts.onProgress ? { onProgress: opts.onProgress } : {}) });
+      });
+    } finally {
+      spooled.remove();
+    }
   }
 
   /** Imports the bot's preserved backup into its workspace, then removes the backup (preserve.ts). */
