@@ -491,3 +491,41 @@ test("SIGKILL in the middle of a version create, a rollback and an import: after
   await ok("DELETE", `/bots/${bot}/container`);
   assert.deepEqual(await versionSnapshots(bot), []);
 });
+
+test("orphan recovery: a container gone with its rootfs left has /data backed up before reconcile rebuilds on it", async () => {
+  const bot = "orphan1";
+  await create(bot);
+  const t = await populate(bot, "orphan");
+  const containerId = `workspace-${bot}`;
+  // Behind the orchestrator's back: the task and the container go, the rootfs stays.
+  await s.env.ctr(["tasks", "kill", "-s", "SIGKILL", containerId], { check: false });
+  for (let i = 0; i < 100; i++) {
+    const r = await s.env.ctr(["tasks", "delete", containerId], { check: false });
+    if (r.code === 0) break;
+    await new Promise((r2) => setTimeout(r2, 100));
+  }
+  await s.env.ctr(["containers", "delete", "--keep-snapshot", containerId]);
+  const backupFile = path.join(s.dataRoot, "backups", `${bot}.tar.gz`);
+  assert.equal(fs.existsSync(backupFile), false);
+  // Reconcile (at the server's start) sees the container missing: it backs up /data, then rebuilds.
+  await s.stopServer();
+  await s.startServer();
+  const until = Date.now() + 120_000;
+  for (;;) {
+    const st = await api("GET", `/bots/${bot}/container`);
+    if (fs.existsSync(backupFile) && st.status === 200 && st.json.task === "running" && st.json.status === "running") break;
+    if (Date.now() > until) throw new Error(`no backup and rebuild: ${st.text}\n${s.output().slice(-3000)}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  assert.equal(fs.statSync(backupFile).mode & 0o777, 0o600);
+  const v = await verifyArchiveFile(backupFile);
+  assert.equal(v.entries, t.trim().split("\n").length + 1, "the backup does not hold the orphaned /data");
+  assert.equal(await tree(bot), t, "the rebuilt workspace lost its data");
+  const events = (await ok("GET", `/bots/${bot}/container/events?limit=100`)).events.map((e: any) => e.type);
+  assert.ok(events.indexOf("orphan_backup") > events.indexOf("created"), `the backup came after the rebuild: ${events.join(",")}`);
+  // The backup restores the same tree into a fresh workspace.
+  await ok("DELETE", `/bots/${bot}/container`);
+  await create(bot, { restore_data: true });
+  assert.equal(await tree(bot), t);
+  await ok("DELETE", `/bots/${bot}/container`);
+});
