@@ -5,11 +5,12 @@
 //   import, restore: the swap of /data is finished or undone (import.ts repairSwap);
 //   version, rollback: the commit is completed or never happened (versions.ts).
 import fs from "node:fs";
+import path from "node:path";
 import type { WorkspaceContext } from "../workspace/context.js";
 import { describeError } from "../workspace/errors.js";
 import { repairSwap } from "./import.js";
 import { finishVersionOp } from "./versions.js";
-import { journalPath, mountPath, mountRootfs, readJournal, releaseMount, removeJournal, rootfsOf } from "./workspace-fs.js";
+import { backupsDir, journalPath, mountPath, mountRootfs, readJournal, releaseMount, removeJournal, rootfsOf } from "./workspace-fs.js";
 
 /** Returns what was repaired, or undefined when no data operation of the bot was cut short. */
 export async function repairDataOp(ctx: WorkspaceContext, botId: string): Promise<string | undefined> {
@@ -34,6 +35,13 @@ export async function repairDataOp(ctx: WorkspaceContext, botId: string): Promis
   } else if (j.op === "version" || j.op === "rollback") {
     await ctx.cd.tasks.stop(j.containerId, 0);
     outcome = await finishVersionOp(ctx, j);
+  }
+  // A backup that was being written when the process died: its temporary file goes (the backup, if any, stays).
+  if (j.op === "preserve" || j.op === "orphan_backup") {
+    const dir = backupsDir(ctx);
+    for (const name of fs.existsSync(dir) ? fs.readdirSync(dir) : []) {
+      if (name.startsWith(`.${botId}.tar.gz.tmp-`)) fs.rmSync(path.join(dir, name), { force: true });
+    }
   }
   removeJournal(ctx, botId);
   ctx.log(`${botId}: a ${j.op} cut short was repaired (${outcome})`);

@@ -144,6 +144,9 @@ export class WorkspaceManager {
         report(opts, { phase: "starting" });
         await startTask(this.ctx, botId, resolved.containerId);
       } else {
+        if (opts.restoreData && (await this.ctx.cd.snapshots.isActive(workspaceContainerId(botId)))) {
+          throw new WorkspaceError("conflict", `bot ${botId} has a rootfs left by a lost container besides its backup: create without restore_data to keep that rootfs, or delete it first`);
+        }
         if (!opts.restoreData) await backupOrphan(this.ctx, botId);
         await createContainer(this.ctx, botId, opts);
         if (opts.restoreData) {
