@@ -258,68 +258,98 @@ function kindOf(st: fs.Stats): string {
  * (paged, sorted), ReadRaw of each file to the size the agent's fstat of the open fd
  * reported in its first chunk.
  */
-export async function packBridgeTree(client: BridgeClient, writer: ArchiveWriter, opts: { dir?: string; signal?: AbortSignal } = {}): Promise<void> {
+export async function packBridgeTree(client: BridgeClient, writer: ArchiveWriter, opts: { dir?: string; signal?: AbortSignal; lookahead?: number } = {}): Promise<void> {
   const dir = (opts.dir ?? "/data").replace(/\/+$/, "") || "/";
   let offset = 0;
   const longDeadline = { timeoutMs: 24 * 3600_000, ...(opts.signal ? { signal: opts.signal } : {}) };
-  for (;;) {
-    const page = await client.listDir({ path: dir, recursive: true, offset, limit: 5000 }, { timeoutMs: 300_000 });
-    for (const e of page.entries) {
-      if (e.pathBytes.byteLength > 0 || e.nameBytes.byteLength > 0 || e.symlinkTargetBytes.byteLength > 0) {
-        writer.skipped.push(`${e.path}: its name or link target is not UTF-8 (not archived)`);
-        continue;
-      }
-      if (e.pathTooLong) {
-        writer.skipped.push(`${e.path}: path longer than PATH_MAX (not archived)`);
-        continue;
-      }
-      const mtimeMs = Number(e.mtimeMs);
-      switch (e.type) {
-        case FileType.DIRECTORY:
-          await writer.directory(e.path, e.mode, mtimeMs);
-          break;
-        case FileType.SYMLINK:
-          await writer.symlink(e.path, e.symlinkTarget, mtimeMs);
-          break;
-        case FileType.FILE: {
-          let size: number | undefined;
-          const stream = client.readRaw(`${dir}/${e.path}`, { onFileSize: (n) => (size = n) }, longDeadline);
-          const it = stream[Symbol.asyncIterator]();
-          let first: IteratorResult<Uint8Array>;
-          try {
-            first = await it.next();
-          } catch (err) {
-            // Removed (or replaced by something else) since it was listed.
-            const msg = describeError(err);
-            if (/NOT_FOUND|no such file|not a regular file|FAILED_PRECONDITION/i.test(msg)) {
-              writer.skipped.push(`${e.path}: ${msg}`);
-              continue;
-            }
-            throw err;
-          }
-          if (size === undefined) throw new WorkspaceError("internal", `the agent sent no size for ${e.path}`);
-          const fileSize = size;
-          async function* rest(): AsyncGenerator<Uint8Array> {
-            try {
-              if (!first.done) yield first.value;
-              for (;;) {
-                const r = await it.next();
-                if (r.done) return;
-                yield r.value;
-              }
-            } finally {
-              await it.return?.(undefined);
-            }
-          }
-          await writer.file(e.path, e.mode, mtimeMs, fileSize, rest());
-          break;
-        }
-        default:
-          writer.skipped.push(`${e.path}: a FIFO, socket or device (not archived)`);
-      }
+  type Opened = { ok: true; it: AsyncIterator<Uint8Array>; first: IteratorResult<Uint8Array>; size: number | undefined } | { ok: false; error: unknown };
+  /** Starts the ReadRaw of a file and waits for its first chunk (which carries the size). */
+  const open = (p: string): Promise<Opened> => {
+    let size: number | undefined;
+    const it = client.readRaw(p, { onFileSize: (n) => (size = n) }, longDeadline)[Symbol.asyncIterator]();
+    return it.next().then(
+      (first) => ({ ok: true as const, it, first, size }),
+      (error: unknown) => ({ ok: false as const, error }),
+    );
+  };
+  // The next files' reads are opened ahead (their first chunks arrive while earlier files
+  // are archived): one round trip per file is what dominated an export of many small files.
+  const LOOKAHEAD = opts.lookahead ?? 32;
+  const pending = new Map<number, Promise<Opened>>();
+  const release = async () => {
+    for (const p of pending.values()) {
+      const o = await p;
+      if (o.ok) await o.it.return?.(undefined).catch(() => undefined);
     }
-    if (!page.hasMore) break;
-    offset = page.nextOffset;
+    pending.clear();
+  };
+  try {
+    for (;;) {
+      const page = await client.listDir({ path: dir, recursive: true, offset, limit: 5000 }, { timeoutMs: 300_000 });
+      const entries = page.entries;
+      const archivable = (e: (typeof entries)[number]) => e.pathBytes.byteLength === 0 && e.nameBytes.byteLength === 0 && e.symlinkTargetBytes.byteLength === 0 && !e.pathTooLong;
+      const prefetch = (from: number) => {
+        for (let j = from, n = 0; j < entries.length && n < LOOKAHEAD; j++) {
+          const e = entries[j]!;
+          if (e.type !== FileType.FILE || !archivable(e)) continue;
+          n++;
+          if (!pending.has(j)) pending.set(j, open(`${dir}/${e.path}`));
+        }
+      };
+      for (let i = 0; i < entries.length; i++) {
+        const e = entries[i]!;
+        if (!archivable(e)) {
+          writer.skipped.push(`${e.path}: ${e.pathTooLong ? "path longer than PATH_MAX" : "its name or link target is not UTF-8"} (not archived)`);
+          continue;
+        }
+        const mtimeMs = Number(e.mtimeMs);
+        switch (e.type) {
+          case FileType.DIRECTORY:
+            await writer.directory(e.path, e.mode, mtimeMs);
+            break;
+          case FileType.SYMLINK:
+            await writer.symlink(e.path, e.symlinkTarget, mtimeMs);
+            break;
+          case FileType.FILE: {
+            prefetch(i);
+            const o = await pending.get(i)!;
+            pending.delete(i);
+            if (!o.ok) {
+              // Removed (or replaced by something else) since it was listed.
+              const msg = describeError(o.error);
+              if (/NOT_FOUND|no such file|not a regular file|FAILED_PRECONDITION/i.test(msg)) {
+                writer.skipped.push(`${e.path}: ${msg}`);
+                continue;
+              }
+              throw o.error;
+            }
+            if (o.size === undefined) throw new WorkspaceError("internal", `the agent sent no size for ${e.path}`);
+            const { it, first } = o;
+            async function* rest(): AsyncGenerator<Uint8Array> {
+              try {
+                if (!first.done) yield first.value;
+                for (;;) {
+                  const r = await it.next();
+                  if (r.done) return;
+                  yield r.value;
+                }
+              } finally {
+                await it.return?.(undefined);
+              }
+            }
+            await writer.file(e.path, e.mode, mtimeMs, o.size, rest());
+            break;
+          }
+          default:
+            writer.skipped.push(`${e.path}: a FIFO, socket or device (not archived)`);
+        }
+      }
+      await release();
+      if (!page.hasMore) break;
+      offset = page.nextOffset;
+    }
+  } finally {
+    await release();
   }
 }
 
