@@ -275,6 +275,10 @@ test("delete with preserve → create with restore: identical tree; an unwritabl
   assert.equal(frames[0]?.event, "preserving");
   const done = frames.find((f) => f.event === "complete");
   assert.ok(done, del.text);
+  const preserving = frames.filter((f) => f.event === "progress");
+  assert.ok(preserving.length > 0 && preserving.every((f) => f.data.phase === "preserving"), del.text);
+  assert.equal(preserving.at(-1)!.data.files, done.data.backup.files, "the last progress does not count every entry");
+  assert.equal(preserving.at(-1)!.data.bytes, done.data.backup.bytes);
   const backupFile = path.join(backups, `${bot}.tar.gz`);
   assert.equal(done.data.backup.path, backupFile);
   assert.equal(fs.statSync(backupFile).mode & 0o777, 0o600);
@@ -283,6 +287,9 @@ test("delete with preserve → create with restore: identical tree; an unwritabl
   const created = await api("POST", `/bots/${bot}/container`, { json: { restore_data: true }, accept: "text/event-stream" });
   const cf = sseFrames(created.text);
   assert.ok(cf.some((f) => f.event === "restoring"), created.text);
+  const restoring = cf.filter((f) => f.event === "progress");
+  assert.ok(restoring.length > 0 && restoring.every((f) => f.data.phase === "restoring"), created.text);
+  assert.equal(restoring.at(-1)!.data.files, done.data.backup.files, "the restore's last progress does not count every entry");
   assert.ok(cf.some((f) => f.event === "complete"), created.text);
   assert.equal(await tree(bot), t, "the restored tree differs");
   assert.equal(fs.existsSync(backupFile), false, "the backup stays after a successful restore");
