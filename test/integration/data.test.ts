@@ -14,6 +14,7 @@ import zlib from "node:zlib";
 import tar from "tar-stream";
 import { request } from "undici";
 import { verifyArchiveFile } from "../../host/data/archive.js";
+import { ContainerdClient } from "../../host/containerd/client.js";
 import { CLI, startServerEnv, type ServerEnv } from "./env/server.js";
 
 const run = promisify(execFile);
@@ -134,6 +135,16 @@ test("versions: v1, v2, rollback to v1 gives v1's tree, rolling back that rollba
   assert.equal(v2.version, 2);
   await sh(bot, "echo after-v2 > /data/after");
   const t2b = await tree(bot);
+
+  // Versions are GC roots of their own: a garbage collection keeps them.
+  const cd = new ContainerdClient({ address: s.env.address, namespace: s.env.namespace });
+  try {
+    for (const v of [v1, v2]) assert.ok((await cd.snapshots.stat(v.snapshot)).labels["containerd.io/gc.root"], `${v.snapshot} is not a GC root`);
+    await cd.collectGarbage();
+    for (const v of [v1, v2]) assert.equal((await cd.snapshots.stat(v.snapshot)).kind, "committed", `GC took ${v.snapshot}`);
+  } finally {
+    cd.close();
+  }
 
   const rb = await ok("POST", `/bots/${bot}/container/snapshots/rollback`, { json: { version: 1 } });
   assert.equal(rb.rolled_back_to.version, 1);
