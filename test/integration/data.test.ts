@@ -157,6 +157,14 @@ test("versions: v1, v2, rollback to v1 gives v1's tree, rolling back that rollba
   assert.equal(undo.saved.version, 4);
   assert.equal(await tree(bot), t2b, "rolling back to the state saved before the rollback does not give it back");
 
+  // An exec can save a version first (source pre_exec); rolling back to it undoes the command.
+  const before = await tree(bot);
+  const ran = await ok("POST", `/bots/${bot}/container/exec`, { json: { command: "rm -rf /data/a", version_before: true } });
+  assert.equal(ran.exit_code, 0);
+  assert.notEqual(await tree(bot), before);
+  await ok("POST", `/bots/${bot}/container/snapshots/rollback`, { json: { version: 5 } });
+  assert.equal(await tree(bot), before, "rolling back to the pre_exec version does not undo the command");
+
   const list = await ok("GET", `/bots/${bot}/container/snapshots`);
   assert.deepEqual(
     list.versions.map((v: any) => [v.version, v.source, v.display_name]),
@@ -165,27 +173,29 @@ test("versions: v1, v2, rollback to v1 gives v1's tree, rolling back that rollba
       [2, "manual", "second"],
       [3, "rollback", "before rollback to v1"],
       [4, "rollback", "before rollback to v3"],
+      [5, "pre_exec", "before exec: rm -rf /data/a"],
+      [6, "rollback", "before rollback to v5"],
     ],
   );
-  assert.equal(list.lineage[0], 3, "the running rootfs descends from version 3");
-  assert.ok(list.lineage.includes(2));
+  assert.equal(list.lineage[0], 5, "the running rootfs descends from version 5");
+  assert.deepEqual(list.lineage, [5, 3, 2, 1], "the lineage: v5 was saved on top of v3, which was saved on top of v2, on v1");
   // Every committed snapshot has its rows; the events say what happened.
   assert.deepEqual(await versionSnapshots(bot), list.versions.map((v: any) => v.snapshot).sort());
   const events = (await ok("GET", `/bots/${bot}/container/events?limit=100`)).events.map((e: any) => e.type);
-  assert.equal(events.filter((t: string) => t === "version_created").length, 2);
-  assert.equal(events.filter((t: string) => t === "rolled_back").length, 2);
+  assert.equal(events.filter((t: string) => t === "version_created").length, 3);
+  assert.equal(events.filter((t: string) => t === "rolled_back").length, 3);
 
-  // Version 4 (a leaf nothing depends on) goes with its snapshot; version 2 has children and stays in containerd.
-  const del4 = await ok("DELETE", `/bots/${bot}/container/snapshots/4`);
-  assert.deepEqual(del4, { deleted: true, snapshot_removed: true });
+  // Version 6 (a leaf nothing depends on) goes with its snapshot; version 2 has children and stays in containerd.
+  const del6 = await ok("DELETE", `/bots/${bot}/container/snapshots/6`);
+  assert.deepEqual(del6, { deleted: true, snapshot_removed: true });
   const del2 = await ok("DELETE", `/bots/${bot}/container/snapshots/2`);
   assert.deepEqual(del2, { deleted: true, snapshot_removed: false });
   assert.equal((await api("DELETE", `/bots/${bot}/container/snapshots/2`)).status, 404);
   assert.equal((await api("POST", `/bots/${bot}/container/snapshots/rollback`, { json: { version: 99 } })).status, 404);
   const after2 = await ok("GET", `/bots/${bot}/container/snapshots`);
-  assert.deepEqual(after2.versions.map((v: any) => v.version), [1, 3]);
-  assert.equal((await versionSnapshots(bot)).length, 3, "v2's snapshot stays while v3 depends on it");
-  assert.equal(await tree(bot), t2b);
+  assert.deepEqual(after2.versions.map((v: any) => v.version), [1, 3, 4, 5]);
+  assert.equal((await versionSnapshots(bot)).length, 5, "v2's snapshot stays while v3 depends on it");
+  assert.equal(await tree(bot), before);
 
   await ok("DELETE", `/bots/${bot}/container`);
   assert.deepEqual(await versionSnapshots(bot), [], "a deleted workspace leaves version snapshots behind");
