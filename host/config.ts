@@ -65,6 +65,10 @@ export interface Config {
   taskLogKeep: number;
   /** Largest file the API accepts in one upload, in bytes (MEMOH_UPLOAD_MAX_MB). */
   uploadMaxBytes: number;
+  /** An imported data archive may unpack to at most this many bytes (MEMOH_IMPORT_MAX_MB, in bytes here). */
+  importMaxBytes: number;
+  /** An imported data archive may hold at most this many entries (MEMOH_IMPORT_MAX_ENTRIES). */
+  importMaxEntries: number;
   /** A tool gateway session (2025 protocol line) without requests for this long is closed (MEMOH_MCP_SESSION_IDLE_S, in ms here). */
   mcpSessionIdleMs: number;
   /** Host names the tool gateway accepts besides loopback names and IP addresses (MEMOH_MCP_ALLOWED_HOSTS). */
@@ -105,6 +109,8 @@ export const DEFAULTS = {
   taskLogMaxMb: 10,
   taskLogKeep: 2,
   uploadMaxMb: 4096,
+  importMaxMb: 16384,
+  importMaxEntries: 1_000_000,
   mcpSessionIdleS: 1800,
   mcpStdioIdleS: 600,
   jobMaxRuntimeS: 1800,
@@ -148,6 +154,8 @@ const KEYS = {
   task_log_max_mb: "MEMOH_TASK_LOG_MAX_MB",
   task_log_keep: "MEMOH_TASK_LOG_KEEP",
   upload_max_mb: "MEMOH_UPLOAD_MAX_MB",
+  import_max_mb: "MEMOH_IMPORT_MAX_MB",
+  import_max_entries: "MEMOH_IMPORT_MAX_ENTRIES",
   mcp_session_idle_s: "MEMOH_MCP_SESSION_IDLE_S",
   mcp_allowed_hosts: "MEMOH_MCP_ALLOWED_HOSTS",
   mcp_stdio_idle_s: "MEMOH_MCP_STDIO_IDLE_S",
@@ -164,6 +172,8 @@ type NumericKey =
   | "task_log_max_mb"
   | "task_log_keep"
   | "upload_max_mb"
+  | "import_max_mb"
+  | "import_max_entries"
   | "mcp_session_idle_s"
   | "mcp_stdio_idle_s"
   | "job_max_runtime_s"
@@ -192,6 +202,8 @@ const NUMBER_RULES: Record<NumericKey, NumberRule> = {
   task_log_max_mb: { integer: true, min: 1, minInclusive: true, max: 2 ** 32, unit: "MiB" },
   task_log_keep: { integer: true, min: 0, minInclusive: true, max: 20, unit: "files" },
   upload_max_mb: { integer: true, min: 1, minInclusive: true, max: 2 ** 32, unit: "MiB" },
+  import_max_mb: { integer: true, min: 1, minInclusive: true, max: 2 ** 32, unit: "MiB" },
+  import_max_entries: { integer: true, min: 1, minInclusive: true, max: 2 ** 31 - 1, unit: "entries" },
   mcp_session_idle_s: { integer: false, min: 0, minInclusive: false, max: 2_147_483, unit: "s" },
   mcp_stdio_idle_s: { integer: false, min: 0, minInclusive: false, max: 2_147_483, unit: "s" },
   // Whole seconds: the agent takes milliseconds as integers, and a job's timer must fit a Node timer.
@@ -489,6 +501,8 @@ export function loadConfig(opts: LoadConfigOptions = {}): Config {
     taskLogMaxBytes: numberSetting("task_log_max_mb", DEFAULTS.taskLogMaxMb) * MIB,
     taskLogKeep: numberSetting("task_log_keep", DEFAULTS.taskLogKeep),
     uploadMaxBytes: numberSetting("upload_max_mb", DEFAULTS.uploadMaxMb) * MIB,
+    importMaxBytes: numberSetting("import_max_mb", DEFAULTS.importMaxMb) * MIB,
+    importMaxEntries: numberSetting("import_max_entries", DEFAULTS.importMaxEntries),
     mcpSessionIdleMs: Math.max(1, Math.round(numberSetting("mcp_session_idle_s", DEFAULTS.mcpSessionIdleS) * 1000)),
     mcpAllowedHosts,
     mcpStdioIdleMs: Math.max(1, Math.round(numberSetting("mcp_stdio_idle_s", DEFAULTS.mcpStdioIdleS) * 1000)),

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `npm run bench [-- group…]`: installs what is missing, builds the runtime bundle, runs the
-# benchmarks (all groups, or the named ones: agent, workspace, api, tools, pull, containerd).
+# benchmarks (all groups, or the named ones: agent, workspace, api, tools, pull, containerd, data).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

@@ -156,7 +156,11 @@ export class BridgeClient {
   }
 
   /** Streams a file's bytes; checks that chunks are contiguous and within the requested range. */
-  async *readRaw(path: WorkspacePath, range: { offset?: number; length?: number } = {}, opts?: CallOptions): AsyncGenerator<Uint8Array> {
+  async *readRaw(
+    path: WorkspacePath,
+    range: { offset?: number; length?: number; onFileSize?: (size: number) => void } = {},
+    opts?: CallOptions,
+  ): AsyncGenerator<Uint8Array> {
     const offset = range.offset ?? 0;
     const call = this.rpc.serverStream(
       ContainerService.method.readRaw,
@@ -165,9 +169,16 @@ export class BridgeClient {
     );
     let expected = BigInt(offset);
     const limit = range.length ? BigInt(offset + range.length) : undefined;
+    let first = true;
     try {
       for await (const chunk of call) {
         if (chunk.offset !== expected) throw protocolError(`ReadRaw chunk at ${chunk.offset}, expected ${expected}`);
+        if (first) {
+          // The size of the file the agent opened (fstat of its fd), in the first chunk.
+          first = false;
+          if (chunk.fileSize < 0n || chunk.fileSize > BigInt(Number.MAX_SAFE_INTEGER)) throw protocolError(`ReadRaw file size ${chunk.fileSize}`);
+          range.onFileSize?.(Number(chunk.fileSize));
+        }
         expected += BigInt(chunk.data.length);
         if (limit !== undefined && expected > limit) throw protocolError("ReadRaw returned more than requested");
         if (chunk.data.length > 0) yield chunk.data;

@@ -60,6 +60,8 @@ export interface WorkspaceManagerOptions {
   /** Every bridge call made through call(): its method, duration and whether it succeeded (metrics). */
   onBridgeCall?: (rpc: string, seconds: number, ok: boolean) => void;
   log?: (message: string) => void;
+  /** Caps of an imported archive (content bytes, entries). */
+  archiveLimits?: { maxBytes: number; maxEntries: number };
 }
 
 export interface Contract {

@@ -31,6 +31,7 @@ export type CreateProgress =
   | { phase: "pulling"; image: string }
   | { phase: "pull_progress"; digest: string; offset: number; total: number }
   | { phase: "creating" }
+  | { phase: "restoring" }
   | { phase: "starting" };
 
 /** Calls the caller's progress listener; its failures never affect the create. */

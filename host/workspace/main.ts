@@ -95,6 +95,7 @@ export async function startManagerProcess(opts: ManagerProcessOptions = {}): Pro
       jobs: { maxRuntimeMs: cfg.jobMaxRuntimeMs, retentionMs: cfg.jobRetentionMs },
       ...opts.hooks,
       defaultLimits: cfg.limits,
+      archiveLimits: { maxBytes: cfg.importMaxBytes, maxEntries: cfg.importMaxEntries },
       log: (message) => emit("log", { message }),
     });
     return {

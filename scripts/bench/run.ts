@@ -6,6 +6,7 @@ import { benchCreateStart } from "./containerd.js";
 import { benchPull } from "./pull.js";
 import { benchTools } from "./tools.js";
 import { benchWorkspace } from "./workspace.js";
+import { benchData } from "./data.js";
 import { table, type Row } from "./stats.js";
 
 // `npm run bench -- api pull` runs only the named groups; no names runs them all.
@@ -16,6 +17,7 @@ const groups: Record<string, () => Promise<Row[]>> = {
   tools: benchTools,
   pull: benchPull,
   containerd: benchCreateStart,
+  data: benchData,
 };
 const wanted = process.argv.slice(2);
 const unknown = wanted.filter((g) => !(g in groups));

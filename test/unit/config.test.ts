@@ -62,6 +62,8 @@ test("defaults without a file or environment", async () => {
     taskLogMaxBytes: 10 * 1024 * 1024,
     taskLogKeep: 2,
     uploadMaxBytes: 4096 * 1024 * 1024,
+    importMaxBytes: 16384 * 1024 * 1024,
+    importMaxEntries: 1_000_000,
     mcpSessionIdleMs: 1_800_000,
     mcpAllowedHosts: [],
     mcpStdioIdleMs: 600_000,
@@ -242,6 +244,20 @@ test("mcp_session_idle_s and mcp_allowed_hosts: the tool gateway's session idle 
   assert.ok(found.some((p) => /\$MEMOH_MCP_SESSION_IDLE_S: expected a number more than 0/.test(p)), found.join("\n"));
   assert.ok(found.some((p) => /"http:\/\/a\.lan" is not a host name/.test(p)), found.join("\n"));
   assert.ok(found.some((p) => /"b\.lan:80" is not a host name/.test(p)), found.join("\n"));
+});
+
+test("import_max_mb / import_max_entries: the caps of an imported archive, the environment winning; bad values named", async () => {
+  const cwd = await workdir("import-caps", "[workspace]\nimport_max_mb = 64\nimport_max_entries = 500\n");
+  const fromFile = loadConfig({ env: {}, cwd });
+  assert.equal(fromFile.importMaxBytes, 64 * 1024 * 1024);
+  assert.equal(fromFile.importMaxEntries, 500);
+  const fromEnv = loadConfig({ env: { MEMOH_IMPORT_MAX_MB: "2", MEMOH_IMPORT_MAX_ENTRIES: "7" }, cwd });
+  assert.equal(fromEnv.importMaxBytes, 2 * 1024 * 1024);
+  assert.equal(fromEnv.importMaxEntries, 7);
+  const bad = problems(() => loadConfig({ env: { MEMOH_IMPORT_MAX_MB: "0", MEMOH_IMPORT_MAX_ENTRIES: "many" }, cwd }));
+  assert.equal(bad.length, 2, bad.join("\n"));
+  assert.ok(bad.some((p) => p.includes("MEMOH_IMPORT_MAX_MB")), bad.join("\n"));
+  assert.ok(bad.some((p) => p.includes("MEMOH_IMPORT_MAX_ENTRIES")), bad.join("\n"));
 });
 
 test("limits, lock timeout, event and task-log retention: from the file, the environment winning", async () => {
