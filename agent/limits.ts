@@ -30,8 +30,6 @@ export const MAX_PATH_LENGTH = 4096;
  * them and reports the exit anyway.
  */
 export const EXEC_STDIO_GRACE_MS = 1000;
-/** Pending stdin bytes for a process before the agent stops reading its request stream. */
-export const EXEC_STDIN_BACKLOG_BYTES = 1 * MiB;
 /** Largest PTY dimension (struct winsize holds unsigned shorts). */
 export const PTY_MAX_DIMENSION = 65535;
 /** Longest stderr line kept in an MCP server's tail; the rest of the line is cut. */

@@ -14,6 +14,9 @@ import { rename } from "./fs/rename.js";
 import { deleteFile } from "./fs/delete.js";
 import { exec } from "./exec/exec.js";
 import { mcpStdio } from "./mcp/stdio.js";
+import { getJob, listJobs, readJobOutput, signalJob, startJob, waitJob } from "./jobs/rpc.js";
+import { grep } from "./search/grep.js";
+import { glob } from "./search/glob.js";
 
 export function containerServiceHandlers(ctx: AgentContext): ServiceHandlers<typeof ContainerService> {
   return {
@@ -29,5 +32,13 @@ export function containerServiceHandlers(ctx: AgentContext): ServiceHandlers<typ
     deleteFile: (req) => deleteFile(ctx, req),
     exec: (call) => exec(ctx, call),
     mcpStdio: (call) => mcpStdio(ctx, call),
+    startJob: (req) => startJob(ctx, req),
+    listJobs: () => listJobs(ctx),
+    getJob: (req) => getJob(ctx, req),
+    readJobOutput: (req) => readJobOutput(ctx, req),
+    waitJob: (req, call) => waitJob(ctx, req, call),
+    signalJob: (req) => signalJob(ctx, req),
+    grep: (req) => grep(ctx, req),
+    glob: (req) => glob(ctx, req),
   };
 }

@@ -65,12 +65,20 @@ export interface Config {
   taskLogKeep: number;
   /** Largest file the API accepts in one upload, in bytes (MEMOH_UPLOAD_MAX_MB). */
   uploadMaxBytes: number;
+  /** An imported data archive may unpack to at most this many bytes (MEMOH_IMPORT_MAX_MB, in bytes here). */
+  importMaxBytes: number;
+  /** An imported data archive may hold at most this many entries (MEMOH_IMPORT_MAX_ENTRIES). */
+  importMaxEntries: number;
   /** A tool gateway session (2025 protocol line) without requests for this long is closed (MEMOH_MCP_SESSION_IDLE_S, in ms here). */
   mcpSessionIdleMs: number;
   /** Host names the tool gateway accepts besides loopback names and IP addresses (MEMOH_MCP_ALLOWED_HOSTS). */
   mcpAllowedHosts: string[];
   /** An MCP stdio connection whose client sent nothing for this long is closed (MEMOH_MCP_STDIO_IDLE_S, in ms here). */
   mcpStdioIdleMs: number;
+  /** A background job in a workspace running longer is killed with its process group (MEMOH_JOB_MAX_RUNTIME_S, in ms here). */
+  jobMaxRuntimeMs: number;
+  /** How long an ended background job stays listed with its output (MEMOH_JOB_RETENTION_S, in ms here). */
+  jobRetentionMs: number;
 }
 
 /** The image `npm run up` builds from this machine's files (works offline). */
@@ -101,8 +109,12 @@ export const DEFAULTS = {
   taskLogMaxMb: 10,
   taskLogKeep: 2,
   uploadMaxMb: 4096,
+  importMaxMb: 16384,
+  importMaxEntries: 1_000_000,
   mcpSessionIdleS: 1800,
   mcpStdioIdleS: 600,
+  jobMaxRuntimeS: 1800,
+  jobRetentionS: 3600,
 };
 
 const MIB = 1024 * 1024;
@@ -142,9 +154,13 @@ const KEYS = {
   task_log_max_mb: "MEMOH_TASK_LOG_MAX_MB",
   task_log_keep: "MEMOH_TASK_LOG_KEEP",
   upload_max_mb: "MEMOH_UPLOAD_MAX_MB",
+  import_max_mb: "MEMOH_IMPORT_MAX_MB",
+  import_max_entries: "MEMOH_IMPORT_MAX_ENTRIES",
   mcp_session_idle_s: "MEMOH_MCP_SESSION_IDLE_S",
   mcp_allowed_hosts: "MEMOH_MCP_ALLOWED_HOSTS",
   mcp_stdio_idle_s: "MEMOH_MCP_STDIO_IDLE_S",
+  job_max_runtime_s: "MEMOH_JOB_MAX_RUNTIME_S",
+  job_retention_s: "MEMOH_JOB_RETENTION_S",
 } as const;
 
 type NumericKey =
@@ -156,8 +172,12 @@ type NumericKey =
   | "task_log_max_mb"
   | "task_log_keep"
   | "upload_max_mb"
+  | "import_max_mb"
+  | "import_max_entries"
   | "mcp_session_idle_s"
-  | "mcp_stdio_idle_s";
+  | "mcp_stdio_idle_s"
+  | "job_max_runtime_s"
+  | "job_retention_s";
 
 interface NumberRule {
   integer: boolean;
@@ -182,8 +202,13 @@ const NUMBER_RULES: Record<NumericKey, NumberRule> = {
   task_log_max_mb: { integer: true, min: 1, minInclusive: true, max: 2 ** 32, unit: "MiB" },
   task_log_keep: { integer: true, min: 0, minInclusive: true, max: 20, unit: "files" },
   upload_max_mb: { integer: true, min: 1, minInclusive: true, max: 2 ** 32, unit: "MiB" },
+  import_max_mb: { integer: true, min: 1, minInclusive: true, max: 2 ** 32, unit: "MiB" },
+  import_max_entries: { integer: true, min: 1, minInclusive: true, max: 2 ** 31 - 1, unit: "entries" },
   mcp_session_idle_s: { integer: false, min: 0, minInclusive: false, max: 2_147_483, unit: "s" },
   mcp_stdio_idle_s: { integer: false, min: 0, minInclusive: false, max: 2_147_483, unit: "s" },
+  // Whole seconds: the agent takes milliseconds as integers, and a job's timer must fit a Node timer.
+  job_max_runtime_s: { integer: true, min: 1, minInclusive: true, max: 2_147_483, unit: "s" },
+  job_retention_s: { integer: true, min: 1, minInclusive: true, max: 2_147_483, unit: "s" },
 };
 
 function isNumericKey(key: string): key is NumericKey {
@@ -476,9 +501,13 @@ export function loadConfig(opts: LoadConfigOptions = {}): Config {
     taskLogMaxBytes: numberSetting("task_log_max_mb", DEFAULTS.taskLogMaxMb) * MIB,
     taskLogKeep: numberSetting("task_log_keep", DEFAULTS.taskLogKeep),
     uploadMaxBytes: numberSetting("upload_max_mb", DEFAULTS.uploadMaxMb) * MIB,
+    importMaxBytes: numberSetting("import_max_mb", DEFAULTS.importMaxMb) * MIB,
+    importMaxEntries: numberSetting("import_max_entries", DEFAULTS.importMaxEntries),
     mcpSessionIdleMs: Math.max(1, Math.round(numberSetting("mcp_session_idle_s", DEFAULTS.mcpSessionIdleS) * 1000)),
     mcpAllowedHosts,
     mcpStdioIdleMs: Math.max(1, Math.round(numberSetting("mcp_stdio_idle_s", DEFAULTS.mcpStdioIdleS) * 1000)),
+    jobMaxRuntimeMs: numberSetting("job_max_runtime_s", DEFAULTS.jobMaxRuntimeS) * 1000,
+    jobRetentionMs: numberSetting("job_retention_s", DEFAULTS.jobRetentionS) * 1000,
   };
   if (problems.length) throw new ConfigError(problems);
   return config;

@@ -60,10 +60,15 @@ export async function readRaw(ctx: AgentContext, req: pb.ReadRawRequest, call: R
     }
     const fileSize = BigInt(st.size);
     const end = length === 0 ? Infinity : offset + length;
-    const readBlock = (at: number): Promise<Buffer> => {
+    // A file with a size: blocks no larger than what is left of it (+1 byte, to see growth),
+    // so reading many small files allocates little; see the short read below.
+    const sized = st.size > 0;
+    const readBlock = (at: number): Promise<{ block: Buffer; asked: number }> => {
       // A fresh block per read: grpc-js may still hold earlier chunks in its queue.
-      const block = Buffer.allocUnsafe(Math.min(READ_BLOCK_BYTES, end - at));
-      const read = fh.read(block, 0, block.byteLength, at).then(({ bytesRead }) => block.subarray(0, bytesRead));
+      const left = sized ? Math.max(RAW_CHUNK_BYTES, st.size - at + 1) : READ_BLOCK_BYTES;
+      const asked = Math.min(READ_BLOCK_BYTES, end - at, left);
+      const buf = Buffer.allocUnsafe(asked);
+      const read = fh.read(buf, 0, asked, at).then(({ bytesRead }) => ({ block: buf.subarray(0, bytesRead), asked }));
       // Awaited later (maybe after a long drain): mark it handled so a failure is not "unhandled" meanwhile.
       read.catch(() => undefined);
       return read;
@@ -71,12 +76,15 @@ export async function readRaw(ctx: AgentContext, req: pb.ReadRawRequest, call: R
     let pos = offset;
     let sent = 0;
     // One read ahead: the next block comes off the disk while this one drains to the socket.
-    let next: Promise<Buffer> | undefined = pos < end ? readBlock(pos) : undefined;
+    let next: Promise<{ block: Buffer; asked: number }> | undefined = pos < end ? readBlock(pos) : undefined;
     while (next && !call.cancelled) {
-      const block = await next;
+      const { block, asked } = await next;
       if (block.byteLength === 0) break;
       const blockEnd = pos + block.byteLength;
-      next = blockEnd < end ? readBlock(blockEnd) : undefined;
+      // A regular file's short read is its end as of that read (procfs files, size 0, can
+      // read short before their end: they are read until a read yields nothing).
+      const atEnd = sized && block.byteLength < asked;
+      next = blockEnd < end && !atEnd ? readBlock(blockEnd) : undefined;
       for (let i = 0; i < block.byteLength && !call.cancelled; i += RAW_CHUNK_BYTES) {
         const data = block.subarray(i, i + RAW_CHUNK_BYTES);
         const more = call.write(encodeChunk(data, pos + i, sent === 0 ? st.size : 0));

@@ -19,6 +19,7 @@ import { registerSkillRoutes } from "./routes/skills.js";
 import { registerTokenRoutes } from "./routes/tokens.js";
 import { registerToolRoutes, type ToolRouteOptions } from "./routes/tools.js";
 import { registerMcpStdioRoutes } from "./routes/mcp-stdio.js";
+import { registerDataRoutes } from "./routes/data.js";
 
 /** Who may call a route: anybody, any valid token, the admin token, or a token of the bot in the path (or admin). */
 export type RouteAccess = "public" | "token" | "admin" | "bot";
@@ -152,6 +153,7 @@ export async function buildApiServer(opts: ApiOptions) {
   registerTokenRoutes(app, ctx);
   registerToolRoutes(app, ctx);
   registerMcpStdioRoutes(app, ctx);
+  registerDataRoutes(app, ctx);
   return app;
 }
 

@@ -10,6 +10,10 @@ import {
   type ExecRequestSchema,
   type ExecResponse,
   type ExecStartSchema,
+  type GlobRequestSchema,
+  type GrepRequestSchema,
+  type JobInfo,
+  type ReadJobOutputRequestSchema,
   type ListDirRequestSchema,
   type McpStdioRequestSchema,
   type McpStdioResponse,
@@ -152,7 +156,11 @@ export class BridgeClient {
   }
 
   /** Streams a file's bytes; checks that chunks are contiguous and within the requested range. */
-  async *readRaw(path: WorkspacePath, range: { offset?: number; length?: number } = {}, opts?: CallOptions): AsyncGenerator<Uint8Array> {
+  async *readRaw(
+    path: WorkspacePath,
+    range: { offset?: number; length?: number; onFileSize?: (size: number) => void } = {},
+    opts?: CallOptions,
+  ): AsyncGenerator<Uint8Array> {
     const offset = range.offset ?? 0;
     const call = this.rpc.serverStream(
       ContainerService.method.readRaw,
@@ -161,9 +169,16 @@ export class BridgeClient {
     );
     let expected = BigInt(offset);
     const limit = range.length ? BigInt(offset + range.length) : undefined;
+    let first = true;
     try {
       for await (const chunk of call) {
         if (chunk.offset !== expected) throw protocolError(`ReadRaw chunk at ${chunk.offset}, expected ${expected}`);
+        if (first) {
+          // The size of the file the agent opened (fstat of its fd), in the first chunk.
+          first = false;
+          if (chunk.fileSize < 0n || chunk.fileSize > BigInt(Number.MAX_SAFE_INTEGER)) throw protocolError(`ReadRaw file size ${chunk.fileSize}`);
+          range.onFileSize?.(Number(chunk.fileSize));
+        }
         expected += BigInt(chunk.data.length);
         if (limit !== undefined && expected > limit) throw protocolError("ReadRaw returned more than requested");
         if (chunk.data.length > 0) yield chunk.data;
@@ -285,5 +300,60 @@ export class BridgeClient {
   /** The raw McpStdio stream. */
   mcpStdio(opts?: CallOptions): grpc.ClientDuplexStream<MessageInitShape<typeof McpStdioRequestSchema>, McpStdioResponse> {
     return this.rpc.bidi(ContainerService.method.mcpStdio, opts);
+  }
+
+  // ---------------------------------------------------------------- background jobs
+
+  /** Starts a background job (argv or command, like exec); the agent keeps it, whatever happens to this call. */
+  async startJob(start: MessageInitShape<typeof ExecStartSchema>, opts?: CallOptions): Promise<JobInfo> {
+    const res = await this.rpc.unary(ContainerService.method.startJob, { exec: start }, this.withDeadline(opts));
+    if (!res.job) throw protocolError("StartJob answered without a job");
+    return res.job;
+  }
+
+  async listJobs(opts?: CallOptions): Promise<JobInfo[]> {
+    return (await this.rpc.unary(ContainerService.method.listJobs, {}, this.withDeadline(opts))).jobs;
+  }
+
+  async getJob(id: string, opts?: CallOptions): Promise<JobInfo> {
+    const res = await this.rpc.unary(ContainerService.method.getJob, { id }, this.withDeadline(opts));
+    if (!res.job) throw protocolError("GetJob answered without a job");
+    return res.job;
+  }
+
+  /** A job's stdout or stderr from an offset (or its tail); checks the reply stays within what was asked. */
+  async readJobOutput(req: MessageInitShape<typeof ReadJobOutputRequestSchema>, opts?: CallOptions) {
+    const res = await this.rpc.unary(ContainerService.method.readJobOutput, req, this.withDeadline(opts));
+    const asked = req.offset ?? 0n;
+    const max = req.tailBytes || req.maxBytes || 64 * 1024;
+    if (res.data.byteLength > max) throw protocolError(`ReadJobOutput returned ${res.data.byteLength} bytes, more than the ${max} asked for`);
+    if (!req.tailBytes && res.offset < asked) throw protocolError(`ReadJobOutput returned data from offset ${res.offset}, before the ${asked} asked for`);
+    if (res.offset + BigInt(res.data.byteLength) > res.total) throw protocolError("ReadJobOutput returned data past the end of the stream");
+    return res;
+  }
+
+  /** Waits (on the agent) for the job's end, a timeout, or idle output; the call's deadline leaves room for the wait. */
+  async waitJob(id: string, timeoutMs: number, idleTimeoutMs = 0, opts?: CallOptions) {
+    const res = await this.rpc.unary(ContainerService.method.waitJob, { id, timeoutMs, idleTimeoutMs }, { ...opts, timeoutMs: opts?.timeoutMs ?? timeoutMs + this.defaultTimeoutMs });
+    if (!res.job) throw protocolError("WaitJob answered without a job");
+    return { outcome: res.outcome, job: res.job };
+  }
+
+  /** Signals the job's whole process group (default SIGKILL). */
+  async signalJob(id: string, signal = "SIGKILL", opts?: CallOptions): Promise<JobInfo> {
+    const res = await this.rpc.unary(ContainerService.method.signalJob, { id, signal }, this.withDeadline(opts));
+    if (!res.job) throw protocolError("SignalJob answered without a job");
+    return res.job;
+  }
+
+  // ---------------------------------------------------------------- search
+
+  /** Grep run by the agent; the deadline leaves room for the agent's own time budget. */
+  grep(req: MessageInitShape<typeof GrepRequestSchema>, opts?: CallOptions) {
+    return this.rpc.unary(ContainerService.method.grep, req, { ...opts, timeoutMs: opts?.timeoutMs ?? (req.timeoutMs || 10_000) + this.defaultTimeoutMs });
+  }
+
+  glob(req: MessageInitShape<typeof GlobRequestSchema>, opts?: CallOptions) {
+    return this.rpc.unary(ContainerService.method.glob, req, { ...opts, timeoutMs: opts?.timeoutMs ?? (req.timeoutMs || 10_000) + this.defaultTimeoutMs });
   }
 }

@@ -9,6 +9,7 @@ import { Command, Option } from "commander";
 import cliProgress from "cli-progress";
 import WebSocket from "ws";
 import { ApiClient, CliError, apiError, clientConfig, parseRemote } from "./client.js";
+import { registerDataCommands, removePreserving } from "./data.js";
 
 type Out = { log(line: string): void; json(value: unknown): void };
 const out: Out = {
@@ -67,18 +68,24 @@ async function* sseEvents(body: AsyncIterable<Buffer | string>): AsyncGenerator<
   }
 }
 
-async function create(bot: string, opts: { image?: string; gpu?: string[]; memory?: string; cpus?: string; pids?: string; json?: boolean }): Promise<void> {
+async function create(bot: string, opts: { image?: string; gpu?: string[]; memory?: string; cpus?: string; pids?: string; json?: boolean; restore?: boolean }): Promise<void> {
   const limits = {
     ...(opts.memory ? { memory_mb: Number(opts.memory) } : {}),
     ...(opts.cpus ? { cpus: Number(opts.cpus) } : {}),
     ...(opts.pids ? { pids: Number(opts.pids) } : {}),
   };
-  const body = { ...(opts.image ? { image: opts.image } : {}), ...(opts.gpu?.length ? { gpu: { devices: opts.gpu } } : {}), ...(Object.keys(limits).length ? { limits } : {}) };
+  const body = {
+    ...(opts.image ? { image: opts.image } : {}),
+    ...(opts.gpu?.length ? { gpu: { devices: opts.gpu } } : {}),
+    ...(Object.keys(limits).length ? { limits } : {}),
+    ...(opts.restore ? { restore_data: true } : {}),
+  };
   const res = await api().raw("POST", `/bots/${bot}/container`, { body: JSON.stringify(body), headers: { "content-type": "application/json", accept: "text/event-stream" } });
   if (res.statusCode >= 400) throw apiError(res.statusCode, await res.body.text());
   const bars = new cliProgress.MultiBar({ format: " {ref} |{bar}| {percentage}% {value}/{total} bytes", hideCursor: true, clearOnComplete: false, stream: process.stderr, noTTYOutput: false }, cliProgress.Presets.shades_classic);
   const perLayer = new Map<string, cliProgress.SingleBar>();
   let result: WorkspaceJson | undefined;
+  let restoring: cliProgress.SingleBar | undefined;
   try {
     for await (const e of sseEvents(res.body)) {
       const d = e.data as Record<string, unknown>;
@@ -90,7 +97,13 @@ async function create(bot: string, opts: { image?: string; gpu?: string[]; memor
           if (!bar) perLayer.set(layer.ref, (bar = bars.create(layer.total, layer.offset, { ref: short })));
           bar.update(layer.offset, { ref: short });
         }
-      } else if (e.event === "creating" || e.event === "starting") process.stderr.write(`${e.event}\n`);
+      } else if (e.event === "progress") {
+        // restoring: bytes and files so far (the total is not known in advance)
+        const bytes = Number(d.bytes ?? 0);
+        restoring ??= bars.create(Math.max(1, bytes * 2), 0, { ref: "restoring" });
+        if (bytes > restoring.getTotal()) restoring.setTotal(bytes * 2);
+        restoring.update(bytes, { ref: `restoring ${String(d.files ?? 0)} files` });
+      } else if (e.event === "creating" || e.event === "starting" || e.event === "restoring") process.stderr.write(`${e.event}\n`);
       else if (e.event === "complete") result = (d.container as WorkspaceJson) ?? undefined;
       else if (e.event === "error") throw new CliError(`${String(d.message)} (${String(d.code)})`);
     }
@@ -258,6 +271,7 @@ export function buildCli(): Command {
       const code = await fn(...args);
       if (typeof code === "number") process.exitCode = code;
     };
+  const dataHelpers = { api, run, log: out.log, json: out.json, sseEvents };
 
   program
     .command("serve")
@@ -308,6 +322,7 @@ export function buildCli(): Command {
     .option("--memory <mib>", "memory limit in MiB")
     .option("--cpus <n>", "CPU limit")
     .option("--pids <n>", "process limit")
+    .option("--restore", "restore the bot's preserved data (from rm --preserve-data) into the new workspace before it starts")
     .option("--json", "print JSON")
     .action(run((bot: string, opts: Parameters<typeof create>[1]) => create(bot, opts)));
 
@@ -334,12 +349,20 @@ export function buildCli(): Command {
   program
     .command("rm <bot>")
     .description("delete a workspace (task, container, its files)")
+    .option("--preserve-data", "back /data up to <data_root>/backups/<bot>.tar.gz first (the delete is aborted when that fails)")
     .action(
-      run(async (bot: string) => {
+      run(async (bot: string, opts: { preserveData?: boolean }) => {
+        if (opts.preserveData) {
+          const backup = await removePreserving(dataHelpers, bot);
+          out.log(`deleted the workspace of ${bot}; its data is kept in ${backup}`);
+          return;
+        }
         await api().json("DELETE", `/bots/${bot}/container`);
         out.log(`deleted the workspace of ${bot}`);
       }),
     );
+
+  registerDataCommands(program, dataHelpers);
 
   program
     .command("exec <bot> [command...]")

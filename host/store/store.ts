@@ -8,6 +8,7 @@ import type {
   ContainerStatus,
   ContainerVersionRow,
   LifecycleEventRow,
+  RecordVersion,
   SnapshotRow,
   Store,
   UpsertContainer,
@@ -483,6 +484,51 @@ export class SqlStore implements Store {
           [containerId, snapshotId],
         );
         return mapVersion(rows[0]!);
+      }),
+    );
+  }
+
+  recordVersion(input: RecordVersion): Promise<{ snapshot: SnapshotRow; version: ContainerVersionRow }> {
+    const { containerId } = input;
+    return guard(`version of container ${containerId} (${input.runtimeSnapshotName})`, () =>
+      this.db.transaction(async (tx) => {
+        const owner = await tx.query("SELECT 1 FROM containers WHERE container_id = $1 FOR UPDATE", [containerId]);
+        if (!owner.rows[0]) throw new StoreError("not_found", `container ${containerId} is not in the database`);
+        const snap = await tx.query<SnapshotDbRow>(
+          `INSERT INTO snapshots (container_id, runtime_snapshot_name, display_name, parent, snapshotter, source)
+           VALUES ($1, $2, $3, $4, $5, $6) RETURNING ${SNAPSHOT_COLUMNS}`,
+          [containerId, input.runtimeSnapshotName, input.displayName, input.parent, input.snapshotter, input.source],
+        );
+        const snapshot = mapSnapshot(snap.rows[0]!);
+        const ver = await tx.query<VersionDbRow>(
+          `INSERT INTO container_versions (container_id, snapshot_id, version)
+           SELECT $1, $2, COALESCE(MAX(version), 0) + 1 FROM container_versions WHERE container_id = $1
+           RETURNING ${VERSION_COLUMNS}`,
+          [containerId, snapshot.id],
+        );
+        const version = mapVersion(ver.rows[0]!);
+        await insertEvent(tx, containerId, input.eventType, {
+          ...input.eventPayload,
+          version: version.version,
+          snapshot: snapshot.runtimeSnapshotName,
+          source: snapshot.source,
+        });
+        return { snapshot, version };
+      }),
+    );
+  }
+
+  removeVersion(containerId: string, version: number, event: { type: string; payload?: Record<string, unknown> }): Promise<SnapshotRow | undefined> {
+    return guard(`version ${version} of container ${containerId}`, () =>
+      this.db.transaction(async (tx) => {
+        const { rows } = await tx.query<{ snapshot_id: unknown }>(
+          "DELETE FROM container_versions WHERE container_id = $1 AND version = $2 RETURNING snapshot_id",
+          [containerId, version],
+        );
+        if (!rows[0]) return undefined;
+        const snap = await tx.query<SnapshotDbRow>(`SELECT ${SNAPSHOT_COLUMNS} FROM snapshots WHERE id = $1`, [rows[0].snapshot_id]);
+        await insertEvent(tx, containerId, event.type, { ...event.payload, version });
+        return snap.rows[0] ? mapSnapshot(snap.rows[0]) : undefined;
       }),
     );
   }

@@ -56,6 +56,18 @@ export interface SnapshotRow {
   createdAt: Date;
 }
 
+export interface RecordVersion {
+  containerId: string;
+  runtimeSnapshotName: string;
+  displayName: string;
+  parent: string | null;
+  snapshotter: string;
+  /** "manual", "rollback", "pre_exec". */
+  source: string;
+  eventType: string;
+  eventPayload: Record<string, unknown>;
+}
+
 export interface ContainerVersionRow {
   id: number;
   containerId: string;
@@ -105,6 +117,13 @@ export interface Store {
   /** Next version number for the container (max + 1), recorded with its snapshot in one transaction. */
   addVersion(containerId: string, snapshotId: number): Promise<ContainerVersionRow>;
   listVersions(containerId: string): Promise<ContainerVersionRow[]>;
+  /**
+   * A committed snapshot as the container's next version: its `snapshots` row, its
+   * `container_versions` row (max + 1) and a lifecycle event, in one transaction.
+   */
+  recordVersion(input: RecordVersion): Promise<{ snapshot: SnapshotRow; version: ContainerVersionRow }>;
+  /** Removes version `version` (its snapshot row stays until the snapshot itself is removed) and records `event`, in one transaction. */
+  removeVersion(containerId: string, version: number, event: { type: string; payload?: Record<string, unknown> }): Promise<SnapshotRow | undefined>;
 
   close(): Promise<void>;
 }

@@ -15,12 +15,14 @@ import { WorkspaceError, describeError } from "../workspace/errors.js";
 import { applyPatchTool } from "./apply-patch.js";
 import { editTool } from "./edit.js";
 import { execTool } from "./exec.js";
+import { getBackgroundStatusTool, killBackgroundTool, listBackgroundTool, waitUntilTool } from "./jobs.js";
+import { globTool, grepTool } from "./search.js";
 import { listTool } from "./list.js";
 import { readTool } from "./read.js";
 import { DATA_RESOURCE_TEMPLATE, dataPathOf, listDataResources, readDataResource } from "./resources.js";
 import { listSkills, listSkillsTool, loadSkill, skillText, useSkillTool } from "./skills.js";
 import { isNotFound } from "./text-file.js";
-import { errorResult, ToolError, type ToolContext, type ToolDefinition, type WorkspaceCaller } from "./tool.js";
+import { errorResult, fromOlderAgent, ToolError, type ToolContext, type ToolDefinition, type WorkspaceCaller } from "./tool.js";
 import { writeTool } from "./write.js";
 
 export const SERVER_NAME = "memoh-workspace-tools";
@@ -35,19 +37,38 @@ export interface ToolServerDeps {
   onToolCall?: (tool: string, seconds: number, outcome: ToolOutcome) => void;
   /** Unexpected failures (internal errors) are logged here; the model sees a short message. */
   log?: (msg: string, data: Record<string, unknown>) => void;
-  /** Extra tools (the background-job tools, once the agent serves jobs). */
+  /** Extra tools, after the base ones. */
   extraTools?: ToolDefinition[];
 }
 
-export const BASE_TOOLS: ToolDefinition[] = [readTool, writeTool, listTool, editTool, applyPatchTool, execTool, listSkillsTool, useSkillTool] as ToolDefinition[];
+export const BASE_TOOLS: ToolDefinition[] = [
+  readTool,
+  writeTool,
+  listTool,
+  editTool,
+  applyPatchTool,
+  grepTool,
+  globTool,
+  execTool,
+  listBackgroundTool,
+  getBackgroundStatusTool,
+  killBackgroundTool,
+  waitUntilTool,
+  listSkillsTool,
+  useSkillTool,
+] as ToolDefinition[];
 
 const INSTRUCTIONS =
   "Tools to work in this bot's workspace, a Linux container: files under /data persist. Relative paths are relative to /data. " +
-  "Read before you edit; edit and apply_patch change files atomically and keep their line endings. Skills (list_skills, use_skill) are instructions installed in the workspace.";
+  "Read before you edit; edit and apply_patch change files atomically and keep their line endings. grep and glob search files. " +
+  "exec runs commands; long ones continue as background jobs (list_background, get_background_status, wait_until, kill_background). Skills (list_skills, use_skill) are instructions installed in the workspace.";
 
 /** What the model reads for an error out of a tool. */
 export function toolErrorMessage(err: unknown): { message: string; internal: boolean } {
   if (err instanceof ToolError) return { message: err.message, internal: false };
+  if (fromOlderAgent(err)) {
+    return { message: "the workspace's agent is older than this tool (it does not serve the call the tool needs); restart the workspace so that its agent runs the current runtime bundle", internal: false };
+  }
   if (err instanceof WorkspaceError) {
     if (err.code === "internal") return { message: "the workspace failed with an internal error (see the orchestrator's log)", internal: true };
     if (err.code === "cancelled") return { message: "the call was cancelled", internal: false };

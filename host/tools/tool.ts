@@ -5,6 +5,8 @@
 import type { CallToolResult, ToolAnnotations } from "@modelcontextprotocol/server";
 import type * as z from "zod";
 import type { BridgeClient } from "../bridge/client.js";
+import { Status, rpcCode } from "../../proto/rpc.js";
+import { WorkspaceError } from "../workspace/errors.js";
 
 /** Runs functions of a bot's bridge client: the workspace manager's `call`. */
 export interface WorkspaceCaller {
@@ -50,4 +52,19 @@ export function errorResult(text: string): CallToolResult {
 /** Keeps the type of a definition's schema while collecting definitions in one list. */
 export function defineTool<S extends z.ZodType>(def: ToolDefinition<S>): ToolDefinition<S> {
   return def;
+}
+
+/** The agent does not know the RPC (UNIMPLEMENTED): it runs an older bundle than the host. */
+export function fromOlderAgent(err: unknown): boolean {
+  return rpcCode(err) === Status.UNIMPLEMENTED || (err instanceof WorkspaceError && rpcCode(err.cause) === Status.UNIMPLEMENTED);
+}
+
+/**
+ * The agent refused the request as it was asked (INVALID_ARGUMENT, NOT_FOUND): its
+ * message is for the model, as a ToolError. Anything else is rethrown as it is.
+ */
+export function refusedInput(err: unknown): never {
+  const refused = err instanceof WorkspaceError ? err.code === "invalid_argument" || err.code === "not_found" : rpcCode(err) === Status.INVALID_ARGUMENT || rpcCode(err) === Status.NOT_FOUND;
+  if (refused) throw new ToolError((err as Error).message);
+  throw err;
 }

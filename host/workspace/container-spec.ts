@@ -43,6 +43,8 @@ export interface WorkspaceSpecInput {
   /** The image's config (its Env goes to the agent's children). */
   imageConfig: ImageConfig;
   timezone?: string;
+  /** The agent's background-job limits (BRIDGE_JOB_MAX_RUNTIME_MS, BRIDGE_JOB_RETENTION_MS); unset: the agent's defaults. */
+  jobs?: AgentJobLimits;
   cdiDevices: string[];
   cdiRegistry?: CdiRegistry;
   limits: WorkspaceLimits;
@@ -92,7 +94,13 @@ export function withImageEnv(config: ImageConfig): SpecOpt {
  * own; everything the spec's env held so far becomes BRIDGE_IMAGE_ENV for its children.
  * Must come after every option that adds variables.
  */
-export function withAgentProcess(containerId: string, scores = oomScores()): SpecOpt {
+/** The limits of the agent's background jobs (agent/jobs/config.ts), in milliseconds. */
+export interface AgentJobLimits {
+  maxRuntimeMs: number;
+  retentionMs: number;
+}
+
+export function withAgentProcess(containerId: string, scores = oomScores(), jobs?: AgentJobLimits): SpecOpt {
   const oom = withOomScoreAdj(scores.agent);
   return (spec: Spec) => {
     oom(spec);
@@ -107,6 +115,7 @@ export function withAgentProcess(containerId: string, scores = oomScores()): Spe
       `BRIDGE_WORKSPACE_ID=${containerId}`,
       `BRIDGE_IMAGE_ENV=${JSON.stringify(childEnv)}`,
       `BRIDGE_CHILD_OOM_SCORE_ADJ=${scores.children}`,
+      ...(jobs ? [`BRIDGE_JOB_MAX_RUNTIME_MS=${jobs.maxRuntimeMs}`, `BRIDGE_JOB_RETENTION_MS=${jobs.retentionMs}`] : []),
     ];
   };
 }
@@ -124,6 +133,6 @@ export function workspaceSpecOpts(input: WorkspaceSpecInput): SpecOpt[] {
   ];
   if (input.timezone) opts.push(withTZ(input.timezone));
   if (input.cdiDevices.length > 0) opts.push(withCdiDevices(input.cdiDevices, input.cdiRegistry));
-  opts.push(withWorkspaceSandbox(), withWorkspaceLimits(input.limits), withAgentProcess(input.containerId));
+  opts.push(withWorkspaceSandbox(), withWorkspaceLimits(input.limits), withAgentProcess(input.containerId, oomScores(), input.jobs));
   return opts;
 }

@@ -21,6 +21,7 @@ import { resolveContainerId, type ResolvedContainer } from "./resolve.js";
 import { KeyedLock } from "./lock.js";
 import * as paths from "./paths.js";
 import { DEFAULT_LIMITS, type WorkspaceLimits } from "./limits.js";
+import type { AgentJobLimits } from "./container-spec.js";
 
 /** The lock key of a bot: every state change of its workspace holds it. */
 export const lockKey = (botId: string) => `bot:${botId}`;
@@ -42,6 +43,8 @@ export interface WorkspaceManagerOptions {
   registry?: RegistryOptions;
   /** IANA zone given to workspaces as TZ (default: the host's TZ env, else none). */
   timezone?: string;
+  /** Limits of the agents' background jobs, given to new workspaces (default: the agent's own, 30 min and 1 h). */
+  jobs?: AgentJobLimits;
   /** SIGTERM → SIGKILL grace of stop (default 10 s). */
   stopGraceMs?: number;
   /** How long start waits for the bridge to answer Info (default 15 s). */
@@ -57,6 +60,8 @@ export interface WorkspaceManagerOptions {
   /** Every bridge call made through call(): its method, duration and whether it succeeded (metrics). */
   onBridgeCall?: (rpc: string, seconds: number, ok: boolean) => void;
   log?: (message: string) => void;
+  /** Caps of an imported archive (content bytes, entries). */
+  archiveLimits?: { maxBytes: number; maxEntries: number };
 }
 
 export interface Contract {

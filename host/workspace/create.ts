@@ -31,6 +31,7 @@ export type CreateProgress =
   | { phase: "pulling"; image: string }
   | { phase: "pull_progress"; digest: string; offset: number; total: number }
   | { phase: "creating" }
+  | { phase: "restoring" }
   | { phase: "starting" };
 
 /** Calls the caller's progress listener; its failures never affect the create. */
@@ -116,6 +117,7 @@ export async function createContainer(ctx: WorkspaceContext, botId: string, opts
       limits,
       ...(ctx.options.cdiRegistry ? { cdiRegistry: ctx.options.cdiRegistry } : {}),
       ...(timezone(ctx) ? { timezone: timezone(ctx) } : {}),
+      ...(ctx.options.jobs ? { jobs: ctx.options.jobs } : {}),
     }),
   });
   try {

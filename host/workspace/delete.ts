@@ -5,6 +5,7 @@
 // answer not_found. Callers hold the bot's lock.
 import fs from "node:fs";
 import type { WorkspaceContext } from "./context.js";
+import { removeVersionSnapshots } from "../data/versions.js";
 
 export async function deleteWorkspace(ctx: WorkspaceContext, botId: string): Promise<void> {
   const resolved = await ctx.resolve(botId);
@@ -25,6 +26,8 @@ export async function deleteWorkspace(ctx: WorkspaceContext, botId: string): Pro
     // The rootfs of a container lost earlier (a GC root, so it is still there).
     await ctx.cd.snapshots.remove(resolved.containerId, { ignoreNotFound: true });
   }
+  // Its versions (committed snapshots, GC roots of their own) go with it.
+  await removeVersionSnapshots(ctx, botId);
   fs.rmSync(ctx.socketDir(botId), { recursive: true, force: true });
   const row = await ctx.store.getContainerByBot(botId);
   if (row !== undefined) {

@@ -92,8 +92,10 @@ export async function startManagerProcess(opts: ManagerProcessOptions = {}): Pro
       },
       ...(env.TZ ? { timezone: env.TZ } : {}),
       lockTimeoutMs: cfg.lockTimeoutMs,
+      jobs: { maxRuntimeMs: cfg.jobMaxRuntimeMs, retentionMs: cfg.jobRetentionMs },
       ...opts.hooks,
       defaultLimits: cfg.limits,
+      archiveLimits: { maxBytes: cfg.importMaxBytes, maxEntries: cfg.importMaxEntries },
       log: (message) => emit("log", { message }),
     });
     return {

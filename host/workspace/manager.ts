@@ -29,6 +29,14 @@ import { stopTask } from "./stop.js";
 import { updateLimits } from "./update-limits.js";
 import { limitsDifferences, validateLimitsChange, type LimitsChange, type WorkspaceLimits } from "./limits.js";
 import type { ContainerRow, LifecycleEventRow } from "../store/types.js";
+import type { Readable, Writable } from "node:stream";
+import type { ArchiveLimits, ArchiveProgress, ExtractResult, PackResult } from "../data/archive.js";
+import { exportData } from "../data/export.js";
+import { importData, spoolArchive } from "../data/import.js";
+import { extractInto } from "../data/extract.js";
+import { backupOrphan, deleteWithPreserve, hasBackup, restoreFromBackup, type BackupResult } from "../data/preserve.js";
+import { repairDataOp } from "../data/repair.js";
+import { createVersion, deleteVersion, listVersions, rollbackTo, VERSION_SOURCES, type VersionInfo, type VersionList, type VersionSource } from "../data/versions.js";
 
 export { AGENT_COMMAND, BRIDGE_SOCKET_PATH, RUNTIME_MOUNT, SOCKET_MOUNT } from "./container-spec.js";
 export { LEGACY_BRIDGE_PORT } from "../../proto/constants.js";
@@ -41,14 +49,37 @@ export type { CreateProgress } from "./create.js";
 export interface EnsureOptions extends CreateOptions {
   /** The caller stops waiting when it fires; the operation completes anyway. */
   signal?: AbortSignal;
+  /** A new workspace gets the bot's preserved backup as its /data before its task starts. */
+  restoreData?: boolean;
+  /** Progress of the restore (bytes and entries). */
+  onDataProgress?: (p: ArchiveProgress) => void;
 }
+
+export interface DataOpOptions {
+  signal?: AbortSignal;
+  onProgress?: (p: ArchiveProgress) => void;
+}
+export type { ArchiveProgress, ExtractResult, PackResult, BackupResult, VersionInfo, VersionList, VersionSource };
 
 /**
  * Bridge calls that are safe to run again after the agent was restarted: they only
  * read. Anything else (Exec, WriteFile, WriteRaw, Rename, DeleteFile, Mkdir, McpStdio…)
  * may have taken effect before the agent died, so it is never re-run blindly.
  */
-const IDEMPOTENT_BRIDGE_CALLS: ReadonlySet<string> = new Set(["info", "stat", "listDir", "readFile", "readRaw"]);
+// Reads only: safe to run again on a restarted agent. StartJob and SignalJob are not here.
+const IDEMPOTENT_BRIDGE_CALLS: ReadonlySet<string> = new Set([
+  "info",
+  "stat",
+  "listDir",
+  "readFile",
+  "readRaw",
+  "listJobs",
+  "getJob",
+  "readJobOutput",
+  "waitJob",
+  "grep",
+  "glob",
+]);
 
 /** The bridge says the agent is gone (socket missing, connection refused or dropped). */
 export function isBridgeUnavailable(err: unknown): boolean {
@@ -113,17 +144,28 @@ export class WorkspaceManager {
     validateBotId(botId);
     if (opts.cdiDevices !== undefined) checkCdiDevices(this.ctx, opts.cdiDevices);
     if (opts.limits !== undefined) opts = { ...opts, limits: validateLimitsChange(opts.limits) };
+    if (opts.restoreData && !hasBackup(this.ctx, botId)) throw new WorkspaceError("not_found", `bot ${botId} has no preserved data to restore`);
     return this.lockedOp(botId, opts.signal, async () => {
       await this.finishDelete(botId);
+      await repairDataOp(this.ctx, botId);
       const resolved = await this.ctx.resolve(botId);
       if (await this.ctx.containerExists(resolved.containerId)) {
+        if (opts.restoreData) throw new WorkspaceError("conflict", `bot ${botId} has a workspace already: restore its data with restoreData()`);
         const row = await this.ctx.liveRow(botId);
         if (row !== undefined) checkSameWorkspace(row, row.limits ?? this.ctx.defaultLimits, opts);
         await adoptRow(this.ctx, botId, resolved.containerId, opts);
         report(opts, { phase: "starting" });
         await startTask(this.ctx, botId, resolved.containerId);
       } else {
+        if (opts.restoreData && (await this.ctx.cd.snapshots.isActive(workspaceContainerId(botId)))) {
+          throw new WorkspaceError("conflict", `bot ${botId} has a rootfs left by a lost container besides its backup: create without restore_data to keep that rootfs, or delete it first`);
+        }
+        if (!opts.restoreData) await backupOrphan(this.ctx, botId);
         await createContainer(this.ctx, botId, opts);
+        if (opts.restoreData) {
+          report(opts, { phase: "restoring" });
+          await restoreFromBackup(this.ctx, botId, opts.onDataProgress ? { onProgress: opts.onDataProgress } : {});
+        }
         report(opts, { phase: "starting" });
         await startTask(this.ctx, botId, workspaceContainerId(botId));
       }
@@ -136,6 +178,7 @@ export class WorkspaceManager {
     validateBotId(botId);
     return this.lockedOp(botId, opts.signal, async () => {
       if (await this.finishDelete(botId)) throw new WorkspaceError("not_found", `bot ${botId} has no workspace (its deletion was finished)`);
+      await repairDataOp(this.ctx, botId);
       const resolved = await this.ctx.resolve(botId);
       if (!(await this.ctx.containerExists(resolved.containerId))) {
         throw new WorkspaceError("not_found", `bot ${botId} has no workspace container (${resolved.containerId})`);
@@ -170,16 +213,20 @@ export class WorkspaceManager {
    * instead of bringing the workspace back. Calls to the bot answer not_found from the
    * moment the deletion is asked for.
    */
-  async delete(botId: string, opts: { signal?: AbortSignal } = {}): Promise<void> {
+  async delete(botId: string, opts: { signal?: AbortSignal; preserveData?: boolean; onProgress?: (p: ArchiveProgress) => void } = {}): Promise<BackupResult | undefined> {
     validateBotId(botId);
     this.countPendingDelete(botId, +1);
     this.bridges.evict(botId);
     let ran = false;
     try {
-      await this.lockedOp(botId, opts.signal, async () => {
+      return await this.lockedOp(botId, opts.signal, async () => {
         ran = true;
         try {
+          await repairDataOp(this.ctx, botId);
+          // With preserve: the backup is confirmed on disk before anything is deleted (preserve.ts).
+          if (opts.preserveData) return await deleteWithPreserve(this.ctx, botId, opts.onProgress);
           await deleteWorkspace(this.ctx, botId);
+          return undefined;
         } finally {
           this.countPendingDelete(botId, -1);
         }
@@ -226,13 +273,104 @@ export class WorkspaceManager {
     return this.boundary(() => listWorkspaces(this.ctx));
   }
 
+  // ------------------------------------------------------------------ data (host/data/)
+
+  /** Streams /data as a tar.gz to `out` (export.ts). */
+  async exportData(botId: string, out: Writable, opts: DataOpOptions = {}): Promise<PackResult> {
+    validateBotId(botId);
+    await this.refuseIfDeleting(botId);
+    return this.lockedOp(botId, opts.signal, async () => {
+      await repairDataOp(this.ctx, botId);
+      return exportData(this.ctx, botId, out, { ...(opts.onProgress ? { onProgress: opts.onProgress } : {}), ...(opts.signal ? { signal: opts.signal } : {}) });
+    });
+  }
+
+  /** Replaces /data with a tar.gz read from `input`, all or nothing (import.ts). */
+  async importData(botId: string, input: Readable | AsyncIterable<Uint8Array>, opts: DataOpOptions = {}): Promise<ExtractResult> {
+    validateBotId(botId);
+    await this.refuseIfDeleting(botId);
+    // Received and checked whole before the workspace is touched (a refusal changes nothing).
+    const spooled = await this.boundary(() => spoolArchive(this.ctx, input, this.archiveLimits));
+    try {
+      return await this.lockedOp(botId, opts.signal, async () => {
+        await repairDataOp(this.ctx, botId);
+        return importData(this.ctx, botId, fs.createReadStream(spooled.path), { limits: this.archiveLimits, ...(opts.onProgress ? { onProgress: opts.onProgress } : {}) });
+      });
+    } finally {
+      spooled.remove();
+    }
+  }
+
+  /** Imports the bot's preserved backup into its workspace, then removes the backup (preserve.ts). */
+  async restoreData(botId: string, opts: DataOpOptions = {}): Promise<ExtractResult> {
+    validateBotId(botId);
+    await this.refuseIfDeleting(botId);
+    return this.lockedOp(botId, opts.signal, async () => {
+      await repairDataOp(this.ctx, botId);
+      return restoreFromBackup(this.ctx, botId, opts.onProgress ? { onProgress: opts.onProgress } : {});
+    });
+  }
+
+  /** Unpacks a tar.gz into `dir` of the running workspace through its agent (extract.ts). */
+  async extractInto(botId: string, dir: string, input: Readable | AsyncIterable<Uint8Array>): Promise<ExtractResult & { skipped: string[] }> {
+    validateBotId(botId);
+    await this.refuseIfDeleting(botId);
+    return this.boundary(() => extractInto(this.ctx, (fn) => this.call(botId, fn), dir, input, this.archiveLimits));
+  }
+
+  /** Whether the bot has a preserved backup. */
+  hasPreservedData(botId: string): boolean {
+    return hasBackup(this.ctx, validateBotId(botId));
+  }
+
+  /** A new version of the workspace's rootfs (versions.ts). */
+  async createVersion(botId: string, opts: { displayName?: string; source?: VersionSource; signal?: AbortSignal } = {}): Promise<VersionInfo> {
+    validateBotId(botId);
+    if (opts.source !== undefined && !VERSION_SOURCES.includes(opts.source)) throw new WorkspaceError("invalid_argument", `source must be one of ${VERSION_SOURCES.join(", ")}`);
+    if (opts.displayName !== undefined && (opts.displayName.length > 200 || opts.displayName.includes("\0"))) {
+      throw new WorkspaceError("invalid_argument", "a version's display name is at most 200 characters without NUL");
+    }
+    await this.refuseIfDeleting(botId);
+    return this.lockedOp(botId, opts.signal, async () => {
+      await repairDataOp(this.ctx, botId);
+      return createVersion(this.ctx, botId, { ...(opts.displayName !== undefined ? { displayName: opts.displayName } : {}), ...(opts.source ? { source: opts.source } : {}) });
+    });
+  }
+
+  async listVersions(botId: string): Promise<VersionList> {
+    validateBotId(botId);
+    return this.boundary(() => listVersions(this.ctx, botId));
+  }
+
+  /** Rolls back to `version`, saving the current state first as a version of source `rollback`. */
+  async rollback(botId: string, version: number, opts: { signal?: AbortSignal } = {}): Promise<{ saved: VersionInfo; to: VersionInfo }> {
+    validateBotId(botId);
+    checkVersionNumber(version);
+    await this.refuseIfDeleting(botId);
+    return this.lockedOp(botId, opts.signal, async () => {
+      await repairDataOp(this.ctx, botId);
+      return rollbackTo(this.ctx, botId, version);
+    });
+  }
+
+  async deleteVersion(botId: string, version: number, opts: { signal?: AbortSignal } = {}): Promise<{ snapshotRemoved: boolean }> {
+    validateBotId(botId);
+    checkVersionNumber(version);
+    await this.refuseIfDeleting(botId);
+    return this.lockedOp(botId, opts.signal, () => deleteVersion(this.ctx, botId, version));
+  }
+
+  private get archiveLimits(): ArchiveLimits | undefined {
+    return this.options.archiveLimits;
+  }
+
   // ------------------------------------------------------------------ bridge calls
 
   /**
    * Runs `fn` with the bot's bridge client. When the bridge is UNAVAILABLE (the agent
    * died, so tini and the task exited), the task is restarted under the lock; `fn` is
    * run once more only when every bridge call it made only reads (Info, Stat, ListDir,
-   * ReadFile, ReadRaw). A call that may have changed something (Exec, writes, McpStdio…)
+   * ReadFile, ReadRaw, ListJobs, GetJob, ReadJobOutput, WaitJob, Grep, Glob). A call that may have changed something (Exec, writes, McpStdio…)
    * is not repeated: the caller gets "unavailable" saying the agent was restarted.
    */
   async call<T>(botId: string, fn: (client: BridgeClient) => Promise<T>, opts: { signal?: AbortSignal } = {}): Promise<T> {
@@ -380,6 +518,10 @@ function checkSameWorkspace(row: ContainerRow, limits: WorkspaceLimits, opts: Cr
   if (differences.length > 0) {
     throw new WorkspaceError("conflict", `the workspace of bot ${row.botId} already exists with ${differences.join(" and ")}; delete it first to change the image or devices, or change limits with updateLimits`);
   }
+}
+
+function checkVersionNumber(version: number): void {
+  if (!Number.isSafeInteger(version) || version < 1) throw new WorkspaceError("invalid_argument", `a version is a positive integer, got ${String(version)}`);
 }
 
 function sameSet(a: readonly string[], b: readonly string[]): boolean {

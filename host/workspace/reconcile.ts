@@ -14,6 +14,8 @@ import { createContainer, protectRootfs } from "./create.js";
 import { finishInterruptedDelete } from "./delete.js";
 import { describeError } from "./errors.js";
 import { ensureNetworkOfRunning, startTask, waitForBridgeOrFail } from "./start.js";
+import { repairDataOp } from "../data/repair.js";
+import { backupOrphan } from "../data/preserve.js";
 
 export type ReconcileAction = "rebuilt" | "started" | "healthy" | "renetworked" | "stopped" | "deleted" | "skipped" | "failed";
 
@@ -64,6 +66,8 @@ export async function reconcile(ctx: WorkspaceContext, opts: { signal?: AbortSig
 /** One bot, under its lock, from its row as it is now. */
 async function reconcileOne(ctx: WorkspaceContext, botId: string): Promise<ReconcileAction> {
   if (await finishInterruptedDelete(ctx, botId)) return "deleted";
+  // A data operation cut short (import, version, rollback…) is finished before the workspace starts.
+  await repairDataOp(ctx, botId);
   const row = await ctx.liveRow(botId);
   // Deleted (or switched off) while the sweep waited for the lock.
   if (row === undefined || !row.autoStart) return "skipped";
@@ -93,6 +97,8 @@ async function rebuild(ctx: WorkspaceContext, row: ContainerRow): Promise<Reconc
   }
   // A lost legacy container's rootfs (with its /data) carries over into the new workspace.
   const legacyRootfs = isLegacyContainerId(containerId) && (await ctx.cd.snapshots.isActive(containerId)) ? containerId : undefined;
+  // The rootfs a lost container left (with /data) is backed up before anything is built on it.
+  if (legacyRootfs === undefined) await backupOrphan(ctx, botId);
   await createContainer(ctx, botId, { image: row.image, autoStart: row.autoStart, cdiDevices: row.cdiDevices }, legacyRootfs);
   if (row.status === "stopped") await ctx.setStatus(workspaceContainerId(botId), "stopped", "rebuilt_stopped");
   else await startTask(ctx, botId, workspaceContainerId(botId));

@@ -6,6 +6,7 @@ import type { WorkspaceLimits } from "./limits.js";
 import { isLegacyContainerId } from "./botid.js";
 import { targetAddress } from "./bridge-source.js";
 import type { WorkspaceContext } from "./context.js";
+import { hasBackup } from "../data/preserve.js";
 
 export interface WorkspaceStatus {
   botId: string;
@@ -50,8 +51,7 @@ export async function workspaceStatus(ctx: WorkspaceContext, botId: string): Pro
   const exists = await ctx.containerExists(resolved.containerId);
   const task = exists ? await ctx.cd.tasks.status(resolved.containerId) : undefined;
   const route = ctx.routes.get(botId);
-  const hasPreservedData =
-    (await ctx.store.listSnapshots(resolved.containerId)).length > 0 || (!exists && (await ctx.cd.snapshots.exists(resolved.containerId)));
+  const hasPreservedData = hasBackup(ctx, botId) || (!exists && (await ctx.cd.snapshots.exists(resolved.containerId)));
   const live = row?.status === "deleted" ? undefined : row;
   return {
     ...rowFacts(ctx, live),
@@ -74,8 +74,6 @@ export async function listWorkspaces(ctx: WorkspaceContext): Promise<WorkspaceSt
   const rows = await ctx.store.listContainers();
   const tasks = new Map((await ctx.cd.tasks.list()).map((t) => [t.id, t]));
   const containers = new Set((await ctx.cd.containers.list()).map((c) => c.id));
-  const recorded = new Set<string>();
-  for (const row of rows) if ((await ctx.store.listSnapshots(row.containerId)).length > 0) recorded.add(row.containerId);
   const snapshots = new Set((await ctx.cd.snapshots.list()).map((s) => s.name));
   return rows
     .filter((r) => r.status !== "deleted")
@@ -96,7 +94,7 @@ export async function listWorkspaces(ctx: WorkspaceContext): Promise<WorkspaceSt
         legacy,
         bridge: route ? targetAddress(route) : `unix:${ctx.socketPath(row.botId)}`,
         ip: legacy ? ctx.network.cachedAttachment(row.containerId)?.ip : undefined,
-        hasPreservedData: recorded.has(row.containerId) || (!containers.has(row.containerId) && snapshots.has(row.containerId)),
+        hasPreservedData: hasBackup(ctx, row.botId) || (!containers.has(row.containerId) && snapshots.has(row.containerId)),
       };
     });
 }

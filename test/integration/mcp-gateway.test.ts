@@ -1,8 +1,9 @@
 // The MCP tool gateway of the real server process (bin/memoh-workspace.mjs serve) at
 // /bots/:bot_id/tools, against real workspaces: the SDK's 2025-line client and a
 // 2026-07-28 client call every tool; bearer auth and Origin checks; skills as prompts
-// and /data files as resources; all-or-nothing patches; tool metrics; and the file
-// tools in a workspace whose image has no shell and no libc.
+// and /data files as resources; all-or-nothing patches; tool metrics; the file and
+// search tools in a workspace whose image has no shell and no libc; background jobs
+// that outlive the orchestrator and die with their whole process group.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
@@ -19,6 +20,7 @@ let s: ServerEnv;
 const BOT = "mcpbot";
 const OTHER = "mcpother";
 const BARE = "mcpbare";
+const LIMITED = "mcplimited";
 const BARE_IMAGE = "memoh.test/no-shell:latest";
 let botToken: string;
 let otherToken: string;
@@ -89,6 +91,8 @@ async function execIn(bot: string, argv: string[]) {
   return r.json as { stdout: string; stderr: string; exit_code: number };
 }
 
+const ALL_TOOLS = ["apply_patch", "edit", "exec", "get_background_status", "glob", "grep", "kill_background", "list", "list_background", "list_skills", "read", "use_skill", "wait_until", "write"];
+
 const INIT = { jsonrpc: "2.0", id: 1, method: "initialize", params: { protocolVersion: "2025-11-25", capabilities: {}, clientInfo: { name: "raw", version: "1" } } };
 
 test("auth: no token is 401, another bot's token is 403, the bot's own token and the admin token get in", async () => {
@@ -151,7 +155,7 @@ test("the 2025-line client calls every file tool in a real workspace", async () 
   const { client, transport } = await legacyClient(BOT, botToken);
   assert.equal(transport.protocolVersion, "2025-11-25");
   const names = (await client.listTools()).tools.map((t) => t.name);
-  for (const n of ["read", "write", "list", "edit", "apply_patch", "exec", "list_skills", "use_skill"]) assert.ok(names.includes(n), `${n} in ${names.join(",")}`);
+  assert.deepEqual(names.sort(), ALL_TOOLS);
   assert.equal(text(await client.callTool({ name: "write", arguments: { path: "proj/app.txt", content: "one\r\ntwo\r\nthree\r\n" } })), "Wrote 17 bytes to proj/app.txt (new file).");
   assert.equal(text(await client.callTool({ name: "read", arguments: { path: "/data/proj/app.txt", line_offset: 2 } })), "     2\ttwo\n     3\tthree\n[lines 2-3 of 3]");
   assert.equal(text(await client.callTool({ name: "edit", arguments: { path: "proj/app.txt", old_text: "two", new_text: "2" } })), "Replaced 1 occurrence in proj/app.txt.");
@@ -217,7 +221,7 @@ test("tool-call latency and errors by tool are in /metrics", async () => {
   assert.match(m.text, /memoh_tool_call_duration_seconds_count\{tool="apply_patch",outcome="error"\} [1-9]/);
 });
 
-test("the file tools work in a workspace whose image has no shell and no libc", async () => {
+test("the file and search tools work in a workspace whose image has no shell and no libc", async () => {
   const noShell = await api("POST", `/bots/${BARE}/container/exec`, { command: "true" });
   assert.equal(noShell.status, 409, "the image really has no /bin/sh");
   assert.match(noShell.text, /this image has no shell/);
@@ -231,19 +235,153 @@ test("the file tools work in a workspace whose image has no shell and no libc", 
     assert.equal(text(await client.callTool({ name: "apply_patch", arguments: { patch } })), "Applied the patch:\nM notes/todo.txt\nA notes/done.txt");
     assert.equal(text(await client.callTool({ name: "read", arguments: { path: "notes/todo.txt" } })), "     1\tbuy bread\n     2\twalk the dog\n[lines 1-2 of 2]");
     assert.equal(text(await client.callTool({ name: "list", arguments: { path: "/data", recursive: true } })), "notes/\nnotes/done.txt (12 bytes)\nnotes/todo.txt (23 bytes)\n[lines 1-3 of 3 below /data (3 entries in all)]");
+    assert.equal(text(await client.callTool({ name: "grep", arguments: { pattern: "walk", path: "notes" } })), "/data/notes/todo.txt:2: walk the dog\n[1 matching line in 1 file; 2 files searched]");
+    assert.equal(text(await client.callTool({ name: "grep", arguments: { pattern: "shell", path: "/etc/motd" } })), "/etc/motd:1: no shell here\n[1 matching line in 1 file; 1 file searched]");
+    assert.equal(text(await client.callTool({ name: "glob", arguments: { pattern: "**/*.txt" } })), "notes/done.txt\nnotes/todo.txt\n[2 paths matching **/*.txt under /data]");
+    const exec = await client.callTool({ name: "exec", arguments: { command: "true" } });
+    assert.equal(exec.isError, true);
+    assert.match(text(exec), /has no shell \(\/bin\/sh\), so exec cannot run commands in it; use the file tools/);
     const cleanup = "*** Begin Patch\n*** Delete File: notes/todo.txt\n*** Delete File: notes/done.txt\n*** End Patch";
     assert.equal(text(await client.callTool({ name: "apply_patch", arguments: { patch: cleanup } })), "Applied the patch:\nD notes/todo.txt\nD notes/done.txt");
     await client.close();
   }
 });
 
-test("exec in a real workspace: output and exit code; a timed-out command is killed", async () => {
+test("exec in a real workspace: output and exit code", async () => {
   const client = await modernClient(BOT, botToken);
   const r = text(await client.callTool({ name: "exec", arguments: { command: "echo hi from $(pwd); echo oops >&2; exit 2" } }));
   assert.match(r, /^\[exit code 2, \d+\.\d s\]\n--- stdout \(14 bytes, 1 lines\) ---\nhi from \/data\n--- stderr \(5 bytes, 1 lines\) ---\noops\n$/);
-  const slow = text(await client.callTool({ name: "exec", arguments: { command: "sleep 30", timeout: 1 } }));
-  assert.match(slow, /^\[timed out after 1 s and was killed/);
   await client.close();
+});
+
+/** Calls a tool with either client line and returns its text; asserts it is not an error. */
+type Call = (name: string, args: Record<string, unknown>) => Promise<{ text: string; isError: boolean }>;
+
+async function callerFor(line: "2025" | "2026-07-28", bot = BOT, token = botToken): Promise<{ call: Call; list: () => Promise<string[]>; close: () => Promise<void> }> {
+  if (line === "2025") {
+    const { client, transport } = await legacyClient(bot, token);
+    return {
+      call: async (name, args) => {
+        const r = await client.callTool({ name, arguments: args });
+        return { text: text(r), isError: r.isError === true };
+      },
+      list: async () => (await client.listTools()).tools.map((t) => t.name),
+      close: () => transport.terminateSession(),
+    };
+  }
+  const client = await modernClient(bot, token);
+  return {
+    call: async (name, args) => {
+      const r = await client.callTool({ name, arguments: args });
+      return { text: text(r), isError: r.isError === true };
+    },
+    list: async () => (await client.listTools()).tools.map((t) => t.name),
+    close: () => client.close(),
+  };
+}
+
+const jobIdOf = (t: string) => /job-[0-9a-f]{12}/.exec(t)![0];
+
+for (const line of ["2025", "2026-07-28"] as const) {
+  test(`the ${line} client calls the job and search tools: a timed-out exec continues in the background and wait_until awaits it`, async () => {
+    const c = await callerFor(line);
+    assert.deepEqual((await c.list()).sort(), ALL_TOOLS);
+    const ok = async (name: string, args: Record<string, unknown>) => {
+      const r = await c.call(name, args);
+      assert.equal(r.isError, false, `${name}: ${r.text}`);
+      return r.text;
+    };
+    const dir = `/data/search-${line}`;
+    await ok("write", { path: `${dir}/src/main.py`, content: "def main():\n    print('hello')\n" });
+    await ok("write", { path: `${dir}/src/util/helpers.py`, content: "def helper():\n    return 'HELLO'\n" });
+    await execIn(BOT, ["sh", "-c", `mkdir -p ${dir}/.git && echo hello > ${dir}/.git/config && printf 'hello\\000' > ${dir}/blob.bin`]);
+    assert.equal(await ok("grep", { pattern: "hello", path: dir, ignore_case: true }), `${dir}/src/main.py:2:     print('hello')\n${dir}/src/util/helpers.py:2:     return 'HELLO'\n[2 matching lines in 2 files; 2 files searched; 1 binary skipped]`);
+    assert.equal(await ok("grep", { pattern: "^def \\w+", path: dir, glob: "helpers.*" }), `${dir}/src/util/helpers.py:1: def helper():\n[1 matching line in 1 file; 1 file searched]`);
+    assert.equal(await ok("glob", { pattern: "**/*.py", path: dir }), `src/main.py\nsrc/util/helpers.py\n[2 paths matching **/*.py under ${dir}]`);
+    // The file tools and the skills (installed by the skills test above) on this line too.
+    assert.equal(await ok("read", { path: `${dir}/src/main.py`, line_offset: 2 }), "     2\t    print('hello')\n[lines 2-2 of 2]");
+    assert.equal(await ok("edit", { path: `${dir}/src/main.py`, old_text: "'hello'", new_text: "'hello, world'" }), `Replaced 1 occurrence in ${dir}/src/main.py.`);
+    assert.equal(await ok("apply_patch", { patch: `*** Begin Patch\n*** Add File: ${dir}/notes.txt\n+note\n*** End Patch` }), `Applied the patch:\nA ${dir}/notes.txt`);
+    assert.match(await ok("list", { path: dir }), /^\.git\/\nblob\.bin \(6 bytes\)\nnotes\.txt \(5 bytes\)\nsrc\/\n/);
+    assert.match(await ok("list_skills", {}), /- greeter: Greets people politely/);
+    assert.match(await ok("use_skill", { name: "greeter" }), /Say hello with greet\.sh/);
+    const badRe = await c.call("grep", { pattern: "[unclosed", path: dir });
+    assert.equal(badRe.isError, true);
+    assert.match(badRe.text, /pattern is not a valid regular expression/);
+
+    const moved = await ok("exec", { command: "echo started; sleep 3; echo finished", timeout: 1 });
+    assert.match(moved, /^\[still running after 1 s: moved to the background as job job-[0-9a-f]{12} \(pid \d+\); wait_until/);
+    assert.match(moved, /--- stdout so far \(8 bytes, 1 lines\) ---\nstarted\n/);
+    const id = jobIdOf(moved);
+    assert.match(await ok("list_background", {}), new RegExp(`${id}  running`));
+    assert.match(await ok("get_background_status", { task_id: id }), new RegExp(`^${id}  running .*\\n--- stdout \\(8 bytes\\) ---\\nstarted\\n`));
+    const waited = await ok("wait_until", { task_id: id, timeout: 30, idle_timeout: 0 });
+    assert.match(waited, new RegExp(`^\\[completed: the job completed\\]\\n${id}  completed \\(exit code 0\\)`));
+    assert.match(waited, /--- stdout \(17 bytes\) ---\nstarted\nfinished\n/);
+
+    const bg = await ok("exec", { command: "sleep 600", run_in_background: true });
+    const bgId = jobIdOf(bg);
+    assert.match(await ok("wait_until", { task_id: bgId, timeout: 1 }), /^\[timeout: the job is still running at the timeout\]/);
+    assert.match(await ok("kill_background", { task_id: bgId }), new RegExp(`^Killed job ${bgId} and its process group: ${bgId}  killed \\(SIGKILL, exit code 137\\)`));
+    assert.match(await ok("wait_until", { task_id: bgId }), /^\[killed: the job was killed\]/);
+    const bad = await c.call("wait_until", { task_id: "not-a-job" });
+    assert.equal(bad.isError, true);
+    assert.match(bad.text, /task_id is a job id such as job-0123456789ab/);
+    const gone = await c.call("get_background_status", { task_id: "job-000000000000" });
+    assert.equal(gone.isError, true);
+    assert.match(gone.text, /there is no background job job-000000000000 in this workspace/);
+    await c.close();
+  });
+}
+
+test("a background job outlives a restart of the orchestrator: still listed with its output, then awaited; the job limit is configurable", async () => {
+  let c = await callerFor("2026-07-28");
+  // The job runs until the test lets it end (a file appears), however long the restart takes.
+  const command = "echo before restart; while [ ! -e /data/restart-go ]; do sleep 0.2; done; echo after restart";
+  const started = await c.call("exec", { command, run_in_background: true });
+  assert.equal(started.isError, false, started.text);
+  const id = jobIdOf(started.text);
+  await waitFor("the job's first line", async () => ((await c.call("get_background_status", { task_id: id })).text.includes("before restart") ? true : undefined));
+  await c.close();
+  const oldPid = s.pid();
+  await s.stopServer();
+  // The restarted server gives the workspaces it creates from now on a 2 s job limit.
+  s.processEnv.MEMOH_JOB_MAX_RUNTIME_S = "2";
+  await s.startServer();
+  assert.notEqual(s.pid(), oldPid, "a new server process");
+  c = await callerFor("2025");
+  const listed = await c.call("list_background", {});
+  assert.match(listed.text, new RegExp(`${id}  running .* echo before restart; while`));
+  assert.match((await c.call("get_background_status", { task_id: id })).text, /--- stdout \(15 bytes\) ---\nbefore restart\n/);
+  await execIn(BOT, ["touch", "/data/restart-go"]);
+  const waited = await c.call("wait_until", { task_id: id, timeout: 60, idle_timeout: 0 });
+  assert.match(waited.text, /^\[completed: the job completed\]/);
+  assert.match(waited.text, /\nbefore restart\nafter restart\n/);
+  await c.close();
+
+  // MEMOH_JOB_MAX_RUNTIME_S reached the agent of a workspace created after the restart.
+  assert.equal((await api("POST", `/bots/${LIMITED}/container`, {})).status, 200);
+  const limited = await callerFor("2026-07-28", LIMITED, s.adminToken);
+  const long = await limited.call("exec", { command: "sleep 60", run_in_background: true });
+  const killed = await limited.call("wait_until", { task_id: jobIdOf(long.text), timeout: 30, idle_timeout: 0 });
+  assert.match(killed.text, /^\[killed: the job was killed\]\njob-[0-9a-f]{12}  killed \(SIGKILL, exit code 137\) after its limit of 2\.0 s/);
+  await limited.close();
+});
+
+test("kill_background kills the job's whole process group: a child it forked is gone too", async () => {
+  const c = await callerFor("2026-07-28");
+  const pidFile = "/data/bg-child.pid";
+  const started = await c.call("exec", { command: `sleep 600 & echo $! > ${pidFile}; wait`, run_in_background: true });
+  const id = jobIdOf(started.text);
+  const child = await waitFor("the forked child's pid file", async () => {
+    const r = await api("POST", `/bots/${BOT}/container/exec`, { argv: ["cat", pidFile] });
+    return r.status === 200 && (r.json.exit_code as number) === 0 && /^\d+\n$/.test(r.json.stdout as string) ? Number(r.json.stdout) : undefined;
+  });
+  assert.equal((await execIn(BOT, ["kill", "-0", String(child)])).exit_code, 0, "the forked sleep runs");
+  const killed = await c.call("kill_background", { task_id: id });
+  assert.match(killed.text, /^Killed job .* killed \(SIGKILL, exit code 137\)/);
+  await waitFor("the forked child to be gone", async () => ((await execIn(BOT, ["kill", "-0", String(child)])).exit_code !== 0 ? true : undefined));
+  await c.close();
 });
 
 for (const line of ["2025", "2026-07-28"] as const) {

@@ -301,6 +301,28 @@ function suite(makeBackend: () => Promise<Backend>, name: Backend["name"]) {
       assert.deepEqual(await store.listVersions("workspace-theta"), []);
     });
 
+    test("recordVersion writes the snapshot, the version (max + 1) and the event in one transaction; removeVersion keeps the snapshot row", async () => {
+      await store.upsertContainer(container("kappa"));
+      const base = { containerId: "workspace-kappa", displayName: "one", parent: "sha256:layers", snapshotter: "overlayfs", source: "manual", eventType: "version_created", eventPayload: { botId: "kappa" } };
+      const concurrent = await Promise.all(["k1", "k2", "k3"].map((n) => store.recordVersion({ ...base, runtimeSnapshotName: n })));
+      assert.deepEqual(concurrent.map((r) => r.version.version).sort(), [1, 2, 3]);
+      const events = (await store.listEvents("workspace-kappa")).filter((e) => e.eventType === "version_created");
+      assert.deepEqual(events.map((e) => e.payload.version).sort(), [1, 2, 3]);
+      // A duplicate snapshot name fails the transaction: no version, no event, no snapshot row.
+      await assert.rejects(store.recordVersion({ ...base, runtimeSnapshotName: "k2" }), isStoreError("conflict", /already exists/));
+      assert.equal((await store.listVersions("workspace-kappa")).length, 3);
+      assert.equal((await store.listSnapshots("workspace-kappa")).length, 3);
+      assert.equal((await store.listEvents("workspace-kappa")).filter((e) => e.eventType === "version_created").length, 3);
+      await assert.rejects(store.recordVersion({ ...base, containerId: "workspace-nobody", runtimeSnapshotName: "n1" }), isStoreError("not_found", /workspace-nobody/));
+      const removed = await store.removeVersion("workspace-kappa", 2, { type: "version_deleted" });
+      assert.equal(removed?.runtimeSnapshotName, concurrent.find((r) => r.version.version === 2)!.snapshot.runtimeSnapshotName);
+      assert.deepEqual((await store.listVersions("workspace-kappa")).map((v) => v.version), [1, 3]);
+      assert.equal((await store.listSnapshots("workspace-kappa")).length, 3, "the snapshot row stays until its snapshot is removed");
+      assert.equal(await store.removeVersion("workspace-kappa", 2, { type: "version_deleted" }), undefined);
+      const next = await store.recordVersion({ ...base, runtimeSnapshotName: "k4" });
+      assert.equal(next.version.version, 4, "a deleted version's number is not reused while a higher one exists");
+    });
+
     test("delete purges the row with its snapshots and versions, keeps its events", async () => {
       await store.upsertContainer(container("iota"));
       const snap = await store.addSnapshot({

@@ -31,15 +31,22 @@ test("SIGTERM drains in-flight calls, kills what outlives the grace period, exit
       await new Promise((r) => setTimeout(r, 100));
     }
     await client.waitReady(5000);
+    let long!: ReturnType<typeof client.exec>;
+    // The long command prints its own pid, then becomes the sleep: no search of the
+    // process table that could find another test's sleep.
     let longPid = 0;
+    let printed = "";
+    const gotPid = new Promise<void>((resolve) => {
+      long = client.exec({ command: "echo $$; exec sleep 100" }, {
+        onStdout: (b: Uint8Array) => {
+          printed += Buffer.from(b).toString();
+          if (printed.includes("\n")) resolve();
+        },
+      });
+    });
     const short = client.exec({ command: "sleep 0.5; echo finished" });
-    const long = client.exec({ argv: ["sleep", "100"] }, { onStdout: () => {} });
-    // Learn the long sleep's pid from inside the agent's process tree.
-    for (let i = 0; i < 50 && !longPid; i++) {
-      const ps = await client.exec({ command: "pgrep -x sleep -f 'sleep 100' || pgrep -f '^sleep 100$'" });
-      longPid = Number(ps.stdout.toString().trim().split("\n")[0]) || 0;
-      if (!longPid) await new Promise((r) => setTimeout(r, 50));
-    }
+    await Promise.race([gotPid, new Promise((r) => setTimeout(r, 5000))]);
+    longPid = Number(printed.trim()) || 0;
     assert.ok(longPid > 0, "did not find the long-running sleep");
     const t0 = Date.now();
     agent.kill("SIGTERM");

@@ -62,9 +62,13 @@ test("defaults without a file or environment", async () => {
     taskLogMaxBytes: 10 * 1024 * 1024,
     taskLogKeep: 2,
     uploadMaxBytes: 4096 * 1024 * 1024,
+    importMaxBytes: 16384 * 1024 * 1024,
+    importMaxEntries: 1_000_000,
     mcpSessionIdleMs: 1_800_000,
     mcpAllowedHosts: [],
     mcpStdioIdleMs: 600_000,
+    jobMaxRuntimeMs: 1_800_000,
+    jobRetentionMs: 3_600_000,
   });
 });
 
@@ -242,6 +246,20 @@ test("mcp_session_idle_s and mcp_allowed_hosts: the tool gateway's session idle 
   assert.ok(found.some((p) => /"b\.lan:80" is not a host name/.test(p)), found.join("\n"));
 });
 
+test("import_max_mb / import_max_entries: the caps of an imported archive, the environment winning; bad values named", async () => {
+  const cwd = await workdir("import-caps", "[workspace]\nimport_max_mb = 64\nimport_max_entries = 500\n");
+  const fromFile = loadConfig({ env: {}, cwd });
+  assert.equal(fromFile.importMaxBytes, 64 * 1024 * 1024);
+  assert.equal(fromFile.importMaxEntries, 500);
+  const fromEnv = loadConfig({ env: { MEMOH_IMPORT_MAX_MB: "2", MEMOH_IMPORT_MAX_ENTRIES: "7" }, cwd });
+  assert.equal(fromEnv.importMaxBytes, 2 * 1024 * 1024);
+  assert.equal(fromEnv.importMaxEntries, 7);
+  const bad = problems(() => loadConfig({ env: { MEMOH_IMPORT_MAX_MB: "0", MEMOH_IMPORT_MAX_ENTRIES: "many" }, cwd }));
+  assert.equal(bad.length, 2, bad.join("\n"));
+  assert.ok(bad.some((p) => p.includes("MEMOH_IMPORT_MAX_MB")), bad.join("\n"));
+  assert.ok(bad.some((p) => p.includes("MEMOH_IMPORT_MAX_ENTRIES")), bad.join("\n"));
+});
+
 test("limits, lock timeout, event and task-log retention: from the file, the environment winning", async () => {
   const cwd = await workdir(
     "limits",
@@ -310,9 +328,14 @@ test("each invalid limit or retention value is a clear error naming where it cam
     ["MEMOH_TASK_LOG_KEEP", "-1", /^\$MEMOH_TASK_LOG_KEEP: expected an integer from 0 to 20/],
     ["MEMOH_MCP_STDIO_IDLE_S", "0", /^\$MEMOH_MCP_STDIO_IDLE_S: expected a number more than 0 and at most 2147483 \(s\), got "0"$/],
     ["MEMOH_MCP_STDIO_IDLE_S", "10m", /^\$MEMOH_MCP_STDIO_IDLE_S: expected a number more than 0/],
+    ["MEMOH_JOB_MAX_RUNTIME_S", "0", /^\$MEMOH_JOB_MAX_RUNTIME_S: expected an integer from 1 to 2147483 \(s\), got "0"$/],
+    ["MEMOH_JOB_MAX_RUNTIME_S", "1.5", /^\$MEMOH_JOB_MAX_RUNTIME_S: expected an integer from 1/],
+    ["MEMOH_JOB_RETENTION_S", "2147484", /^\$MEMOH_JOB_RETENTION_S: expected an integer from 1 to 2147483 \(s\), got "2147484"$/],
   ];
   const cwd = await workdir("bad-limits");
   assert.equal(loadConfig({ env: { MEMOH_MCP_STDIO_IDLE_S: "1.5" }, cwd }).mcpStdioIdleMs, 1500);
+  const jobs = loadConfig({ env: { MEMOH_JOB_MAX_RUNTIME_S: "600", MEMOH_JOB_RETENTION_S: "60" }, cwd });
+  assert.deepEqual([jobs.jobMaxRuntimeMs, jobs.jobRetentionMs], [600_000, 60_000]);
   for (const [name, value, re] of cases) {
     const found = problems(() => loadConfig({ env: { [name]: value }, cwd }));
     assert.equal(found.length, 1, `${name}=${value}: ${found.join("\n")}`);

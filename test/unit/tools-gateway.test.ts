@@ -13,11 +13,13 @@ import { Client as LegacyClient } from "@modelcontextprotocol/sdk/client/index.j
 import { StreamableHTTPClientTransport as LegacyTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { request } from "undici";
 import { BridgeClient } from "../../host/bridge/client.js";
+import { RpcError, Status } from "../../proto/rpc.js";
 import { ToolGateway } from "../../host/tools/gateway.js";
 import { sendWebResponse, toWebRequest } from "../../host/tools/http.js";
 import { startTestAgent, type TestAgent } from "./helpers/agent.js";
 
 let agent: TestAgent;
+const OLD_AGENT_LACKS = new Set(["startJob", "listJobs", "getJob", "readJobOutput", "waitJob", "signalJob", "grep", "glob"]);
 let bridge: BridgeClient;
 let gateway: ToolGateway;
 let server: http.Server;
@@ -27,7 +29,15 @@ const calls: Array<{ tool: string; outcome: string }> = [];
 before(async () => {
   agent = await startTestAgent();
   bridge = new BridgeClient(agent.agent.target);
-  gateway = new ToolGateway({ workspaces: { call: (_bot, fn) => fn(bridge) }, onToolCall: (tool, _s, outcome) => calls.push({ tool, outcome }), sessionIdleMs: 60_000 });
+  // Bot "old" reaches the same agent through a client that plays an agent older than jobs and search.
+  const old = new Proxy(bridge, {
+    get(target, prop, receiver) {
+      if (typeof prop === "string" && OLD_AGENT_LACKS.has(prop)) return () => Promise.reject(new RpcError(Status.UNIMPLEMENTED, `unknown method ${prop}`));
+      const value: unknown = Reflect.get(target, prop, receiver);
+      return typeof value === "function" ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+    },
+  });
+  gateway = new ToolGateway({ workspaces: { call: (bot, fn) => fn(bot === "old" ? old : bridge) }, onToolCall: (tool, _s, outcome) => calls.push({ tool, outcome }), sessionIdleMs: 60_000 });
   // The route's job (host/api/routes/tools.ts) without Fastify: the bot comes from the path.
   server = http.createServer((req, res) => {
     void (async () => {
@@ -88,7 +98,7 @@ test("a 2025-line client opens a session, lists the tools and calls them; 2025-1
   assert.match(transport.sessionId ?? "", /^[0-9a-f-]{36}$/);
   assert.equal(transport.protocolVersion, "2025-11-25");
   const tools = (await client.listTools()).tools;
-  assert.deepEqual(tools.map((t) => t.name).sort(), ["apply_patch", "edit", "exec", "list", "list_skills", "read", "use_skill", "write"]);
+  assert.deepEqual(tools.map((t) => t.name).sort(), ["apply_patch", "edit", "exec", "get_background_status", "glob", "grep", "kill_background", "list", "list_background", "list_skills", "read", "use_skill", "wait_until", "write"]);
   const read = tools.find((t) => t.name === "read")!;
   assert.equal((read.inputSchema.properties as Record<string, { description?: string }>).path!.description, "The file: absolute, or relative to /data");
   assert.match(text(await client.callTool({ name: "write", arguments: { path: "legacy/hello.txt", content: "hello\n" } })), /Wrote 6 bytes to legacy\/hello\.txt \(new file\)/);
@@ -101,7 +111,7 @@ test("a 2025-line client opens a session, lists the tools and calls them; 2025-1
 test("a 2026-07-28 client works without a session: discover, list, call", async () => {
   const client = await modernClient();
   assert.equal(client.getServerVersion()?.name, "memoh-workspace-tools");
-  assert.equal((await client.listTools()).tools.length, 8);
+  assert.equal((await client.listTools()).tools.length, 14);
   await fs.writeFile(path.join(agent.dataDir, "modern.txt"), "a\nb\nc\n");
   assert.equal(text(await client.callTool({ name: "read", arguments: { path: "modern.txt", line_offset: 2, n_lines: 1 } })), "     2\tb\n[lines 2-2 of 3; continue with line_offset=3]");
   await client.close();
@@ -308,11 +318,14 @@ async function gone(pid: number, timeoutMs = 10_000): Promise<boolean> {
   }
 }
 
-test("exec: exit code, stdout and stderr; a timeout kills the command; long output keeps head and tail", async () => {
+test("exec: exit code, stdout and stderr; a command outliving its timeout moves to the background; long output keeps head and tail", async () => {
   const client = await modernClient();
   assert.equal(text(await client.callTool({ name: "exec", arguments: { command: "echo out; echo err >&2; exit 3", work_dir: agent.dataDir } })).replace(/, \d+\.\d s\]/, "]"), "[exit code 3]\n--- stdout (4 bytes, 1 lines) ---\nout\n--- stderr (4 bytes, 1 lines) ---\nerr\n");
-  const timedOut = text(await client.callTool({ name: "exec", arguments: { command: "sleep 20", work_dir: agent.dataDir, timeout: 1 } }));
-  assert.match(timedOut, /^\[timed out after 1 s and was killed \(exit code 137\), 1\.\d s\]/);
+  const timedOut = text(await client.callTool({ name: "exec", arguments: { command: "echo begun; sleep 20", work_dir: agent.dataDir, timeout: 1 } }));
+  assert.match(timedOut, /^\[still running after 1 s: moved to the background as job (job-[0-9a-f]{12}) \(pid \d+\); wait_until/);
+  assert.match(timedOut, /--- stdout so far \(6 bytes, 1 lines\) ---\nbegun\n/);
+  const id = /job-[0-9a-f]{12}/.exec(timedOut)![0];
+  assert.match(text(await client.callTool({ name: "kill_background", arguments: { task_id: id } })), new RegExp(`^Killed job ${id} and its process group: ${id}  killed \\(SIGKILL, exit code 137\\)`));
   const long = text(await client.callTool({ name: "exec", arguments: { command: "seq 1 100000", work_dir: agent.dataDir } }));
   assert.match(long, /^\[exit code 0, .*\]\n--- stdout \(588895 bytes, 100000 lines, truncated\) ---\n1\n2\n/);
   assert.match(long, /\[\.\.\. \d+ lines, \d+ bytes omitted: output over 2000 lines or 65536 bytes keeps its head and tail \.\.\.\]\n/);
@@ -361,3 +374,84 @@ for (const line of ["2025", "2026-07-28"] as const) {
     await close();
   });
 }
+
+test("background jobs: run_in_background, list_background, get_background_status, wait_until with its reasons", async () => {
+  const client = await modernClient();
+  const started = text(await client.callTool({ name: "exec", arguments: { command: "echo one; sleep 0.3; echo two >&2; exit 4", work_dir: agent.dataDir, run_in_background: true } }));
+  const id = /^Started background job (job-[0-9a-f]{12}) \(pid \d+\)/.exec(started)![1]!;
+  const waited = text(await client.callTool({ name: "wait_until", arguments: { task_id: id, timeout: 10 } }));
+  assert.match(waited, new RegExp(`^\\[failed: the job failed\\]\\n${id}  failed \\(exit code 4\\)  \\d+\\.\\d s  pid \\d+  echo one; sleep 0\\.3; echo two >&2; exit 4\\n--- stdout \\(4 bytes\\) ---\\none\\n--- stderr \\(4 bytes\\) ---\\ntwo\\n$`));
+  assert.match(text(await client.callTool({ name: "list_background", arguments: {} })), new RegExp(`background jobs?:\\n(.*\\n)*${id}  failed`));
+  assert.match(text(await client.callTool({ name: "get_background_status", arguments: { task_id: id } })), new RegExp(`^${id}  failed \\(exit code 4\\)`));
+  const quiet = text(await client.callTool({ name: "exec", arguments: { command: "echo hi; sleep 30", work_dir: agent.dataDir, run_in_background: true } }));
+  const quietId = /job-[0-9a-f]{12}/.exec(quiet)![0];
+  assert.match(text(await client.callTool({ name: "wait_until", arguments: { task_id: quietId, timeout: 10, idle_timeout: 1 } })), /^\[idle: the job is still running but wrote no output for the idle timeout\]\n.*running.*\n--- stdout \(3 bytes\) ---\nhi\n--- stderr: empty ---\n$/);
+  assert.match(text(await client.callTool({ name: "wait_until", arguments: { task_id: quietId, timeout: 1, idle_timeout: 0 } })), /^\[timeout: the job is still running at the timeout\]/);
+  assert.match(text(await client.callTool({ name: "kill_background", arguments: { task_id: quietId } })), /^Killed job/);
+  assert.match(text(await client.callTool({ name: "wait_until", arguments: { task_id: quietId, timeout: 5 } })), /^\[killed: the job was killed\]/);
+  assert.match(text(await client.callTool({ name: "kill_background", arguments: { task_id: quietId } })), /had already ended/);
+  const badId = await client.callTool({ name: "get_background_status", arguments: { task_id: "12" } });
+  assert.equal(badId.isError, true);
+  assert.match(text(badId), /task_id is a job id such as job-0123456789ab/);
+  const unknown = await client.callTool({ name: "wait_until", arguments: { task_id: "job-0123456789ab" } });
+  assert.equal(unknown.isError, true);
+  assert.match(text(unknown), /there is no background job job-0123456789ab in this workspace.*list_background/);
+  const tooLong = await client.callTool({ name: "wait_until", arguments: { task_id: id, timeout: 99999 } });
+  assert.equal(tooLong.isError, true);
+  await client.close();
+});
+
+test("grep and glob are run by the agent: matches, filters, limits, and bad patterns as isError", async () => {
+  const client = await modernClient();
+  await fs.mkdir(path.join(agent.dataDir, "g", "sub"), { recursive: true });
+  await fs.writeFile(path.join(agent.dataDir, "g", "a.py"), "def main():\n    pass\n");
+  await fs.writeFile(path.join(agent.dataDir, "g", "sub", "b.py"), "MAIN = 1\n");
+  const abs = path.join(agent.dataDir, "g");
+  assert.equal(text(await client.callTool({ name: "grep", arguments: { pattern: "main", path: abs, ignore_case: true } })), `${abs}/a.py:1: def main():\n${abs}/sub/b.py:1: MAIN = 1\n[2 matching lines in 2 files; 2 files searched]`);
+  assert.equal(text(await client.callTool({ name: "grep", arguments: { pattern: "main", path: abs, max_results: 1, ignore_case: true } })), `${abs}/a.py:1: def main():\n[1 matching line in 1 file; 1 file searched; stopped at max_results: narrow the pattern, path or glob to see the rest]`);
+  assert.equal(text(await client.callTool({ name: "grep", arguments: { pattern: "nothing", path: abs, glob: "*.py" } })), "No matches.\n[0 matching lines in 0 files; 2 files searched]");
+  const badRe = await client.callTool({ name: "grep", arguments: { pattern: "(", path: abs } });
+  assert.equal(badRe.isError, true);
+  assert.match(text(badRe), /pattern is not a valid regular expression/);
+  assert.equal(text(await client.callTool({ name: "glob", arguments: { pattern: "**/*.py", path: abs } })), `a.py\nsub/b.py\n[2 paths matching **/*.py under ${abs}]`);
+  const badGlob = await client.callTool({ name: "glob", arguments: { pattern: "{a", path: abs } });
+  assert.equal(badGlob.isError, true);
+  assert.match(text(badGlob), /has a "\{" without its "\}"/);
+  await client.close();
+});
+
+test("wait_until sends progress while it waits; cancelling it leaves the job running", async () => {
+  const { client, transport } = await legacyClient();
+  const started = text(await client.callTool({ name: "exec", arguments: { command: "sleep 30", work_dir: agent.dataDir, run_in_background: true } }));
+  const id = /job-[0-9a-f]{12}/.exec(started)![0];
+  const seen: number[] = [];
+  const r = await client.callTool({ name: "wait_until", arguments: { task_id: id, timeout: 3, idle_timeout: 0 } }, undefined, { onprogress: (p) => seen.push(p.progress) });
+  assert.match(text(r), /^\[timeout:/);
+  assert.deepEqual(seen.slice(0, 2), [1, 2]);
+  const controller = new AbortController();
+  let progressed!: () => void;
+  const inFlight = new Promise<void>((res) => (progressed = res));
+  const waiting = client.callTool({ name: "wait_until", arguments: { task_id: id, timeout: 60 } }, undefined, { signal: controller.signal, onprogress: () => progressed() });
+  waiting.catch(() => undefined);
+  await inFlight;
+  controller.abort();
+  await assert.rejects(waiting);
+  assert.match(text(await client.callTool({ name: "get_background_status", arguments: { task_id: id } })), new RegExp(`^${id}  running`));
+  assert.match(text(await client.callTool({ name: "kill_background", arguments: { task_id: id } })), /^Killed job/);
+  await transport.terminateSession();
+});
+
+test("an agent older than jobs and search: exec runs on Exec and is killed at its timeout; the other tools say to restart the workspace", async () => {
+  const client = await modernClient("old");
+  assert.match(text(await client.callTool({ name: "exec", arguments: { command: "echo still works", work_dir: agent.dataDir } })), /^\[exit code 0, [\d.]+ s\]\n--- stdout \(12 bytes, 1 lines\) ---\nstill works\n/);
+  assert.match(text(await client.callTool({ name: "exec", arguments: { command: "sleep 20", work_dir: agent.dataDir, timeout: 1 } })), /^\[timed out after 1 s and was killed \(exit code 137\)/);
+  const bg = await client.callTool({ name: "exec", arguments: { command: "sleep 1", work_dir: agent.dataDir, run_in_background: true } });
+  assert.equal(bg.isError, true);
+  assert.match(text(bg), /older than background jobs; run the command without run_in_background, or restart the workspace/);
+  for (const [name, args] of [["grep", { pattern: "x" }], ["glob", { pattern: "*" }], ["list_background", {}], ["wait_until", { task_id: "job-0123456789ab" }]] as const) {
+    const r = await client.callTool({ name, arguments: args });
+    assert.equal(r.isError, true, name);
+    assert.match(text(r), /the workspace's agent is older than this tool .* restart the workspace/, name);
+  }
+  await client.close();
+});

@@ -19,6 +19,7 @@ const ExecBody = Type.Object(
     user: Type.Optional(Type.String({ minLength: 1, maxLength: 256 })),
     timeout_s: Type.Optional(Type.Number({ minimum: 0, maximum: 86_400, description: "kill the process group after this long (default 600; 0 = none)" })),
     stdin: Type.Optional(Type.String({ maxLength: 512 * 1024, description: "bytes (UTF-8) written to stdin, which is then closed" })),
+    version_before: Type.Optional(Type.Boolean({ description: "save a version (source pre_exec) before the command runs; the workspace restarts for it" })),
   },
   { additionalProperties: false },
 );
@@ -57,6 +58,10 @@ export function registerExecRoutes(app: ApiApp, ctx: RouteContext): void {
     },
     async (req, reply) => {
       const start = execStart(req.body);
+      if (req.body.version_before) {
+        const what = (req.body.command ?? req.body.argv?.join(" ") ?? "").slice(0, 150);
+        await manager.createVersion(req.params.bot_id, { source: "pre_exec", displayName: `before exec: ${what}` });
+      }
       const gone = new AbortController();
       reply.raw.on("close", () => {
         if (!reply.raw.writableFinished) gone.abort();

@@ -1,7 +1,8 @@
 // Lifecycle routes (Memoh's, kept recognisable): create (JSON or an SSE stream of its
 // phases), status, delete, start, stop, live limits, the list of workspaces, events.
 import { Type, type Static } from "@sinclair/typebox";
-import type { CreateProgress, WorkspaceStatus } from "../../workspace/manager.js";
+import type { ArchiveProgress, BackupResult, CreateProgress, WorkspaceStatus } from "../../workspace/manager.js";
+import { acceptsEventStream, streamDataOp } from "./data.js";
 import { ApiError, toApiError } from "../errors.js";
 import type { ApiApp, RouteContext } from "../server.js";
 import { BotParams, ErrorResponse, Paging } from "../schemas.js";
@@ -24,6 +25,7 @@ const CreateBody = Type.Object(
     snapshotter: Type.Optional(Type.String({ minLength: 1, maxLength: 64 })),
     gpu: Type.Optional(Type.Object({ devices: Type.Array(Type.String({ minLength: 1, maxLength: 256 }), { maxItems: 64 }) }, { additionalProperties: false })),
     limits: Type.Optional(Limits),
+    restore_data: Type.Optional(Type.Boolean({ description: "a new workspace gets the bot's preserved backup as /data before it starts" })),
   },
   { additionalProperties: false },
 );
@@ -157,6 +159,7 @@ export function registerLifecycleRoutes(app: ApiApp, ctx: RouteContext): void {
         ...(body.image !== undefined ? { image: body.image } : {}),
         ...(body.gpu !== undefined ? { cdiDevices: body.gpu.devices } : {}),
         ...(limits !== undefined ? { limits } : {}),
+        ...(body.restore_data ? { restoreData: true } : {}),
       };
       const answer = (s: WorkspaceStatus) => ({ container_id: s.containerId, image: s.row?.image ?? null, snapshotter: ctx.snapshotter, status: s.row?.status ?? "absent", started: !wasRunning && s.task === "running" });
       if (!acceptsEventStream(req.headers.accept)) return answer(await manager.ensure(botId, options));
@@ -164,15 +167,16 @@ export function registerLifecycleRoutes(app: ApiApp, ctx: RouteContext): void {
       // The stream: the create runs to its end and is recorded even when the client goes away.
       const sse = new SseStream(reply, ctx.streamIdleMs);
       const progress = new PullProgress((data) => sse.send("pull_progress", data));
+      const onDataProgress = (p: ArchiveProgress) => sse.send("progress", { phase: "restoring", bytes: p.bytes, files: p.files });
       const onProgress = (p: CreateProgress) => {
         if (p.phase === "pull_progress") progress.update(p.digest, p.offset, p.total);
         else {
-          if (p.phase === "creating" || p.phase === "starting") progress.flush();
+          if (p.phase === "creating" || p.phase === "starting" || p.phase === "restoring") progress.flush();
           sse.send(p.phase, p.phase === "pulling" ? { image: p.image } : {});
         }
       };
       try {
-        const status = await manager.ensure(botId, { ...options, onProgress });
+        const status = await manager.ensure(botId, { ...options, onProgress, onDataProgress });
         progress.flush();
         sse.send("complete", { container: { ...view(status), started: answer(status).started } });
       } catch (err) {
@@ -197,12 +201,27 @@ export function registerLifecycleRoutes(app: ApiApp, ctx: RouteContext): void {
 
   app.delete(
     "/bots/:bot_id/container",
-    { config: { access: "bot" }, schema: { summary: "Delete the workspace (task, network, container, rootfs, row)", params: BotParams, response: { 200: Type.Object({ deleted: Type.Boolean() }), "4xx": ErrorResponse } } },
-    async (req) => {
-      const s = await manager.status(req.params.bot_id);
-      if (s.row === undefined && !s.containerExists && !s.hasPreservedData) throw new ApiError("not_found", `bot ${req.params.bot_id} has no workspace`);
-      await manager.delete(req.params.bot_id);
-      return { deleted: true };
+    {
+      config: { access: "bot" },
+      schema: {
+        summary: "Delete the workspace (task, network, container, rootfs, versions, row); with preserve_data=true /data is backed up (confirmed) first; `Accept: text/event-stream` streams the phases",
+        params: BotParams,
+        querystring: Type.Object({ preserve_data: Type.Optional(Type.Boolean({ default: false })) }, { additionalProperties: false }),
+        response: {
+          200: Type.Object({ deleted: Type.Boolean(), backup: Type.Optional(Type.Object({ path: Type.String(), sha256: Type.String(), size: Type.Number(), files: Type.Integer(), bytes: Type.Number() })) }),
+          "4xx": ErrorResponse,
+          "5xx": ErrorResponse,
+        },
+      },
+    },
+    async (req, reply) => {
+      const botId = req.params.bot_id;
+      const preserve = req.query.preserve_data === true;
+      const s = await manager.status(botId);
+      if (s.row === undefined && !s.containerExists && !s.hasPreservedData) throw new ApiError("not_found", `bot ${botId} has no workspace`);
+      const answer = (b: BackupResult | undefined) => ({ deleted: true, ...(b ? { backup: { path: b.path, sha256: b.sha256, size: b.size, files: b.files, bytes: b.bytes } } : {}) });
+      if (!preserve || !acceptsEventStream(req.headers.accept)) return answer(await manager.delete(botId, { preserveData: preserve }));
+      return streamDataOp(reply, ctx.streamIdleMs, "preserving", (onProgress) => manager.delete(botId, { preserveData: true, onProgress }), answer);
     },
   );
 
@@ -280,8 +299,3 @@ export function registerLifecycleRoutes(app: ApiApp, ctx: RouteContext): void {
     },
   );
 }
-
-function acceptsEventStream(accept: string | undefined): boolean {
-  return accept !== undefined && accept.split(",").some((part) => part.trim().split(";")[0] === "text/event-stream");
-}
-

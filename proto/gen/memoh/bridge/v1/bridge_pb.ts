@@ -26,7 +26,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file memoh/bridge/v1/bridge.proto.
  */
 export const file_memoh_bridge_v1_bridge: GenFile = /*@__PURE__*/
-  fileDesc("ChxtZW1vaC9icmlkZ2UvdjEvYnJpZGdlLnByb3RvEg9tZW1vaC5icmlkZ2UudjEiDQoLSW5mb1JlcXVlc3Qi2gEKDEluZm9SZXNwb25zZRIVCg1hZ2VudF92ZXJzaW9uGAEgASgJEhgKEHByb3RvY29sX3ZlcnNpb24YAiABKA0SCwoDcGlkGAMgASgFEhYKDnVwdGltZV9zZWNvbmRzGAQgASgBEhQKDGNhcGFiaWxpdGllcxgFIAMoCRIUCgxub2RlX3ZlcnNpb24YBiABKAkSEAoIZGF0YV9kaXIYByABKAkSDgoGbGlzdGVuGAggASgJEhAKCGhvc3RuYW1lGAkgASgJEhQKDHdvcmtzcGFjZV9pZBgKIAEoCSLyAQoIRmlsZUluZm8SDAoEcGF0aBgBIAEoCRIMCgRuYW1lGAIgASgJEicKBHR5cGUYAyABKA4yGS5tZW1vaC5icmlkZ2UudjEuRmlsZVR5cGUSDAoEbW9kZRgEIAEoDRIMCgRzaXplGAUgASgDEhAKCG10aW1lX21zGAYgASgDEhYKDnN5bWxpbmtfdGFyZ2V0GAcgASgJEhIKCnBhdGhfYnl0ZXMYCCABKAwSEgoKbmFtZV9ieXRlcxgJIAEoDBIcChRzeW1saW5rX3RhcmdldF9ieXRlcxgKIAEoDBIVCg1wYXRoX3Rvb19sb25nGAsgASgIIi8KC1N0YXRSZXF1ZXN0EgwKBHBhdGgYASABKAkSEgoKcGF0aF9ieXRlcxgCIAEoDCI3CgxTdGF0UmVzcG9uc2USJwoEaW5mbxgBIAEoCzIZLm1lbW9oLmJyaWRnZS52MS5GaWxlSW5mbyJ3Cg5MaXN0RGlyUmVxdWVzdBIMCgRwYXRoGAEgASgJEhEKCXJlY3Vyc2l2ZRgCIAEoCBIRCgltYXhfZGVwdGgYAyABKA0SDgoGb2Zmc2V0GAQgASgNEg0KBWxpbWl0GAUgASgNEhIKCnBhdGhfYnl0ZXMYBiABKAwilgEKD0xpc3REaXJSZXNwb25zZRIqCgdlbnRyaWVzGAEgAygLMhkubWVtb2guYnJpZGdlLnYxLkZpbGVJbmZvEg0KBXRvdGFsGAIgASgNEhAKCGhhc19tb3JlGAMgASgIEhMKC25leHRfb2Zmc2V0GAQgASgNEhEKCXRydW5jYXRlZBgFIAEoCBIOCgZzb3J0ZWQYBiABKAgiXAoPUmVhZEZpbGVSZXF1ZXN0EgwKBHBhdGgYASABKAkSEwoLbGluZV9vZmZzZXQYAiABKA0SEgoKbGluZV9saW1pdBgDIAEoDRISCgpwYXRoX2J5dGVzGAQgASgMIpIBChBSZWFkRmlsZVJlc3BvbnNlEg8KB2NvbnRlbnQYASABKAkSEwoLdG90YWxfbGluZXMYAiABKA0SEwoLbGluZV9vZmZzZXQYAyABKA0SEgoKbGluZV9jb3VudBgEIAEoDRIRCgl0cnVuY2F0ZWQYBSABKAgSDgoGYmluYXJ5GAYgASgIEgwKBHNpemUYByABKAMiUwoQV3JpdGVGaWxlUmVxdWVzdBIMCgRwYXRoGAEgASgJEg8KB2NvbnRlbnQYAiABKAwSDAoEbW9kZRgDIAEoDRISCgpwYXRoX2J5dGVzGAQgASgMIioKEVdyaXRlRmlsZVJlc3BvbnNlEhUKDWJ5dGVzX3dyaXR0ZW4YASABKAMiUgoOUmVhZFJhd1JlcXVlc3QSDAoEcGF0aBgBIAEoCRIOCgZvZmZzZXQYAiABKAMSDgoGbGVuZ3RoGAMgASgDEhIKCnBhdGhfYnl0ZXMYBCABKAwiPwoMUmVhZFJhd0NodW5rEgwKBGRhdGEYASABKAwSDgoGb2Zmc2V0GAIgASgDEhEKCWZpbGVfc2l6ZRgDIAEoAyI/Cg1Xcml0ZVJhd1N0YXJ0EgwKBHBhdGgYASABKAkSDAoEbW9kZRgCIAEoDRISCgpwYXRoX2J5dGVzGAMgASgMIi0KDVdyaXRlUmF3Q2h1bmsSDAoEZGF0YRgBIAEoDBIOCgZvZmZzZXQYAiABKAMiiwEKD1dyaXRlUmF3UmVxdWVzdBIvCgVzdGFydBgBIAEoCzIeLm1lbW9oLmJyaWRnZS52MS5Xcml0ZVJhd1N0YXJ0SAASLwoFY2h1bmsYAiABKAsyHi5tZW1vaC5icmlkZ2UudjEuV3JpdGVSYXdDaHVua0gAEg8KBWFib3J0GAMgASgISABCBQoDbXNnIjkKEFdyaXRlUmF3UmVzcG9uc2USFQoNYnl0ZXNfd3JpdHRlbhgBIAEoAxIOCgZzaGEyNTYYAiABKAkiTwoMTWtkaXJSZXF1ZXN0EgwKBHBhdGgYASABKAkSDwoHcGFyZW50cxgCIAEoCBIMCgRtb2RlGAMgASgNEhIKCnBhdGhfYnl0ZXMYBCABKAwiDwoNTWtkaXJSZXNwb25zZSJiCg1SZW5hbWVSZXF1ZXN0EgwKBGZyb20YASABKAkSCgoCdG8YAiABKAkSEQoJb3ZlcndyaXRlGAMgASgIEhIKCmZyb21fYnl0ZXMYBCABKAwSEAoIdG9fYnl0ZXMYBSABKAwiEAoOUmVuYW1lUmVzcG9uc2UiSAoRRGVsZXRlRmlsZVJlcXVlc3QSDAoEcGF0aBgBIAEoCRIRCglyZWN1cnNpdmUYAiABKAgSEgoKcGF0aF9ieXRlcxgDIAEoDCIUChJEZWxldGVGaWxlUmVzcG9uc2UiJQoHUHR5U2l6ZRIMCgRjb2xzGAEgASgNEgwKBHJvd3MYAiABKA0iugIKCUV4ZWNTdGFydBIMCgRhcmd2GAEgAygJEg8KB2NvbW1hbmQYAiABKAkSMAoDZW52GAMgAygLMiMubWVtb2guYnJpZGdlLnYxLkV4ZWNTdGFydC5FbnZFbnRyeRIRCgljbGVhbl9lbnYYBCABKAgSEQoJdW5zZXRfZW52GAUgAygJEgsKA2N3ZBgGIAEoCRISCgp0aW1lb3V0X21zGAcgASgNEgsKA3B0eRgIIAEoCBIqCghwdHlfc2l6ZRgJIAEoCzIYLm1lbW9oLmJyaWRnZS52MS5QdHlTaXplEg0KBXN0ZGluGAogASgMEhMKC2Nsb3NlX3N0ZGluGAsgASgIEgwKBHVzZXIYDCABKAkaKgoIRW52RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKnAQoLRXhlY1JlcXVlc3QSKwoFc3RhcnQYASABKAsyGi5tZW1vaC5icmlkZ2UudjEuRXhlY1N0YXJ0SAASDwoFc3RkaW4YAiABKAxIABIVCgtjbG9zZV9zdGRpbhgDIAEoCEgAEhAKBnNpZ25hbBgEIAEoCUgAEioKBnJlc2l6ZRgFIAEoCzIYLm1lbW9oLmJyaWRnZS52MS5QdHlTaXplSABCBQoDbXNnIhoKC0V4ZWNTdGFydGVkEgsKA3BpZBgBIAEoBSJQCghFeGVjRXhpdBIMCgRjb2RlGAEgASgFEg4KBnNpZ25hbBgCIAEoCRIRCgl0aW1lZF9vdXQYAyABKAgSEwoLZHVyYXRpb25fbXMYBCABKAEilQEKDEV4ZWNSZXNwb25zZRIvCgdzdGFydGVkGAEgASgLMhwubWVtb2guYnJpZGdlLnYxLkV4ZWNTdGFydGVkSAASEAoGc3Rkb3V0GAIgASgMSAASEAoGc3RkZXJyGAMgASgMSAASKQoEZXhpdBgEIAEoCzIZLm1lbW9oLmJyaWRnZS52MS5FeGVjRXhpdEgAQgUKA21zZyKrAQoNTWNwU3RkaW9TdGFydBIPCgdjb21tYW5kGAEgASgJEgwKBGFyZ3MYAiADKAkSNAoDZW52GAMgAygLMicubWVtb2guYnJpZGdlLnYxLk1jcFN0ZGlvU3RhcnQuRW52RW50cnkSCwoDY3dkGAQgASgJEgwKBHVzZXIYBSABKAkaKgoIRW52RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJzCg9NY3BTdGRpb1JlcXVlc3QSLwoFc3RhcnQYASABKAsyHi5tZW1vaC5icmlkZ2UudjEuTWNwU3RkaW9TdGFydEgAEhEKB21lc3NhZ2UYAiABKAlIABIVCgtjbG9zZV9zdGRpbhgDIAEoCEgAQgUKA21zZyIeCg9NY3BTdGRpb1N0YXJ0ZWQSCwoDcGlkGAEgASgFIkEKDE1jcFN0ZGlvRXhpdBIMCgRjb2RlGAEgASgFEg4KBnNpZ25hbBgCIAEoCRITCgtzdGRlcnJfdGFpbBgDIAMoCSKoAQoQTWNwU3RkaW9SZXNwb25zZRIzCgdzdGFydGVkGAEgASgLMiAubWVtb2guYnJpZGdlLnYxLk1jcFN0ZGlvU3RhcnRlZEgAEhEKB21lc3NhZ2UYAiABKAlIABIWCgxzdGRvdXRfbm9pc2UYAyABKAlIABItCgRleGl0GAQgASgLMh0ubWVtb2guYnJpZGdlLnYxLk1jcFN0ZGlvRXhpdEgAQgUKA21zZyp+CghGaWxlVHlwZRIZChVGSUxFX1RZUEVfVU5TUEVDSUZJRUQQABISCg5GSUxFX1RZUEVfRklMRRABEhcKE0ZJTEVfVFlQRV9ESVJFQ1RPUlkQAhIVChFGSUxFX1RZUEVfU1lNTElOSxADEhMKD0ZJTEVfVFlQRV9PVEhFUhAEMrcHChBDb250YWluZXJTZXJ2aWNlEkMKBEluZm8SHC5tZW1vaC5icmlkZ2UudjEuSW5mb1JlcXVlc3QaHS5tZW1vaC5icmlkZ2UudjEuSW5mb1Jlc3BvbnNlEkMKBFN0YXQSHC5tZW1vaC5icmlkZ2UudjEuU3RhdFJlcXVlc3QaHS5tZW1vaC5icmlkZ2UudjEuU3RhdFJlc3BvbnNlEkwKB0xpc3REaXISHy5tZW1vaC5icmlkZ2UudjEuTGlzdERpclJlcXVlc3QaIC5tZW1vaC5icmlkZ2UudjEuTGlzdERpclJlc3BvbnNlEk8KCFJlYWRGaWxlEiAubWVtb2guYnJpZGdlLnYxLlJlYWRGaWxlUmVxdWVzdBohLm1lbW9oLmJyaWRnZS52MS5SZWFkRmlsZVJlc3BvbnNlElIKCVdyaXRlRmlsZRIhLm1lbW9oLmJyaWRnZS52MS5Xcml0ZUZpbGVSZXF1ZXN0GiIubWVtb2guYnJpZGdlLnYxLldyaXRlRmlsZVJlc3BvbnNlEksKB1JlYWRSYXcSHy5tZW1vaC5icmlkZ2UudjEuUmVhZFJhd1JlcXVlc3QaHS5tZW1vaC5icmlkZ2UudjEuUmVhZFJhd0NodW5rMAESUQoIV3JpdGVSYXcSIC5tZW1vaC5icmlkZ2UudjEuV3JpdGVSYXdSZXF1ZXN0GiEubWVtb2guYnJpZGdlLnYxLldyaXRlUmF3UmVzcG9uc2UoARJGCgVNa2RpchIdLm1lbW9oLmJyaWRnZS52MS5Na2RpclJlcXVlc3QaHi5tZW1vaC5icmlkZ2UudjEuTWtkaXJSZXNwb25zZRJJCgZSZW5hbWUSHi5tZW1vaC5icmlkZ2UudjEuUmVuYW1lUmVxdWVzdBofLm1lbW9oLmJyaWRnZS52MS5SZW5hbWVSZXNwb25zZRJVCgpEZWxldGVGaWxlEiIubWVtb2guYnJpZGdlLnYxLkRlbGV0ZUZpbGVSZXF1ZXN0GiMubWVtb2guYnJpZGdlLnYxLkRlbGV0ZUZpbGVSZXNwb25zZRJHCgRFeGVjEhwubWVtb2guYnJpZGdlLnYxLkV4ZWNSZXF1ZXN0Gh0ubWVtb2guYnJpZGdlLnYxLkV4ZWNSZXNwb25zZSgBMAESUwoITWNwU3RkaW8SIC5tZW1vaC5icmlkZ2UudjEuTWNwU3RkaW9SZXF1ZXN0GiEubWVtb2guYnJpZGdlLnYxLk1jcFN0ZGlvUmVzcG9uc2UoATABYgZwcm90bzM");
+  fileDesc("ChxtZW1vaC9icmlkZ2UvdjEvYnJpZGdlLnByb3RvEg9tZW1vaC5icmlkZ2UudjEiDQoLSW5mb1JlcXVlc3Qi2gEKDEluZm9SZXNwb25zZRIVCg1hZ2VudF92ZXJzaW9uGAEgASgJEhgKEHByb3RvY29sX3ZlcnNpb24YAiABKA0SCwoDcGlkGAMgASgFEhYKDnVwdGltZV9zZWNvbmRzGAQgASgBEhQKDGNhcGFiaWxpdGllcxgFIAMoCRIUCgxub2RlX3ZlcnNpb24YBiABKAkSEAoIZGF0YV9kaXIYByABKAkSDgoGbGlzdGVuGAggASgJEhAKCGhvc3RuYW1lGAkgASgJEhQKDHdvcmtzcGFjZV9pZBgKIAEoCSLyAQoIRmlsZUluZm8SDAoEcGF0aBgBIAEoCRIMCgRuYW1lGAIgASgJEicKBHR5cGUYAyABKA4yGS5tZW1vaC5icmlkZ2UudjEuRmlsZVR5cGUSDAoEbW9kZRgEIAEoDRIMCgRzaXplGAUgASgDEhAKCG10aW1lX21zGAYgASgDEhYKDnN5bWxpbmtfdGFyZ2V0GAcgASgJEhIKCnBhdGhfYnl0ZXMYCCABKAwSEgoKbmFtZV9ieXRlcxgJIAEoDBIcChRzeW1saW5rX3RhcmdldF9ieXRlcxgKIAEoDBIVCg1wYXRoX3Rvb19sb25nGAsgASgIIi8KC1N0YXRSZXF1ZXN0EgwKBHBhdGgYASABKAkSEgoKcGF0aF9ieXRlcxgCIAEoDCI3CgxTdGF0UmVzcG9uc2USJwoEaW5mbxgBIAEoCzIZLm1lbW9oLmJyaWRnZS52MS5GaWxlSW5mbyJ3Cg5MaXN0RGlyUmVxdWVzdBIMCgRwYXRoGAEgASgJEhEKCXJlY3Vyc2l2ZRgCIAEoCBIRCgltYXhfZGVwdGgYAyABKA0SDgoGb2Zmc2V0GAQgASgNEg0KBWxpbWl0GAUgASgNEhIKCnBhdGhfYnl0ZXMYBiABKAwilgEKD0xpc3REaXJSZXNwb25zZRIqCgdlbnRyaWVzGAEgAygLMhkubWVtb2guYnJpZGdlLnYxLkZpbGVJbmZvEg0KBXRvdGFsGAIgASgNEhAKCGhhc19tb3JlGAMgASgIEhMKC25leHRfb2Zmc2V0GAQgASgNEhEKCXRydW5jYXRlZBgFIAEoCBIOCgZzb3J0ZWQYBiABKAgiXAoPUmVhZEZpbGVSZXF1ZXN0EgwKBHBhdGgYASABKAkSEwoLbGluZV9vZmZzZXQYAiABKA0SEgoKbGluZV9saW1pdBgDIAEoDRISCgpwYXRoX2J5dGVzGAQgASgMIpIBChBSZWFkRmlsZVJlc3BvbnNlEg8KB2NvbnRlbnQYASABKAkSEwoLdG90YWxfbGluZXMYAiABKA0SEwoLbGluZV9vZmZzZXQYAyABKA0SEgoKbGluZV9jb3VudBgEIAEoDRIRCgl0cnVuY2F0ZWQYBSABKAgSDgoGYmluYXJ5GAYgASgIEgwKBHNpemUYByABKAMiUwoQV3JpdGVGaWxlUmVxdWVzdBIMCgRwYXRoGAEgASgJEg8KB2NvbnRlbnQYAiABKAwSDAoEbW9kZRgDIAEoDRISCgpwYXRoX2J5dGVzGAQgASgMIioKEVdyaXRlRmlsZVJlc3BvbnNlEhUKDWJ5dGVzX3dyaXR0ZW4YASABKAMiUgoOUmVhZFJhd1JlcXVlc3QSDAoEcGF0aBgBIAEoCRIOCgZvZmZzZXQYAiABKAMSDgoGbGVuZ3RoGAMgASgDEhIKCnBhdGhfYnl0ZXMYBCABKAwiPwoMUmVhZFJhd0NodW5rEgwKBGRhdGEYASABKAwSDgoGb2Zmc2V0GAIgASgDEhEKCWZpbGVfc2l6ZRgDIAEoAyI/Cg1Xcml0ZVJhd1N0YXJ0EgwKBHBhdGgYASABKAkSDAoEbW9kZRgCIAEoDRISCgpwYXRoX2J5dGVzGAMgASgMIi0KDVdyaXRlUmF3Q2h1bmsSDAoEZGF0YRgBIAEoDBIOCgZvZmZzZXQYAiABKAMiiwEKD1dyaXRlUmF3UmVxdWVzdBIvCgVzdGFydBgBIAEoCzIeLm1lbW9oLmJyaWRnZS52MS5Xcml0ZVJhd1N0YXJ0SAASLwoFY2h1bmsYAiABKAsyHi5tZW1vaC5icmlkZ2UudjEuV3JpdGVSYXdDaHVua0gAEg8KBWFib3J0GAMgASgISABCBQoDbXNnIjkKEFdyaXRlUmF3UmVzcG9uc2USFQoNYnl0ZXNfd3JpdHRlbhgBIAEoAxIOCgZzaGEyNTYYAiABKAkiTwoMTWtkaXJSZXF1ZXN0EgwKBHBhdGgYASABKAkSDwoHcGFyZW50cxgCIAEoCBIMCgRtb2RlGAMgASgNEhIKCnBhdGhfYnl0ZXMYBCABKAwiDwoNTWtkaXJSZXNwb25zZSJiCg1SZW5hbWVSZXF1ZXN0EgwKBGZyb20YASABKAkSCgoCdG8YAiABKAkSEQoJb3ZlcndyaXRlGAMgASgIEhIKCmZyb21fYnl0ZXMYBCABKAwSEAoIdG9fYnl0ZXMYBSABKAwiEAoOUmVuYW1lUmVzcG9uc2UiSAoRRGVsZXRlRmlsZVJlcXVlc3QSDAoEcGF0aBgBIAEoCRIRCglyZWN1cnNpdmUYAiABKAgSEgoKcGF0aF9ieXRlcxgDIAEoDCIUChJEZWxldGVGaWxlUmVzcG9uc2UiJQoHUHR5U2l6ZRIMCgRjb2xzGAEgASgNEgwKBHJvd3MYAiABKA0iugIKCUV4ZWNTdGFydBIMCgRhcmd2GAEgAygJEg8KB2NvbW1hbmQYAiABKAkSMAoDZW52GAMgAygLMiMubWVtb2guYnJpZGdlLnYxLkV4ZWNTdGFydC5FbnZFbnRyeRIRCgljbGVhbl9lbnYYBCABKAgSEQoJdW5zZXRfZW52GAUgAygJEgsKA2N3ZBgGIAEoCRISCgp0aW1lb3V0X21zGAcgASgNEgsKA3B0eRgIIAEoCBIqCghwdHlfc2l6ZRgJIAEoCzIYLm1lbW9oLmJyaWRnZS52MS5QdHlTaXplEg0KBXN0ZGluGAogASgMEhMKC2Nsb3NlX3N0ZGluGAsgASgIEgwKBHVzZXIYDCABKAkaKgoIRW52RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKnAQoLRXhlY1JlcXVlc3QSKwoFc3RhcnQYASABKAsyGi5tZW1vaC5icmlkZ2UudjEuRXhlY1N0YXJ0SAASDwoFc3RkaW4YAiABKAxIABIVCgtjbG9zZV9zdGRpbhgDIAEoCEgAEhAKBnNpZ25hbBgEIAEoCUgAEioKBnJlc2l6ZRgFIAEoCzIYLm1lbW9oLmJyaWRnZS52MS5QdHlTaXplSABCBQoDbXNnIhoKC0V4ZWNTdGFydGVkEgsKA3BpZBgBIAEoBSJQCghFeGVjRXhpdBIMCgRjb2RlGAEgASgFEg4KBnNpZ25hbBgCIAEoCRIRCgl0aW1lZF9vdXQYAyABKAgSEwoLZHVyYXRpb25fbXMYBCABKAEilQEKDEV4ZWNSZXNwb25zZRIvCgdzdGFydGVkGAEgASgLMhwubWVtb2guYnJpZGdlLnYxLkV4ZWNTdGFydGVkSAASEAoGc3Rkb3V0GAIgASgMSAASEAoGc3RkZXJyGAMgASgMSAASKQoEZXhpdBgEIAEoCzIZLm1lbW9oLmJyaWRnZS52MS5FeGVjRXhpdEgAQgUKA21zZyKrAQoNTWNwU3RkaW9TdGFydBIPCgdjb21tYW5kGAEgASgJEgwKBGFyZ3MYAiADKAkSNAoDZW52GAMgAygLMicubWVtb2guYnJpZGdlLnYxLk1jcFN0ZGlvU3RhcnQuRW52RW50cnkSCwoDY3dkGAQgASgJEgwKBHVzZXIYBSABKAkaKgoIRW52RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJzCg9NY3BTdGRpb1JlcXVlc3QSLwoFc3RhcnQYASABKAsyHi5tZW1vaC5icmlkZ2UudjEuTWNwU3RkaW9TdGFydEgAEhEKB21lc3NhZ2UYAiABKAlIABIVCgtjbG9zZV9zdGRpbhgDIAEoCEgAQgUKA21zZyIeCg9NY3BTdGRpb1N0YXJ0ZWQSCwoDcGlkGAEgASgFIkEKDE1jcFN0ZGlvRXhpdBIMCgRjb2RlGAEgASgFEg4KBnNpZ25hbBgCIAEoCRITCgtzdGRlcnJfdGFpbBgDIAMoCSKoAQoQTWNwU3RkaW9SZXNwb25zZRIzCgdzdGFydGVkGAEgASgLMiAubWVtb2guYnJpZGdlLnYxLk1jcFN0ZGlvU3RhcnRlZEgAEhEKB21lc3NhZ2UYAiABKAlIABIWCgxzdGRvdXRfbm9pc2UYAyABKAlIABItCgRleGl0GAQgASgLMh0ubWVtb2guYnJpZGdlLnYxLk1jcFN0ZGlvRXhpdEgAQgUKA21zZyI7Cg9TdGFydEpvYlJlcXVlc3QSKAoEZXhlYxgBIAEoCzIaLm1lbW9oLmJyaWRnZS52MS5FeGVjU3RhcnQiOQoQU3RhcnRKb2JSZXNwb25zZRIlCgNqb2IYASABKAsyGC5tZW1vaC5icmlkZ2UudjEuSm9iSW5mbyLdAgoHSm9iSW5mbxIKCgJpZBgBIAEoCRIPCgdjb21tYW5kGAIgASgJEgsKA2N3ZBgDIAEoCRILCgNwaWQYBCABKAUSKAoFc3RhdGUYBSABKA4yGS5tZW1vaC5icmlkZ2UudjEuSm9iU3RhdGUSEQoJZXhpdF9jb2RlGAYgASgFEg4KBnNpZ25hbBgHIAEoCRIVCg1zdGFydGVkX2F0X21zGAggASgDEhMKC2VuZGVkX2F0X21zGAkgASgDEhQKDHN0ZG91dF9ieXRlcxgKIAEoAxIUCgxzdGRlcnJfYnl0ZXMYCyABKAMSGQoRbGFzdF9vdXRwdXRfYXRfbXMYDCABKAMSEgoKdGltZW91dF9tcxgNIAEoDRIRCgl0aW1lZF9vdXQYDiABKAgSGQoRa2lsbGVkX2J5X3JlcXVlc3QYDyABKAgSGQoRb3V0cHV0X3JpbmdfYnl0ZXMYECABKA0iEQoPTGlzdEpvYnNSZXF1ZXN0IjoKEExpc3RKb2JzUmVzcG9uc2USJgoEam9icxgBIAMoCzIYLm1lbW9oLmJyaWRnZS52MS5Kb2JJbmZvIhsKDUdldEpvYlJlcXVlc3QSCgoCaWQYASABKAkiNwoOR2V0Sm9iUmVzcG9uc2USJQoDam9iGAEgASgLMhgubWVtb2guYnJpZGdlLnYxLkpvYkluZm8ihQEKFFJlYWRKb2JPdXRwdXRSZXF1ZXN0EgoKAmlkGAEgASgJEioKBnN0cmVhbRgCIAEoDjIaLm1lbW9oLmJyaWRnZS52MS5Kb2JTdHJlYW0SDgoGb2Zmc2V0GAMgASgDEhEKCW1heF9ieXRlcxgEIAEoDRISCgp0YWlsX2J5dGVzGAUgASgNImIKFVJlYWRKb2JPdXRwdXRSZXNwb25zZRIMCgRkYXRhGAEgASgMEg4KBm9mZnNldBgCIAEoAxINCgV0b3RhbBgDIAEoAxIPCgdkcm9wcGVkGAQgASgDEgsKA2VvZhgFIAEoCCJJCg5XYWl0Sm9iUmVxdWVzdBIKCgJpZBgBIAEoCRISCgp0aW1lb3V0X21zGAIgASgNEhcKD2lkbGVfdGltZW91dF9tcxgDIAEoDSJnCg9XYWl0Sm9iUmVzcG9uc2USLQoHb3V0Y29tZRgBIAEoDjIcLm1lbW9oLmJyaWRnZS52MS5XYWl0T3V0Y29tZRIlCgNqb2IYAiABKAsyGC5tZW1vaC5icmlkZ2UudjEuSm9iSW5mbyIuChBTaWduYWxKb2JSZXF1ZXN0EgoKAmlkGAEgASgJEg4KBnNpZ25hbBgCIAEoCSI6ChFTaWduYWxKb2JSZXNwb25zZRIlCgNqb2IYASABKAsyGC5tZW1vaC5icmlkZ2UudjEuSm9iSW5mbyJ4CgtHcmVwUmVxdWVzdBIPCgdwYXR0ZXJuGAEgASgJEgwKBHBhdGgYAiABKAkSDAoEZ2xvYhgDIAEoCRITCgtpZ25vcmVfY2FzZRgEIAEoCBITCgttYXhfcmVzdWx0cxgFIAEoDRISCgp0aW1lb3V0X21zGAYgASgNIjwKCUdyZXBNYXRjaBIMCgRwYXRoGAEgASgJEhMKC2xpbmVfbnVtYmVyGAIgASgNEgwKBGxpbmUYAyABKAkinwEKDEdyZXBSZXNwb25zZRIrCgdtYXRjaGVzGAEgAygLMhoubWVtb2guYnJpZGdlLnYxLkdyZXBNYXRjaBIWCg5maWxlc19zZWFyY2hlZBgCIAEoDRIPCgdzdG9wcGVkGAMgASgJEhwKFGJpbmFyeV9maWxlc19za2lwcGVkGAQgASgNEhsKE2xhcmdlX2ZpbGVzX3NraXBwZWQYBSABKA0iVQoLR2xvYlJlcXVlc3QSDwoHcGF0dGVybhgBIAEoCRIMCgRwYXRoGAIgASgJEhMKC21heF9yZXN1bHRzGAMgASgNEhIKCnRpbWVvdXRfbXMYBCABKA0iLgoMR2xvYlJlc3BvbnNlEg0KBXBhdGhzGAEgAygJEg8KB3N0b3BwZWQYAiABKAkqfgoIRmlsZVR5cGUSGQoVRklMRV9UWVBFX1VOU1BFQ0lGSUVEEAASEgoORklMRV9UWVBFX0ZJTEUQARIXChNGSUxFX1RZUEVfRElSRUNUT1JZEAISFQoRRklMRV9UWVBFX1NZTUxJTksQAxITCg9GSUxFX1RZUEVfT1RIRVIQBCpoCghKb2JTdGF0ZRIZChVKT0JfU1RBVEVfVU5TUEVDSUZJRUQQABIVChFKT0JfU1RBVEVfUlVOTklORxABEhQKEEpPQl9TVEFURV9FWElURUQQAhIUChBKT0JfU1RBVEVfS0lMTEVEEAMqVQoJSm9iU3RyZWFtEhoKFkpPQl9TVFJFQU1fVU5TUEVDSUZJRUQQABIVChFKT0JfU1RSRUFNX1NURE9VVBABEhUKEUpPQl9TVFJFQU1fU1RERVJSEAIqdAoLV2FpdE91dGNvbWUSHAoYV0FJVF9PVVRDT01FX1VOU1BFQ0lGSUVEEAASFgoSV0FJVF9PVVRDT01FX0VOREVEEAESGAoUV0FJVF9PVVRDT01FX1RJTUVPVVQQAhIVChFXQUlUX09VVENPTUVfSURMRRADMrAMChBDb250YWluZXJTZXJ2aWNlEkMKBEluZm8SHC5tZW1vaC5icmlkZ2UudjEuSW5mb1JlcXVlc3QaHS5tZW1vaC5icmlkZ2UudjEuSW5mb1Jlc3BvbnNlEkMKBFN0YXQSHC5tZW1vaC5icmlkZ2UudjEuU3RhdFJlcXVlc3QaHS5tZW1vaC5icmlkZ2UudjEuU3RhdFJlc3BvbnNlEkwKB0xpc3REaXISHy5tZW1vaC5icmlkZ2UudjEuTGlzdERpclJlcXVlc3QaIC5tZW1vaC5icmlkZ2UudjEuTGlzdERpclJlc3BvbnNlEk8KCFJlYWRGaWxlEiAubWVtb2guYnJpZGdlLnYxLlJlYWRGaWxlUmVxdWVzdBohLm1lbW9oLmJyaWRnZS52MS5SZWFkRmlsZVJlc3BvbnNlElIKCVdyaXRlRmlsZRIhLm1lbW9oLmJyaWRnZS52MS5Xcml0ZUZpbGVSZXF1ZXN0GiIubWVtb2guYnJpZGdlLnYxLldyaXRlRmlsZVJlc3BvbnNlEksKB1JlYWRSYXcSHy5tZW1vaC5icmlkZ2UudjEuUmVhZFJhd1JlcXVlc3QaHS5tZW1vaC5icmlkZ2UudjEuUmVhZFJhd0NodW5rMAESUQoIV3JpdGVSYXcSIC5tZW1vaC5icmlkZ2UudjEuV3JpdGVSYXdSZXF1ZXN0GiEubWVtb2guYnJpZGdlLnYxLldyaXRlUmF3UmVzcG9uc2UoARJGCgVNa2RpchIdLm1lbW9oLmJyaWRnZS52MS5Na2RpclJlcXVlc3QaHi5tZW1vaC5icmlkZ2UudjEuTWtkaXJSZXNwb25zZRJJCgZSZW5hbWUSHi5tZW1vaC5icmlkZ2UudjEuUmVuYW1lUmVxdWVzdBofLm1lbW9oLmJyaWRnZS52MS5SZW5hbWVSZXNwb25zZRJVCgpEZWxldGVGaWxlEiIubWVtb2guYnJpZGdlLnYxLkRlbGV0ZUZpbGVSZXF1ZXN0GiMubWVtb2guYnJpZGdlLnYxLkRlbGV0ZUZpbGVSZXNwb25zZRJHCgRFeGVjEhwubWVtb2guYnJpZGdlLnYxLkV4ZWNSZXF1ZXN0Gh0ubWVtb2guYnJpZGdlLnYxLkV4ZWNSZXNwb25zZSgBMAESUwoITWNwU3RkaW8SIC5tZW1vaC5icmlkZ2UudjEuTWNwU3RkaW9SZXF1ZXN0GiEubWVtb2guYnJpZGdlLnYxLk1jcFN0ZGlvUmVzcG9uc2UoATABEk8KCFN0YXJ0Sm9iEiAubWVtb2guYnJpZGdlLnYxLlN0YXJ0Sm9iUmVxdWVzdBohLm1lbW9oLmJyaWRnZS52MS5TdGFydEpvYlJlc3BvbnNlEk8KCExpc3RKb2JzEiAubWVtb2guYnJpZGdlLnYxLkxpc3RKb2JzUmVxdWVzdBohLm1lbW9oLmJyaWRnZS52MS5MaXN0Sm9ic1Jlc3BvbnNlEkkKBkdldEpvYhIeLm1lbW9oLmJyaWRnZS52MS5HZXRKb2JSZXF1ZXN0Gh8ubWVtb2guYnJpZGdlLnYxLkdldEpvYlJlc3BvbnNlEl4KDVJlYWRKb2JPdXRwdXQSJS5tZW1vaC5icmlkZ2UudjEuUmVhZEpvYk91dHB1dFJlcXVlc3QaJi5tZW1vaC5icmlkZ2UudjEuUmVhZEpvYk91dHB1dFJlc3BvbnNlEkwKB1dhaXRKb2ISHy5tZW1vaC5icmlkZ2UudjEuV2FpdEpvYlJlcXVlc3QaIC5tZW1vaC5icmlkZ2UudjEuV2FpdEpvYlJlc3BvbnNlElIKCVNpZ25hbEpvYhIhLm1lbW9oLmJyaWRnZS52MS5TaWduYWxKb2JSZXF1ZXN0GiIubWVtb2guYnJpZGdlLnYxLlNpZ25hbEpvYlJlc3BvbnNlEkMKBEdyZXASHC5tZW1vaC5icmlkZ2UudjEuR3JlcFJlcXVlc3QaHS5tZW1vaC5icmlkZ2UudjEuR3JlcFJlc3BvbnNlEkMKBEdsb2ISHC5tZW1vaC5icmlkZ2UudjEuR2xvYlJlcXVlc3QaHS5tZW1vaC5icmlkZ2UudjEuR2xvYlJlc3BvbnNlYgZwcm90bzM");
 
 /**
  * @generated from message memoh.bridge.v1.InfoRequest
@@ -1267,6 +1267,594 @@ export const McpStdioResponseSchema: GenMessage<McpStdioResponse> = /*@__PURE__*
   messageDesc(file_memoh_bridge_v1_bridge, 33);
 
 /**
+ * @generated from message memoh.bridge.v1.StartJobRequest
+ */
+export type StartJobRequest = Message<"memoh.bridge.v1.StartJobRequest"> & {
+  /**
+   * argv or command, env, clean_env, unset_env, cwd and user as for Exec.
+   * timeout_ms: the job's runtime limit (0 = the agent's limit, by default
+   * 30 minutes; more than the agent's limit is INVALID_ARGUMENT). pty and
+   * stdin are refused: a job's stdin is closed at start.
+   *
+   * @generated from field: memoh.bridge.v1.ExecStart exec = 1;
+   */
+  exec?: ExecStart | undefined;
+};
+
+/**
+ * Describes the message memoh.bridge.v1.StartJobRequest.
+ * Use `create(StartJobRequestSchema)` to create a new message.
+ */
+export const StartJobRequestSchema: GenMessage<StartJobRequest> = /*@__PURE__*/
+  messageDesc(file_memoh_bridge_v1_bridge, 34);
+
+/**
+ * @generated from message memoh.bridge.v1.StartJobResponse
+ */
+export type StartJobResponse = Message<"memoh.bridge.v1.StartJobResponse"> & {
+  /**
+   * @generated from field: memoh.bridge.v1.JobInfo job = 1;
+   */
+  job?: JobInfo | undefined;
+};
+
+/**
+ * Describes the message memoh.bridge.v1.StartJobResponse.
+ * Use `create(StartJobResponseSchema)` to create a new message.
+ */
+export const StartJobResponseSchema: GenMessage<StartJobResponse> = /*@__PURE__*/
+  messageDesc(file_memoh_bridge_v1_bridge, 35);
+
+/**
+ * @generated from message memoh.bridge.v1.JobInfo
+ */
+export type JobInfo = Message<"memoh.bridge.v1.JobInfo"> & {
+  /**
+   * "job-" and 12 hex digits.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * The command as given (argv joined with spaces, or the shell command).
+   *
+   * @generated from field: string command = 2;
+   */
+  command: string;
+
+  /**
+   * @generated from field: string cwd = 3;
+   */
+  cwd: string;
+
+  /**
+   * The leader's pid, which is also the process group id.
+   *
+   * @generated from field: int32 pid = 4;
+   */
+  pid: number;
+
+  /**
+   * @generated from field: memoh.bridge.v1.JobState state = 5;
+   */
+  state: JobState;
+
+  /**
+   * Set once ended: exit status (128 + signal number when killed by a signal).
+   *
+   * @generated from field: int32 exit_code = 6;
+   */
+  exitCode: number;
+
+  /**
+   * @generated from field: string signal = 7;
+   */
+  signal: string;
+
+  /**
+   * Milliseconds since the Unix epoch; ended_at_ms 0 while running.
+   *
+   * @generated from field: int64 started_at_ms = 8;
+   */
+  startedAtMs: bigint;
+
+  /**
+   * @generated from field: int64 ended_at_ms = 9;
+   */
+  endedAtMs: bigint;
+
+  /**
+   * Bytes written to stdout and stderr since start (the rings keep the last
+   * output_ring_bytes of each).
+   *
+   * @generated from field: int64 stdout_bytes = 10;
+   */
+  stdoutBytes: bigint;
+
+  /**
+   * @generated from field: int64 stderr_bytes = 11;
+   */
+  stderrBytes: bigint;
+
+  /**
+   * When the job last wrote output (0 = never).
+   *
+   * @generated from field: int64 last_output_at_ms = 12;
+   */
+  lastOutputAtMs: bigint;
+
+  /**
+   * The runtime limit it is killed at.
+   *
+   * @generated from field: uint32 timeout_ms = 13;
+   */
+  timeoutMs: number;
+
+  /**
+   * @generated from field: bool timed_out = 14;
+   */
+  timedOut: boolean;
+
+  /**
+   * @generated from field: bool killed_by_request = 15;
+   */
+  killedByRequest: boolean;
+
+  /**
+   * @generated from field: uint32 output_ring_bytes = 16;
+   */
+  outputRingBytes: number;
+};
+
+/**
+ * Describes the message memoh.bridge.v1.JobInfo.
+ * Use `create(JobInfoSchema)` to create a new message.
+ */
+export const JobInfoSchema: GenMessage<JobInfo> = /*@__PURE__*/
+  messageDesc(file_memoh_bridge_v1_bridge, 36);
+
+/**
+ * @generated from message memoh.bridge.v1.ListJobsRequest
+ */
+export type ListJobsRequest = Message<"memoh.bridge.v1.ListJobsRequest"> & {
+};
+
+/**
+ * Describes the message memoh.bridge.v1.ListJobsRequest.
+ * Use `create(ListJobsRequestSchema)` to create a new message.
+ */
+export const ListJobsRequestSchema: GenMessage<ListJobsRequest> = /*@__PURE__*/
+  messageDesc(file_memoh_bridge_v1_bridge, 37);
+
+/**
+ * @generated from message memoh.bridge.v1.ListJobsResponse
+ */
+export type ListJobsResponse = Message<"memoh.bridge.v1.ListJobsResponse"> & {
+  /**
+   * @generated from field: repeated memoh.bridge.v1.JobInfo jobs = 1;
+   */
+  jobs: JobInfo[];
+};
+
+/**
+ * Describes the message memoh.bridge.v1.ListJobsResponse.
+ * Use `create(ListJobsResponseSchema)` to create a new message.
+ */
+export const ListJobsResponseSchema: GenMessage<ListJobsResponse> = /*@__PURE__*/
+  messageDesc(file_memoh_bridge_v1_bridge, 38);
+
+/**
+ * @generated from message memoh.bridge.v1.GetJobRequest
+ */
+export type GetJobRequest = Message<"memoh.bridge.v1.GetJobRequest"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message memoh.bridge.v1.GetJobRequest.
+ * Use `create(GetJobRequestSchema)` to create a new message.
+ */
+export const GetJobRequestSchema: GenMessage<GetJobRequest> = /*@__PURE__*/
+  messageDesc(file_memoh_bridge_v1_bridge, 39);
+
+/**
+ * @generated from message memoh.bridge.v1.GetJobResponse
+ */
+export type GetJobResponse = Message<"memoh.bridge.v1.GetJobResponse"> & {
+  /**
+   * @generated from field: memoh.bridge.v1.JobInfo job = 1;
+   */
+  job?: JobInfo | undefined;
+};
+
+/**
+ * Describes the message memoh.bridge.v1.GetJobResponse.
+ * Use `create(GetJobResponseSchema)` to create a new message.
+ */
+export const GetJobResponseSchema: GenMessage<GetJobResponse> = /*@__PURE__*/
+  messageDesc(file_memoh_bridge_v1_bridge, 40);
+
+/**
+ * @generated from message memoh.bridge.v1.ReadJobOutputRequest
+ */
+export type ReadJobOutputRequest = Message<"memoh.bridge.v1.ReadJobOutputRequest"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * @generated from field: memoh.bridge.v1.JobStream stream = 2;
+   */
+  stream: JobStream;
+
+  /**
+   * Byte offset in the stream (counted from the job's start). Bytes the ring
+   * no longer holds are skipped: the reply's offset says where data starts.
+   *
+   * @generated from field: int64 offset = 3;
+   */
+  offset: bigint;
+
+  /**
+   * Most bytes to return; 0 = 64 KiB, at most 4 MiB.
+   *
+   * @generated from field: uint32 max_bytes = 4;
+   */
+  maxBytes: number;
+
+  /**
+   * Instead of offset: the last tail_bytes bytes written (at most 4 MiB).
+   *
+   * @generated from field: uint32 tail_bytes = 5;
+   */
+  tailBytes: number;
+};
+
+/**
+ * Describes the message memoh.bridge.v1.ReadJobOutputRequest.
+ * Use `create(ReadJobOutputRequestSchema)` to create a new message.
+ */
+export const ReadJobOutputRequestSchema: GenMessage<ReadJobOutputRequest> = /*@__PURE__*/
+  messageDesc(file_memoh_bridge_v1_bridge, 41);
+
+/**
+ * @generated from message memoh.bridge.v1.ReadJobOutputResponse
+ */
+export type ReadJobOutputResponse = Message<"memoh.bridge.v1.ReadJobOutputResponse"> & {
+  /**
+   * @generated from field: bytes data = 1;
+   */
+  data: Uint8Array;
+
+  /**
+   * Offset of data in the stream.
+   *
+   * @generated from field: int64 offset = 2;
+   */
+  offset: bigint;
+
+  /**
+   * Bytes written to the stream so far.
+   *
+   * @generated from field: int64 total = 3;
+   */
+  total: bigint;
+
+  /**
+   * Bytes between the requested offset and `offset` the ring had dropped.
+   *
+   * @generated from field: int64 dropped = 4;
+   */
+  dropped: bigint;
+
+  /**
+   * The job has ended and data reaches the end of the stream.
+   *
+   * @generated from field: bool eof = 5;
+   */
+  eof: boolean;
+};
+
+/**
+ * Describes the message memoh.bridge.v1.ReadJobOutputResponse.
+ * Use `create(ReadJobOutputResponseSchema)` to create a new message.
+ */
+export const ReadJobOutputResponseSchema: GenMessage<ReadJobOutputResponse> = /*@__PURE__*/
+  messageDesc(file_memoh_bridge_v1_bridge, 42);
+
+/**
+ * @generated from message memoh.bridge.v1.WaitJobRequest
+ */
+export type WaitJobRequest = Message<"memoh.bridge.v1.WaitJobRequest"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * Give up after this long (1 ms .. 1 hour).
+   *
+   * @generated from field: uint32 timeout_ms = 2;
+   */
+  timeoutMs: number;
+
+  /**
+   * Return when the job wrote no output for this long (0 = never).
+   *
+   * @generated from field: uint32 idle_timeout_ms = 3;
+   */
+  idleTimeoutMs: number;
+};
+
+/**
+ * Describes the message memoh.bridge.v1.WaitJobRequest.
+ * Use `create(WaitJobRequestSchema)` to create a new message.
+ */
+export const WaitJobRequestSchema: GenMessage<WaitJobRequest> = /*@__PURE__*/
+  messageDesc(file_memoh_bridge_v1_bridge, 43);
+
+/**
+ * @generated from message memoh.bridge.v1.WaitJobResponse
+ */
+export type WaitJobResponse = Message<"memoh.bridge.v1.WaitJobResponse"> & {
+  /**
+   * @generated from field: memoh.bridge.v1.WaitOutcome outcome = 1;
+   */
+  outcome: WaitOutcome;
+
+  /**
+   * @generated from field: memoh.bridge.v1.JobInfo job = 2;
+   */
+  job?: JobInfo | undefined;
+};
+
+/**
+ * Describes the message memoh.bridge.v1.WaitJobResponse.
+ * Use `create(WaitJobResponseSchema)` to create a new message.
+ */
+export const WaitJobResponseSchema: GenMessage<WaitJobResponse> = /*@__PURE__*/
+  messageDesc(file_memoh_bridge_v1_bridge, 44);
+
+/**
+ * @generated from message memoh.bridge.v1.SignalJobRequest
+ */
+export type SignalJobRequest = Message<"memoh.bridge.v1.SignalJobRequest"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * A signal name or number as for Exec; empty = SIGKILL.
+   *
+   * @generated from field: string signal = 2;
+   */
+  signal: string;
+};
+
+/**
+ * Describes the message memoh.bridge.v1.SignalJobRequest.
+ * Use `create(SignalJobRequestSchema)` to create a new message.
+ */
+export const SignalJobRequestSchema: GenMessage<SignalJobRequest> = /*@__PURE__*/
+  messageDesc(file_memoh_bridge_v1_bridge, 45);
+
+/**
+ * @generated from message memoh.bridge.v1.SignalJobResponse
+ */
+export type SignalJobResponse = Message<"memoh.bridge.v1.SignalJobResponse"> & {
+  /**
+   * The job as it is right after the signal was sent (a SIGKILL'd job is
+   * reported ended once its leader has been reaped, within a second).
+   *
+   * @generated from field: memoh.bridge.v1.JobInfo job = 1;
+   */
+  job?: JobInfo | undefined;
+};
+
+/**
+ * Describes the message memoh.bridge.v1.SignalJobResponse.
+ * Use `create(SignalJobResponseSchema)` to create a new message.
+ */
+export const SignalJobResponseSchema: GenMessage<SignalJobResponse> = /*@__PURE__*/
+  messageDesc(file_memoh_bridge_v1_bridge, 46);
+
+/**
+ * @generated from message memoh.bridge.v1.GrepRequest
+ */
+export type GrepRequest = Message<"memoh.bridge.v1.GrepRequest"> & {
+  /**
+   * A JavaScript regular expression (the syntax of RegExp, flag u).
+   *
+   * @generated from field: string pattern = 1;
+   */
+  pattern: string;
+
+  /**
+   * A file or a directory; relative to /data; empty = /data.
+   *
+   * @generated from field: string path = 2;
+   */
+  path: string;
+
+  /**
+   * Only files whose path below `path` (or whose name, when the pattern has
+   * no "/") matches this glob.
+   *
+   * @generated from field: string glob = 3;
+   */
+  glob: string;
+
+  /**
+   * @generated from field: bool ignore_case = 4;
+   */
+  ignoreCase: boolean;
+
+  /**
+   * Most matching lines returned; 0 = 200, at most 5,000.
+   *
+   * @generated from field: uint32 max_results = 5;
+   */
+  maxResults: number;
+
+  /**
+   * Time budget; 0 = 10 s, at most 60 s.
+   *
+   * @generated from field: uint32 timeout_ms = 6;
+   */
+  timeoutMs: number;
+};
+
+/**
+ * Describes the message memoh.bridge.v1.GrepRequest.
+ * Use `create(GrepRequestSchema)` to create a new message.
+ */
+export const GrepRequestSchema: GenMessage<GrepRequest> = /*@__PURE__*/
+  messageDesc(file_memoh_bridge_v1_bridge, 47);
+
+/**
+ * @generated from message memoh.bridge.v1.GrepMatch
+ */
+export type GrepMatch = Message<"memoh.bridge.v1.GrepMatch"> & {
+  /**
+   * The file, absolute.
+   *
+   * @generated from field: string path = 1;
+   */
+  path: string;
+
+  /**
+   * @generated from field: uint32 line_number = 2;
+   */
+  lineNumber: number;
+
+  /**
+   * The line without its end; lines over 2,000 characters are cut.
+   *
+   * @generated from field: string line = 3;
+   */
+  line: string;
+};
+
+/**
+ * Describes the message memoh.bridge.v1.GrepMatch.
+ * Use `create(GrepMatchSchema)` to create a new message.
+ */
+export const GrepMatchSchema: GenMessage<GrepMatch> = /*@__PURE__*/
+  messageDesc(file_memoh_bridge_v1_bridge, 48);
+
+/**
+ * @generated from message memoh.bridge.v1.GrepResponse
+ */
+export type GrepResponse = Message<"memoh.bridge.v1.GrepResponse"> & {
+  /**
+   * @generated from field: repeated memoh.bridge.v1.GrepMatch matches = 1;
+   */
+  matches: GrepMatch[];
+
+  /**
+   * @generated from field: uint32 files_searched = 2;
+   */
+  filesSearched: number;
+
+  /**
+   * The search stopped early: "max_results", "bytes", "deadline" or
+   * "files" ("" = it searched everything).
+   *
+   * @generated from field: string stopped = 3;
+   */
+  stopped: string;
+
+  /**
+   * @generated from field: uint32 binary_files_skipped = 4;
+   */
+  binaryFilesSkipped: number;
+
+  /**
+   * @generated from field: uint32 large_files_skipped = 5;
+   */
+  largeFilesSkipped: number;
+};
+
+/**
+ * Describes the message memoh.bridge.v1.GrepResponse.
+ * Use `create(GrepResponseSchema)` to create a new message.
+ */
+export const GrepResponseSchema: GenMessage<GrepResponse> = /*@__PURE__*/
+  messageDesc(file_memoh_bridge_v1_bridge, 49);
+
+/**
+ * @generated from message memoh.bridge.v1.GlobRequest
+ */
+export type GlobRequest = Message<"memoh.bridge.v1.GlobRequest"> & {
+  /**
+   * "*" and "?" within a name, "**" across directories, [abc], {a,b}.
+   *
+   * @generated from field: string pattern = 1;
+   */
+  pattern: string;
+
+  /**
+   * The directory to search; relative to /data; empty = /data.
+   *
+   * @generated from field: string path = 2;
+   */
+  path: string;
+
+  /**
+   * Most paths returned; 0 = 1,000, at most 10,000.
+   *
+   * @generated from field: uint32 max_results = 3;
+   */
+  maxResults: number;
+
+  /**
+   * 0 = 10 s, at most 60 s.
+   *
+   * @generated from field: uint32 timeout_ms = 4;
+   */
+  timeoutMs: number;
+};
+
+/**
+ * Describes the message memoh.bridge.v1.GlobRequest.
+ * Use `create(GlobRequestSchema)` to create a new message.
+ */
+export const GlobRequestSchema: GenMessage<GlobRequest> = /*@__PURE__*/
+  messageDesc(file_memoh_bridge_v1_bridge, 50);
+
+/**
+ * @generated from message memoh.bridge.v1.GlobResponse
+ */
+export type GlobResponse = Message<"memoh.bridge.v1.GlobResponse"> & {
+  /**
+   * Matching paths relative to `path`, sorted; directories end with "/".
+   *
+   * @generated from field: repeated string paths = 1;
+   */
+  paths: string[];
+
+  /**
+   * "max_results", "deadline" or "entries" when the walk stopped early.
+   *
+   * @generated from field: string stopped = 2;
+   */
+  stopped: string;
+};
+
+/**
+ * Describes the message memoh.bridge.v1.GlobResponse.
+ * Use `create(GlobResponseSchema)` to create a new message.
+ */
+export const GlobResponseSchema: GenMessage<GlobResponse> = /*@__PURE__*/
+  messageDesc(file_memoh_bridge_v1_bridge, 51);
+
+/**
  * @generated from enum memoh.bridge.v1.FileType
  */
 export enum FileType {
@@ -1301,6 +1889,102 @@ export enum FileType {
  */
 export const FileTypeSchema: GenEnum<FileType> = /*@__PURE__*/
   enumDesc(file_memoh_bridge_v1_bridge, 0);
+
+/**
+ * @generated from enum memoh.bridge.v1.JobState
+ */
+export enum JobState {
+  /**
+   * @generated from enum value: JOB_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: JOB_STATE_RUNNING = 1;
+   */
+  RUNNING = 1,
+
+  /**
+   * The leader exited by itself (exit_code, or signal when a signal it was
+   * not sent through SignalJob killed it).
+   *
+   * @generated from enum value: JOB_STATE_EXITED = 2;
+   */
+  EXITED = 2,
+
+  /**
+   * Killed: through SignalJob (killed_by_request) or for running over its
+   * limit (timed_out).
+   *
+   * @generated from enum value: JOB_STATE_KILLED = 3;
+   */
+  KILLED = 3,
+}
+
+/**
+ * Describes the enum memoh.bridge.v1.JobState.
+ */
+export const JobStateSchema: GenEnum<JobState> = /*@__PURE__*/
+  enumDesc(file_memoh_bridge_v1_bridge, 1);
+
+/**
+ * @generated from enum memoh.bridge.v1.JobStream
+ */
+export enum JobStream {
+  /**
+   * @generated from enum value: JOB_STREAM_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: JOB_STREAM_STDOUT = 1;
+   */
+  STDOUT = 1,
+
+  /**
+   * @generated from enum value: JOB_STREAM_STDERR = 2;
+   */
+  STDERR = 2,
+}
+
+/**
+ * Describes the enum memoh.bridge.v1.JobStream.
+ */
+export const JobStreamSchema: GenEnum<JobStream> = /*@__PURE__*/
+  enumDesc(file_memoh_bridge_v1_bridge, 2);
+
+/**
+ * @generated from enum memoh.bridge.v1.WaitOutcome
+ */
+export enum WaitOutcome {
+  /**
+   * @generated from enum value: WAIT_OUTCOME_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The job has ended (see job.state).
+   *
+   * @generated from enum value: WAIT_OUTCOME_ENDED = 1;
+   */
+  ENDED = 1,
+
+  /**
+   * @generated from enum value: WAIT_OUTCOME_TIMEOUT = 2;
+   */
+  TIMEOUT = 2,
+
+  /**
+   * @generated from enum value: WAIT_OUTCOME_IDLE = 3;
+   */
+  IDLE = 3,
+}
+
+/**
+ * Describes the enum memoh.bridge.v1.WaitOutcome.
+ */
+export const WaitOutcomeSchema: GenEnum<WaitOutcome> = /*@__PURE__*/
+  enumDesc(file_memoh_bridge_v1_bridge, 3);
 
 /**
  * @generated from service memoh.bridge.v1.ContainerService
@@ -1425,6 +2109,93 @@ export const ContainerService: GenService<{
     methodKind: "bidi_streaming";
     input: typeof McpStdioRequestSchema;
     output: typeof McpStdioResponseSchema;
+  },
+  /**
+   * Background jobs: processes the agent keeps running detached from any call
+   * (a client that goes away, or an orchestrator restart, leaves them running).
+   * Each job is the leader of its own process group (session); its stdout and
+   * stderr go to bounded ring files in the agent's job dir (BRIDGE_JOB_DIR,
+   * default /var/lib/memoh/jobs in the container's root file system). A job
+   * running longer than its limit is killed with its whole group; an ended job
+   * is kept for the retention time, then forgotten.
+   *
+   * @generated from rpc memoh.bridge.v1.ContainerService.StartJob
+   */
+  startJob: {
+    methodKind: "unary";
+    input: typeof StartJobRequestSchema;
+    output: typeof StartJobResponseSchema;
+  },
+  /**
+   * Every job the agent keeps, newest first.
+   *
+   * @generated from rpc memoh.bridge.v1.ContainerService.ListJobs
+   */
+  listJobs: {
+    methodKind: "unary";
+    input: typeof ListJobsRequestSchema;
+    output: typeof ListJobsResponseSchema;
+  },
+  /**
+   * @generated from rpc memoh.bridge.v1.ContainerService.GetJob
+   */
+  getJob: {
+    methodKind: "unary";
+    input: typeof GetJobRequestSchema;
+    output: typeof GetJobResponseSchema;
+  },
+  /**
+   * A job's stdout or stderr from a byte offset (or its last bytes).
+   *
+   * @generated from rpc memoh.bridge.v1.ContainerService.ReadJobOutput
+   */
+  readJobOutput: {
+    methodKind: "unary";
+    input: typeof ReadJobOutputRequestSchema;
+    output: typeof ReadJobOutputResponseSchema;
+  },
+  /**
+   * Wait until the job ends, or a timeout, or no output for an idle time.
+   *
+   * @generated from rpc memoh.bridge.v1.ContainerService.WaitJob
+   */
+  waitJob: {
+    methodKind: "unary";
+    input: typeof WaitJobRequestSchema;
+    output: typeof WaitJobResponseSchema;
+  },
+  /**
+   * Send a signal to the job's whole process group.
+   *
+   * @generated from rpc memoh.bridge.v1.ContainerService.SignalJob
+   */
+  signalJob: {
+    methodKind: "unary";
+    input: typeof SignalJobRequestSchema;
+    output: typeof SignalJobResponseSchema;
+  },
+  /**
+   * Lines matching a regular expression in the files under a path (the agent
+   * walks and reads them itself: no shell or grep needed in the image).
+   * Skips .git directories, binary files and files over 16 MB; bounded by a
+   * deadline, a result cap and a byte cap.
+   *
+   * @generated from rpc memoh.bridge.v1.ContainerService.Grep
+   */
+  grep: {
+    methodKind: "unary";
+    input: typeof GrepRequestSchema;
+    output: typeof GrepResponseSchema;
+  },
+  /**
+   * Paths under a directory that match a glob pattern (skips .git).
+   *
+   * @generated from rpc memoh.bridge.v1.ContainerService.Glob
+   */
+  glob: {
+    methodKind: "unary";
+    input: typeof GlobRequestSchema;
+    output: typeof GlobResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_memoh_bridge_v1_bridge, 0);

@@ -1,0 +1,59 @@
+// Export: the workspace's /data as a tar.gz streamed to `out`. A running workspace is read
+// through its agent (ListDir + ReadRaw, sizes from the agent's fstat of the open fd); a
+// stopped one (or one whose task is paused by the caller) from its rootfs snapshot mounted
+// read-only on the host. Callers hold the bot's lock, so the workspace is neither started
+// nor stopped under the export.
+import fs from "node:fs";
+import type { Writable } from "node:stream";
+import type { WorkspaceContext } from "../workspace/context.js";
+import { WorkspaceError } from "../workspace/errors.js";
+import { ArchiveWriter, packBridgeTree, packHostTree, type ArchiveProgress, type PackResult } from "./archive.js";
+import { DATA_DIR, checkDataDir, mountRootfs, removeJournal, rootfsOf, taskRunning, writeJournal, type DataOp } from "./workspace-fs.js";
+
+export interface ExportOptions {
+  onProgress?: (p: ArchiveProgress) => void;
+  signal?: AbortSignal;
+  /** gzip level (default 6). */
+  level?: number;
+}
+
+/** Archives /data of the (not running) snapshot `key` into `writer`. */
+export async function packSnapshot(ctx: WorkspaceContext, botId: string, containerId: string, key: string, snapshotter: string, writer: ArchiveWriter, op: DataOp): Promise<void> {
+  writeJournal(ctx, { op, botId, containerId, startedAt: new Date().toISOString() });
+  const m = await mountRootfs(ctx, botId, key, snapshotter, false);
+  try {
+    if (checkDataDir(m, false)) {
+      const st = fs.statSync(m.data);
+      await writer.directory(".", st.mode, st.mtimeMs);
+      await packHostTree(m.data, writer);
+    }
+  } finally {
+    await m.release();
+    removeJournal(ctx, botId);
+  }
+}
+
+/** Streams /data of the bot's workspace to `out` as a tar.gz. Callers hold the bot's lock. */
+export async function exportData(ctx: WorkspaceContext, botId: string, out: Writable, opts: ExportOptions = {}): Promise<PackResult> {
+  const row = await ctx.liveRow(botId);
+  const containerId = row?.containerId;
+  if (containerId === undefined || !(await ctx.containerExists(containerId))) throw new WorkspaceError("not_found", `bot ${botId} has no workspace`);
+  const writer = new ArchiveWriter(out, { ...(opts.onProgress ? { onProgress: opts.onProgress } : {}), ...(opts.level !== undefined ? { level: opts.level } : {}) });
+  try {
+    if (await taskRunning(ctx, containerId)) {
+      const client = await ctx.bridges.get(botId);
+      const root = (await client.stat(`/${DATA_DIR}`)).info;
+      if (root !== undefined) await writer.directory(".", root.mode, Number(root.mtimeMs));
+      await packBridgeTree(client, writer, { dir: `/${DATA_DIR}`, ...(opts.signal ? { signal: opts.signal } : {}) });
+    } else {
+      const { key, snapshotter } = await rootfsOf(ctx, containerId);
+      await packSnapshot(ctx, botId, containerId, key, snapshotter, writer, "export");
+    }
+  } catch (err) {
+    writer.abort(err);
+    throw err;
+  }
+  const result = await writer.finish();
+  await ctx.store.recordEvent(containerId, "data_exported", { botId, files: result.files, bytes: result.bytes, skipped: result.skipped.length });
+  return result;
+}

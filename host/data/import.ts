@@ -1,0 +1,224 @@
+// Import: a tar.gz replaces the workspace's /data, all or nothing.
+//
+// The swap happens on the host, on the workspace's rootfs snapshot mounted writable while
+// its task is paused (a running workspace is stopped for the import and started again;
+// its processes would otherwise see files change under them). The archive is streamed
+// into `/.memoh-import/new` beside /data (same filesystem) and checked entry by entry
+// (archive.ts); any refusal removes the staging tree and /data is untouched. Then:
+//
+//   state "out": every entry of /data moves into /.memoh-import/old
+//   state "in":  every entry of /.memoh-import/new moves into /data
+//   state "done": /.memoh-import goes
+//
+// The state file is written (fsync) before each phase. A crash leaves a state that
+// repairSwap() finishes: no state → throw the staging away (before); "out" → move the
+// old entries back (before); "in" → move the rest of the new entries in (after);
+// "done" → clean up (after). /data is never a mix once repaired.
+import { execFile } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
+import type { Readable } from "node:stream";
+import { promisify } from "node:util";
+import type { WorkspaceContext } from "../workspace/context.js";
+import { WorkspaceError, describeError } from "../workspace/errors.js";
+import { startTask } from "../workspace/start.js";
+import { extractArchive, type ArchiveLimits, type ArchiveProgress, type ExtractResult } from "./archive.js";
+import {
+  checkDataDir,
+  crashPoint,
+  fsyncDir,
+  mountRootfs,
+  pauseTask,
+  removeJournal,
+  rootfsOf,
+  taskRunning,
+  writeDurable,
+  writeJournal,
+  type DataOp,
+  type MountedRootfs,
+} from "./workspace-fs.js";
+
+const runFile = promisify(execFile);
+
+export const STAGING_DIR = ".memoh-import";
+
+export interface ImportOptions {
+  limits?: ArchiveLimits;
+  onProgress?: (p: ArchiveProgress) => void;
+}
+
+function staging(root: string) {
+  const base = path.join(root, STAGING_DIR);
+  return { base, next: path.join(base, "new"), old: path.join(base, "old"), state: path.join(base, "state") };
+}
+
+/** Moves every entry of `from` into `to` (renames; a lower-layer directory overlayfs will not rename is moved by mv). */
+async function moveAll(from: string, to: string, afterFirst?: () => void): Promise<void> {
+  if (!fs.existsSync(from)) return;
+  let first = true;
+  for (const name of fs.readdirSync(from)) {
+    if (!first) afterFirst?.();
+    first = false;
+    const src = path.join(from, name);
+    const dst = path.join(to, name);
+    try {
+      fs.renameSync(src, dst);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EXDEV") throw err;
+      await runFile("mv", ["-T", "--", src, dst]);
+    }
+  }
+  fsyncDir(from);
+  fsyncDir(to);
+}
+
+/** Finishes or undoes a swap that was cut short in the mounted rootfs `root`; see the top of this file. */
+export async function repairSwap(root: string): Promise<"clean" | "before" | "after"> {
+  const s = staging(root);
+  let st: fs.Stats | undefined;
+  try {
+    st = fs.lstatSync(s.base);
+  } catch {
+    return "clean";
+  }
+  if (!st.isDirectory()) {
+    fs.rmSync(s.base, { force: true });
+    return "clean";
+  }
+  const state = fs.existsSync(s.state) ? fs.readFileSync(s.state, "utf8").trim() : "";
+  const data = path.join(root, "data");
+  let outcome: "before" | "after";
+  if (state === "out") {
+    fs.mkdirSync(data, { recursive: true });
+    await moveAll(s.old, data);
+    outcome = "before";
+  } else if (state === "in") {
+    await moveAll(s.next, data);
+    outcome = "after";
+  } else outcome = state === "done" ? "after" : "before";
+  fs.rmSync(s.base, { recursive: true, force: true });
+  fsyncDir(root);
+  return outcome;
+}
+
+/** Stages the archive beside /data of the mounted rootfs, then swaps it in (see the top of this file). */
+export async function importIntoRootfs(m: MountedRootfs, input: Readable | AsyncIterable<Uint8Array>, opts: ImportOptions = {}): Promise<ExtractResult> {
+  await repairSwap(m.root);
+  checkDataDir(m, true);
+  const s = staging(m.root);
+  fs.mkdirSync(s.base, { mode: 0o700 });
+  fs.mkdirSync(s.next, { mode: 0o755 });
+  let result: ExtractResult;
+  try {
+    result = await extractArchive(input, s.next, opts);
+  } catch (err) {
+    fs.rmSync(s.base, { recursive: true, force: true });
+    throw err;
+  }
+  // The staged tree is on disk before the old one moves out.
+  await runFile("sync", ["-f", s.next]).catch(() => undefined);
+  // The archive's own root entry (".") gave the staging dir its mode and mtime: /data takes them.
+  const rootStat = fs.statSync(s.next);
+  fs.mkdirSync(s.old, { mode: 0o700 });
+  crashPoint("import:staged");
+  writeDurable(s.state, "out");
+  await moveAll(m.data, s.old, () => crashPoint("import:out"));
+  writeDurable(s.state, "in");
+  await moveAll(s.next, m.data, () => crashPoint("import:in"));
+  fs.chmodSync(m.data, rootStat.mode & 0o7777);
+  fs.utimesSync(m.data, rootStat.atime, rootStat.mtime);
+  writeDurable(s.state, "done");
+  fs.rmSync(s.base, { recursive: true, force: true });
+  fsyncDir(m.root);
+  return result;
+}
+
+/**
+ * Runs `fn` with the workspace's rootfs mounted writable on the host: the task is paused
+ * first (and started again afterwards when it ran), the journal names the operation.
+ * Callers hold the bot's lock.
+ */
+export async function withWritableRootfs<T>(ctx: WorkspaceContext, botId: string, containerId: string, op: DataOp, fn: (m: MountedRootfs) => Promise<T>): Promise<T> {
+  const { key, snapshotter } = await rootfsOf(ctx, containerId);
+  const wasRunning = await taskRunning(ctx, containerId);
+  writeJournal(ctx, { op, botId, containerId, startedAt: new Date().toISOString() });
+  if (wasRunning) await pauseTask(ctx, botId, containerId);
+  else await ctx.cd.tasks.stop(containerId, 0); // a stopped task of an earlier run holds the rootfs mounted
+  let result: T;
+  let failure: unknown;
+  const m = await mountRootfs(ctx, botId, key, snapshotter, true);
+  try {
+    result = await fn(m);
+  } catch (err) {
+    failure = err;
+  }
+  await m.release();
+  removeJournal(ctx, botId);
+  if (wasRunning) {
+    try {
+      await startTask(ctx, botId, containerId);
+    } catch (err) {
+      if (failure === undefined) throw err;
+      ctx.log(`${botId}: starting again after a failed ${op}: ${describeError(err)}`);
+    }
+  }
+  if (failure !== undefined) throw failure;
+  return result!;
+}
+
+export interface SpooledArchive {
+  path: string;
+  /** What the checking pass found. */
+  checked: ExtractResult;
+  remove(): void;
+}
+
+/**
+ * Receives an archive into a private file under `<dataRoot>/tmp` and checks all of it
+ * (a dry run of the extract: every entry, the caps, the gzip) before anything is stopped
+ * or touched; a refused archive never pauses the workspace. The input is drained, not
+ * destroyed, when it is refused (its sender still gets an answer).
+ */
+export async function spoolArchive(ctx: WorkspaceContext, input: Readable | AsyncIterable<Uint8Array>, limits: ArchiveLimits | undefined): Promise<SpooledArchive> {
+  const dir = path.join(path.resolve(ctx.options.dataRoot), "tmp");
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const file = path.join(dir, `import-${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2)}.tar.gz`);
+  const remove = () => fs.rmSync(file, { force: true });
+  const cap = (limits?.maxBytes ?? 16 * 1024 ** 3) + 64 * 1024 * 1024;
+  const source = (typeof (input as Readable).pipe === "function" ? input : (await import("node:stream")).Readable.from(input)) as Readable;
+  const out = fs.createWriteStream(file, { mode: 0o600, flags: "wx" });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      let n = 0;
+      const fail = (err: unknown) => {
+        source.unpipe(out);
+        source.resume();
+        out.destroy();
+        reject(err);
+      };
+      source.on("data", (chunk: Buffer) => {
+        n += chunk.byteLength;
+        if (n > cap) fail(new WorkspaceError("payload_too_large", `the archive is refused: it is larger than ${cap} bytes`));
+      });
+      source.once("error", (err) => fail(new WorkspaceError("invalid_argument", `the archive upload broke off: ${describeError(err)}`, { cause: err })));
+      source.once("aborted", () => fail(new WorkspaceError("invalid_argument", "the archive upload broke off")));
+      out.once("error", fail);
+      out.once("finish", resolve);
+      source.pipe(out);
+    });
+    const checked = await extractArchive(fs.createReadStream(file), undefined, limits ? { limits } : {});
+    return { path: file, checked, remove };
+  } catch (err) {
+    remove();
+    throw err;
+  }
+}
+
+/** Import into the bot's existing workspace. Callers hold the bot's lock. */
+export async function importData(ctx: WorkspaceContext, botId: string, input: Readable | AsyncIterable<Uint8Array>, opts: ImportOptions = {}): Promise<ExtractResult> {
+  const row = await ctx.liveRow(botId);
+  if (row === undefined || !(await ctx.containerExists(row.containerId))) throw new WorkspaceError("not_found", `bot ${botId} has no workspace`);
+  const result = await withWritableRootfs(ctx, botId, row.containerId, "import", (m) => importIntoRootfs(m, input, opts));
+  await ctx.store.recordEvent(row.containerId, "data_imported", { botId, entries: result.entries, bytes: result.bytes });
+  return result;
+}

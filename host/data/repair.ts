@@ -1,0 +1,52 @@
+// Finishing a data operation that was cut short (the orchestrator died): run under the
+// bot's lock before anything starts the workspace again (reconcile, ensure, start, every
+// data operation). The journal says what was under way:
+//   export, preserve, orphan_backup: only the host mount is left to remove;
+//   import, restore: the swap of /data is finished or undone (import.ts repairSwap);
+//   version, rollback: the commit is completed or never happened (versions.ts).
+import fs from "node:fs";
+import path from "node:path";
+import type { WorkspaceContext } from "../workspace/context.js";
+import { describeError } from "../workspace/errors.js";
+import { repairSwap } from "./import.js";
+import { finishVersionOp } from "./versions.js";
+import { backupsDir, journalPath, mountPath, mountRootfs, readJournal, releaseMount, removeJournal, rootfsOf } from "./workspace-fs.js";
+
+/** Returns what was repaired, or undefined when no data operation of the bot was cut short. */
+export async function repairDataOp(ctx: WorkspaceContext, botId: string): Promise<string | undefined> {
+  if (!fs.existsSync(journalPath(ctx, botId))) {
+    await releaseMount(mountPath(ctx, botId));
+    return undefined;
+  }
+  const j = readJournal(ctx, botId);
+  if (j === undefined) return undefined;
+  await releaseMount(mountPath(ctx, botId));
+  let outcome = "cleaned";
+  if ((j.op === "import" || j.op === "restore") && j.containerId !== "" && (await ctx.containerExists(j.containerId))) {
+    // The task was paused for the operation and never started again: clear what is left of it.
+    await ctx.cd.tasks.stop(j.containerId, 0);
+    const { key, snapshotter } = await rootfsOf(ctx, j.containerId);
+    const m = await mountRootfs(ctx, botId, key, snapshotter, true);
+    try {
+      outcome = await repairSwap(m.root);
+    } finally {
+      await m.release();
+    }
+  } else if (j.op === "version" || j.op === "rollback") {
+    await ctx.cd.tasks.stop(j.containerId, 0);
+    outcome = await finishVersionOp(ctx, j);
+  }
+  // A backup that was being written when the process died: its temporary file goes (the backup, if any, stays).
+  if (j.op === "preserve" || j.op === "orphan_backup") {
+    const dir = backupsDir(ctx);
+    for (const name of fs.existsSync(dir) ? fs.readdirSync(dir) : []) {
+      if (name.startsWith(`.${botId}.tar.gz.tmp-`)) fs.rmSync(path.join(dir, name), { force: true });
+    }
+  }
+  removeJournal(ctx, botId);
+  ctx.log(`${botId}: a ${j.op} cut short was repaired (${outcome})`);
+  if (j.containerId !== "") {
+    await ctx.store.recordEvent(j.containerId, "data_op_repaired", { botId, op: j.op, outcome }).catch((e: unknown) => ctx.log(`${botId}: ${describeError(e)}`));
+  }
+  return `${j.op}: ${outcome}`;
+}
