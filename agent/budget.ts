@@ -12,6 +12,7 @@ import {
   FILE_BUDGET_SMALL_LEASE_BYTES,
   FILE_BUDGET_WAIT_MS,
   READ_RAW_BUDGET_BYTES,
+  READ_RAW_WAIT_MS,
 } from "./limits.js";
 
 export interface ByteBudgetOptions {
@@ -242,7 +243,7 @@ export const defaultStreamBudgetOptions: ByteBudgetOptions = {
   capacity: READ_RAW_BUDGET_BYTES,
   reserve: 0,
   smallMax: 0,
-  maxWaitMs: FILE_BUDGET_WAIT_MS,
+  maxWaitMs: READ_RAW_WAIT_MS,
   maxWaiters: FILE_BUDGET_MAX_WAITERS,
 };
 

@@ -47,6 +47,13 @@ export const WRITE_IDLE_MS = 60_000;
 export const FILE_BUDGET_BYTES = 64 * MiB;
 /** Bytes all ReadRaw streams hold at once (two 1 MiB blocks and a frame each, for the stream's life). */
 export const READ_RAW_BUDGET_BYTES = 32 * MiB;
+/**
+ * How long a ReadRaw waits for its share before RESOURCE_EXHAUSTED. Long: a
+ * waiting stream holds neither memory nor a file descriptor, and a client that
+ * opens reads ahead of the one it consumes (an export's lookahead) must see
+ * them wait their turn, not fail.
+ */
+export const READ_RAW_WAIT_MS = 10 * 60_000;
 /** Part of the file budget only small leases (≤ FILE_BUDGET_SMALL_LEASE_BYTES) may use. */
 export const FILE_BUDGET_RESERVE_BYTES = 16 * MiB;
 /** A lease of at most this many bytes is small: a ReadFile of a file up to 256 KiB, a scan block. */

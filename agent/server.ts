@@ -64,8 +64,9 @@ export const defaultLimits: AgentLimits = {
 /**
  * Limits set through the environment: BRIDGE_MAX_CONNECTIONS,
  * BRIDGE_MAX_STREAMS_PER_CONNECTION, BRIDGE_HANDSHAKE_TIMEOUT_MS,
- * BRIDGE_CONNECTION_IDLE_MS, BRIDGE_FILE_BUDGET_BYTES (positive integers). A
- * bad value is logged and ignored.
+ * BRIDGE_CONNECTION_IDLE_MS, BRIDGE_FILE_BUDGET_BYTES, BRIDGE_BUDGET_WAIT_MS
+ * (how long ReadFile and ReadRaw alike wait for the budget; positive integers).
+ * A bad value is logged and ignored.
  */
 export function limitsFromEnv(env: NodeJS.ProcessEnv): Partial<AgentLimits> {
   const out: Partial<AgentLimits> = {};
@@ -91,6 +92,11 @@ export function limitsFromEnv(env: NodeJS.ProcessEnv): Partial<AgentLimits> {
   if (budget !== undefined) {
     if (budget <= defaultBudgetOptions.reserve * 2) logLine(`$BRIDGE_FILE_BUDGET_BYTES: at least ${defaultBudgetOptions.reserve * 2 + 1} bytes; using the default`);
     else out.fileBudget = { ...defaultBudgetOptions, capacity: budget };
+  }
+  const wait = num("BRIDGE_BUDGET_WAIT_MS");
+  if (wait !== undefined) {
+    out.fileBudget = { ...(out.fileBudget ?? defaultBudgetOptions), maxWaitMs: wait };
+    out.streamBudget = { ...defaultStreamBudgetOptions, maxWaitMs: wait };
   }
   return out;
 }

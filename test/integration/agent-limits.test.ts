@@ -88,7 +88,8 @@ test("in a workspace limited to 512 MiB, the worst patterns at once do not get t
     idleConns = await idleConnections(sock, 500, 500);
     const reads = await concurrentReads(load, "big.txt", 300, 8 * MiB);
     const stdinTaken = await Promise.all(floods);
-    await waitUntil(() => streams!.started() + streams!.exhausted() + streams!.errors().length >= 400, () => `every ReadRaw stream to get data, be refused or fail (${streams!.summary()})`, 30_000);
+    // Streams beyond the ReadRaw budget wait their turn (up to 10 minutes), holding nothing.
+    await waitUntil(() => streams!.started() >= 8 || streams!.errors().length > 0, () => `ReadRaw streams to get data (${streams!.summary()})`, 30_000);
     const peak = (await memoryOf(pid)).hwm;
     const seen = await probe.stop();
     console.log(
@@ -96,7 +97,7 @@ test("in a workspace limited to 512 MiB, the worst patterns at once do not get t
         `Info p50 ${percentile(seen.info, 50).toFixed(1)} ms, max ${Math.max(...seen.info).toFixed(1)} ms over ${seen.info.length} calls; ` +
         `small ReadFile p50 ${percentile(seen.read, 50).toFixed(1)} ms, max ${Math.max(...seen.read).toFixed(1)} ms; ` +
         `${reads.ok} of 300 large reads served, ${reads.exhausted} refused; stdin taken ${stdinTaken.map((b) => (b / MiB).toFixed(0)).join(", ")} MiB of 64 each; ` +
-        `${streams.started()} ReadRaw streams got data, ${streams.exhausted()} refused`,
+        `${streams.started()} ReadRaw streams got data, the others wait`,
     );
 
     // Not OOM-killed: the same agent answers, the cgroup counted no OOM kill.

@@ -93,7 +93,8 @@ test("300 concurrent ReadFiles of an 8 MiB file stay within the memory budget; I
 });
 
 test("800 unread ReadRaw streams on 8 connections stay within the memory budget; Info answers within 100 ms meanwhile", async () => {
-  const agent = await startAgentProcess();
+  // Streams beyond the budget are refused after 3 s here instead of 10 minutes.
+  const agent = await startAgentProcess({ env: { BRIDGE_BUDGET_WAIT_MS: "3000" } });
   let probe: Probe | undefined;
   let streams: Awaited<ReturnType<typeof unreadRawStreams>> | undefined;
   try {
@@ -205,7 +206,8 @@ test("a connection that sends something other than the HTTP/2 preface is closed 
 });
 
 test("the worst patterns at once (large reads, unread stdin on pipes and ptys, unread ReadRaw streams, idle connections): RSS within the budget, Info and small reads keep answering", async () => {
-  const agent = await startAgentProcess();
+  // Reads beyond the budget are refused after 5 s, ReadRaw streams too (instead of 10 minutes).
+  const agent = await startAgentProcess({ env: { BRIDGE_BUDGET_WAIT_MS: "5000" } });
   let probe: Probe | undefined;
   const target = `unix:${agent.socketPath}`;
   const load = new RpcClient(target);
@@ -321,6 +323,9 @@ test("limits from BRIDGE_* variables: positive integers are taken, anything else
   }) as typeof process.stderr.write;
   try {
     assert.deepEqual(limitsFromEnv({ BRIDGE_MAX_CONNECTIONS: "8", BRIDGE_CONNECTION_IDLE_MS: "2000" }), { maxConnections: 8, connectionIdleMs: 2000 });
+    const waits = limitsFromEnv({ BRIDGE_BUDGET_WAIT_MS: "3000" });
+    assert.equal(waits.fileBudget?.maxWaitMs, 3000);
+    assert.equal(waits.streamBudget?.maxWaitMs, 3000);
     assert.deepEqual(limitsFromEnv({ BRIDGE_MAX_CONNECTIONS: "0", BRIDGE_HANDSHAKE_TIMEOUT_MS: "1.5", BRIDGE_MAX_STREAMS_PER_CONNECTION: "many", BRIDGE_FILE_BUDGET_BYTES: "1024" }), {});
   } finally {
     process.stderr.write = write;

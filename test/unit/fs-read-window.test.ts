@@ -161,3 +161,27 @@ test("a ReadFile reply the client does not read keeps its lease until the call e
     await t.close();
   }
 });
+
+test("ReadRaws opened ahead of the one being consumed (an export's lookahead) wait their turn for the budget instead of failing", async () => {
+  const t = await startTestAgent();
+  try {
+    const streams = streamBudget(t.agent.ctx);
+    const files = 40;
+    const content = Buffer.alloc(4 * 1024 * 1024, 7);
+    for (let i = 0; i < files; i++) await fs.writeFile(path.join(t.dataDir, `f${i}.bin`), content);
+    // All opened at once, consumed one after the other, slowly: the last ones wait about 10 s.
+    const calls = Array.from({ length: files }, (_, i) => t.client.serverStream(ContainerService.method.readRaw, { path: `f${i}.bin` }));
+    for (const c of calls) c.on("error", () => undefined);
+    await waitFor(() => streams.waiting > 0, "streams beyond the budget to wait");
+    for (const [i, call] of calls.entries()) {
+      let n = 0;
+      for await (const chunk of call) n += chunk.data.length;
+      assert.equal(n, content.byteLength, `f${i}.bin`);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    assert.equal(streams.refused, 0);
+    assert.ok(streams.peak <= streams.options.capacity);
+  } finally {
+    await t.close();
+  }
+});
