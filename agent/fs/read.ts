@@ -44,7 +44,11 @@ export async function readFile(ctx: AgentContext, req: pb.ReadFileRequest, call?
   const limit = req.lineLimit === 0 ? READ_FILE_DEFAULT_LINES : req.lineLimit;
   const need = (st: Stats): number => {
     if (st.size > READ_FILE_MAX_BYTES) throw tooLarge(target.shown, st.size);
-    return st.size > 0 && st.size <= READ_FILE_WHOLE_MAX_BYTES ? st.size * RESPONSE_COST_FACTOR : READ_FILE_SCAN_BLOCK_BYTES;
+    // A file whose stat says 0 bytes (empty, or procfs and sysfs) is read whole in one pass:
+    // procfs content may differ on every read, so it cannot be scanned first and read again.
+    // It starts with a small lease and takes one for the whole limit if it turns out larger.
+    if (st.size === 0) return UNSIZED_FIRST_BYTES * RESPONSE_COST_FACTOR;
+    return st.size <= READ_FILE_WHOLE_MAX_BYTES ? st.size * RESPONSE_COST_FACTOR : READ_FILE_SCAN_BLOCK_BYTES;
   };
   // A file that changes while a large read waits for its window's lease is read again, a few times at most.
   for (let attempt = 1; ; attempt++) {
@@ -57,6 +61,28 @@ export async function readFile(ctx: AgentContext, req: pb.ReadFileRequest, call?
         const bytes = await readWhole(fh, st.size);
         keepLease = true;
         return holdUntilCallEnds(wholeResponse(bytes, req.lineOffset, limit), lease, call);
+      }
+      if (st.size === 0) {
+        const small = await readToEnd(fh, target.shown, UNSIZED_FIRST_BYTES);
+        if (small) {
+          keepLease = true;
+          return holdUntilCallEnds(wholeResponse(small, req.lineOffset, limit), lease, call);
+        }
+        lease.release();
+        const whole = await leaseForOpen(budget, target, "ReadFile", leased, READ_FILE_MAX_BYTES * RESPONSE_COST_FACTOR, signal);
+        if (!whole) {
+          if (attempt < 3) continue;
+          throw new RpcError(Status.ABORTED, `${target.shown} kept changing while it was read; try again`);
+        }
+        try {
+          const bytes = (await readToEnd(whole.fh, target.shown, READ_FILE_MAX_BYTES))!;
+          return holdUntilCallEnds(wholeResponse(bytes, req.lineOffset, limit), whole.lease, call);
+        } catch (err) {
+          whole.lease.release();
+          throw err;
+        } finally {
+          if (whole.fh !== fh) whole.fh.close().catch(() => undefined);
+        }
       }
       const scan = await scanLines(fh, target.shown, req.lineOffset, limit);
       if (scan.binary) return binaryResponse(req.lineOffset, BigInt(scan.size));
@@ -248,6 +274,31 @@ function tooLarge(abs: string, size: number): Error {
     `${abs} is ${size} bytes, over ReadFile's limit of ${READ_FILE_MAX_BYTES} bytes; use ReadRaw to stream it`,
   );
 }
+
+/**
+ * Reads from the start to EOF a file whose size fstat does not tell (procfs).
+ * Past `max` bytes: undefined when `max` is below the ReadFile limit (the
+ * caller takes a larger lease and reads again), RESOURCE_EXHAUSTED at the limit.
+ */
+async function readToEnd(fh: FileHandle, abs: string, max: number): Promise<Buffer | undefined> {
+  const parts: Buffer[] = [];
+  let total = 0;
+  for (;;) {
+    const part = Buffer.allocUnsafe(64 * 1024);
+    const { bytesRead } = await fh.read(part, 0, part.byteLength, total);
+    if (bytesRead === 0) break;
+    total += bytesRead;
+    if (total > max) {
+      if (max < READ_FILE_MAX_BYTES) return undefined;
+      throw tooLarge(abs, total);
+    }
+    parts.push(part.subarray(0, bytesRead));
+  }
+  return Buffer.concat(parts, total);
+}
+
+/** What a file whose stat size is 0 is first read with (most are empty or a few KiB). */
+const UNSIZED_FIRST_BYTES = 256 * 1024;
 
 /** Reads up to `expected` bytes (fewer when the file shrank since fstat). */
 async function readWhole(fh: FileHandle, expected: number): Promise<Buffer> {

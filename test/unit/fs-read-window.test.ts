@@ -185,3 +185,20 @@ test("ReadRaws opened ahead of the one being consumed (an export's lookahead) wa
     await t.close();
   }
 });
+
+test("ReadFile of a procfs file larger than its first lease (stat size 0, read in one pass) returns all of it", async () => {
+  const t = await startTestAgent();
+  try {
+    const want = await fs.readFile("/proc/kallsyms");
+    assert.ok(want.byteLength > 1024 * 1024, "this kernel's /proc/kallsyms is large");
+    const res = await t.client.unary(ContainerService.method.readFile, { path: "/proc/kallsyms", lineLimit: 1_000_000 });
+    assert.equal(res.binary, false);
+    assert.equal(res.size, BigInt(Buffer.byteLength(res.content)));
+    assert.ok(res.content.length > 1024 * 1024, `${res.content.length} characters`);
+    assert.equal(res.lineCount, res.totalLines);
+    assert.equal(fileBudget(t.agent.ctx).refused, 0);
+    await waitFor(() => fileBudget(t.agent.ctx).inUse === 0, "the leases to come back");
+  } finally {
+    await t.close();
+  }
+});
