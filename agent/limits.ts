@@ -57,7 +57,5 @@ export const TREE_MAX_ENTRIES = 1_000_000;
 export const TREE_CHUNK_BYTES = 256 * 1024;
 /** ReadTree: bytes written to the call and not yet handed to the transport, at most (then it waits). */
 export const TREE_INFLIGHT_BYTES = 2 * MiB;
-/** ReadTree: files opened and read ahead of the one being sent. */
-export const TREE_LOOKAHEAD_FILES = 8;
 /** ReadTree: bytes of a file read ahead (at open) and bytes per read after that. */
 export const TREE_READ_BLOCK_BYTES = 256 * 1024;
