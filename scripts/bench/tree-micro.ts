@@ -1,14 +1,16 @@
-// Micro-benchmark (not part of `npm run bench`): ReadTree of a 5,000-file / 200 MiB tree from a
+// Micro-benchmark (not part of `npm run bench`; `npx tsx scripts/bench/tree-micro.ts [dir]` after
+// building the runtime bundle): ReadTree of a 5,000-file / 200 MiB tree from a
 // bundled agent process on the host, consumed only or archived, against tar -czf of the same tree.
 import { execFileSync, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import { BridgeClient } from "../../host/bridge/client.js";
 import { ArchiveWriter } from "../../host/data/archive.js";
 import { packReadTree } from "../../host/data/archive-tree.js";
 
-const root = process.argv[2] ?? "/tmp/wt-k-mb";
+const root = process.argv[2] ?? path.join(os.tmpdir(), "memoh-tree-micro");
 const data = path.join(root, "data");
 if (!fs.existsSync(path.join(data, "tree"))) {
   const text = Buffer.from("the quick brown fox jumps over the lazy dog 0123456789\n".repeat(800).slice(0, 40_960));
