@@ -193,6 +193,31 @@ test("a file that grows while it is read is sent at its size when opened; a file
   assert.ok(s?.kind === "entry" && s.size === 1024 && s.data!.equals(base.subarray(0, 1024)));
 });
 
+test("ReadTree waits for a slow reader and still delivers every byte", async () => {
+  const root = dirOf("slow");
+  const big = randomBytes(24 * MiB + 5);
+  fs.writeFileSync(path.join(root, "big.bin"), big);
+  fs.writeFileSync(path.join(root, "small.txt"), "after\n");
+  const parts: Uint8Array[] = [];
+  let stalled = false;
+  let small: TreeEvent | undefined;
+  let current = "";
+  for await (const ev of c.readTree("slow")) {
+    if (ev.kind === "entry") current = ev.path.toString();
+    if (ev.kind === "data" && current === "big.bin") {
+      parts.push(ev.data);
+      if (!stalled) {
+        // Long enough for the agent's in-flight bytes and the transport's windows to fill.
+        stalled = true;
+        await sleep(300);
+      }
+    } else if (ev.kind === "entry" && ev.path.toString() === "small.txt") small = ev;
+  }
+  assert.equal(Buffer.concat(parts).byteLength, big.byteLength);
+  assert.ok(Buffer.concat(parts).equals(big), "the same bytes");
+  assert.ok(small?.kind === "entry" && small.size === 6);
+});
+
 test("a cancelled ReadTree stops, closes every file it opened, and the agent keeps serving", async () => {
   const root = dirOf("many");
   for (let d = 0; d < 5; d++) {
