@@ -213,39 +213,43 @@ export async function readTree(ctx: AgentContext, req: ReadTreeRequest, call: Re
     const size = f.st.size;
     let pos = 0;
     let block: Buffer = f.first;
-    let shrank = false;
-    while (!stopped()) {
-      // Read the next block while this one goes out.
-      const nextAt = pos + block.byteLength;
-      let next: Promise<Buffer> | undefined;
-      if (block.byteLength > 0 && nextAt < size) {
-        const buf = Buffer.allocUnsafe(Math.min(TREE_READ_BLOCK_BYTES, size - nextAt));
-        next = readFull(f.fd, buf, nextAt).then((n) => buf.subarray(0, n));
-        next.catch(() => undefined);
+    let next: Promise<Buffer> | undefined;
+    let cut: string | undefined;
+    try {
+      while (!stopped()) {
+        // Read the next block while this one goes out.
+        const nextAt = pos + block.byteLength;
+        next = undefined;
+        if (block.byteLength > 0 && nextAt < size) {
+          const buf = Buffer.allocUnsafe(Math.min(TREE_READ_BLOCK_BYTES, size - nextAt));
+          next = readFull(f.fd, buf, nextAt).then((n) => buf.subarray(0, n));
+          next.catch(() => undefined);
+        }
+        for (let i = 0; i < block.byteLength && !stopped(); i += TREE_CHUNK_BYTES) {
+          const data = block.subarray(i, i + TREE_CHUNK_BYTES);
+          await send(encodeData(data), data.byteLength);
+        }
+        pos = nextAt;
+        if (pos >= size || stopped()) break;
+        try {
+          block = next === undefined ? Buffer.alloc(0) : await next;
+        } catch (err) {
+          cut = errText(err);
+          break;
+        } finally {
+          next = undefined;
+        }
+        if (block.byteLength === 0) {
+          cut = `shrank while read: ${pos} of ${size} bytes`;
+          break;
+        }
       }
-      for (let i = 0; i < block.byteLength && !stopped(); i += TREE_CHUNK_BYTES) {
-        const data = block.subarray(i, i + TREE_CHUNK_BYTES);
-        await send(encodeData(data), data.byteLength);
-      }
-      pos = nextAt;
-      if (pos >= size) break;
-      if (block.byteLength === 0 || next === undefined) {
-        shrank = true;
-        break;
-      }
-      try {
-        block = await next;
-      } catch (err) {
-        await send({ msg: { case: "truncated", value: { path: rel, sent: BigInt(pos), reason: errText(err) } } }, 64);
-        return;
-      }
-      if (block.byteLength === 0) {
-        shrank = true;
-        break;
-      }
+    } finally {
+      // The fd is closed after this: no read of it may still be running then.
+      await next?.catch(() => undefined);
     }
-    if (shrank && !stopped()) {
-      await send({ msg: { case: "truncated", value: { path: rel, sent: BigInt(pos), reason: `shrank while read: ${pos} of ${size} bytes` } } }, 64);
+    if (cut !== undefined && !stopped()) {
+      await send({ msg: { case: "truncated", value: { path: rel, sent: BigInt(pos), reason: cut } } }, 64);
     }
   };
 
