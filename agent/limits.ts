@@ -95,3 +95,13 @@ export const EXEC_STDIN_BUFFER_BYTES = 4 * MiB;
 /** First wait before a pty whose input is full is written to again; doubles up to the max. */
 export const PTY_STDIN_RETRY_MIN_MS = 2;
 export const PTY_STDIN_RETRY_MAX_MS = 50;
+/** ReadTree: levels below the request path it descends at most (and the default). */
+export const TREE_MAX_DEPTH = 256;
+/** ReadTree: entries (and skipped records) one call sends at most (and the default). */
+export const TREE_MAX_ENTRIES = 1_000_000;
+/** ReadTree: bytes of file data in a data message. */
+export const TREE_CHUNK_BYTES = 256 * 1024;
+/** ReadTree: bytes written to the call and not yet handed to the transport, at most (then it waits). */
+export const TREE_INFLIGHT_BYTES = 2 * MiB;
+/** ReadTree: bytes of a file read ahead (at open) and bytes per read after that. */
+export const TREE_READ_BLOCK_BYTES = 256 * 1024;

@@ -8,6 +8,7 @@ import { listDir } from "./fs/list.js";
 import { readFile } from "./fs/read.js";
 import { writeFile } from "./fs/write.js";
 import { readRaw } from "./fs/read-raw.js";
+import { readTree } from "./fs/read-tree.js";
 import { writeRaw } from "./fs/write-raw.js";
 import { mkdir } from "./fs/mkdir.js";
 import { rename } from "./fs/rename.js";
@@ -26,6 +27,7 @@ export function containerServiceHandlers(ctx: AgentContext): ServiceHandlers<typ
     readFile: (req, call) => readFile(ctx, req, call),
     writeFile: (req) => writeFile(ctx, req),
     readRaw: (req, call) => readRaw(ctx, req, call),
+    readTree: (req, call) => readTree(ctx, req, call),
     writeRaw: (call) => writeRaw(ctx, call),
     mkdir: (req) => mkdir(ctx, req),
     rename: (req) => rename(ctx, req),

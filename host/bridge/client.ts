@@ -18,6 +18,8 @@ import {
   type McpStdioRequestSchema,
   type McpStdioResponse,
   type ReadFileRequestSchema,
+  type ReadTreeMessage,
+  FileType,
 } from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
 import type { PinnedSocket } from "./socket.js";
 
@@ -69,6 +71,41 @@ export function pathFields(p: WorkspacePath): { path: string; pathBytes: Uint8Ar
 /** How to name a listed or stat'ed file in a request: its bytes when its text is only a lossy form. */
 export function entryPath(info: { path: string; pathBytes: Uint8Array }): WorkspacePath {
   return info.pathBytes.byteLength > 0 ? info.pathBytes : info.path;
+}
+
+/** One record of a ReadTree stream, checked (see BridgeClient.readTree). */
+export type TreeEvent =
+  | {
+      kind: "entry";
+      /** Relative to the tree's root ("" for the root itself), '/'-separated, the names' exact bytes. */
+      path: Buffer;
+      type: FileType.FILE | FileType.DIRECTORY | FileType.SYMLINK;
+      mode: number;
+      mtimeMs: number;
+      /** FILE: exactly this many bytes follow as data events (unless a truncated event cuts them short). */
+      size: number;
+      symlinkTarget: Buffer;
+      uid: number;
+      gid: number;
+    }
+  | { kind: "data"; data: Uint8Array }
+  | { kind: "skipped"; path: Buffer; reason: string }
+  | { kind: "truncated"; path: Buffer; sent: number; reason: string };
+
+/** A relative tree path from the agent: no empty, "." or ".." component, no NUL, not absolute. */
+function checkTreePath(p: Uint8Array, what: string): Buffer {
+  const b = Buffer.from(p.buffer, p.byteOffset, p.byteLength);
+  if (b.byteLength === 0) return b;
+  if (b.includes(0)) throw protocolError(`ReadTree ${what} path holds a NUL byte`);
+  for (const part of b.toString("latin1").split("/")) {
+    if (part === "" || part === "." || part === "..") throw protocolError(`ReadTree ${what} path ${JSON.stringify(b.toString("latin1"))} is not a plain relative path`);
+  }
+  return b;
+}
+
+function safeCount(v: bigint, what: string): number {
+  if (v < 0n || v > BigInt(Number.MAX_SAFE_INTEGER)) throw protocolError(`ReadTree ${what} ${v}`);
+  return Number(v);
 }
 
 function protocolError(message: string): RpcError {
@@ -183,6 +220,86 @@ export class BridgeClient {
         if (limit !== undefined && expected > limit) throw protocolError("ReadRaw returned more than requested");
         if (chunk.data.length > 0) yield chunk.data;
       }
+    } catch (err) {
+      throw err instanceof RpcError ? err : fromServiceError(err as Error);
+    } finally {
+      call.cancel();
+    }
+  }
+
+  /**
+   * A directory tree in one stream (agents with capability "read-tree"): the root's
+   * entry first (empty path), then every entry depth first; a FILE entry is followed by
+   * exactly `size` bytes of data events, or fewer and a truncated event. The order of
+   * records, the paths and the byte counts are checked; a stream that breaks them fails
+   * with INTERNAL (protocol violation).
+   */
+  async *readTree(path: WorkspacePath, limits: { maxDepth?: number; maxEntries?: number } = {}, opts?: CallOptions): AsyncGenerator<TreeEvent> {
+    const call = this.rpc.serverStream(
+      ContainerService.method.readTree,
+      { ...pathFields(path), maxDepth: limits.maxDepth ?? 0, maxEntries: limits.maxEntries ?? 0 },
+      opts,
+    );
+    let first = true;
+    /** The file whose bytes are being received, and how many are still due. */
+    let file: Buffer | undefined;
+    let due = 0;
+    let fileSize = 0;
+    try {
+      for await (const raw of call as AsyncIterable<ReadTreeMessage>) {
+        const m = raw.msg;
+        if (first && m.case !== "entry") throw protocolError(`ReadTree began with ${m.case ?? "an empty message"}, not the root's entry`);
+        if (m.case !== "data" && m.case !== "truncated" && due > 0) throw protocolError(`ReadTree sent ${m.case ?? "an empty message"} with ${due} bytes of a file still due`);
+        switch (m.case) {
+          case "entry": {
+            const e = m.value;
+            const p = checkTreePath(e.path, "entry");
+            if (first !== (p.byteLength === 0)) throw protocolError(first ? "ReadTree's first entry is not the root" : "ReadTree sent a second root entry");
+            if (first && e.type !== FileType.DIRECTORY) throw protocolError("ReadTree's root is not a directory");
+            first = false;
+            if (e.type !== FileType.FILE && e.type !== FileType.DIRECTORY && e.type !== FileType.SYMLINK) throw protocolError(`ReadTree entry of type ${e.type}`);
+            const size = safeCount(e.size, "size");
+            if (e.type !== FileType.FILE && size !== 0) throw protocolError("ReadTree sent a size for an entry that is not a file");
+            file = e.type === FileType.FILE ? p : undefined;
+            due = e.type === FileType.FILE ? size : 0;
+            fileSize = due;
+            yield {
+              kind: "entry",
+              path: p,
+              type: e.type,
+              mode: e.mode & 0o7777,
+              mtimeMs: Number(e.mtimeMs),
+              size,
+              symlinkTarget: Buffer.from(e.symlinkTarget),
+              uid: e.uid,
+              gid: e.gid,
+            };
+            break;
+          }
+          case "data":
+            if (m.value.byteLength === 0 || m.value.byteLength > due) throw protocolError(`ReadTree sent ${m.value.byteLength} bytes of data with ${due} due`);
+            due -= m.value.byteLength;
+            yield { kind: "data", data: m.value };
+            break;
+          case "skipped":
+            yield { kind: "skipped", path: checkTreePath(m.value.path, "skipped"), reason: m.value.reason };
+            break;
+          case "truncated": {
+            const p = checkTreePath(m.value.path, "truncated");
+            if (file === undefined || due === 0 || !p.equals(file)) throw protocolError("ReadTree truncated a file it was not sending");
+            const sent = safeCount(m.value.sent, "sent");
+            if (sent !== fileSize - due) throw protocolError(`ReadTree truncated a file after ${sent} bytes, but sent ${fileSize - due}`);
+            yield { kind: "truncated", path: p, sent, reason: m.value.reason };
+            file = undefined;
+            due = 0;
+            break;
+          }
+          default:
+            throw protocolError("ReadTree sent an empty message");
+        }
+      }
+      if (first) throw protocolError("ReadTree ended without the root's entry");
+      if (due > 0) throw protocolError(`ReadTree ended with ${due} bytes of a file still due`);
     } catch (err) {
       throw err instanceof RpcError ? err : fromServiceError(err as Error);
     } finally {

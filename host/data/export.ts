@@ -1,5 +1,6 @@
 // Export: the workspace's /data as a tar.gz streamed to `out`. A running workspace is read
-// through its agent (ListDir + ReadRaw, sizes from the agent's fstat of the open fd); a
+// through its agent: one ReadTree stream (capability "read-tree"), or for older agents a
+// ListDir walk and one ReadRaw per file (sizes from the agent's fstat of the open fd); a
 // stopped one (or one whose task is paused by the caller) from its rootfs snapshot mounted
 // read-only on the host. Callers hold the bot's lock, so the workspace is neither started
 // nor stopped under the export.
@@ -8,6 +9,7 @@ import type { Writable } from "node:stream";
 import type { WorkspaceContext } from "../workspace/context.js";
 import { WorkspaceError } from "../workspace/errors.js";
 import { ArchiveWriter, packBridgeTree, packHostTree, type ArchiveProgress, type PackResult } from "./archive.js";
+import { packReadTree } from "./archive-tree.js";
 import { DATA_DIR, checkDataDir, mountRootfs, removeJournal, rootfsOf, taskRunning, writeJournal, type DataOp } from "./workspace-fs.js";
 
 export interface ExportOptions {
@@ -42,9 +44,14 @@ export async function exportData(ctx: WorkspaceContext, botId: string, out: Writ
   try {
     if (await taskRunning(ctx, containerId)) {
       const client = await ctx.bridges.get(botId);
-      const root = (await client.stat(`/${DATA_DIR}`)).info;
-      if (root !== undefined) await writer.directory(".", root.mode, Number(root.mtimeMs));
-      await packBridgeTree(client, writer, { dir: `/${DATA_DIR}`, ...(opts.signal ? { signal: opts.signal } : {}) });
+      const signal = opts.signal ? { signal: opts.signal } : {};
+      if ((await client.info()).capabilities.includes("read-tree")) {
+        await packReadTree(client, writer, { dir: `/${DATA_DIR}`, ...signal });
+      } else {
+        const root = (await client.stat(`/${DATA_DIR}`)).info;
+        if (root !== undefined) await writer.directory(".", root.mode, Number(root.mtimeMs));
+        await packBridgeTree(client, writer, { dir: `/${DATA_DIR}`, ...signal });
+      }
     } else {
       const { key, snapshotter } = await rootfsOf(ctx, containerId);
       await packSnapshot(ctx, botId, containerId, key, snapshotter, writer, "export");

@@ -73,6 +73,7 @@ const IDEMPOTENT_BRIDGE_CALLS: ReadonlySet<string> = new Set([
   "listDir",
   "readFile",
   "readRaw",
+  "readTree",
   "listJobs",
   "getJob",
   "readJobOutput",

@@ -3,7 +3,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { fromBinary } from "@bufbuild/protobuf";
-import { ReadRawChunkSchema } from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
+import { ReadRawChunkSchema, ReadTreeMessageSchema } from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
 import { encodeFields } from "../../proto/wire.js";
 
 test("encodeFields matches protobuf-es decoding of ReadRawChunk", () => {
@@ -21,6 +21,14 @@ test("encodeFields matches protobuf-es decoding of ReadRawChunk", () => {
     assert.deepEqual(Buffer.from(msg.data), Buffer.from(data));
     assert.equal(msg.offset, BigInt(offset));
     assert.equal(msg.fileSize, BigInt(fileSize));
+  }
+});
+
+test("encodeFields matches protobuf-es decoding of ReadTreeMessage's data case", () => {
+  for (const data of [randomBytes(1), randomBytes(127), randomBytes(128), randomBytes(256 * 1024)]) {
+    const msg = fromBinary(ReadTreeMessageSchema, encodeFields([{ field: 2, value: data }]));
+    assert.equal(msg.msg.case, "data");
+    assert.deepEqual(Buffer.from(msg.msg.value as Uint8Array), data);
   }
 });
 

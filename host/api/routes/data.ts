@@ -9,6 +9,8 @@ import type { TypeBoxTypeProvider } from "@fastify/type-provider-typebox";
 import type { FastifyReply, FastifyRequest } from "fastify";
 import type { ArchiveProgress, ExtractResult, VersionInfo } from "../../workspace/manager.js";
 import { ArchiveWriter, packBridgeTree } from "../../data/archive.js";
+import { packReadTree } from "../../data/archive-tree.js";
+import { FileType } from "../../../proto/gen/memoh/bridge/v1/bridge_pb.js";
 import { ApiError, toApiError } from "../errors.js";
 import type { ApiApp, RouteContext } from "../server.js";
 import { BotParams, ErrorResponse, WorkspacePath } from "../schemas.js";
@@ -219,8 +221,12 @@ export function registerDataRoutes(app: ApiApp, ctx: RouteContext): void {
           if (info === undefined) throw new ApiError("internal", "the agent answered without file info");
           const writer = new ArchiveWriter(out);
           try {
-            await writer.directory(".", info.mode, Number(info.mtimeMs));
-            await packBridgeTree(c, writer, { dir: info.path || dir, signal: gone.signal });
+            if (info.type === FileType.DIRECTORY && (await c.info()).capabilities.includes("read-tree")) {
+              await packReadTree(c, writer, { dir: info.path || dir, signal: gone.signal });
+            } else {
+              await writer.directory(".", info.mode, Number(info.mtimeMs));
+              await packBridgeTree(c, writer, { dir: info.path || dir, signal: gone.signal });
+            }
           } catch (err) {
             writer.abort(err);
             throw err;

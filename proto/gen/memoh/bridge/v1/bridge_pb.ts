@@ -26,7 +26,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file memoh/bridge/v1/bridge.proto.
  */
 export const file_memoh_bridge_v1_bridge: GenFile = /*@__PURE__*/
-  fileDesc("ChxtZW1vaC9icmlkZ2UvdjEvYnJpZGdlLnByb3RvEg9tZW1vaC5icmlkZ2UudjEiDQoLSW5mb1JlcXVlc3Qi2gEKDEluZm9SZXNwb25zZRIVCg1hZ2VudF92ZXJzaW9uGAEgASgJEhgKEHByb3RvY29sX3ZlcnNpb24YAiABKA0SCwoDcGlkGAMgASgFEhYKDnVwdGltZV9zZWNvbmRzGAQgASgBEhQKDGNhcGFiaWxpdGllcxgFIAMoCRIUCgxub2RlX3ZlcnNpb24YBiABKAkSEAoIZGF0YV9kaXIYByABKAkSDgoGbGlzdGVuGAggASgJEhAKCGhvc3RuYW1lGAkgASgJEhQKDHdvcmtzcGFjZV9pZBgKIAEoCSLyAQoIRmlsZUluZm8SDAoEcGF0aBgBIAEoCRIMCgRuYW1lGAIgASgJEicKBHR5cGUYAyABKA4yGS5tZW1vaC5icmlkZ2UudjEuRmlsZVR5cGUSDAoEbW9kZRgEIAEoDRIMCgRzaXplGAUgASgDEhAKCG10aW1lX21zGAYgASgDEhYKDnN5bWxpbmtfdGFyZ2V0GAcgASgJEhIKCnBhdGhfYnl0ZXMYCCABKAwSEgoKbmFtZV9ieXRlcxgJIAEoDBIcChRzeW1saW5rX3RhcmdldF9ieXRlcxgKIAEoDBIVCg1wYXRoX3Rvb19sb25nGAsgASgIIi8KC1N0YXRSZXF1ZXN0EgwKBHBhdGgYASABKAkSEgoKcGF0aF9ieXRlcxgCIAEoDCI3CgxTdGF0UmVzcG9uc2USJwoEaW5mbxgBIAEoCzIZLm1lbW9oLmJyaWRnZS52MS5GaWxlSW5mbyJ3Cg5MaXN0RGlyUmVxdWVzdBIMCgRwYXRoGAEgASgJEhEKCXJlY3Vyc2l2ZRgCIAEoCBIRCgltYXhfZGVwdGgYAyABKA0SDgoGb2Zmc2V0GAQgASgNEg0KBWxpbWl0GAUgASgNEhIKCnBhdGhfYnl0ZXMYBiABKAwilgEKD0xpc3REaXJSZXNwb25zZRIqCgdlbnRyaWVzGAEgAygLMhkubWVtb2guYnJpZGdlLnYxLkZpbGVJbmZvEg0KBXRvdGFsGAIgASgNEhAKCGhhc19tb3JlGAMgASgIEhMKC25leHRfb2Zmc2V0GAQgASgNEhEKCXRydW5jYXRlZBgFIAEoCBIOCgZzb3J0ZWQYBiABKAgiXAoPUmVhZEZpbGVSZXF1ZXN0EgwKBHBhdGgYASABKAkSEwoLbGluZV9vZmZzZXQYAiABKA0SEgoKbGluZV9saW1pdBgDIAEoDRISCgpwYXRoX2J5dGVzGAQgASgMIpIBChBSZWFkRmlsZVJlc3BvbnNlEg8KB2NvbnRlbnQYASABKAkSEwoLdG90YWxfbGluZXMYAiABKA0SEwoLbGluZV9vZmZzZXQYAyABKA0SEgoKbGluZV9jb3VudBgEIAEoDRIRCgl0cnVuY2F0ZWQYBSABKAgSDgoGYmluYXJ5GAYgASgIEgwKBHNpemUYByABKAMiUwoQV3JpdGVGaWxlUmVxdWVzdBIMCgRwYXRoGAEgASgJEg8KB2NvbnRlbnQYAiABKAwSDAoEbW9kZRgDIAEoDRISCgpwYXRoX2J5dGVzGAQgASgMIioKEVdyaXRlRmlsZVJlc3BvbnNlEhUKDWJ5dGVzX3dyaXR0ZW4YASABKAMiUgoOUmVhZFJhd1JlcXVlc3QSDAoEcGF0aBgBIAEoCRIOCgZvZmZzZXQYAiABKAMSDgoGbGVuZ3RoGAMgASgDEhIKCnBhdGhfYnl0ZXMYBCABKAwiPwoMUmVhZFJhd0NodW5rEgwKBGRhdGEYASABKAwSDgoGb2Zmc2V0GAIgASgDEhEKCWZpbGVfc2l6ZRgDIAEoAyI/Cg1Xcml0ZVJhd1N0YXJ0EgwKBHBhdGgYASABKAkSDAoEbW9kZRgCIAEoDRISCgpwYXRoX2J5dGVzGAMgASgMIi0KDVdyaXRlUmF3Q2h1bmsSDAoEZGF0YRgBIAEoDBIOCgZvZmZzZXQYAiABKAMiiwEKD1dyaXRlUmF3UmVxdWVzdBIvCgVzdGFydBgBIAEoCzIeLm1lbW9oLmJyaWRnZS52MS5Xcml0ZVJhd1N0YXJ0SAASLwoFY2h1bmsYAiABKAsyHi5tZW1vaC5icmlkZ2UudjEuV3JpdGVSYXdDaHVua0gAEg8KBWFib3J0GAMgASgISABCBQoDbXNnIjkKEFdyaXRlUmF3UmVzcG9uc2USFQoNYnl0ZXNfd3JpdHRlbhgBIAEoAxIOCgZzaGEyNTYYAiABKAkiTwoMTWtkaXJSZXF1ZXN0EgwKBHBhdGgYASABKAkSDwoHcGFyZW50cxgCIAEoCBIMCgRtb2RlGAMgASgNEhIKCnBhdGhfYnl0ZXMYBCABKAwiDwoNTWtkaXJSZXNwb25zZSJiCg1SZW5hbWVSZXF1ZXN0EgwKBGZyb20YASABKAkSCgoCdG8YAiABKAkSEQoJb3ZlcndyaXRlGAMgASgIEhIKCmZyb21fYnl0ZXMYBCABKAwSEAoIdG9fYnl0ZXMYBSABKAwiEAoOUmVuYW1lUmVzcG9uc2UiSAoRRGVsZXRlRmlsZVJlcXVlc3QSDAoEcGF0aBgBIAEoCRIRCglyZWN1cnNpdmUYAiABKAgSEgoKcGF0aF9ieXRlcxgDIAEoDCIUChJEZWxldGVGaWxlUmVzcG9uc2UiJQoHUHR5U2l6ZRIMCgRjb2xzGAEgASgNEgwKBHJvd3MYAiABKA0iugIKCUV4ZWNTdGFydBIMCgRhcmd2GAEgAygJEg8KB2NvbW1hbmQYAiABKAkSMAoDZW52GAMgAygLMiMubWVtb2guYnJpZGdlLnYxLkV4ZWNTdGFydC5FbnZFbnRyeRIRCgljbGVhbl9lbnYYBCABKAgSEQoJdW5zZXRfZW52GAUgAygJEgsKA2N3ZBgGIAEoCRISCgp0aW1lb3V0X21zGAcgASgNEgsKA3B0eRgIIAEoCBIqCghwdHlfc2l6ZRgJIAEoCzIYLm1lbW9oLmJyaWRnZS52MS5QdHlTaXplEg0KBXN0ZGluGAogASgMEhMKC2Nsb3NlX3N0ZGluGAsgASgIEgwKBHVzZXIYDCABKAkaKgoIRW52RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKnAQoLRXhlY1JlcXVlc3QSKwoFc3RhcnQYASABKAsyGi5tZW1vaC5icmlkZ2UudjEuRXhlY1N0YXJ0SAASDwoFc3RkaW4YAiABKAxIABIVCgtjbG9zZV9zdGRpbhgDIAEoCEgAEhAKBnNpZ25hbBgEIAEoCUgAEioKBnJlc2l6ZRgFIAEoCzIYLm1lbW9oLmJyaWRnZS52MS5QdHlTaXplSABCBQoDbXNnIhoKC0V4ZWNTdGFydGVkEgsKA3BpZBgBIAEoBSJQCghFeGVjRXhpdBIMCgRjb2RlGAEgASgFEg4KBnNpZ25hbBgCIAEoCRIRCgl0aW1lZF9vdXQYAyABKAgSEwoLZHVyYXRpb25fbXMYBCABKAEilQEKDEV4ZWNSZXNwb25zZRIvCgdzdGFydGVkGAEgASgLMhwubWVtb2guYnJpZGdlLnYxLkV4ZWNTdGFydGVkSAASEAoGc3Rkb3V0GAIgASgMSAASEAoGc3RkZXJyGAMgASgMSAASKQoEZXhpdBgEIAEoCzIZLm1lbW9oLmJyaWRnZS52MS5FeGVjRXhpdEgAQgUKA21zZyKrAQoNTWNwU3RkaW9TdGFydBIPCgdjb21tYW5kGAEgASgJEgwKBGFyZ3MYAiADKAkSNAoDZW52GAMgAygLMicubWVtb2guYnJpZGdlLnYxLk1jcFN0ZGlvU3RhcnQuRW52RW50cnkSCwoDY3dkGAQgASgJEgwKBHVzZXIYBSABKAkaKgoIRW52RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJzCg9NY3BTdGRpb1JlcXVlc3QSLwoFc3RhcnQYASABKAsyHi5tZW1vaC5icmlkZ2UudjEuTWNwU3RkaW9TdGFydEgAEhEKB21lc3NhZ2UYAiABKAlIABIVCgtjbG9zZV9zdGRpbhgDIAEoCEgAQgUKA21zZyIeCg9NY3BTdGRpb1N0YXJ0ZWQSCwoDcGlkGAEgASgFIkEKDE1jcFN0ZGlvRXhpdBIMCgRjb2RlGAEgASgFEg4KBnNpZ25hbBgCIAEoCRITCgtzdGRlcnJfdGFpbBgDIAMoCSKoAQoQTWNwU3RkaW9SZXNwb25zZRIzCgdzdGFydGVkGAEgASgLMiAubWVtb2guYnJpZGdlLnYxLk1jcFN0ZGlvU3RhcnRlZEgAEhEKB21lc3NhZ2UYAiABKAlIABIWCgxzdGRvdXRfbm9pc2UYAyABKAlIABItCgRleGl0GAQgASgLMh0ubWVtb2guYnJpZGdlLnYxLk1jcFN0ZGlvRXhpdEgAQgUKA21zZyI7Cg9TdGFydEpvYlJlcXVlc3QSKAoEZXhlYxgBIAEoCzIaLm1lbW9oLmJyaWRnZS52MS5FeGVjU3RhcnQiOQoQU3RhcnRKb2JSZXNwb25zZRIlCgNqb2IYASABKAsyGC5tZW1vaC5icmlkZ2UudjEuSm9iSW5mbyLdAgoHSm9iSW5mbxIKCgJpZBgBIAEoCRIPCgdjb21tYW5kGAIgASgJEgsKA2N3ZBgDIAEoCRILCgNwaWQYBCABKAUSKAoFc3RhdGUYBSABKA4yGS5tZW1vaC5icmlkZ2UudjEuSm9iU3RhdGUSEQoJZXhpdF9jb2RlGAYgASgFEg4KBnNpZ25hbBgHIAEoCRIVCg1zdGFydGVkX2F0X21zGAggASgDEhMKC2VuZGVkX2F0X21zGAkgASgDEhQKDHN0ZG91dF9ieXRlcxgKIAEoAxIUCgxzdGRlcnJfYnl0ZXMYCyABKAMSGQoRbGFzdF9vdXRwdXRfYXRfbXMYDCABKAMSEgoKdGltZW91dF9tcxgNIAEoDRIRCgl0aW1lZF9vdXQYDiABKAgSGQoRa2lsbGVkX2J5X3JlcXVlc3QYDyABKAgSGQoRb3V0cHV0X3JpbmdfYnl0ZXMYECABKA0iEQoPTGlzdEpvYnNSZXF1ZXN0IjoKEExpc3RKb2JzUmVzcG9uc2USJgoEam9icxgBIAMoCzIYLm1lbW9oLmJyaWRnZS52MS5Kb2JJbmZvIhsKDUdldEpvYlJlcXVlc3QSCgoCaWQYASABKAkiNwoOR2V0Sm9iUmVzcG9uc2USJQoDam9iGAEgASgLMhgubWVtb2guYnJpZGdlLnYxLkpvYkluZm8ihQEKFFJlYWRKb2JPdXRwdXRSZXF1ZXN0EgoKAmlkGAEgASgJEioKBnN0cmVhbRgCIAEoDjIaLm1lbW9oLmJyaWRnZS52MS5Kb2JTdHJlYW0SDgoGb2Zmc2V0GAMgASgDEhEKCW1heF9ieXRlcxgEIAEoDRISCgp0YWlsX2J5dGVzGAUgASgNImIKFVJlYWRKb2JPdXRwdXRSZXNwb25zZRIMCgRkYXRhGAEgASgMEg4KBm9mZnNldBgCIAEoAxINCgV0b3RhbBgDIAEoAxIPCgdkcm9wcGVkGAQgASgDEgsKA2VvZhgFIAEoCCJJCg5XYWl0Sm9iUmVxdWVzdBIKCgJpZBgBIAEoCRISCgp0aW1lb3V0X21zGAIgASgNEhcKD2lkbGVfdGltZW91dF9tcxgDIAEoDSJnCg9XYWl0Sm9iUmVzcG9uc2USLQoHb3V0Y29tZRgBIAEoDjIcLm1lbW9oLmJyaWRnZS52MS5XYWl0T3V0Y29tZRIlCgNqb2IYAiABKAsyGC5tZW1vaC5icmlkZ2UudjEuSm9iSW5mbyIuChBTaWduYWxKb2JSZXF1ZXN0EgoKAmlkGAEgASgJEg4KBnNpZ25hbBgCIAEoCSI6ChFTaWduYWxKb2JSZXNwb25zZRIlCgNqb2IYASABKAsyGC5tZW1vaC5icmlkZ2UudjEuSm9iSW5mbyJ4CgtHcmVwUmVxdWVzdBIPCgdwYXR0ZXJuGAEgASgJEgwKBHBhdGgYAiABKAkSDAoEZ2xvYhgDIAEoCRITCgtpZ25vcmVfY2FzZRgEIAEoCBITCgttYXhfcmVzdWx0cxgFIAEoDRISCgp0aW1lb3V0X21zGAYgASgNIjwKCUdyZXBNYXRjaBIMCgRwYXRoGAEgASgJEhMKC2xpbmVfbnVtYmVyGAIgASgNEgwKBGxpbmUYAyABKAkinwEKDEdyZXBSZXNwb25zZRIrCgdtYXRjaGVzGAEgAygLMhoubWVtb2guYnJpZGdlLnYxLkdyZXBNYXRjaBIWCg5maWxlc19zZWFyY2hlZBgCIAEoDRIPCgdzdG9wcGVkGAMgASgJEhwKFGJpbmFyeV9maWxlc19za2lwcGVkGAQgASgNEhsKE2xhcmdlX2ZpbGVzX3NraXBwZWQYBSABKA0iVQoLR2xvYlJlcXVlc3QSDwoHcGF0dGVybhgBIAEoCRIMCgRwYXRoGAIgASgJEhMKC21heF9yZXN1bHRzGAMgASgNEhIKCnRpbWVvdXRfbXMYBCABKA0iLgoMR2xvYlJlc3BvbnNlEg0KBXBhdGhzGAEgAygJEg8KB3N0b3BwZWQYAiABKAkqfgoIRmlsZVR5cGUSGQoVRklMRV9UWVBFX1VOU1BFQ0lGSUVEEAASEgoORklMRV9UWVBFX0ZJTEUQARIXChNGSUxFX1RZUEVfRElSRUNUT1JZEAISFQoRRklMRV9UWVBFX1NZTUxJTksQAxITCg9GSUxFX1RZUEVfT1RIRVIQBCpoCghKb2JTdGF0ZRIZChVKT0JfU1RBVEVfVU5TUEVDSUZJRUQQABIVChFKT0JfU1RBVEVfUlVOTklORxABEhQKEEpPQl9TVEFURV9FWElURUQQAhIUChBKT0JfU1RBVEVfS0lMTEVEEAMqVQoJSm9iU3RyZWFtEhoKFkpPQl9TVFJFQU1fVU5TUEVDSUZJRUQQABIVChFKT0JfU1RSRUFNX1NURE9VVBABEhUKEUpPQl9TVFJFQU1fU1RERVJSEAIqdAoLV2FpdE91dGNvbWUSHAoYV0FJVF9PVVRDT01FX1VOU1BFQ0lGSUVEEAASFgoSV0FJVF9PVVRDT01FX0VOREVEEAESGAoUV0FJVF9PVVRDT01FX1RJTUVPVVQQAhIVChFXQUlUX09VVENPTUVfSURMRRADMrAMChBDb250YWluZXJTZXJ2aWNlEkMKBEluZm8SHC5tZW1vaC5icmlkZ2UudjEuSW5mb1JlcXVlc3QaHS5tZW1vaC5icmlkZ2UudjEuSW5mb1Jlc3BvbnNlEkMKBFN0YXQSHC5tZW1vaC5icmlkZ2UudjEuU3RhdFJlcXVlc3QaHS5tZW1vaC5icmlkZ2UudjEuU3RhdFJlc3BvbnNlEkwKB0xpc3REaXISHy5tZW1vaC5icmlkZ2UudjEuTGlzdERpclJlcXVlc3QaIC5tZW1vaC5icmlkZ2UudjEuTGlzdERpclJlc3BvbnNlEk8KCFJlYWRGaWxlEiAubWVtb2guYnJpZGdlLnYxLlJlYWRGaWxlUmVxdWVzdBohLm1lbW9oLmJyaWRnZS52MS5SZWFkRmlsZVJlc3BvbnNlElIKCVdyaXRlRmlsZRIhLm1lbW9oLmJyaWRnZS52MS5Xcml0ZUZpbGVSZXF1ZXN0GiIubWVtb2guYnJpZGdlLnYxLldyaXRlRmlsZVJlc3BvbnNlEksKB1JlYWRSYXcSHy5tZW1vaC5icmlkZ2UudjEuUmVhZFJhd1JlcXVlc3QaHS5tZW1vaC5icmlkZ2UudjEuUmVhZFJhd0NodW5rMAESUQoIV3JpdGVSYXcSIC5tZW1vaC5icmlkZ2UudjEuV3JpdGVSYXdSZXF1ZXN0GiEubWVtb2guYnJpZGdlLnYxLldyaXRlUmF3UmVzcG9uc2UoARJGCgVNa2RpchIdLm1lbW9oLmJyaWRnZS52MS5Na2RpclJlcXVlc3QaHi5tZW1vaC5icmlkZ2UudjEuTWtkaXJSZXNwb25zZRJJCgZSZW5hbWUSHi5tZW1vaC5icmlkZ2UudjEuUmVuYW1lUmVxdWVzdBofLm1lbW9oLmJyaWRnZS52MS5SZW5hbWVSZXNwb25zZRJVCgpEZWxldGVGaWxlEiIubWVtb2guYnJpZGdlLnYxLkRlbGV0ZUZpbGVSZXF1ZXN0GiMubWVtb2guYnJpZGdlLnYxLkRlbGV0ZUZpbGVSZXNwb25zZRJHCgRFeGVjEhwubWVtb2guYnJpZGdlLnYxLkV4ZWNSZXF1ZXN0Gh0ubWVtb2guYnJpZGdlLnYxLkV4ZWNSZXNwb25zZSgBMAESUwoITWNwU3RkaW8SIC5tZW1vaC5icmlkZ2UudjEuTWNwU3RkaW9SZXF1ZXN0GiEubWVtb2guYnJpZGdlLnYxLk1jcFN0ZGlvUmVzcG9uc2UoATABEk8KCFN0YXJ0Sm9iEiAubWVtb2guYnJpZGdlLnYxLlN0YXJ0Sm9iUmVxdWVzdBohLm1lbW9oLmJyaWRnZS52MS5TdGFydEpvYlJlc3BvbnNlEk8KCExpc3RKb2JzEiAubWVtb2guYnJpZGdlLnYxLkxpc3RKb2JzUmVxdWVzdBohLm1lbW9oLmJyaWRnZS52MS5MaXN0Sm9ic1Jlc3BvbnNlEkkKBkdldEpvYhIeLm1lbW9oLmJyaWRnZS52MS5HZXRKb2JSZXF1ZXN0Gh8ubWVtb2guYnJpZGdlLnYxLkdldEpvYlJlc3BvbnNlEl4KDVJlYWRKb2JPdXRwdXQSJS5tZW1vaC5icmlkZ2UudjEuUmVhZEpvYk91dHB1dFJlcXVlc3QaJi5tZW1vaC5icmlkZ2UudjEuUmVhZEpvYk91dHB1dFJlc3BvbnNlEkwKB1dhaXRKb2ISHy5tZW1vaC5icmlkZ2UudjEuV2FpdEpvYlJlcXVlc3QaIC5tZW1vaC5icmlkZ2UudjEuV2FpdEpvYlJlc3BvbnNlElIKCVNpZ25hbEpvYhIhLm1lbW9oLmJyaWRnZS52MS5TaWduYWxKb2JSZXF1ZXN0GiIubWVtb2guYnJpZGdlLnYxLlNpZ25hbEpvYlJlc3BvbnNlEkMKBEdyZXASHC5tZW1vaC5icmlkZ2UudjEuR3JlcFJlcXVlc3QaHS5tZW1vaC5icmlkZ2UudjEuR3JlcFJlc3BvbnNlEkMKBEdsb2ISHC5tZW1vaC5icmlkZ2UudjEuR2xvYlJlcXVlc3QaHS5tZW1vaC5icmlkZ2UudjEuR2xvYlJlc3BvbnNlYgZwcm90bzM");
+  fileDesc("ChxtZW1vaC9icmlkZ2UvdjEvYnJpZGdlLnByb3RvEg9tZW1vaC5icmlkZ2UudjEiDQoLSW5mb1JlcXVlc3Qi2gEKDEluZm9SZXNwb25zZRIVCg1hZ2VudF92ZXJzaW9uGAEgASgJEhgKEHByb3RvY29sX3ZlcnNpb24YAiABKA0SCwoDcGlkGAMgASgFEhYKDnVwdGltZV9zZWNvbmRzGAQgASgBEhQKDGNhcGFiaWxpdGllcxgFIAMoCRIUCgxub2RlX3ZlcnNpb24YBiABKAkSEAoIZGF0YV9kaXIYByABKAkSDgoGbGlzdGVuGAggASgJEhAKCGhvc3RuYW1lGAkgASgJEhQKDHdvcmtzcGFjZV9pZBgKIAEoCSLyAQoIRmlsZUluZm8SDAoEcGF0aBgBIAEoCRIMCgRuYW1lGAIgASgJEicKBHR5cGUYAyABKA4yGS5tZW1vaC5icmlkZ2UudjEuRmlsZVR5cGUSDAoEbW9kZRgEIAEoDRIMCgRzaXplGAUgASgDEhAKCG10aW1lX21zGAYgASgDEhYKDnN5bWxpbmtfdGFyZ2V0GAcgASgJEhIKCnBhdGhfYnl0ZXMYCCABKAwSEgoKbmFtZV9ieXRlcxgJIAEoDBIcChRzeW1saW5rX3RhcmdldF9ieXRlcxgKIAEoDBIVCg1wYXRoX3Rvb19sb25nGAsgASgIIi8KC1N0YXRSZXF1ZXN0EgwKBHBhdGgYASABKAkSEgoKcGF0aF9ieXRlcxgCIAEoDCI3CgxTdGF0UmVzcG9uc2USJwoEaW5mbxgBIAEoCzIZLm1lbW9oLmJyaWRnZS52MS5GaWxlSW5mbyJ3Cg5MaXN0RGlyUmVxdWVzdBIMCgRwYXRoGAEgASgJEhEKCXJlY3Vyc2l2ZRgCIAEoCBIRCgltYXhfZGVwdGgYAyABKA0SDgoGb2Zmc2V0GAQgASgNEg0KBWxpbWl0GAUgASgNEhIKCnBhdGhfYnl0ZXMYBiABKAwilgEKD0xpc3REaXJSZXNwb25zZRIqCgdlbnRyaWVzGAEgAygLMhkubWVtb2guYnJpZGdlLnYxLkZpbGVJbmZvEg0KBXRvdGFsGAIgASgNEhAKCGhhc19tb3JlGAMgASgIEhMKC25leHRfb2Zmc2V0GAQgASgNEhEKCXRydW5jYXRlZBgFIAEoCBIOCgZzb3J0ZWQYBiABKAgiXAoPUmVhZEZpbGVSZXF1ZXN0EgwKBHBhdGgYASABKAkSEwoLbGluZV9vZmZzZXQYAiABKA0SEgoKbGluZV9saW1pdBgDIAEoDRISCgpwYXRoX2J5dGVzGAQgASgMIpIBChBSZWFkRmlsZVJlc3BvbnNlEg8KB2NvbnRlbnQYASABKAkSEwoLdG90YWxfbGluZXMYAiABKA0SEwoLbGluZV9vZmZzZXQYAyABKA0SEgoKbGluZV9jb3VudBgEIAEoDRIRCgl0cnVuY2F0ZWQYBSABKAgSDgoGYmluYXJ5GAYgASgIEgwKBHNpemUYByABKAMiUwoQV3JpdGVGaWxlUmVxdWVzdBIMCgRwYXRoGAEgASgJEg8KB2NvbnRlbnQYAiABKAwSDAoEbW9kZRgDIAEoDRISCgpwYXRoX2J5dGVzGAQgASgMIioKEVdyaXRlRmlsZVJlc3BvbnNlEhUKDWJ5dGVzX3dyaXR0ZW4YASABKAMiUgoOUmVhZFJhd1JlcXVlc3QSDAoEcGF0aBgBIAEoCRIOCgZvZmZzZXQYAiABKAMSDgoGbGVuZ3RoGAMgASgDEhIKCnBhdGhfYnl0ZXMYBCABKAwiPwoMUmVhZFJhd0NodW5rEgwKBGRhdGEYASABKAwSDgoGb2Zmc2V0GAIgASgDEhEKCWZpbGVfc2l6ZRgDIAEoAyJbCg9SZWFkVHJlZVJlcXVlc3QSDAoEcGF0aBgBIAEoCRISCgpwYXRoX2J5dGVzGAIgASgMEhEKCW1heF9kZXB0aBgDIAEoDRITCgttYXhfZW50cmllcxgEIAEoDSKiAQoJVHJlZUVudHJ5EgwKBHBhdGgYASABKAwSJwoEdHlwZRgCIAEoDjIZLm1lbW9oLmJyaWRnZS52MS5GaWxlVHlwZRIMCgRtb2RlGAMgASgNEhAKCG10aW1lX21zGAQgASgDEgwKBHNpemUYBSABKAMSFgoOc3ltbGlua190YXJnZXQYBiABKAwSCwoDdWlkGAcgASgNEgsKA2dpZBgIIAEoDSIrCgtUcmVlU2tpcHBlZBIMCgRwYXRoGAEgASgMEg4KBnJlYXNvbhgCIAEoCSI7Cg1UcmVlVHJ1bmNhdGVkEgwKBHBhdGgYASABKAwSDAoEc2VudBgCIAEoAxIOCgZyZWFzb24YAyABKAkiuwEKD1JlYWRUcmVlTWVzc2FnZRIrCgVlbnRyeRgBIAEoCzIaLm1lbW9oLmJyaWRnZS52MS5UcmVlRW50cnlIABIOCgRkYXRhGAIgASgMSAASLwoHc2tpcHBlZBgDIAEoCzIcLm1lbW9oLmJyaWRnZS52MS5UcmVlU2tpcHBlZEgAEjMKCXRydW5jYXRlZBgEIAEoCzIeLm1lbW9oLmJyaWRnZS52MS5UcmVlVHJ1bmNhdGVkSABCBQoDbXNnIj8KDVdyaXRlUmF3U3RhcnQSDAoEcGF0aBgBIAEoCRIMCgRtb2RlGAIgASgNEhIKCnBhdGhfYnl0ZXMYAyABKAwiLQoNV3JpdGVSYXdDaHVuaxIMCgRkYXRhGAEgASgMEg4KBm9mZnNldBgCIAEoAyKLAQoPV3JpdGVSYXdSZXF1ZXN0Ei8KBXN0YXJ0GAEgASgLMh4ubWVtb2guYnJpZGdlLnYxLldyaXRlUmF3U3RhcnRIABIvCgVjaHVuaxgCIAEoCzIeLm1lbW9oLmJyaWRnZS52MS5Xcml0ZVJhd0NodW5rSAASDwoFYWJvcnQYAyABKAhIAEIFCgNtc2ciOQoQV3JpdGVSYXdSZXNwb25zZRIVCg1ieXRlc193cml0dGVuGAEgASgDEg4KBnNoYTI1NhgCIAEoCSJPCgxNa2RpclJlcXVlc3QSDAoEcGF0aBgBIAEoCRIPCgdwYXJlbnRzGAIgASgIEgwKBG1vZGUYAyABKA0SEgoKcGF0aF9ieXRlcxgEIAEoDCIPCg1Na2RpclJlc3BvbnNlImIKDVJlbmFtZVJlcXVlc3QSDAoEZnJvbRgBIAEoCRIKCgJ0bxgCIAEoCRIRCglvdmVyd3JpdGUYAyABKAgSEgoKZnJvbV9ieXRlcxgEIAEoDBIQCgh0b19ieXRlcxgFIAEoDCIQCg5SZW5hbWVSZXNwb25zZSJIChFEZWxldGVGaWxlUmVxdWVzdBIMCgRwYXRoGAEgASgJEhEKCXJlY3Vyc2l2ZRgCIAEoCBISCgpwYXRoX2J5dGVzGAMgASgMIhQKEkRlbGV0ZUZpbGVSZXNwb25zZSIlCgdQdHlTaXplEgwKBGNvbHMYASABKA0SDAoEcm93cxgCIAEoDSK6AgoJRXhlY1N0YXJ0EgwKBGFyZ3YYASADKAkSDwoHY29tbWFuZBgCIAEoCRIwCgNlbnYYAyADKAsyIy5tZW1vaC5icmlkZ2UudjEuRXhlY1N0YXJ0LkVudkVudHJ5EhEKCWNsZWFuX2VudhgEIAEoCBIRCgl1bnNldF9lbnYYBSADKAkSCwoDY3dkGAYgASgJEhIKCnRpbWVvdXRfbXMYByABKA0SCwoDcHR5GAggASgIEioKCHB0eV9zaXplGAkgASgLMhgubWVtb2guYnJpZGdlLnYxLlB0eVNpemUSDQoFc3RkaW4YCiABKAwSEwoLY2xvc2Vfc3RkaW4YCyABKAgSDAoEdXNlchgMIAEoCRoqCghFbnZFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIqcBCgtFeGVjUmVxdWVzdBIrCgVzdGFydBgBIAEoCzIaLm1lbW9oLmJyaWRnZS52MS5FeGVjU3RhcnRIABIPCgVzdGRpbhgCIAEoDEgAEhUKC2Nsb3NlX3N0ZGluGAMgASgISAASEAoGc2lnbmFsGAQgASgJSAASKgoGcmVzaXplGAUgASgLMhgubWVtb2guYnJpZGdlLnYxLlB0eVNpemVIAEIFCgNtc2ciGgoLRXhlY1N0YXJ0ZWQSCwoDcGlkGAEgASgFIlAKCEV4ZWNFeGl0EgwKBGNvZGUYASABKAUSDgoGc2lnbmFsGAIgASgJEhEKCXRpbWVkX291dBgDIAEoCBITCgtkdXJhdGlvbl9tcxgEIAEoASKVAQoMRXhlY1Jlc3BvbnNlEi8KB3N0YXJ0ZWQYASABKAsyHC5tZW1vaC5icmlkZ2UudjEuRXhlY1N0YXJ0ZWRIABIQCgZzdGRvdXQYAiABKAxIABIQCgZzdGRlcnIYAyABKAxIABIpCgRleGl0GAQgASgLMhkubWVtb2guYnJpZGdlLnYxLkV4ZWNFeGl0SABCBQoDbXNnIqsBCg1NY3BTdGRpb1N0YXJ0Eg8KB2NvbW1hbmQYASABKAkSDAoEYXJncxgCIAMoCRI0CgNlbnYYAyADKAsyJy5tZW1vaC5icmlkZ2UudjEuTWNwU3RkaW9TdGFydC5FbnZFbnRyeRILCgNjd2QYBCABKAkSDAoEdXNlchgFIAEoCRoqCghFbnZFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBInMKD01jcFN0ZGlvUmVxdWVzdBIvCgVzdGFydBgBIAEoCzIeLm1lbW9oLmJyaWRnZS52MS5NY3BTdGRpb1N0YXJ0SAASEQoHbWVzc2FnZRgCIAEoCUgAEhUKC2Nsb3NlX3N0ZGluGAMgASgISABCBQoDbXNnIh4KD01jcFN0ZGlvU3RhcnRlZBILCgNwaWQYASABKAUiQQoMTWNwU3RkaW9FeGl0EgwKBGNvZGUYASABKAUSDgoGc2lnbmFsGAIgASgJEhMKC3N0ZGVycl90YWlsGAMgAygJIqgBChBNY3BTdGRpb1Jlc3BvbnNlEjMKB3N0YXJ0ZWQYASABKAsyIC5tZW1vaC5icmlkZ2UudjEuTWNwU3RkaW9TdGFydGVkSAASEQoHbWVzc2FnZRgCIAEoCUgAEhYKDHN0ZG91dF9ub2lzZRgDIAEoCUgAEi0KBGV4aXQYBCABKAsyHS5tZW1vaC5icmlkZ2UudjEuTWNwU3RkaW9FeGl0SABCBQoDbXNnIjsKD1N0YXJ0Sm9iUmVxdWVzdBIoCgRleGVjGAEgASgLMhoubWVtb2guYnJpZGdlLnYxLkV4ZWNTdGFydCI5ChBTdGFydEpvYlJlc3BvbnNlEiUKA2pvYhgBIAEoCzIYLm1lbW9oLmJyaWRnZS52MS5Kb2JJbmZvIt0CCgdKb2JJbmZvEgoKAmlkGAEgASgJEg8KB2NvbW1hbmQYAiABKAkSCwoDY3dkGAMgASgJEgsKA3BpZBgEIAEoBRIoCgVzdGF0ZRgFIAEoDjIZLm1lbW9oLmJyaWRnZS52MS5Kb2JTdGF0ZRIRCglleGl0X2NvZGUYBiABKAUSDgoGc2lnbmFsGAcgASgJEhUKDXN0YXJ0ZWRfYXRfbXMYCCABKAMSEwoLZW5kZWRfYXRfbXMYCSABKAMSFAoMc3Rkb3V0X2J5dGVzGAogASgDEhQKDHN0ZGVycl9ieXRlcxgLIAEoAxIZChFsYXN0X291dHB1dF9hdF9tcxgMIAEoAxISCgp0aW1lb3V0X21zGA0gASgNEhEKCXRpbWVkX291dBgOIAEoCBIZChFraWxsZWRfYnlfcmVxdWVzdBgPIAEoCBIZChFvdXRwdXRfcmluZ19ieXRlcxgQIAEoDSIRCg9MaXN0Sm9ic1JlcXVlc3QiOgoQTGlzdEpvYnNSZXNwb25zZRImCgRqb2JzGAEgAygLMhgubWVtb2guYnJpZGdlLnYxLkpvYkluZm8iGwoNR2V0Sm9iUmVxdWVzdBIKCgJpZBgBIAEoCSI3Cg5HZXRKb2JSZXNwb25zZRIlCgNqb2IYASABKAsyGC5tZW1vaC5icmlkZ2UudjEuSm9iSW5mbyKFAQoUUmVhZEpvYk91dHB1dFJlcXVlc3QSCgoCaWQYASABKAkSKgoGc3RyZWFtGAIgASgOMhoubWVtb2guYnJpZGdlLnYxLkpvYlN0cmVhbRIOCgZvZmZzZXQYAyABKAMSEQoJbWF4X2J5dGVzGAQgASgNEhIKCnRhaWxfYnl0ZXMYBSABKA0iYgoVUmVhZEpvYk91dHB1dFJlc3BvbnNlEgwKBGRhdGEYASABKAwSDgoGb2Zmc2V0GAIgASgDEg0KBXRvdGFsGAMgASgDEg8KB2Ryb3BwZWQYBCABKAMSCwoDZW9mGAUgASgIIkkKDldhaXRKb2JSZXF1ZXN0EgoKAmlkGAEgASgJEhIKCnRpbWVvdXRfbXMYAiABKA0SFwoPaWRsZV90aW1lb3V0X21zGAMgASgNImcKD1dhaXRKb2JSZXNwb25zZRItCgdvdXRjb21lGAEgASgOMhwubWVtb2guYnJpZGdlLnYxLldhaXRPdXRjb21lEiUKA2pvYhgCIAEoCzIYLm1lbW9oLmJyaWRnZS52MS5Kb2JJbmZvIi4KEFNpZ25hbEpvYlJlcXVlc3QSCgoCaWQYASABKAkSDgoGc2lnbmFsGAIgASgJIjoKEVNpZ25hbEpvYlJlc3BvbnNlEiUKA2pvYhgBIAEoCzIYLm1lbW9oLmJyaWRnZS52MS5Kb2JJbmZvIngKC0dyZXBSZXF1ZXN0Eg8KB3BhdHRlcm4YASABKAkSDAoEcGF0aBgCIAEoCRIMCgRnbG9iGAMgASgJEhMKC2lnbm9yZV9jYXNlGAQgASgIEhMKC21heF9yZXN1bHRzGAUgASgNEhIKCnRpbWVvdXRfbXMYBiABKA0iPAoJR3JlcE1hdGNoEgwKBHBhdGgYASABKAkSEwoLbGluZV9udW1iZXIYAiABKA0SDAoEbGluZRgDIAEoCSKfAQoMR3JlcFJlc3BvbnNlEisKB21hdGNoZXMYASADKAsyGi5tZW1vaC5icmlkZ2UudjEuR3JlcE1hdGNoEhYKDmZpbGVzX3NlYXJjaGVkGAIgASgNEg8KB3N0b3BwZWQYAyABKAkSHAoUYmluYXJ5X2ZpbGVzX3NraXBwZWQYBCABKA0SGwoTbGFyZ2VfZmlsZXNfc2tpcHBlZBgFIAEoDSJVCgtHbG9iUmVxdWVzdBIPCgdwYXR0ZXJuGAEgASgJEgwKBHBhdGgYAiABKAkSEwoLbWF4X3Jlc3VsdHMYAyABKA0SEgoKdGltZW91dF9tcxgEIAEoDSIuCgxHbG9iUmVzcG9uc2USDQoFcGF0aHMYASADKAkSDwoHc3RvcHBlZBgCIAEoCSp+CghGaWxlVHlwZRIZChVGSUxFX1RZUEVfVU5TUEVDSUZJRUQQABISCg5GSUxFX1RZUEVfRklMRRABEhcKE0ZJTEVfVFlQRV9ESVJFQ1RPUlkQAhIVChFGSUxFX1RZUEVfU1lNTElOSxADEhMKD0ZJTEVfVFlQRV9PVEhFUhAEKmgKCEpvYlN0YXRlEhkKFUpPQl9TVEFURV9VTlNQRUNJRklFRBAAEhUKEUpPQl9TVEFURV9SVU5OSU5HEAESFAoQSk9CX1NUQVRFX0VYSVRFRBACEhQKEEpPQl9TVEFURV9LSUxMRUQQAypVCglKb2JTdHJlYW0SGgoWSk9CX1NUUkVBTV9VTlNQRUNJRklFRBAAEhUKEUpPQl9TVFJFQU1fU1RET1VUEAESFQoRSk9CX1NUUkVBTV9TVERFUlIQAip0CgtXYWl0T3V0Y29tZRIcChhXQUlUX09VVENPTUVfVU5TUEVDSUZJRUQQABIWChJXQUlUX09VVENPTUVfRU5ERUQQARIYChRXQUlUX09VVENPTUVfVElNRU9VVBACEhUKEVdBSVRfT1VUQ09NRV9JRExFEAMygg0KEENvbnRhaW5lclNlcnZpY2USQwoESW5mbxIcLm1lbW9oLmJyaWRnZS52MS5JbmZvUmVxdWVzdBodLm1lbW9oLmJyaWRnZS52MS5JbmZvUmVzcG9uc2USQwoEU3RhdBIcLm1lbW9oLmJyaWRnZS52MS5TdGF0UmVxdWVzdBodLm1lbW9oLmJyaWRnZS52MS5TdGF0UmVzcG9uc2USTAoHTGlzdERpchIfLm1lbW9oLmJyaWRnZS52MS5MaXN0RGlyUmVxdWVzdBogLm1lbW9oLmJyaWRnZS52MS5MaXN0RGlyUmVzcG9uc2USTwoIUmVhZEZpbGUSIC5tZW1vaC5icmlkZ2UudjEuUmVhZEZpbGVSZXF1ZXN0GiEubWVtb2guYnJpZGdlLnYxLlJlYWRGaWxlUmVzcG9uc2USUgoJV3JpdGVGaWxlEiEubWVtb2guYnJpZGdlLnYxLldyaXRlRmlsZVJlcXVlc3QaIi5tZW1vaC5icmlkZ2UudjEuV3JpdGVGaWxlUmVzcG9uc2USSwoHUmVhZFJhdxIfLm1lbW9oLmJyaWRnZS52MS5SZWFkUmF3UmVxdWVzdBodLm1lbW9oLmJyaWRnZS52MS5SZWFkUmF3Q2h1bmswARJQCghSZWFkVHJlZRIgLm1lbW9oLmJyaWRnZS52MS5SZWFkVHJlZVJlcXVlc3QaIC5tZW1vaC5icmlkZ2UudjEuUmVhZFRyZWVNZXNzYWdlMAESUQoIV3JpdGVSYXcSIC5tZW1vaC5icmlkZ2UudjEuV3JpdGVSYXdSZXF1ZXN0GiEubWVtb2guYnJpZGdlLnYxLldyaXRlUmF3UmVzcG9uc2UoARJGCgVNa2RpchIdLm1lbW9oLmJyaWRnZS52MS5Na2RpclJlcXVlc3QaHi5tZW1vaC5icmlkZ2UudjEuTWtkaXJSZXNwb25zZRJJCgZSZW5hbWUSHi5tZW1vaC5icmlkZ2UudjEuUmVuYW1lUmVxdWVzdBofLm1lbW9oLmJyaWRnZS52MS5SZW5hbWVSZXNwb25zZRJVCgpEZWxldGVGaWxlEiIubWVtb2guYnJpZGdlLnYxLkRlbGV0ZUZpbGVSZXF1ZXN0GiMubWVtb2guYnJpZGdlLnYxLkRlbGV0ZUZpbGVSZXNwb25zZRJHCgRFeGVjEhwubWVtb2guYnJpZGdlLnYxLkV4ZWNSZXF1ZXN0Gh0ubWVtb2guYnJpZGdlLnYxLkV4ZWNSZXNwb25zZSgBMAESUwoITWNwU3RkaW8SIC5tZW1vaC5icmlkZ2UudjEuTWNwU3RkaW9SZXF1ZXN0GiEubWVtb2guYnJpZGdlLnYxLk1jcFN0ZGlvUmVzcG9uc2UoATABEk8KCFN0YXJ0Sm9iEiAubWVtb2guYnJpZGdlLnYxLlN0YXJ0Sm9iUmVxdWVzdBohLm1lbW9oLmJyaWRnZS52MS5TdGFydEpvYlJlc3BvbnNlEk8KCExpc3RKb2JzEiAubWVtb2guYnJpZGdlLnYxLkxpc3RKb2JzUmVxdWVzdBohLm1lbW9oLmJyaWRnZS52MS5MaXN0Sm9ic1Jlc3BvbnNlEkkKBkdldEpvYhIeLm1lbW9oLmJyaWRnZS52MS5HZXRKb2JSZXF1ZXN0Gh8ubWVtb2guYnJpZGdlLnYxLkdldEpvYlJlc3BvbnNlEl4KDVJlYWRKb2JPdXRwdXQSJS5tZW1vaC5icmlkZ2UudjEuUmVhZEpvYk91dHB1dFJlcXVlc3QaJi5tZW1vaC5icmlkZ2UudjEuUmVhZEpvYk91dHB1dFJlc3BvbnNlEkwKB1dhaXRKb2ISHy5tZW1vaC5icmlkZ2UudjEuV2FpdEpvYlJlcXVlc3QaIC5tZW1vaC5icmlkZ2UudjEuV2FpdEpvYlJlc3BvbnNlElIKCVNpZ25hbEpvYhIhLm1lbW9oLmJyaWRnZS52MS5TaWduYWxKb2JSZXF1ZXN0GiIubWVtb2guYnJpZGdlLnYxLlNpZ25hbEpvYlJlc3BvbnNlEkMKBEdyZXASHC5tZW1vaC5icmlkZ2UudjEuR3JlcFJlcXVlc3QaHS5tZW1vaC5icmlkZ2UudjEuR3JlcFJlc3BvbnNlEkMKBEdsb2ISHC5tZW1vaC5icmlkZ2UudjEuR2xvYlJlcXVlc3QaHS5tZW1vaC5icmlkZ2UudjEuR2xvYlJlc3BvbnNlYgZwcm90bzM");
 
 /**
  * @generated from message memoh.bridge.v1.InfoRequest
@@ -565,6 +565,214 @@ export const ReadRawChunkSchema: GenMessage<ReadRawChunk> = /*@__PURE__*/
   messageDesc(file_memoh_bridge_v1_bridge, 12);
 
 /**
+ * ReadTree walks a directory (the request path; a symlink there is followed,
+ * nothing below it is) depth first, each directory's names sorted byte by
+ * byte, a directory's entry before its contents. The first entry is the root
+ * itself (empty path). Entries are lstat'ed and never followed; a regular
+ * file is opened with O_NOFOLLOW and its size, mode and mtime are fstat's of
+ * the open fd: exactly `size` bytes of it follow its entry as `data`
+ * messages (a file that grows while it is read is cut at that size). A file
+ * that shrank while read ends early with `truncated` (fewer bytes than
+ * `size` were sent). What cannot be archived (a FIFO, socket or device, a
+ * file that vanished or cannot be read, a directory beyond max_depth) comes
+ * as `skipped` with the reason; the call goes on. More than max_entries
+ * entries is RESOURCE_EXHAUSTED.
+ *
+ * @generated from message memoh.bridge.v1.ReadTreeRequest
+ */
+export type ReadTreeRequest = Message<"memoh.bridge.v1.ReadTreeRequest"> & {
+  /**
+   * @generated from field: string path = 1;
+   */
+  path: string;
+
+  /**
+   * @generated from field: bytes path_bytes = 2;
+   */
+  pathBytes: Uint8Array;
+
+  /**
+   * Levels below path to send (0 = the agent's cap, 256; more is INVALID_ARGUMENT):
+   * a directory at that level, whose contents would lie deeper, comes as skipped.
+   *
+   * @generated from field: uint32 max_depth = 3;
+   */
+  maxDepth: number;
+
+  /**
+   * Most entries sent (0 = the agent's cap, 1,000,000; more is INVALID_ARGUMENT).
+   *
+   * @generated from field: uint32 max_entries = 4;
+   */
+  maxEntries: number;
+};
+
+/**
+ * Describes the message memoh.bridge.v1.ReadTreeRequest.
+ * Use `create(ReadTreeRequestSchema)` to create a new message.
+ */
+export const ReadTreeRequestSchema: GenMessage<ReadTreeRequest> = /*@__PURE__*/
+  messageDesc(file_memoh_bridge_v1_bridge, 13);
+
+/**
+ * @generated from message memoh.bridge.v1.TreeEntry
+ */
+export type TreeEntry = Message<"memoh.bridge.v1.TreeEntry"> & {
+  /**
+   * Relative to the request path, '/'-separated, the exact bytes of the names.
+   *
+   * @generated from field: bytes path = 1;
+   */
+  path: Uint8Array;
+
+  /**
+   * FILE, DIRECTORY or SYMLINK (others come as skipped).
+   *
+   * @generated from field: memoh.bridge.v1.FileType type = 2;
+   */
+  type: FileType;
+
+  /**
+   * Permission bits (st_mode & 07777).
+   *
+   * @generated from field: uint32 mode = 3;
+   */
+  mode: number;
+
+  /**
+   * Modification time, milliseconds since the Unix epoch.
+   *
+   * @generated from field: int64 mtime_ms = 4;
+   */
+  mtimeMs: bigint;
+
+  /**
+   * FILE: the bytes of data that follow (fstat of the open fd).
+   *
+   * @generated from field: int64 size = 5;
+   */
+  size: bigint;
+
+  /**
+   * SYMLINK: the target's exact bytes.
+   *
+   * @generated from field: bytes symlink_target = 6;
+   */
+  symlinkTarget: Uint8Array;
+
+  /**
+   * @generated from field: uint32 uid = 7;
+   */
+  uid: number;
+
+  /**
+   * @generated from field: uint32 gid = 8;
+   */
+  gid: number;
+};
+
+/**
+ * Describes the message memoh.bridge.v1.TreeEntry.
+ * Use `create(TreeEntrySchema)` to create a new message.
+ */
+export const TreeEntrySchema: GenMessage<TreeEntry> = /*@__PURE__*/
+  messageDesc(file_memoh_bridge_v1_bridge, 14);
+
+/**
+ * @generated from message memoh.bridge.v1.TreeSkipped
+ */
+export type TreeSkipped = Message<"memoh.bridge.v1.TreeSkipped"> & {
+  /**
+   * @generated from field: bytes path = 1;
+   */
+  path: Uint8Array;
+
+  /**
+   * @generated from field: string reason = 2;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message memoh.bridge.v1.TreeSkipped.
+ * Use `create(TreeSkippedSchema)` to create a new message.
+ */
+export const TreeSkippedSchema: GenMessage<TreeSkipped> = /*@__PURE__*/
+  messageDesc(file_memoh_bridge_v1_bridge, 15);
+
+/**
+ * The file of the last entry ended before its size: `sent` bytes of it were sent.
+ *
+ * @generated from message memoh.bridge.v1.TreeTruncated
+ */
+export type TreeTruncated = Message<"memoh.bridge.v1.TreeTruncated"> & {
+  /**
+   * @generated from field: bytes path = 1;
+   */
+  path: Uint8Array;
+
+  /**
+   * @generated from field: int64 sent = 2;
+   */
+  sent: bigint;
+
+  /**
+   * @generated from field: string reason = 3;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message memoh.bridge.v1.TreeTruncated.
+ * Use `create(TreeTruncatedSchema)` to create a new message.
+ */
+export const TreeTruncatedSchema: GenMessage<TreeTruncated> = /*@__PURE__*/
+  messageDesc(file_memoh_bridge_v1_bridge, 16);
+
+/**
+ * @generated from message memoh.bridge.v1.ReadTreeMessage
+ */
+export type ReadTreeMessage = Message<"memoh.bridge.v1.ReadTreeMessage"> & {
+  /**
+   * @generated from oneof memoh.bridge.v1.ReadTreeMessage.msg
+   */
+  msg: {
+    /**
+     * @generated from field: memoh.bridge.v1.TreeEntry entry = 1;
+     */
+    value: TreeEntry;
+    case: "entry";
+  } | {
+    /**
+     * The next bytes of the last entry's file (never empty).
+     *
+     * @generated from field: bytes data = 2;
+     */
+    value: Uint8Array;
+    case: "data";
+  } | {
+    /**
+     * @generated from field: memoh.bridge.v1.TreeSkipped skipped = 3;
+     */
+    value: TreeSkipped;
+    case: "skipped";
+  } | {
+    /**
+     * @generated from field: memoh.bridge.v1.TreeTruncated truncated = 4;
+     */
+    value: TreeTruncated;
+    case: "truncated";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message memoh.bridge.v1.ReadTreeMessage.
+ * Use `create(ReadTreeMessageSchema)` to create a new message.
+ */
+export const ReadTreeMessageSchema: GenMessage<ReadTreeMessage> = /*@__PURE__*/
+  messageDesc(file_memoh_bridge_v1_bridge, 17);
+
+/**
  * @generated from message memoh.bridge.v1.WriteRawStart
  */
 export type WriteRawStart = Message<"memoh.bridge.v1.WriteRawStart"> & {
@@ -591,7 +799,7 @@ export type WriteRawStart = Message<"memoh.bridge.v1.WriteRawStart"> & {
  * Use `create(WriteRawStartSchema)` to create a new message.
  */
 export const WriteRawStartSchema: GenMessage<WriteRawStart> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 13);
+  messageDesc(file_memoh_bridge_v1_bridge, 18);
 
 /**
  * @generated from message memoh.bridge.v1.WriteRawChunk
@@ -615,7 +823,7 @@ export type WriteRawChunk = Message<"memoh.bridge.v1.WriteRawChunk"> & {
  * Use `create(WriteRawChunkSchema)` to create a new message.
  */
 export const WriteRawChunkSchema: GenMessage<WriteRawChunk> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 14);
+  messageDesc(file_memoh_bridge_v1_bridge, 19);
 
 /**
  * @generated from message memoh.bridge.v1.WriteRawRequest
@@ -654,7 +862,7 @@ export type WriteRawRequest = Message<"memoh.bridge.v1.WriteRawRequest"> & {
  * Use `create(WriteRawRequestSchema)` to create a new message.
  */
 export const WriteRawRequestSchema: GenMessage<WriteRawRequest> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 15);
+  messageDesc(file_memoh_bridge_v1_bridge, 20);
 
 /**
  * @generated from message memoh.bridge.v1.WriteRawResponse
@@ -678,7 +886,7 @@ export type WriteRawResponse = Message<"memoh.bridge.v1.WriteRawResponse"> & {
  * Use `create(WriteRawResponseSchema)` to create a new message.
  */
 export const WriteRawResponseSchema: GenMessage<WriteRawResponse> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 16);
+  messageDesc(file_memoh_bridge_v1_bridge, 21);
 
 /**
  * @generated from message memoh.bridge.v1.MkdirRequest
@@ -714,7 +922,7 @@ export type MkdirRequest = Message<"memoh.bridge.v1.MkdirRequest"> & {
  * Use `create(MkdirRequestSchema)` to create a new message.
  */
 export const MkdirRequestSchema: GenMessage<MkdirRequest> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 17);
+  messageDesc(file_memoh_bridge_v1_bridge, 22);
 
 /**
  * @generated from message memoh.bridge.v1.MkdirResponse
@@ -727,7 +935,7 @@ export type MkdirResponse = Message<"memoh.bridge.v1.MkdirResponse"> & {
  * Use `create(MkdirResponseSchema)` to create a new message.
  */
 export const MkdirResponseSchema: GenMessage<MkdirResponse> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 18);
+  messageDesc(file_memoh_bridge_v1_bridge, 23);
 
 /**
  * Rename and DeleteFile refuse (INVALID_ARGUMENT) to move or remove "/", the
@@ -773,7 +981,7 @@ export type RenameRequest = Message<"memoh.bridge.v1.RenameRequest"> & {
  * Use `create(RenameRequestSchema)` to create a new message.
  */
 export const RenameRequestSchema: GenMessage<RenameRequest> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 19);
+  messageDesc(file_memoh_bridge_v1_bridge, 24);
 
 /**
  * @generated from message memoh.bridge.v1.RenameResponse
@@ -786,7 +994,7 @@ export type RenameResponse = Message<"memoh.bridge.v1.RenameResponse"> & {
  * Use `create(RenameResponseSchema)` to create a new message.
  */
 export const RenameResponseSchema: GenMessage<RenameResponse> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 20);
+  messageDesc(file_memoh_bridge_v1_bridge, 25);
 
 /**
  * @generated from message memoh.bridge.v1.DeleteFileRequest
@@ -816,7 +1024,7 @@ export type DeleteFileRequest = Message<"memoh.bridge.v1.DeleteFileRequest"> & {
  * Use `create(DeleteFileRequestSchema)` to create a new message.
  */
 export const DeleteFileRequestSchema: GenMessage<DeleteFileRequest> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 21);
+  messageDesc(file_memoh_bridge_v1_bridge, 26);
 
 /**
  * @generated from message memoh.bridge.v1.DeleteFileResponse
@@ -829,7 +1037,7 @@ export type DeleteFileResponse = Message<"memoh.bridge.v1.DeleteFileResponse"> &
  * Use `create(DeleteFileResponseSchema)` to create a new message.
  */
 export const DeleteFileResponseSchema: GenMessage<DeleteFileResponse> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 22);
+  messageDesc(file_memoh_bridge_v1_bridge, 27);
 
 /**
  * @generated from message memoh.bridge.v1.PtySize
@@ -851,7 +1059,7 @@ export type PtySize = Message<"memoh.bridge.v1.PtySize"> & {
  * Use `create(PtySizeSchema)` to create a new message.
  */
 export const PtySizeSchema: GenMessage<PtySize> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 23);
+  messageDesc(file_memoh_bridge_v1_bridge, 28);
 
 /**
  * @generated from message memoh.bridge.v1.ExecStart
@@ -952,7 +1160,7 @@ export type ExecStart = Message<"memoh.bridge.v1.ExecStart"> & {
  * Use `create(ExecStartSchema)` to create a new message.
  */
 export const ExecStartSchema: GenMessage<ExecStart> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 24);
+  messageDesc(file_memoh_bridge_v1_bridge, 29);
 
 /**
  * @generated from message memoh.bridge.v1.ExecRequest
@@ -1001,7 +1209,7 @@ export type ExecRequest = Message<"memoh.bridge.v1.ExecRequest"> & {
  * Use `create(ExecRequestSchema)` to create a new message.
  */
 export const ExecRequestSchema: GenMessage<ExecRequest> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 25);
+  messageDesc(file_memoh_bridge_v1_bridge, 30);
 
 /**
  * @generated from message memoh.bridge.v1.ExecStarted
@@ -1018,7 +1226,7 @@ export type ExecStarted = Message<"memoh.bridge.v1.ExecStarted"> & {
  * Use `create(ExecStartedSchema)` to create a new message.
  */
 export const ExecStartedSchema: GenMessage<ExecStarted> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 26);
+  messageDesc(file_memoh_bridge_v1_bridge, 31);
 
 /**
  * @generated from message memoh.bridge.v1.ExecExit
@@ -1054,7 +1262,7 @@ export type ExecExit = Message<"memoh.bridge.v1.ExecExit"> & {
  * Use `create(ExecExitSchema)` to create a new message.
  */
 export const ExecExitSchema: GenMessage<ExecExit> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 27);
+  messageDesc(file_memoh_bridge_v1_bridge, 32);
 
 /**
  * @generated from message memoh.bridge.v1.ExecResponse
@@ -1095,7 +1303,7 @@ export type ExecResponse = Message<"memoh.bridge.v1.ExecResponse"> & {
  * Use `create(ExecResponseSchema)` to create a new message.
  */
 export const ExecResponseSchema: GenMessage<ExecResponse> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 28);
+  messageDesc(file_memoh_bridge_v1_bridge, 33);
 
 /**
  * @generated from message memoh.bridge.v1.McpStdioStart
@@ -1136,7 +1344,7 @@ export type McpStdioStart = Message<"memoh.bridge.v1.McpStdioStart"> & {
  * Use `create(McpStdioStartSchema)` to create a new message.
  */
 export const McpStdioStartSchema: GenMessage<McpStdioStart> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 29);
+  messageDesc(file_memoh_bridge_v1_bridge, 34);
 
 /**
  * @generated from message memoh.bridge.v1.McpStdioRequest
@@ -1173,7 +1381,7 @@ export type McpStdioRequest = Message<"memoh.bridge.v1.McpStdioRequest"> & {
  * Use `create(McpStdioRequestSchema)` to create a new message.
  */
 export const McpStdioRequestSchema: GenMessage<McpStdioRequest> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 30);
+  messageDesc(file_memoh_bridge_v1_bridge, 35);
 
 /**
  * @generated from message memoh.bridge.v1.McpStdioStarted
@@ -1190,7 +1398,7 @@ export type McpStdioStarted = Message<"memoh.bridge.v1.McpStdioStarted"> & {
  * Use `create(McpStdioStartedSchema)` to create a new message.
  */
 export const McpStdioStartedSchema: GenMessage<McpStdioStarted> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 31);
+  messageDesc(file_memoh_bridge_v1_bridge, 36);
 
 /**
  * @generated from message memoh.bridge.v1.McpStdioExit
@@ -1219,7 +1427,7 @@ export type McpStdioExit = Message<"memoh.bridge.v1.McpStdioExit"> & {
  * Use `create(McpStdioExitSchema)` to create a new message.
  */
 export const McpStdioExitSchema: GenMessage<McpStdioExit> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 32);
+  messageDesc(file_memoh_bridge_v1_bridge, 37);
 
 /**
  * @generated from message memoh.bridge.v1.McpStdioResponse
@@ -1264,7 +1472,7 @@ export type McpStdioResponse = Message<"memoh.bridge.v1.McpStdioResponse"> & {
  * Use `create(McpStdioResponseSchema)` to create a new message.
  */
 export const McpStdioResponseSchema: GenMessage<McpStdioResponse> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 33);
+  messageDesc(file_memoh_bridge_v1_bridge, 38);
 
 /**
  * @generated from message memoh.bridge.v1.StartJobRequest
@@ -1286,7 +1494,7 @@ export type StartJobRequest = Message<"memoh.bridge.v1.StartJobRequest"> & {
  * Use `create(StartJobRequestSchema)` to create a new message.
  */
 export const StartJobRequestSchema: GenMessage<StartJobRequest> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 34);
+  messageDesc(file_memoh_bridge_v1_bridge, 39);
 
 /**
  * @generated from message memoh.bridge.v1.StartJobResponse
@@ -1303,7 +1511,7 @@ export type StartJobResponse = Message<"memoh.bridge.v1.StartJobResponse"> & {
  * Use `create(StartJobResponseSchema)` to create a new message.
  */
 export const StartJobResponseSchema: GenMessage<StartJobResponse> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 35);
+  messageDesc(file_memoh_bridge_v1_bridge, 40);
 
 /**
  * @generated from message memoh.bridge.v1.JobInfo
@@ -1412,7 +1620,7 @@ export type JobInfo = Message<"memoh.bridge.v1.JobInfo"> & {
  * Use `create(JobInfoSchema)` to create a new message.
  */
 export const JobInfoSchema: GenMessage<JobInfo> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 36);
+  messageDesc(file_memoh_bridge_v1_bridge, 41);
 
 /**
  * @generated from message memoh.bridge.v1.ListJobsRequest
@@ -1425,7 +1633,7 @@ export type ListJobsRequest = Message<"memoh.bridge.v1.ListJobsRequest"> & {
  * Use `create(ListJobsRequestSchema)` to create a new message.
  */
 export const ListJobsRequestSchema: GenMessage<ListJobsRequest> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 37);
+  messageDesc(file_memoh_bridge_v1_bridge, 42);
 
 /**
  * @generated from message memoh.bridge.v1.ListJobsResponse
@@ -1442,7 +1650,7 @@ export type ListJobsResponse = Message<"memoh.bridge.v1.ListJobsResponse"> & {
  * Use `create(ListJobsResponseSchema)` to create a new message.
  */
 export const ListJobsResponseSchema: GenMessage<ListJobsResponse> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 38);
+  messageDesc(file_memoh_bridge_v1_bridge, 43);
 
 /**
  * @generated from message memoh.bridge.v1.GetJobRequest
@@ -1459,7 +1667,7 @@ export type GetJobRequest = Message<"memoh.bridge.v1.GetJobRequest"> & {
  * Use `create(GetJobRequestSchema)` to create a new message.
  */
 export const GetJobRequestSchema: GenMessage<GetJobRequest> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 39);
+  messageDesc(file_memoh_bridge_v1_bridge, 44);
 
 /**
  * @generated from message memoh.bridge.v1.GetJobResponse
@@ -1476,7 +1684,7 @@ export type GetJobResponse = Message<"memoh.bridge.v1.GetJobResponse"> & {
  * Use `create(GetJobResponseSchema)` to create a new message.
  */
 export const GetJobResponseSchema: GenMessage<GetJobResponse> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 40);
+  messageDesc(file_memoh_bridge_v1_bridge, 45);
 
 /**
  * @generated from message memoh.bridge.v1.ReadJobOutputRequest
@@ -1520,7 +1728,7 @@ export type ReadJobOutputRequest = Message<"memoh.bridge.v1.ReadJobOutputRequest
  * Use `create(ReadJobOutputRequestSchema)` to create a new message.
  */
 export const ReadJobOutputRequestSchema: GenMessage<ReadJobOutputRequest> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 41);
+  messageDesc(file_memoh_bridge_v1_bridge, 46);
 
 /**
  * @generated from message memoh.bridge.v1.ReadJobOutputResponse
@@ -1565,7 +1773,7 @@ export type ReadJobOutputResponse = Message<"memoh.bridge.v1.ReadJobOutputRespon
  * Use `create(ReadJobOutputResponseSchema)` to create a new message.
  */
 export const ReadJobOutputResponseSchema: GenMessage<ReadJobOutputResponse> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 42);
+  messageDesc(file_memoh_bridge_v1_bridge, 47);
 
 /**
  * @generated from message memoh.bridge.v1.WaitJobRequest
@@ -1596,7 +1804,7 @@ export type WaitJobRequest = Message<"memoh.bridge.v1.WaitJobRequest"> & {
  * Use `create(WaitJobRequestSchema)` to create a new message.
  */
 export const WaitJobRequestSchema: GenMessage<WaitJobRequest> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 43);
+  messageDesc(file_memoh_bridge_v1_bridge, 48);
 
 /**
  * @generated from message memoh.bridge.v1.WaitJobResponse
@@ -1618,7 +1826,7 @@ export type WaitJobResponse = Message<"memoh.bridge.v1.WaitJobResponse"> & {
  * Use `create(WaitJobResponseSchema)` to create a new message.
  */
 export const WaitJobResponseSchema: GenMessage<WaitJobResponse> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 44);
+  messageDesc(file_memoh_bridge_v1_bridge, 49);
 
 /**
  * @generated from message memoh.bridge.v1.SignalJobRequest
@@ -1642,7 +1850,7 @@ export type SignalJobRequest = Message<"memoh.bridge.v1.SignalJobRequest"> & {
  * Use `create(SignalJobRequestSchema)` to create a new message.
  */
 export const SignalJobRequestSchema: GenMessage<SignalJobRequest> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 45);
+  messageDesc(file_memoh_bridge_v1_bridge, 50);
 
 /**
  * @generated from message memoh.bridge.v1.SignalJobResponse
@@ -1662,7 +1870,7 @@ export type SignalJobResponse = Message<"memoh.bridge.v1.SignalJobResponse"> & {
  * Use `create(SignalJobResponseSchema)` to create a new message.
  */
 export const SignalJobResponseSchema: GenMessage<SignalJobResponse> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 46);
+  messageDesc(file_memoh_bridge_v1_bridge, 51);
 
 /**
  * @generated from message memoh.bridge.v1.GrepRequest
@@ -1715,7 +1923,7 @@ export type GrepRequest = Message<"memoh.bridge.v1.GrepRequest"> & {
  * Use `create(GrepRequestSchema)` to create a new message.
  */
 export const GrepRequestSchema: GenMessage<GrepRequest> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 47);
+  messageDesc(file_memoh_bridge_v1_bridge, 52);
 
 /**
  * @generated from message memoh.bridge.v1.GrepMatch
@@ -1746,7 +1954,7 @@ export type GrepMatch = Message<"memoh.bridge.v1.GrepMatch"> & {
  * Use `create(GrepMatchSchema)` to create a new message.
  */
 export const GrepMatchSchema: GenMessage<GrepMatch> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 48);
+  messageDesc(file_memoh_bridge_v1_bridge, 53);
 
 /**
  * @generated from message memoh.bridge.v1.GrepResponse
@@ -1786,7 +1994,7 @@ export type GrepResponse = Message<"memoh.bridge.v1.GrepResponse"> & {
  * Use `create(GrepResponseSchema)` to create a new message.
  */
 export const GrepResponseSchema: GenMessage<GrepResponse> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 49);
+  messageDesc(file_memoh_bridge_v1_bridge, 54);
 
 /**
  * @generated from message memoh.bridge.v1.GlobRequest
@@ -1826,7 +2034,7 @@ export type GlobRequest = Message<"memoh.bridge.v1.GlobRequest"> & {
  * Use `create(GlobRequestSchema)` to create a new message.
  */
 export const GlobRequestSchema: GenMessage<GlobRequest> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 50);
+  messageDesc(file_memoh_bridge_v1_bridge, 55);
 
 /**
  * @generated from message memoh.bridge.v1.GlobResponse
@@ -1852,7 +2060,7 @@ export type GlobResponse = Message<"memoh.bridge.v1.GlobResponse"> & {
  * Use `create(GlobResponseSchema)` to create a new message.
  */
 export const GlobResponseSchema: GenMessage<GlobResponse> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 51);
+  messageDesc(file_memoh_bridge_v1_bridge, 56);
 
 /**
  * @generated from enum memoh.bridge.v1.FileType
@@ -2049,6 +2257,17 @@ export const ContainerService: GenService<{
     methodKind: "server_streaming";
     input: typeof ReadRawRequestSchema;
     output: typeof ReadRawChunkSchema;
+  },
+  /**
+   * A whole directory tree in one stream (for archiving): every entry's header,
+   * a regular file's bytes right after its header. Capability "read-tree".
+   *
+   * @generated from rpc memoh.bridge.v1.ContainerService.ReadTree
+   */
+  readTree: {
+    methodKind: "server_streaming";
+    input: typeof ReadTreeRequestSchema;
+    output: typeof ReadTreeMessageSchema;
   },
   /**
    * Stream a file's bytes; the file appears only when the stream completes.

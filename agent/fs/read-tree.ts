@@ -1,0 +1,336 @@
+// ReadTree: a directory tree in one server stream, for archiving. The agent walks
+// the tree itself (lstat, never following a link below the root) and sends, per
+// entry, a header and then a regular file's bytes, so a whole /data costs one call
+// instead of a ListDir walk plus one ReadRaw per file.
+//
+// Directories are held open (O_DIRECTORY | O_NOFOLLOW) and their entries reached
+// through /proc/self/fd/<fd>/<name>: a directory renamed or swapped for a symlink
+// while it is walked never leads the walk elsewhere, and no path grows past PATH_MAX.
+// Files are opened with O_NOFOLLOW | O_NONBLOCK; size, mode and mtime come from
+// fstat of the open fd, and exactly that many bytes are sent.
+//
+// The per-entry system calls (lstat, open, fstat, the first read of up to
+// TREE_READ_BLOCK_BYTES, close) are synchronous: on the local file system under
+// /data each takes microseconds, a trip through libuv's thread pool tens of them,
+// and that trip was most of the cost per file. The event loop is handed back every
+// YIELD_EVERY entries and whenever the call waits; the rest of a larger file is
+// read asynchronously, one block ahead of what is sent.
+//
+// Bounded: one file's block is held at a time, and the call waits whenever more than
+// TREE_INFLIGHT_BYTES it wrote have not reached the transport yet, or grpc-js asks it
+// to (write() false → 'drain').
+import fsSync, { constants, type Stats } from "node:fs";
+import { setImmediate as yieldLoop } from "node:timers/promises";
+import fs, { type FileHandle } from "node:fs/promises";
+import type * as grpc from "@grpc/grpc-js";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import type { AgentContext } from "../context.js";
+import { errnoAt, invalidArgument, resourceExhausted } from "../errors.js";
+import {
+  TREE_CHUNK_BYTES,
+  TREE_INFLIGHT_BYTES,
+  TREE_MAX_DEPTH,
+  TREE_MAX_ENTRIES,
+  TREE_READ_BLOCK_BYTES,
+} from "../limits.js";
+import { requestPath } from "../paths.js";
+import { kindOf } from "./fileinfo.js";
+import { preEncoded } from "../../proto/rpc.js";
+import { encodeFieldsScratch } from "../../proto/wire.js";
+import { FileType, type ReadTreeMessageSchema, type ReadTreeRequest } from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
+
+type Out = MessageInitShape<typeof ReadTreeMessageSchema>;
+type ReadTreeCall = grpc.ServerWritableStream<ReadTreeRequest, Out>;
+
+const DIR_FLAGS = constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW | constants.O_NOCTTY;
+const FILE_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK | constants.O_NOCTTY;
+const SLASH = Buffer.from("/");
+/** Entries walked between two turns of the event loop. */
+const YIELD_EVERY = 32;
+
+/** What the walk found for one name, ready to send. */
+type Prepared =
+  | { kind: "dir"; st: Stats }
+  | { kind: "symlink"; st: Stats; target: Buffer }
+  | { kind: "file"; fd: number; st: Stats; first: Buffer }
+  | { kind: "skip"; reason: string };
+
+/** A request count: 0 means the cap, more than the cap is refused. */
+function capped(value: number, cap: number, field: string): number {
+  if (value > cap) throw invalidArgument(`${field} ${value} is over the agent's limit of ${cap} (0 = the limit)`);
+  return value === 0 ? cap : value;
+}
+
+function errText(err: unknown): string {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  switch (code) {
+    case "ENOENT":
+      return "vanished while the tree was read";
+    case "EACCES":
+    case "EPERM":
+      return "permission denied";
+    case "ELOOP":
+    case "ENOTDIR":
+      return "replaced by a symlink or another kind of file while the tree was read";
+    default:
+      return `cannot be read: ${typeof code === "string" ? code : err instanceof Error ? err.message : String(err)}`;
+  }
+}
+
+/** Reads into `buf` from `pos` until it is full or the file ends; the bytes read. */
+async function readFull(fd: number, buf: Buffer, pos: number): Promise<number> {
+  let got = 0;
+  while (got < buf.byteLength) {
+    const n = await new Promise<number>((resolve, reject) =>
+      fsSync.read(fd, buf, got, buf.byteLength - got, pos + got, (err, bytesRead) => (err ? reject(err) : resolve(bytesRead))),
+    );
+    if (n === 0) break;
+    got += n;
+  }
+  return got;
+}
+
+function closeFd(fd: number): void {
+  try {
+    fsSync.closeSync(fd);
+  } catch {
+    // nothing left to do
+  }
+}
+
+/**
+ * lstat of `name` in the directory `dirPath`, and for a file its opened fd and first
+ * block. Synchronous system calls: on a local file system each takes microseconds,
+ * against tens of microseconds for a trip through libuv's thread pool, and the walk
+ * makes five of them per file; the event loop is handed back between entries.
+ */
+function prepare(dirPath: Buffer, name: Buffer): Prepared {
+  const abs = Buffer.concat([dirPath, SLASH, name]);
+  let st: Stats;
+  try {
+    st = fsSync.lstatSync(abs);
+  } catch (err) {
+    return { kind: "skip", reason: errText(err) };
+  }
+  if (st.isDirectory()) return { kind: "dir", st };
+  if (st.isSymbolicLink()) {
+    try {
+      return { kind: "symlink", st, target: fsSync.readlinkSync(abs, { encoding: "buffer" }) };
+    } catch (err) {
+      return { kind: "skip", reason: errText(err) };
+    }
+  }
+  if (!st.isFile()) return { kind: "skip", reason: `${kindOf(st)} (not archived)` };
+  let fd: number;
+  try {
+    fd = fsSync.openSync(abs, FILE_FLAGS);
+  } catch (err) {
+    return { kind: "skip", reason: errText(err) };
+  }
+  try {
+    const fst = fsSync.fstatSync(fd);
+    if (!fst.isFile()) {
+      fsSync.closeSync(fd);
+      return { kind: "skip", reason: `replaced by ${kindOf(fst)} while the tree was read (not archived)` };
+    }
+    const first = Buffer.allocUnsafe(Math.min(fst.size, TREE_READ_BLOCK_BYTES));
+    let got = 0;
+    while (got < first.byteLength) {
+      const n = fsSync.readSync(fd, first, got, first.byteLength - got, got);
+      if (n === 0) break;
+      got += n;
+    }
+    return { kind: "file", fd, st: fst, first: first.subarray(0, got) };
+  } catch (err) {
+    try {
+      fsSync.closeSync(fd);
+    } catch {
+      // already reported
+    }
+    return { kind: "skip", reason: errText(err) };
+  }
+}
+
+/** ReadTreeMessage{data=2}, encoded by hand (see proto/wire.ts). */
+function encodeData(data: Uint8Array): Out {
+  return preEncoded(() => encodeFieldsScratch([{ field: 2, value: data }]));
+}
+
+export async function readTree(ctx: AgentContext, req: ReadTreeRequest, call: ReadTreeCall): Promise<void> {
+  const target = requestPath(ctx.dataDir, req);
+  const maxDepth = capped(req.maxDepth, TREE_MAX_DEPTH, "max_depth");
+  const maxEntries = capped(req.maxEntries, TREE_MAX_ENTRIES, "max_entries");
+
+  let root: FileHandle;
+  try {
+    // The root may be reached through a symlink (like every request path); nothing below it is.
+    root = await fs.open(target.bytes, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOCTTY);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOTDIR") throw invalidArgument(`${target.shown} is not a directory; ReadTree reads directory trees`);
+    throw errnoAt(err, target.shown);
+  }
+
+  let inflight = 0;
+  let needDrain = false;
+  let waiter: (() => void) | undefined;
+  let sentRecords = 0;
+  let sinceYield = 0;
+  const wake = (): void => {
+    const w = waiter;
+    waiter = undefined;
+    w?.();
+  };
+  const onDrain = (): void => {
+    needDrain = false;
+    wake();
+  };
+  call.on("drain", onDrain);
+  call.on("cancelled", wake);
+  call.on("close", wake);
+  const stopped = (): boolean => call.cancelled || call.destroyed;
+  /** Writes one message; waits while the transport is full or too many bytes are in flight. */
+  const send = async (msg: Out, bytes: number): Promise<void> => {
+    if (stopped()) return;
+    inflight += bytes;
+    if (!call.write(msg, () => {
+      inflight -= bytes;
+      if (inflight <= TREE_INFLIGHT_BYTES) wake();
+    })) needDrain = true;
+    while (!stopped() && (needDrain || inflight > TREE_INFLIGHT_BYTES)) {
+      await new Promise<void>((resolve) => (waiter = resolve));
+    }
+  };
+  const record = async (msg: Out, bytes = 64): Promise<void> => {
+    if (++sentRecords > maxEntries) {
+      throw resourceExhausted(`${target.shown} holds more than ${maxEntries} entries (max_entries); archive a smaller directory`);
+    }
+    await send(msg, bytes);
+  };
+  const skipped = (path: Buffer, reason: string): Promise<void> => record({ msg: { case: "skipped", value: { path, reason } } });
+
+  /** Sends a prepared file's bytes after its header: exactly st.size, or a truncated record. */
+  const sendFile = async (rel: Buffer, f: Extract<Prepared, { kind: "file" }>): Promise<void> => {
+    const size = f.st.size;
+    let pos = 0;
+    let block: Buffer = f.first;
+    let next: Promise<Buffer> | undefined;
+    let cut: string | undefined;
+    try {
+      while (!stopped()) {
+        // Read the next block while this one goes out.
+        const nextAt = pos + block.byteLength;
+        next = undefined;
+        if (block.byteLength > 0 && nextAt < size) {
+          const buf = Buffer.allocUnsafe(Math.min(TREE_READ_BLOCK_BYTES, size - nextAt));
+          next = readFull(f.fd, buf, nextAt).then((n) => buf.subarray(0, n));
+          next.catch(() => undefined);
+        }
+        for (let i = 0; i < block.byteLength && !stopped(); i += TREE_CHUNK_BYTES) {
+          const data = block.subarray(i, i + TREE_CHUNK_BYTES);
+          await send(encodeData(data), data.byteLength);
+        }
+        pos = nextAt;
+        if (pos >= size || stopped()) break;
+        try {
+          block = next === undefined ? Buffer.alloc(0) : await next;
+        } catch (err) {
+          cut = errText(err);
+          break;
+        } finally {
+          next = undefined;
+        }
+        if (block.byteLength === 0) {
+          cut = `shrank while read: ${pos} of ${size} bytes`;
+          break;
+        }
+      }
+    } finally {
+      // The fd is closed after this: no read of it may still be running then.
+      await next?.catch(() => undefined);
+    }
+    if (cut !== undefined && !stopped()) {
+      await send({ msg: { case: "truncated", value: { path: rel, sent: BigInt(pos), reason: cut } } }, 64);
+    }
+  };
+
+  const walk = async (dir: FileHandle, rel: Buffer, depth: number): Promise<void> => {
+    const dirPath = Buffer.from(`/proc/self/fd/${dir.fd}`);
+    let names: Buffer[];
+    try {
+      names = (await fs.readdir(dirPath, { encoding: "buffer" })).sort(Buffer.compare);
+    } catch (err) {
+      await skipped(rel, `its entries cannot be listed: ${errText(err)}`);
+      return;
+    }
+    const relOf = (name: Buffer): Buffer => (rel.byteLength === 0 ? name : Buffer.concat([rel, SLASH, name]));
+    for (let i = 0; i < names.length && !stopped(); i++) {
+      // Hand the event loop back now and then: the system calls below are synchronous.
+      if (++sinceYield >= YIELD_EVERY) {
+        sinceYield = 0;
+        await yieldLoop();
+      }
+      const p = prepare(dirPath, names[i]!);
+      const childRel = relOf(names[i]!);
+      switch (p.kind) {
+        case "skip":
+          await skipped(childRel, p.reason);
+          break;
+        case "symlink":
+          await record({ msg: { case: "entry", value: entry(childRel, FileType.SYMLINK, p.st, { symlinkTarget: p.target }) } });
+          break;
+        case "file":
+          try {
+            await record({ msg: { case: "entry", value: entry(childRel, FileType.FILE, p.st, { size: BigInt(p.st.size) }) } });
+            await sendFile(childRel, p);
+          } finally {
+            closeFd(p.fd);
+          }
+          break;
+        case "dir": {
+          if (depth + 1 >= maxDepth) {
+            await skipped(childRel, `a directory deeper than max_depth ${maxDepth} (not descended)`);
+            break;
+          }
+          let sub: FileHandle;
+          try {
+            sub = await fs.open(Buffer.concat([dirPath, SLASH, names[i]!]), DIR_FLAGS);
+          } catch (err) {
+            await skipped(childRel, errText(err));
+            break;
+          }
+          try {
+            const st = await sub.stat();
+            await record({ msg: { case: "entry", value: entry(childRel, FileType.DIRECTORY, st) } });
+            await walk(sub, childRel, depth + 1);
+          } finally {
+            await sub.close().catch(() => undefined);
+          }
+          break;
+        }
+      }
+    }
+  };
+
+  try {
+    const st = await root.stat();
+    await record({ msg: { case: "entry", value: entry(Buffer.alloc(0), FileType.DIRECTORY, st) } });
+    await walk(root, Buffer.alloc(0), 0);
+  } finally {
+    call.off("drain", onDrain);
+    call.off("cancelled", wake);
+    call.off("close", wake);
+    await root.close().catch(() => undefined);
+  }
+}
+
+function entry(path: Buffer, type: FileType, st: Stats, extra: { size?: bigint; symlinkTarget?: Buffer } = {}) {
+  return {
+    path,
+    type,
+    mode: st.mode & 0o7777,
+    mtimeMs: BigInt(Math.trunc(st.mtimeMs)),
+    uid: st.uid,
+    gid: st.gid,
+    ...extra,
+  };
+}

@@ -1,0 +1,93 @@
+// BridgeClient.readTree treats the agent's stream as untrusted: a fake ContainerService
+// answers ReadTree with scripted streams that break the protocol, and each is refused
+// as a protocol violation (INTERNAL) instead of reaching the archive.
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import * as grpc from "@grpc/grpc-js";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { addService, RpcError, Status, type ServiceHandlers } from "../../proto/rpc.js";
+import { ContainerService, FileType, type ReadTreeMessageSchema, type ReadTreeRequest } from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
+import { BridgeClient } from "../../host/bridge/client.js";
+import { rejectsWith } from "./helpers/fs.js";
+
+type Msg = MessageInitShape<typeof ReadTreeMessageSchema>;
+const b = (s: string) => Buffer.from(s, "latin1");
+const root: Msg = { msg: { case: "entry", value: { path: new Uint8Array(0), type: FileType.DIRECTORY, mode: 0o755 } } };
+const file = (p: string, size: number): Msg => ({ msg: { case: "entry", value: { path: b(p), type: FileType.FILE, mode: 0o644, size: BigInt(size) } } });
+const data = (n: number): Msg => ({ msg: { case: "data", value: Buffer.alloc(n, 0x61) } });
+
+/** The scripted streams, by request path. */
+const scripts: Record<string, Msg[]> = {
+  good: [root, file("a", 3), data(2), data(1), { msg: { case: "skipped", value: { path: b("p"), reason: "a FIFO" } } }, file("b", 4), data(1), { msg: { case: "truncated", value: { path: b("b"), sent: 1n, reason: "shrank while read" } } }],
+  "no-root": [file("a", 0)],
+  "two-roots": [root, root],
+  "data-first": [root, data(1)],
+  "too-much": [root, file("a", 2), data(3)],
+  "entry-while-due": [root, file("a", 2), data(1), file("b", 0)],
+  "ends-while-due": [root, file("a", 2), data(1)],
+  "dotdot": [root, file("../etc/passwd", 0)],
+  "absolute": [root, file("/etc/passwd", 0)],
+  "bad-truncated": [root, file("a", 5), data(2), { msg: { case: "truncated", value: { path: b("a"), sent: 1n, reason: "x" } } }],
+  "other-truncated": [root, file("a", 5), data(2), { msg: { case: "truncated", value: { path: b("b"), sent: 2n, reason: "x" } } }],
+  "dir-size": [root, { msg: { case: "entry", value: { path: b("d"), type: FileType.DIRECTORY, size: 9n } } }],
+  "other-type": [root, { msg: { case: "entry", value: { path: b("s"), type: FileType.OTHER } } }],
+  empty: [],
+};
+
+let dir: string;
+let server: grpc.Server;
+let client: BridgeClient;
+
+before(async () => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), "memoh-fake-tree-"));
+  server = new grpc.Server();
+  const impl: Record<string, unknown> = {};
+  for (const m of ContainerService.methods) impl[m.localName] = async () => Promise.reject(new RpcError(Status.UNIMPLEMENTED, `${m.name} is not faked`));
+  impl.readTree = async (req: ReadTreeRequest, call: grpc.ServerWritableStream<ReadTreeRequest, Msg>) => {
+    for (const msg of scripts[req.path] ?? []) call.write(msg);
+  };
+  addService(server, ContainerService, impl as ServiceHandlers<typeof ContainerService>);
+  const socket = path.join(dir, "agent.sock");
+  await new Promise<void>((resolve, reject) => server.bindAsync(`unix:${socket}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())));
+  client = new BridgeClient(`unix:${socket}`);
+});
+after(() => {
+  client.close();
+  server.forceShutdown();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+async function drain(p: string): Promise<string[]> {
+  const out: string[] = [];
+  for await (const ev of client.readTree(p)) out.push(ev.kind === "data" ? `data:${ev.data.byteLength}` : ev.kind === "truncated" ? `truncated:${ev.path}:${ev.sent}` : `${ev.kind}:${ev.path}`);
+  return out;
+}
+
+test("a well-formed stream passes through as it came", async () => {
+  assert.deepEqual(await drain("good"), ["entry:", "entry:a", "data:2", "data:1", "skipped:p", "entry:b", "data:1", "truncated:b:1"]);
+});
+
+test("streams that break the order, the byte counts or the paths are protocol violations", async () => {
+  const cases: Array<[string, RegExp]> = [
+    ["no-root", /first entry is not the root/],
+    ["two-roots", /second root entry/],
+    ["data-first", /0 due/],
+    ["too-much", /3 bytes of data with 2 due/],
+    ["entry-while-due", /entry with 1 bytes of a file still due/],
+    ["ends-while-due", /ended with 1 bytes of a file still due/],
+    ["dotdot", /not a plain relative path/],
+    ["absolute", /not a plain relative path/],
+    ["bad-truncated", /after 1 bytes, but sent 2/],
+    ["other-truncated", /truncated a file it was not sending/],
+    ["dir-size", /size for an entry that is not a file/],
+    ["other-type", /entry of type 4/],
+    ["empty", /ended without the root's entry/],
+  ];
+  for (const [name, message] of cases) {
+    const err = await rejectsWith(drain(name), Status.INTERNAL, message);
+    assert.match(err.message, /bridge protocol violation/, name);
+  }
+});
