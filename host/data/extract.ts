@@ -8,7 +8,8 @@ import path from "node:path";
 import type { Readable } from "node:stream";
 import type { BridgeClient } from "../bridge/client.js";
 import type { WorkspaceContext } from "../workspace/context.js";
-import { extractArchive, type ArchiveLimits, type ExtractResult } from "./archive.js";
+import type { ArchiveLimits } from "./archive.js";
+import { extractArchive, type ExtractResult } from "./archive-read.js";
 
 export async function extractInto(
   ctx: WorkspaceContext,

@@ -22,7 +22,8 @@ import { promisify } from "node:util";
 import type { WorkspaceContext } from "../workspace/context.js";
 import { WorkspaceError, describeError } from "../workspace/errors.js";
 import { startTask } from "../workspace/start.js";
-import { extractArchive, type ArchiveLimits, type ArchiveProgress, type ExtractResult } from "./archive.js";
+import type { ArchiveLimits, ArchiveProgress } from "./archive.js";
+import { extractArchive, type ExtractResult } from "./archive-read.js";
 import {
   checkDataDir,
   crashPoint,

@@ -13,7 +13,7 @@ import { promisify } from "node:util";
 import zlib from "node:zlib";
 import tar from "tar-stream";
 import { request } from "undici";
-import { verifyArchiveFile } from "../../host/data/archive.js";
+import { verifyArchiveFile } from "../../host/data/archive-read.js";
 import { ContainerdClient } from "../../host/containerd/client.js";
 import { CLI, startServerEnv, type ServerEnv } from "./env/server.js";
 

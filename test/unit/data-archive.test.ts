@@ -11,7 +11,8 @@ import path from "node:path";
 import { PassThrough, Readable } from "node:stream";
 import zlib from "node:zlib";
 import tar from "tar-stream";
-import { ArchiveWriter, extractArchive, packHostTree, verifyArchiveFile } from "../../host/data/archive.js";
+import { ArchiveWriter, packHostTree } from "../../host/data/archive.js";
+import { extractArchive, verifyArchiveFile } from "../../host/data/archive-read.js";
 import { WorkspaceError } from "../../host/workspace/errors.js";
 
 function tmp(): string {

@@ -1,0 +1,272 @@
+// The workspace data archive, reading side: extract a tar.gz, and read a written one back.
+//
+// Reading (extract): into an empty staging directory, every entry checked before it is
+// written: no absolute path, no `..`, nothing written through a symlink (every parent is
+// a real directory of the staging tree; files are created with O_EXCL, which never
+// follows a link), hardlinks only to a regular file already extracted from the same
+// archive, no devices or FIFOs, at most `maxEntries` entries and `maxBytes` of content
+// (the decompressed stream is counted too, so a gzip bomb stops early), and a corrupt or
+// truncated gzip or tar is an error. The caller throws the staging tree away on error.
+import fs from "node:fs";
+import path from "node:path";
+import { Readable, Transform } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import zlib from "node:zlib";
+import tar from "tar-stream";
+import { WorkspaceError, describeError } from "../workspace/errors.js";
+import { DEFAULT_ARCHIVE_LIMITS, hashingStream, throttle, type ArchiveLimits, type ArchiveProgress } from "./archive.js";
+
+/** Counts the decompressed bytes and stops the stream beyond `max`. */
+function counter(max: number, onTooMuch: () => Error): Transform {
+  let n = 0;
+  return new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      n += chunk.byteLength;
+      if (n > max) cb(onTooMuch());
+      else cb(null, chunk);
+    },
+  });
+}
+
+/** The entry's name as a safe relative path ("" for the root itself), or why it is refused. */
+export function safeName(raw: string): string {
+  if (raw.includes("\0")) throw refuse(`entry name ${JSON.stringify(raw)} holds a NUL byte`);
+  if (raw.startsWith("/")) throw refuse(`entry ${JSON.stringify(raw)} has an absolute path`);
+  const parts = raw.split("/").filter((p) => p !== "" && p !== ".");
+  if (parts.includes("..")) throw refuse(`entry ${JSON.stringify(raw)} climbs out with ..`);
+  const name = parts.join("/");
+  if (Buffer.byteLength(name) > 4000) throw refuse(`entry name of ${Buffer.byteLength(name)} bytes is too long`);
+  return name;
+}
+
+function refuse(message: string): WorkspaceError {
+  return new WorkspaceError("invalid_argument", `the archive is refused: ${message}`);
+}
+
+export interface ExtractResult extends ArchiveProgress {
+  entries: number;
+}
+
+/**
+ * Extracts a tar.gz from `input` into `dest` (an empty directory), checking every entry
+ * (see the top of this file); with `dest` undefined only checks (nothing is written).
+ * The checks use a model of the tree the archive builds (the staging dir starts empty,
+ * so the model is exact); the writes use O_EXCL / O_NOFOLLOW on top of it. Throws a
+ * WorkspaceError (invalid_argument, payload_too_large) and leaves whatever was extracted
+ * for the caller to remove. `input` is never destroyed: on a refusal the rest of it is
+ * drained, so an HTTP request can still be answered.
+ */
+export async function extractArchive(
+  input: Readable | AsyncIterable<Uint8Array>,
+  dest: string | undefined,
+  opts: { limits?: ArchiveLimits; onProgress?: (p: ArchiveProgress) => void } = {},
+): Promise<ExtractResult> {
+  const limits = opts.limits ?? DEFAULT_ARCHIVE_LIMITS;
+  const report = throttle(opts.onProgress);
+  const progress: ArchiveProgress = { bytes: 0, files: 0 };
+  let entries = 0;
+  let declared = 0;
+  // What the archive has made so far: "" is the root.
+  const model = new Map<string, "dir" | "file" | "symlink">([["", "dir"]]);
+  const dirTimes: Array<{ abs: string; mode: number; mtime: Date }> = [];
+  const extract = tar.extract();
+  // Headers and padding on top of the content: 1.5 KiB per entry (pax headers) and 1 MiB slack.
+  const maxStream = limits.maxBytes + limits.maxEntries * 1536 + 1024 * 1024;
+  const tooLarge = () => new WorkspaceError("payload_too_large", `the archive is refused: it unpacks to more than ${limits.maxBytes} bytes`);
+  const gunzip = zlib.createGunzip();
+  const source = input as Readable;
+  const ownSource = typeof source.pipe !== "function" ? Readable.from(input) : source;
+  ownSource.pipe(gunzip);
+  ownSource.once("error", (err) => gunzip.destroy(err));
+  const feeding = pipeline(gunzip, counter(maxStream, tooLarge), extract);
+  feeding.catch(() => undefined);
+
+  const exists = (name: string, kind: string): never => {
+    throw refuse(`entry ${JSON.stringify(name)} appears twice or clashes with an earlier ${kind}`);
+  };
+  /** Every ancestor must be a directory of the archive (made when not listed, like tar does), never a symlink. */
+  const parentOk = async (name: string): Promise<void> => {
+    const parts = name.split("/");
+    let rel = "";
+    for (const part of parts.slice(0, -1)) {
+      rel = rel === "" ? part : `${rel}/${part}`;
+      const kind = model.get(rel);
+      if (kind === "dir") continue;
+      if (kind === "symlink") throw refuse(`entry ${JSON.stringify(name)} would be written through the symlink ${JSON.stringify(rel)}`);
+      if (kind === "file") throw refuse(`entry ${JSON.stringify(name)} needs ${JSON.stringify(rel)} to be a directory`);
+      if (dest !== undefined) await fs.promises.mkdir(path.join(dest, rel), { mode: 0o755 });
+      model.set(rel, "dir");
+    }
+  };
+
+  try {
+    for await (const entry of extract) {
+      const h = entry.header;
+      entries++;
+      if (entries > limits.maxEntries) throw new WorkspaceError("payload_too_large", `the archive is refused: it holds more than ${limits.maxEntries} entries`);
+      const name = safeName(h.name);
+      const size = h.size ?? 0;
+      declared += size;
+      if (declared > limits.maxBytes) throw tooLarge();
+      const mode = (h.mode ?? 0o644) & 0o1777; // no setuid/setgid bits
+      const mtime = h.mtime ?? new Date();
+      const abs = dest === undefined ? "" : path.join(dest, name);
+      switch (h.type) {
+        case "directory": {
+          if (name !== "") {
+            await parentOk(name);
+            const kind = model.get(name);
+            if (kind !== undefined && kind !== "dir") exists(name, kind);
+            if (kind === undefined && dest !== undefined) await fs.promises.mkdir(abs, { mode: 0o700 });
+            model.set(name, "dir");
+          }
+          if (dest !== undefined) dirTimes.push({ abs: name === "" ? dest : abs, mode, mtime });
+          break;
+        }
+        case "file":
+        case "contiguous-file": {
+          if (name === "") throw refuse("a file entry names the root");
+          await parentOk(name);
+          const kind = model.get(name);
+          if (kind !== undefined) exists(name, kind);
+          model.set(name, "file");
+          let written = 0;
+          if (dest === undefined) {
+            for await (const chunk of entry) {
+              written += (chunk as Buffer).byteLength;
+              progress.bytes += (chunk as Buffer).byteLength;
+            }
+          } else {
+            // O_EXCL: an existing name (a symlink included) is refused, never followed.
+            let fh: fs.promises.FileHandle;
+            try {
+              fh = await fs.promises.open(abs, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600);
+            } catch (err) {
+              if ((err as NodeJS.ErrnoException).code === "EEXIST") exists(name, "entry");
+              throw err;
+            }
+            try {
+              for await (const chunk of entry) {
+                const buf = chunk as Buffer;
+                let off = 0;
+                while (off < buf.byteLength) off += (await fh.write(buf, off, buf.byteLength - off)).bytesWritten;
+                written += buf.byteLength;
+                progress.bytes += buf.byteLength;
+                report.update(progress);
+              }
+              await fh.chmod(mode);
+              await fh.utimes(mtime, mtime);
+            } finally {
+              await fh.close();
+            }
+          }
+          if (written !== size) throw refuse(`entry ${JSON.stringify(name)} holds ${written} of its ${size} bytes (truncated)`);
+          break;
+        }
+        case "symlink": {
+          if (name === "") throw refuse("a symlink entry names the root");
+          await parentOk(name);
+          const target = h.linkname ?? "";
+          if (target === "" || target.includes("\0")) throw refuse(`symlink ${JSON.stringify(name)} has no valid target`);
+          const kind = model.get(name);
+          if (kind !== undefined) exists(name, kind);
+          model.set(name, "symlink");
+          if (dest !== undefined) {
+            await fs.promises.symlink(target, abs);
+            await fs.promises.lutimes(abs, mtime, mtime);
+          }
+          break;
+        }
+        case "link": {
+          if (name === "") throw refuse("a hardlink entry names the root");
+          const raw = h.linkname ?? "";
+          let target: string;
+          try {
+            target = safeName(raw);
+          } catch {
+            throw refuse(`hardlink ${JSON.stringify(name)} points outside the archive (${JSON.stringify(raw)})`);
+          }
+          // Only to a regular file this archive wrote (never a host file, never through a link).
+          if (model.get(target) !== "file") throw refuse(`hardlink ${JSON.stringify(name)} points to ${JSON.stringify(raw)}, which is not a file of this archive`);
+          await parentOk(name);
+          const kind = model.get(name);
+          if (kind !== undefined) exists(name, kind);
+          model.set(name, "file");
+          if (dest !== undefined) await fs.promises.link(path.join(dest, target), abs);
+          break;
+        }
+        case "character-device":
+        case "block-device":
+          throw refuse(`entry ${JSON.stringify(name)} is a device node`);
+        case "fifo":
+          throw refuse(`entry ${JSON.stringify(name)} is a FIFO`);
+        default:
+          throw refuse(`entry ${JSON.stringify(name)} is of type ${String(h.type)}, which is not archived data`);
+      }
+      // The rest of an entry that was not read (directories, links) is drained.
+      entry.resume();
+      progress.files++;
+      report.update(progress);
+    }
+    await feeding;
+  } catch (err) {
+    // Stop unpacking; the input is drained (not destroyed) so its sender gets an answer.
+    ownSource.unpipe(gunzip);
+    ownSource.resume();
+    extract.destroy();
+    gunzip.destroy();
+    if (err instanceof WorkspaceError) throw err;
+    // The stream's own failure is the clearer one (a gzip error surfaces as "premature close" here).
+    const cause = await feeding.then(() => err, (e: unknown) => e);
+    if (cause instanceof WorkspaceError) throw cause;
+    throw describeArchiveError(cause);
+  }
+  // Directory modes and times last (children changed their mtimes), deepest first.
+  for (const d of dirTimes.reverse()) {
+    await fs.promises.chmod(d.abs, d.mode);
+    await fs.promises.utimes(d.abs, d.mtime, d.mtime);
+  }
+  report.flush();
+  return { ...progress, entries };
+}
+
+function describeArchiveError(err: unknown): WorkspaceError {
+  const e = err as NodeJS.ErrnoException;
+  const msg = describeError(err);
+  if (typeof e?.code === "string" && e.code.startsWith("Z_")) return new WorkspaceError("invalid_argument", `the archive is not valid gzip: ${msg}`, { cause: err });
+  if (/unexpected end|premature close|invalid tar|checksum|unknown format|Invalid tar header/i.test(msg)) {
+    return new WorkspaceError("invalid_argument", `the archive is corrupt or truncated: ${msg}`, { cause: err });
+  }
+  if (e?.code === "ENOSPC") return new WorkspaceError("resource_exhausted", `no space left to unpack the archive: ${msg}`, { cause: err });
+  return new WorkspaceError("internal", `unpacking the archive failed: ${msg}`, { cause: err });
+}
+
+// ------------------------------------------------------------------ verify
+
+export interface VerifyResult {
+  entries: number;
+  bytes: number;
+  sha256: string;
+}
+
+/** Reads a tar.gz file back whole (gunzip, every tar header and byte): entries, content bytes and the file's sha256. */
+export async function verifyArchiveFile(file: string): Promise<VerifyResult> {
+  const tap = hashingStream();
+  const extract = tar.extract();
+  const feeding = pipeline(fs.createReadStream(file), tap, zlib.createGunzip(), extract);
+  feeding.catch(() => undefined);
+  let entries = 0;
+  let bytes = 0;
+  try {
+    for await (const entry of extract) {
+      entries++;
+      for await (const chunk of entry) bytes += (chunk as Buffer).byteLength;
+    }
+    await feeding;
+  } catch (err) {
+    const cause = await feeding.then(() => err, (e: unknown) => e);
+    throw new WorkspaceError("internal", `the archive ${file} does not read back: ${describeError(cause)}`, { cause });
+  }
+  return { entries, bytes, sha256: tap.digest().sha256 };
+}
+
