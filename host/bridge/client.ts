@@ -4,7 +4,7 @@ import { once } from "node:events";
 import type * as grpc from "@grpc/grpc-js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { MiB } from "../../proto/constants.js";
-import { RpcClient, RpcError, Status, fromServiceError, type CallOptions } from "../../proto/rpc.js";
+import { RpcClient, RpcError, fromServiceError, type CallOptions } from "../../proto/rpc.js";
 import {
   ContainerService,
   type ExecRequestSchema,
@@ -19,9 +19,11 @@ import {
   type McpStdioResponse,
   type ReadFileRequestSchema,
   type ReadTreeMessage,
-  FileType,
 } from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
+import { checkTree, protocolError, type TreeEvent } from "./read-tree.js";
 import type { PinnedSocket } from "./socket.js";
+
+export type { TreeEvent };
 
 export const RAW_CHUNK_BYTES = 64 * 1024;
 /** What exec() collects of stdout and stderr together unless told otherwise. */
@@ -73,44 +75,6 @@ export function entryPath(info: { path: string; pathBytes: Uint8Array }): Worksp
   return info.pathBytes.byteLength > 0 ? info.pathBytes : info.path;
 }
 
-/** One record of a ReadTree stream, checked (see BridgeClient.readTree). */
-export type TreeEvent =
-  | {
-      kind: "entry";
-      /** Relative to the tree's root ("" for the root itself), '/'-separated, the names' exact bytes. */
-      path: Buffer;
-      type: FileType.FILE | FileType.DIRECTORY | FileType.SYMLINK;
-      mode: number;
-      mtimeMs: number;
-      /** FILE: exactly this many bytes follow as data events (unless a truncated event cuts them short). */
-      size: number;
-      symlinkTarget: Buffer;
-      uid: number;
-      gid: number;
-    }
-  | { kind: "data"; data: Uint8Array }
-  | { kind: "skipped"; path: Buffer; reason: string }
-  | { kind: "truncated"; path: Buffer; sent: number; reason: string };
-
-/** A relative tree path from the agent: no empty, "." or ".." component, no NUL, not absolute. */
-function checkTreePath(p: Uint8Array, what: string): Buffer {
-  const b = Buffer.from(p.buffer, p.byteOffset, p.byteLength);
-  if (b.byteLength === 0) return b;
-  if (b.includes(0)) throw protocolError(`ReadTree ${what} path holds a NUL byte`);
-  for (const part of b.toString("latin1").split("/")) {
-    if (part === "" || part === "." || part === "..") throw protocolError(`ReadTree ${what} path ${JSON.stringify(b.toString("latin1"))} is not a plain relative path`);
-  }
-  return b;
-}
-
-function safeCount(v: bigint, what: string): number {
-  if (v < 0n || v > BigInt(Number.MAX_SAFE_INTEGER)) throw protocolError(`ReadTree ${what} ${v}`);
-  return Number(v);
-}
-
-function protocolError(message: string): RpcError {
-  return new RpcError(Status.INTERNAL, `bridge protocol violation: ${message}`);
-}
 
 export class BridgeClient {
   readonly rpc: RpcClient;
@@ -240,66 +204,8 @@ export class BridgeClient {
       { ...pathFields(path), maxDepth: limits.maxDepth ?? 0, maxEntries: limits.maxEntries ?? 0 },
       opts,
     );
-    let first = true;
-    /** The file whose bytes are being received, and how many are still due. */
-    let file: Buffer | undefined;
-    let due = 0;
-    let fileSize = 0;
     try {
-      for await (const raw of call as AsyncIterable<ReadTreeMessage>) {
-        const m = raw.msg;
-        if (first && m.case !== "entry") throw protocolError(`ReadTree began with ${m.case ?? "an empty message"}, not the root's entry`);
-        if (m.case !== "data" && m.case !== "truncated" && due > 0) throw protocolError(`ReadTree sent ${m.case ?? "an empty message"} with ${due} bytes of a file still due`);
-        switch (m.case) {
-          case "entry": {
-            const e = m.value;
-            const p = checkTreePath(e.path, "entry");
-            if (first !== (p.byteLength === 0)) throw protocolError(first ? "ReadTree's first entry is not the root" : "ReadTree sent a second root entry");
-            if (first && e.type !== FileType.DIRECTORY) throw protocolError("ReadTree's root is not a directory");
-            first = false;
-            if (e.type !== FileType.FILE && e.type !== FileType.DIRECTORY && e.type !== FileType.SYMLINK) throw protocolError(`ReadTree entry of type ${e.type}`);
-            const size = safeCount(e.size, "size");
-            if (e.type !== FileType.FILE && size !== 0) throw protocolError("ReadTree sent a size for an entry that is not a file");
-            file = e.type === FileType.FILE ? p : undefined;
-            due = e.type === FileType.FILE ? size : 0;
-            fileSize = due;
-            yield {
-              kind: "entry",
-              path: p,
-              type: e.type,
-              mode: e.mode & 0o7777,
-              mtimeMs: Number(e.mtimeMs),
-              size,
-              symlinkTarget: Buffer.from(e.symlinkTarget),
-              uid: e.uid,
-              gid: e.gid,
-            };
-            break;
-          }
-          case "data":
-            if (m.value.byteLength === 0 || m.value.byteLength > due) throw protocolError(`ReadTree sent ${m.value.byteLength} bytes of data with ${due} due`);
-            due -= m.value.byteLength;
-            yield { kind: "data", data: m.value };
-            break;
-          case "skipped":
-            yield { kind: "skipped", path: checkTreePath(m.value.path, "skipped"), reason: m.value.reason };
-            break;
-          case "truncated": {
-            const p = checkTreePath(m.value.path, "truncated");
-            if (file === undefined || due === 0 || !p.equals(file)) throw protocolError("ReadTree truncated a file it was not sending");
-            const sent = safeCount(m.value.sent, "sent");
-            if (sent !== fileSize - due) throw protocolError(`ReadTree truncated a file after ${sent} bytes, but sent ${fileSize - due}`);
-            yield { kind: "truncated", path: p, sent, reason: m.value.reason };
-            file = undefined;
-            due = 0;
-            break;
-          }
-          default:
-            throw protocolError("ReadTree sent an empty message");
-        }
-      }
-      if (first) throw protocolError("ReadTree ended without the root's entry");
-      if (due > 0) throw protocolError(`ReadTree ended with ${due} bytes of a file still due`);
+      yield* checkTree(call as AsyncIterable<ReadTreeMessage>);
     } catch (err) {
       throw err instanceof RpcError ? err : fromServiceError(err as Error);
     } finally {
