@@ -4,16 +4,18 @@
 // This is the facade: each public method validates its input, takes the bot's lock
 // (context.ts: bounded wait, the work runs to its end even when the caller goes away),
 // delegates to the module that does the work (create, start, stop, delete, revive,
-// reconcile, health, status), and translates any failure into a WorkspaceError with a
-// stable code (errors.ts), once, here.
+// reconcile, health, status; data/ for export, import, backups and versions), and
+// translates any failure into a WorkspaceError with a stable code (errors.ts), once,
+// here. It is long because it has one short method per operation, not because work is
+// done in it; the bridge-call bookkeeping of call() is in bridge-calls.ts.
 import fs from "node:fs";
 import type { BridgeClient } from "../bridge/client.js";
 import { BridgePool } from "../bridge/pool.js";
 import { ContainerdError } from "../containerd/errors.js";
-import { Status, rpcCode } from "../../proto/rpc.js";
 import { validateBotId, workspaceContainerId } from "./botid.js";
 import type { BridgeClientSource, BridgeTarget } from "./bridge-source.js";
 import { LockTimeoutError } from "./lock.js";
+import { IDEMPOTENT_BRIDGE_CALLS, fromCall, isBridgeUnavailable, trackCalls } from "./bridge-calls.js";
 import { WorkspaceContext, type Contract, type WorkspaceManagerOptions } from "./context.js";
 import { adoptRow, checkCdiDevices, createContainer, report, type CreateOptions } from "./create.js";
 import { deleteWorkspace, finishInterruptedDelete } from "./delete.js";
@@ -46,6 +48,7 @@ export type { LimitsChange, WorkspaceLimits } from "./limits.js";
 export type { WorkspaceStatus } from "./status.js";
 export type { ReconcileAction, ReconcileEntry } from "./reconcile.js";
 export type { CreateProgress } from "./create.js";
+export { isBridgeUnavailable } from "./bridge-calls.js";
 
 export interface EnsureOptions extends CreateOptions {
   /** The caller stops waiting when it fires; the operation completes anyway. */
@@ -61,32 +64,6 @@ export interface DataOpOptions {
   onProgress?: (p: ArchiveProgress) => void;
 }
 export type { ArchiveProgress, ExtractResult, PackResult, BackupResult, VersionInfo, VersionList, VersionSource };
-
-/**
- * Bridge calls that are safe to run again after the agent was restarted: they only
- * read. Anything else (Exec, WriteFile, WriteRaw, Rename, DeleteFile, Mkdir, McpStdio…)
- * may have taken effect before the agent died, so it is never re-run blindly.
- */
-// Reads only: safe to run again on a restarted agent. StartJob and SignalJob are not here.
-const IDEMPOTENT_BRIDGE_CALLS: ReadonlySet<string> = new Set([
-  "info",
-  "stat",
-  "listDir",
-  "readFile",
-  "readRaw",
-  "readTree",
-  "listJobs",
-  "getJob",
-  "readJobOutput",
-  "waitJob",
-  "grep",
-  "glob",
-]);
-
-/** The bridge says the agent is gone (socket missing, connection refused or dropped). */
-export function isBridgeUnavailable(err: unknown): boolean {
-  return rpcCode(err) === Status.UNAVAILABLE;
-}
 
 export class WorkspaceManager {
   readonly bridges: BridgeClientSource;
@@ -371,8 +348,8 @@ export class WorkspaceManager {
   /**
    * Runs `fn` with the bot's bridge client. When the bridge is UNAVAILABLE (the agent
    * died, so tini and the task exited), the task is restarted under the lock; `fn` is
-   * run once more only when every bridge call it made only reads (Info, Stat, ListDir,
-   * ReadFile, ReadRaw, ListJobs, GetJob, ReadJobOutput, WaitJob, Grep, Glob). A call that may have changed something (Exec, writes, McpStdio…)
+   * run once more only when every bridge call it made only reads (IDEMPOTENT_BRIDGE_CALLS
+   * in bridge-calls.ts). A call that may have changed something (Exec, writes, McpStdio…)
    * is not repeated: the caller gets "unavailable" saying the agent was restarted.
    */
   async call<T>(botId: string, fn: (client: BridgeClient) => Promise<T>, opts: { signal?: AbortSignal } = {}): Promise<T> {
@@ -501,14 +478,6 @@ export class WorkspaceManager {
   }
 }
 
-/**
- * An error out of a call()'s function: the bridge's (gRPC status) and the workspace
- * layer's become WorkspaceErrors; the caller's own errors pass through unchanged.
- */
-function fromCall(err: unknown): unknown {
-  return err instanceof WorkspaceError || rpcCode(err) !== undefined ? toWorkspaceError(err) : err;
-}
-
 /** An existing workspace asked for again must be asked for as it is. */
 function checkSameWorkspace(row: ContainerRow, limits: WorkspaceLimits, opts: CreateOptions): void {
   const differences: string[] = [];
@@ -529,33 +498,4 @@ function checkVersionNumber(version: number): void {
 function sameSet(a: readonly string[], b: readonly string[]): boolean {
   const sa = new Set(a);
   return sa.size === new Set(b).size && [...sa].every((x) => b.includes(x));
-}
-
-/**
- * The client, recording the name of every method called on it into `used`, and timing
- * the calls that return a promise (for metrics).
- */
-function trackCalls(client: BridgeClient, used: Set<string>, onCall?: (rpc: string, seconds: number, ok: boolean) => void): BridgeClient {
-  return new Proxy(client, {
-    get(target, prop, receiver) {
-      const value: unknown = Reflect.get(target, prop, receiver);
-      if (typeof value !== "function" || typeof prop !== "string") {
-        // Direct access to the raw channel (`rpc`) can do anything: count it as unsafe.
-        if (prop === "rpc") used.add("rpc");
-        return value;
-      }
-      return (...args: unknown[]) => {
-        used.add(prop);
-        const t0 = performance.now();
-        const result = (value as (...a: unknown[]) => unknown).apply(target, args);
-        if (onCall !== undefined && result instanceof Promise) {
-          result.then(
-            () => onCall(prop, (performance.now() - t0) / 1000, true),
-            () => onCall(prop, (performance.now() - t0) / 1000, false),
-          );
-        }
-        return result;
-      };
-    },
-  });
 }
