@@ -1,12 +1,10 @@
 // Glob: the paths under a directory that match a pattern (glob-match.ts),
 // walked by the agent itself; .git skipped, symlinks listed but not followed.
-import fs from "node:fs/promises";
 import type * as pb from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
 import type { AgentContext } from "../context.js";
-import { errnoAt, invalidArgument } from "../errors.js";
-import { resolveDir } from "../paths.js";
+import { invalidArgument } from "../errors.js";
 import { compileGlob } from "./glob-match.js";
-import { SEARCH_MAX_ENTRIES, searchTimeout } from "./grep.js";
+import { SEARCH_MAX_ENTRIES, searchScope } from "./grep.js";
 import { walk } from "./walk.js";
 
 export const GLOB_DEFAULT_RESULTS = 1000;
@@ -14,16 +12,7 @@ export const GLOB_MAX_RESULTS = 10_000;
 
 export async function glob(ctx: AgentContext, req: pb.GlobRequest) {
   const matcher = compileGlob(req.pattern, "pattern");
-  const root = resolveDir(ctx.dataDir, req.path, "path");
-  if (req.maxResults > GLOB_MAX_RESULTS) throw invalidArgument(`max_results ${req.maxResults} is over the limit of ${GLOB_MAX_RESULTS}`);
-  const max = req.maxResults || GLOB_DEFAULT_RESULTS;
-  const deadline = Date.now() + searchTimeout(req.timeoutMs);
-  let st;
-  try {
-    st = await fs.stat(root);
-  } catch (err) {
-    throw errnoAt(err, root);
-  }
+  const { root, st, max, deadline } = await searchScope(ctx, req, GLOB_DEFAULT_RESULTS, GLOB_MAX_RESULTS);
   if (!st.isDirectory()) throw invalidArgument(`path ${root} is not a directory`);
   const paths: string[] = [];
   let stopped = "";

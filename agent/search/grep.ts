@@ -4,6 +4,7 @@
 // timeout, so a pattern that backtracks forever is stopped too), a result
 // cap, a cap on the bytes of returned lines, and a cap on entries walked.
 import fs from "node:fs/promises";
+import type { Stats } from "node:fs";
 import path from "node:path";
 import vm from "node:vm";
 import type * as pb from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
@@ -51,6 +52,24 @@ export function searchTimeout(ms: number): number {
   return ms || SEARCH_DEFAULT_TIMEOUT_MS;
 }
 
+/** What Grep and Glob requests share: the root (resolved and stat'ed), the result cap and the deadline. */
+export async function searchScope(
+  ctx: AgentContext,
+  req: { path: string; maxResults: number; timeoutMs: number },
+  defaultResults: number,
+  maxResults: number,
+): Promise<{ root: string; st: Stats; max: number; deadline: number }> {
+  const root = resolveDir(ctx.dataDir, req.path, "path");
+  if (req.maxResults > maxResults) throw invalidArgument(`max_results ${req.maxResults} is over the limit of ${maxResults}`);
+  const max = req.maxResults || defaultResults;
+  const deadline = Date.now() + searchTimeout(req.timeoutMs);
+  try {
+    return { root, st: await fs.stat(root), max, deadline };
+  } catch (err) {
+    throw errnoAt(err, root);
+  }
+}
+
 function compilePattern(pattern: string, ignoreCase: boolean): RegExp {
   if (pattern === "") throw invalidArgument("pattern is empty");
   if (pattern.length > GREP_MAX_PATTERN) throw invalidArgument(`pattern is ${pattern.length} characters long, over the limit of ${GREP_MAX_PATTERN}`);
@@ -63,18 +82,8 @@ function compilePattern(pattern: string, ignoreCase: boolean): RegExp {
 
 export async function grep(ctx: AgentContext, req: pb.GrepRequest): Promise<pb.GrepResponse | Record<string, unknown>> {
   const re = compilePattern(req.pattern, req.ignoreCase);
-  const root = resolveDir(ctx.dataDir, req.path, "path");
   const filter = req.glob === "" ? undefined : compileGlob(req.glob, "glob");
-  if (req.maxResults > GREP_MAX_RESULTS) throw invalidArgument(`max_results ${req.maxResults} is over the limit of ${GREP_MAX_RESULTS}`);
-  const maxResults = req.maxResults || GREP_DEFAULT_RESULTS;
-  const deadline = Date.now() + searchTimeout(req.timeoutMs);
-
-  let st;
-  try {
-    st = await fs.stat(root);
-  } catch (err) {
-    throw errnoAt(err, root);
-  }
+  const { root, st, max: maxResults, deadline } = await searchScope(ctx, req, GREP_DEFAULT_RESULTS, GREP_MAX_RESULTS);
   if (!st.isDirectory() && !st.isFile()) throw invalidArgument(`path ${root} is neither a file nor a directory`);
 
   const matches: Array<{ path: string; lineNumber: number; line: string }> = [];
