@@ -13,6 +13,8 @@ import {
   FILE_BUDGET_WAIT_MS,
   READ_RAW_BUDGET_BYTES,
   READ_RAW_WAIT_MS,
+  RECEIVE_BUDGET_BYTES,
+  RECEIVE_BUDGET_WAIT_MS,
 } from "./limits.js";
 
 export interface ByteBudgetOptions {
@@ -29,6 +31,10 @@ export interface ByteBudgetOptions {
   maxWaitMs: number;
   /** Leases waiting at once, at most; one more is refused at once. */
   maxWaiters: number;
+  /** What the budget is for, in refusals ("file budget" when not set). */
+  name?: string;
+  /** What a refused caller can do, in refusals. */
+  advice?: string;
 }
 
 /** Bytes held for one piece of work; release() returns them (once, whatever the number of calls). */
@@ -198,8 +204,8 @@ export class ByteBudget {
 
   private busy(what: string, bytes: number, why: string): Error {
     return resourceExhausted(
-      `the agent is busy: ${what} needs ${bytes} bytes of its ${this.options.capacity}-byte file budget, ` +
-        `${this.used} are in use and ${why}; try again shortly or read a smaller part (ReadRaw with offset and length)`,
+      `the agent is busy: ${what} needs ${bytes} bytes of its ${this.options.capacity}-byte ${this.options.name ?? "file budget"}, ` +
+        `${this.used} are in use and ${why}; ${this.options.advice ?? "try again shortly or read a smaller part (ReadRaw with offset and length)"}`,
     );
   }
 }
@@ -245,6 +251,17 @@ export const defaultStreamBudgetOptions: ByteBudgetOptions = {
   smallMax: 0,
   maxWaitMs: READ_RAW_WAIT_MS,
   maxWaiters: FILE_BUDGET_MAX_WAITERS,
+};
+
+/** Request messages being received (grpc/receive-budget.ts). */
+export const defaultReceiveBudgetOptions: ByteBudgetOptions = {
+  capacity: RECEIVE_BUDGET_BYTES,
+  reserve: 0,
+  smallMax: 0,
+  maxWaitMs: RECEIVE_BUDGET_WAIT_MS,
+  maxWaiters: FILE_BUDGET_MAX_WAITERS,
+  name: "budget for request messages",
+  advice: "try again shortly, or send large contents in parts (WriteRaw)",
 };
 
 interface Budgets {

@@ -76,6 +76,19 @@ export const READ_FILE_SCAN_BLOCK_BYTES = 256 * 1024;
 export const AGENT_MEMORY_BUDGET_BYTES = 256 * MiB;
 /** Bytes of relative paths a recursive ListDir walk may collect before it answers RESOURCE_EXHAUSTED. */
 export const LIST_WALK_MAX_BYTES = 32 * MiB;
+/**
+ * Bytes of request messages the agent takes in at once (grpc/receive-budget.ts):
+ * a message over RECEIVE_UNLEASED_MAX_BYTES leases its announced size times
+ * RECEIVE_COST_FACTOR before more than HTTP/2's window of it is received.
+ * Room for two messages of the largest size at once.
+ */
+export const RECEIVE_BUDGET_BYTES = 64 * MiB;
+/** Messages up to this size (one HTTP/2 frame) need no lease: Info, Stat, stdin keystrokes. */
+export const RECEIVE_UNLEASED_MAX_BYTES = 16 * 1024;
+/** Memory one received byte costs until its handler is done: the bytes and the decoded message. */
+export const RECEIVE_COST_FACTOR = 2;
+/** How long a request message waits for its lease before RESOURCE_EXHAUSTED. */
+export const RECEIVE_BUDGET_WAIT_MS = 30_000;
 /** Connections served at once (Unix socket and TCP alike); one more is closed at once. */
 export const MAX_CONNECTIONS = 64;
 /** Concurrent streams (calls) per connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS). */

@@ -16,8 +16,23 @@ import { containerServiceHandlers } from "./service.js";
 import { killAllChildren } from "./exec/children.js";
 import { logLine } from "./log.js";
 import { listen, type Listener, type ListenerStats } from "./grpc/listener.js";
-import { ByteBudget, defaultBudgetOptions, defaultStreamBudgetOptions, setBudgets, type ByteBudgetOptions } from "./budget.js";
-import { CONNECTION_IDLE_MS, HANDSHAKE_TIMEOUT_MS, MAX_CONNECTIONS, MAX_STREAMS_PER_CONNECTION } from "./limits.js";
+import {
+  ByteBudget,
+  defaultBudgetOptions,
+  defaultReceiveBudgetOptions,
+  defaultStreamBudgetOptions,
+  setBudgets,
+  type ByteBudgetOptions,
+} from "./budget.js";
+import { receiveBudgetInterceptor } from "./grpc/receive-budget.js";
+import {
+  CONNECTION_IDLE_MS,
+  HANDSHAKE_TIMEOUT_MS,
+  MAX_CONNECTIONS,
+  MAX_STREAMS_PER_CONNECTION,
+  RECEIVE_COST_FACTOR,
+  RECEIVE_UNLEASED_MAX_BYTES,
+} from "./limits.js";
 import { bindSocketFile, removeOwnSocket, type SocketIdentity } from "./socket-file.js";
 
 export interface AgentOptions {
@@ -50,6 +65,7 @@ export interface AgentLimits {
   connectionIdleMs: number;
   fileBudget: ByteBudgetOptions;
   streamBudget: ByteBudgetOptions;
+  receiveBudget: ByteBudgetOptions;
 }
 
 export const defaultLimits: AgentLimits = {
@@ -59,13 +75,15 @@ export const defaultLimits: AgentLimits = {
   connectionIdleMs: CONNECTION_IDLE_MS,
   fileBudget: defaultBudgetOptions,
   streamBudget: defaultStreamBudgetOptions,
+  receiveBudget: defaultReceiveBudgetOptions,
 };
 
 /**
  * Limits set through the environment: BRIDGE_MAX_CONNECTIONS,
  * BRIDGE_MAX_STREAMS_PER_CONNECTION, BRIDGE_HANDSHAKE_TIMEOUT_MS,
  * BRIDGE_CONNECTION_IDLE_MS, BRIDGE_FILE_BUDGET_BYTES, BRIDGE_BUDGET_WAIT_MS
- * (how long ReadFile and ReadRaw alike wait for the budget; positive integers).
+ * (how long ReadFile, ReadRaw and request messages alike wait for their
+ * budgets; positive integers).
  * A bad value is logged and ignored.
  */
 export function limitsFromEnv(env: NodeJS.ProcessEnv): Partial<AgentLimits> {
@@ -80,7 +98,7 @@ export function limitsFromEnv(env: NodeJS.ProcessEnv): Partial<AgentLimits> {
     }
     return n;
   };
-  const set = <K extends Exclude<keyof AgentLimits, "fileBudget" | "streamBudget">>(key: K, name: string): void => {
+  const set = <K extends Exclude<keyof AgentLimits, "fileBudget" | "streamBudget" | "receiveBudget">>(key: K, name: string): void => {
     const n = num(name);
     if (n !== undefined) out[key] = n;
   };
@@ -97,6 +115,7 @@ export function limitsFromEnv(env: NodeJS.ProcessEnv): Partial<AgentLimits> {
   if (wait !== undefined) {
     out.fileBudget = { ...(out.fileBudget ?? defaultBudgetOptions), maxWaitMs: wait };
     out.streamBudget = { ...defaultStreamBudgetOptions, maxWaitMs: wait };
+    out.receiveBudget = { ...defaultReceiveBudgetOptions, maxWaitMs: wait };
   }
   return out;
 }
@@ -182,6 +201,13 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     ...serverOptions,
     "grpc.max_concurrent_streams": limits.maxStreamsPerConnection,
     "grpc.max_connection_idle_ms": limits.connectionIdleMs,
+    interceptors: [
+      receiveBudgetInterceptor(new ByteBudget(limits.receiveBudget), {
+        unleasedMax: RECEIVE_UNLEASED_MAX_BYTES,
+        costFactor: RECEIVE_COST_FACTOR,
+        maxMessageBytes: MAX_MESSAGE_BYTES,
+      }),
+    ],
   });
   addService(server, ContainerService, containerServiceHandlers(ctx), mapAgentError);
   const health = new HealthState([ContainerService.typeName]);

@@ -27,6 +27,7 @@ import {
   raisePriority,
   socketCount,
   floodStdin,
+  halfSentMessages,
   idleConnections,
   memoryOf,
   mib,
@@ -122,6 +123,40 @@ test("800 unread ReadRaw streams on 8 connections stay within the memory budget;
   }
 });
 
+test("1600 request messages announced at 16 MiB and sent without end stay within the memory budget; Info answers within 100 ms meanwhile; the budget frees when they go", async () => {
+  // Messages beyond the budget are refused after 3 s here instead of 30.
+  const agent = await startAgentProcess({ env: { BRIDGE_BUDGET_WAIT_MS: "3000" } });
+  let probe: Probe | undefined;
+  let flood: Awaited<ReturnType<typeof halfSentMessages>> | undefined;
+  try {
+    probe = await startProbe(`unix:${agent.socketPath}`, await smallFile(agent));
+    await raisePriority(agent.pid);
+    const idle = (await memoryOf(agent.pid)).rss;
+    await resetPeak(agent.pid);
+    // 16 connections × 100 WriteFiles that each announce 16 MiB and never send the last byte.
+    flood = await halfSentMessages(agent.socketPath, "/memoh.bridge.v1.ContainerService/WriteFile", 16, 100, 16 * MiB - 64);
+    // Those without a lease wait their turn and are refused.
+    await waitFor(() => (flood!.statuses()["8"] ?? 0) > 0, () => `calls to be refused (${JSON.stringify(flood!.statuses())})`, 30_000);
+    const peak = (await memoryOf(agent.pid)).hwm;
+    const seen = await probe.stop();
+    report("1600 half-sent 16 MiB requests", idle, peak, seen, `the agent took ${mib(flood.accepted())} of their bodies; statuses ${JSON.stringify(flood.statuses())}`);
+    // Before the receive budget: 800 such calls made the agent take (and hold) 12.8 GiB.
+    assert.ok(flood.accepted() <= AGENT_MEMORY_BUDGET_BYTES, `the agent took ${mib(flood.accepted())} of the requests`);
+    assert.ok(peak - idle <= AGENT_MEMORY_BUDGET_BYTES, `RSS grew by ${mib(peak - idle)}`);
+    assertProbe(seen);
+    flood.close();
+    flood = undefined;
+    // The leases went with their calls: a whole 16 MiB WriteFile is served.
+    const content = Buffer.alloc(15 * MiB, 0x61);
+    await agent.client.unary(ContainerService.method.writeFile, { path: "whole.txt", content }, { timeoutMs: 30_000 });
+    assert.equal((await fs.stat(path.join(agent.dataDir, "whole.txt"))).size, 15 * MiB);
+  } finally {
+    flood?.close();
+    probe?.kill();
+    await agent.stop();
+  }
+});
+
 test(`a connection may run at most ${MAX_STREAMS_PER_CONNECTION} calls at once (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS)`, async () => {
   const agent = await startAgentProcess();
   try {
@@ -205,7 +240,7 @@ test("a connection that sends something other than the HTTP/2 preface is closed 
   }
 });
 
-test("the worst patterns at once (large reads, unread stdin on pipes and ptys, unread ReadRaw streams, idle connections): RSS within the budget, Info and small reads keep answering", async () => {
+test("the worst patterns at once (large reads, unread stdin on pipes and ptys, unread ReadRaw streams, half-sent requests, idle connections): RSS within the budget, Info and small reads keep answering", async () => {
   // Reads beyond the budget are refused after 5 s, ReadRaw streams too (instead of 10 minutes).
   const agent = await startAgentProcess({ env: { BRIDGE_BUDGET_WAIT_MS: "5000" } });
   let probe: Probe | undefined;
@@ -214,6 +249,7 @@ test("the worst patterns at once (large reads, unread stdin on pipes and ptys, u
   const sessions: ExecSession[] = [];
   let streams: Awaited<ReturnType<typeof unreadRawStreams>> | undefined;
   let idleConns: Awaited<ReturnType<typeof idleConnections>> | undefined;
+  let halfSent: Awaited<ReturnType<typeof halfSentMessages>> | undefined;
   try {
     // Load what an exec needs (node-pty included) before the idle size is taken.
     await runExec(agent.client, { command: "true", pty: true });
@@ -236,6 +272,8 @@ test("the worst patterns at once (large reads, unread stdin on pipes and ptys, u
     const floods = sessions.map((s) => floodStdin(s.call, 64 * MiB, MiB));
     // Unread ReadRaw streams: 4 connections × 100.
     streams = await unreadRawStreams(target, "huge.bin", 4, 100);
+    // Request messages announced at 16 MiB and never finished: 4 connections × 100.
+    halfSent = await halfSentMessages(agent.socketPath, "/memoh.bridge.v1.ContainerService/WriteFile", 4, 100, 16 * MiB - 64, 500);
     // Idle connections: 500 silent, 500 HTTP/2 sessions without a call.
     idleConns = await idleConnections(agent.socketPath, 500, 500);
     const socketsDuring = await socketCount(agent.pid);
@@ -251,7 +289,8 @@ test("the worst patterns at once (large reads, unread stdin on pipes and ptys, u
       peak,
       seen,
       `${reads.ok} of 300 large reads served, ${reads.exhausted} refused; stdin taken per exec ${stdinTaken.map((b) => (b / MiB).toFixed(0)).join(", ")} MiB of 64; ` +
-        `${streams.started()} ReadRaw streams got data, ${streams.exhausted()} refused; agent sockets ${socketsBefore} before, ${socketsDuring} with the idle connections`,
+        `${streams.started()} ReadRaw streams got data, ${streams.exhausted()} refused; ` +
+        `${mib(halfSent.accepted())} of 400 half-sent 16 MiB requests taken; agent sockets ${socketsBefore} before, ${socketsDuring} with the idle connections`,
     );
     assert.deepEqual(reads.other, []);
     assert.ok(reads.ok >= 10, `${reads.ok} of 300 large reads were served`);
@@ -267,6 +306,7 @@ test("the worst patterns at once (large reads, unread stdin on pipes and ptys, u
     for (const s of sessions) s.cancel();
     streams?.close();
     idleConns?.close();
+    halfSent?.close();
     load.close();
     probe?.kill();
     await agent.stop();

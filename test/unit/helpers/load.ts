@@ -349,3 +349,100 @@ export async function floodStdin(
   }
   return sent;
 }
+
+export interface HalfSentMessages {
+  /** Request bytes the agent took (HTTP/2 flow control let through), over all streams. */
+  accepted(): number;
+  /** Streams that got their status, by gRPC code ("8" is RESOURCE_EXHAUSTED). */
+  statuses(): Record<string, number>;
+  /** Streams still open. */
+  open(): number;
+  close(): void;
+}
+
+/**
+ * `connections` × `perConnection` calls of `method` that each announce a
+ * request message of `declared` bytes (the gRPC length prefix) and send its
+ * body as fast as HTTP/2 flow control lets them, without ever finishing it:
+ * requests the agent must receive before any handler sees them. Resolves once
+ * no stream has been let to send more for `stallMs`.
+ */
+export async function halfSentMessages(
+  socketPath: string,
+  method: string,
+  connections: number,
+  perConnection: number,
+  declared: number,
+  stallMs = 1500,
+): Promise<HalfSentMessages> {
+  const sessions: http2.ClientHttp2Session[] = [];
+  const statuses: Record<string, number> = {};
+  let accepted = 0;
+  let open = 0;
+  let lastProgress = Date.now();
+  const block = Buffer.alloc(16 * 1024);
+  for (let c = 0; c < connections; c++) {
+    const session = http2.connect("http://agent", { createConnection: () => net.connect(socketPath) });
+    session.on("error", () => undefined);
+    sessions.push(session);
+    for (let s = 0; s < perConnection; s++) {
+      const stream = session.request({
+        ":method": "POST",
+        ":path": method,
+        "content-type": "application/grpc",
+        te: "trailers",
+      });
+      open++;
+      stream.on("error", () => undefined);
+      let status: string | undefined;
+      stream.on("response", (headers) => {
+        if (headers["grpc-status"] !== undefined) status = String(headers["grpc-status"]);
+      });
+      stream.on("trailers", (trailers) => {
+        if (trailers["grpc-status"] !== undefined) status = String(trailers["grpc-status"]);
+      });
+      stream.on("close", () => {
+        open--;
+        const key = status ?? "closed";
+        statuses[key] = (statuses[key] ?? 0) + 1;
+      });
+      stream.resume();
+      const prefix = Buffer.alloc(5);
+      prefix.writeUInt32BE(declared, 1);
+      let left = declared - 1; // never the last byte
+      const pump = (): void => {
+        while (left > 0 && !stream.destroyed) {
+          const n = Math.min(left, block.byteLength);
+          left -= n;
+          // Counted when HTTP/2 lets the bytes go (the agent's window had room).
+          const ok = stream.write(block.subarray(0, n), () => {
+            accepted += n;
+            lastProgress = Date.now();
+          });
+          if (!ok) {
+            stream.once("drain", pump);
+            return;
+          }
+        }
+      };
+      stream.write(prefix);
+      pump();
+    }
+  }
+  await new Promise<void>((resolve) => {
+    const t = setInterval(() => {
+      if (Date.now() - lastProgress >= stallMs) {
+        clearInterval(t);
+        resolve();
+      }
+    }, 100);
+  });
+  return {
+    accepted: () => accepted,
+    statuses: () => ({ ...statuses }),
+    open: () => open,
+    close() {
+      for (const s of sessions) s.destroy();
+    },
+  };
+}
