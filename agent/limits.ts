@@ -80,9 +80,9 @@ export const LIST_WALK_MAX_BYTES = 32 * MiB;
  * Bytes of request messages the agent takes in at once (grpc/receive-budget.ts):
  * a message over RECEIVE_UNLEASED_MAX_BYTES leases its announced size times
  * RECEIVE_COST_FACTOR before more than HTTP/2's window of it is received.
- * Room for two messages of the largest size at once.
+ * Room for one message of the largest size and smaller ones beside it.
  */
-export const RECEIVE_BUDGET_BYTES = 64 * MiB;
+export const RECEIVE_BUDGET_BYTES = 48 * MiB;
 /** Messages up to this size (one HTTP/2 frame) need no lease: Info, Stat, stdin keystrokes. */
 export const RECEIVE_UNLEASED_MAX_BYTES = 16 * 1024;
 /** Memory one received byte costs until its handler is done: the bytes and the decoded message. */

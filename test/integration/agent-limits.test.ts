@@ -1,6 +1,7 @@
 // The agent under the worst request patterns at once, inside a real workspace
 // container whose memory limit (512 MiB) is a cgroup: large concurrent reads,
-// unread stdin on pipe and pty Execs, unread ReadRaw streams, idle connections.
+// unread stdin on pipe and pty Execs, unread ReadRaw streams, request messages
+// announced large and never finished, idle connections.
 // The agent must not be OOM-killed, must stay within its memory budget and
 // must keep answering Info and small reads meanwhile.
 import { test, before, after } from "node:test";
@@ -18,6 +19,7 @@ import {
   MiB,
   concurrentReads,
   floodStdin,
+  halfSentMessages,
   idleConnections,
   memoryOf,
   mib,
@@ -60,6 +62,7 @@ test("in a workspace limited to 512 MiB, the worst patterns at once do not get t
   const sessions: ExecSession[] = [];
   let streams: Awaited<ReturnType<typeof unreadRawStreams>> | undefined;
   let idleConns: Awaited<ReturnType<typeof idleConnections>> | undefined;
+  let halfSent: Awaited<ReturnType<typeof halfSentMessages>> | undefined;
   let probe: Probe | undefined;
   try {
     assert.ok(ws.pid, "no task pid");
@@ -85,6 +88,8 @@ test("in a workspace limited to 512 MiB, the worst patterns at once do not get t
     await Promise.all(sessions.map((s) => s.started));
     const floods = sessions.map((s) => floodStdin(s.call, 64 * MiB, MiB));
     streams = await unreadRawStreams(target, "huge.bin", 4, 100);
+    // Request messages announced at 16 MiB and never finished.
+    halfSent = await halfSentMessages(sock, "/memoh.bridge.v1.ContainerService/WriteFile", 4, 100, 16 * MiB - 64, 500);
     idleConns = await idleConnections(sock, 500, 500);
     const reads = await concurrentReads(load, "big.txt", 300, 8 * MiB);
     const stdinTaken = await Promise.all(floods);
@@ -97,7 +102,8 @@ test("in a workspace limited to 512 MiB, the worst patterns at once do not get t
         `Info p50 ${percentile(seen.info, 50).toFixed(1)} ms, max ${Math.max(...seen.info).toFixed(1)} ms over ${seen.info.length} calls; ` +
         `small ReadFile p50 ${percentile(seen.read, 50).toFixed(1)} ms, max ${Math.max(...seen.read).toFixed(1)} ms; ` +
         `${reads.ok} of 300 large reads served, ${reads.exhausted} refused; stdin taken ${stdinTaken.map((b) => (b / MiB).toFixed(0)).join(", ")} MiB of 64 each; ` +
-        `${streams.started()} ReadRaw streams got data, the others wait`,
+        `${streams.started()} ReadRaw streams got data, the others wait; ` +
+        `${mib(halfSent.accepted())} of 400 half-sent 16 MiB requests taken`,
     );
 
     // Not OOM-killed: the same agent answers, the cgroup counted no OOM kill.
@@ -120,6 +126,7 @@ test("in a workspace limited to 512 MiB, the worst patterns at once do not get t
     for (const s of sessions) s.cancel();
     streams?.close();
     idleConns?.close();
+    halfSent?.close();
     load.close();
     execs.close();
   }
