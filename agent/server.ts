@@ -129,6 +129,8 @@ export interface RunningAgent {
   readonly limits: AgentLimits;
   /** Connections open, refused and closed without a handshake so far. */
   connections(): ListenerStats;
+  /** The budget request messages lease from before they are received (grpc/receive-budget.ts). */
+  readonly receiveBudget: ByteBudget;
   /** Stop accepting, let in-flight calls finish for graceMs, then kill children and close. */
   shutdown(graceMs?: number): Promise<void>;
 }
@@ -197,12 +199,13 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   if (opts.childOomScoreAdj !== undefined) ctx.childOomScoreAdj = opts.childOomScoreAdj;
   const limits: AgentLimits = { ...defaultLimits, ...limitsFromEnv(process.env), ...opts.limits };
   setBudgets(ctx, new ByteBudget(limits.fileBudget), new ByteBudget(limits.streamBudget));
+  const receiveBudget = new ByteBudget(limits.receiveBudget);
   const server = new grpc.Server({
     ...serverOptions,
     "grpc.max_concurrent_streams": limits.maxStreamsPerConnection,
     "grpc.max_connection_idle_ms": limits.connectionIdleMs,
     interceptors: [
-      receiveBudgetInterceptor(new ByteBudget(limits.receiveBudget), {
+      receiveBudgetInterceptor(receiveBudget, {
         unleasedMax: RECEIVE_UNLEASED_MAX_BYTES,
         costFactor: RECEIVE_COST_FACTOR,
         maxMessageBytes: MAX_MESSAGE_BYTES,
@@ -267,5 +270,5 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     return stopping;
   };
 
-  return { ctx, server, target, limits, connections: () => served.stats(), shutdown };
+  return { ctx, server, target, limits, connections: () => served.stats(), receiveBudget, shutdown };
 }
