@@ -19,6 +19,7 @@ import { getBackgroundStatusTool, killBackgroundTool, listBackgroundTool, waitUn
 import { globTool, grepTool } from "./search.js";
 import { listTool } from "./list.js";
 import { readTool } from "./read.js";
+import { withCachedJsonSchema } from "./schema-cache.js";
 import { DATA_RESOURCE_TEMPLATE, dataPathOf, listDataResources, readDataResource } from "./resources.js";
 import { listSkills, listSkillsTool, loadSkill, skillText, useSkillTool } from "./skills.js";
 import { isNotFound } from "./text-file.js";
@@ -96,7 +97,7 @@ function contextOf(botId: string, deps: ToolServerDeps, ctx: ServerContext): Too
 function registerTool(server: McpServer, botId: string, deps: ToolServerDeps, def: ToolDefinition): void {
   server.registerTool(
     def.name,
-    { title: def.title, description: def.description, inputSchema: def.inputSchema, ...(def.annotations ? { annotations: def.annotations } : {}) },
+    { title: def.title, description: def.description, inputSchema: withCachedJsonSchema(def.inputSchema), ...(def.annotations ? { annotations: def.annotations } : {}) },
     async (args: unknown, ctx: ServerContext): Promise<CallToolResult> => {
       const t0 = performance.now();
       let result: CallToolResult;
