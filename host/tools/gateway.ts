@@ -120,6 +120,7 @@ export class ToolGateway {
       session.lastUsed = Date.now();
       return this.tracked(session, await session.transport.handleRequest(request, options));
     }
+    if (request.method === "POST" && parsedBody === undefined) return jsonRpcError(400, -32700, "Parse error: the request body is not valid JSON");
     if (request.method !== "POST" || !isInitialize(parsedBody)) {
       return jsonRpcError(400, -32000, "Bad Request: Mcp-Session-Id header is required (send initialize first to open a session)");
     }

@@ -151,6 +151,19 @@ test("a foreign Origin is refused with 403 on both protocol lines", async () => 
   await rebound.body.dump();
 });
 
+test("a body that is not JSON gets a JSON-RPC parse error on both protocol lines, and the gateway serves on", async () => {
+  const headers = { authorization: `Bearer ${botToken}`, "content-type": "application/json", accept: "application/json, text/event-stream" };
+  for (const extra of [{}, { "mcp-protocol-version": "2026-07-28", "mcp-method": "tools/call" }]) {
+    const res = await request(gatewayUrl(BOT), { method: "POST", headers: { ...headers, ...extra }, body: '{"jsonrpc":"2.0","id":1,"method":' });
+    assert.equal(res.statusCode, 400, JSON.stringify(extra));
+    const body = (await res.body.json()) as { error?: { code?: number; message?: string } };
+    assert.equal(body.error?.code, -32700, JSON.stringify(body));
+  }
+  const client = await modernClient(BOT, botToken);
+  assert.deepEqual((await client.listTools()).tools.map((t) => t.name).sort(), ALL_TOOLS);
+  await client.close();
+});
+
 test("the 2025-line client calls every file tool in a real workspace", async () => {
   const { client, transport } = await legacyClient(BOT, botToken);
   assert.equal(transport.protocolVersion, "2025-11-25");

@@ -57,8 +57,12 @@ export function registerToolRoutes(app: ApiApp, ctx: RouteContext): void {
         reply.raw.on("close", () => {
           if (!reply.raw.writableFinished) gone.abort();
         });
-        const request = toWebRequest(req.raw, body, gone.signal);
-        const response = await gateway.handle(request, { botId, tokenId: principal.tokenId }, parseJson(body));
+        const parsed = parseJson(body);
+        // A body that parsed reaches the SDK as parsedBody and is not read again: the
+        // web Request then goes without it (no stream made for bytes nobody reads).
+        // One that did not parse goes along, for the SDK's parse-error answer.
+        const request = toWebRequest(req.raw, parsed === undefined ? body : undefined, gone.signal);
+        const response = await gateway.handle(request, { botId, tokenId: principal.tokenId }, parsed);
         reply.hijack();
         await sendWebResponse(reply.raw, response);
       },
