@@ -24,6 +24,9 @@ import * as grpc from "@grpc/grpc-js";
 import { ByteBudget, type Lease } from "../budget.js";
 import { logLine } from "../log.js";
 
+/** Calls refused per turn of the event loop. */
+const REFUSALS_PER_TURN = 16;
+
 export interface ReceiveBudgetOptions {
   /** Messages up to this size are taken without a lease (HTTP/2's window bounds them per call). */
   unleasedMax: number;
@@ -48,14 +51,37 @@ function requestStreamOf(call: grpc.ServerInterceptingCallInterface): http2.Serv
   return undefined;
 }
 
-/** A call whose reads wait while its next message waits for a lease. */
+/**
+ * A call whose reads wait while its next message waits for a lease. Everything
+ * else goes straight to the call below: grpc-js's ServerInterceptingCall would
+ * route each metadata, message and status through a responder and wrap the
+ * listener, which cost the agent 5% of its small-call throughput (64 ReadFiles in
+ * flight: 4,230 against 4,430 calls/s without the interceptor).
+ */
 class BudgetedCall extends grpc.ServerInterceptingCall {
   private readWanted = false;
   waitingForLease = false;
 
+  constructor(private readonly inner: grpc.ServerInterceptingCallInterface) {
+    super(inner);
+  }
+
+  override start(listener: Parameters<grpc.ServerInterceptingCallInterface["start"]>[0]): void {
+    this.inner.start(listener);
+  }
+  override sendMetadata(metadata: grpc.Metadata): void {
+    this.inner.sendMetadata(metadata);
+  }
+  override sendMessage(message: unknown, callback: () => void): void {
+    this.inner.sendMessage(message, callback);
+  }
+  override sendStatus(status: Parameters<grpc.ServerInterceptingCallInterface["sendStatus"]>[0]): void {
+    this.inner.sendStatus(status);
+  }
+
   override startRead(): void {
     if (this.waitingForLease) this.readWanted = true;
-    else super.startRead();
+    else this.inner.startRead();
   }
 
   /** The lease came: reading goes on where grpc-js wanted it to. */
@@ -64,13 +90,24 @@ class BudgetedCall extends grpc.ServerInterceptingCall {
     stream.resume();
     if (this.readWanted) {
       this.readWanted = false;
-      super.startRead();
+      this.inner.startRead();
     }
   }
 }
 
 export function receiveBudgetInterceptor(budget: ByteBudget, options: ReceiveBudgetOptions): grpc.ServerInterceptor {
   let warned = false;
+  // Refusals go out a few per turn of the event loop: hundreds of calls refused
+  // together (the line of waiters full) would otherwise hold up every other call.
+  const refusals: Array<() => void> = [];
+  const refuseBatch = (): void => {
+    for (const refuse of refusals.splice(0, REFUSALS_PER_TURN)) refuse();
+    if (refusals.length > 0) setImmediate(refuseBatch);
+  };
+  const refuseSoon = (refuse: () => void): void => {
+    refusals.push(refuse);
+    if (refusals.length === 1) setImmediate(refuseBatch);
+  };
   return (method, next) => {
     const call = new BudgetedCall(next);
     const stream = requestStreamOf(next);
@@ -86,18 +123,20 @@ export function receiveBudgetInterceptor(budget: ByteBudget, options: ReceiveBud
     let bodyLeft = 0;
     let lease: Lease | undefined;
     let ended = false;
-    const ac = new AbortController();
+    // Made only when a message has to wait: most calls never do.
+    let ac: AbortController | undefined;
 
     const release = (): void => {
       lease?.release();
       lease = undefined;
     };
-    const refuse = (err: Error): void => {
-      if (ended) return;
-      call.sendStatus({ code: grpc.status.RESOURCE_EXHAUSTED, details: err.message });
-      // The rest of the request is not wanted: the client stops sending at once.
-      if (!stream.destroyed) stream.close(0x8 /* NGHTTP2_CANCEL */);
-    };
+    const refuse = (err: Error): void =>
+      refuseSoon(() => {
+        if (ended) return;
+        call.sendStatus({ code: grpc.status.RESOURCE_EXHAUSTED, details: err.message });
+        // The rest of the request is not wanted: the client stops sending at once.
+        if (!stream.destroyed) stream.close(0x8 /* NGHTTP2_CANCEL */);
+      });
     const messageStarts = (bytes: number): void => {
       // The previous message of a streaming call has been handed on.
       release();
@@ -110,14 +149,16 @@ export function receiveBudgetInterceptor(budget: ByteBudget, options: ReceiveBud
       }
       call.waitingForLease = true;
       stream.pause();
-      budget.acquire(cost, `a request message of ${bytes} bytes (${method.path})`, ac.signal).then(
+      ac ??= new AbortController();
+      const signal = ac.signal;
+      budget.acquire(cost, `a request message of ${bytes} bytes (${method.path})`, signal).then(
         (l) => {
           if (ended) return l.release();
           lease = l;
           call.leased(stream);
         },
         (err: Error) => {
-          if (!ac.signal.aborted) refuse(err);
+          if (!signal.aborted) refuse(err);
         },
       );
     };
@@ -144,7 +185,7 @@ export function receiveBudgetInterceptor(budget: ByteBudget, options: ReceiveBud
     });
     stream.once("close", () => {
       ended = true;
-      ac.abort();
+      ac?.abort();
       release();
     });
     return call;
