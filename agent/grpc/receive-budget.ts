@@ -138,6 +138,10 @@ export function receiveBudgetInterceptor(budget: ByteBudget, options: ReceiveBud
         if (!stream.destroyed) stream.close(0x8 /* NGHTTP2_CANCEL */);
       });
     const messageStarts = (bytes: number): void => {
+      // A message over the unleased size cannot end within the HTTP/2 frame its prefix
+      // came in (frames are at most 16 KiB), so none can start while one waits; should
+      // it all the same, the call is refused rather than leased twice.
+      if (call.waitingForLease) return refuse(new Error("a request message started while the one before waited for the receive budget"));
       // The previous message of a streaming call has been handed on.
       release();
       if (bytes <= options.unleasedMax || bytes > options.maxMessageBytes) return;
