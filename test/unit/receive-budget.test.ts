@@ -6,8 +6,6 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import fs from "node:fs/promises";
-import http2 from "node:http2";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { startAgent, type RunningAgent } from "../../agent/server.js";
@@ -15,7 +13,7 @@ import { defaultReceiveBudgetOptions } from "../../agent/budget.js";
 import { RECEIVE_COST_FACTOR, RECEIVE_UNLEASED_MAX_BYTES } from "../../agent/limits.js";
 import { BridgeClient } from "../../host/bridge/client.js";
 import { rpcCode, Status } from "../../proto/rpc.js";
-import { waitFor } from "./helpers/load.js";
+import { halfSentMessages, waitFor } from "./helpers/load.js";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -35,21 +33,8 @@ async function agentWithBudget(capacity: number, maxWaitMs: number): Promise<{ a
  * A WriteFile call that announces `declared` bytes and sends all but the last:
  * it holds its lease until close() resets it.
  */
-async function holder(socketPath: string, declared: number): Promise<{ close(): void }> {
-  const session = http2.connect("http://agent", { createConnection: () => net.connect(socketPath) });
-  session.on("error", () => undefined);
-  const stream = session.request({ ":method": "POST", ":path": "/memoh.bridge.v1.ContainerService/WriteFile", "content-type": "application/grpc", te: "trailers" });
-  stream.on("error", () => undefined);
-  const prefix = Buffer.alloc(5);
-  prefix.writeUInt32BE(declared, 1);
-  stream.write(prefix);
-  stream.write(Buffer.alloc(declared - 1));
-  return {
-    close() {
-      stream.close(http2.constants.NGHTTP2_CANCEL);
-      session.destroy();
-    },
-  };
+function holder(socketPath: string, declared: number): Promise<{ close(): void }> {
+  return halfSentMessages(socketPath, "/memoh.bridge.v1.ContainerService/WriteFile", 1, 1, declared, 200);
 }
 
 test("WriteFiles that wait for the receive budget are served in full once it frees", async () => {
