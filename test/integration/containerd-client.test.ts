@@ -454,8 +454,10 @@ test("a hung daemon: keepalive ends the silent event stream instead of letting i
     });
     const took = Date.now() - t0;
     assert.ok(took < 5000, `the stream failed ${took} ms after the daemon hung (keepalive 1 s + 1 s)`);
-    // The probes' events published before the hang may still be queued on the default
-    // client's stream: it hands those over, then waits (it must not fail).
+    // At the moment the fast stream has failed (its 1 s keepalive saw the hang), the
+    // default client's stream has not: it hands over the probes' events still queued
+    // (settled before the next turn of the event loop), then is still waiting.
+    const settledNow = <T>(p: Promise<T>): Promise<T | "waiting"> => Promise.race([p, new Promise<"waiting">((r) => setImmediate(() => r("waiting")))]);
     let slowState: "event" | "failed" | "waiting";
     let queued = 0;
     do {
@@ -463,7 +465,7 @@ test("a hung daemon: keepalive ends the silent event stream instead of letting i
         () => "event" as const,
         () => "failed" as const,
       );
-      slowState = await Promise.race([next, sleep(100).then(() => "waiting" as const)]);
+      slowState = await settledNow(next);
     } while (slowState === "event" && ++queued < 1000);
     assert.equal(slowState, "waiting", `without a short keepalive the stream should still wait (after ${queued} queued events)`);
     slowSub.close();
