@@ -26,6 +26,8 @@ import type { PinnedSocket } from "./socket.js";
 export type { TreeEvent };
 
 export const RAW_CHUNK_BYTES = 64 * 1024;
+/** How long a WriteRaw that gave up waits for the agent to confirm the abort before it cancels. */
+const WRITE_RAW_ABORT_WAIT_MS = 5_000;
 /** What exec() collects of stdout and stderr together unless told otherwise. */
 export const DEFAULT_EXEC_OUTPUT_BYTES = 16 * MiB;
 
@@ -213,37 +215,87 @@ export class BridgeClient {
     }
   }
 
-  /** Streams bytes into a file that appears atomically once all of them arrived. */
+  /**
+   * Streams bytes into a file that appears atomically once all of them arrived.
+   *
+   * A failing source or an aborted signal sends WriteRaw's abort message. A cancel
+   * alone is not enough: HTTP/2 half-closes a request before it resets it, and an
+   * agent that reads the half-close first sees a complete upload and commits it. The
+   * abort message travels in order ahead of any half-close, so the agent always
+   * discards.
+   */
   async writeRaw(
     path: WorkspacePath,
     source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
     opts: CallOptions & { mode?: number } = {},
   ): Promise<{ bytesWritten: number; sha256: string }> {
-    const { call, response } = this.rpc.clientStream(ContainerService.method.writeRaw, opts);
+    const { signal, ...callOpts } = opts;
+    const { call, response } = this.rpc.clientStream(ContainerService.method.writeRaw, callOpts);
+    let settled = false;
+    let ended = false;
     // The response promise rejects when the agent fails mid-stream; keep it observed.
-    response.catch(() => {});
+    response.then(
+      () => (settled = true),
+      () => (settled = true),
+    );
+    // grpc-js passes a message through its filters before it reaches the HTTP/2
+    // stream, and a cancel overtakes it: so the abort is followed by our own
+    // half-close (which grpc-js keeps in order) and the agent's answer, and the cancel
+    // comes only if that answer does not within WRITE_RAW_ABORT_WAIT_MS.
+    const discard = () => {
+      if (settled || ended) {
+        call.cancel();
+        return;
+      }
+      ended = true;
+      call.write({ msg: { case: "abort", value: true } });
+      call.end();
+      const timer = setTimeout(() => call.cancel(), WRITE_RAW_ABORT_WAIT_MS);
+      timer.unref();
+      response.then(
+        () => clearTimeout(timer),
+        () => clearTimeout(timer),
+      );
+    };
+    if (signal?.aborted) {
+      // Nothing sent yet: the plain cancel rejects the response with CANCELLED.
+      call.cancel();
+      throw await response.then(() => protocolError("WriteRaw answered a call cancelled before its start"), (e: unknown) => e);
+    }
+    const onAbort = () => discard();
+    signal?.addEventListener("abort", onAbort, { once: true });
     let offset = 0n;
     const send = async (msg: Parameters<typeof call.write>[0]) => {
       if (!call.write(msg)) await Promise.race([once(call, "drain"), response]);
     };
     try {
-      await send({ msg: { case: "start", value: { ...pathFields(path), mode: opts.mode ?? 0 } } });
-      for await (const buf of source) {
-        for (let i = 0; i < buf.length; i += RAW_CHUNK_BYTES) {
-          const data = buf.subarray(i, i + RAW_CHUNK_BYTES);
-          await send({ msg: { case: "chunk", value: { data, offset } } });
-          offset += BigInt(data.length);
+      try {
+        await send({ msg: { case: "start", value: { ...pathFields(path), mode: opts.mode ?? 0 } } });
+        upload: for await (const buf of source) {
+          for (let i = 0; i < buf.length; i += RAW_CHUNK_BYTES) {
+            // The signal's abort has half-closed the call: nothing more may be written.
+            if (ended) break upload;
+            const data = buf.subarray(i, i + RAW_CHUNK_BYTES);
+            await send({ msg: { case: "chunk", value: { data, offset } } });
+            offset += BigInt(data.length);
+          }
         }
+        if (!ended) {
+          ended = true;
+          call.end();
+        }
+      } catch (err) {
+        discard();
+        await response.catch(() => {});
+        throw err;
       }
-      call.end();
-    } catch (err) {
-      call.cancel();
-      await response.catch(() => {});
-      throw err;
+      // An aborted signal has discarded the upload: the response is the agent's CANCELLED.
+      const res = await response;
+      if (res.bytesWritten !== offset) throw protocolError(`WriteRaw wrote ${res.bytesWritten} of ${offset} bytes`);
+      return { bytesWritten: Number(res.bytesWritten), sha256: res.sha256 };
+    } finally {
+      signal?.removeEventListener("abort", onAbort);
     }
-    const res = await response;
-    if (res.bytesWritten !== offset) throw protocolError(`WriteRaw wrote ${res.bytesWritten} of ${offset} bytes`);
-    return { bytesWritten: Number(res.bytesWritten), sha256: res.sha256 };
   }
 
   /** The raw Exec stream, for interactive use (PTY, streaming stdin). */

@@ -395,10 +395,15 @@ test("abuse: NUL in a path, a 20 MB JSON body, a multipart without a file, a tru
   const boundary = "b0undary";
   const fieldOnly = `--${boundary}\r\nContent-Disposition: form-data; name="path"\r\n\r\nnofile.txt\r\n--${boundary}--\r\n`;
   assertError(await call("POST", `${base}/upload`, { raw: fieldOnly, headers: { "content-type": `multipart/form-data; boundary=${boundary}` } }), 400, "invalid_argument", /no file/);
-  const truncated = `--${boundary}\r\nContent-Disposition: form-data; name="path"\r\n\r\ntrunc.txt\r\n--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="t"\r\n\r\npartial data without the closing boundary`;
-  const tr = await call("POST", `${base}/upload`, { raw: truncated, headers: { "content-type": `multipart/form-data; boundary=${boundary}` } });
-  assert.ok(tr.status >= 400 && tr.status < 500, tr.text);
-  assertError(await call("GET", `${base}?path=trunc.txt`), 404, "not_found");
+  // Bodies cut off before the closing boundary, at every stage of the file part: each
+  // is refused and none leaves a file (an empty one included).
+  const head = `--${boundary}\r\nContent-Disposition: form-data; name="path"\r\n\r\ntrunc.txt\r\n--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="t"\r\n\r\n`;
+  const cuts = [head, `${head}partial data without the closing boundary`, `${head}${"x".repeat(200_000)}`, `${head}data\r\n--${boundary.slice(0, 4)}`];
+  for (let i = 0; i < 24; i++) {
+    const tr = await call("POST", `${base}/upload`, { raw: cuts[i % cuts.length]!, headers: { "content-type": `multipart/form-data; boundary=${boundary}` } });
+    assert.ok(tr.status >= 400 && tr.status < 500, `cut ${i % cuts.length}: ${tr.status} ${tr.text}`);
+    assertError(await call("GET", `${base}?path=trunc.txt`), 404, "not_found");
+  }
   for (const badBot of ["Upper", "a..b", "x".repeat(80), "-lead"]) {
     assertError(await call("GET", `/bots/${encodeURIComponent(badBot)}/container`), 400, "invalid_argument");
   }

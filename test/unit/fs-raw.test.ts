@@ -9,6 +9,7 @@ import { ContainerService, type ReadRawChunk } from "../../proto/gen/memoh/bridg
 import { Status, rpcCode } from "../../proto/rpc.js";
 import { MiB, RAW_CHUNK_BYTES } from "../../agent/limits.js";
 import { startTestAgent, type TestAgent } from "./helpers/agent.js";
+import { BridgeClient } from "../../host/bridge/client.js";
 import { readRawAll, rejectsWith, tempFilesIn, writeRawAll } from "./helpers/fs.js";
 
 const m = ContainerService.method;
@@ -220,5 +221,25 @@ test("an upload that goes silent is abandoned: DEADLINE_EXCEEDED, target untouch
     call.cancel();
   } finally {
     await quiet.close();
+  }
+});
+
+test("BridgeClient.writeRaw whose source fails never commits, whether it failed before the first byte or after some", async () => {
+  const client = new BridgeClient(t.agent.target);
+  try {
+    const file = await seedOld("failing-source.txt");
+    for (let i = 0; i < 300; i++) {
+      const bytes = i % 3 === 0 ? 0 : i % 3 === 1 ? 10 : RAW_CHUNK_BYTES + 7;
+      async function* source(): AsyncGenerator<Uint8Array> {
+        if (bytes > 0) yield new Uint8Array(bytes);
+        throw new Error(`source broke after ${bytes} bytes`);
+      }
+      await assert.rejects(client.writeRaw("keep/failing-source.txt", source()), /source broke/);
+      assert.equal(await fs.readFile(file, "utf8"), "old content", `attempt ${i} (${bytes} bytes) replaced the file`);
+    }
+    for (let i = 0; i < 100 && (await tempFilesIn(path.dirname(file))).length > 0; i++) await sleep(10);
+    assert.deepEqual(await tempFilesIn(path.dirname(file)), []);
+  } finally {
+    client.close();
   }
 });

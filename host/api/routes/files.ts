@@ -236,7 +236,14 @@ export function registerFileRoutes(app: ApiApp, ctx: RouteContext): void {
     },
     async (req) => {
       if (!req.isMultipart()) throw new ApiError("invalid_argument", "fs/upload takes multipart/form-data with a `path` field and one file");
-      const part = await req.file();
+      const part = await req.file().catch((err: unknown) => {
+        // The multipart plugin's own errors carry their 4xx status; busboy's parse
+        // errors (a body cut off before the file part) are plain Errors.
+        if (err instanceof Error && (err as { statusCode?: unknown }).statusCode === undefined) {
+          throw new ApiError("invalid_argument", `the multipart body is malformed or ended early: ${err.message}`, { cause: err });
+        }
+        throw err;
+      });
       if (part === undefined) throw new ApiError("invalid_argument", "the multipart body holds no file");
       const field = part.fields.path;
       const fieldValue = field !== undefined && !Array.isArray(field) && field.type === "field" ? String(field.value) : undefined;
