@@ -384,6 +384,36 @@ test("skills: upsert atomically, list with front matter, replace, delete; bad na
   await call("DELETE", `/bots/${bot}/container`);
 });
 
+test("a client that goes away mid-upload leaves the old file and no temp file; the server keeps serving", async () => {
+  const bot = "api-upload-gone";
+  await call("POST", `/bots/${bot}/container`);
+  const base = `/bots/${bot}/container/fs`;
+  assert.equal((await call("POST", `${base}/write`, { body: { path: "keep.txt", content: "old content" } })).status, 200);
+  const entries = async () => ((await call("GET", `${base}/list?path=/data`)).json.entries as Json[]).map((e) => String(e.name));
+  for (let round = 0; round < 3; round++) {
+    const boundary = "g0ne";
+    const head = `--${boundary}\r\nContent-Disposition: form-data; name="path"\r\n\r\nkeep.txt\r\n--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="k"\r\n\r\n`;
+    const url = new URL(s.url);
+    const sock = net.connect(Number(url.port), url.hostname);
+    sock.on("error", () => undefined);
+    await new Promise<void>((resolve) => sock.once("connect", () => resolve()));
+    // Announces 64 MiB, sends 2 MiB of it, then waits until the agent is writing its temp file.
+    sock.write(
+      `POST ${base}/upload HTTP/1.1\r\nHost: ${url.host}\r\nAuthorization: Bearer ${s.adminToken}\r\n` +
+        `Content-Type: multipart/form-data; boundary=${boundary}\r\nContent-Length: ${64 * 1024 * 1024}\r\n\r\n${head}`,
+    );
+    sock.write(Buffer.alloc(2 * 1024 * 1024, 0x6e));
+    await waitFor("the agent's temp file", async () => ((await entries()).some((n) => n.includes(".memoh-tmp-")) ? true : undefined));
+    sock.destroy();
+    await waitFor("the temp file to go", async () => ((await entries()).some((n) => n.includes(".memoh-tmp-")) ? undefined : true));
+    const read = await call("GET", `${base}/read?path=keep.txt`);
+    assert.equal(read.json.content, "old content", `round ${round}: ${read.text}`);
+  }
+  assert.deepEqual(await entries(), ["keep.txt"]);
+  assert.deepEqual((await call("GET", "/healthz", { token: null })).json, { status: "ok" });
+  await call("DELETE", `/bots/${bot}/container`);
+});
+
 test("abuse: NUL in a path, a 20 MB JSON body, a multipart without a file, a truncated multipart, invalid bot ids, unknown fields: a clear 4xx, no side effect, still serving", async () => {
   const bot = "api-abuse";
   await call("POST", `/bots/${bot}/container`);
