@@ -1,6 +1,5 @@
 // Host-side client of one bridge agent. Every reply is treated as untrusted:
 // stream order, offsets and sizes are checked, collected output is capped.
-import { once } from "node:events";
 import type * as grpc from "@grpc/grpc-js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { MiB } from "../../proto/constants.js";
@@ -22,12 +21,11 @@ import {
 } from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
 import { checkTree, protocolError, type TreeEvent } from "./read-tree.js";
 import type { PinnedSocket } from "./socket.js";
+import { RAW_CHUNK_BYTES, writeRawStream } from "./write-raw.js";
 
 export type { TreeEvent };
 
-export const RAW_CHUNK_BYTES = 64 * 1024;
-/** How long a WriteRaw that gave up waits for the agent to confirm the abort before it cancels. */
-const WRITE_RAW_ABORT_WAIT_MS = 5_000;
+export { RAW_CHUNK_BYTES };
 /** What exec() collects of stdout and stderr together unless told otherwise. */
 export const DEFAULT_EXEC_OUTPUT_BYTES = 16 * MiB;
 
@@ -215,87 +213,14 @@ export class BridgeClient {
     }
   }
 
-  /**
-   * Streams bytes into a file that appears atomically once all of them arrived.
-   *
-   * A failing source or an aborted signal sends WriteRaw's abort message. A cancel
-   * alone is not enough: HTTP/2 half-closes a request before it resets it, and an
-   * agent that reads the half-close first sees a complete upload and commits it. The
-   * abort message travels in order ahead of any half-close, so the agent always
-   * discards.
-   */
-  async writeRaw(
+  /** Streams bytes into a file that appears atomically once all of them arrived (write-raw.ts). */
+  writeRaw(
     path: WorkspacePath,
     source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
     opts: CallOptions & { mode?: number } = {},
   ): Promise<{ bytesWritten: number; sha256: string }> {
-    const { signal, ...callOpts } = opts;
-    const { call, response } = this.rpc.clientStream(ContainerService.method.writeRaw, callOpts);
-    let settled = false;
-    let ended = false;
-    // The response promise rejects when the agent fails mid-stream; keep it observed.
-    response.then(
-      () => (settled = true),
-      () => (settled = true),
-    );
-    // grpc-js passes a message through its filters before it reaches the HTTP/2
-    // stream, and a cancel overtakes it: so the abort is followed by our own
-    // half-close (which grpc-js keeps in order) and the agent's answer, and the cancel
-    // comes only if that answer does not within WRITE_RAW_ABORT_WAIT_MS.
-    const discard = () => {
-      if (settled || ended) {
-        call.cancel();
-        return;
-      }
-      ended = true;
-      call.write({ msg: { case: "abort", value: true } });
-      call.end();
-      const timer = setTimeout(() => call.cancel(), WRITE_RAW_ABORT_WAIT_MS);
-      timer.unref();
-      response.then(
-        () => clearTimeout(timer),
-        () => clearTimeout(timer),
-      );
-    };
-    if (signal?.aborted) {
-      // Nothing sent yet: the plain cancel rejects the response with CANCELLED.
-      call.cancel();
-      throw await response.then(() => protocolError("WriteRaw answered a call cancelled before its start"), (e: unknown) => e);
-    }
-    const onAbort = () => discard();
-    signal?.addEventListener("abort", onAbort, { once: true });
-    let offset = 0n;
-    const send = async (msg: Parameters<typeof call.write>[0]) => {
-      if (!call.write(msg)) await Promise.race([once(call, "drain"), response]);
-    };
-    try {
-      try {
-        await send({ msg: { case: "start", value: { ...pathFields(path), mode: opts.mode ?? 0 } } });
-        upload: for await (const buf of source) {
-          for (let i = 0; i < buf.length; i += RAW_CHUNK_BYTES) {
-            // The signal's abort has half-closed the call: nothing more may be written.
-            if (ended) break upload;
-            const data = buf.subarray(i, i + RAW_CHUNK_BYTES);
-            await send({ msg: { case: "chunk", value: { data, offset } } });
-            offset += BigInt(data.length);
-          }
-        }
-        if (!ended) {
-          ended = true;
-          call.end();
-        }
-      } catch (err) {
-        discard();
-        await response.catch(() => {});
-        throw err;
-      }
-      // An aborted signal has discarded the upload: the response is the agent's CANCELLED.
-      const res = await response;
-      if (res.bytesWritten !== offset) throw protocolError(`WriteRaw wrote ${res.bytesWritten} of ${offset} bytes`);
-      return { bytesWritten: Number(res.bytesWritten), sha256: res.sha256 };
-    } finally {
-      signal?.removeEventListener("abort", onAbort);
-    }
+    const { mode, ...callOpts } = opts;
+    return writeRawStream(this.rpc, { ...pathFields(path), mode: mode ?? 0 }, source, callOpts);
   }
 
   /** The raw Exec stream, for interactive use (PTY, streaming stdin). */
