@@ -3,14 +3,12 @@
 // as a protocol violation (INTERNAL) instead of reaching the archive.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import fs from "node:fs";
-import os from "node:os";
-import path from "node:path";
-import * as grpc from "@grpc/grpc-js";
+import type * as grpc from "@grpc/grpc-js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { addService, RpcError, Status, type ServiceHandlers } from "../../proto/rpc.js";
-import { ContainerService, FileType, type ReadTreeMessageSchema, type ReadTreeRequest } from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
-import { BridgeClient } from "../../host/bridge/client.js";
+import { Status } from "../../proto/rpc.js";
+import { FileType, type ReadTreeMessageSchema, type ReadTreeRequest } from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
+import type { BridgeClient } from "../../host/bridge/client.js";
+import { startFakeService, type FakeService } from "./helpers/fake-service.js";
 import { rejectsWith } from "./helpers/fs.js";
 
 type Msg = MessageInitShape<typeof ReadTreeMessageSchema>;
@@ -37,28 +35,18 @@ const scripts: Record<string, Msg[]> = {
   empty: [],
 };
 
-let dir: string;
-let server: grpc.Server;
+let fake: FakeService;
 let client: BridgeClient;
 
 before(async () => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), "memoh-fake-tree-"));
-  server = new grpc.Server();
-  const impl: Record<string, unknown> = {};
-  for (const m of ContainerService.methods) impl[m.localName] = async () => Promise.reject(new RpcError(Status.UNIMPLEMENTED, `${m.name} is not faked`));
-  impl.readTree = async (req: ReadTreeRequest, call: grpc.ServerWritableStream<ReadTreeRequest, Msg>) => {
-    for (const msg of scripts[req.path] ?? []) call.write(msg);
-  };
-  addService(server, ContainerService, impl as ServiceHandlers<typeof ContainerService>);
-  const socket = path.join(dir, "agent.sock");
-  await new Promise<void>((resolve, reject) => server.bindAsync(`unix:${socket}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())));
-  client = new BridgeClient(`unix:${socket}`);
+  fake = await startFakeService({
+    readTree: async (req: ReadTreeRequest, call: grpc.ServerWritableStream<ReadTreeRequest, Msg>) => {
+      for (const msg of scripts[req.path] ?? []) call.write(msg);
+    },
+  });
+  client = fake.client;
 });
-after(() => {
-  client.close();
-  server.forceShutdown();
-  fs.rmSync(dir, { recursive: true, force: true });
-});
+after(() => fake.close());
 
 async function drain(p: string): Promise<string[]> {
   const out: string[] = [];

@@ -5,13 +5,11 @@
 // ended, and every one that ended must have ended on the abort message.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import fs from "node:fs";
-import os from "node:os";
-import path from "node:path";
-import * as grpc from "@grpc/grpc-js";
-import { addService, RpcError, Status, type ServiceHandlers } from "../../proto/rpc.js";
-import { ContainerService, type WriteRawRequest } from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
-import { BridgeClient } from "../../host/bridge/client.js";
+import type * as grpc from "@grpc/grpc-js";
+import { RpcError, Status } from "../../proto/rpc.js";
+import type { WriteRawRequest } from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
+import type { BridgeClient } from "../../host/bridge/client.js";
+import { startFakeService, type FakeService } from "./helpers/fake-service.js";
 
 interface Seen {
   messages: string[];
@@ -19,8 +17,7 @@ interface Seen {
   halfClosed: boolean;
 }
 
-let dir: string;
-let server: grpc.Server;
+let fake: FakeService;
 let client: BridgeClient;
 
 /** The WriteRaw stream the server is serving now: the attempts run one at a time. */
@@ -38,40 +35,32 @@ async function attempt(run: (started: Promise<void>) => Promise<unknown>): Promi
 }
 
 before(async () => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), "memoh-fake-write-raw-"));
-  server = new grpc.Server();
-  const impl: Record<string, unknown> = {};
-  for (const m of ContainerService.methods) impl[m.localName] = async () => Promise.reject(new RpcError(Status.UNIMPLEMENTED, `${m.name} is not faked`));
-  impl.writeRaw = (call: grpc.ServerReadableStream<WriteRawRequest, unknown>) => new Promise((_resolve, reject) => {
-    const mine = current!;
-    const record: Seen = { messages: [], halfClosed: false };
-    let done = false;
-    const finish = () => {
-      if (done) return;
-      done = true;
-      mine.ended(record);
-    };
-    call.on("data", (req: WriteRawRequest) => {
-      record.messages.push(req.msg.case ?? "empty");
-      if (req.msg.case === "start") mine.started();
-    });
-    call.on("end", () => {
-      record.halfClosed = true;
-      finish();
-      reject(new RpcError(Status.CANCELLED, "recorded"));
-    });
-    call.on("cancelled", finish);
+  fake = await startFakeService({
+    writeRaw: (call: grpc.ServerReadableStream<WriteRawRequest, unknown>) =>
+      new Promise((_resolve, reject) => {
+        const mine = current!;
+        const record: Seen = { messages: [], halfClosed: false };
+        let done = false;
+        const finish = () => {
+          if (done) return;
+          done = true;
+          mine.ended(record);
+        };
+        call.on("data", (req: WriteRawRequest) => {
+          record.messages.push(req.msg.case ?? "empty");
+          if (req.msg.case === "start") mine.started();
+        });
+        call.on("end", () => {
+          record.halfClosed = true;
+          finish();
+          reject(new RpcError(Status.CANCELLED, "recorded"));
+        });
+        call.on("cancelled", finish);
+      }),
   });
-  addService(server, ContainerService, impl as ServiceHandlers<typeof ContainerService>);
-  const socket = path.join(dir, "agent.sock");
-  await new Promise<void>((resolve, reject) => server.bindAsync(`unix:${socket}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())));
-  client = new BridgeClient(`unix:${socket}`);
+  client = fake.client;
 });
-after(() => {
-  client.close();
-  server.forceShutdown();
-  fs.rmSync(dir, { recursive: true, force: true });
-});
+after(() => fake.close());
 
 test("a source that fails after the agent has the start, before its first byte or after some: every stream that half-closed ended on abort", async () => {
   let halfClosed = 0;
