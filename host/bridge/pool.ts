@@ -13,6 +13,9 @@
 // pinned socket (the next call reconnects it to the same agent). A TCP channel
 // that leaves READY is dropped at once: the IP may meanwhile belong to another
 // workspace, and only a fresh entry's Info check may talk to it.
+//
+// The targets and the checked dial are in target.ts; what stays is the one class
+// whose entries (build, check, watch, evict) share their state.
 import * as grpc from "@grpc/grpc-js";
 import { MAX_MESSAGE_BYTES } from "../../proto/constants.js";
 import { RpcError, Status, rpcCode } from "../../proto/rpc.js";

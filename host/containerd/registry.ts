@@ -6,6 +6,8 @@
 // like Docker's insecure registries: HTTPS first, plain HTTP when the server
 // does not speak TLS (or its certificate is not trusted), remembered per host
 // for the client's life.
+// One file: resolving, fetching and the per-host HTTPS/HTTP fallback share the client's
+// dispatcher and token state (auth rules, TLS and the OCI documents are already apart).
 import { Agent, buildConnector, interceptors, type Dispatcher } from "undici";
 import { ContainerdError } from "./errors.js";
 import { DIGEST, INDEX_MEDIA_TYPES, MANIFEST_MEDIA_TYPES, MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES, parseManifest, sha256Digest, type Descriptor, type ImageIndex, type ImageManifest } from "./oci.js";

@@ -1,6 +1,8 @@
 // Workspace networking on top of the CNI runner: one attachment per container, with the
 // recoveries real hosts need (zero-MAC bridge, stale allocations), isolation between
 // workspaces on the shared bridge, and startup hygiene after a crash or a host restart.
+// Setup, teardown and hygiene stay in one class: they share its CNI runner, result cache
+// and leases (options in options.ts, retry rules in retry.ts, links and rules in links.ts).
 import fs from "node:fs";
 import path from "node:path";
 import { isIP } from "node:net";

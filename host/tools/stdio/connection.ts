@@ -22,6 +22,10 @@
 //   (its requests in flight are cancelled at the server).
 // - A server that dies answers every request in flight with an error carrying its
 //   exit code and stderr tail; later requests learn the same from a 404.
+//
+// One file because it is one state machine: the renumbered ids, the requests in
+// flight, the session and the server's end are read and changed by every method;
+// the JSON-RPC shapes, limits, errors and web response writing are already apart.
 import { randomUUID } from "node:crypto";
 import type { ServerResponse } from "node:http";
 import {
