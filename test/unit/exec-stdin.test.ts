@@ -188,7 +188,10 @@ test("pty: a resize behind 3 MiB of unread stdin reaches the terminal at once", 
   await s.waitForStdout(/ready\r\n/);
   backUpStdin(s);
   s.resize(101, 33);
-  await s.waitForStdout(/size=33 101/, 3000);
+  // Stuck behind stdin the shell never reads, the resize would never arrive. The size
+  // line comes after the terminal's echo of the stdin taken so far, which a machine
+  // three times slower took over 3 s to drain once in a full run: 10 s is the bound.
+  await s.waitForStdout(/size=33 101/, 10_000);
   s.signal("SIGKILL");
   await s.done;
   await waitGone([pid]);
