@@ -35,6 +35,7 @@ export function killGroup(pid: number, signal: NodeJS.Signals | number = "SIGKIL
 interface ProcStat {
   pid: number;
   state: string;
+  ppid: number;
   pgrp: number;
   session: number;
 }
@@ -47,7 +48,7 @@ function parseStat(pid: number, text: string): ProcStat | undefined {
   const pgrp = Number(f[2]);
   const session = Number(f[3]);
   if (!Number.isInteger(pgrp) || !Number.isInteger(session)) return undefined;
-  return { pid, state: f[0] ?? "", pgrp, session };
+  return { pid, state: f[0] ?? "", ppid: Number(f[1]), pgrp, session };
 }
 
 function pidsInProc(): number[] {
@@ -58,6 +59,38 @@ function pidsInProc(): number[] {
       .map(Number);
   } catch {
     return [];
+  }
+}
+
+/** How long a forked child may take to start its own session before the agent stops waiting. */
+const SETSID_WAIT_MS = 5_000;
+
+/**
+ * Resolves once `pid`, a child the agent forked, leads its own session, or is no
+ * longer a live child of the agent. A child forked without exec (forkpty) calls
+ * setsid after fork returns in the agent; until then it belongs to the agent's
+ * session and process group, so a signal to its group (kill -pid) finds nobody and
+ * killSession misses it. Waiting here makes "started" mean that both reach it. The
+ * child gets there within microseconds unless the machine is loaded; this looks at
+ * /proc/<pid>/stat at once and then after 1, 2, 4 … 20 ms.
+ */
+export async function untilOwnSession(pid: number): Promise<void> {
+  const deadline = Date.now() + SETSID_WAIT_MS;
+  let delayMs = 1;
+  for (;;) {
+    let st: ProcStat | undefined;
+    try {
+      st = parseStat(pid, fs.readFileSync(`/proc/${pid}/stat`, "utf8"));
+    } catch {
+      return; // reaped already
+    }
+    if (!st || st.session === pid || st.state === "Z" || st.state === "X" || st.ppid !== process.pid) return;
+    if (Date.now() >= deadline) {
+      logLine(`process ${pid} did not start its own session within ${SETSID_WAIT_MS} ms`);
+      return;
+    }
+    await new Promise((resolve) => setTimeout(resolve, delayMs));
+    delayMs = Math.min(delayMs * 2, 20);
   }
 }
 

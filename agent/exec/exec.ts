@@ -54,9 +54,13 @@ async function runExec(ctx: AgentContext, call: ExecCall, spec: ExecSpec): Promi
   const outbox = new Outbox<ExecReply>(call);
   let reportExit!: (status: ExitStatus) => void;
   const exited = new Promise<ExitStatus>((resolve) => (reportExit = resolve));
+  // Output that arrives before "started" went out (a pty's child can write while
+  // spawnPty still waits for its setsid) is held and sent right after it.
+  let early: ExecReply[] | undefined = [];
+  const send = (reply: ExecReply) => (early ? early.push(reply) : outbox.send(reply));
   const sink: ExecSink = {
-    stdout: (data) => outbox.send({ msg: { case: "stdout", value: data } }),
-    stderr: (data) => outbox.send({ msg: { case: "stderr", value: data } }),
+    stdout: (data) => send({ msg: { case: "stdout", value: data } }),
+    stderr: (data) => send({ msg: { case: "stderr", value: data } }),
     exited: reportExit,
   };
 
@@ -68,6 +72,8 @@ async function runExec(ctx: AgentContext, call: ExecCall, spec: ExecSpec): Promi
   const finished = new Promise<void>((resolve) => (markFinished = resolve));
   outbox.addSource(proc);
   outbox.send({ msg: { case: "started", value: { pid: proc.pid } } });
+  for (const reply of early) outbox.send(reply);
+  early = undefined;
 
   let timedOut = false;
   let cancelled = false;

@@ -5,14 +5,22 @@
 // node-pty execs in a forked child and, when that fails, only prints the reason
 // on the terminal and exits 1; so cwd and program are checked here first, to
 // answer NOT_FOUND / PERMISSION_DENIED like pipe mode does.
-import { readFileSync } from "node:fs";
+//
+// The agent holds the terminal's slave side open until node-pty has reaped the
+// child (see holdSlaveUntilReaped): node-pty closes the master as soon as a read
+// fails with EIO, which happens the moment the child closes its last descriptor
+// of the terminal, and closing the master hangs the terminal up, which sends
+// SIGHUP to the session. A command on its way out (cat after end-of-file has
+// closed 0, 1 and 2 but not yet called exit) was then killed by that SIGHUP and
+// reported 129 instead of its exit code, about once in six runs under load.
+import { closeSync, openSync, constants as fsConstants, readFileSync } from "node:fs";
 import fs from "node:fs/promises";
 import path from "node:path";
 import type * as NodePty from "node-pty";
 import { failedPrecondition, RpcError, Status } from "../errors.js";
 import { loadNodePty } from "../runtime-paths.js";
 import { EXEC_STDIN_BUFFER_BYTES } from "../limits.js";
-import { killGroup } from "./children.js";
+import { killGroup, untilOwnSession } from "./children.js";
 import type { ExecSpec } from "./command.js";
 import { searchPath } from "./env.js";
 import type { ExecSink, RunningProcess } from "./running.js";
@@ -100,6 +108,10 @@ interface PtyInternals {
   fd?: unknown;
   /** The terminal's read stream on fd; destroying it closes fd. */
   _socket?: { destroyed?: unknown };
+  /** The slave's path (ptsname). */
+  _pty?: unknown;
+  /** Set to true once the child has been reaped while the read stream was still open. */
+  _boundClose?: unknown;
 }
 
 /** The master descriptor and whether it is still open, or undefined when node-pty is laid out differently. */
@@ -110,6 +122,47 @@ function masterOf(term: NodePty.IPty): PtyDescriptor | undefined {
   return { fd: internals.fd, open: () => socket.destroyed === false };
 }
 
+/**
+ * Opens the terminal's slave side in the agent and keeps it open until node-pty has
+ * reaped the child, so the master never reads EIO (and node-pty never closes it)
+ * while the child lives. The child's reaping is seen where node-pty records it: it
+ * sets _boundClose when the child exited while the terminal was still open, then
+ * waits for the read stream to close; closing the slave here lets the stream read
+ * what is left, hit EIO and close, and node-pty reports the exit. Returns the
+ * function that closes the slave (at most once), or undefined when node-pty is laid
+ * out differently or the slave cannot be opened (then the terminal behaves as
+ * node-pty alone makes it).
+ */
+function holdSlaveUntilReaped(term: NodePty.IPty): (() => void) | undefined {
+  const internals = term as unknown as PtyInternals;
+  const slavePath = internals._pty;
+  if (typeof slavePath !== "string" || !slavePath.startsWith("/dev/pts/") || internals._boundClose !== false) return undefined;
+  let fd: number;
+  try {
+    // libuv adds O_CLOEXEC: processes the agent starts later never inherit it.
+    fd = openSync(slavePath, fsConstants.O_RDWR | fsConstants.O_NOCTTY);
+  } catch {
+    return undefined;
+  }
+  let open = true;
+  const release = () => {
+    if (!open) return;
+    open = false;
+    closeSync(fd);
+  };
+  let boundClose = false;
+  Object.defineProperty(internals, "_boundClose", {
+    configurable: true,
+    enumerable: true,
+    get: () => boundClose,
+    set: (value: boolean) => {
+      boundClose = value;
+      if (value) release();
+    },
+  });
+  return release;
+}
+
 class PtyProcess implements RunningProcess {
   readonly pid: number;
   readonly stdinReopens = true;
@@ -118,6 +171,7 @@ class PtyProcess implements RunningProcess {
   constructor(
     private readonly term: NodePty.IPty,
     private readonly master: PtyDescriptor,
+    private readonly releaseSlave: () => void,
     sink: ExecSink,
   ) {
     this.pid = term.pid;
@@ -126,6 +180,7 @@ class PtyProcess implements RunningProcess {
     term.onData((data) => sink.stdout(data as unknown as Buffer));
     // node-pty fires onExit once the terminal's output has been read to its end.
     term.onExit(({ exitCode, signal }) => {
+      this.releaseSlave();
       this.stdin.close();
       if (signal) sink.exited({ code: 128 + signal, signal: signalName(signal) ?? "" });
       else sink.exited({ code: exitCode, signal: "" });
@@ -175,6 +230,7 @@ class PtyProcess implements RunningProcess {
 
   abandon(): void {
     this.stdin.close();
+    this.releaseSlave();
     // Read (and drop) what is left so that the terminal closes and the exit fires.
     this.term.resume();
   }
@@ -211,5 +267,9 @@ export async function spawnPty(spec: ExecSpec, sink: ExecSink): Promise<RunningP
     killGroup(term.pid, "SIGKILL");
     throw new RpcError(Status.FAILED_PRECONDITION, "PTY support is unavailable in this agent (node-pty does not expose its terminal descriptor); run without pty");
   }
-  return new PtyProcess(term, master, sink);
+  const releaseSlave = holdSlaveUntilReaped(term) ?? (() => {});
+  // Listening from here on: the terminal's output and exit are not lost meanwhile.
+  const proc = new PtyProcess(term, master, releaseSlave, sink);
+  await untilOwnSession(term.pid);
+  return proc;
 }

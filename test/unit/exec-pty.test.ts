@@ -51,6 +51,22 @@ test("stdin is echoed by the terminal, and close_stdin sends end-of-file", async
   assert.equal(r.exit.code, 0);
 });
 
+test("a command that closes its terminal before it exits keeps its exit code: the terminal is not hung up under it", async () => {
+  // Closing its last descriptor of the terminal used to make the agent close the
+  // master at once, which hangs the terminal up: the shell, still running, died of SIGHUP (129).
+  const terminalsHeld = async () => {
+    const links = await Promise.all((await fs.readdir("/proc/self/fd")).map((fd) => fs.readlink(`/proc/self/fd/${fd}`).catch(() => "")));
+    return links.filter((l) => l.startsWith("/dev/pts/") || l === "/dev/ptmx").length;
+  };
+  const heldBefore = await terminalsHeld();
+  const r = await runExec(t.client, { command: "echo before; exec 0<&- 1>&- 2>&-; sleep 0.3; exit 3", pty: true });
+  assert.equal(r.stdout.toString(), "before\r\n");
+  assert.equal(r.exit.signal, "");
+  assert.equal(r.exit.code, 3);
+  // The agent (this process) keeps no side of the terminal once the exit is reported.
+  assert.equal(await terminalsHeld(), heldBefore);
+});
+
 test("a signal, a timeout and a cancel reach the pty's process group", async () => {
   const term = new ExecSession(t.client, { argv: ["sleep", "100"], pty: true });
   await term.started;
@@ -73,6 +89,26 @@ test("a signal, a timeout and a cancel reach the pty's process group", async () 
   cancelled.cancel();
   await assert.rejects(cancelled.done, (err) => rpcCode(err) === Status.CANCELLED);
   await waitGone([pid, grandchild]);
+});
+
+test("a signal or a cancel sent the moment a pty exec has started reaches its process", async () => {
+  // The pty's child starts its own session after fork returns in the agent; a signal
+  // to its group before that found nobody and was lost (sleep ran to its end).
+  for (let i = 0; i < 20; i++) {
+    const s = new ExecSession(t.client, { argv: ["sleep", "5"], pty: true });
+    await s.started;
+    s.signal("SIGTERM");
+    const r = await s.done;
+    assert.equal(r.exit.signal, "SIGTERM", `round ${i}`);
+    assert.equal(r.exit.code, 143, `round ${i}`);
+  }
+  for (let i = 0; i < 10; i++) {
+    const s = new ExecSession(t.client, { argv: ["sleep", "5"], pty: true });
+    const pid = await s.started;
+    s.cancel();
+    await assert.rejects(s.done, (err) => rpcCode(err) === Status.CANCELLED);
+    await waitGone([pid]);
+  }
 });
 
 test("a pty exec that cannot start fails like a pipe exec", async () => {
