@@ -306,6 +306,23 @@ class ClosableCredentials extends grpc.ChannelCredentials {
   }
 }
 
+/**
+ * Starts a grpc-js call with no stack trace captured. grpc-js records one (`new
+ * Error()`) at the start of every call, only to append "for call at …" to the error
+ * of a call that fails; that capture was 4% of the API server's CPU while it served
+ * 4 KiB reads at 64 in flight (about 2,800 calls/s). Failed calls here surface as
+ * RpcError with the method and the agent's message, which do not need it.
+ */
+function withoutCallerStack<T>(start: () => T): T {
+  const limit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 0;
+  try {
+    return start();
+  } finally {
+    Error.stackTraceLimit = limit;
+  }
+}
+
 /** A typed client over one grpc-js channel for any protobuf-es service. */
 export class RpcClient {
   readonly raw: grpc.Client;
@@ -323,19 +340,21 @@ export class RpcClient {
       // small ReadFile round trip.
       let timer: NodeJS.Timeout | undefined;
       let timedOut = false;
-      const call = this.raw.makeUnaryRequest(
-        methodPath(method),
-        serializer<M["input"]>(method.input),
-        deserializer<M["output"]>(method.output),
-        input,
-        toMetadata(opts?.metadata),
-        {},
-        (err: grpc.ServiceError | null, res?: MessageShape<M["output"]>) => {
-          if (timer) clearTimeout(timer);
-          if (timedOut) reject(new RpcError(Status.DEADLINE_EXCEEDED, `${method.name}: no answer within ${opts?.timeoutMs} ms`));
-          else if (err) reject(fromServiceError(err));
-          else resolve(res as MessageShape<M["output"]>);
-        },
+      const call = withoutCallerStack(() =>
+        this.raw.makeUnaryRequest(
+          methodPath(method),
+          serializer<M["input"]>(method.input),
+          deserializer<M["output"]>(method.output),
+          input,
+          toMetadata(opts?.metadata),
+          {},
+          (err: grpc.ServiceError | null, res?: MessageShape<M["output"]>) => {
+            if (timer) clearTimeout(timer);
+            if (timedOut) reject(new RpcError(Status.DEADLINE_EXCEEDED, `${method.name}: no answer within ${opts?.timeoutMs} ms`));
+            else if (err) reject(fromServiceError(err));
+            else resolve(res as MessageShape<M["output"]>);
+          },
+        ),
       );
       if (opts?.timeoutMs !== undefined) {
         timer = setTimeout(() => {
@@ -352,13 +371,15 @@ export class RpcClient {
     input: MessageInitShape<M["input"]>,
     opts?: CallOptions,
   ): grpc.ClientReadableStream<MessageShape<M["output"]>> {
-    const call = this.raw.makeServerStreamRequest(
-      methodPath(method),
-      serializer<M["input"]>(method.input),
-      deserializer<M["output"]>(method.output),
-      input,
-      toMetadata(opts?.metadata),
-      toCallOptions(opts),
+    const call = withoutCallerStack(() =>
+      this.raw.makeServerStreamRequest(
+        methodPath(method),
+        serializer<M["input"]>(method.input),
+        deserializer<M["output"]>(method.output),
+        input,
+        toMetadata(opts?.metadata),
+        toCallOptions(opts),
+      ),
     );
     bindSignal(call, opts?.signal);
     return call;
@@ -370,16 +391,18 @@ export class RpcClient {
   ): { call: grpc.ClientWritableStream<MessageInitShape<M["input"]>>; response: Promise<MessageShape<M["output"]>> } {
     let call!: grpc.ClientWritableStream<MessageInitShape<M["input"]>>;
     const response = new Promise<MessageShape<M["output"]>>((resolve, reject) => {
-      call = this.raw.makeClientStreamRequest(
-        methodPath(method),
-        serializer<M["input"]>(method.input),
-        deserializer<M["output"]>(method.output),
-        toMetadata(opts?.metadata),
-        toCallOptions(opts),
-        (err: grpc.ServiceError | null, res?: MessageShape<M["output"]>) => {
-          if (err) reject(fromServiceError(err));
-          else resolve(res as MessageShape<M["output"]>);
-        },
+      call = withoutCallerStack(() =>
+        this.raw.makeClientStreamRequest(
+          methodPath(method),
+          serializer<M["input"]>(method.input),
+          deserializer<M["output"]>(method.output),
+          toMetadata(opts?.metadata),
+          toCallOptions(opts),
+          (err: grpc.ServiceError | null, res?: MessageShape<M["output"]>) => {
+            if (err) reject(fromServiceError(err));
+            else resolve(res as MessageShape<M["output"]>);
+          },
+        ),
       );
     });
     bindSignal(call, opts?.signal);
@@ -390,12 +413,14 @@ export class RpcClient {
     method: M,
     opts?: CallOptions,
   ): grpc.ClientDuplexStream<MessageInitShape<M["input"]>, MessageShape<M["output"]>> {
-    const call = this.raw.makeBidiStreamRequest(
-      methodPath(method),
-      serializer<M["input"]>(method.input),
-      deserializer<M["output"]>(method.output),
-      toMetadata(opts?.metadata),
-      toCallOptions(opts),
+    const call = withoutCallerStack(() =>
+      this.raw.makeBidiStreamRequest(
+        methodPath(method),
+        serializer<M["input"]>(method.input),
+        deserializer<M["output"]>(method.output),
+        toMetadata(opts?.metadata),
+        toCallOptions(opts),
+      ),
     );
     bindSignal(call, opts?.signal);
     return call;

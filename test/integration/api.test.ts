@@ -241,6 +241,10 @@ test("files: write, stat, list, read a window, download with ETag and Range (206
   const read = await call("GET", `${base}/read?path=docs/a.txt&offset=1&limit=1`);
   assert.deepEqual({ content: read.json.content, total: read.json.total_lines, binary: read.json.binary }, { content: "two\n", total: 3, binary: false });
   assert.equal((await call("GET", `${base}/read?path=docs/b.bin`)).json.binary, true);
+  const whole = await call("GET", `${base}/read?path=docs/a.txt`);
+  assert.deepEqual(whole.json, { content: "one\ntwo\nthree\n", total_lines: 3, line_offset: 0, line_count: 3, truncated: false, binary: false, size: 14 });
+  assert.match(String(whole.headers["content-type"]), /^application\/json/);
+  assertError(await call("GET", `${base}/read?path=docs/missing.txt`), 404, "not_found", /missing\.txt/);
 
   const dl = await call("GET", `${base}/download?path=docs/a.txt`);
   assert.equal(dl.status, 200);
