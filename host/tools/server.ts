@@ -80,13 +80,17 @@ export function toolErrorMessage(err: unknown): { message: string; internal: boo
 
 function contextOf(botId: string, deps: ToolServerDeps, ctx: ServerContext): ToolContext {
   const token = ctx.mcpReq._meta?.progressToken;
+  // MCP requires progress to increase with every notification; a value not above the
+  // last one (two once-a-second ticks that land in the same whole second) is not sent.
+  let lastProgress = -Infinity;
   return {
     botId,
     workspaces: deps.workspaces,
     signal: ctx.mcpReq.signal,
     call: (fn) => deps.workspaces.call(botId, fn, { signal: ctx.mcpReq.signal }),
     async progress(progress, total, message) {
-      if (token === undefined || ctx.mcpReq.signal.aborted) return;
+      if (token === undefined || ctx.mcpReq.signal.aborted || !(progress > lastProgress)) return;
+      lastProgress = progress;
       await ctx.mcpReq
         .notify({ method: "notifications/progress", params: { progressToken: token, progress, ...(total !== undefined ? { total } : {}), ...(message !== undefined ? { message } : {}) } })
         .catch(() => undefined);

@@ -341,6 +341,7 @@ test("exec sends progress while it runs", async () => {
   const r = await client.callTool({ name: "exec", arguments: { command: "sleep 2.5; echo done", work_dir: agent.dataDir } }, undefined, { onprogress: (p) => seen.push(p.progress) });
   assert.match(text(r), /^\[exit code 0/);
   assert.deepEqual(seen.slice(0, 2), [1, 2]);
+  assert.ok(seen.every((v, i) => i === 0 || v > seen[i - 1]!), `progress must increase: ${seen.join(", ")}`);
   await transport.terminateSession();
 });
 
@@ -428,6 +429,7 @@ test("wait_until sends progress while it waits; cancelling it leaves the job run
   const r = await client.callTool({ name: "wait_until", arguments: { task_id: id, timeout: 3, idle_timeout: 0 } }, undefined, { onprogress: (p) => seen.push(p.progress) });
   assert.match(text(r), /^\[timeout:/);
   assert.deepEqual(seen.slice(0, 2), [1, 2]);
+  assert.ok(seen.every((v, i) => i === 0 || v > seen[i - 1]!), `progress must increase: ${seen.join(", ")}`);
   const controller = new AbortController();
   let progressed!: () => void;
   const inFlight = new Promise<void>((res) => (progressed = res));
