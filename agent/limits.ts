@@ -44,7 +44,7 @@ export const WRITE_IDLE_MS = 60_000;
  * READ_RAW_BUDGET_BYTES, grpc-js, V8 and the garbage not yet collected on top,
  * the agent stays within AGENT_MEMORY_BUDGET_BYTES of its idle size.
  */
-export const FILE_BUDGET_BYTES = 64 * MiB;
+export const FILE_BUDGET_BYTES = 48 * MiB;
 /** Bytes all ReadRaw streams hold at once (two 1 MiB blocks and a frame each, for the stream's life). */
 export const READ_RAW_BUDGET_BYTES = 32 * MiB;
 /**
@@ -63,9 +63,11 @@ export const FILE_BUDGET_WAIT_MS = 5_000;
 /** File work waiting for a lease at once, at most; more is refused at once. */
 export const FILE_BUDGET_MAX_WAITERS = 1024;
 /**
- * Bytes of memory one byte of ReadFile text costs until it is sent: the bytes
- * read and the gRPC frame they are copied into (the message is encoded by
- * hand through one shared scratch buffer, a fixed cost of at most one message).
+ * Bytes of memory one byte of ReadFile text costs until it is sent when it is
+ * copied into its gRPC frame: the bytes read and the frame (the message is
+ * encoded by hand through one shared scratch buffer, a fixed cost of at most one
+ * message). Text of a file with a size is read into its frame instead and costs
+ * one byte per byte (grpc/framed-send.ts); files without one (procfs) pay this.
  */
 export const RESPONSE_COST_FACTOR = 2;
 /** ReadFile reads a file up to this size whole; a larger one is scanned in blocks and only its window kept. */
@@ -112,9 +114,7 @@ export const PTY_STDIN_RETRY_MAX_MS = 50;
 export const TREE_MAX_DEPTH = 256;
 /** ReadTree: entries (and skipped records) one call sends at most (and the default). */
 export const TREE_MAX_ENTRIES = 1_000_000;
-/** ReadTree: bytes of file data in a data message. */
-export const TREE_CHUNK_BYTES = 256 * 1024;
 /** ReadTree: bytes written to the call and not yet handed to the transport, at most (then it waits). */
 export const TREE_INFLIGHT_BYTES = 2 * MiB;
-/** ReadTree: bytes of a file read ahead (at open) and bytes per read after that. */
+/** ReadTree: bytes of a file read ahead (at open) and bytes per read after that; each block is one data message. */
 export const TREE_READ_BLOCK_BYTES = 256 * 1024;

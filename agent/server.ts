@@ -25,6 +25,7 @@ import {
   type ByteBudgetOptions,
 } from "./budget.js";
 import { receiveBudgetInterceptor } from "./grpc/receive-budget.js";
+import { sendFramesAsTheyAre } from "./grpc/framed-send.js";
 import {
   CONNECTION_IDLE_MS,
   HANDSHAKE_TIMEOUT_MS,
@@ -200,6 +201,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   const limits: AgentLimits = { ...defaultLimits, ...limitsFromEnv(process.env), ...opts.limits };
   setBudgets(ctx, new ByteBudget(limits.fileBudget), new ByteBudget(limits.streamBudget));
   const receiveBudget = new ByteBudget(limits.receiveBudget);
+  if (!sendFramesAsTheyAre()) logLine("grpc-js has no serializeMessage to wrap: bulk replies are copied into their frames");
   const server = new grpc.Server({
     ...serverOptions,
     "grpc.max_concurrent_streams": limits.maxStreamsPerConnection,

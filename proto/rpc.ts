@@ -17,6 +17,7 @@ export const Status = grpc.status;
 export type StatusCode = grpc.status;
 
 import { MAX_MESSAGE_BYTES } from "./constants.js";
+import { GRPC_PREFIX_BYTES } from "./wire.js";
 
 export { MAX_MESSAGE_BYTES };
 
@@ -56,12 +57,26 @@ function methodPath(method: DescMethod): string {
  * of a reused scratch buffer (see proto/wire.ts).
  */
 export class PreEncoded {
-  constructor(readonly encode: () => Buffer) {}
+  /**
+   * `framed`, when set, is the whole gRPC frame: the 5-byte prefix (not compressed,
+   * length) and then the message. A server whose send path takes frames as they
+   * are (agent/grpc/framed-send.ts) writes it without the copy grpc-js makes;
+   * any other sender uses `encode`, the message alone.
+   */
+  constructor(
+    readonly encode: () => Buffer,
+    readonly framed?: Buffer,
+  ) {}
 }
 
 /** Passes encoded bytes, or a hand encoder, where a stream expects a message of type T. */
 export function preEncoded<T>(bytes: Buffer | (() => Buffer)): T {
   return new PreEncoded(typeof bytes === "function" ? bytes : () => bytes) as unknown as T;
+}
+
+/** Passes a whole gRPC frame (proto/wire.ts frameAround) where a call expects a message of type T. */
+export function preFramed<T>(frame: Buffer): T {
+  return new PreEncoded(() => frame.subarray(GRPC_PREFIX_BYTES), frame) as unknown as T;
 }
 
 function serializer<D extends DescMessage>(schema: D) {

@@ -70,3 +70,49 @@ export function encodeFields(fields: WireField[], alloc: (size: number) => Buffe
   }
   return buf;
 }
+
+/** Bytes a gRPC frame starts with: a compressed flag (0) and the message's length (uint32 BE). */
+export const GRPC_PREFIX_BYTES = 5;
+
+/**
+ * Room to leave before bulk bytes so that frameAround can put a whole frame's
+ * head in front of them: the gRPC prefix, a few integer fields and the bytes
+ * field's tag and length (at most 5 + 6 × 11 + 6 bytes).
+ */
+export const FRAME_HEADROOM_BYTES = 80;
+
+/**
+ * Makes buf[dataStart, dataEnd) the last field (`field`, bytes) of a message
+ * whose other fields are `ints` (non-negative integers, zeros omitted), and that
+ * message a whole gRPC frame: the head is written just before dataStart, over
+ * whatever lies there, and the frame returned is a view of buf. The data is
+ * never copied; fields out of number order are valid protobuf. Empty data is
+ * omitted like any empty proto3 field.
+ */
+export function frameAround(buf: Buffer, dataStart: number, dataEnd: number, field: number, ints: WireField[]): Buffer {
+  const dataLength = dataEnd - dataStart;
+  let head = 0;
+  for (const f of ints) {
+    if (typeof f.value !== "number") throw new TypeError(`field ${f.field}: frameAround takes integer fields only`);
+    if (!Number.isSafeInteger(f.value) || f.value < 0) throw new RangeError(`field ${f.field}: ${f.value} is not a non-negative safe integer`);
+    if (f.value !== 0) head += varintSize(f.field << 3) + varintSize(f.value);
+  }
+  if (dataLength > 0) head += varintSize((field << 3) | WIRE_LEN) + varintSize(dataLength);
+  const start = dataStart - GRPC_PREFIX_BYTES - head;
+  if (start < 0 || dataLength < 0 || dataEnd > buf.byteLength) {
+    throw new RangeError(`frameAround: ${dataStart} bytes before the data, ${GRPC_PREFIX_BYTES + head} needed`);
+  }
+  buf[start] = 0;
+  buf.writeUInt32BE(head + dataLength, start + 1);
+  let pos = start + GRPC_PREFIX_BYTES;
+  for (const f of ints) {
+    if (f.value === 0) continue;
+    pos = writeVarint(buf, pos, (f.field << 3) | WIRE_VARINT);
+    pos = writeVarint(buf, pos, f.value as number);
+  }
+  if (dataLength > 0) {
+    pos = writeVarint(buf, pos, (field << 3) | WIRE_LEN);
+    writeVarint(buf, pos, dataLength);
+  }
+  return buf.subarray(start, dataEnd);
+}

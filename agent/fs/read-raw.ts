@@ -7,14 +7,24 @@ import { requestPath } from "../paths.js";
 import type { Stats } from "node:fs";
 import { openLeased } from "./read-lease.js";
 import { callSignal, streamBudget } from "../budget.js";
-import { preEncoded } from "../../proto/rpc.js";
-import { encodeFieldsScratch } from "../../proto/wire.js";
+import { preFramed } from "../../proto/rpc.js";
+import { frameAround, FRAME_HEADROOM_BYTES } from "../../proto/wire.js";
 import type * as pb from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
 
 type ReadRawCall = grpc.ServerWritableStream<pb.ReadRawRequest, MessageInitShape<typeof pb.ReadRawChunkSchema>>;
 
-/** Bytes per read(2): 16 chunks, so one thread-pool round trip feeds many messages. */
+/** Bytes per readv(2): 16 chunks, so one thread-pool round trip feeds many messages. */
 const READ_BLOCK_BYTES = 16 * RAW_CHUNK_BYTES;
+/** A chunk's place in a block: room for its frame's head, then its bytes. */
+const SLOT_BYTES = FRAME_HEADROOM_BYTES + RAW_CHUNK_BYTES;
+
+interface Block {
+  /** Slots of SLOT_BYTES, the last one maybe shorter. */
+  buf: Buffer;
+  /** File bytes read into the slots, in order. */
+  bytesRead: number;
+  asked: number;
+}
 
 /** A non-negative int64 request field as a safe JS number. */
 export function offsetField(value: bigint, field: string): number {
@@ -30,11 +40,15 @@ export function offsetField(value: bigint, field: string): number {
  * the size. An offset past EOF is OUT_OF_RANGE. Stops when the client cancels,
  * and waits for 'drain' when the transport is full.
  *
- * The stream leases what it may hold, two blocks and a frame, from the file
+ * The stream leases what it may hold, two blocks and a frame, from its own
  * budget (budget.ts) for its whole life, up to the moment grpc-js has sent its
  * last chunk: a client that stops reading keeps its share and nothing more, and
  * streams beyond the budget wait in line or are refused (RESOURCE_EXHAUSTED)
  * before they allocate anything.
+ *
+ * A block is read with one readv(2) into slots, each with room before its
+ * chunk, and every chunk goes out as a frame built around it in that room
+ * (grpc/framed-send.ts): the file's bytes are never copied in the agent.
  */
 export async function readRaw(ctx: AgentContext, req: pb.ReadRawRequest, call: ReadRawCall): Promise<void> {
   const target = requestPath(ctx.dataDir, req);
@@ -63,12 +77,18 @@ export async function readRaw(ctx: AgentContext, req: pb.ReadRawRequest, call: R
     // A file with a size: blocks no larger than what is left of it (+1 byte, to see growth),
     // so reading many small files allocates little; see the short read below.
     const sized = st.size > 0;
-    const readBlock = (at: number): Promise<{ block: Buffer; asked: number }> => {
+    const readBlock = (at: number): Promise<Block> => {
       // A fresh block per read: grpc-js may still hold earlier chunks in its queue.
       const left = sized ? Math.max(RAW_CHUNK_BYTES, st.size - at + 1) : READ_BLOCK_BYTES;
       const asked = Math.min(READ_BLOCK_BYTES, end - at, left);
-      const buf = Buffer.allocUnsafe(asked);
-      const read = fh.read(buf, 0, asked, at).then(({ bytesRead }) => ({ block: buf.subarray(0, bytesRead), asked }));
+      const slots = Math.ceil(asked / RAW_CHUNK_BYTES);
+      const buf = Buffer.allocUnsafe(slots * FRAME_HEADROOM_BYTES + asked);
+      const parts: Buffer[] = [];
+      for (let i = 0; i < slots; i++) {
+        const from = i * SLOT_BYTES + FRAME_HEADROOM_BYTES;
+        parts.push(buf.subarray(from, from + Math.min(RAW_CHUNK_BYTES, asked - i * RAW_CHUNK_BYTES)));
+      }
+      const read = fh.readv(parts, at).then(({ bytesRead }) => ({ buf, bytesRead, asked }));
       // Awaited later (maybe after a long drain): mark it handled so a failure is not "unhandled" meanwhile.
       read.catch(() => undefined);
       return read;
@@ -76,18 +96,19 @@ export async function readRaw(ctx: AgentContext, req: pb.ReadRawRequest, call: R
     let pos = offset;
     let sent = 0;
     // One read ahead: the next block comes off the disk while this one drains to the socket.
-    let next: Promise<{ block: Buffer; asked: number }> | undefined = pos < end ? readBlock(pos) : undefined;
+    let next: Promise<Block> | undefined = pos < end ? readBlock(pos) : undefined;
     while (next && !call.cancelled) {
-      const { block, asked } = await next;
-      if (block.byteLength === 0) break;
-      const blockEnd = pos + block.byteLength;
+      const { buf, bytesRead, asked } = await next;
+      if (bytesRead === 0) break;
+      const blockEnd = pos + bytesRead;
       // A regular file's short read is its end as of that read (procfs files, size 0, can
       // read short before their end: they are read until a read yields nothing).
-      const atEnd = sized && block.byteLength < asked;
+      const atEnd = sized && bytesRead < asked;
       next = blockEnd < end && !atEnd ? readBlock(blockEnd) : undefined;
-      for (let i = 0; i < block.byteLength && !call.cancelled; i += RAW_CHUNK_BYTES) {
-        const data = block.subarray(i, i + RAW_CHUNK_BYTES);
-        const more = call.write(encodeChunk(data, pos + i, sent === 0 ? st.size : 0));
+      for (let i = 0; i * RAW_CHUNK_BYTES < bytesRead && !call.cancelled; i++) {
+        const from = i * SLOT_BYTES + FRAME_HEADROOM_BYTES;
+        const length = Math.min(RAW_CHUNK_BYTES, bytesRead - i * RAW_CHUNK_BYTES);
+        const more = call.write(chunkFrame(buf, from, length, pos + i * RAW_CHUNK_BYTES, sent === 0 ? st.size : 0));
         sent++;
         if (!more) await drained(call);
       }
@@ -106,11 +127,10 @@ export async function readRaw(ctx: AgentContext, req: pb.ReadRawRequest, call: R
   }
 }
 
-/** ReadRawChunk{data=1, offset=2, file_size=3}, encoded by hand (see proto/wire.ts). */
-function encodeChunk(data: Uint8Array, offset: number, fileSize: number): MessageInitShape<typeof pb.ReadRawChunkSchema> {
-  return preEncoded(() =>
-    encodeFieldsScratch([
-      { field: 1, value: data },
+/** ReadRawChunk{offset=2, file_size=3, data=1} framed around buf[from, from+length) (see proto/wire.ts). */
+function chunkFrame(buf: Buffer, from: number, length: number, offset: number, fileSize: number): MessageInitShape<typeof pb.ReadRawChunkSchema> {
+  return preFramed(
+    frameAround(buf, from, from + length, 1, [
       { field: 2, value: offset },
       { field: 3, value: fileSize },
     ]),

@@ -16,6 +16,9 @@
 // YIELD_EVERY entries and whenever the call waits; the rest of a larger file is
 // read asynchronously, one block ahead of what is sent.
 //
+// A block is read after room for a frame's head and goes out as one data message
+// framed around it (grpc/framed-send.ts): file bytes are not copied in the agent.
+//
 // Bounded: one file's block is held at a time, and the call waits whenever more than
 // TREE_INFLIGHT_BYTES it wrote have not reached the transport yet, or grpc-js asks it
 // to (write() false → 'drain').
@@ -27,7 +30,6 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { AgentContext } from "../context.js";
 import { errnoAt, invalidArgument, resourceExhausted } from "../errors.js";
 import {
-  TREE_CHUNK_BYTES,
   TREE_INFLIGHT_BYTES,
   TREE_MAX_DEPTH,
   TREE_MAX_ENTRIES,
@@ -35,8 +37,8 @@ import {
 } from "../limits.js";
 import { requestPath } from "../paths.js";
 import { kindOf } from "./fileinfo.js";
-import { preEncoded } from "../../proto/rpc.js";
-import { encodeFieldsScratch } from "../../proto/wire.js";
+import { preFramed } from "../../proto/rpc.js";
+import { frameAround, FRAME_HEADROOM_BYTES } from "../../proto/wire.js";
 import { FileType, type ReadTreeMessageSchema, type ReadTreeRequest } from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
 
 type Out = MessageInitShape<typeof ReadTreeMessageSchema>;
@@ -52,6 +54,7 @@ const YIELD_EVERY = 32;
 type Prepared =
   | { kind: "dir"; st: Stats }
   | { kind: "symlink"; st: Stats; target: Buffer }
+  /** `first`: FRAME_HEADROOM_BYTES of room, then the file's first block. */
   | { kind: "file"; fd: number; st: Stats; first: Buffer }
   | { kind: "skip"; reason: string };
 
@@ -77,12 +80,13 @@ function errText(err: unknown): string {
   }
 }
 
-/** Reads into `buf` from `pos` until it is full or the file ends; the bytes read. */
+/** Reads into `buf` after FRAME_HEADROOM_BYTES from file offset `pos` until it is full or the file ends; the bytes read. */
 async function readFull(fd: number, buf: Buffer, pos: number): Promise<number> {
   let got = 0;
-  while (got < buf.byteLength) {
+  const room = buf.byteLength - FRAME_HEADROOM_BYTES;
+  while (got < room) {
     const n = await new Promise<number>((resolve, reject) =>
-      fsSync.read(fd, buf, got, buf.byteLength - got, pos + got, (err, bytesRead) => (err ? reject(err) : resolve(bytesRead))),
+      fsSync.read(fd, buf, FRAME_HEADROOM_BYTES + got, room - got, pos + got, (err, bytesRead) => (err ? reject(err) : resolve(bytesRead))),
     );
     if (n === 0) break;
     got += n;
@@ -133,14 +137,14 @@ function prepare(dirPath: Buffer, name: Buffer): Prepared {
       fsSync.closeSync(fd);
       return { kind: "skip", reason: `replaced by ${kindOf(fst)} while the tree was read (not archived)` };
     }
-    const first = Buffer.allocUnsafe(Math.min(fst.size, TREE_READ_BLOCK_BYTES));
+    const first = Buffer.allocUnsafe(FRAME_HEADROOM_BYTES + Math.min(fst.size, TREE_READ_BLOCK_BYTES));
     let got = 0;
-    while (got < first.byteLength) {
-      const n = fsSync.readSync(fd, first, got, first.byteLength - got, got);
+    while (FRAME_HEADROOM_BYTES + got < first.byteLength) {
+      const n = fsSync.readSync(fd, first, FRAME_HEADROOM_BYTES + got, first.byteLength - FRAME_HEADROOM_BYTES - got, got);
       if (n === 0) break;
       got += n;
     }
-    return { kind: "file", fd, st: fst, first: first.subarray(0, got) };
+    return { kind: "file", fd, st: fst, first: first.subarray(0, FRAME_HEADROOM_BYTES + got) };
   } catch (err) {
     try {
       fsSync.closeSync(fd);
@@ -151,9 +155,9 @@ function prepare(dirPath: Buffer, name: Buffer): Prepared {
   }
 }
 
-/** ReadTreeMessage{data=2}, encoded by hand (see proto/wire.ts). */
-function encodeData(data: Uint8Array): Out {
-  return preEncoded(() => encodeFieldsScratch([{ field: 2, value: data }]));
+/** ReadTreeMessage{data=2} framed around a block (FRAME_HEADROOM_BYTES of room, then the data; see proto/wire.ts). */
+function dataFrame(block: Buffer): Out {
+  return preFramed(frameAround(block, FRAME_HEADROOM_BYTES, block.byteLength, 2, []));
 }
 
 export async function readTree(ctx: AgentContext, req: ReadTreeRequest, call: ReadTreeCall): Promise<void> {
@@ -212,34 +216,33 @@ export async function readTree(ctx: AgentContext, req: ReadTreeRequest, call: Re
   const sendFile = async (rel: Buffer, f: Extract<Prepared, { kind: "file" }>): Promise<void> => {
     const size = f.st.size;
     let pos = 0;
+    // Blocks are FRAME_HEADROOM_BYTES of room, then the file's bytes.
     let block: Buffer = f.first;
     let next: Promise<Buffer> | undefined;
     let cut: string | undefined;
     try {
       while (!stopped()) {
+        const got = block.byteLength - FRAME_HEADROOM_BYTES;
         // Read the next block while this one goes out.
-        const nextAt = pos + block.byteLength;
+        const nextAt = pos + got;
         next = undefined;
-        if (block.byteLength > 0 && nextAt < size) {
-          const buf = Buffer.allocUnsafe(Math.min(TREE_READ_BLOCK_BYTES, size - nextAt));
-          next = readFull(f.fd, buf, nextAt).then((n) => buf.subarray(0, n));
+        if (got > 0 && nextAt < size) {
+          const buf = Buffer.allocUnsafe(FRAME_HEADROOM_BYTES + Math.min(TREE_READ_BLOCK_BYTES, size - nextAt));
+          next = readFull(f.fd, buf, nextAt).then((n) => buf.subarray(0, FRAME_HEADROOM_BYTES + n));
           next.catch(() => undefined);
         }
-        for (let i = 0; i < block.byteLength && !stopped(); i += TREE_CHUNK_BYTES) {
-          const data = block.subarray(i, i + TREE_CHUNK_BYTES);
-          await send(encodeData(data), data.byteLength);
-        }
+        if (got > 0) await send(dataFrame(block), got);
         pos = nextAt;
         if (pos >= size || stopped()) break;
         try {
-          block = next === undefined ? Buffer.alloc(0) : await next;
+          block = next === undefined ? Buffer.alloc(FRAME_HEADROOM_BYTES) : await next;
         } catch (err) {
           cut = errText(err);
           break;
         } finally {
           next = undefined;
         }
-        if (block.byteLength === 0) {
+        if (block.byteLength === FRAME_HEADROOM_BYTES) {
           cut = `shrank while read: ${pos} of ${size} bytes`;
           break;
         }

@@ -15,8 +15,9 @@ import {
 import { callSignal, fileBudget, holdUntilCallEnds } from "../budget.js";
 import { requestPath } from "../paths.js";
 import { leaseForOpen, openLeased } from "./read-lease.js";
-import { preEncoded } from "../../proto/rpc.js";
-import { encodeFields, encodeFieldsScratch, type WireField } from "../../proto/wire.js";
+import { preEncoded, preFramed } from "../../proto/rpc.js";
+import { encodeFieldsScratch, frameAround, FRAME_HEADROOM_BYTES, type WireField } from "../../proto/wire.js";
+import { framesInPlace } from "../grpc/framed-send.js";
 import type * as pb from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
 
 type ReadFileResponseInit = MessageInitShape<typeof pb.ReadFileResponseSchema>;
@@ -42,13 +43,15 @@ export async function readFile(ctx: AgentContext, req: pb.ReadFileRequest, call?
   let aborted: AbortSignal | undefined;
   const signal = (): AbortSignal | undefined => (call ? (aborted ??= callSignal(call)) : undefined);
   const limit = req.lineLimit === 0 ? READ_FILE_DEFAULT_LINES : req.lineLimit;
+  // Text read from a file with a size is sent from the buffer it was read into (framed-send.ts).
+  const factor = framesInPlace() ? 1 : RESPONSE_COST_FACTOR;
   const need = (st: Stats): number => {
     if (st.size > READ_FILE_MAX_BYTES) throw tooLarge(target.shown, st.size);
     // A file whose stat says 0 bytes (empty, or procfs and sysfs) is read whole in one pass:
     // procfs content may differ on every read, so it cannot be scanned first and read again.
     // It starts with a small lease and takes one for the whole limit if it turns out larger.
     if (st.size === 0) return UNSIZED_FIRST_BYTES * RESPONSE_COST_FACTOR;
-    return st.size <= READ_FILE_WHOLE_MAX_BYTES ? st.size * RESPONSE_COST_FACTOR : READ_FILE_SCAN_BLOCK_BYTES;
+    return st.size <= READ_FILE_WHOLE_MAX_BYTES ? FRAME_HEADROOM_BYTES + st.size * factor : READ_FILE_SCAN_BLOCK_BYTES;
   };
   // A file that changes while a large read waits for its window's lease is read again, a few times at most.
   for (let attempt = 1; ; attempt++) {
@@ -58,9 +61,9 @@ export async function readFile(ctx: AgentContext, req: pb.ReadFileRequest, call?
     let keepLease = false;
     try {
       if (st.size > 0 && st.size <= READ_FILE_WHOLE_MAX_BYTES) {
-        const bytes = await readWhole(fh, st.size);
+        const framing = await readWhole(fh, st.size);
         keepLease = true;
-        return holdUntilCallEnds(wholeResponse(bytes, req.lineOffset, limit), lease, call);
+        return holdUntilCallEnds(framedWholeResponse(framing, req.lineOffset, limit), lease, call);
       }
       if (st.size === 0) {
         const small = await readToEnd(fh, target.shown, UNSIZED_FIRST_BYTES);
@@ -90,7 +93,7 @@ export async function readFile(ctx: AgentContext, req: pb.ReadFileRequest, call?
       if (windowBytes === 0) return textResponse(Buffer.alloc(0), scan, req.lineOffset, scan.size);
       // The scan's block goes back before the window's bytes are asked for.
       lease.release();
-      const windowed = await leaseForOpen(budget, target, "ReadFile", leased, windowBytes * RESPONSE_COST_FACTOR, signal);
+      const windowed = await leaseForOpen(budget, target, "ReadFile", leased, FRAME_HEADROOM_BYTES + windowBytes * factor, signal);
       if (!windowed) {
         if (attempt < 3) continue;
         throw new RpcError(Status.ABORTED, `${target.shown} kept changing while it was read; try again`);
@@ -123,6 +126,15 @@ function wholeResponse(bytes: Buffer, lineOffset: number, limit: number): ReadFi
   return textResponse(bytes.subarray(w.start, w.end), w, lineOffset, bytes.byteLength);
 }
 
+/** wholeResponse of bytes read after FRAME_HEADROOM_BYTES of room: the window is sent from where it was read. */
+function framedWholeResponse(framing: Buffer, lineOffset: number, limit: number): ReadFileResponseInit {
+  const bytes = framing.subarray(FRAME_HEADROOM_BYTES);
+  if (isBinary(bytes)) return binaryResponse(lineOffset, BigInt(bytes.byteLength));
+  const w = lineWindow(bytes, lineOffset, limit);
+  const frame = frameAround(framing, FRAME_HEADROOM_BYTES + w.start, FRAME_HEADROOM_BYTES + w.end, 1, responseFields(w, lineOffset, bytes.byteLength));
+  return preFramed(frame);
+}
+
 /**
  * ReadFileResponse{content=1, total_lines=2, line_offset=3, line_count=4,
  * truncated=5, binary=6, size=7} of text, encoded by hand (proto/wire.ts):
@@ -145,41 +157,25 @@ function responseFields(w: Omit<LineWindow, "start" | "end">, lineOffset: number
   ];
 }
 
-/** Writes field 1's tag (wire type 2) and `length` at `pos`. */
-function writeBytesFieldHead(buf: Buffer, pos: number, length: number): void {
-  buf[pos++] = (1 << 3) | 2;
-  while (length >= 0x80) {
-    buf[pos++] = (length % 128) | 0x80;
-    length = Math.floor(length / 128);
-  }
-  buf[pos] = length;
-}
-
 function binaryResponse(lineOffset: number, size: bigint): ReadFileResponseInit {
   return { content: "", totalLines: 0, lineOffset, lineCount: 0, truncated: false, binary: true, size };
 }
 
 /**
- * The window a scan found, read into a message built around it: its other
- * fields first, then content's tag and length, then the file's bytes read
- * straight into place.
+ * The window a scan found, read after FRAME_HEADROOM_BYTES of room and sent as
+ * a frame built around it (the other fields first, then content's tag and
+ * length, then the file's bytes where they were read).
  */
 async function readWindow(fh: FileHandle, scan: ScanResult, lineOffset: number): Promise<ReadFileResponseInit> {
   const windowBytes = scan.end - scan.start;
-  const fields = encodeFields(responseFields(scan, lineOffset, scan.size));
-  const head = encodeFields([{ field: 1, value: windowBytes }]); // as long as a bytes field's tag and length
-  const msg = Buffer.allocUnsafe(fields.byteLength + head.byteLength + windowBytes);
-  fields.copy(msg, 0);
-  const contentAt = fields.byteLength + head.byteLength;
+  const buf = Buffer.allocUnsafe(FRAME_HEADROOM_BYTES + windowBytes);
   let filled = 0;
   while (filled < windowBytes) {
-    const { bytesRead } = await fh.read(msg, contentAt + filled, windowBytes - filled, scan.start + filled);
+    const { bytesRead } = await fh.read(buf, FRAME_HEADROOM_BYTES + filled, windowBytes - filled, scan.start + filled);
     if (bytesRead === 0) break; // shrank since the scan
     filled += bytesRead;
   }
-  if (filled < windowBytes) return textResponse(msg.subarray(contentAt, contentAt + filled), scan, lineOffset, scan.size);
-  writeBytesFieldHead(msg, fields.byteLength, windowBytes);
-  return preEncoded<ReadFileResponseInit>(msg);
+  return preFramed(frameAround(buf, FRAME_HEADROOM_BYTES, FRAME_HEADROOM_BYTES + filled, 1, responseFields(scan, lineOffset, scan.size)));
 }
 
 interface ScanResult extends LineWindow {
@@ -300,16 +296,19 @@ async function readToEnd(fh: FileHandle, abs: string, max: number): Promise<Buff
 /** What a file whose stat size is 0 is first read with (most are empty or a few KiB). */
 const UNSIZED_FIRST_BYTES = 256 * 1024;
 
-/** Reads up to `expected` bytes (fewer when the file shrank since fstat). */
+/**
+ * Reads up to `expected` bytes (fewer when the file shrank since fstat) after
+ * FRAME_HEADROOM_BYTES of room for a frame's head: the result is the room and the bytes.
+ */
 async function readWhole(fh: FileHandle, expected: number): Promise<Buffer> {
-  const buf = Buffer.allocUnsafe(expected);
+  const buf = Buffer.allocUnsafe(FRAME_HEADROOM_BYTES + expected);
   let filled = 0;
   while (filled < expected) {
-    const { bytesRead } = await fh.read(buf, filled, expected - filled, filled);
+    const { bytesRead } = await fh.read(buf, FRAME_HEADROOM_BYTES + filled, expected - filled, filled);
     if (bytesRead === 0) break; // shrank since fstat
     filled += bytesRead;
   }
-  return filled === expected ? buf : buf.subarray(0, filled);
+  return filled === expected ? buf : buf.subarray(0, FRAME_HEADROOM_BYTES + filled);
 }
 
 /** A NUL byte near the start, or bytes that are not UTF-8. */
