@@ -81,7 +81,7 @@ export function preFramed<T>(frame: Buffer): T {
 
 function serializer<D extends DescMessage>(schema: D) {
   // A Buffer view of the encoded bytes, not a copy: bulk streams (ReadRaw,
-  // WriteRaw) would otherwise copy every 64 KiB chunk once more.
+  // WriteRaw) would otherwise copy every chunk once more.
   return (value: MessageInitShape<D>): Buffer => {
     if (value instanceof PreEncoded) return value.encode();
     const bytes = toBinary(schema, create(schema, value));

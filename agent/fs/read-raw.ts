@@ -2,19 +2,18 @@ import type * as grpc from "@grpc/grpc-js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { AgentContext } from "../context.js";
 import { invalidArgument, RpcError, Status } from "../errors.js";
-import { RAW_CHUNK_BYTES } from "../limits.js";
+import { RAW_CHUNK_BYTES, RAW_READ_BLOCK_BYTES as READ_BLOCK_BYTES } from "../limits.js";
 import { requestPath } from "../paths.js";
 import type { Stats } from "node:fs";
 import { openLeased } from "./read-lease.js";
 import { callSignal, streamBudget } from "../budget.js";
 import { preFramed } from "../../proto/rpc.js";
+import { framesInPlace } from "../grpc/framed-send.js";
 import { frameAround, FRAME_HEADROOM_BYTES } from "../../proto/wire.js";
 import type * as pb from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
 
 type ReadRawCall = grpc.ServerWritableStream<pb.ReadRawRequest, MessageInitShape<typeof pb.ReadRawChunkSchema>>;
 
-/** Bytes per readv(2): 16 chunks, so one thread-pool round trip feeds many messages. */
-const READ_BLOCK_BYTES = 16 * RAW_CHUNK_BYTES;
 /** A chunk's place in a block: room for its frame's head, then its bytes. */
 const SLOT_BYTES = FRAME_HEADROOM_BYTES + RAW_CHUNK_BYTES;
 
@@ -40,7 +39,7 @@ export function offsetField(value: bigint, field: string): number {
  * the size. An offset past EOF is OUT_OF_RANGE. Stops when the client cancels,
  * and waits for 'drain' when the transport is full.
  *
- * The stream leases what it may hold, two blocks and a frame, from its own
+ * The stream leases what it may hold, two blocks, from its own
  * budget (budget.ts) for its whole life, up to the moment grpc-js has sent its
  * last chunk: a client that stops reading keeps its share and nothing more, and
  * streams beyond the budget wait in line or are refused (RESOURCE_EXHAUSTED)
@@ -58,7 +57,9 @@ export async function readRaw(ctx: AgentContext, req: pb.ReadRawRequest, call: R
   // Files that report size 0 (procfs) may hold anything: lease for full blocks.
   const need = (st: Stats): number => {
     const wanted = length === 0 ? Math.max(st.size - offset, 0) : length;
-    return (st.size === 0 ? 2 * READ_BLOCK_BYTES : Math.min(2 * READ_BLOCK_BYTES, wanted)) + RAW_CHUNK_BYTES;
+    const blocks = st.size === 0 ? 2 * READ_BLOCK_BYTES : Math.min(2 * READ_BLOCK_BYTES, wanted);
+    // Each block's slots carry a frame's head; a grpc-js that copies frames holds one more chunk.
+    return blocks + 2 * (READ_BLOCK_BYTES / RAW_CHUNK_BYTES) * FRAME_HEADROOM_BYTES + (framesInPlace() ? 0 : RAW_CHUNK_BYTES);
   };
   const { abs, fh, st, lease } = await openLeased(streamBudget(ctx), target, "ReadRaw", need, () => callSignal(call));
   const release = lease.release;
@@ -77,12 +78,15 @@ export async function readRaw(ctx: AgentContext, req: pb.ReadRawRequest, call: R
     // A file with a size: blocks no larger than what is left of it (+1 byte, to see growth),
     // so reading many small files allocates little; see the short read below.
     const sized = st.size > 0;
+    // A block whose every chunk has been written to the socket, to be read into again.
+    let spare: Buffer | undefined;
     const readBlock = (at: number): Promise<Block> => {
-      // A fresh block per read: grpc-js may still hold earlier chunks in its queue.
       const left = sized ? Math.max(RAW_CHUNK_BYTES, st.size - at + 1) : READ_BLOCK_BYTES;
       const asked = Math.min(READ_BLOCK_BYTES, end - at, left);
       const slots = Math.ceil(asked / RAW_CHUNK_BYTES);
-      const buf = Buffer.allocUnsafe(slots * FRAME_HEADROOM_BYTES + asked);
+      const size = slots * FRAME_HEADROOM_BYTES + asked;
+      const buf = spare && spare.byteLength >= size ? spare : Buffer.allocUnsafe(size);
+      spare = undefined;
       const parts: Buffer[] = [];
       for (let i = 0; i < slots; i++) {
         const from = i * SLOT_BYTES + FRAME_HEADROOM_BYTES;
@@ -95,24 +99,38 @@ export async function readRaw(ctx: AgentContext, req: pb.ReadRawRequest, call: R
     };
     let pos = offset;
     let sent = 0;
-    // One read ahead: the next block comes off the disk while this one drains to the socket.
     let next: Promise<Block> | undefined = pos < end ? readBlock(pos) : undefined;
+    // The previous block, and a promise that resolves once its last chunk has been written to the socket.
+    let previous: { buf: Buffer; sent: Promise<void> } | undefined;
     while (next && !call.cancelled) {
       const { buf, bytesRead, asked } = await next;
+      next = undefined;
       if (bytesRead === 0) break;
       const blockEnd = pos + bytesRead;
       // A regular file's short read is its end as of that read (procfs files, size 0, can
       // read short before their end: they are read until a read yields nothing).
       const atEnd = sized && bytesRead < asked;
-      next = blockEnd < end && !atEnd ? readBlock(blockEnd) : undefined;
+      let last: Promise<void> | undefined;
       for (let i = 0; i * RAW_CHUNK_BYTES < bytesRead && !call.cancelled; i++) {
         const from = i * SLOT_BYTES + FRAME_HEADROOM_BYTES;
         const length = Math.min(RAW_CHUNK_BYTES, bytesRead - i * RAW_CHUNK_BYTES);
-        const more = call.write(chunkFrame(buf, from, length, pos + i * RAW_CHUNK_BYTES, sent === 0 ? st.size : 0));
+        const frame = chunkFrame(buf, from, length, pos + i * RAW_CHUNK_BYTES, sent === 0 ? st.size : 0);
+        let more = true;
+        if ((i + 1) * RAW_CHUNK_BYTES >= bytesRead) last = new Promise<void>((resolve) => (more = call.write(frame, () => resolve())));
+        else more = call.write(frame);
         sent++;
         if (!more) await drained(call);
       }
+      // One block ahead, not more: the next block is read once the one before this has
+      // been written to the socket (grpc-js would queue 16 messages, and a client's
+      // library takes in 16 more, whatever their size), and into that block's buffer
+      // (node's http2 completes a write only after the socket write that carried it).
+      // The stream holds the two blocks it leased however slow its client, and a long
+      // read allocates nothing after its first two blocks.
+      if (previous && (await untilSent(call, previous.sent))) spare = previous.buf;
+      previous = last ? { buf, sent: last } : undefined;
       pos = blockEnd;
+      if (pos < end && !atEnd && !call.cancelled && !call.destroyed) next = readBlock(pos);
     }
     // Let a read still in flight finish before the handle is closed.
     await next?.catch(() => undefined);
@@ -135,6 +153,25 @@ function chunkFrame(buf: Buffer, from: number, length: number, offset: number, f
       { field: 3, value: fileSize },
     ]),
   );
+}
+
+/**
+ * Resolves true when `sent` does, false when the call is cancelled or closed first
+ * (its pending writes then never complete, and their buffers must not be reused).
+ */
+function untilSent(call: ReadRawCall, sent: Promise<void>): Promise<boolean> {
+  if (call.cancelled || call.destroyed) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    const done = (ok: boolean): void => {
+      call.off("cancelled", gone);
+      call.off("close", gone);
+      resolve(ok);
+    };
+    const gone = (): void => done(false);
+    call.on("cancelled", gone);
+    call.on("close", gone);
+    void sent.then(() => done(true));
+  });
 }
 
 /** Resolves when the stream can take more, or when it is cancelled or closed. */
