@@ -49,10 +49,11 @@ export const WRITE_IDLE_MS = 60_000;
 /**
  * The file budget (budget.ts): bytes of ReadFile work the agent holds for
  * callers at once (buffers read, responses not yet handed to HTTP/2). With
- * READ_RAW_BUDGET_BYTES, grpc-js, V8 and the garbage not yet collected on top,
- * the agent stays within AGENT_MEMORY_BUDGET_BYTES of its idle size.
+ * READ_RAW_BUDGET_BYTES, RECEIVE_BUDGET_BYTES and Exec stdin (40 + 32 + 48 + 4 × 4
+ * MiB), V8's heap and the garbage it lets grow before it collects (about 64 MB of
+ * buffers) on top, the agent stays within AGENT_MEMORY_BUDGET_BYTES of its idle size.
  */
-export const FILE_BUDGET_BYTES = 48 * MiB;
+export const FILE_BUDGET_BYTES = 40 * MiB;
 /** Bytes all ReadRaw streams hold at once (two 1 MiB blocks each, for the stream's life). */
 export const READ_RAW_BUDGET_BYTES = 32 * MiB;
 /**
