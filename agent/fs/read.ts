@@ -69,7 +69,7 @@ export async function readFile(ctx: AgentContext, req: pb.ReadFileRequest, call?
         const small = await readToEnd(fh, target.shown, UNSIZED_FIRST_BYTES);
         if (small) {
           keepLease = true;
-          return holdUntilCallEnds(wholeResponse(small, req.lineOffset, limit), lease, call);
+          return holdUntilCallEnds(framedWholeResponse(small, req.lineOffset, limit), lease, call);
         }
         lease.release();
         const whole = await leaseForOpen(budget, target, "ReadFile", leased, READ_FILE_MAX_BYTES * RESPONSE_COST_FACTOR, signal);
@@ -79,7 +79,7 @@ export async function readFile(ctx: AgentContext, req: pb.ReadFileRequest, call?
         }
         try {
           const bytes = (await readToEnd(whole.fh, target.shown, READ_FILE_MAX_BYTES))!;
-          return holdUntilCallEnds(wholeResponse(bytes, req.lineOffset, limit), whole.lease, call);
+          return holdUntilCallEnds(framedWholeResponse(bytes, req.lineOffset, limit), whole.lease, call);
         } catch (err) {
           whole.lease.release();
           throw err;
@@ -120,13 +120,10 @@ export interface CancellableCall {
   once(event: "cancelled", fn: () => void): unknown;
 }
 
-function wholeResponse(bytes: Buffer, lineOffset: number, limit: number): ReadFileResponseInit {
-  if (isBinary(bytes)) return binaryResponse(lineOffset, BigInt(bytes.byteLength));
-  const w = lineWindow(bytes, lineOffset, limit);
-  return textResponse(bytes.subarray(w.start, w.end), w, lineOffset, bytes.byteLength);
-}
-
-/** wholeResponse of bytes read after FRAME_HEADROOM_BYTES of room: the window is sent from where it was read. */
+/**
+ * The reply for a file read whole, its bytes after FRAME_HEADROOM_BYTES of room: the
+ * window is sent from where it was read.
+ */
 function framedWholeResponse(framing: Buffer, lineOffset: number, limit: number): ReadFileResponseInit {
   const bytes = framing.subarray(FRAME_HEADROOM_BYTES);
   if (isBinary(bytes)) return binaryResponse(lineOffset, BigInt(bytes.byteLength));
@@ -272,7 +269,8 @@ function tooLarge(abs: string, size: number): Error {
 }
 
 /**
- * Reads from the start to EOF a file whose size fstat does not tell (procfs).
+ * Reads from the start to EOF a file whose size fstat does not tell (procfs),
+ * into a buffer with FRAME_HEADROOM_BYTES of room before the bytes.
  * Past `max` bytes: undefined when `max` is below the ReadFile limit (the
  * caller takes a larger lease and reads again), RESOURCE_EXHAUSTED at the limit.
  */
@@ -290,7 +288,7 @@ async function readToEnd(fh: FileHandle, abs: string, max: number): Promise<Buff
     }
     parts.push(part.subarray(0, bytesRead));
   }
-  return Buffer.concat(parts, total);
+  return Buffer.concat([Buffer.alloc(FRAME_HEADROOM_BYTES), ...parts], FRAME_HEADROOM_BYTES + total);
 }
 
 /** What a file whose stat size is 0 is first read with (most are empty or a few KiB). */
