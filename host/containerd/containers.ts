@@ -157,24 +157,30 @@ export class ContainerService {
     return toContainerInfo(res.container, id);
   }
 
-  /** Deletes the container; with `removeSnapshot`, its snapshot too (a missing one is fine). */
+  /**
+   * Deletes the container; with `removeSnapshot`, its snapshot too (a missing one is
+   * fine), before the container, as containerd's own client does: once the container is
+   * gone nothing references a snapshot without a GC root, and a GC that takes it then
+   * deletes it without unlinking it from its parent, which then refuses removal ("with
+   * child") for good. Its task must be gone first.
+   */
   async delete(id: string, opts: { removeSnapshot?: boolean; ignoreNotFound?: boolean } = {}, call?: ContainerdCallOptions): Promise<void> {
-    let info: ContainerInfo | undefined;
     if (opts.removeSnapshot) {
+      let info: ContainerInfo;
       try {
         info = await this.get(id, call);
       } catch (err) {
         if (!(opts.ignoreNotFound && isNotFound(err))) throw err;
         return;
       }
+      if (info.snapshotKey) {
+        await new SnapshotService(this.conn, info.snapshotter || DEFAULT_SNAPSHOTTER).remove(info.snapshotKey, { ...call, ignoreNotFound: true });
+      }
     }
     try {
       await this.conn.unary(Containers.method.delete, { id }, call);
     } catch (err) {
       if (!(opts.ignoreNotFound && isNotFound(err))) throw err;
-    }
-    if (info && info.snapshotKey) {
-      await new SnapshotService(this.conn, info.snapshotter || DEFAULT_SNAPSHOTTER).remove(info.snapshotKey, { ...call, ignoreNotFound: true });
     }
   }
 }

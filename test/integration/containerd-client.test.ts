@@ -17,6 +17,9 @@ import { ensureNamespace } from "../../host/containerd/namespaces.js";
 import { GC_ROOT_LABEL, isMountPoint, mountReadOnly, unmount } from "../../host/containerd/snapshots.js";
 import { bindMount, withEnv, withMounts, withProcessArgs } from "../../host/containerd/spec.js";
 import { setTimeout as sleep } from "node:timers/promises";
+import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
+import { fromBinary } from "@bufbuild/protobuf";
+import { ContainerDeleteSchema } from "../../proto/gen/containerd/events/container_pb.js";
 import { startContainerd, type ContainerdEnv } from "./env/containerd.js";
 import { buildTestImages, importTestImages } from "./env/images.js";
 import { DEFAULT_AGENT_ARGS, DEFAULT_RUNTIME_DIR, requireRuntimeBundle, waitForSocket } from "./env/container.js";
@@ -64,7 +67,7 @@ test("daemon version, namespace, and the imported image's top chainID is a commi
   const mnt = fs.mkdtempSync(path.join(os.tmpdir(), "memoh-view-mnt-"));
   const viewKey = `view-${uid()}`;
   try {
-    await mountReadOnly(await client.snapshots.view(viewKey, rootfs.chainId), mnt);
+    await mountReadOnly(await client.snapshots.view(viewKey, rootfs.chainId, { labels: { [GC_ROOT_LABEL]: "test" } }), mnt);
     assert.ok(fs.statSync(path.join(mnt, "bin/busybox")).isFile());
     assert.throws(() => fs.writeFileSync(path.join(mnt, "x"), "x"), /EROFS/);
   } finally {
@@ -244,7 +247,8 @@ test("a committed snapshot survives GC after its container is gone, and a new co
     await client.snapshots.commit(version, id);
     // A committed snapshot without gc.root and without references: GC must take it.
     const chainId = (await client.imageRootfs(busybox)).chainId;
-    await client.snapshots.prepare(`${unprotected}-active`, chainId);
+    // The active one is a GC root until committed (a GC in between would take it).
+    await client.snapshots.prepare(`${unprotected}-active`, chainId, { labels: { [GC_ROOT_LABEL]: "test" } });
     await client.snapshots.commit(unprotected, `${unprotected}-active`, { gcRoot: false });
 
     await client.containers.delete(id, { removeSnapshot: true });
@@ -254,8 +258,9 @@ test("a committed snapshot survives GC after its container is gone, and a new co
     assert.equal(info.kind, "committed");
     assert.equal(info.parent, chainId);
 
-    // A read-only view of the version.
-    await mountReadOnly(await client.snapshots.view(`${version}-view`, version), mnt);
+    // A read-only view of the version: a GC root, or a GC before its removal would take
+    // it and leave the version a child link it could never be removed with.
+    await mountReadOnly(await client.snapshots.view(`${version}-view`, version, { labels: { [GC_ROOT_LABEL]: "test" } }), mnt);
     try {
       assert.equal(fs.readFileSync(path.join(mnt, "data/v.txt"), "utf8"), "persisted\n");
     } finally {
@@ -278,6 +283,48 @@ test("a committed snapshot survives GC after its container is gone, and a new co
   }
   assert.deepEqual(await leftovers(), { tasks: [], containers: [], activeSnapshots: [] });
 });
+
+test("deleting a container with its snapshot removes the snapshot first, while the container still holds it against GC", async () => {
+  const id = `order-${uid()}`;
+  const version = `${id}-v`;
+  const chainId = (await client.imageRootfs(busybox)).chainId;
+  await client.snapshots.prepare(`${version}-active`, chainId, { labels: { [GC_ROOT_LABEL]: "test" } });
+  await client.snapshots.commit(version, `${version}-active`);
+  const sub = client.subscribe([`topic=="/snapshot/remove"`, `topic=="/containers/delete"`, `topic=="/namespaces/create"`]);
+  try {
+    const it = sub[Symbol.asyncIterator]();
+    await untilStreamLive(client, it.next(), "snapshot and container events");
+    // No GC root on the container's snapshot: only the container keeps it.
+    await client.createContainerFromImage({ id, image: busybox, parentSnapshot: version, specOpts: [withProcessArgs("true")] });
+    await client.containers.delete(id, { removeSnapshot: true });
+    const seen: string[] = [];
+    while (seen.length < 2) {
+      const r = await it.next();
+      assert.equal(r.done, false, "the event stream ended");
+      const e = r.value;
+      if (e.topic === "/containers/delete") seen.push(`container ${fromBinary(ContainerDeleteSchema, e.value).id}`);
+      else if (e.topic === "/snapshot/remove") seen.push(`snapshot ${firstStringField(e.value)}`);
+    }
+    assert.deepEqual(seen, [`snapshot ${id}`, `container ${id}`]);
+    await client.snapshots.remove(version);
+  } finally {
+    sub.close();
+    await client.removeContainer(id, { graceMs: 0 }).catch(() => {});
+    for (const s of [version, `${version}-active`]) await client.snapshots.remove(s, { ignoreNotFound: true }).catch(() => {});
+  }
+  assert.deepEqual(await leftovers(), { tasks: [], containers: [], activeSnapshots: [] });
+});
+
+/** Field 1 of a message as a string (SnapshotRemove's key; its schema is not generated here). */
+function firstStringField(bytes: Uint8Array): string {
+  const r = new BinaryReader(bytes);
+  while (r.pos < r.len) {
+    const [field, wireType] = r.tag();
+    if (field === 1 && wireType === WireType.LengthDelimited) return r.string();
+    r.skip(wireType);
+  }
+  throw new Error("no field 1");
+}
 
 test("leases: labels, expiry label, list, delete", async () => {
   const lease = await client.createLease({ labels: { "memoh.purpose": "test" }, expiresInMs: 60_000 });
