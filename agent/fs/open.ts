@@ -1,10 +1,11 @@
 // Opening the regular file a read request names (ReadFile, ReadRaw).
 import type { Stats } from "node:fs";
 import { constants } from "node:fs";
-import fs, { type FileHandle } from "node:fs/promises";
+import fs from "node:fs/promises";
 import { errnoAt, failedPrecondition, invalidArgument } from "../errors.js";
 import type { FsPath } from "../paths.js";
 import { isErrno } from "./errno.js";
+import { ReadFd } from "./fd.js";
 import { kindOf } from "./fileinfo.js";
 
 // O_NONBLOCK: opening a FIFO returns at once (and is then refused) instead of
@@ -15,7 +16,7 @@ const OPEN_FLAGS = constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTT
 export interface OpenedFile {
   /** The path as messages show it. */
   readonly abs: string;
-  readonly fh: FileHandle;
+  readonly fh: ReadFd;
   /** fstat of the open file: the file that is read, whatever replaced the path since. */
   readonly st: Stats;
 }
@@ -27,9 +28,9 @@ export interface OpenedFile {
  * it is, with a way to read it that works. The caller closes `fh`.
  */
 export async function openRegularFile(target: FsPath, rpc: "ReadFile" | "ReadRaw"): Promise<OpenedFile> {
-  let fh: FileHandle;
+  let fh: ReadFd;
   try {
-    fh = await fs.open(target.bytes, OPEN_FLAGS);
+    fh = ReadFd.open(target.bytes, OPEN_FLAGS);
   } catch (err) {
     // open(2) of a Unix socket is ENXIO: say what the file is instead.
     if (isErrno(err, "ENXIO")) {
@@ -39,11 +40,11 @@ export async function openRegularFile(target: FsPath, rpc: "ReadFile" | "ReadRaw
     throw errnoAt(err, target.shown);
   }
   try {
-    const st = await fh.stat();
+    const st = fh.stat();
     if (!st.isFile()) throw notRegular(target, st, rpc);
     return { abs: target.shown, fh, st };
   } catch (err) {
-    await fh.close().catch(() => undefined);
+    fh.close();
     throw err;
   }
 }

@@ -35,13 +35,13 @@ export async function openLeased(
       waited = undefined;
       const now = budget.tryAcquire(bytes);
       if (now) return { ...opened, lease: now };
-      await opened.fh.close().catch(() => undefined);
+      opened.fh.close();
       waited = await budget.acquire(bytes, `${rpc} of ${opened.abs}`, signal());
       opened = await openRegularFile(target, rpc);
     }
   } catch (err) {
     waited?.release();
-    await opened.fh.close().catch(() => undefined);
+    opened.fh.close();
     throw err;
   }
 }
@@ -62,7 +62,7 @@ export async function leaseForOpen(
 ): Promise<LeasedFile | undefined> {
   const now = budget.tryAcquire(bytes);
   if (now) return { ...opened, lease: now };
-  await opened.fh.close().catch(() => undefined);
+  opened.fh.close();
   const lease = await budget.acquire(bytes, `${rpc} of ${opened.abs}`, signal());
   let again: OpenedFile;
   try {
@@ -73,7 +73,7 @@ export async function leaseForOpen(
   }
   if (sameContent(opened.st, again.st)) return { ...again, lease };
   lease.release();
-  await again.fh.close().catch(() => undefined);
+  again.fh.close();
   return undefined;
 }
 

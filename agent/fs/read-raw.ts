@@ -141,7 +141,7 @@ export async function readRaw(ctx: AgentContext, req: pb.ReadRawRequest, call: R
       call.write({ data: new Uint8Array(0), offset: BigInt(offset), fileSize });
     }
   } finally {
-    fh.close().catch(() => undefined);
+    fh.close();
   }
 }
 

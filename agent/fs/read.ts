@@ -1,6 +1,5 @@
 import { isUtf8 } from "node:buffer";
 import type { Stats } from "node:fs";
-import type { FileHandle } from "node:fs/promises";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { AgentContext } from "../context.js";
 import { resourceExhausted, RpcError, Status } from "../errors.js";
@@ -15,6 +14,7 @@ import {
 import { callSignal, fileBudget, holdUntilCallEnds } from "../budget.js";
 import { requestPath } from "../paths.js";
 import { leaseForOpen, openLeased } from "./read-lease.js";
+import { SYNC_READ_MAX_BYTES, type ReadFd } from "./fd.js";
 import { preEncoded, preFramed } from "../../proto/rpc.js";
 import { encodeFieldsScratch, frameAround, FRAME_HEADROOM_BYTES, type WireField } from "../../proto/wire.js";
 import { framesInPlace } from "../grpc/framed-send.js";
@@ -30,10 +30,8 @@ const NEWLINE = 0x0a;
  * has ended (its message handed to HTTP/2, or the call gone).
  *
  * A file up to READ_FILE_WHOLE_MAX_BYTES is read whole: one open, one fstat,
- * usually one read. (Measured between two processes: the three thread-pool
- * round trips cost ≈ 0.2 ms over a synchronous read; running stat and open
- * side by side gained nothing. Synchronous I/O would stall every call on a hung
- * mount, so: async.) A larger one is scanned in READ_FILE_SCAN_BLOCK_BYTES
+ * usually one read, made synchronously while the file is small (fd.ts says when
+ * and why). A larger one is scanned in READ_FILE_SCAN_BLOCK_BYTES
  * blocks to count its lines, find the window and check it is text, then only
  * the window's bytes are read: a few lines of a large log cost a block, not the file.
  */
@@ -84,7 +82,7 @@ export async function readFile(ctx: AgentContext, req: pb.ReadFileRequest, call?
           whole.lease.release();
           throw err;
         } finally {
-          if (whole.fh !== fh) whole.fh.close().catch(() => undefined);
+          if (whole.fh !== fh) whole.fh.close();
         }
       }
       const scan = await scanLines(fh, target.shown, req.lineOffset, limit);
@@ -104,12 +102,11 @@ export async function readFile(ctx: AgentContext, req: pb.ReadFileRequest, call?
         windowed.lease.release();
         throw err;
       } finally {
-        if (windowed.fh !== fh) windowed.fh.close().catch(() => undefined);
+        if (windowed.fh !== fh) windowed.fh.close();
       }
     } finally {
       if (!keepLease) lease.release();
-      // Read-only: nothing to lose on close, so the reply need not wait for it.
-      fh.close().catch(() => undefined);
+      fh.close();
     }
   }
 }
@@ -163,7 +160,7 @@ function binaryResponse(lineOffset: number, size: bigint): ReadFileResponseInit 
  * a frame built around it (the other fields first, then content's tag and
  * length, then the file's bytes where they were read).
  */
-async function readWindow(fh: FileHandle, scan: ScanResult, lineOffset: number): Promise<ReadFileResponseInit> {
+async function readWindow(fh: ReadFd, scan: ScanResult, lineOffset: number): Promise<ReadFileResponseInit> {
   const windowBytes = scan.end - scan.start;
   const buf = Buffer.allocUnsafe(FRAME_HEADROOM_BYTES + windowBytes);
   let filled = 0;
@@ -186,7 +183,7 @@ interface ScanResult extends LineWindow {
  * lineWindow() does and checking that it is text (no NUL in the first
  * BINARY_SNIFF_BYTES, valid UTF-8 throughout). Stops at the first sign of binary.
  */
-async function scanLines(fh: FileHandle, abs: string, offset: number, limit: number): Promise<ScanResult> {
+async function scanLines(fh: ReadFd, abs: string, offset: number, limit: number): Promise<ScanResult> {
   const stopLine = offset + limit;
   const block = Buffer.allocUnsafe(READ_FILE_SCAN_BLOCK_BYTES);
   let start = -1;
@@ -274,7 +271,7 @@ function tooLarge(abs: string, size: number): Error {
  * Past `max` bytes: undefined when `max` is below the ReadFile limit (the
  * caller takes a larger lease and reads again), RESOURCE_EXHAUSTED at the limit.
  */
-async function readToEnd(fh: FileHandle, abs: string, max: number): Promise<Buffer | undefined> {
+async function readToEnd(fh: ReadFd, abs: string, max: number): Promise<Buffer | undefined> {
   const parts: Buffer[] = [];
   let total = 0;
   for (;;) {
@@ -298,11 +295,13 @@ const UNSIZED_FIRST_BYTES = 256 * 1024;
  * Reads up to `expected` bytes (fewer when the file shrank since fstat) after
  * FRAME_HEADROOM_BYTES of room for a frame's head: the result is the room and the bytes.
  */
-async function readWhole(fh: FileHandle, expected: number): Promise<Buffer> {
+async function readWhole(fh: ReadFd, expected: number): Promise<Buffer> {
   const buf = Buffer.allocUnsafe(FRAME_HEADROOM_BYTES + expected);
   let filled = 0;
   while (filled < expected) {
-    const { bytesRead } = await fh.read(buf, FRAME_HEADROOM_BYTES + filled, expected - filled, filled);
+    const left = expected - filled;
+    // A small file is read at once (fd.ts: a thread-pool trip costs more than the read).
+    const bytesRead = left <= SYNC_READ_MAX_BYTES ? fh.readNow(buf, FRAME_HEADROOM_BYTES + filled, left, filled) : (await fh.read(buf, FRAME_HEADROOM_BYTES + filled, left, filled)).bytesRead;
     if (bytesRead === 0) break; // shrank since fstat
     filled += bytesRead;
   }
