@@ -1,5 +1,5 @@
 // Deleting a workspace: the row is marked "deleting" first, then the task, network,
-// container, its rootfs snapshot, the socket dir go, and the row last. A deletion cut
+// rootfs snapshot and then the container, the socket dir go, and the row last. A deletion cut
 // short (the orchestrator died, containerd went away) is finished by the next delete,
 // ensure or reconcile: a half-deleted workspace is never rebuilt, and calls to it
 // answer not_found. Callers hold the bot's lock.
