@@ -1,8 +1,8 @@
-// The floor of any HTTP download served from the agent: a bare node:http server that
-// streams ReadRaw into the response with nothing else (no framework, auth, manager or
-// logging). It runs as its own process, as the API server does, so the benchmark can
-// compare the API's download with the same three-process path (agent → relay → client)
-// on the same cores.
+// The floor of any HTTP server in front of the agent: a bare node:http server that
+// streams ReadRaw into the response (`/?path=`), or answers a ReadFile as JSON
+// (`/read?path=`), with nothing else (no framework, auth, manager or logging). It runs
+// as its own process, as the API server does, so the benchmark can compare the API
+// with the same three-process path (agent → relay → client) on the same cores.
 //   tsx scripts/bench/relay.ts <socket path> <workspace id>   → prints its port
 import http from "node:http";
 import { once } from "node:events";
@@ -15,7 +15,16 @@ const bridge = openBridgeClient(target, { defaultTimeoutMs: 60_000 });
 await checkWorkspace(bridge, target, 5_000);
 
 const server = http.createServer(async (req, res) => {
-  const file = new URL(req.url ?? "/", "http://x").searchParams.get("path") ?? "";
+  const url = new URL(req.url ?? "/", "http://x");
+  const file = url.searchParams.get("path") ?? "";
+  if (url.pathname === "/read") {
+    // A line window of a text file as JSON, the fields the API's fs/read answers.
+    const r = await bridge.readFile({ path: file });
+    const body = JSON.stringify({ content: r.content, total_lines: r.totalLines, line_offset: r.lineOffset, line_count: r.lineCount, truncated: r.truncated, binary: r.binary, size: Number(r.size) });
+    res.writeHead(200, { "content-type": "application/json; charset=utf-8", "content-length": String(Buffer.byteLength(body)) });
+    res.end(body);
+    return;
+  }
   const size = Number((await bridge.stat(file)).info?.size ?? 0);
   res.writeHead(200, { "content-type": "application/octet-stream", "content-length": String(size) });
   for await (const chunk of bridge.readRaw(file, {}, { timeoutMs: 600_000 })) {
