@@ -14,8 +14,9 @@
 // long are made so: a workspace cannot mount anything (no CAP_SYS_ADMIN, mount(2) refused
 // by the seccomp profile), so every path it names is on a mount the host made (the
 // image's snapshot, /data, procfs, sysfs, tmpfs); a FIFO is opened with O_NONBLOCK and
-// refused; and reads larger than SYNC_READ_MAX_BYTES, which may go to the disk for long,
-// go through the thread pool.
+// refused; reads larger than SYNC_READ_MAX_BYTES, which may go to the disk for long, go
+// through the thread pool, and so do reads of files with no blocks behind their size
+// (sysfs attributes, whose reads run driver code; agent/fs/read.ts decides).
 //
 // Like FileHandle, close() waits for reads still in flight: a read queued in the thread
 // pool must not run on a descriptor number that was closed and given to another file.

@@ -59,7 +59,7 @@ export async function readFile(ctx: AgentContext, req: pb.ReadFileRequest, call?
     let keepLease = false;
     try {
       if (st.size > 0 && st.size <= READ_FILE_WHOLE_MAX_BYTES) {
-        const framing = await readWhole(fh, st.size);
+        const framing = await readWhole(fh, st.size, st.blocks > 0);
         keepLease = true;
         return holdUntilCallEnds(framedWholeResponse(framing, req.lineOffset, limit), lease, call);
       }
@@ -294,14 +294,17 @@ const UNSIZED_FIRST_BYTES = 256 * 1024;
 /**
  * Reads up to `expected` bytes (fewer when the file shrank since fstat) after
  * FRAME_HEADROOM_BYTES of room for a frame's head: the result is the room and the bytes.
+ * `stored`: the file has blocks on a disk or in memory (fstat's st_blocks > 0).
  */
-async function readWhole(fh: ReadFd, expected: number): Promise<Buffer> {
+async function readWhole(fh: ReadFd, expected: number, stored: boolean): Promise<Buffer> {
   const buf = Buffer.allocUnsafe(FRAME_HEADROOM_BYTES + expected);
   let filled = 0;
   while (filled < expected) {
     const left = expected - filled;
-    // A small file is read at once (fd.ts: a thread-pool trip costs more than the read).
-    const bytesRead = left <= SYNC_READ_MAX_BYTES ? fh.readNow(buf, FRAME_HEADROOM_BYTES + filled, left, filled) : (await fh.read(buf, FRAME_HEADROOM_BYTES + filled, left, filled)).bytesRead;
+    // A small stored file is read at once (fd.ts: a thread-pool trip costs more than the
+    // read). One with no blocks behind its size is not: a sysfs attribute says 4096 bytes
+    // and 0 blocks, and reading it runs driver code that may take its time.
+    const bytesRead = stored && left <= SYNC_READ_MAX_BYTES ? fh.readNow(buf, FRAME_HEADROOM_BYTES + filled, left, filled) : (await fh.read(buf, FRAME_HEADROOM_BYTES + filled, left, filled)).bytesRead;
     if (bytesRead === 0) break; // shrank since fstat
     filled += bytesRead;
   }

@@ -187,6 +187,21 @@ test("ReadRaws opened ahead of the one being consumed (an export's lookahead) wa
   }
 });
 
+test("ReadFile of a sysfs attribute (4096 bytes by fstat, no blocks, shorter when read) returns what it holds", async () => {
+  const t = await startTestAgent();
+  try {
+    const file = "/sys/class/net/lo/mtu";
+    const st = await fs.stat(file);
+    assert.equal(st.blocks, 0, "a sysfs attribute has no blocks");
+    const res = await t.client.unary(ContainerService.method.readFile, { path: file });
+    assert.equal(res.content, await fs.readFile(file, "utf8"));
+    assert.match(res.content, /^\d+\n$/);
+    assert.equal(res.totalLines, 1);
+  } finally {
+    await t.close();
+  }
+});
+
 test("ReadFile of a procfs file larger than its first lease (stat size 0, read in one pass) returns all of it", async () => {
   const t = await startTestAgent();
   try {
