@@ -1,6 +1,6 @@
 // FileInfo from lstat results, shared by Stat and ListDir, and the words the
 // agent uses for kinds of files in its messages.
-import type { Dir, Dirent, PathLike, Stats } from "node:fs";
+import fsSync, { type Dir, type Dirent, type PathLike, type Stats } from "node:fs";
 import fs from "node:fs/promises";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { textAndBytes, type FsPath } from "../paths.js";
@@ -47,7 +47,12 @@ export function direntName(d: Dirent): Buffer {
  * calls it, `name` its last component. Text fields that are not UTF-8 get
  * their bytes beside them.
  */
-export async function describe(abs: FsPath, reportedPath: Buffer, name: Buffer, st: Stats): Promise<FileInfoInit> {
+/**
+ * FileInfo of `abs` from its lstat `st`; a symlink's target is read with a synchronous
+ * readlink (a thread-pool trip costs more than the call, and a workspace cannot mount
+ * anything that could hang one: see fd.ts).
+ */
+export function describe(abs: FsPath, reportedPath: Buffer, name: Buffer, st: Stats): FileInfoInit {
   const p = textAndBytes(reportedPath);
   const n = textAndBytes(name);
   const info: FileInfoInit = {
@@ -61,7 +66,7 @@ export async function describe(abs: FsPath, reportedPath: Buffer, name: Buffer, 
     mtimeMs: BigInt(Math.trunc(st.mtimeMs)),
   };
   if (st.isSymbolicLink()) {
-    const target = textAndBytes(await fs.readlink(abs.bytes, { encoding: "buffer" }));
+    const target = textAndBytes(fsSync.readlinkSync(abs.bytes, { encoding: "buffer" }));
     info.symlinkTarget = target.text;
     info.symlinkTargetBytes = target.bytes;
   }

@@ -1,4 +1,4 @@
-import fs from "node:fs/promises";
+import fs, { type Stats } from "node:fs";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { AgentContext } from "../context.js";
 import { errnoAt } from "../errors.js";
@@ -9,8 +9,16 @@ import type * as pb from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
 /** One path's metadata; a symlink is described, not followed. */
 export async function stat(ctx: AgentContext, req: pb.StatRequest): Promise<MessageInitShape<typeof pb.StatResponseSchema>> {
   const abs = requestPath(ctx.dataDir, req);
-  const st = await fs.lstat(abs.bytes).catch((err: unknown) => {
+  // Synchronous, as the read paths (fd.ts says why).
+  let st: Stats;
+  try {
+    st = fs.lstatSync(abs.bytes);
+  } catch (err) {
     throw errnoAt(err, abs.shown);
-  });
-  return { info: await describe(abs, abs.bytes, abs.name, st) };
+  }
+  try {
+    return { info: describe(abs, abs.bytes, abs.name, st) };
+  } catch (err) {
+    throw errnoAt(err, abs.shown);
+  }
 }
