@@ -76,15 +76,11 @@ export class ReadFd {
   }
 
   private check(): void {
-    if (this.closed || this.closeWhenIdle) throw Object.assign(new Error("file already closed"), { code: "EBADF" });
+    if (this.closed || this.closeWhenIdle) throw alreadyClosed();
   }
 
   private op<T>(start: (done: (err: NodeJS.ErrnoException | null, value: T) => void) => void): Promise<T> {
-    try {
-      this.check();
-    } catch (err) {
-      return Promise.reject(err);
-    }
+    if (this.closed || this.closeWhenIdle) return Promise.reject(alreadyClosed());
     this.inFlight++;
     return new Promise<T>((resolve, reject) => {
       const done = (err: NodeJS.ErrnoException | null, value: T) => {
@@ -99,4 +95,8 @@ export class ReadFd {
       }
     });
   }
+}
+
+function alreadyClosed(): NodeJS.ErrnoException {
+  return Object.assign(new Error("file already closed"), { code: "EBADF" });
 }

@@ -43,14 +43,10 @@ export function direntName(d: Dirent): Buffer {
 }
 
 /**
- * Describes `abs` (not following a symlink): `reportedPath` is what the reply
- * calls it, `name` its last component. Text fields that are not UTF-8 get
- * their bytes beside them.
- */
-/**
- * FileInfo of `abs` from its lstat `st`; a symlink's target is read with a synchronous
- * readlink (a thread-pool trip costs more than the call, and a workspace cannot mount
- * anything that could hang one: see fd.ts).
+ * Describes `abs` from its lstat `st` (not following a symlink): `reportedPath` is what
+ * the reply calls it, `name` its last component. Text fields that are not UTF-8 get
+ * their bytes beside them. A symlink's target is read with a synchronous readlink (see
+ * fd.ts for why such calls are made synchronously).
  */
 export function describe(abs: FsPath, reportedPath: Buffer, name: Buffer, st: Stats): FileInfoInit {
   const p = textAndBytes(reportedPath);

@@ -1,4 +1,4 @@
-import fs, { type Stats } from "node:fs";
+import fs from "node:fs";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { AgentContext } from "../context.js";
 import { errnoAt } from "../errors.js";
@@ -10,14 +10,8 @@ import type * as pb from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
 export async function stat(ctx: AgentContext, req: pb.StatRequest): Promise<MessageInitShape<typeof pb.StatResponseSchema>> {
   const abs = requestPath(ctx.dataDir, req);
   // Synchronous, as the read paths (fd.ts says why).
-  let st: Stats;
   try {
-    st = fs.lstatSync(abs.bytes);
-  } catch (err) {
-    throw errnoAt(err, abs.shown);
-  }
-  try {
-    return { info: describe(abs, abs.bytes, abs.name, st) };
+    return { info: describe(abs, abs.bytes, abs.name, fs.lstatSync(abs.bytes)) };
   } catch (err) {
     throw errnoAt(err, abs.shown);
   }
