@@ -120,6 +120,22 @@ export async function buildApiServer(opts: ApiOptions) {
     }
   });
 
+  // ajv (8.20) coerces the strings "Infinity" and "1e999" to Infinity and then checks no
+  // minimum or maximum on a number that is not finite, so `?offset=Infinity` or
+  // `{"timeout_s": "1e999"}` passed validation and failed deep inside (a database or
+  // protobuf error, a 500). No route takes such a number: every validated part is
+  // checked here, after validation, for all routes at once.
+  app.addHook("preHandler", (req, _reply, done) => {
+    const schema = req.routeOptions.schema;
+    if (schema === undefined) return done();
+    const parts: Array<[string, unknown, unknown]> = [["params", schema.params, req.params], ["querystring", schema.querystring, req.query], ["body", schema.body, req.body]];
+    for (const [part, partSchema, value] of parts) {
+      const at = partSchema === undefined ? undefined : nonFinitePath(value);
+      if (at !== undefined) return done(new ApiError("invalid_argument", `${part}${at} must be a finite number`));
+    }
+    done();
+  });
+
   await app.register(swagger, {
     openapi: {
       openapi: "3.1.0",
@@ -167,6 +183,27 @@ function headerToken(req: FastifyRequest): string | undefined {
   const protocols = req.headers["sec-websocket-protocol"];
   if (typeof protocols === "string") {
     for (const p of protocols.split(",").map((s) => s.trim())) if (p.startsWith("bearer.")) return `Bearer ${p.slice("bearer.".length)}`;
+  }
+  return undefined;
+}
+
+/**
+ * Where (`/a/0/b`) a validated input holds a number that is not finite, if anywhere.
+ * Walks objects (a parsed query string has its own prototype) and arrays, never the
+ * bytes of a Buffer or a stream, without recursion.
+ */
+export function nonFinitePath(value: unknown): string | undefined {
+  const stack: Array<[unknown, string]> = [[value, ""]];
+  for (let next = stack.pop(); next !== undefined; next = stack.pop()) {
+    const [v, at] = next;
+    if (typeof v === "number") {
+      if (!Number.isFinite(v)) return at;
+    } else if (Array.isArray(v)) {
+      for (let i = v.length - 1; i >= 0; i--) stack.push([v[i], `${at}/${i}`]);
+    } else if (typeof v === "object" && v !== null) {
+      if (ArrayBuffer.isView(v) || typeof (v as { pipe?: unknown }).pipe === "function") continue;
+      for (const [k, x] of Object.entries(v)) stack.push([x, `${at}/${k}`]);
+    }
   }
   return undefined;
 }

@@ -418,7 +418,7 @@ test("a client that goes away mid-upload leaves the old file and no temp file; t
   await call("DELETE", `/bots/${bot}/container`);
 });
 
-test("abuse: NUL in a path, a 20 MB JSON body, a multipart without a file, a truncated multipart, invalid bot ids, unknown fields: a clear 4xx, no side effect, still serving", async () => {
+test("abuse: NUL in a path, a 20 MB JSON body, a multipart without a file, a truncated multipart, invalid bot ids, unknown fields, numbers that are not finite: a clear 4xx, no side effect, still serving", async () => {
   const bot = "api-abuse";
   await call("POST", `/bots/${bot}/container`);
   const base = `/bots/${bot}/container/fs`;
@@ -445,6 +445,15 @@ test("abuse: NUL in a path, a 20 MB JSON body, a multipart without a file, a tru
   assertError(await call("POST", `/bots/${bot}/container`, { body: { imagee: "typo" } }), 400, "invalid_argument");
   assertError(await call("POST", `/bots/${bot}/container/exec`, { raw: "{not json", headers: { "content-type": "application/json" } }), 400, "invalid_argument");
   assertError(await call("GET", "/no/such/route"), 404, "not_found");
+  // Strings that validation coerces to a number that is not finite, in a query, a body
+  // and a path: refused like any other bad number, before anything runs.
+  assertError(await call("GET", `/bots/${bot}/container/events?offset=Infinity`), 400, "invalid_argument", /querystring\/offset must be a finite number/);
+  assertError(await call("GET", `${base}/list?path=/data&depth=1e999`), 400, "invalid_argument", /querystring\/depth must be a finite number/);
+  assertError(await call("POST", `/bots/${bot}/container/exec`, { body: { command: "touch /data/ran", timeout_s: "Infinity" } }), 400, "invalid_argument", /body\/timeout_s must be a finite number/);
+  assertError(await call("DELETE", `/bots/${bot}/container/snapshots/Infinity`), 400, "invalid_argument", /params\/version must be a finite number/);
+  const tokensBefore = ((await call("GET", "/tokens")).json.tokens as Json[]).length;
+  assertError(await call("POST", "/tokens", { body: { bot_id: bot, expires_in_s: "-Infinity" } }), 400, "invalid_argument", /body\/expires_in_s must be a finite number/);
+  assert.equal(((await call("GET", "/tokens")).json.tokens as Json[]).length, tokensBefore, "a token was made");
   // Nothing of that reached the workspace.
   const ls = await call("GET", `${base}/list?path=/data`);
   assert.deepEqual((ls.json.entries as Json[]).map((e) => e.name).filter((n) => !String(n).startsWith(".")), []);
