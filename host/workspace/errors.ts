@@ -37,6 +37,8 @@ export type WorkspaceErrorReason =
   | "agent_restarted"
   /** A caller waited longer than the lock timeout for another operation on the same bot. */
   | "lock_timeout"
+  /** The OCI runtime (runc) refused to create the task: the workspace's root filesystem or spec. */
+  | "runtime"
   | "containerd"
   | "bridge"
   | "store";

@@ -2,13 +2,15 @@
 // unreachable": create the task (pid known, its netns exists) → CNI ADD on
 // /proc/<pid>/ns/net → Tasks.Start → wait (bounded) until the agent answers Info and
 // speaks the bundle's protocol version. Any failure after the task exists removes the
-// task and its network again, marks the row "error" and returns the error.
+// task and its network again, marks the row "error" and returns the error; so does a task
+// the OCI runtime refuses to create (a "conflict" in runc's words).
 // Callers hold the bot's lock.
 import fs from "node:fs";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { BridgeClient } from "../bridge/client.js";
 import { checkWorkspace, openBridgeClient } from "../bridge/pool.js";
+import { ContainerdError } from "../containerd/errors.js";
 import { isLegacyContainerId } from "./botid.js";
 import { targetAddress } from "./bridge-source.js";
 import type { WorkspaceContext } from "./context.js";
@@ -48,7 +50,17 @@ export async function startTask(ctx: WorkspaceContext, botId: string, containerI
     fs.mkdirSync(ctx.socketDir(botId), { recursive: true, mode: 0o750 });
   }
 
-  const pid = await ctx.cd.createTask(containerId, { logPath: ctx.logPath(containerId) });
+  let pid: number;
+  try {
+    pid = await ctx.cd.createTask(containerId, { logPath: ctx.logPath(containerId) });
+  } catch (err) {
+    // Only the runtime's refusal is a state of the workspace; anything else (containerd
+    // unavailable…) leaves the row as it was, for a later start or reconcile.
+    const refused = refusedByRuntime(containerId, err);
+    if (refused === undefined) throw err;
+    await fail("create", err);
+    throw refused;
+  }
   let ip: string | undefined;
   try {
     const attachment = await ctx.network.setupNetwork(containerId, `/proc/${pid}/ns/net`);
@@ -75,6 +87,20 @@ export async function startTask(ctx: WorkspaceContext, botId: string, containerI
     throw err;
   }
   await ctx.setStatus(containerId, "running", "started", { pid, ip: ip ?? null, legacy: isLegacyContainerId(containerId) });
+}
+
+/**
+ * runc refusing to create the task ("OCI runtime create failed") is about what the task
+ * would run in: the workspace's root filesystem (its /etc/passwd made a directory, say)
+ * or its spec. containerd answers UNKNOWN; the caller can act on it (roll back to a
+ * version, delete), so it leaves as "conflict" in runc's words rather than as an
+ * internal error whose message a client never sees.
+ */
+function refusedByRuntime(containerId: string, err: unknown): WorkspaceError | undefined {
+  if (!(err instanceof ContainerdError)) return undefined;
+  const m = /OCI runtime create failed: (.*?)(?:: unknown(?::|$)|$)/.exec(err.message);
+  if (!m) return undefined;
+  return new WorkspaceError("conflict", `workspace ${containerId} cannot start: the OCI runtime refused its task: ${m[1]}`, { cause: err, reason: "runtime" });
 }
 
 /** Kills and deletes the task, removes its network; failures are logged (the original error is what the caller gets). */

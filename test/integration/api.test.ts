@@ -418,6 +418,26 @@ test("a client that goes away mid-upload leaves the old file and no temp file; t
   await call("DELETE", `/bots/${bot}/container`);
 });
 
+test("a workspace whose root filesystem the runtime refuses (its /etc/passwd made a directory) fails to start with a clear 409 and is marked error; after a rollback to an earlier version it starts again", async () => {
+  const bot = "api-broken";
+  assert.equal((await call("POST", `/bots/${bot}/container`)).status, 200);
+  const good = await call("POST", `/bots/${bot}/container/snapshots`, { body: { display_name: "before the damage" } });
+  assert.equal(good.status, 200, good.text);
+  const damage = await call("POST", `/bots/${bot}/container/exec`, { body: { command: "rm -f /etc/passwd && mkdir /etc/passwd && test -d /etc/passwd" } });
+  assert.equal(damage.json.exit_code, 0, damage.text);
+  assert.equal((await call("POST", `/bots/${bot}/container/stop`, { body: { timeout_s: 1 } })).json.status, "stopped");
+  assertError(await call("POST", `/bots/${bot}/container/start`), 409, "conflict", /cannot start: the OCI runtime refused its task: .*\/etc\/passwd: is a directory/);
+  const st = await call("GET", `/bots/${bot}/container`);
+  assert.deepEqual({ status: st.json.status, task: st.json.task }, { status: "error", task: "none" }, st.text);
+  // A rollback keeps a workspace that is not running stopped; then it starts.
+  const back = await call("POST", `/bots/${bot}/container/snapshots/rollback`, { body: { version: good.json.version } });
+  assert.equal(back.status, 200, back.text);
+  const after = await call("POST", `/bots/${bot}/container/start`);
+  assert.deepEqual({ status: after.json.status, task: after.json.task }, { status: "running", task: "running" }, after.text);
+  assert.equal((await call("POST", `/bots/${bot}/container/exec`, { body: { command: "test -f /etc/passwd" } })).json.exit_code, 0);
+  assert.equal((await call("DELETE", `/bots/${bot}/container`)).status, 200);
+});
+
 test("abuse: NUL in a path, a 20 MB JSON body, a multipart without a file, a truncated multipart, invalid bot ids, unknown fields, numbers that are not finite: a clear 4xx, no side effect, still serving", async () => {
   const bot = "api-abuse";
   await call("POST", `/bots/${bot}/container`);
