@@ -94,7 +94,7 @@ async function isEmptyDir(dir: FsPath): Promise<boolean> {
 export async function moveAcrossDevices(from: FsPath, to: FsPath): Promise<void> {
   const temp = tempPathFor(to);
   try {
-    await copyTree(from, temp);
+    await copyTree(from, temp, undefined);
     await fs.rename(temp.bytes, to.bytes);
   } catch (err) {
     const st = await lstatOrUndefined(temp.bytes).catch(() => undefined);
@@ -113,13 +113,44 @@ export async function moveAcrossDevices(from: FsPath, to: FsPath): Promise<void>
 }
 
 /**
+ * Kernel file systems by statfs(2) type: their files are views of the kernel (reading
+ * one runs driver code; /sys/kernel alone is thousands of them), not data a move could
+ * copy, and their sources cannot be removed afterwards. A move from one is refused
+ * before anything is copied.
+ */
+const KERNEL_FILE_SYSTEMS: ReadonlyMap<number, string> = new Map([
+  [0x9fa0, "proc"],
+  [0x62656572, "sysfs"],
+  [0x27e0eb, "cgroup"],
+  [0x63677270, "cgroup2"],
+  [0x64626720, "debugfs"],
+  [0x74726163, "tracefs"],
+  [0x73636673, "securityfs"],
+  [0x1cd1, "devpts"],
+  [0x19800202, "mqueue"],
+  [0xcafe4a11, "bpf"],
+  [0x6165676c, "pstore"],
+  [0x62656570, "configfs"],
+  [0x65735543, "fusectl"],
+]);
+
+/** `probe` is where statfs(2) looks (it follows a symlink, so for one: its directory). */
+async function refuseKernelFileSystem(probe: FsPath, moved: FsPath): Promise<void> {
+  const kind = KERNEL_FILE_SYSTEMS.get((await fs.statfs(probe.bytes)).type);
+  if (kind !== undefined) throw failedPrecondition(`cannot move ${moved} to another file system: it is on ${kind}, a kernel file system whose files cannot be copied`);
+}
+
+/**
  * Copies `from` (not following symlinks) to the new path `to`, keeping
  * modes, owners (when root) and modification times. Names are bytes
  * throughout, so names that are not UTF-8 are copied too. FIFOs, sockets and
- * devices cannot be recreated here and stop the copy.
+ * devices cannot be recreated here and stop the copy; so does anything on a
+ * kernel file system (checked at the top and where the copy enters another device).
  */
-async function copyTree(from: FsPath, to: FsPath): Promise<void> {
+async function copyTree(from: FsPath, to: FsPath, parentDev: number | undefined): Promise<void> {
   const st = await fs.lstat(from.bytes);
+  if (parentDev === undefined) await refuseKernelFileSystem(st.isSymbolicLink() ? from.parent() : from, from);
+  else if (st.isDirectory() && st.dev !== parentDev) await refuseKernelFileSystem(from, from);
   if (st.isSymbolicLink()) {
     await fs.symlink(await fs.readlink(from.bytes, { encoding: "buffer" }), to.bytes);
   } else if (st.isFile()) {
@@ -129,7 +160,7 @@ async function copyTree(from: FsPath, to: FsPath): Promise<void> {
     const entries = await openDirBytes(from.bytes);
     for await (const entry of entries) {
       const name = direntName(entry);
-      await copyTree(from.child(name), to.child(name));
+      await copyTree(from.child(name), to.child(name), st.dev);
     }
   } else {
     throw failedPrecondition(`cannot move ${from} to another file system: it is ${kindOf(st)}, which cannot be copied`);

@@ -113,6 +113,18 @@ test("a cross-device move copies the tree, then removes the source", async () =>
   assert.deepEqual(await tempFilesIn(at("xdev")), []);
 });
 
+test("a move from a kernel file system (sysfs, proc) is refused before anything is copied", async () => {
+  // Copying /sys/kernel instead ran for minutes (thousands of files whose reads run driver code).
+  const started = Date.now();
+  await rejectsWith(t.client.unary(m.rename, { from: "/sys/kernel", to: "from-sys" }, { timeoutMs: 10_000 }), Status.FAILED_PRECONDITION, /cannot move \/sys\/kernel to another file system: it is on sysfs, a kernel file system/);
+  await rejectsWith(t.client.unary(m.rename, { from: "/proc/sys/kernel", to: "from-proc", overwrite: true }, { timeoutMs: 10_000 }), Status.FAILED_PRECONDITION, /it is on proc, a kernel file system/);
+  await rejectsWith(t.client.unary(m.rename, { from: "/sys/kernel/mm/transparent_hugepage/enabled", to: "thp" }, { timeoutMs: 10_000 }), Status.FAILED_PRECONDITION, /it is on sysfs/);
+  assert.ok(Date.now() - started < 5_000, `took ${Date.now() - started} ms`);
+  assert.deepEqual((await fs.readdir(t.dataDir)).filter((n) => n.startsWith("from-") || n === "thp"), []);
+  assert.deepEqual(await tempFilesIn(t.dataDir), []);
+  assert.ok(existsSync("/sys/kernel/mm"), "the source is untouched");
+});
+
 test("a failed cross-device copy leaves the source and no partial destination", async () => {
   await fs.mkdir(at("xdev2/src"), { recursive: true });
   await fs.writeFile(at("xdev2/src/a"), "a");
