@@ -10,6 +10,7 @@ import { errnoAt, failedPrecondition, invalidArgument, RpcError, Status } from "
 import { FsPath, NAME_MAX_BYTES, truncateName } from "../paths.js";
 import { isErrno, lstatOrUndefined } from "./errno.js";
 import { kindOf } from "./fileinfo.js";
+import { mkdirParents } from "./mkdirp.js";
 
 export const DEFAULT_FILE_MODE = 0o644;
 /** Marks our temp files, so an operator can tell them from user files. */
@@ -156,7 +157,7 @@ export class AtomicFile {
       if (isErrno(err, "ENOTDIR")) throw parentNotDir();
       if (!isErrno(err, "ENOENT")) throw errnoAt(err, named.shown);
       try {
-        await fs.mkdir(dest.path.parent().bytes, { recursive: true });
+        await mkdirParents(dest.path.parent());
         fh = await fs.open(tempPath.bytes, "wx", 0o600);
       } catch (err2) {
         if (isErrno(err2, "ENOTDIR") || isErrno(err2, "EEXIST")) throw parentNotDir();

@@ -5,6 +5,7 @@ import { alreadyExists, errnoAt, failedPrecondition, notFound } from "../errors.
 import { requestPath, type FsPath } from "../paths.js";
 import { modeOrDefault } from "./atomic.js";
 import { isErrno } from "./errno.js";
+import { mkdirParents } from "./mkdirp.js";
 import type * as pb from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
 
 export const DEFAULT_DIR_MODE = 0o755;
@@ -19,7 +20,7 @@ export async function mkdir(ctx: AgentContext, req: pb.MkdirRequest): Promise<Me
   const mode = modeOrDefault(req.mode, DEFAULT_DIR_MODE);
   try {
     if (req.parents) {
-      const created = await fs.mkdir(abs.bytes, { recursive: true, mode });
+      const created = await mkdirParents(abs, mode);
       if (created !== undefined) await fs.chmod(abs.bytes, mode);
     } else {
       await fs.mkdir(abs.bytes, { mode });
@@ -40,6 +41,9 @@ async function explain(err: unknown, abs: FsPath, parents: boolean): Promise<unk
   if (isErrno(err, "ENOENT") && !parents) {
     return notFound(`parent directory ${abs.parent()} does not exist; set parents to create it`);
   }
+  // mkdir(2) says ENOENT under an existing parent where the file system makes no new
+  // directories (/proc).
+  if (isErrno(err, "ENOENT")) return failedPrecondition(`cannot create ${abs}: the file system there does not allow new directories`);
   if (isErrno(err, "ENOTDIR")) return failedPrecondition(`cannot create ${abs}: a parent is not a directory`);
   return errnoAt(err, abs.shown);
 }

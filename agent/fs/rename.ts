@@ -6,6 +6,7 @@ import { alreadyExists, errnoAt, failedPrecondition, invalidArgument, notFound }
 import { FsPath, requestPath } from "../paths.js";
 import { tempPathFor } from "./atomic.js";
 import { removeTree } from "./delete.js";
+import { mkdirParents } from "./mkdirp.js";
 import { isErrno, lstatOrUndefined } from "./errno.js";
 import { direntName, kindOf, openDirBytes } from "./fileinfo.js";
 import { realLocation, refuseProtected } from "./guard.js";
@@ -41,7 +42,7 @@ export async function rename(ctx: AgentContext, req: pb.RenameRequest): Promise<
   }
 
   try {
-    await fs.mkdir(to.parent().bytes, { recursive: true });
+    await mkdirParents(to.parent());
   } catch (err) {
     if (isErrno(err, "ENOTDIR") || isErrno(err, "EEXIST")) throw failedPrecondition(`to: a parent of ${to} is not a directory`);
     throw errnoAt(err, to.shown);

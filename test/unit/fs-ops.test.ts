@@ -52,6 +52,20 @@ test("Mkdir over a file is ALREADY_EXISTS saying it is not a directory; under a 
   await rejectsWith(t.client.unary(m.mkdir, { path: "" }), Status.INVALID_ARGUMENT);
 });
 
+test("directories under /proc (mkdir says ENOENT there) are refused at once: Mkdir with parents, WriteFile, Rename", async () => {
+  // Node's recursive mkdir never called back for these and kept the agent spinning.
+  const opts = { timeoutMs: 10_000 };
+  await rejectsWith(t.client.unary(m.mkdir, { path: "/proc/memoh-x", parents: true }, opts), Status.FAILED_PRECONDITION, /cannot create \/proc\/memoh-x: the file system there does not allow new directories/);
+  await rejectsWith(t.client.unary(m.mkdir, { path: "/proc/memoh-x/y/z", parents: true }, opts), Status.FAILED_PRECONDITION, /does not allow new directories/);
+  await rejectsWith(t.client.unary(m.writeFile, { path: "/proc/memoh-x/f.txt", content: Buffer.from("x") }, opts), Status.NOT_FOUND, /\/proc\/memoh-x\/f.txt: no such file or directory/);
+  await fs.writeFile(at("to-proc.txt"), "x");
+  await rejectsWith(t.client.unary(m.rename, { from: "to-proc.txt", to: "/proc/memoh-x/f.txt" }, opts), Status.NOT_FOUND, /\/proc\/memoh-x\/f.txt: no such file or directory/);
+  assert.equal(await fs.readFile(at("to-proc.txt"), "utf8"), "x", "the source stays");
+  // Still serving, and mkdir -p elsewhere works as before.
+  await t.client.unary(m.mkdir, { path: "after-proc/a/b", parents: true }, opts);
+  assert.ok((await fs.stat(at("after-proc/a/b"))).isDirectory());
+});
+
 // ---------------------------------------------------------------- Rename
 
 test("Rename moves a file and creates the destination's parents", async () => {
