@@ -284,6 +284,30 @@ test("files: write, stat, list, read a window, download with ETag and Range (206
   await call("DELETE", `/bots/${bot}/container`);
 });
 
+test("download through a symlink sends the file it names (its size, its ETag); a FIFO, a device or a dangling link is a clear error before any byte", async () => {
+  const bot = "api-links";
+  assert.equal((await call("POST", `/bots/${bot}/container`)).status, 200);
+  const made = await call("POST", `/bots/${bot}/container/exec`, { body: { command: "mkdir -p /data/d && printf 'hello, links\\n' > /data/d/real.txt && ln -s d/real.txt /data/rel && ln -s /data/rel /data/abs && mkfifo /data/fifo && ln -s nowhere /data/dangling" } });
+  assert.equal(made.json.exit_code, 0, made.text);
+  const direct = await request(`${s.url}/bots/${bot}/container/fs/download?path=d/real.txt`, { headers: { authorization: `Bearer ${s.adminToken}` } });
+  assert.equal(await direct.body.text(), "hello, links\n");
+  for (const p of ["rel", "abs"]) {
+    const res = await request(`${s.url}/bots/${bot}/container/fs/download?path=${p}`, { headers: { authorization: `Bearer ${s.adminToken}` } });
+    assert.equal(res.statusCode, 200, p);
+    assert.equal(res.headers["content-length"], "13", p);
+    assert.equal(res.headers.etag, direct.headers.etag, p);
+    assert.equal(await res.body.text(), "hello, links\n", p);
+  }
+  const ranged = await request(`${s.url}/bots/${bot}/container/fs/download?path=abs`, { headers: { authorization: `Bearer ${s.adminToken}`, range: "bytes=7-11" } });
+  assert.equal(ranged.statusCode, 206);
+  assert.equal(await ranged.body.text(), "links");
+  assertError(await call("GET", `/bots/${bot}/container/fs/download?path=fifo`), 409, "conflict", /fifo is not a regular file/);
+  assertError(await call("GET", `/bots/${bot}/container/fs/download?path=/dev/null`), 409, "conflict", /not a regular file/);
+  assertError(await call("GET", `/bots/${bot}/container/fs/download?path=/dev/stdin`), 409, "conflict", /not a regular file/);
+  assertError(await call("GET", `/bots/${bot}/container/fs/download?path=dangling`), 404, "not_found", /nowhere/);
+  assert.equal((await call("DELETE", `/bots/${bot}/container`)).status, 200);
+});
+
 test("exec: argv or command, env, cwd, stdin, user, timeout; NDJSON streams as it comes; a client that goes away kills the process group", async () => {
   const bot = "api-exec";
   await call("POST", `/bots/${bot}/container`);

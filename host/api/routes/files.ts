@@ -42,6 +42,31 @@ export function fileView(f: FileInfo | undefined) {
 }
 
 const DOWNLOAD_BUFFER_BYTES = 1024 * 1024;
+/** Symlinks a download follows at the end of its path, as open(2) would. */
+const MAX_SYMLINK_HOPS = 40;
+
+const bytesOf = (bytes: Uint8Array, text: string): Buffer => (bytes.length > 0 ? Buffer.from(bytes) : Buffer.from(text, "utf8"));
+
+/**
+ * The regular file a download of `path` reads, with its info: symlinks at the end of the
+ * path are followed (the agent's Stat describes a link, it does not follow it), relative
+ * targets against the link's directory. A directory, a FIFO, a socket or a device is
+ * refused before anything is sent.
+ */
+async function downloadTarget(manager: RouteContext["manager"], botId: string, path: string): Promise<{ info: FileInfo; at: string | Uint8Array }> {
+  let at: string | Uint8Array = path;
+  for (let hop = 0; ; hop++) {
+    const info = (await manager.call(botId, (c) => c.stat(at))).info;
+    if (info === undefined) throw new ApiError("internal", "the agent answered without file info");
+    if (info.type === FileType.FILE) return { info, at };
+    if (info.type === FileType.DIRECTORY) throw new ApiError("invalid_argument", `${path} is a directory`);
+    if (info.type !== FileType.SYMLINK) throw new ApiError("conflict", `${path} is not a regular file (it is a FIFO, a socket or a device)`);
+    if (hop === MAX_SYMLINK_HOPS) throw new ApiError("invalid_argument", `${path}: too many levels of symbolic links`);
+    const link = bytesOf(info.pathBytes, info.path);
+    const target = bytesOf(info.symlinkTargetBytes, info.symlinkTarget);
+    at = target[0] === 0x2f ? target : Buffer.concat([link.subarray(0, link.lastIndexOf(0x2f) + 1), target]);
+  }
+}
 
 const PathQuery = Type.Object({ path: WorkspacePath }, { additionalProperties: false });
 const Ok = Type.Object({ ok: Type.Boolean() });
@@ -143,9 +168,7 @@ export function registerFileRoutes(app: ApiApp, ctx: RouteContext): void {
     { config: { access: "bot" }, schema: { summary: "Download a file (streamed; ETag; Range → 206/416)", params: BotParams, querystring: PathQuery } },
     async (req, reply) => {
       const botId = req.params.bot_id;
-      const info = (await manager.call(botId, (c) => c.stat(req.query.path))).info;
-      if (info === undefined) throw new ApiError("internal", "the agent answered without file info");
-      if (info.type === FileType.DIRECTORY) throw new ApiError("invalid_argument", `${req.query.path} is a directory`);
+      const { info, at } = await downloadTarget(manager, botId, req.query.path);
       const size = Number(info.size);
       const etag = etagOf(info.size, info.mtimeMs);
       const name = info.name || "download";
@@ -159,25 +182,36 @@ export function registerFileRoutes(app: ApiApp, ctx: RouteContext): void {
       }
       const start = range?.start ?? 0;
       const length = range ? range.end - range.start + 1 : size;
-      reply.hijack();
       const res = reply.raw;
-      res.writeHead(range ? 206 : 200, {
-        ...(reply.getHeaders() as Record<string, string>),
-        "content-type": "application/octet-stream",
-        "content-length": String(length),
-        ...(range ? { "content-range": `bytes ${range.start}-${range.end}/${size}` } : {}),
-      });
+      // The head goes out with the first bytes: until then a failure (the file cannot be
+      // opened, or changed size since the stat) is an ordinary JSON error answer.
+      const writeHead = () => {
+        reply.hijack();
+        res.writeHead(range ? 206 : 200, {
+          ...(reply.getHeaders() as Record<string, string>),
+          "content-type": "application/octet-stream",
+          "content-length": String(length),
+          ...(range ? { "content-range": `bytes ${range.start}-${range.end}/${size}` } : {}),
+        });
+      };
       if (length === 0) {
+        writeHead();
         res.end();
         return reply;
       }
       let sent = 0;
       const gone = new AbortController();
       res.on("close", () => gone.abort());
+      let opened: number | undefined;
+      const onFileSize = (n: number) => void (opened = n);
       try {
         await manager.call(botId, async (c) => {
           try {
-            for await (const chunk of c.readRaw(req.query.path, { offset: start, length }, { signal: gone.signal, timeoutMs: 24 * 3600_000 })) {
+            for await (const chunk of c.readRaw(at, { offset: start, length, onFileSize }, { signal: gone.signal, timeoutMs: 24 * 3600_000 })) {
+              if (sent === 0) {
+                if (opened !== size) throw new ApiError("conflict", `${req.query.path} changed while it was read (${opened} bytes when opened, ${size} before)`);
+                writeHead();
+              }
               sent += chunk.length;
               // Up to 1 MiB may queue in the socket before this waits: waiting at the
               // response's 16 KiB mark stalled every 64 KiB chunk (downloads at 56% of ReadRaw).
@@ -193,6 +227,7 @@ export function registerFileRoutes(app: ApiApp, ctx: RouteContext): void {
         if (sent !== length) throw new ApiError("conflict", `${req.query.path} changed while it was read (${sent} of ${length} bytes)`);
         res.end();
       } catch (err) {
+        if (sent === 0) throw err;
         req.log.info({ err: String(err) }, "download ended early");
         res.destroy();
       }
