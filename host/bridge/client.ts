@@ -1,7 +1,7 @@
 // Host-side client of one bridge agent. Every reply is treated as untrusted:
 // stream order, offsets and sizes are checked, collected output is capped.
 import type * as grpc from "@grpc/grpc-js";
-import type { MessageInitShape } from "@bufbuild/protobuf";
+import type { DescMethod, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
 import { MiB } from "../../proto/constants.js";
 import { RpcClient, RpcError, fromServiceError, type CallOptions } from "../../proto/rpc.js";
 import {
@@ -19,6 +19,7 @@ import {
   type ReadFileRequestSchema,
   type ReadTreeMessage,
 } from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
+import { H2Calls } from "./h2-calls.js";
 import { checkTree, protocolError, type TreeEvent } from "./read-tree.js";
 import type { PinnedSocket } from "./socket.js";
 import { RAW_CHUNK_BYTES, writeRawStream } from "./write-raw.js";
@@ -77,7 +78,14 @@ export function entryPath(info: { path: string; pathBytes: Uint8Array }): Worksp
 
 
 export class BridgeClient {
+  /** The grpc-js channel: streams with client messages (WriteRaw, Exec, McpStdio), and the pool's view of the agent's health. */
   readonly rpc: RpcClient;
+  /**
+   * Unary and server-streaming calls framed over node:http2 (h2-calls.ts: less than
+   * half grpc-js's CPU per call), through the same (pinned) unix socket; a TCP target
+   * (legacy containers) calls everything through grpc-js.
+   */
+  private readonly h2: H2Calls | undefined;
   private readonly defaultTimeoutMs: number;
   private readonly socket: PinnedSocket | undefined;
 
@@ -85,6 +93,18 @@ export class BridgeClient {
     this.rpc = new RpcClient(target, undefined, opts.channelOptions);
     this.defaultTimeoutMs = opts.defaultTimeoutMs ?? 30_000;
     this.socket = opts.socket;
+    const unixPath = opts.socket ? `/proc/self/fd/${opts.socket.fd}` : target.startsWith("unix:") ? target.slice("unix:".length) : undefined;
+    this.h2 = unixPath === undefined ? undefined : new H2Calls(unixPath);
+  }
+
+  private unary<M extends DescMethod & { methodKind: "unary" }>(method: M, input: MessageInitShape<M["input"]>, opts: CallOptions): Promise<MessageShape<M["output"]>> {
+    return this.h2 ? this.h2.unary(method, input, opts) : this.rpc.unary(method, input, opts);
+  }
+
+  private serverStream<M extends DescMethod & { methodKind: "server_streaming" }>(method: M, input: MessageInitShape<M["input"]>, opts?: CallOptions): AsyncIterable<MessageShape<M["output"]>> & { cancel(): void } {
+    if (!this.h2) return this.rpc.serverStream(method, input, opts);
+    const it = this.h2.serverStream(method, input, opts);
+    return Object.assign(it, { cancel: () => void it.return(undefined) });
   }
 
   private withDeadline(opts?: CallOptions): CallOptions {
@@ -96,6 +116,7 @@ export class BridgeClient {
   }
 
   close(): void {
+    this.h2?.close();
     this.rpc.close();
     const socket = this.socket;
     // A turn of the event loop later: a dial grpc-js began before close()
@@ -105,11 +126,11 @@ export class BridgeClient {
   }
 
   info(opts?: CallOptions) {
-    return this.rpc.unary(ContainerService.method.info, {}, this.withDeadline(opts));
+    return this.unary(ContainerService.method.info, {}, this.withDeadline(opts));
   }
 
   stat(path: WorkspacePath, opts?: CallOptions) {
-    return this.rpc.unary(ContainerService.method.stat, pathFields(path), this.withDeadline(opts));
+    return this.unary(ContainerService.method.stat, pathFields(path), this.withDeadline(opts));
   }
 
   /**
@@ -117,7 +138,7 @@ export class BridgeClient {
    * `nextOffset` while `hasMore` (a page may hold fewer than `limit` entries).
    */
   async listDir(req: MessageInitShape<typeof ListDirRequestSchema>, opts?: CallOptions) {
-    const res = await this.rpc.unary(ContainerService.method.listDir, req, this.withDeadline(opts));
+    const res = await this.unary(ContainerService.method.listDir, req, this.withDeadline(opts));
     const offset = req.offset ?? 0;
     // An agent older than next_offset leaves it 0; its pages were never cut short.
     if (res.nextOffset === 0 && offset + res.entries.length > 0) res.nextOffset = offset + res.entries.length;
@@ -129,23 +150,23 @@ export class BridgeClient {
   }
 
   readFile(req: MessageInitShape<typeof ReadFileRequestSchema>, opts?: CallOptions) {
-    return this.rpc.unary(ContainerService.method.readFile, req, this.withDeadline(opts));
+    return this.unary(ContainerService.method.readFile, req, this.withDeadline(opts));
   }
 
   /** Text content goes as UTF-8: its size is the size of those bytes, which is what the message carries. */
   writeFile(path: WorkspacePath, content: Uint8Array | string, mode = 0, opts?: CallOptions) {
     const bytes = typeof content === "string" ? new TextEncoder().encode(content) : content;
-    return this.rpc.unary(ContainerService.method.writeFile, { ...pathFields(path), content: bytes, mode }, this.withDeadline(opts));
+    return this.unary(ContainerService.method.writeFile, { ...pathFields(path), content: bytes, mode }, this.withDeadline(opts));
   }
 
   mkdir(path: WorkspacePath, parents = true, opts?: CallOptions) {
-    return this.rpc.unary(ContainerService.method.mkdir, { ...pathFields(path), parents }, this.withDeadline(opts));
+    return this.unary(ContainerService.method.mkdir, { ...pathFields(path), parents }, this.withDeadline(opts));
   }
 
   rename(from: WorkspacePath, to: WorkspacePath, overwrite = false, opts?: CallOptions) {
     const f = pathFields(from);
     const t = pathFields(to);
-    return this.rpc.unary(
+    return this.unary(
       ContainerService.method.rename,
       { from: f.path, fromBytes: f.pathBytes, to: t.path, toBytes: t.pathBytes, overwrite },
       this.withDeadline(opts),
@@ -153,7 +174,7 @@ export class BridgeClient {
   }
 
   deleteFile(path: WorkspacePath, recursive = false, opts?: CallOptions) {
-    return this.rpc.unary(ContainerService.method.deleteFile, { ...pathFields(path), recursive }, this.withDeadline(opts));
+    return this.unary(ContainerService.method.deleteFile, { ...pathFields(path), recursive }, this.withDeadline(opts));
   }
 
   /** Streams a file's bytes; checks that chunks are contiguous and within the requested range. */
@@ -163,7 +184,7 @@ export class BridgeClient {
     opts?: CallOptions,
   ): AsyncGenerator<Uint8Array> {
     const offset = range.offset ?? 0;
-    const call = this.rpc.serverStream(
+    const call = this.serverStream(
       ContainerService.method.readRaw,
       { ...pathFields(path), offset: BigInt(offset), length: BigInt(range.length ?? 0) },
       opts,
@@ -199,7 +220,7 @@ export class BridgeClient {
    * with INTERNAL (protocol violation).
    */
   async *readTree(path: WorkspacePath, limits: { maxDepth?: number; maxEntries?: number } = {}, opts?: CallOptions): AsyncGenerator<TreeEvent> {
-    const call = this.rpc.serverStream(
+    const call = this.serverStream(
       ContainerService.method.readTree,
       { ...pathFields(path), maxDepth: limits.maxDepth ?? 0, maxEntries: limits.maxEntries ?? 0 },
       opts,
@@ -306,24 +327,24 @@ export class BridgeClient {
 
   /** Starts a background job (argv or command, like exec); the agent keeps it, whatever happens to this call. */
   async startJob(start: MessageInitShape<typeof ExecStartSchema>, opts?: CallOptions): Promise<JobInfo> {
-    const res = await this.rpc.unary(ContainerService.method.startJob, { exec: start }, this.withDeadline(opts));
+    const res = await this.unary(ContainerService.method.startJob, { exec: start }, this.withDeadline(opts));
     if (!res.job) throw protocolError("StartJob answered without a job");
     return res.job;
   }
 
   async listJobs(opts?: CallOptions): Promise<JobInfo[]> {
-    return (await this.rpc.unary(ContainerService.method.listJobs, {}, this.withDeadline(opts))).jobs;
+    return (await this.unary(ContainerService.method.listJobs, {}, this.withDeadline(opts))).jobs;
   }
 
   async getJob(id: string, opts?: CallOptions): Promise<JobInfo> {
-    const res = await this.rpc.unary(ContainerService.method.getJob, { id }, this.withDeadline(opts));
+    const res = await this.unary(ContainerService.method.getJob, { id }, this.withDeadline(opts));
     if (!res.job) throw protocolError("GetJob answered without a job");
     return res.job;
   }
 
   /** A job's stdout or stderr from an offset (or its tail); checks the reply stays within what was asked. */
   async readJobOutput(req: MessageInitShape<typeof ReadJobOutputRequestSchema>, opts?: CallOptions) {
-    const res = await this.rpc.unary(ContainerService.method.readJobOutput, req, this.withDeadline(opts));
+    const res = await this.unary(ContainerService.method.readJobOutput, req, this.withDeadline(opts));
     const asked = req.offset ?? 0n;
     const max = req.tailBytes || req.maxBytes || 64 * 1024;
     if (res.data.byteLength > max) throw protocolError(`ReadJobOutput returned ${res.data.byteLength} bytes, more than the ${max} asked for`);
@@ -334,14 +355,14 @@ export class BridgeClient {
 
   /** Waits (on the agent) for the job's end, a timeout, or idle output; the call's deadline leaves room for the wait. */
   async waitJob(id: string, timeoutMs: number, idleTimeoutMs = 0, opts?: CallOptions) {
-    const res = await this.rpc.unary(ContainerService.method.waitJob, { id, timeoutMs, idleTimeoutMs }, { ...opts, timeoutMs: opts?.timeoutMs ?? timeoutMs + this.defaultTimeoutMs });
+    const res = await this.unary(ContainerService.method.waitJob, { id, timeoutMs, idleTimeoutMs }, { ...opts, timeoutMs: opts?.timeoutMs ?? timeoutMs + this.defaultTimeoutMs });
     if (!res.job) throw protocolError("WaitJob answered without a job");
     return { outcome: res.outcome, job: res.job };
   }
 
   /** Signals the job's whole process group (default SIGKILL). */
   async signalJob(id: string, signal = "SIGKILL", opts?: CallOptions): Promise<JobInfo> {
-    const res = await this.rpc.unary(ContainerService.method.signalJob, { id, signal }, this.withDeadline(opts));
+    const res = await this.unary(ContainerService.method.signalJob, { id, signal }, this.withDeadline(opts));
     if (!res.job) throw protocolError("SignalJob answered without a job");
     return res.job;
   }
@@ -350,10 +371,10 @@ export class BridgeClient {
 
   /** Grep run by the agent; the deadline leaves room for the agent's own time budget. */
   grep(req: MessageInitShape<typeof GrepRequestSchema>, opts?: CallOptions) {
-    return this.rpc.unary(ContainerService.method.grep, req, { ...opts, timeoutMs: opts?.timeoutMs ?? (req.timeoutMs || 10_000) + this.defaultTimeoutMs });
+    return this.unary(ContainerService.method.grep, req, { ...opts, timeoutMs: opts?.timeoutMs ?? (req.timeoutMs || 10_000) + this.defaultTimeoutMs });
   }
 
   glob(req: MessageInitShape<typeof GlobRequestSchema>, opts?: CallOptions) {
-    return this.rpc.unary(ContainerService.method.glob, req, { ...opts, timeoutMs: opts?.timeoutMs ?? (req.timeoutMs || 10_000) + this.defaultTimeoutMs });
+    return this.unary(ContainerService.method.glob, req, { ...opts, timeoutMs: opts?.timeoutMs ?? (req.timeoutMs || 10_000) + this.defaultTimeoutMs });
   }
 }

@@ -11,6 +11,8 @@ import { BridgeClient } from "../../../host/bridge/client.js";
 
 export interface FakeService {
   client: BridgeClient;
+  /** The unix socket it listens on. */
+  socket: string;
   close(): void;
 }
 
@@ -26,6 +28,7 @@ export async function startFakeService(handlers: Partial<ServiceHandlers<typeof 
   const client = new BridgeClient(`unix:${socket}`);
   return {
     client,
+    socket,
     close() {
       client.close();
       server.forceShutdown();
