@@ -30,7 +30,7 @@ export function containerServiceHandlers(ctx: AgentContext): ServiceHandlers<typ
     readTree: (req, call) => readTree(ctx, req, call),
     writeRaw: (call) => writeRaw(ctx, call),
     mkdir: (req) => mkdir(ctx, req),
-    rename: (req) => rename(ctx, req),
+    rename: (req, call) => rename(ctx, req, call),
     deleteFile: (req) => deleteFile(ctx, req),
     exec: (call) => exec(ctx, call),
     mcpStdio: (call) => mcpStdio(ctx, call),

@@ -2,6 +2,7 @@ import type { Stats } from "node:fs";
 import fs from "node:fs/promises";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { AgentContext } from "../context.js";
+import { callSignal } from "../budget.js";
 import { alreadyExists, errnoAt, failedPrecondition, invalidArgument, notFound } from "../errors.js";
 import { FsPath, requestPath } from "../paths.js";
 import { tempPathFor } from "./atomic.js";
@@ -10,6 +11,7 @@ import { mkdirParents } from "./mkdirp.js";
 import { isErrno, lstatOrUndefined } from "./errno.js";
 import { direntName, kindOf, openDirBytes } from "./fileinfo.js";
 import { realLocation, refuseProtected } from "./guard.js";
+import type { CancellableCall } from "./read.js";
 import type * as pb from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
 
 /**
@@ -20,7 +22,7 @@ import type * as pb from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
  * only then is the source removed. Neither side may be (or hold) a place the
  * agent needs (guard.ts).
  */
-export async function rename(ctx: AgentContext, req: pb.RenameRequest): Promise<MessageInitShape<typeof pb.RenameResponseSchema>> {
+export async function rename(ctx: AgentContext, req: pb.RenameRequest, call?: CancellableCall): Promise<MessageInitShape<typeof pb.RenameResponseSchema>> {
   const from = requestPath(ctx.dataDir, { path: req.from, pathBytes: req.fromBytes }, "from");
   const to = requestPath(ctx.dataDir, { path: req.to, pathBytes: req.toBytes }, "to");
   await refuseProtected(ctx, from, { verb: "move", field: "from" });
@@ -51,7 +53,7 @@ export async function rename(ctx: AgentContext, req: pb.RenameRequest): Promise<
     await fs.rename(from.bytes, to.bytes);
   } catch (err) {
     if (!isErrno(err, "EXDEV")) throw errnoAt(err, from.shown, to.shown);
-    await moveAcrossDevices(from, to);
+    await moveAcrossDevices(from, to, call ? callSignal(call) : undefined);
   }
   return {};
 }
@@ -90,12 +92,15 @@ async function isEmptyDir(dir: FsPath): Promise<boolean> {
 /**
  * rename(2) across file systems: copy to a temp name beside `to`, rename it
  * into place (atomic on the destination's file system), then remove `from`.
- * A failed copy removes the partial copy and leaves the source untouched.
+ * A failed copy removes the partial copy and leaves the source untouched. So does a
+ * cancelled one (`signal`: the caller went away or its deadline passed): the copy stops
+ * before its next entry instead of moving a large tree for nobody. Once the copy is in
+ * place the move completes; the source is removed whatever happens to the call.
  */
-export async function moveAcrossDevices(from: FsPath, to: FsPath): Promise<void> {
+export async function moveAcrossDevices(from: FsPath, to: FsPath, signal?: AbortSignal): Promise<void> {
   const temp = tempPathFor(to);
   try {
-    await copyTree(from, temp, undefined);
+    await copyTree(from, temp, undefined, signal);
     await fs.rename(temp.bytes, to.bytes);
   } catch (err) {
     const st = await lstatOrUndefined(temp.bytes).catch(() => undefined);
@@ -148,7 +153,8 @@ async function refuseKernelFileSystem(probe: FsPath, moved: FsPath): Promise<voi
  * devices cannot be recreated here and stop the copy; so does anything on a
  * kernel file system (checked at the top and where the copy enters another device).
  */
-async function copyTree(from: FsPath, to: FsPath, parentDev: number | undefined): Promise<void> {
+async function copyTree(from: FsPath, to: FsPath, parentDev: number | undefined, signal: AbortSignal | undefined): Promise<void> {
+  signal?.throwIfAborted();
   const st = await fs.lstat(from.bytes);
   if (parentDev === undefined) await refuseKernelFileSystem(st.isSymbolicLink() ? from.parent() : from, from);
   else if (st.isDirectory() && st.dev !== parentDev) await refuseKernelFileSystem(from, from);
@@ -161,7 +167,7 @@ async function copyTree(from: FsPath, to: FsPath, parentDev: number | undefined)
     const entries = await openDirBytes(from.bytes);
     for await (const entry of entries) {
       const name = direntName(entry);
-      await copyTree(from.child(name), to.child(name), st.dev);
+      await copyTree(from.child(name), to.child(name), st.dev, signal);
     }
   } else {
     throw failedPrecondition(`cannot move ${from} to another file system: it is ${kindOf(st)}, which cannot be copied`);

@@ -168,7 +168,7 @@ export async function benchApi(): Promise<Row[]> {
         rows.push({
           benchmark: `API fs/read 4 KiB, 64 in flight, 2 cores (server, agent and wrk on them; median of ${rounds} interleaved ${seconds} s rounds)`,
           ours: `${Math.round(rps)} requests/s (rounds ${apiRounds.map(Math.round).join(", ")})`,
-          baseline: `bridge ReadFile, 64 in flight (grpc-js in this process): ${Math.round(bridgeRps)} calls/s; bare node:http server calling it: ${Math.round(bareRps)} requests/s (${Math.round((rps / bareRps) * 100)}% of it; rounds ${relayRounds.map(Math.round).join(", ")})`,
+          baseline: `bridge ReadFile, 64 in flight (the bridge client in this process): ${Math.round(bridgeRps)} calls/s; bare node:http server calling it: ${Math.round(bareRps)} requests/s (${Math.round((rps / bareRps) * 100)}% of it; rounds ${relayRounds.map(Math.round).join(", ")})`,
           ratio: `${Math.round((rps / bridgeRps) * 100)}%`,
           target: "≥ 3,000 requests/s",
           ok: rps >= 3000,

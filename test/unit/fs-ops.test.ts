@@ -162,6 +162,29 @@ test("Rename between the data dir and tmpfs (a real EXDEV) moves the data", asyn
   }
 });
 
+test("a cross-device move whose caller goes away stops copying, removes its partial copy and keeps the source", async () => {
+  const shm = await fs.mkdtemp("/dev/shm/memoh-rename-cancel-");
+  try {
+    // 3,000 files in 30 directories: seconds of copying, far past the caller's deadline.
+    const block = Buffer.alloc(16 * 1024, 7);
+    for (let d = 0; d < 30; d++) {
+      await fs.mkdir(path.join(shm, "tree", `d${d}`), { recursive: true });
+      await Promise.all(Array.from({ length: 100 }, (_, f) => fs.writeFile(path.join(shm, "tree", `d${d}`, `f${f}`), block)));
+    }
+    await fs.mkdir(at("xdev4"));
+    await rejectsWith(t.client.unary(m.rename, { from: path.join(shm, "tree"), to: "xdev4/tree" }, { timeoutMs: 150 }), Status.DEADLINE_EXCEEDED, /no answer within 150 ms/);
+    // The agent notices the cancellation at its next entry and removes what it copied.
+    for (const end = Date.now() + 30_000; (await tempFilesIn(at("xdev4"))).length > 0 && Date.now() < end; ) await new Promise((r) => setTimeout(r, 20));
+    assert.deepEqual(await tempFilesIn(at("xdev4")), []);
+    assert.deepEqual(await fs.readdir(at("xdev4")), [], "the move went on after its caller had gone");
+    let files = 0;
+    for (const d of await fs.readdir(path.join(shm, "tree"))) files += (await fs.readdir(path.join(shm, "tree", d))).length;
+    assert.equal(files, 3000, "the source lost files");
+  } finally {
+    await fs.rm(shm, { recursive: true, force: true });
+  }
+});
+
 // ---------------------------------------------------------------- DeleteFile
 
 test("DeleteFile removes a file, and a symlink without touching its target", async () => {
