@@ -7,6 +7,7 @@
 //    An unknown session id is 404 (the client initializes again), a missing one 400;
 //    a session belongs to one bot, and one idle for `sessionIdleMs` is closed.
 // Host and Origin are checked first on both lines (origin.ts).
+import { AsyncLocalStorage } from "node:async_hooks";
 import { randomUUID } from "node:crypto";
 import {
   createMcpHandler,
@@ -34,7 +35,25 @@ export interface ToolGatewayOptions extends ToolServerDeps {
   maxSessions?: number;
   /** Host names allowed besides loopback names and IP literals (DNS-rebinding protection). */
   allowedHostnames?: string[];
+  /**
+   * What the MCP SDK reports about a request it refused with a 4xx (malformed JSON or
+   * JSON-RPC, a bad header…): the client's mistake, not the server's, so it is kept
+   * out of `log` (errors). Without it, such reports are dropped.
+   */
+  logRefused?: (msg: string, data: Record<string, unknown>) => void;
 }
+
+/**
+ * The errors the SDK reports (onerror) while one request is handled. Whether a report
+ * is a failure of ours or a refusal of bad input is known only from the response the
+ * SDK then gives: a 4xx is the client's, anything else (or a report after the response,
+ * while its stream runs) is ours.
+ */
+interface RequestReports {
+  errors: unknown[];
+  answered: boolean;
+}
+const requestReports = new AsyncLocalStorage<RequestReports>();
 
 /** Who is calling: the bot whose gateway it is, and the token used (its id, never the secret). */
 export interface GatewayCaller {
@@ -81,7 +100,11 @@ export class ToolGateway {
       {
         legacy: "reject",
         maxRequestBodySize: GATEWAY_BODY_LIMIT,
-        onerror: (err) => opts.log?.("mcp error", { err: describeError(err) }),
+        onerror: (err) => {
+          const reports = requestReports.getStore();
+          if (reports !== undefined && !reports.answered) reports.errors.push(err);
+          else opts.log?.("mcp error", { err: describeError(err) });
+        },
       },
     );
     this.sweeper = setInterval(() => this.evictIdle(), Math.max(1000, Math.min(60_000, Math.floor(this.idleMs / 4))));
@@ -107,7 +130,19 @@ export class ToolGateway {
     const authInfo: AuthInfo = { token: caller.tokenId, clientId: caller.botId, scopes: [], extra: { botId: caller.botId } };
     const options = parsedBody === undefined ? { authInfo } : { authInfo, parsedBody };
     if (await isLegacyRequest(request, parsedBody, { maxRequestBodySize: GATEWAY_BODY_LIMIT })) return this.handleLegacy(request, caller, parsedBody, authInfo);
-    return this.modern.fetch(request, options);
+    const reports: RequestReports = { errors: [], answered: false };
+    let response: Response | undefined;
+    try {
+      response = await requestReports.run(reports, () => this.modern.fetch(request, options));
+      return response;
+    } finally {
+      reports.answered = true;
+      const refused = response !== undefined && response.status >= 400 && response.status < 500;
+      for (const err of reports.errors) {
+        if (refused) this.opts.logRefused?.("mcp request refused", { status: response!.status, err: describeError(err) });
+        else this.opts.log?.("mcp error", { err: describeError(err) });
+      }
+    }
   }
 
   private async handleLegacy(request: Request, caller: GatewayCaller, parsedBody: unknown, authInfo: AuthInfo): Promise<Response> {

@@ -37,7 +37,13 @@ before(async () => {
       return typeof value === "function" ? (value as (...a: unknown[]) => unknown).bind(target) : value;
     },
   });
-  gateway = new ToolGateway({ workspaces: { call: (bot, fn) => fn(bot === "old" ? old : bridge) }, onToolCall: (tool, _s, outcome) => calls.push({ tool, outcome }), sessionIdleMs: 60_000 });
+  gateway = new ToolGateway({
+    workspaces: { call: (bot, fn) => fn(bot === "old" ? old : bridge) },
+    onToolCall: (tool, _s, outcome) => calls.push({ tool, outcome }),
+    sessionIdleMs: 60_000,
+    log: (msg, data) => logged.push({ level: "error", msg, data }),
+    logRefused: (msg, data) => logged.push({ level: "refused", msg, data }),
+  });
   // The route's job (host/api/routes/tools.ts) without Fastify: the bot comes from the path.
   server = http.createServer((req, res) => {
     void (async () => {
@@ -68,6 +74,8 @@ after(async () => {
   bridge?.close();
   await agent?.close();
 });
+
+const logged: Array<{ level: "error" | "refused"; msg: string; data: Record<string, unknown> }> = [];
 
 const url = (bot = "b1") => new URL(`${base}/bots/${bot}/tools`);
 
@@ -456,4 +464,23 @@ test("an agent older than jobs and search: exec runs on Exec and is killed at it
     assert.match(text(r), /the workspace's agent is older than this tool .* restart the workspace/, name);
   }
   await client.close();
+});
+
+test("malformed requests of the 2026-07-28 line are refused with 400 and logged as refused, never as server errors", async () => {
+  const headers = { ...JSON_HEADERS, "mcp-protocol-version": "2026-07-28", "mcp-method": "tools/list" };
+  const cases: Array<[string, RegExp]> = [
+    [JSON.stringify({ jsonrpc: "2.0", id: 1, method: 5 }), /not a valid JSON-RPC message/],
+    [JSON.stringify({ jsonrpc: "2.0", id: 1, method: "tools/list" }), /missing the required per-request envelope/],
+  ];
+  for (const [body, why] of cases) {
+    logged.length = 0;
+    const res = await request(url(), { method: "POST", headers, body });
+    assert.equal(res.statusCode, 400);
+    assert.match(await res.body.text(), why);
+    assert.deepEqual(logged.filter((l) => l.level === "error"), [], "a client's mistake was logged as a server error");
+    assert.equal(logged.length, 1);
+    assert.equal(logged[0]!.msg, "mcp request refused");
+    assert.equal(logged[0]!.data.status, 400);
+    assert.match(String(logged[0]!.data.err), why);
+  }
 });

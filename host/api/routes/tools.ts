@@ -31,6 +31,7 @@ export function registerToolRoutes(app: ApiApp, ctx: RouteContext): void {
     workspaces: ctx.manager,
     onToolCall: (tool, seconds, outcome) => ctx.metrics.observeToolCall(tool, seconds, outcome),
     log: (msg, data) => app.log.error(data, msg),
+    logRefused: (msg, data) => app.log.info(data, msg),
     ...(ctx.tools?.sessionIdleMs !== undefined ? { sessionIdleMs: ctx.tools.sessionIdleMs } : {}),
     ...(ctx.tools?.allowedHostnames !== undefined ? { allowedHostnames: ctx.tools.allowedHostnames } : {}),
   });
