@@ -270,6 +270,29 @@ test("export of a file that keeps growing during the export completes and is a v
   await ok("DELETE", `/bots/${bot}/container`);
 });
 
+test("a folder archive follows a symlink named as the folder; kernel files that cannot be read do not end it", async () => {
+  const bot = "arch1";
+  await create(bot);
+  await sh(bot, "mkdir -p /data/real/sub && echo hi > /data/real/sub/f && ln -s /data/real /data/link && ln -s /proc/1 /data/proc1 && ln -s /data/real/sub/f /data/file-link");
+  const viaLink = await api("GET", `/bots/${bot}/container/fs/archive?path=/data/link`);
+  assert.equal(viaLink.status, 200, viaLink.text);
+  await ok("POST", `/bots/${bot}/container/fs/extract?path=/data/copy`, { raw: viaLink.body });
+  assert.equal(await sh(bot, "cat /data/copy/sub/f"), "hi\n");
+  // A process's /proc directory: some of its files answer a read with an error; each is marked, the archive completes.
+  const proc = await api("GET", `/bots/${bot}/container/fs/archive?path=/data/proc1`);
+  assert.equal(proc.status, 200, proc.text);
+  const file = path.join(s.dataRoot, "proc1.tar.gz");
+  fs.writeFileSync(file, proc.body);
+  assert.ok((await verifyArchiveFile(file)).entries > 20);
+  // A link to a file is refused as the file itself is.
+  for (const p of ["/data/file-link", "/data/real/sub/f"]) {
+    const refused = await api("GET", `/bots/${bot}/container/fs/archive?path=${p}`);
+    assert.equal(refused.status, 409, refused.text);
+    assert.match(refused.json.error.message, /is a regular file, not a directory/);
+  }
+  await ok("DELETE", `/bots/${bot}/container`);
+});
+
 test("delete with preserve → create with restore: identical tree; an unwritable backups dir aborts the delete and the workspace runs with its data", async () => {
   const bot = "keep1";
   await create(bot);

@@ -221,7 +221,12 @@ export function registerDataRoutes(app: ApiApp, ctx: RouteContext): void {
           if (info === undefined) throw new ApiError("internal", "the agent answered without file info");
           const writer = new ArchiveWriter(out);
           try {
-            if (info.type === FileType.DIRECTORY && (await c.info()).capabilities.includes("read-tree")) {
+            // A symlink named as the folder is followed, as ReadTree follows the root of every
+            // request path; a link to anything but a directory is refused by ListDir, as the
+            // file itself is. (The per-file fallback below ends the whole archive at the first
+            // file that cannot be read; ReadTree marks such a file and goes on.)
+            if (info.type === FileType.SYMLINK) await c.listDir({ path: info.path || dir, limit: 1 });
+            if ((info.type === FileType.DIRECTORY || info.type === FileType.SYMLINK) && (await c.info()).capabilities.includes("read-tree")) {
               await packReadTree(c, writer, { dir: info.path || dir, signal: gone.signal });
             } else {
               await writer.directory(".", info.mode, Number(info.mtimeMs));
