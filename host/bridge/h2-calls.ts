@@ -210,6 +210,8 @@ class Call {
       try {
         this.reader.push(chunk, this.messages);
       } catch (err) {
+        // A broken message fails the call even after an OK status: the stream is not whole.
+        if (this.outcome === null) this.outcome = undefined;
         this.fail(err as RpcError);
         return;
       }

@@ -217,6 +217,14 @@ const scripts: Record<string, Script> = {
     for (let i = 0; i < 40; i++) s.write(frame(toBinary(ReadRawChunkSchema, create(ReadRawChunkSchema, { offset: BigInt(i * 65536), data: Buffer.alloc(65536, i) }))));
     s.end();
   },
+  // Forty good messages, then one with the compressed flag, then an OK status, all at once.
+  "burst-then-bad": (s) => {
+    s.respond(grpcHead, { waitForTrailers: true });
+    s.on("wantTrailers", () => s.sendTrailers(OK));
+    for (let i = 0; i < 40; i++) s.write(frame(toBinary(ReadRawChunkSchema, create(ReadRawChunkSchema, { offset: BigInt(i * 65536), data: Buffer.alloc(65536, i) }))));
+    s.write(frame(toBinary(ReadRawChunkSchema, create(ReadRawChunkSchema, { offset: 40n * 65536n, data: Buffer.alloc(10) })), 1));
+    s.end();
+  },
   "reset-cancel": (s) => s.close(http2.constants.NGHTTP2_CANCEL),
   "refused": (s) => s.close(http2.constants.NGHTTP2_REFUSED_STREAM),
   "drop": (s) => {
@@ -270,7 +278,7 @@ test("replies that break the gRPC protocol fail with a clear status, never as an
   assert.equal((await statVia("byte-by-byte")).info?.name, "one-by-one");
 });
 
-test("a slow reader of a server stream gets every message, also those still buffered when the status arrived", async () => {
+test("a slow reader of a server stream gets every message still buffered when the status arrived, and a broken one among them fails the stream", async () => {
   const offsets: number[] = [];
   for await (const chunk of rawCalls.serverStream(ContainerService.method.readRaw, { path: "x" }, { metadata: { "x-script": "burst" } })) {
     assert.ok(chunk.data.length === 65536 && chunk.data.every((b) => b === offsets.length), `message ${offsets.length}`);
@@ -278,6 +286,19 @@ test("a slow reader of a server stream gets every message, also those still buff
     await new Promise((r) => setTimeout(r, 5));
   }
   assert.deepEqual(offsets, Array.from({ length: 40 }, (_, i) => i * 65536));
+
+  // A broken message behind the buffered ones fails the stream, although an OK status followed it.
+  let read = 0;
+  await assert.rejects(
+    (async () => {
+      for await (const _ of rawCalls.serverStream(ContainerService.method.readRaw, { path: "x" }, { metadata: { "x-script": "burst-then-bad" } })) {
+        read++;
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    })(),
+    expectCode(Status.INTERNAL, /flags 1/),
+  );
+  assert.ok(read <= 40, `${read} messages`);
 });
 
 test("a connection that drops mid-call is UNAVAILABLE; the next call connects again", async () => {
