@@ -266,6 +266,14 @@ class Call {
     }
   }
 
+  /**
+   * The agent refused the stream before it saw the request (REFUSED_STREAM, e.g. one sent
+   * as the agent closed an idle connection with GOAWAY): running it again is safe.
+   */
+  get refused(): boolean {
+    return this.closed && !this.gotHeaders && this.stream.rstCode === NGHTTP2_REFUSED_STREAM;
+  }
+
   private settle(outcome: RpcError | null): void {
     if (this.outcome === undefined) this.outcome = outcome;
   }
@@ -370,9 +378,24 @@ export class H2Calls {
     return call;
   }
 
+  /**
+   * Starts a call and waits for its first message; a call the agent refused unseen is
+   * started once more on a fresh connection, as grpc-js's transparent retry does.
+   */
+  private async begin(method: DescMethod, input: MessageInitShape<DescMessage>, opts: CallOptions | undefined): Promise<{ call: Call; first: Buffer | undefined }> {
+    for (let attempt = 1; ; attempt++) {
+      const call = this.start(method, input, opts);
+      try {
+        return { call, first: await call.next() };
+      } catch (err) {
+        if (attempt === 1 && call.refused && !this.closed) continue;
+        throw err;
+      }
+    }
+  }
+
   async unary<M extends UnaryMethod>(method: M, input: MessageInitShape<M["input"]>, opts?: CallOptions): Promise<MessageShape<M["output"]>> {
-    const call = this.start(method, input as MessageInitShape<DescMessage>, opts);
-    const first = await call.next();
+    const { call, first } = await this.begin(method, input as MessageInitShape<DescMessage>, opts);
     if (first === undefined) throw new RpcError(Status.UNIMPLEMENTED, `${method.name}: the agent answered OK without a message`);
     const second = await call.next();
     if (second !== undefined) throw new RpcError(Status.UNIMPLEMENTED, `${method.name}: the agent answered with more than one message`);
@@ -381,13 +404,9 @@ export class H2Calls {
 
   /** The call's messages in order; ends after an OK status, throws the call's error otherwise. Breaking off cancels the call. */
   async *serverStream<M extends ServerStreamMethod>(method: M, input: MessageInitShape<M["input"]>, opts?: CallOptions): AsyncGenerator<MessageShape<M["output"]>> {
-    const call = this.start(method, input as MessageInitShape<DescMessage>, opts);
+    const { call, first } = await this.begin(method, input as MessageInitShape<DescMessage>, opts);
     try {
-      for (;;) {
-        const msg = await call.next();
-        if (msg === undefined) return;
-        yield fromBinary(method.output as M["output"], msg);
-      }
+      for (let msg = first; msg !== undefined; msg = await call.next()) yield fromBinary(method.output as M["output"], msg);
     } finally {
       call.cancel();
     }

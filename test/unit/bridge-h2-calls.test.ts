@@ -165,6 +165,7 @@ const statReply = (name: string) => {
 const OK = { "grpc-status": "0" };
 const grpcHead = { ":status": 200, "content-type": "application/grpc" };
 
+let refusedOnce = 0;
 const scripts: Record<string, Script> = {
   "http-503": (s) => s.respond({ ":status": 503 }, { endStream: true }),
   "html": (s) => {
@@ -227,6 +228,13 @@ const scripts: Record<string, Script> = {
   },
   "reset-cancel": (s) => s.close(http2.constants.NGHTTP2_CANCEL),
   "refused": (s) => s.close(http2.constants.NGHTTP2_REFUSED_STREAM),
+  // Refused unseen the first time (as a stream sent while the agent closes an idle connection is), answered the second.
+  "refused-once": (s) => {
+    if (refusedOnce++ === 0) return void s.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+    s.respond(grpcHead, { waitForTrailers: true });
+    s.on("wantTrailers", () => s.sendTrailers(OK));
+    s.end(frame(statReply("second try")));
+  },
   "drop": (s) => {
     s.respond(grpcHead);
     s.write(frame(statReply("a")).subarray(0, 3), () => s.session?.destroy());
@@ -257,7 +265,7 @@ after(() => {
 
 const statVia = (script: string) => rawCalls.unary(ContainerService.method.stat, { path: "x" }, { metadata: { "x-script": script }, timeoutMs: 5_000 });
 
-test("replies that break the gRPC protocol fail with a clear status, never as an answer", async () => {
+test("replies that break the gRPC protocol fail with a clear status, never as an answer; a refused call is tried once more", async () => {
   const cases: Array<[string, StatusCode, RegExp]> = [
     ["http-503", Status.UNAVAILABLE, /HTTP 503/],
     ["html", Status.UNKNOWN, /content-type "text\/html"/],
@@ -274,6 +282,9 @@ test("replies that break the gRPC protocol fail with a clear status, never as an
     ["unknown-script", Status.UNIMPLEMENTED, /.*/],
   ];
   for (const [script, code, pattern] of cases) await assert.rejects(statVia(script), expectCode(code, pattern), script);
+  // A call the agent refused unseen is made once more, and only once.
+  assert.equal((await statVia("refused-once")).info?.name, "second try");
+  assert.equal(refusedOnce, 2);
   // The connection survived all of them.
   assert.equal((await statVia("byte-by-byte")).info?.name, "one-by-one");
 });
