@@ -14,6 +14,10 @@
 // that leaves READY is dropped at once: the IP may meanwhile belong to another
 // workspace, and only a fresh entry's Info check may talk to it.
 //
+// One file because it is one state machine per entry (building, checking, watching,
+// dropping) whose steps share the entry and its timers; the dialling itself is in
+// target.ts and socket.ts, the calls in client.ts.
+//
 // The targets and the checked dial are in target.ts; what stays is the one class
 // whose entries (build, check, watch, evict) share their state.
 import * as grpc from "@grpc/grpc-js";
