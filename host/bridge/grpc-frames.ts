@@ -1,7 +1,6 @@
 // The gRPC framing of the host's hand-framed bridge calls (h2-calls.ts): requests
 // framed, responses split into their length-prefixed messages, and statuses read from
 // trailers, as the gRPC over HTTP/2 protocol defines them.
-import type http2 from "node:http2";
 import { create, toBinary, type DescMessage, type MessageInitShape } from "@bufbuild/protobuf";
 import { RpcError, Status, type StatusCode } from "../../proto/rpc.js";
 import { GRPC_PREFIX_BYTES } from "../../proto/wire.js";
@@ -48,7 +47,7 @@ export function decodeGrpcMessage(raw: unknown): string {
 }
 
 /** The gRPC status a trailer block (or a trailers-only reply) carries, or undefined when it carries none. */
-export function statusOf(headers: http2.IncomingHttpHeaders): RpcError | null | undefined {
+export function statusOf(headers: Readonly<Record<string, string | string[] | undefined>>): RpcError | null | undefined {
   const raw = headers["grpc-status"];
   if (raw === undefined) return undefined;
   const text = Array.isArray(raw) ? raw[0] : raw;

@@ -1,34 +1,29 @@
-// Unary and server-streaming calls to a bridge agent over node:http2 directly,
-// framing the gRPC messages here instead of in grpc-js.
+// Unary and server-streaming calls to a bridge agent, framing the gRPC messages here
+// instead of in grpc-js, over the host's own HTTP/2 connection (h2-connection.ts).
 //
 // Why hand-written: a small call (ReadFile of 4 KiB) cost the grpc-js client
 // 212 µs of CPU against 97 µs for the same call framed here over node:http2
 // (10 of 10 paired rounds, 3,541 vs 4,864 calls/s from one process), and receiving
 // ReadRaw cost grpc-js 650–800 ms of CPU per GiB against 430–520 ms. On 2 cores
 // the API server shares the machine with the agent and its clients, so that CPU
-// is requests per second (BENCHMARKS.md, "Where the 64-in-flight rate goes").
+// is requests per second (BENCHMARKS.md, "Where the 64-in-flight rate goes"). Why
+// not node:http2 underneath either: see h2-connection.ts.
 //
 // Only what the bridge needs: a unix socket (the pinned /proc/self/fd path,
 // socket.ts), no TLS, no compression, no retries, no name resolution. The agent
 // still serves with grpc-js; this speaks the same wire protocol (gRPC over HTTP/2:
 // a HEADERS frame, length-prefixed messages, the status in trailers) and maps
-// failures to the codes grpc-js gives: UNAVAILABLE when nothing answers,
-// CANCELLED/DEADLINE_EXCEEDED for our own cancellations, INTERNAL for a reply that
-// breaks the protocol. Client-streaming and bidi calls (WriteRaw, Exec, McpStdio)
-// stay on grpc-js, whose channel also tells the pool whether the agent is alive.
-import http2 from "node:http2";
+// failures to the codes grpc-js gives: UNAVAILABLE when nothing answers or the
+// connection is lost, CANCELLED/DEADLINE_EXCEEDED for our own cancellations,
+// INTERNAL for a reply that breaks the protocol. Client-streaming and bidi calls
+// (WriteRaw, Exec, McpStdio) stay on grpc-js, whose channel also tells the pool
+// whether the agent is alive.
 import net from "node:net";
 import { fromBinary, type DescMessage, type DescMethod, type MessageInitShape, type MessageShape } from "@bufbuild/protobuf";
 import { MAX_MESSAGE_BYTES } from "../../proto/constants.js";
 import { RpcError, Status, type CallOptions } from "../../proto/rpc.js";
 import { codeOfHttpStatus, encodeRequest, MessageReader, statusOf } from "./grpc-frames.js";
-
-const {
-  NGHTTP2_CANCEL,
-  NGHTTP2_REFUSED_STREAM,
-  NGHTTP2_ENHANCE_YOUR_CALM,
-  NGHTTP2_INADEQUATE_SECURITY,
-} = http2.constants;
+import { H2_CODE, H2Connection, type H2Stream, type HeaderFields, type StreamEnd, type StreamListener } from "./h2-connection.js";
 
 /**
  * The receive window of every stream and of the connection. HTTP/2's default
@@ -41,8 +36,8 @@ const WINDOW_BYTES = 4 * 1024 * 1024;
 type UnaryMethod = DescMethod & { methodKind: "unary" };
 type ServerStreamMethod = DescMethod & { methodKind: "server_streaming" };
 
-/** One call in flight: its stream, its messages as they complete, and how it ended. */
-class Call {
+/** One call in flight: its stream's events, its messages as they complete, and how it ended. */
+class Call implements StreamListener {
   /** Set once: the call's outcome (null = OK). Local cancellations set it before the stream closes. */
   private outcome: RpcError | null | undefined;
   private readonly reader: MessageReader;
@@ -50,70 +45,29 @@ class Call {
   private wake: (() => void) | undefined;
   private closed = false;
   private gotHeaders = false;
-  private streamError: Error | undefined;
+  private end: StreamEnd | undefined;
+  private stream: H2Stream | undefined;
   private timer: NodeJS.Timeout | undefined;
-  private readonly unbindSignal: (() => void) | undefined;
+  private unbindSignal: (() => void) | undefined;
 
   constructor(
-    private readonly session: http2.ClientHttp2Session,
-    private readonly stream: http2.ClientHttp2Stream,
     private readonly method: DescMethod,
-    opts: CallOptions | undefined,
     maxBytes: number,
     private readonly onClose: () => void,
   ) {
     this.reader = new MessageReader(maxBytes);
-    stream.on("response", (headers) => {
-      this.gotHeaders = true;
-      const status = Number(headers[":status"]);
-      if (status !== 200) {
-        this.fail(new RpcError(codeOfHttpStatus(status), `the agent answered HTTP ${status}`));
-        return;
-      }
-      const type = String(headers["content-type"] ?? "");
-      if (!type.startsWith("application/grpc")) {
-        this.fail(new RpcError(Status.UNKNOWN, `the agent answered with content-type ${JSON.stringify(type)}`));
-        return;
-      }
-      // Trailers-only: the status comes with the headers.
-      const s = statusOf(headers);
-      if (s !== undefined) this.settle(s);
-    });
-    stream.on("trailers", (trailers) => {
-      const s = statusOf(trailers);
-      this.settle(s === undefined ? new RpcError(Status.UNKNOWN, "the agent ended the call without a status") : s);
-    });
-    stream.on("data", (chunk: Buffer) => {
-      // The trailers (an OK status) may come while data still waits in a paused stream: that data is read all the same.
-      if (this.outcome) return;
-      try {
-        this.reader.push(chunk, this.messages);
-      } catch (err) {
-        // A broken message fails the call even after an OK status: the stream is not whole.
-        if (this.outcome === null) this.outcome = undefined;
-        this.fail(err as RpcError);
-        return;
-      }
-      this.notify();
-    });
-    stream.on("error", (err) => {
-      this.streamError ??= err;
-    });
-    stream.on("close", () => {
-      this.closed = true;
-      if (this.timer) clearTimeout(this.timer);
-      this.unbindSignal?.();
-      if (this.outcome === undefined) this.outcome = this.closedWithout();
-      else if (this.outcome === null && this.reader.partial) this.outcome = new RpcError(Status.INTERNAL, `${method.name}: the agent ended the call within a message`);
-      this.onClose();
-      this.notify();
-    });
+  }
+
+  /** Starts the deadline and the abort signal once the stream exists. */
+  attach(stream: H2Stream, opts: CallOptions | undefined): void {
+    this.stream = stream;
+    const name = this.method.name;
     if (opts?.timeoutMs !== undefined) {
-      this.timer = setTimeout(() => this.fail(new RpcError(Status.DEADLINE_EXCEEDED, `${method.name}: no answer within ${opts.timeoutMs} ms`)), opts.timeoutMs);
+      this.timer = setTimeout(() => this.fail(new RpcError(Status.DEADLINE_EXCEEDED, `${name}: no answer within ${opts.timeoutMs} ms`)), opts.timeoutMs);
     }
     const signal = opts?.signal;
     if (signal) {
-      const abort = () => this.fail(new RpcError(Status.CANCELLED, `${method.name}: cancelled`));
+      const abort = () => this.fail(new RpcError(Status.CANCELLED, `${name}: cancelled`));
       if (signal.aborted) abort();
       else {
         signal.addEventListener("abort", abort, { once: true });
@@ -122,35 +76,84 @@ class Call {
     }
   }
 
-  /** The status of a stream that closed without one. */
-  private closedWithout(): RpcError {
-    const rst = this.stream.rstCode;
-    const why = this.streamError?.message ?? `stream reset with HTTP/2 code ${rst}`;
-    if (rst !== NGHTTP2_REFUSED_STREAM && ((!this.gotHeaders && this.streamError) || this.session.destroyed)) {
-      // The connection failed or closed before the call ended: nobody is listening, or the agent went away.
-      const cause = this.streamError ?? `the connection closed (HTTP/2 code ${rst})`;
-      return new RpcError(Status.UNAVAILABLE, `${this.method.name}: the agent is unavailable: ${typeof cause === "string" ? cause : cause.message}`, { cause });
+  headers(fields: HeaderFields, endStream: boolean): void {
+    if (this.gotHeaders) {
+      // Trailers.
+      const s = statusOf(fields);
+      this.settle(s === undefined ? new RpcError(Status.UNKNOWN, "the agent ended the call without a status") : s);
+      return;
     }
-    switch (rst) {
-      case NGHTTP2_REFUSED_STREAM:
-        return new RpcError(Status.UNAVAILABLE, `${this.method.name}: the agent refused the call (${why})`);
-      case NGHTTP2_CANCEL:
-        return new RpcError(Status.CANCELLED, `${this.method.name}: the agent cancelled the call`);
-      case NGHTTP2_ENHANCE_YOUR_CALM:
-        return new RpcError(Status.RESOURCE_EXHAUSTED, `${this.method.name}: the agent asked to slow down (${why})`);
-      case NGHTTP2_INADEQUATE_SECURITY:
-        return new RpcError(Status.PERMISSION_DENIED, `${this.method.name}: ${why}`);
+    this.gotHeaders = true;
+    const status = Number(fields[":status"]);
+    if (status !== 200) {
+      this.fail(new RpcError(codeOfHttpStatus(status), `the agent answered HTTP ${fields[":status"]}`));
+      return;
+    }
+    const type = fields["content-type"] ?? "";
+    if (!type.startsWith("application/grpc")) {
+      this.fail(new RpcError(Status.UNKNOWN, `the agent answered with content-type ${JSON.stringify(type)}`));
+      return;
+    }
+    // Trailers-only: the status comes with the headers.
+    const s = statusOf(fields);
+    if (s !== undefined) this.settle(s);
+    else if (endStream) this.settle(new RpcError(Status.UNKNOWN, "the agent ended the call without a status"));
+  }
+
+  data(chunk: Buffer): void {
+    // The trailers (an OK status) may come while data still waits in a paused stream: that data is read all the same.
+    if (this.outcome) return;
+    try {
+      this.reader.push(chunk, this.messages);
+    } catch (err) {
+      // A broken message fails the call even after an OK status: the stream is not whole.
+      if (this.outcome === null) this.outcome = undefined;
+      this.fail(err as RpcError);
+      return;
+    }
+    this.notify();
+  }
+
+  close(end: StreamEnd): void {
+    this.closed = true;
+    this.end = end;
+    if (this.timer) clearTimeout(this.timer);
+    this.unbindSignal?.();
+    if (this.outcome === undefined) this.outcome = this.closedWithout(end);
+    else if (this.outcome === null && this.reader.partial) this.outcome = new RpcError(Status.INTERNAL, `${this.method.name}: the agent ended the call within a message`);
+    this.onClose();
+    this.notify();
+  }
+
+  /** The status of a stream that closed without one. */
+  private closedWithout(end: StreamEnd): RpcError {
+    const name = this.method.name;
+    if (end.kind === "lost") {
+      // The connection failed or closed before the call ended: nobody is listening, or the agent went away.
+      return new RpcError(Status.UNAVAILABLE, `${name}: the agent is unavailable: ${end.error.message}`, { cause: end.error });
+    }
+    if (end.kind === "done") return new RpcError(Status.INTERNAL, `${name}: the call ended without a status`);
+    const why = `stream reset with HTTP/2 code ${end.code}`;
+    switch (end.code) {
+      case H2_CODE.REFUSED_STREAM:
+        return new RpcError(Status.UNAVAILABLE, `${name}: the agent refused the call (${why})`);
+      case H2_CODE.CANCEL:
+        return new RpcError(Status.CANCELLED, `${name}: the agent cancelled the call`);
+      case H2_CODE.ENHANCE_YOUR_CALM:
+        return new RpcError(Status.RESOURCE_EXHAUSTED, `${name}: the agent asked to slow down (${why})`);
+      case H2_CODE.INADEQUATE_SECURITY:
+        return new RpcError(Status.PERMISSION_DENIED, `${name}: ${why}`);
       default:
-        return new RpcError(Status.INTERNAL, `${this.method.name}: the call ended without a status (${why})`);
+        return new RpcError(Status.INTERNAL, `${name}: the call ended without a status (${why})`);
     }
   }
 
   /**
-   * The agent refused the stream before it saw the request (REFUSED_STREAM, e.g. one sent
-   * as the agent closed an idle connection with GOAWAY): running it again is safe.
+   * The agent refused the stream before it saw the request (REFUSED_STREAM, or a stream
+   * above the last one a GOAWAY says was processed): running it again is safe.
    */
   get refused(): boolean {
-    return this.closed && !this.gotHeaders && this.stream.rstCode === NGHTTP2_REFUSED_STREAM;
+    return this.closed && !this.gotHeaders && this.end?.kind === "reset" && this.end.code === H2_CODE.REFUSED_STREAM;
   }
 
   private settle(outcome: RpcError | null): void {
@@ -161,7 +164,7 @@ class Call {
   fail(err: RpcError): void {
     if (this.outcome !== undefined) return;
     this.outcome = err;
-    if (!this.closed) this.stream.close(NGHTTP2_CANCEL);
+    if (!this.closed) this.stream?.cancel(H2_CODE.CANCEL);
     this.notify();
   }
 
@@ -178,11 +181,11 @@ class Call {
       const msg = this.messages.shift();
       if (msg !== undefined) {
         // Backpressure: stop reading from the agent while messages wait here.
-        if (this.messages.length > 4 && !this.stream.isPaused()) this.stream.pause();
+        if (this.messages.length > 4 && this.stream && !this.stream.isPaused) this.stream.pause();
         return msg;
       }
       if (this.closed) return undefined;
-      if (this.stream.isPaused()) this.stream.resume();
+      if (this.stream?.isPaused) this.stream.resume();
       await new Promise<void>((resolve) => (this.wake = resolve));
     }
   }
@@ -195,7 +198,7 @@ class Call {
 
 /** Calls over one HTTP/2 connection to a unix socket, reconnected on the next call after it closed. */
 export class H2Calls {
-  private session: http2.ClientHttp2Session | undefined;
+  private conn: H2Connection | undefined;
   private active = 0;
   private closed = false;
 
@@ -204,56 +207,48 @@ export class H2Calls {
     private readonly maxMessageBytes = MAX_MESSAGE_BYTES,
   ) {}
 
-  private connection(): http2.ClientHttp2Session {
-    const current = this.session;
-    if (current && !current.closed && !current.destroyed) return current;
-    const session = http2.connect("http://localhost", {
-      createConnection: () => net.connect(this.socketPath),
-      settings: { enablePush: false, initialWindowSize: WINDOW_BYTES },
+  private connection(): H2Connection {
+    const current = this.conn;
+    if (current?.usable) return current;
+    const conn = new H2Connection(net.connect(this.socketPath), {
+      windowBytes: WINDOW_BYTES,
+      onUnusable: () => {
+        if (this.conn === conn) this.conn = undefined;
+      },
     });
-    session.on("connect", () => {
-      try {
-        session.setLocalWindowSize(WINDOW_BYTES);
-      } catch {
-        // A session already closing keeps the default window.
-      }
-    });
-    // Its streams report the failure; the session's own error event must not crash the process.
-    session.on("error", () => {});
-    const forget = () => {
-      if (this.session === session) this.session = undefined;
-    };
-    session.on("goaway", forget);
-    session.on("close", forget);
     // Only calls in flight keep the process alive (ref'd in start()).
-    if (this.active === 0) session.unref();
-    this.session = session;
-    return session;
+    if (this.active === 0) conn.unref();
+    this.conn = conn;
+    return conn;
   }
 
   private start(method: DescMethod, input: MessageInitShape<DescMessage>, opts: CallOptions | undefined): Call {
     if (this.closed) throw new RpcError(Status.UNAVAILABLE, `${method.name}: the client is closed`);
     const frame = encodeRequest(method.input, input, this.maxMessageBytes);
-    const headers: http2.OutgoingHttpHeaders = {
-      ":method": "POST",
-      ":path": `/${method.parent.typeName}/${method.name}`,
-      "content-type": "application/grpc",
-      te: "trailers",
-    };
-    if (opts?.metadata) for (const [k, v] of Object.entries(opts.metadata)) headers[k.toLowerCase()] = v;
-    let session: http2.ClientHttp2Session;
-    let stream: http2.ClientHttp2Stream;
+    const fields: Array<[string, string]> = [
+      [":method", "POST"],
+      [":scheme", "http"],
+      [":authority", "localhost"],
+      [":path", `/${method.parent.typeName}/${method.name}`],
+      ["content-type", "application/grpc"],
+      ["te", "trailers"],
+    ];
+    if (opts?.metadata) for (const [k, v] of Object.entries(opts.metadata)) fields.push([k.toLowerCase(), v]);
+    const conn = this.connection();
+    const call = new Call(method, this.maxMessageBytes, () => {
+      if (--this.active === 0) {
+        conn.unref();
+        this.conn?.unref();
+      }
+    });
+    let stream: H2Stream;
     try {
-      session = this.connection();
-      stream = session.request(headers, { endStream: false });
+      stream = conn.request(fields, frame, call);
     } catch (err) {
       throw new RpcError(Status.UNAVAILABLE, `${method.name}: the agent is unavailable: ${(err as Error).message}`, { cause: err });
     }
-    if (this.active++ === 0) session.ref();
-    const call = new Call(session, stream, method, opts, this.maxMessageBytes, () => {
-      if (--this.active === 0 && !session.destroyed) session.unref();
-    });
-    stream.end(frame);
+    if (this.active++ === 0) conn.ref();
+    call.attach(stream, opts);
     return call;
   }
 
@@ -294,8 +289,8 @@ export class H2Calls {
   /** Closes the connection once its calls are done; later calls fail with UNAVAILABLE. */
   close(): void {
     this.closed = true;
-    const session = this.session;
-    this.session = undefined;
-    session?.close();
+    const conn = this.conn;
+    this.conn = undefined;
+    conn?.close();
   }
 }

@@ -1,0 +1,299 @@
+// The host's HTTP/2 client connection against nghttp2 (a node:http2 server): header
+// values of every byte the peer may send, through Huffman coding and the dynamic table;
+// a request body far larger than the peer's windows; the peer's stream limit; GOAWAY;
+// and a peer that does not speak HTTP/2.
+import { after, test } from "node:test";
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { once } from "node:events";
+import fs from "node:fs";
+import http2 from "node:http2";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { H2Connection, type HeaderFields, type StreamEnd } from "../../host/bridge/h2-connection.js";
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "memoh-h2-conn-"));
+after(() => fs.rmSync(tmp, { recursive: true, force: true }));
+let serial = 0;
+
+async function serve(handler: (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, session: http2.Http2Session) => void, settings: http2.Settings = {}) {
+  const server = http2.createServer({ settings });
+  server.on("stream", (stream, headers) => {
+    stream.on("error", () => {});
+    handler(stream, headers, stream.session!);
+  });
+  const socket = path.join(tmp, `s${serial++}.sock`);
+  server.listen(socket);
+  await once(server, "listening");
+  return { socket, close: () => server.close() };
+}
+
+interface Reply {
+  headers: HeaderFields[];
+  body: Buffer;
+  end: StreamEnd;
+}
+
+function call(conn: H2Connection, path: string, body = Buffer.alloc(0), extra: Array<[string, string]> = []): Promise<Reply> {
+  return new Promise((resolve) => {
+    const headers: HeaderFields[] = [];
+    const chunks: Buffer[] = [];
+    conn.request([[":method", "POST"], [":scheme", "http"], [":authority", "localhost"], [":path", path], ...extra], body, {
+      headers: (fields) => headers.push(fields),
+      data: (chunk) => chunks.push(Buffer.from(chunk)),
+      close: (end) => resolve({ headers, body: Buffer.concat(chunks), end }),
+    });
+  });
+}
+
+const connect = (socket: string, onUnusable?: () => void) => new H2Connection(net.connect(socket), { windowBytes: 4 * 1024 * 1024, ...(onUnusable ? { onUnusable } : {}) });
+
+test("header values of every byte nghttp2 sends arrive intact, Huffman-coded or not, the dynamic table reused across replies", async () => {
+  // Bytes node lets a header value hold: tab, printable ASCII, and 0x80–0xff (latin1).
+  const bytes = [0x09, ...Array.from({ length: 0x7f - 0x20 }, (_, i) => 0x20 + i), ...Array.from({ length: 0x80 }, (_, i) => 0x80 + i)];
+  // Among short codes, so nghttp2 chooses Huffman; and alone, where it does not.
+  // (A value never begins or ends with white space.)
+  const e = "e".repeat(16);
+  const values = (b: number) => [`${e}${String.fromCharCode(b)}${e}`, `\u00ff${String.fromCharCode(b)}\u00ff\u00ff`];
+  const s = await serve((stream) => {
+    const headers: http2.OutgoingHttpHeaders = { ":status": 200 };
+    for (const b of bytes) {
+      const [mixed, alone] = values(b);
+      headers[`x-m${b}`] = mixed;
+      headers[`x-a${b}`] = alone;
+    }
+    stream.respond(headers, { waitForTrailers: true });
+    stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0", "grpc-message": "done %20 ok" }));
+    stream.end("body");
+  });
+  const conn = connect(s.socket);
+  try {
+    for (let round = 0; round < 3; round++) {
+      const r = await call(conn, "/x");
+      assert.equal(r.end.kind, "done");
+      assert.equal(r.body.toString(), "body");
+      assert.equal(r.headers.length, 2);
+      const [h, trailers] = r.headers as [HeaderFields, HeaderFields];
+      assert.equal(h[":status"], "200");
+      for (const b of bytes) {
+        const [mixed, alone] = values(b);
+        assert.equal(h[`x-m${b}`], mixed, `byte ${b}, among others (round ${round})`);
+        assert.equal(h[`x-a${b}`], alone, `byte ${b}, alone (round ${round})`);
+      }
+      assert.deepEqual(trailers, { "grpc-status": "0", "grpc-message": "done %20 ok" });
+    }
+  } finally {
+    conn.close();
+    s.close();
+  }
+});
+
+test("a 5 MiB request body reaches nghttp2 whole beside another stream", async () => {
+  const s = await serve(
+    (stream) => {
+      const hash = createHash("sha256");
+      let n = 0;
+      stream.on("data", (d: Buffer) => {
+        hash.update(d);
+        n += d.length;
+      });
+      stream.on("end", () => {
+        stream.respond({ ":status": 200 });
+        stream.end(`${n} ${hash.digest("hex")}`);
+      });
+    },
+    { initialWindowSize: 65_535 },
+  );
+  const conn = connect(s.socket);
+  try {
+    const body = Buffer.alloc(5 * 1024 * 1024 + 3);
+    for (let i = 0; i < body.length; i += 4096) body[i] = (i / 4096) & 0xff;
+    const [a, b] = await Promise.all([call(conn, "/a", body), call(conn, "/b", body.subarray(0, 100_000))]);
+    assert.equal(a.body.toString(), `${body.length} ${createHash("sha256").update(body).digest("hex")}`);
+    assert.equal(b.body.toString(), `100000 ${createHash("sha256").update(body.subarray(0, 100_000)).digest("hex")}`);
+  } finally {
+    conn.close();
+    s.close();
+  }
+});
+
+/** A scripted HTTP/2 peer: it sends `start` frames, then records every frame the client sends. */
+async function scriptedPeer(start: Buffer[]) {
+  const frames: Array<{ type: number; flags: number; id: number; payload: Buffer }> = [];
+  let peer: net.Socket | undefined;
+  let connected: () => void = () => {};
+  const accepted = new Promise<void>((resolve) => (connected = resolve));
+  const server = net.createServer((sock) => {
+    peer = sock;
+    connected();
+    sock.write(Buffer.concat(start));
+    let buf = Buffer.alloc(0);
+    let preface = false;
+    sock.on("data", (d: Buffer) => {
+      buf = Buffer.concat([buf, d]);
+      if (!preface) {
+        if (buf.length < 24) return;
+        buf = buf.subarray(24);
+        preface = true;
+      }
+      while (buf.length >= 9 && buf.length >= 9 + buf.readUIntBE(0, 3)) {
+        const length = buf.readUIntBE(0, 3);
+        frames.push({ type: buf[3]!, flags: buf[4]!, id: buf.readUInt32BE(5), payload: Buffer.from(buf.subarray(9, 9 + length)) });
+        buf = buf.subarray(9 + length);
+      }
+    });
+  });
+  const socket = path.join(tmp, `p${serial++}.sock`);
+  server.listen(socket);
+  await once(server, "listening");
+  let pings = 0;
+  return {
+    socket,
+    frames,
+    send: (...parts: Buffer[]) => peer!.write(Buffer.concat(parts)),
+    /** Resolves when the client has answered a PING sent now: everything it sent before is in `frames`. */
+    async sync() {
+      await accepted;
+      const tag = Buffer.alloc(8);
+      tag.writeUInt32BE(++pings);
+      peer!.write(Buffer.concat([frameHead(8, 6, 0, 0), tag]));
+      while (!frames.some((f) => f.type === 6 && f.flags === 1 && f.payload.equals(tag))) await new Promise((r) => setTimeout(r, 2));
+    },
+    close: () => {
+      peer?.destroy();
+      server.close();
+    },
+  };
+}
+
+function frameHead(length: number, type: number, flags: number, id: number): Buffer {
+  const h = Buffer.alloc(9);
+  h.writeUIntBE(length, 0, 3);
+  h[3] = type;
+  h[4] = flags;
+  h.writeUInt32BE(id, 5);
+  return h;
+}
+const settingsFrame = (entries: Array<[number, number]>) => {
+  const p = Buffer.alloc(6 * entries.length);
+  entries.forEach(([k, v], i) => {
+    p.writeUInt16BE(k, 6 * i);
+    p.writeUInt32BE(v, 6 * i + 2);
+  });
+  return Buffer.concat([frameHead(p.length, 4, 0, 0), p]);
+};
+const windowUpdate = (id: number, n: number) => {
+  const p = Buffer.alloc(4);
+  p.writeUInt32BE(n);
+  return Buffer.concat([frameHead(4, 8, 0, id), p]);
+};
+
+test("the client sends no more than the peer's stream and connection windows allow, and goes on as they open", async () => {
+  // Streams get a window of 1,000 bytes; the connection keeps the default 65,535.
+  const peer = await scriptedPeer([settingsFrame([[4, 1000]])]);
+  const conn = connect(peer.socket);
+  const sent = (id: number) => peer.frames.filter((f) => f.type === 0 && f.id === id).reduce((n, f) => n + f.payload.length, 0);
+  const ended = (id: number) => peer.frames.some((f) => f.type === 0 && f.id === id && (f.flags & 1) === 1);
+  try {
+    // Once the client answered a PING, it has taken the SETTINGS before it.
+    await peer.sync();
+    void call(conn, "/a", Buffer.alloc(5000, 1));
+    await peer.sync();
+    assert.equal(sent(1), 1000);
+    assert.equal(ended(1), false);
+    peer.send(windowUpdate(1, 1500));
+    await peer.sync();
+    assert.equal(sent(1), 2500);
+    peer.send(windowUpdate(1, 10_000));
+    await peer.sync();
+    assert.equal(sent(1), 5000);
+    assert.equal(ended(1), true);
+
+    // The connection's window: 65,535 less the 5,000 sent; a stream window large enough.
+    peer.send(settingsFrame([[4, 1_000_000]]));
+    void call(conn, "/b", Buffer.alloc(100_000, 2));
+    await peer.sync();
+    assert.equal(sent(3), 65_535 - 5000);
+    peer.send(windowUpdate(0, 100_000));
+    await peer.sync();
+    assert.equal(sent(3), 100_000);
+    assert.equal(ended(3), true);
+    // Frames no larger than the default maximum.
+    assert.ok(peer.frames.every((f) => f.payload.length <= 16_384));
+  } finally {
+    peer.close();
+  }
+});
+
+test("no more streams are opened than the peer allows: the rest wait and all complete", async () => {
+  let open = 0;
+  let most = 0;
+  const s = await serve(
+    (stream) => {
+      open++;
+      most = Math.max(most, open);
+      stream.resume();
+      setTimeout(() => {
+        stream.respond({ ":status": 200 });
+        stream.end("ok", () => open--);
+      }, 5);
+    },
+    { maxConcurrentStreams: 3 },
+  );
+  const conn = connect(s.socket);
+  try {
+    // The first waits for the peer's SETTINGS to be known; then twenty at once.
+    assert.equal((await call(conn, "/first")).body.toString(), "ok");
+    const replies = await Promise.all(Array.from({ length: 20 }, (_, i) => call(conn, `/${i}`)));
+    assert.ok(replies.every((r) => r.end.kind === "done" && r.body.toString() === "ok"));
+    assert.ok(most <= 3, `${most} streams were open at once`);
+    assert.equal(most, 3);
+  } finally {
+    conn.close();
+    s.close();
+  }
+});
+
+test("GOAWAY: streams the peer took finish, the connection takes no new one, and says so", async () => {
+  let release: (() => void) | undefined;
+  const s = await serve((stream, _headers, session) => {
+    stream.resume();
+    release = () => {
+      stream.respond({ ":status": 200 });
+      stream.end("finished");
+    };
+    session.goaway(http2.constants.NGHTTP2_NO_ERROR, 1);
+  });
+  let unusable = 0;
+  const conn = connect(s.socket, () => unusable++);
+  try {
+    const first = call(conn, "/held");
+    while (unusable === 0) await new Promise((r) => setTimeout(r, 5));
+    assert.equal(conn.usable, false);
+    assert.throws(() => conn.request([[":path", "/late"]], Buffer.alloc(0), { headers() {}, data() {}, close() {} }), /closing/);
+    release!();
+    const r = await first;
+    assert.equal(r.end.kind, "done");
+    assert.equal(r.body.toString(), "finished");
+    assert.equal(unusable, 1);
+  } finally {
+    s.close();
+  }
+});
+
+test("a peer that does not speak HTTP/2 loses the stream with a clear error", async () => {
+  const server = net.createServer((sock) => sock.end("HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n"));
+  const socket = path.join(tmp, "http1.sock");
+  server.listen(socket);
+  await once(server, "listening");
+  const conn = connect(socket);
+  try {
+    const r = await call(conn, "/x");
+    assert.equal(r.end.kind, "lost");
+    assert.match((r.end as { error: Error }).error.message, /HTTP\/2|closed/);
+    assert.equal(conn.usable, false);
+  } finally {
+    server.close();
+  }
+});
