@@ -8,9 +8,11 @@
 // meanwhile: server and agent took turns on two cores instead of working at once.
 // Here a call's frames are written when the call starts. Measured with the same agent,
 // a bare node:http server relaying ReadFile 4 KiB at 64 in flight, three paired rounds:
-// node:http2 3,605 / 2,801 / 1,992 requests/s, this connection 4,658 / 3,839 /
-// 3,040; the relay's CPU per request fell from 179–321 µs to 135–166 µs and the idle
-// share of the machine from 32% to 20% (BENCHMARKS.md has the API's numbers).
+// node:http2 3,605 / 2,801 / 1,992 requests/s, a first version of this connection
+// 4,658 / 3,839 / 3,040; with it the API server's CPU per request fell from 255–292 µs
+// to 126–185 µs and the idle share of the machine from 32–35% to 16–23%. In the whole
+// benchmark the API went from 2,554 to 4,838 requests/s (BENCHMARKS.md, "An HTTP/2
+// connection of our own").
 //
 // Only what a gRPC client over a unix socket needs: no TLS, no server push (refused in
 // SETTINGS), no priorities. Flow control both ways, the peer's stream limit (calls
