@@ -81,9 +81,10 @@ export class BridgeClient {
   /** The grpc-js channel: streams with client messages (WriteRaw, Exec, McpStdio), and the pool's view of the agent's health. */
   readonly rpc: RpcClient;
   /**
-   * Unary and server-streaming calls framed over node:http2 (h2-calls.ts: less than
-   * half grpc-js's CPU per call), through the same (pinned) unix socket; a TCP target
-   * (legacy containers) calls everything through grpc-js.
+   * Unary and server-streaming calls framed here (h2-calls.ts: less than half
+   * grpc-js's CPU per call) over the host's own HTTP/2 connection (h2-connection.ts),
+   * through the same (pinned) unix socket; a TCP target (legacy containers) calls
+   * everything through grpc-js.
    */
   private readonly h2: H2Calls | undefined;
   private readonly defaultTimeoutMs: number;
