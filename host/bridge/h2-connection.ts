@@ -104,6 +104,8 @@ export class H2Stream {
   readonly out: Buffer[] = [];
   localDone = false;
   remoteDone = false;
+  /** A header block has arrived (DATA before one is malformed). */
+  gotHeaders = false;
   closed = false;
 
   constructor(
@@ -446,6 +448,8 @@ export class H2Connection {
     const stream = this.streams.get(id);
     if (stream === undefined) return; // reset here already: its frames in flight are dropped
     if (stream.remoteDone) return this.reset(stream, H2_CODE.STREAM_CLOSED);
+    // A response begins with its headers (RFC 9113 8.1).
+    if (!stream.gotHeaders) return this.reset(stream, H2_CODE.PROTOCOL_ERROR);
     stream.recvWindow -= payload.length;
     if (stream.recvWindow < 0) return this.reset(stream, H2_CODE.FLOW_CONTROL_ERROR);
     const end = (flags & END_STREAM) !== 0;
@@ -484,6 +488,7 @@ export class H2Connection {
     const stream = this.streams.get(block.id);
     if (stream === undefined) return;
     if (stream.remoteDone) return this.reset(stream, H2_CODE.STREAM_CLOSED);
+    stream.gotHeaders = true;
     const fields: HeaderFields = {};
     for (const [name, value] of list) if (!(name in fields)) fields[name] = value;
     if (block.endStream) stream.remoteDone = true;

@@ -47,6 +47,17 @@ function call(conn: H2Connection, path: string, body = Buffer.alloc(0), extra: A
   });
 }
 
+/** `p`, or a failure naming what did not happen within `ms`. */
+async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`waited ${ms} ms for ${what}`)), ms)));
+  try {
+    return await Promise.race([p, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 const connect = (socket: string, onUnusable?: () => void) => new H2Connection(net.connect(socket), { windowBytes: 4 * 1024 * 1024, ...(onUnusable ? { onUnusable } : {}) });
 
 test("header values of every byte nghttp2 sends arrive intact, Huffman-coded or not, the dynamic table reused across replies", async () => {
@@ -295,5 +306,83 @@ test("a peer that does not speak HTTP/2 loses the stream with a clear error", as
     assert.equal(conn.usable, false);
   } finally {
     server.close();
+  }
+});
+
+test("a peer that breaks the protocol gets GOAWAY with the matching code, and the call is lost with a message naming the fault", async () => {
+  const hdr = (type: number, flags: number, id: number, payload: Buffer) => Buffer.concat([frameHead(payload.length, type, flags, id), payload]);
+  const u32 = (n: number) => {
+    const b = Buffer.alloc(4);
+    b.writeUInt32BE(n >>> 0);
+    return b;
+  };
+  const cases: Array<[string, Buffer, number, RegExp]> = [
+    ["DATA on stream 0", hdr(0, 0, 0, Buffer.from("x")), 1, /DATA on stream 0/],
+    ["a frame on a stream never opened", hdr(0, 0, 7, Buffer.from("x")), 1, /stream 7, which this client never opened/],
+    ["a frame above the maximum size", frameHead(20_000, 0, 0, 1), 6, /a frame of 20000 bytes/],
+    ["PUSH_PROMISE", hdr(5, 4, 1, Buffer.alloc(4)), 1, /PUSH_PROMISE/],
+    ["CONTINUATION without HEADERS", hdr(9, 4, 1, Buffer.from([0x88])), 1, /CONTINUATION without its HEADERS/],
+    ["a header block interrupted", Buffer.concat([hdr(1, 0, 1, Buffer.from([0x88])), hdr(0, 0, 1, Buffer.from("x"))]), 1, /interrupted/],
+    ["a header block HPACK cannot decode", hdr(1, 4, 1, Buffer.from([0x80])), 9, /header index 0/],
+    ["a SETTINGS frame of a partial entry", hdr(4, 0, 0, Buffer.alloc(5)), 6, /partial entry/],
+    ["a connection window overflow", hdr(8, 0, 0, u32(0x7fffffff)), 3, /window overflowed/],
+    ["a WINDOW_UPDATE of 0 on the connection", hdr(8, 0, 0, u32(0)), 1, /WINDOW_UPDATE of 0/],
+  ];
+  for (const [what, bytes, code, pattern] of cases) {
+    const peer = await scriptedPeer([settingsFrame([])]);
+    const conn = connect(peer.socket);
+    try {
+      await peer.sync();
+      const reply = call(conn, "/x");
+      peer.send(bytes);
+      const r = await within(reply, 5_000, `the call to end (${what})`);
+      assert.equal(r.end.kind, "lost", what);
+      assert.match((r.end as { error: Error }).error.message, pattern, what);
+      assert.equal(conn.usable, false, what);
+      // The peer was told why.
+      while (!peer.frames.some((f) => f.type === 7)) await new Promise((res) => setTimeout(res, 2));
+      const goaway = peer.frames.find((f) => f.type === 7)!;
+      assert.equal(goaway.payload.readUInt32BE(4), code, `${what}: GOAWAY code`);
+    } finally {
+      peer.close();
+    }
+  }
+});
+
+test("stream errors reset the one stream and leave the connection: DATA before the headers, DATA past a paused stream's window", async () => {
+  const hdr = (type: number, flags: number, id: number, payload: Buffer) => Buffer.concat([frameHead(payload.length, type, flags, id), payload]);
+  const peer = await scriptedPeer([settingsFrame([])]);
+  const conn = connect(peer.socket);
+  const rst = (id: number) => peer.frames.find((f) => f.type === 3 && f.id === id);
+  try {
+    await peer.sync();
+    const first = call(conn, "/early-data");
+    peer.send(hdr(0, 0, 1, Buffer.from("x")));
+    const r1 = await within(first, 5_000, "the stream that got DATA before its headers to end");
+    assert.deepEqual(r1.end, { kind: "reset", code: 1, byPeer: false });
+    await peer.sync();
+    assert.equal(rst(1)?.payload.readUInt32BE(0), 1);
+
+    // A paused stream returns no window: the peer may send 4 MiB and no more.
+    let ended: StreamEnd | undefined;
+    const stream = conn.request([[":path", "/paused"]], Buffer.alloc(0), { headers() {}, data() {}, close: (end) => void (ended = end) });
+    stream.pause();
+    const frames = [hdr(1, 4, 3, Buffer.from([0x88]))];
+    for (let sent = 0; sent <= 4 * 1024 * 1024; sent += 16_384) frames.push(hdr(0, 0, 3, Buffer.alloc(16_384)));
+    peer.send(...frames);
+    await within(
+      (async () => {
+        while (ended === undefined) await new Promise((res) => setTimeout(res, 2));
+      })(),
+      5_000,
+      "the paused stream to be reset",
+    );
+    assert.deepEqual(ended, { kind: "reset", code: 3, byPeer: false });
+    await peer.sync();
+    assert.equal(rst(3)?.payload.readUInt32BE(0), 3);
+    assert.equal(conn.usable, true);
+    assert.equal(peer.frames.some((f) => f.type === 7), false, "no GOAWAY");
+  } finally {
+    peer.close();
   }
 });
