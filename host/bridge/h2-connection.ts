@@ -154,6 +154,8 @@ export interface H2ConnectionOptions {
   windowBytes: number;
   /** Called once when the connection can take no more streams (GOAWAY, failure, close). */
   onUnusable?: () => void;
+  /** The last stream id this connection uses before the next call needs another (tests lower it). */
+  lastStreamId?: number;
 }
 
 export class H2Connection {
@@ -181,12 +183,13 @@ export class H2Connection {
   private block: { id: number; endStream: boolean; parts: Buffer[]; bytes: number } | undefined;
   private inbox: Buffer[] = [];
   private inboxBytes = 0;
+  private readonly lastStreamId: number;
 
   constructor(socket: net.Socket, opts: H2ConnectionOptions) {
     this.socket = socket;
     this.windowBytes = opts.windowBytes;
-    this.recvWindow = opts.windowBytes;
     this.onUnusable = opts.onUnusable;
+    this.lastStreamId = Math.min(opts.lastStreamId ?? LAST_STREAM_ID, LAST_STREAM_ID);
     socket.setNoDelay?.(true);
     const settings = Buffer.alloc(12);
     settings.writeUInt16BE(SETTINGS_ENABLE_PUSH, 0);
@@ -240,7 +243,7 @@ export class H2Connection {
   private open(stream: H2Stream): void {
     stream.id = this.nextId;
     this.nextId += 2;
-    if (this.nextId > LAST_STREAM_ID) {
+    if (this.nextId > this.lastStreamId) {
       // Stream ids are spent: this connection finishes its streams, the next call opens another.
       this.draining = true;
       this.sayUnusable();
@@ -584,6 +587,9 @@ export class H2Connection {
 
   private openWaiting(): void {
     while (this.waiting.length > 0 && this.streams.size < this.peerMaxStreams && this.usable) this.open(this.waiting.shift()!);
+    // Streams still waiting on a connection that takes no more (its ids spent) never
+    // reached the peer: refused, so their calls are made again on another connection.
+    if (!this.usable) for (const s of this.waiting.splice(0)) this.finish(s, { kind: "reset", code: H2_CODE.REFUSED_STREAM, byPeer: false });
   }
 
   private sayUnusable(): void {

@@ -386,3 +386,31 @@ test("stream errors reset the one stream and leave the connection: DATA before t
     peer.close();
   }
 });
+
+test("a connection whose stream ids are spent finishes its open streams and refuses the waiting ones, so they are made elsewhere", async () => {
+  const s = await serve(
+    (stream) => {
+      stream.resume();
+      setTimeout(() => {
+        stream.respond({ ":status": 200 });
+        stream.end("ok");
+      }, 5);
+    },
+    { maxConcurrentStreams: 1 },
+  );
+  let unusable = 0;
+  const conn = new H2Connection(net.connect(s.socket), { windowBytes: 4 * 1024 * 1024, lastStreamId: 5, onUnusable: () => unusable++ });
+  try {
+    // Stream 1; afterwards the peer's limit of one stream is known.
+    assert.equal((await within(call(conn, "/a"), 5_000, "stream 1")).end.kind, "done");
+    // 3 opens, 5 waits for it and is the last id; 7 would be past it.
+    const [b, c, d] = await within(Promise.all([call(conn, "/b"), call(conn, "/c"), call(conn, "/d")]), 5_000, "three more calls");
+    assert.deepEqual([b.end, c.end], [{ kind: "done" }, { kind: "done" }]);
+    assert.equal(c.body.toString(), "ok");
+    assert.deepEqual(d.end, { kind: "reset", code: 7, byPeer: false });
+    assert.equal(conn.usable, false);
+    assert.equal(unusable, 1);
+  } finally {
+    s.close();
+  }
+});
