@@ -18,6 +18,10 @@
 // SETTINGS), no priorities. Flow control both ways, the peer's stream limit (calls
 // beyond it wait here, as nghttp2 queues them), CONTINUATION, GOAWAY, PING. A peer that
 // breaks the protocol gets GOAWAY and the connection ends; its streams are lost.
+//
+// One file: the frame reader, both directions of flow control, the stream table and
+// the waiting queue all change the same connection state in the same turn; split
+// apart, each part would reach into the others' fields.
 import net from "node:net";
 import { HpackDecoder, HpackError, encodeHeaderBlock } from "./hpack.js";
 

@@ -1,7 +1,9 @@
 // The host's HTTP/2 client connection against nghttp2 (a node:http2 server): header
 // values of every byte the peer may send, through Huffman coding and the dynamic table;
 // a request body far larger than the peer's windows; the peer's stream limit; GOAWAY;
-// and a peer that does not speak HTTP/2.
+// and a peer that does not speak HTTP/2; every connection and stream error a peer can
+// cause. One file for the one class: the helpers (a scripted peer, frame builders)
+// serve every test here.
 import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
