@@ -4,6 +4,7 @@
 import { create, toBinary, type DescMessage, type MessageInitShape } from "@bufbuild/protobuf";
 import { RpcError, Status, type StatusCode } from "../../proto/rpc.js";
 import { GRPC_PREFIX_BYTES } from "../../proto/wire.js";
+import { ByteQueue } from "./byte-queue.js";
 
 /** The HTTP status of a reply that is not gRPC, as the gRPC spec maps it. */
 export function codeOfHttpStatus(status: number): StatusCode {
@@ -59,8 +60,7 @@ export function statusOf(headers: Readonly<Record<string, string | string[] | un
 
 /** Splits the bytes of a response into its length-prefixed messages, refusing compressed or oversized ones. */
 export class MessageReader {
-  private pending: Buffer[] = [];
-  private pendingBytes = 0;
+  private readonly pending = new ByteQueue();
   /** The length of the message being gathered, or -1 while its prefix is incomplete. */
   private need = -1;
 
@@ -69,50 +69,25 @@ export class MessageReader {
   /** The messages completed by `chunk`, in order. Throws RpcError on a prefix the client cannot accept. */
   push(chunk: Buffer, out: Buffer[]): void {
     this.pending.push(chunk);
-    this.pendingBytes += chunk.length;
     for (;;) {
       if (this.need < 0) {
-        if (this.pendingBytes < GRPC_PREFIX_BYTES) return;
-        const head = this.take(GRPC_PREFIX_BYTES);
+        if (this.pending.length < GRPC_PREFIX_BYTES) return;
+        const head = this.pending.take(GRPC_PREFIX_BYTES);
         if (head[0] !== 0) throw new RpcError(Status.INTERNAL, `the agent sent a message with flags ${head[0]} (compression was not negotiated)`);
         const length = head.readUInt32BE(1);
         if (length > this.maxBytes) throw new RpcError(Status.RESOURCE_EXHAUSTED, `Received message larger than max (${length} vs. ${this.maxBytes})`);
         this.need = length;
       }
-      if (this.pendingBytes < this.need) return;
-      out.push(this.take(this.need));
+      if (this.pending.length < this.need) return;
+      // One message within one chunk (the common case) is a view, no copy; an empty one is a prefix alone.
+      out.push(this.pending.take(this.need));
       this.need = -1;
     }
   }
 
   /** Whether a message was begun and not completed. */
   get partial(): boolean {
-    return this.pendingBytes > 0 || this.need >= 0;
-  }
-
-  private take(n: number): Buffer {
-    // An empty message (an empty reply) is a prefix alone.
-    if (n === 0) return Buffer.alloc(0);
-    const first = this.pending[0]!;
-    if (first.length >= n) {
-      // The common case, one message within one chunk: a view, no copy.
-      if (first.length === n) this.pending.shift();
-      else this.pending[0] = first.subarray(n);
-      this.pendingBytes -= n;
-      return first.subarray(0, n);
-    }
-    const out = Buffer.allocUnsafe(n);
-    let at = 0;
-    while (at < n) {
-      const head = this.pending[0]!;
-      const part = Math.min(head.length, n - at);
-      head.copy(out, at, 0, part);
-      at += part;
-      if (part === head.length) this.pending.shift();
-      else this.pending[0] = head.subarray(part);
-    }
-    this.pendingBytes -= n;
-    return out;
+    return this.pending.length > 0 || this.need >= 0;
   }
 }
 

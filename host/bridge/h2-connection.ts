@@ -23,6 +23,7 @@
 // the waiting queue all change the same connection state in the same turn; split
 // apart, each part would reach into the others' fields.
 import net from "node:net";
+import { ByteQueue } from "./byte-queue.js";
 import { HpackDecoder, HpackError, encodeHeaderBlock } from "./hpack.js";
 
 /** HTTP/2 error codes (RFC 9113 section 7). */
@@ -185,8 +186,7 @@ export class H2Connection {
   private readonly onUnusable: (() => void) | undefined;
   /** A header block being gathered from HEADERS and CONTINUATION frames. */
   private block: { id: number; endStream: boolean; parts: Buffer[]; bytes: number } | undefined;
-  private inbox: Buffer[] = [];
-  private inboxBytes = 0;
+  private readonly inbox = new ByteQueue();
   private readonly lastStreamId: number;
 
   constructor(socket: net.Socket, opts: H2ConnectionOptions) {
@@ -331,61 +331,23 @@ export class H2Connection {
   private onData(chunk: Buffer): void {
     if (this.destroyed) return;
     this.inbox.push(chunk);
-    this.inboxBytes += chunk.length;
     try {
-      while (this.inboxBytes >= 9 && !this.destroyed) {
-        const h = this.peek(9);
+      while (this.inbox.length >= 9 && !this.destroyed) {
+        const h = this.inbox.peek(9);
         const length = h.readUIntBE(0, 3);
         if (length > MAX_FRAME_IN) throw new ConnectionError(H2_CODE.FRAME_SIZE_ERROR, `a frame of ${length} bytes (at most ${MAX_FRAME_IN})`);
-        if (this.inboxBytes < 9 + length) return;
+        if (this.inbox.length < 9 + length) return;
         const type = h[3]!;
         const flags = h[4]!;
         const id = h.readUInt32BE(5) & 0x7fffffff;
-        this.take(9);
-        this.onFrame(type, flags, id, this.take(length));
+        this.inbox.take(9);
+        this.onFrame(type, flags, id, this.inbox.take(length));
       }
     } catch (err) {
       if (err instanceof ConnectionError) this.abort(err.code, err);
       else if (err instanceof HpackError) this.abort(H2_CODE.COMPRESSION_ERROR, err);
       else this.abort(H2_CODE.INTERNAL_ERROR, err as Error);
     }
-  }
-
-  private peek(n: number): Buffer {
-    const first = this.inbox[0]!;
-    if (first.length >= n) return first;
-    const out = Buffer.allocUnsafe(n);
-    let at = 0;
-    for (const b of this.inbox) {
-      const part = Math.min(b.length, n - at);
-      b.copy(out, at, 0, part);
-      at += part;
-      if (at === n) break;
-    }
-    return out;
-  }
-
-  /** The next `n` bytes of the inbox: a view when they lie in one chunk, else a copy. */
-  private take(n: number): Buffer {
-    this.inboxBytes -= n;
-    const first = this.inbox[0];
-    if (n === 0) return Buffer.alloc(0);
-    if (first!.length >= n) {
-      if (first!.length === n) this.inbox.shift();
-      else this.inbox[0] = first!.subarray(n);
-      return first!.subarray(0, n);
-    }
-    const out = Buffer.allocUnsafe(n);
-    let at = 0;
-    while (at < n) {
-      const b = this.inbox[0]!;
-      const part = Math.min(b.length, n - at);
-      b.copy(out, at, 0, part);
-      at += part;
-      if (part === b.length) this.inbox.shift();
-      else this.inbox[0] = b.subarray(part);
-    }
-    return out;
   }
 
   private onFrame(type: number, flags: number, id: number, payload: Buffer): void {
