@@ -24,10 +24,11 @@ done
 # the test images, docker-registry/apache2-utils (htpasswd) serve the tests' private registry,
 # openssl makes the throwaway CA and certificate of its TLS variant.
 # python3, make and g++ build node-pty's native addon (it ships no Linux prebuilds).
-# wrk loads the HTTP API in `npm run bench` (a client in C leaves the two cores to the server).
+# wrk loads the HTTP API in `npm run bench` (a client in C leaves the two cores to the server);
+# curl downloads through it there, beside the Node client.
 packages=(
   containerd runc containernetworking-plugins iptables iproute2 patchelf tini busybox-static
-  docker-registry apache2-utils openssl procps python3 make g++ wrk
+  docker-registry apache2-utils openssl procps python3 make g++ wrk curl
 )
 
 [ "$(id -u)" = 0 ] || die "must run as root (installs Debian packages; tests run containerd)"
@@ -50,7 +51,7 @@ fi
 # Debian starts containerd as a service on install; tests start their own private daemon,
 # so the system one is neither needed nor touched.
 
-for bin in containerd ctr runc patchelf tini-static busybox wrk; do
+for bin in containerd ctr runc patchelf tini-static busybox wrk curl; do
   command -v "$bin" >/dev/null || [ -x "/usr/sbin/$bin" ] || die "$bin is still missing after installing packages"
 done
 
