@@ -348,8 +348,10 @@ test("exec sends progress while it runs", async () => {
   const seen: number[] = [];
   const r = await client.callTool({ name: "exec", arguments: { command: "sleep 2.5; echo done", work_dir: agent.dataDir } }, undefined, { onprogress: (p) => seen.push(p.progress) });
   assert.match(text(r), /^\[exit code 0/);
-  assert.deepEqual(seen.slice(0, 2), [1, 2]);
-  assert.ok(seen.every((v, i) => i === 0 || v > seen[i - 1]!), `progress must increase: ${seen.join(", ")}`);
+  // Progress is the whole seconds waited (of the 3 s timeout), one notification a second;
+  // a tick the loaded machine delays may skip a value, so only the shape is fixed here.
+  assert.ok(seen.length >= 2, `at least two progress notifications in 3 s: ${seen.join(", ")}`);
+  assert.ok(seen.every((v, i) => v >= 1 && v <= 3 && (i === 0 || v > seen[i - 1]!)), `progress must be whole seconds of 1–3, increasing: ${seen.join(", ")}`);
   await transport.terminateSession();
 });
 
@@ -436,8 +438,10 @@ test("wait_until sends progress while it waits; cancelling it leaves the job run
   const seen: number[] = [];
   const r = await client.callTool({ name: "wait_until", arguments: { task_id: id, timeout: 3, idle_timeout: 0 } }, undefined, { onprogress: (p) => seen.push(p.progress) });
   assert.match(text(r), /^\[timeout:/);
-  assert.deepEqual(seen.slice(0, 2), [1, 2]);
-  assert.ok(seen.every((v, i) => i === 0 || v > seen[i - 1]!), `progress must increase: ${seen.join(", ")}`);
+  // Progress is the whole seconds waited (of the 3 s timeout), one notification a second;
+  // a tick the loaded machine delays may skip a value, so only the shape is fixed here.
+  assert.ok(seen.length >= 2, `at least two progress notifications in 3 s: ${seen.join(", ")}`);
+  assert.ok(seen.every((v, i) => v >= 1 && v <= 3 && (i === 0 || v > seen[i - 1]!)), `progress must be whole seconds of 1–3, increasing: ${seen.join(", ")}`);
   const controller = new AbortController();
   let progressed!: () => void;
   const inFlight = new Promise<void>((res) => (progressed = res));
