@@ -127,9 +127,11 @@ export async function benchApi(): Promise<Row[]> {
       // 256 MiB: made in the workspace, then read three ways, interleaved (one of each per
       // round, best of 5 rounds each), so that load from elsewhere falls on all alike.
       await call("POST", `/bots/${bot}/container/exec`, { command: "head -c 268435456 /dev/urandom > /data/big.bin" });
+      // MiB/s of one whole download; a download that came short fails the benchmark.
       const timed = async (fn: () => Promise<number>): Promise<number> => {
         const t0 = process.hrtime.bigint();
         const bytes = await fn();
+        if (bytes !== MIB * 256) throw new Error(`a download returned ${bytes} of ${MIB * 256} bytes`);
         return bytes / MIB / (Number(process.hrtime.bigint() - t0) / 1e9);
       };
       const viaApi = async () => {
