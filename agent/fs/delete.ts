@@ -2,7 +2,7 @@ import { constants } from "node:fs";
 import fs, { type FileHandle } from "node:fs/promises";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { AgentContext } from "../context.js";
-import { errnoAt, failedPrecondition } from "../errors.js";
+import { errnoAt, failedPrecondition, RpcError, Status } from "../errors.js";
 import { requestPath, showBytes, type FsPath } from "../paths.js";
 import { isErrno } from "./errno.js";
 import { direntName, openDirBytes } from "./fileinfo.js";
@@ -26,7 +26,7 @@ export async function deleteFile(ctx: AgentContext, req: pb.DeleteFileRequest): 
   });
   try {
     if (!st.isDirectory()) await fs.unlink(abs.bytes);
-    else if (req.recursive) await removeTree(abs, inodeKeys(places));
+    else if (req.recursive) await removeTree(abs, { protectedInodes: inodeKeys(places) });
     else await fs.rmdir(abs.bytes);
   } catch (err) {
     if (!req.recursive && (isErrno(err, "ENOTEMPTY") || isErrno(err, "EEXIST"))) {
@@ -42,6 +42,16 @@ function inDir(fd: number, name: Buffer | string): Buffer {
   return Buffer.concat([Buffer.from(`/proc/self/fd/${fd}/`), typeof name === "string" ? Buffer.from(name) : name]);
 }
 
+export interface RemoveTreeOptions {
+  /** "dev:ino" of directories the walk must not enter (guard.ts): one of them stops it. */
+  protectedInodes?: ReadonlySet<string>;
+  /**
+   * Called with the shown path of each subdirectory the walk has just entered,
+   * before it touches anything in it: lets a test change the tree at a known point.
+   */
+  onEnter?: (shown: string) => Promise<void> | void;
+}
+
 /**
  * Removes the directory `top` and everything below it, at any depth: paths
  * longer than PATH_MAX cannot be given to a system call, so the walk never
@@ -51,12 +61,25 @@ function inDir(fd: number, name: Buffer | string): Buffer {
  * descriptors whatever the depth. Symlinks are removed, never followed, and a
  * directory that is one of `protectedInodes` (a bind mount of the data dir)
  * stops the walk.
+ *
+ * ".." is whatever directory holds this one now, not necessarily the one the
+ * walk came down from: were a directory on the way moved elsewhere by another
+ * process (`mv /data/tmp/a/b /data/`), going up from it would land in its new
+ * parent (/data) and empty that. So the walk remembers the device and inode
+ * of every directory it went down from and, going up, checks that ".." is
+ * that directory; when it is not, the walk stops with ABORTED before touching
+ * anything there, as fts(3) does for rm -r.
  */
-export async function removeTree(top: FsPath, protectedInodes: ReadonlySet<string> = new Set()): Promise<void> {
-  const trail: Buffer[] = []; // names from top down to the current directory
-  const here = (): string => [top.shown, ...trail.map((n) => showBytes(n))].join("/");
+export async function removeTree(top: FsPath, opts: RemoveTreeOptions = {}): Promise<void> {
+  const protectedInodes = opts.protectedInodes ?? new Set<string>();
+  // From top down to the current directory: each step's name, and the key
+  // ("dev:ino") of the directory it was taken from.
+  const trail: Array<{ name: Buffer; from: string }> = [];
+  const pathOf = (depth: number): string => [top.shown, ...trail.slice(0, depth).map((step) => showBytes(step.name))].join("/");
+  const here = (): string => pathOf(trail.length);
   let dir: FileHandle = await fs.open(top.bytes, OPEN_DIR);
   try {
+    let dirKey = keyOf(await dir.stat());
     for (;;) {
       const sub = await emptyUntilSubdir(dir.fd, here);
       if (sub !== undefined) {
@@ -74,29 +97,56 @@ export async function removeTree(top: FsPath, protectedInodes: ReadonlySet<strin
           if (isErrno(err, "ENOENT")) continue;
           throw errnoAt(err, `${here()}/${showBytes(sub)}`);
         }
-        const st = await child.stat();
-        if (protectedInodes.has(`${st.dev}:${st.ino}`)) {
+        const childKey = keyOf(await child.stat());
+        if (protectedInodes.has(childKey)) {
           await child.close();
           throw failedPrecondition(`refusing to delete ${here()}/${showBytes(sub)}: it is a place the agent needs (the data dir, its socket dir or the runtime bundle); what was deleted before it stays deleted`);
         }
         await dir.close();
         dir = child;
-        trail.push(sub);
+        trail.push({ name: sub, from: dirKey });
+        dirKey = childKey;
+        await opts.onEnter?.(here());
         continue;
       }
-      const name = trail.pop();
-      if (name === undefined) break;
-      const parent = await fs.open(inDir(dir.fd, ".."), OPEN_DIR);
+      const step = trail.at(-1);
+      if (step === undefined) break;
+      const left = here();
+      const parent = await fs.open(inDir(dir.fd, ".."), OPEN_DIR).catch((err: unknown) => {
+        throw errnoAt(err, `${left}/..`);
+      });
+      let parentKey: string;
+      try {
+        parentKey = keyOf(await parent.stat());
+      } catch (err) {
+        await parent.close();
+        throw errnoAt(err, `${left}/..`);
+      }
+      if (parentKey !== step.from) {
+        await parent.close();
+        throw new RpcError(
+          Status.ABORTED,
+          `the tree changed while it was deleted: ${left} is no longer in ${pathOf(trail.length - 1)} (another process moved it); ` +
+            `the delete stopped there and touched nothing outside the directories it had entered; what was deleted before stays deleted`,
+        );
+      }
+      trail.pop();
       await dir.close();
       dir = parent;
-      await fs.rmdir(inDir(dir.fd, name)).catch((err: unknown) => {
-        throw errnoAt(err, `${here()}/${showBytes(name)}`);
+      dirKey = parentKey;
+      await fs.rmdir(inDir(dir.fd, step.name)).catch((err: unknown) => {
+        // Renamed within this directory meanwhile: the next listing meets it again.
+        if (!isErrno(err, "ENOENT")) throw errnoAt(err, `${here()}/${showBytes(step.name)}`);
       });
     }
   } finally {
     await dir.close().catch(() => undefined);
   }
   await fs.rmdir(top.bytes);
+}
+
+function keyOf(st: { dev: number; ino: number }): string {
+  return `${st.dev}:${st.ino}`;
 }
 
 /**

@@ -1007,7 +1007,10 @@ export type DeleteFileRequest = Message<"memoh.bridge.v1.DeleteFileRequest"> & {
 
   /**
    * Remove a directory with everything in it (never following symlinks; any
-   * depth, paths longer than PATH_MAX included).
+   * depth, paths longer than PATH_MAX included). A directory moved out of the
+   * tree by another process while the delete is inside it stops the delete
+   * (ABORTED) where the walk would leave the tree: nothing that was outside
+   * the tree is deleted.
    *
    * @generated from field: bool recursive = 2;
    */
