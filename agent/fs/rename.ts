@@ -11,16 +11,19 @@ import { mkdirParents } from "./mkdirp.js";
 import { isErrno, lstatOrUndefined } from "./errno.js";
 import { direntName, kindOf, openDirBytes } from "./fileinfo.js";
 import { realLocation, refuseProtected } from "./guard.js";
+import { moveNoReplace } from "./no-replace.js";
 import type { CancellableCall } from "./read.js";
 import type * as pb from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
 
 /**
  * Moves a file or directory; the destination's parent is created. An existing
  * destination is replaced only with overwrite, and only by the same kind of
- * thing (a directory only when empty), as rename(2) allows. Across file
- * systems the tree is copied next to the destination, renamed into place, and
- * only then is the source removed. Neither side may be (or hold) a place the
- * agent needs (guard.ts).
+ * thing (a directory only when empty), as rename(2) allows. Without overwrite
+ * the destination is taken atomically (no-replace.ts): one that appears while
+ * the move runs is never replaced. Across file systems the tree is copied
+ * next to the destination, moved into place the same way, and only then is
+ * the source removed. Neither side may be (or hold) a place the agent needs
+ * (guard.ts).
  */
 export async function rename(ctx: AgentContext, req: pb.RenameRequest, call?: CancellableCall): Promise<MessageInitShape<typeof pb.RenameResponseSchema>> {
   const from = requestPath(ctx.dataDir, { path: req.from, pathBytes: req.fromBytes }, "from");
@@ -50,10 +53,11 @@ export async function rename(ctx: AgentContext, req: pb.RenameRequest, call?: Ca
     throw errnoAt(err, to.shown);
   }
   try {
-    await fs.rename(from.bytes, to.bytes);
+    if (req.overwrite) await fs.rename(from.bytes, to.bytes);
+    else await moveNoReplace(from, to);
   } catch (err) {
     if (!isErrno(err, "EXDEV")) throw errnoAt(err, from.shown, to.shown);
-    await moveAcrossDevices(from, to, call ? callSignal(call) : undefined);
+    await moveAcrossDevices(from, to, { signal: call ? callSignal(call) : undefined, overwrite: req.overwrite });
   }
   return {};
 }
@@ -91,17 +95,20 @@ async function isEmptyDir(dir: FsPath): Promise<boolean> {
 
 /**
  * rename(2) across file systems: copy to a temp name beside `to`, rename it
- * into place (atomic on the destination's file system), then remove `from`.
+ * into place (atomic on the destination's file system; without `overwrite`
+ * it fails with ALREADY_EXISTS rather than replace anything at `to`, even
+ * something created during the copy), then remove `from`.
  * A failed copy removes the partial copy and leaves the source untouched. So does a
  * cancelled one (`signal`: the caller went away or its deadline passed): the copy stops
  * before its next entry instead of moving a large tree for nobody. Once the copy is in
  * place the move completes; the source is removed whatever happens to the call.
  */
-export async function moveAcrossDevices(from: FsPath, to: FsPath, signal?: AbortSignal): Promise<void> {
+export async function moveAcrossDevices(from: FsPath, to: FsPath, opts: { signal?: AbortSignal; overwrite?: boolean } = {}): Promise<void> {
   const temp = tempPathFor(to);
   try {
-    await copyTree(from, temp, undefined, signal);
-    await fs.rename(temp.bytes, to.bytes);
+    await copyTree(from, temp, undefined, opts.signal);
+    if (opts.overwrite) await fs.rename(temp.bytes, to.bytes);
+    else await moveNoReplace(temp, to);
   } catch (err) {
     const st = await lstatOrUndefined(temp.bytes).catch(() => undefined);
     if (st?.isDirectory()) await removeTree(temp).catch(() => undefined);

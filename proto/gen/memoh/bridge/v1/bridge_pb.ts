@@ -957,7 +957,9 @@ export type RenameRequest = Message<"memoh.bridge.v1.RenameRequest"> & {
   to: string;
 
   /**
-   * Replace an existing destination.
+   * Replace an existing destination. Without it, a destination that exists,
+   * or is created while the move runs (another Rename, another process), is
+   * never replaced: ALREADY_EXISTS.
    *
    * @generated from field: bool overwrite = 3;
    */
