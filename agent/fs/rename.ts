@@ -11,7 +11,7 @@ import { mkdirParents } from "./mkdirp.js";
 import { isErrno, lstatOrUndefined } from "./errno.js";
 import { direntName, kindOf, openDirBytes } from "./fileinfo.js";
 import { realLocation, refuseProtected } from "./guard.js";
-import { moveNoReplace } from "./no-replace.js";
+import { moveNoReplace, sameFile } from "./no-replace.js";
 import type { CancellableCall } from "./read.js";
 import type * as pb from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
 
@@ -44,6 +44,10 @@ export async function rename(ctx: AgentContext, req: pb.RenameRequest, call?: Ca
   if (toSt) {
     await refuseProtected(ctx, to, { verb: "replace", field: "to" });
     await checkReplaceable(from, fromSt, to, toSt, req.overwrite);
+    if (!fromSt.isDirectory() && sameFile(fromSt, toSt)) {
+      await dropHardLink(from, to, fromSt);
+      return {};
+    }
   }
 
   try {
@@ -60,6 +64,48 @@ export async function rename(ctx: AgentContext, req: pb.RenameRequest, call?: Ca
     await moveAcrossDevices(from, to, { signal: call ? callSignal(call) : undefined, overwrite: req.overwrite });
   }
   return {};
+}
+
+/**
+ * `from` and `to` name one file, where rename(2) does nothing. When they are
+ * one directory entry reached by two paths (a symlinked parent, a bind mount;
+ * always so for a file with a single link), that is right: nothing moves.
+ * When they are two hard links, both names would stay, so the move takes
+ * `from` away itself: by a rename to a temp name beside `to` rather than by
+ * unlink(2), because were the two names one entry after all (a
+ * case-insensitive directory), that rename moves the entry away and the next
+ * one puts it back at `to`, where an unlink would have deleted it.
+ */
+async function dropHardLink(from: FsPath, to: FsPath, st: Stats): Promise<void> {
+  if (st.nlink < 2 || (await sameEntry(from, to))) return;
+  const temp = tempPathFor(to);
+  try {
+    try {
+      await fs.rename(from.bytes, temp.bytes);
+    } catch (err) {
+      // Two mounts of one file system, which rename(2) does not cross; sameEntry
+      // found two different entries, so unlinking `from` leaves `to`.
+      if (isErrno(err, "EXDEV")) return await fs.unlink(from.bytes);
+      throw err;
+    }
+    await fs.rename(temp.bytes, to.bytes);
+    await fs.unlink(temp.bytes).catch((err: unknown) => {
+      if (!isErrno(err, "ENOENT")) throw err;
+    });
+  } catch (err) {
+    throw errnoAt(err, from.shown, to.shown);
+  }
+}
+
+/** Same name in the same directory (compared by device and inode, however the paths reach it). */
+async function sameEntry(a: FsPath, b: FsPath): Promise<boolean> {
+  if (!a.name.equals(b.name)) return false;
+  try {
+    const [pa, pb] = await Promise.all([fs.stat(a.parent().bytes), fs.stat(b.parent().bytes)]);
+    return sameFile(pa, pb);
+  } catch {
+    return false;
+  }
 }
 
 /** The real path of the nearest existing directory above `p`. */

@@ -101,6 +101,40 @@ test("Rename with overwrite: an empty directory is replaced, a non-empty one is 
   await rejectsWith(t.client.unary(m.rename, { from: "mv3/plain", to: "mv3/full", overwrite: true }), Status.FAILED_PRECONDITION, /directory/);
 });
 
+test("Rename with overwrite from one hard link of a file onto another leaves only the new name", async () => {
+  await fs.mkdir(at("hl"));
+  await fs.writeFile(at("hl/h1"), "same");
+  await fs.link(at("hl/h1"), at("hl/h2"));
+  await rejectsWith(t.client.unary(m.rename, { from: "hl/h1", to: "hl/h2" }), Status.ALREADY_EXISTS, /to: .*hl\/h2 already exists/);
+  await t.client.unary(m.rename, { from: "hl/h1", to: "hl/h2", overwrite: true });
+  assert.deepEqual(await fs.readdir(at("hl")), ["h2"]);
+  assert.equal(await fs.readFile(at("hl/h2"), "utf8"), "same");
+  assert.equal((await fs.stat(at("hl/h2"))).nlink, 1);
+  // Links in two directories; a third link elsewhere stays.
+  await fs.mkdir(at("hl/other"));
+  await fs.link(at("hl/h2"), at("hl/other/h3"));
+  await fs.link(at("hl/h2"), at("hl/h4"));
+  await t.client.unary(m.rename, { from: "hl/other/h3", to: "hl/h4", overwrite: true });
+  assert.deepEqual(await fs.readdir(at("hl/other")), []);
+  assert.equal((await fs.stat(at("hl/h4"))).nlink, 2, "h2 and h4 are left");
+});
+
+test("Rename with overwrite onto the same file reached through a symlinked parent changes nothing", async () => {
+  await fs.mkdir(at("hl2/dir"), { recursive: true });
+  await fs.symlink("dir", at("hl2/via"));
+  await fs.writeFile(at("hl2/dir/f"), "one entry");
+  await t.client.unary(m.rename, { from: "hl2/via/f", to: "hl2/dir/f", overwrite: true });
+  assert.equal(await fs.readFile(at("hl2/dir/f"), "utf8"), "one entry");
+  // With a second hard link elsewhere, too: the entry is one, whatever its link count.
+  await fs.link(at("hl2/dir/f"), at("hl2/elsewhere"));
+  await t.client.unary(m.rename, { from: "hl2/via/f", to: "hl2/dir/f", overwrite: true });
+  await t.client.unary(m.rename, { from: "hl2/dir/f", to: "hl2/via/f", overwrite: true });
+  assert.equal(await fs.readFile(at("hl2/dir/f"), "utf8"), "one entry");
+  assert.equal((await fs.stat(at("hl2/dir/f"))).nlink, 2);
+  assert.deepEqual((await fs.readdir(at("hl2/dir"))), ["f"]);
+  assert.deepEqual(await tempFilesIn(at("hl2/dir")), []);
+});
+
 test("Rename errors name their field: missing from is NOT_FOUND, bad paths are INVALID_ARGUMENT", async () => {
   await rejectsWith(t.client.unary(m.rename, { from: "mv4/nope", to: "mv4/x" }), Status.NOT_FOUND, /^from: .*mv4\/nope/);
   await rejectsWith(t.client.unary(m.rename, { from: "", to: "x" }), Status.INVALID_ARGUMENT, /from is empty/);
