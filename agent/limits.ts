@@ -125,5 +125,12 @@ export const TREE_MAX_DEPTH = 256;
 export const TREE_MAX_ENTRIES = 1_000_000;
 /** ReadTree: bytes written to the call and not yet handed to the transport, at most (then it waits). */
 export const TREE_INFLIGHT_BYTES = 2 * MiB;
+/**
+ * ReadTree: estimated bytes of names one call holds across the directories it has
+ * open (twice that while it reads one). Sending a directory's names in byte order
+ * needs them all first; a directory whose names take more is read in several sorted
+ * batches, one more read of it per batch: about 130,000 names of 30 bytes a batch.
+ */
+export const TREE_NAMES_HELD_BYTES = 8 * MiB;
 /** ReadTree: bytes of a file read ahead (at open) and bytes per read after that; each block is one data message. */
 export const TREE_READ_BLOCK_BYTES = 256 * 1024;

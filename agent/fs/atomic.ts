@@ -7,7 +7,7 @@ import { unlinkSync, type Stats } from "node:fs";
 import fs, { type FileHandle } from "node:fs/promises";
 import path from "node:path";
 import { errnoAt, failedPrecondition, invalidArgument, RpcError, Status } from "../errors.js";
-import { FsPath, NAME_MAX_BYTES, truncateName } from "../paths.js";
+import { FsPath, NAME_MAX_BYTES, showBytes, truncateName } from "../paths.js";
 import { isErrno, lstatOrUndefined } from "./errno.js";
 import { kindOf } from "./fileinfo.js";
 import { mkdirParents } from "./mkdirp.js";
@@ -56,6 +56,15 @@ interface Destination {
   existing?: Stats;
 }
 
+/** Symbolic links one write follows at most, as Linux's path lookup (MAXSYMLINKS): one more is ELOOP. */
+export const MAX_SYMLINK_HOPS = 40;
+
+function tooManyLinks(target: FsPath): Error {
+  return invalidArgument(
+    `${target}: too many levels of symbolic links (a loop, or a chain of more than ${MAX_SYMLINK_HOPS}); nothing was written`,
+  );
+}
+
 /**
  * Where a write to `target` lands. A symlink is written through (like `cat > link`)
  * so the link survives; directories and special files (devices, FIFOs, sockets)
@@ -68,16 +77,70 @@ async function destinationOf(target: FsPath): Promise<Destination> {
     try {
       dest = new FsPath(await fs.realpath(target.bytes, { encoding: "buffer" }));
     } catch (err) {
+      if (isErrno(err, "ELOOP")) throw tooManyLinks(target);
       if (!isErrno(err, "ENOENT")) throw errnoAt(err, target.shown);
-      // Dangling link: create what it points to (one level, as open(2) would).
-      const link = await fs.readlink(target.bytes, { encoding: "buffer" });
-      dest = new FsPath(Buffer.from(path.posix.resolve(target.parent().bytes.toString("latin1"), link.toString("latin1")), "latin1"));
+      dest = await danglingDestination(target);
     }
     st = await lstatOrUndefined(dest.bytes);
   }
   const refused = st && refusal(target, st);
   if (refused) throw refused;
   return st ? { path: dest, existing: st } : { path: dest };
+}
+
+/**
+ * What open(2) with O_CREAT creates for a symlink that leads nowhere: the end of
+ * its chain of links (l1 -> l2 -> missing), up to MAX_SYMLINK_HOPS links. Each
+ * link's target is taken from the directory the link really lies in, as the
+ * kernel does: with `sub -> real/deep` and `real/deep/link -> ../out.txt`, a
+ * write to `sub/link` creates `real/out.txt`, not the `out.txt` beside `sub`.
+ */
+async function danglingDestination(target: FsPath): Promise<FsPath> {
+  let link = target;
+  for (let hops = 1; hops <= MAX_SYMLINK_HOPS; hops++) {
+    let to: Buffer;
+    try {
+      to = await fs.readlink(link.bytes, { encoding: "buffer" });
+    } catch (err) {
+      throw errnoAt(err, target.shown);
+    }
+    const next = await linkTarget(target, link, to);
+    if (!(await lstatOrUndefined(next.bytes))?.isSymbolicLink()) return next;
+    link = next;
+  }
+  throw tooManyLinks(target);
+}
+
+/**
+ * The file `link` (which holds `to`) names, normalised on real paths. Its
+ * directory part goes through realpath, which takes every ".." after the
+ * symlinks before it, as path lookup does. When that directory does not exist
+ * yet (a write creates missing parents), `to` is resolved by name against the
+ * real directory of the link.
+ */
+async function linkTarget(target: FsPath, link: FsPath, to: Buffer): Promise<FsPath> {
+  // latin1: one char per byte, so node:path works on the bytes ("/" and "." are ASCII).
+  const text = to.toString("latin1");
+  const base = text.slice(text.lastIndexOf("/") + 1);
+  if (base === "" || base === "." || base === "..") {
+    throw invalidArgument(`${target} is a symbolic link to ${showBytes(to)}, which is a directory, not a file; nothing was written`);
+  }
+  const linkDir = link.parent().bytes.toString("latin1");
+  const named = path.posix.isAbsolute(text) ? text : `${linkDir === "/" ? "" : linkDir}/${text}`;
+  const dir = named.slice(0, named.lastIndexOf("/")) || "/";
+  try {
+    return new FsPath(await fs.realpath(Buffer.from(dir, "latin1"), { encoding: "buffer" })).child(base);
+  } catch (err) {
+    if (isErrno(err, "ELOOP")) throw tooManyLinks(target);
+    if (!isErrno(err, "ENOENT") && !isErrno(err, "ENOTDIR")) throw errnoAt(err, target.shown);
+  }
+  let realLinkDir: string;
+  try {
+    realLinkDir = (await fs.realpath(link.parent().bytes, { encoding: "buffer" })).toString("latin1");
+  } catch (err) {
+    throw errnoAt(err, target.shown);
+  }
+  return new FsPath(Buffer.from(path.posix.resolve(realLinkDir, text), "latin1"));
 }
 
 /** Temp files not yet committed or discarded: removed when the agent exits. */

@@ -21,22 +21,35 @@
 //
 // Bounded: one file's block is held at a time, and the call waits whenever more than
 // TREE_INFLIGHT_BYTES it wrote have not reached the transport yet, or grpc-js asks it
-// to (write() false → 'drain').
+// to (write() false → 'drain'). Each directory's names are read in sorted batches
+// (sorted-names.ts) from a stream of the directory: the call holds at most
+// TREE_NAMES_HELD_BYTES of names across the directories it has open (twice that
+// while one is read), so a directory of millions of entries, or a deep tree of large
+// ones, is sent in order without being held whole. And every name read is an entry
+// or a skipped record to come: a directory whose names would take the call past
+// max_entries is refused as soon as that many have been read, before anything of it
+// is sent.
+//
+// One file: the walk, the sending of a file's blocks and the bounds all work on one
+// call's state (records sent and still due, bytes in flight, the directories open);
+// split apart, every piece would take all of that state as arguments.
 import fsSync, { constants, type Stats } from "node:fs";
 import { setImmediate as yieldLoop } from "node:timers/promises";
 import fs, { type FileHandle } from "node:fs/promises";
 import type * as grpc from "@grpc/grpc-js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { AgentContext } from "../context.js";
-import { errnoAt, invalidArgument, resourceExhausted } from "../errors.js";
+import { errnoAt, invalidArgument, resourceExhausted, RpcError } from "../errors.js";
 import {
   TREE_INFLIGHT_BYTES,
   TREE_MAX_DEPTH,
   TREE_MAX_ENTRIES,
+  TREE_NAMES_HELD_BYTES,
   TREE_READ_BLOCK_BYTES,
 } from "../limits.js";
 import { requestPath } from "../paths.js";
 import { kindOf } from "./fileinfo.js";
+import { nameCost, readSortedBatch } from "./sorted-names.js";
 import { preFramed } from "../../proto/rpc.js";
 import { frameAround, FRAME_HEADROOM_BYTES } from "../../proto/wire.js";
 import { FileType, type ReadTreeMessageSchema, type ReadTreeRequest } from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
@@ -57,6 +70,40 @@ type Prepared =
   /** `first`: FRAME_HEADROOM_BYTES of room, then the file's first block. */
   | { kind: "file"; fd: number; st: Stats; first: Buffer }
   | { kind: "skip"; reason: string };
+
+/** A directory the walk is in, and which of its names are still to send. */
+interface Level {
+  /** /proc/self/fd/<fd> of the open directory. */
+  readonly path: Buffer;
+  /** Names (latin1) of the current batch, sorted; batch[next] is the next to send. */
+  batch: string[];
+  next: number;
+  /** Estimated bytes of the batch's names not sent yet. */
+  held: number;
+  /** The last name sent: the next batch is read after it. */
+  cursor: string | undefined;
+  /** The batch holds every name after those sent: the directory need not be read again. */
+  complete: boolean;
+  /** Names not yet sent, as the last read counted them: records still to come from this directory's own entries. */
+  due: number;
+}
+
+export interface ReadTreeOptions {
+  /** Estimated bytes of names the call holds across its open directories (TREE_NAMES_HELD_BYTES unless set). */
+  namesHeldBytes?: number;
+  /** Filled in as the call goes. */
+  stats?: ReadTreeStats;
+}
+
+/** What a ReadTree call read, to check its bounds (tests). */
+export interface ReadTreeStats {
+  /** Entries read from directories, every read counted. */
+  entriesRead: number;
+  /** Reads of a directory's names (one per batch). */
+  directoryReads: number;
+  /** The most estimated bytes of names held at once. */
+  peakNamesBytes: number;
+}
 
 /** A request count: 0 means the cap, more than the cap is refused. */
 function capped(value: number, cap: number, field: string): number {
@@ -160,10 +207,12 @@ function dataFrame(block: Buffer): Out {
   return preFramed(frameAround(block, FRAME_HEADROOM_BYTES, block.byteLength, 2, []));
 }
 
-export async function readTree(ctx: AgentContext, req: ReadTreeRequest, call: ReadTreeCall): Promise<void> {
+export async function readTree(ctx: AgentContext, req: ReadTreeRequest, call: ReadTreeCall, opts: ReadTreeOptions = {}): Promise<void> {
   const target = requestPath(ctx.dataDir, req);
   const maxDepth = capped(req.maxDepth, TREE_MAX_DEPTH, "max_depth");
   const maxEntries = capped(req.maxEntries, TREE_MAX_ENTRIES, "max_entries");
+  const namesHeldBytes = opts.namesHeldBytes ?? TREE_NAMES_HELD_BYTES;
+  const stats: ReadTreeStats = opts.stats ?? { entriesRead: 0, directoryReads: 0, peakNamesBytes: 0 };
 
   let root: FileHandle;
   try {
@@ -204,10 +253,9 @@ export async function readTree(ctx: AgentContext, req: ReadTreeRequest, call: Re
       await new Promise<void>((resolve) => (waiter = resolve));
     }
   };
+  const tooMany = () => resourceExhausted(`${target.shown} holds more than ${maxEntries} entries (max_entries); archive a smaller directory`);
   const record = async (msg: Out, bytes = 64): Promise<void> => {
-    if (++sentRecords > maxEntries) {
-      throw resourceExhausted(`${target.shown} holds more than ${maxEntries} entries (max_entries); archive a smaller directory`);
-    }
+    if (++sentRecords > maxEntries) throw tooMany();
     await send(msg, bytes);
   };
   const skipped = (path: Buffer, reason: string): Promise<void> => record({ msg: { case: "skipped", value: { path, reason } } });
@@ -256,61 +304,125 @@ export async function readTree(ctx: AgentContext, req: ReadTreeRequest, call: Re
     }
   };
 
+  /** The directories the walk is in, the root first. */
+  const stack: Level[] = [];
+  const entryCounter = (): void => {
+    stats.entriesRead++;
+  };
+
+  /**
+   * Reads `level`'s next batch of names. Its room is what the directories above
+   * leave of the call's allowance, and at least half of it: when they hold more,
+   * their unsent names are dropped, the shallowest first, and read again when the
+   * walk comes back to them. Throws RESOURCE_EXHAUSTED when its names together with
+   * the records sent and those due from the directories above pass max_entries.
+   */
+  const refill = async (level: Level): Promise<void> => {
+    let others = 0;
+    let dueAbove = 0;
+    for (const l of stack) {
+      if (l === level) continue;
+      others += l.held;
+      dueAbove += l.due;
+    }
+    for (const l of stack) {
+      if (others <= namesHeldBytes / 2) break;
+      if (l === level || l.held === 0) continue;
+      others -= l.held;
+      l.batch = [];
+      l.next = 0;
+      l.held = 0;
+      l.complete = false;
+    }
+    stats.directoryReads++;
+    const batch = await readSortedBatch(level.path, {
+      ...(level.cursor === undefined ? {} : { after: level.cursor }),
+      roomBytes: namesHeldBytes - others,
+      maxCount: Math.max(0, maxEntries - sentRecords - dueAbove),
+      onEntry: entryCounter,
+      stopped,
+    });
+    if (batch === undefined) throw tooMany();
+    stats.peakNamesBytes = Math.max(stats.peakNamesBytes, others + batch.peakBytes);
+    level.batch = batch.names;
+    level.next = 0;
+    level.held = batch.bytes;
+    level.complete = batch.complete;
+    level.due = batch.count;
+  };
+
   const walk = async (dir: FileHandle, rel: Buffer, depth: number): Promise<void> => {
     const dirPath = Buffer.from(`/proc/self/fd/${dir.fd}`);
-    let names: Buffer[];
-    try {
-      names = (await fs.readdir(dirPath, { encoding: "buffer" })).sort(Buffer.compare);
-    } catch (err) {
-      await skipped(rel, `its entries cannot be listed: ${errText(err)}`);
-      return;
-    }
+    const level: Level = { path: dirPath, batch: [], next: 0, held: 0, cursor: undefined, complete: false, due: 0 };
     const relOf = (name: Buffer): Buffer => (rel.byteLength === 0 ? name : Buffer.concat([rel, SLASH, name]));
-    for (let i = 0; i < names.length && !stopped(); i++) {
-      // Hand the event loop back now and then: the system calls below are synchronous.
-      if (++sinceYield >= YIELD_EVERY) {
-        sinceYield = 0;
-        await yieldLoop();
-      }
-      const p = prepare(dirPath, names[i]!);
-      const childRel = relOf(names[i]!);
-      switch (p.kind) {
-        case "skip":
-          await skipped(childRel, p.reason);
-          break;
-        case "symlink":
-          await record({ msg: { case: "entry", value: entry(childRel, FileType.SYMLINK, p.st, { symlinkTarget: p.target }) } });
-          break;
-        case "file":
+    stack.push(level);
+    try {
+      while (!stopped()) {
+        if (level.next === level.batch.length) {
+          if (level.complete) break;
           try {
-            await record({ msg: { case: "entry", value: entry(childRel, FileType.FILE, p.st, { size: BigInt(p.st.size) }) } });
-            await sendFile(childRel, p);
-          } finally {
-            closeFd(p.fd);
-          }
-          break;
-        case "dir": {
-          if (depth + 1 >= maxDepth) {
-            await skipped(childRel, `a directory deeper than max_depth ${maxDepth} (not descended)`);
-            break;
-          }
-          let sub: FileHandle;
-          try {
-            sub = await fs.open(Buffer.concat([dirPath, SLASH, names[i]!]), DIR_FLAGS);
+            await refill(level);
           } catch (err) {
-            await skipped(childRel, errText(err));
+            if (err instanceof RpcError) throw err;
+            await skipped(rel, `its entries cannot be listed: ${errText(err)}`);
+            return;
+          }
+          if (level.batch.length === 0) break;
+        }
+        const nameText = level.batch[level.next]!;
+        // The slot is let go at once: only the names not yet sent count as held.
+        level.batch[level.next++] = "";
+        level.held -= nameCost(nameText);
+        level.cursor = nameText;
+        level.due--;
+        // Hand the event loop back now and then: the system calls below are synchronous.
+        if (++sinceYield >= YIELD_EVERY) {
+          sinceYield = 0;
+          await yieldLoop();
+        }
+        const name = Buffer.from(nameText, "latin1");
+        const p = prepare(dirPath, name);
+        const childRel = relOf(name);
+        switch (p.kind) {
+          case "skip":
+            await skipped(childRel, p.reason);
+            break;
+          case "symlink":
+            await record({ msg: { case: "entry", value: entry(childRel, FileType.SYMLINK, p.st, { symlinkTarget: p.target }) } });
+            break;
+          case "file":
+            try {
+              await record({ msg: { case: "entry", value: entry(childRel, FileType.FILE, p.st, { size: BigInt(p.st.size) }) } });
+              await sendFile(childRel, p);
+            } finally {
+              closeFd(p.fd);
+            }
+            break;
+          case "dir": {
+            if (depth + 1 >= maxDepth) {
+              await skipped(childRel, `a directory deeper than max_depth ${maxDepth} (not descended)`);
+              break;
+            }
+            let sub: FileHandle;
+            try {
+              sub = await fs.open(Buffer.concat([dirPath, SLASH, name]), DIR_FLAGS);
+            } catch (err) {
+              await skipped(childRel, errText(err));
+              break;
+            }
+            try {
+              const st = await sub.stat();
+              await record({ msg: { case: "entry", value: entry(childRel, FileType.DIRECTORY, st) } });
+              await walk(sub, childRel, depth + 1);
+            } finally {
+              await sub.close().catch(() => undefined);
+            }
             break;
           }
-          try {
-            const st = await sub.stat();
-            await record({ msg: { case: "entry", value: entry(childRel, FileType.DIRECTORY, st) } });
-            await walk(sub, childRel, depth + 1);
-          } finally {
-            await sub.close().catch(() => undefined);
-          }
-          break;
         }
       }
+    } finally {
+      stack.pop();
     }
   };
 

@@ -224,6 +224,19 @@ test("WriteRaw onto a directory is INVALID_ARGUMENT", async () => {
   assert.deepEqual(await tempFilesIn(t.dataDir), []);
 });
 
+test("WriteRaw through a dangling symlink creates its target relative to where the link really is", async () => {
+  const base = path.join(t.dataDir, "raw-dangling");
+  await fs.mkdir(path.join(base, "real/deep"), { recursive: true });
+  await fs.symlink("real/deep", path.join(base, "sub"));
+  await fs.symlink("../out.bin", path.join(base, "real/deep/link"));
+  await fs.writeFile(path.join(base, "out.bin"), "not this one");
+  const data = randomBytes(1000);
+  await writeRawAll(t.client, "raw-dangling/sub/link", data);
+  assert.ok((await fs.readFile(path.join(base, "real/out.bin"))).equals(data));
+  assert.equal(await fs.readFile(path.join(base, "out.bin"), "utf8"), "not this one");
+  assert.ok((await fs.lstat(path.join(base, "real/deep/link"))).isSymbolicLink());
+});
+
 test("ReadRaw streams procfs files, whose stat size is 0, to their end", async () => {
   const { chunks, data } = await readRawAll(t.client, { path: "/proc/self/status" });
   assert.equal(chunks[0]!.fileSize, 0n);

@@ -14,10 +14,13 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { BridgeClient, type TreeEvent } from "../../host/bridge/client.js";
 import { ArchiveWriter, packBridgeTree } from "../../host/data/archive.js";
 import { packReadTree } from "../../host/data/archive-tree.js";
-import { FileType } from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
+import { create } from "@bufbuild/protobuf";
+import { FileType, ReadTreeRequestSchema } from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
 import { Status } from "../../proto/rpc.js";
 import { CAPABILITIES } from "../../agent/version.js";
-import { MiB, TREE_MAX_DEPTH, TREE_MAX_ENTRIES } from "../../agent/limits.js";
+import { createContext } from "../../agent/context.js";
+import { readTree, type ReadTreeStats } from "../../agent/fs/read-tree.js";
+import { MiB, TREE_MAX_DEPTH, TREE_MAX_ENTRIES, TREE_NAMES_HELD_BYTES } from "../../agent/limits.js";
 import { startTestAgent, type TestAgent } from "./helpers/agent.js";
 import { rejectsWith } from "./helpers/fs.js";
 
@@ -260,6 +263,118 @@ test("bad requests are INVALID_ARGUMENT or NOT_FOUND with a clear message; caps 
   );
   const skip = shallow[2]!;
   assert.ok(skip.kind === "skipped" && /deeper than max_depth 2/.test(skip.reason));
+});
+
+/**
+ * Runs the agent's ReadTree handler on a stand-in call that takes every message at
+ * once, with `namesHeldBytes` as the call's allowance for names. The paths of its
+ * entry records in order ("?path" for a skipped one), and what the call read.
+ */
+async function readTreeHere(
+  dir: string,
+  limits: { maxEntries?: number; maxDepth?: number } = {},
+  namesHeldBytes?: number,
+): Promise<{ records: string[]; stats: ReadTreeStats; error?: unknown }> {
+  const records: string[] = [];
+  const stats: ReadTreeStats = { entriesRead: 0, directoryReads: 0, peakNamesBytes: 0 };
+  const call = {
+    cancelled: false,
+    destroyed: false,
+    // Data messages come pre-encoded, without a `msg`.
+    write(out: { msg?: { case?: string; value?: { path?: Uint8Array } } }, done: () => void): boolean {
+      const m = out.msg;
+      if (m?.case === "entry" || m?.case === "skipped") records.push(`${m.case === "skipped" ? "?" : ""}${Buffer.from(m.value!.path!).toString("latin1")}`);
+      done();
+      return true;
+    },
+    on() {
+      return this;
+    },
+    off() {
+      return this;
+    },
+  };
+  const req = create(ReadTreeRequestSchema, { path: dir, ...limits });
+  try {
+    await readTree(createContext(t.dataDir), req, call as unknown as Parameters<typeof readTree>[2], { namesHeldBytes, stats });
+  } catch (error) {
+    return { records, stats, error };
+  }
+  return { records, stats };
+}
+
+/** Depth first, each directory's names in byte order: the order ReadTree promises. */
+function expectedOrder(root: string, rel = ""): string[] {
+  const dir = Buffer.from(rel === "" ? root : `${root}/${rel}`, "latin1");
+  const names = fs.readdirSync(dir, { encoding: "buffer" }).sort(Buffer.compare);
+  const out: string[] = rel === "" ? [""] : [];
+  for (const n of names) {
+    const childRel = rel === "" ? n.toString("latin1") : `${rel}/${n.toString("latin1")}`;
+    out.push(childRel);
+    if (fs.lstatSync(Buffer.from(`${root}/${childRel}`, "latin1")).isDirectory()) out.push(...expectedOrder(root, childRel));
+  }
+  return out;
+}
+
+test("a large directory under a small max_entries is RESOURCE_EXHAUSTED once max_entries names were read, before any is sent", async () => {
+  const root = dirOf("wide");
+  const count = 5_000;
+  for (let i = 0; i < count; i++) fs.closeSync(fs.openSync(path.join(root, `entry-with-a-long-name-${"x".repeat(100)}-${i}`), "w"));
+  await rejectsWith(collect(c.readTree("wide", { maxEntries: 5 })), Status.RESOURCE_EXHAUSTED, /wide holds more than 5 entries \(max_entries\)/);
+
+  const { records, stats, error } = await readTreeHere("wide", { maxEntries: 5 });
+  assert.match(String(error), /wide holds more than 5 entries \(max_entries\)/);
+  // The root's entry was sent: 4 more fit, and the 5th name read shows the directory cannot.
+  assert.equal(stats.entriesRead, 5, "the directory was read no further than max_entries");
+  assert.deepEqual(records, [""], "nothing of a directory that cannot fit is sent");
+  assert.equal(stats.directoryReads, 1);
+});
+
+test("max_entries counts the entries still due from the directories above: exactly max_entries pass, one fewer is refused", async () => {
+  const root = dirOf("due");
+  fs.mkdirSync(path.join(root, "a"));
+  for (const f of ["a/1", "a/2", "a/3", "b", "c"]) fs.writeFileSync(path.join(root, f), f);
+  const all = ["", "a", "a/1", "a/2", "a/3", "b", "c"];
+  assert.deepEqual((await readTreeHere("due", { maxEntries: all.length })).records, all);
+  // Reading a: 2 sent, b and c due, so a's 3 names pass 6.
+  const short = await readTreeHere("due", { maxEntries: all.length - 1 });
+  assert.match(String(short.error), /more than 6 entries/);
+  assert.deepEqual(short.records, ["", "a"]);
+  await rejectsWith(collect(c.readTree("due", { maxEntries: all.length - 1 })), Status.RESOURCE_EXHAUSTED, /more than 6 entries/);
+});
+
+test("ReadTree holds a bounded amount of names: larger directories are read in sorted batches and the order is the same", async () => {
+  const root = dirOf("batches");
+  // Subdirectories sort between the files, so the walk goes down with names of the
+  // directories above still unsent.
+  const fill = (dir: string, files: number) => {
+    fs.mkdirSync(dir, { recursive: true });
+    for (let i = 0; i < files; i++) fs.writeFileSync(path.join(dir, `${randomBytes(6).toString("hex")}-${i}`), "");
+  };
+  fill(root, 1500);
+  for (const sub of ["5-a", "8-b", "8-b/7-c", "8-b/7-c/9-d"]) fill(path.join(root, sub), 600);
+  fs.writeFileSync(Buffer.concat([Buffer.from(`${root}/8-b/`), Buffer.from([0x80, 0xff])]), "not UTF-8");
+  const expected = expectedOrder(root);
+  assert.equal(expected.length, 1 + 1500 + 4 + 4 * 600 + 1);
+
+  const whole = await readTreeHere("batches");
+  assert.equal(whole.error, undefined);
+  assert.deepEqual(whole.records, expected);
+  assert.equal(whole.stats.directoryReads, 5, "each directory read once when its names fit");
+  assert.ok(whole.stats.peakNamesBytes <= 2 * TREE_NAMES_HELD_BYTES);
+
+  const allowance = 16 * 1024;
+  assert.ok(whole.stats.peakNamesBytes > 2 * allowance, `the tree's names (${whole.stats.peakNamesBytes} bytes) are more than the small allowance`);
+  const small = await readTreeHere("batches", {}, allowance);
+  assert.equal(small.error, undefined);
+  assert.deepEqual(small.records, expected, "the same records in the same order");
+  assert.ok(small.stats.peakNamesBytes <= 2 * allowance, `held ${small.stats.peakNamesBytes} bytes of names`);
+  assert.ok(small.stats.directoryReads > 5, `read in batches (${small.stats.directoryReads} reads)`);
+
+  // max_entries holds exactly across batches and dropped names read again.
+  assert.equal((await readTreeHere("batches", { maxEntries: expected.length }, allowance)).error, undefined);
+  const over = await readTreeHere("batches", { maxEntries: expected.length - 1 }, allowance);
+  assert.match(String(over.error), new RegExp(`more than ${expected.length - 1} entries`));
 });
 
 /** The entries of a tar.gz: name, type, mode, mtime (s), link target and content. */

@@ -115,6 +115,67 @@ test("WriteFile writes through a symlink and keeps the link", async () => {
   assert.equal(await fs.readFile(path.join(t.dataDir, "links/real.txt"), "utf8"), "new");
 });
 
+test("WriteFile through a dangling symlink creates its target relative to where the link really is, as `cat > link` does", async () => {
+  const base = path.join(t.dataDir, "dangling-nested");
+  await fs.mkdir(path.join(base, "real/deep"), { recursive: true });
+  await fs.symlink("real/deep", path.join(base, "sub"));
+  await fs.symlink("../out.txt", path.join(base, "real/deep/link"));
+  // What the link's target names when "../" is taken from the path the link was named by.
+  await fs.writeFile(path.join(base, "out.txt"), "not this one");
+  await t.client.unary(m.writeFile, { path: "dangling-nested/sub/link", content: enc("new") });
+  assert.equal(await fs.readFile(path.join(base, "real/out.txt"), "utf8"), "new");
+  assert.equal(await fs.readFile(path.join(base, "out.txt"), "utf8"), "not this one");
+  assert.ok((await fs.lstat(path.join(base, "real/deep/link"))).isSymbolicLink());
+  // The link now leads to a file: the next write replaces that file.
+  await t.client.unary(m.writeFile, { path: "dangling-nested/sub/link", content: enc("newer") });
+  assert.equal(await fs.readFile(path.join(base, "real/out.txt"), "utf8"), "newer");
+  assert.deepEqual((await fs.readdir(base)).sort(), ["out.txt", "real", "sub"]);
+  assert.deepEqual((await fs.readdir(path.join(base, "real"))).sort(), ["deep", "out.txt"]);
+});
+
+test("WriteFile through a chain of dangling symlinks creates the last link's target, each link read from where it lies", async () => {
+  const base = path.join(t.dataDir, "dangling-chain");
+  await fs.mkdir(path.join(base, "hop"), { recursive: true });
+  await fs.symlink("hop/c1", path.join(base, "c0"));
+  await fs.symlink("../c2", path.join(base, "hop/c1"));
+  await t.client.unary(m.writeFile, { path: "dangling-chain/c0", content: enc("end of the chain") });
+  assert.equal(await fs.readFile(path.join(base, "c2"), "utf8"), "end of the chain");
+  assert.ok((await fs.lstat(path.join(base, "c0"))).isSymbolicLink());
+  assert.ok((await fs.lstat(path.join(base, "hop/c1"))).isSymbolicLink());
+  assert.deepEqual((await fs.readdir(base)).sort(), ["c0", "c2", "hop"]);
+});
+
+test("WriteFile follows up to 40 dangling symlinks as the kernel does; a 41st or a loop is INVALID_ARGUMENT and nothing is written", async () => {
+  const base = path.join(t.dataDir, "dangling-limit");
+  await fs.mkdir(base);
+  // l0 -> l1 -> … -> l41, which does not exist: from l1, 40 links; from l0, 41.
+  for (let i = 0; i <= 40; i++) await fs.symlink(`l${i + 1}`, path.join(base, `l${i}`));
+  const names = await fs.readdir(base);
+  await rejectsWith(t.client.unary(m.writeFile, { path: "dangling-limit/l0", content: enc("x") }), Status.INVALID_ARGUMENT, /too many levels of symbolic links/);
+  assert.deepEqual((await fs.readdir(base)).sort(), names.sort(), "nothing written, no temp file");
+  await t.client.unary(m.writeFile, { path: "dangling-limit/l1", content: enc("forty links") });
+  assert.equal(await fs.readFile(path.join(base, "l41"), "utf8"), "forty links");
+
+  const loop = path.join(t.dataDir, "dangling-loop");
+  await fs.mkdir(loop);
+  await fs.symlink("b", path.join(loop, "a"));
+  await fs.symlink("a", path.join(loop, "b"));
+  await rejectsWith(
+    t.client.unary(m.writeFile, { path: "dangling-loop/a", content: enc("x") }),
+    Status.INVALID_ARGUMENT,
+    new RegExp(`${loop}/a: too many levels of symbolic links`),
+  );
+  assert.deepEqual((await fs.readdir(loop)).sort(), ["a", "b"]);
+});
+
+test("WriteFile through a dangling symlink ending in a slash is INVALID_ARGUMENT: it names a directory", async () => {
+  const base = path.join(t.dataDir, "dangling-slash");
+  await fs.mkdir(base);
+  await fs.symlink("newdir/", path.join(base, "link"));
+  await rejectsWith(t.client.unary(m.writeFile, { path: "dangling-slash/link", content: enc("x") }), Status.INVALID_ARGUMENT, /is a directory/);
+  assert.deepEqual(await fs.readdir(base), ["link"]);
+});
+
 test("paths: empty and NUL are INVALID_ARGUMENT; absolute paths are used as is", async () => {
   await rejectsWith(t.client.unary(m.writeFile, { path: "", content: enc("x") }), Status.INVALID_ARGUMENT, /path is empty/);
   await rejectsWith(t.client.unary(m.writeFile, { path: "a\0b", content: enc("x") }), Status.INVALID_ARGUMENT, /NUL/);
