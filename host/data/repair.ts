@@ -1,6 +1,7 @@
 // Finishing a data operation that was cut short (the orchestrator died): run under the
-// bot's lock before anything starts the workspace again (reconcile, ensure, start, every
-// data operation). The journal says what was under way:
+// bot's lock before anything starts the workspace again (reconcile, ensure, start, the
+// supervisor's restarts, a call's revive, every data operation). The journal says what
+// was under way:
 //   export, preserve, orphan_backup: only the host mount is left to remove;
 //   import, restore: the swap of /data is finished or undone (import.ts repairSwap);
 //   version, rollback: the commit is completed or never happened (versions.ts).

@@ -97,6 +97,16 @@ export function readJournal(ctx: WorkspaceContext, botId: string): Journal | und
   }
 }
 
+/**
+ * The journal of an import or restore of the bot that is left: its /data may be half
+ * swapped, so its task must not run until repair.ts has finished the swap.
+ */
+export function unrepairedSwap(ctx: WorkspaceContext, botId: string): Journal | undefined {
+  if (!fs.existsSync(journalPath(ctx, botId))) return undefined;
+  const j = readJournal(ctx, botId);
+  return j !== undefined && (j.op === "import" || j.op === "restore") ? j : undefined;
+}
+
 export function removeJournal(ctx: WorkspaceContext, botId: string): void {
   fs.rmSync(journalPath(ctx, botId), { force: true });
   try {
