@@ -34,8 +34,10 @@ export async function repairDataOp(ctx: WorkspaceContext, botId: string): Promis
       await m.release();
     }
   } else if (j.op === "version" || j.op === "rollback") {
-    await ctx.cd.tasks.stop(j.containerId, 0);
-    outcome = await finishVersionOp(ctx, j);
+    // Only a missing active rootfs needs the task gone (a task still running would write
+    // into the committed version); rows missing after a commit are recorded under a
+    // running task, which the operation started again when only the rows had failed.
+    outcome = await finishVersionOp(ctx, j, { beforePrepare: () => ctx.cd.tasks.stop(j.containerId, 0) });
   }
   // A backup that was being written when the process died: its temporary file goes (the backup, if any, stays).
   if (j.op === "preserve" || j.op === "orphan_backup") {

@@ -6,7 +6,8 @@
 // A crash in the middle of an import is left the way the orchestrator's death leaves it
 // (cutShortImport: the task paused, the row still "running", the journal written, half of
 // /data moved aside), without killing this process: then a call's revive, the
-// supervisor, the watchdog and reconcile each find it.
+// supervisor, the watchdog and reconcile each find it. A version whose rows failed after
+// its commit is made with a store that refuses the rows once.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes, randomInt } from "node:crypto";
@@ -14,11 +15,13 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { Writable } from "node:stream";
 import { ContainerdClient } from "../../host/containerd/client.js";
 import { WorkspaceNetwork } from "../../host/network/network.js";
 import { deleteLink } from "../../host/network/links.js";
 import { dropPostgresSchema } from "../../host/store/db.js";
 import { openStore, type SqlStore } from "../../host/store/store.js";
+import type { Store } from "../../host/store/types.js";
 import { WorkspaceContext, lockKey } from "../../host/workspace/context.js";
 import { WorkspaceError } from "../../host/workspace/errors.js";
 import { WorkspaceManager } from "../../host/workspace/manager.js";
@@ -42,10 +45,10 @@ const bridge = `mwb${randomBytes(4).toString("hex")}`;
 const prefix = `10.215.${randomInt(0, 250)}`;
 const mgrLogs: string[] = [];
 
-function newManager(): WorkspaceManager {
+function newManager(withStore: Store = store): WorkspaceManager {
   return new WorkspaceManager({
     containerd: cd,
-    store,
+    store: withStore,
     network: net,
     dataRoot,
     runtimePath: DEFAULT_RUNTIME_DIR,
@@ -288,4 +291,62 @@ test("a repair that would replace what the workspace wrote on a half-swapped /da
   await mgr.delete(bot);
   assert.equal(await store.getContainerByBot(bot), undefined);
   assert.equal(journalLeft(bot), false, "the deleted workspace's journal is left");
+});
+
+test("a version whose rows failed after its commit: the next operation records them without stopping the running task", async () => {
+  let failRows = 0;
+  const flaky = new Proxy(store, {
+    get(target, prop) {
+      if (prop === "recordVersion" && failRows > 0) {
+        failRows--;
+        return async () => {
+          throw new Error("injected: the version rows could not be written");
+        };
+      }
+      const v = Reflect.get(target, prop, target) as unknown;
+      return typeof v === "function" ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  });
+  const m = newManager(flaky);
+  const bot = botName("rows");
+  try {
+    await m.ensure(bot);
+    await sh(m, bot, "echo v1 > /data/v");
+    failRows = 1;
+    await assert.rejects(m.createVersion(bot, { displayName: "cut" }), /injected/);
+    // Committed and running on the new active rootfs; only the rows are missing.
+    const running = await m.status(bot);
+    assert.equal(running.task, "running");
+    assert.equal(journalLeft(bot), true, "the journal of the committed version is gone");
+    assert.deepEqual((await m.listVersions(bot)).versions, []);
+    await sh(m, bot, "echo busy > /data/during");
+
+    // An unrelated operation: an export of the running workspace.
+    let exported = 0;
+    await m.exportData(
+      bot,
+      new Writable({
+        write(chunk: Buffer, _enc, cb) {
+          exported += chunk.byteLength;
+          cb();
+        },
+      }),
+    );
+    assert.ok(exported > 0);
+    const after = await m.status(bot);
+    assert.equal(after.task, "running", "the repair stopped the running task");
+    assert.equal(after.pid, running.pid, "the repair restarted the task");
+    assert.equal(journalLeft(bot), false);
+    const versions = (await m.listVersions(bot)).versions;
+    assert.deepEqual(
+      versions.map((v) => [v.version, v.displayName]),
+      [[1, "cut"]],
+    );
+    assert.equal(await sh(m, bot, "cat /data/v /data/during"), "v1\nbusy\n");
+    await m.rollback(bot, 1);
+    assert.equal(await sh(m, bot, "cat /data/v; ls /data"), "v1\nv\n", "version 1 is not the state it was committed with");
+  } finally {
+    await m.delete(bot).catch(() => undefined);
+    await m.close();
+  }
 });
