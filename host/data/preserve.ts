@@ -5,7 +5,8 @@
 // file, entry count), and only then renamed into place (the directory fsynced). A backup
 // that already exists is kept under `<bot>.<ms>.tar.gz`. Only a confirmed backup lets a
 // delete go on; a failure resumes the workspace with its data and reports why.
-// Restore imports the backup (import.ts: staged, swapped all or nothing) and removes the
+// Restore imports the backup (import.ts: staged, swapped all or nothing) without the size
+// and entry caps of user imports (what was backed up is restorable), and removes the
 // backup only after that succeeded.
 import fs from "node:fs";
 import path from "node:path";
@@ -143,20 +144,25 @@ function removeBackup(ctx: WorkspaceContext, botId: string): void {
 }
 
 /**
+ * What a restore of the bot's own backup may unpack: anything. The backup was written
+ * from the workspace's /data and read back whole without a cap (writeBackup), so a cap
+ * here (the import limits, made for archives users upload) could refuse a backup that a
+ * delete with preserve already counted on. Every entry is still checked as in any
+ * extract (paths, links, types); only the size and entry caps are lifted.
+ */
+export const BACKUP_RESTORE_LIMITS: ArchiveLimits = { maxBytes: Number.POSITIVE_INFINITY, maxEntries: Number.POSITIVE_INFINITY };
+
+/**
  * Imports the bot's backup into its workspace (staged, swapped all or nothing; a running
  * workspace is paused and started again), then removes the backup. Callers hold the lock.
  */
-export async function restoreFromBackup(
-  ctx: WorkspaceContext,
-  botId: string,
-  opts: { onProgress?: (p: ArchiveProgress) => void; limits?: ArchiveLimits } = {},
-): Promise<ExtractResult> {
+export async function restoreFromBackup(ctx: WorkspaceContext, botId: string, opts: { onProgress?: (p: ArchiveProgress) => void } = {}): Promise<ExtractResult> {
   const file = backupPath(ctx, botId);
   if (!fs.existsSync(file)) throw new WorkspaceError("not_found", `bot ${botId} has no preserved data (${file})`);
   const row = await ctx.liveRow(botId);
   if (row === undefined || !(await ctx.containerExists(row.containerId))) throw new WorkspaceError("not_found", `bot ${botId} has no workspace to restore into`);
   const result = await withWritableRootfs(ctx, botId, row.containerId, "restore", (m) =>
-    importIntoRootfs(m, fs.createReadStream(file), { ...(opts.onProgress ? { onProgress: opts.onProgress } : {}), ...(opts.limits ? { limits: opts.limits } : {}) }),
+    importIntoRootfs(m, fs.createReadStream(file), { limits: BACKUP_RESTORE_LIMITS, ...(opts.onProgress ? { onProgress: opts.onProgress } : {}) }),
   );
   await ctx.store.recordEvent(row.containerId, "data_restored", { botId, entries: result.entries, bytes: result.bytes });
   removeBackup(ctx, botId);
