@@ -21,7 +21,7 @@ import { ArchiveWriter, hashingStream, type ArchiveLimits, type ArchiveProgress 
 import { verifyArchiveFile, type ExtractResult } from "./archive-read.js";
 import { packSnapshot } from "./export.js";
 import { importIntoRootfs, withWritableRootfs } from "./import.js";
-import { backupPath, backupsDir, fsyncDir, pauseTask, rootfsOf, taskRunning, type DataOp } from "./workspace-fs.js";
+import { backupPath, backupsDir, crashPoint, fsyncDir, pauseTask, removeJournal, rootfsOf, taskRunning, writeJournal, type DataOp } from "./workspace-fs.js";
 
 export interface BackupResult extends ArchiveProgress {
   path: string;
@@ -53,6 +53,9 @@ export async function writeBackup(
   const tmp = path.join(dir, `.${botId}.tar.gz.tmp-${process.pid}-${Date.now()}`);
   let fd: number | undefined;
   try {
+    // From before the temporary file exists until it is renamed or removed: a crash in
+    // between leaves the journal, and the repair removes the file (as large as /data).
+    writeJournal(ctx, { op, botId, containerId, startedAt: new Date().toISOString() });
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
     fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600);
     const file = fs.createWriteStream("", { fd, autoClose: false });
@@ -62,7 +65,7 @@ export async function writeBackup(
     writing.catch(() => undefined);
     const writer = new ArchiveWriter(pass, onProgress ? { onProgress } : {});
     try {
-      await packSnapshot(ctx, botId, containerId, key, snapshotter, writer, op);
+      await packSnapshot(ctx, botId, key, snapshotter, writer);
     } catch (err) {
       writer.abort(err);
       throw err;
@@ -77,6 +80,7 @@ export async function writeBackup(
     if (back.sha256 !== written.sha256 || back.entries !== packed.files || back.bytes !== packed.bytes) {
       throw new Error(`the backup read back differs from what was written (sha256 ${back.sha256} vs ${written.sha256}, ${back.entries} vs ${packed.files} entries, ${back.bytes} vs ${packed.bytes} bytes)`);
     }
+    crashPoint(`${op}:verified`);
     if (fs.existsSync(final)) fs.renameSync(final, path.join(dir, `${botId}.${Date.now()}.tar.gz`));
     fs.renameSync(tmp, final);
     fsyncDir(dir);
@@ -85,6 +89,8 @@ export async function writeBackup(
     if (fd !== undefined) fs.closeSync(fd);
     fs.rmSync(tmp, { force: true });
     throw new WorkspaceError("unavailable", `the backup of bot ${botId}'s data to ${final} could not be written: ${describeError(err)}`, { cause: err });
+  } finally {
+    removeJournal(ctx, botId);
   }
 }
 

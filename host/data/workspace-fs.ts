@@ -218,7 +218,8 @@ export async function pauseTask(ctx: WorkspaceContext, botId: string, containerI
 /**
  * Crash-recovery tests: MEMOH_CRASH_AT=<point> kills the orchestrator with SIGKILL when a
  * data operation reaches that point (version:committed, rollback:committed,
- * import:staged, import:out, import:in). Unset in production.
+ * import:staged, import:out, import:in, preserve:verified, orphan_backup:verified).
+ * Unset in production.
  */
 export function crashPoint(point: string): void {
   if (process.env.MEMOH_CRASH_AT === point) process.kill(process.pid, "SIGKILL");

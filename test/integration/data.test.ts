@@ -3,7 +3,7 @@
 // CLI), delete with preserve → create with restore, a backup that cannot be written, a
 // backup beyond the import limits, malicious archives, a file growing during an export,
 // and the orchestrator killed with SIGKILL in the middle of a version create, a
-// rollback and an import. One file because every test uses the one server and
+// rollback, an import and a backup. One file because every test uses the one server and
 // containerd started in before(), with the import limits set low (64 MiB, 5000 entries).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -573,6 +573,24 @@ test("SIGKILL in the middle of a version create, a rollback and an import: after
   assert.deepEqual(fs.readdirSync(path.join(s.dataRoot, "data-ops")), [], "a journal is left");
   await ok("DELETE", `/bots/${bot}/container`);
   assert.deepEqual(await versionSnapshots(bot), []);
+});
+
+test("SIGKILL between a backup's read-back and its rename: after restart its temporary file is gone, nothing was deleted, the next delete with preserve works", async () => {
+  const bot = "crash2";
+  await create(bot);
+  const t = await populate(bot, "tmpfile");
+  const backups = path.join(s.dataRoot, "backups");
+  const temps = () => (fs.existsSync(backups) ? fs.readdirSync(backups).filter((n) => n.startsWith(`.${bot}.tar.gz.tmp-`)) : []);
+  await crashDuring("preserve:verified", bot, () => api("DELETE", `/bots/${bot}/container?preserve_data=true`));
+  assert.deepEqual(temps(), [], "the backup's temporary file is left");
+  assert.equal(fs.existsSync(path.join(backups, `${bot}.tar.gz`)), false);
+  assert.equal(await tree(bot), t, "the workspace lost data");
+  assert.deepEqual(fs.readdirSync(path.join(s.dataRoot, "data-ops")), [], "a journal is left");
+  await ok("DELETE", `/bots/${bot}/container?preserve_data=true`);
+  assert.deepEqual(temps(), []);
+  await create(bot, { restore_data: true });
+  assert.equal(await tree(bot), t);
+  await ok("DELETE", `/bots/${bot}/container`);
 });
 
 test("orphan recovery: a container gone with its rootfs left has /data backed up before reconcile rebuilds on it", async () => {
