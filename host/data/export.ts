@@ -10,7 +10,7 @@ import type { WorkspaceContext } from "../workspace/context.js";
 import { WorkspaceError } from "../workspace/errors.js";
 import { ArchiveWriter, packBridgeTree, packHostTree, type ArchiveProgress, type PackResult } from "./archive.js";
 import { packReadTree } from "./archive-tree.js";
-import { DATA_DIR, checkDataDir, mountRootfs, removeJournal, rootfsOf, taskRunning, writeJournal, type DataOp } from "./workspace-fs.js";
+import { DATA_DIR, checkDataDir, mountRootfs, removeJournal, rootfsOf, taskRunning, writeJournal } from "./workspace-fs.js";
 
 export interface ExportOptions {
   onProgress?: (p: ArchiveProgress) => void;
@@ -19,9 +19,12 @@ export interface ExportOptions {
   level?: number;
 }
 
-/** Archives /data of the (not running) snapshot `key` into `writer`. */
-export async function packSnapshot(ctx: WorkspaceContext, botId: string, containerId: string, key: string, snapshotter: string, writer: ArchiveWriter, op: DataOp): Promise<void> {
-  writeJournal(ctx, { op, botId, containerId, startedAt: new Date().toISOString() });
+/**
+ * Archives /data of the (not running) snapshot `key` into `writer`. The caller's journal
+ * names the operation (it mounts the rootfs on the host) and outlives this: a backup
+ * keeps it until its file is in place.
+ */
+export async function packSnapshot(ctx: WorkspaceContext, botId: string, key: string, snapshotter: string, writer: ArchiveWriter): Promise<void> {
   const m = await mountRootfs(ctx, botId, key, snapshotter, false);
   try {
     if (checkDataDir(m, false)) {
@@ -31,7 +34,6 @@ export async function packSnapshot(ctx: WorkspaceContext, botId: string, contain
     }
   } finally {
     await m.release();
-    removeJournal(ctx, botId);
   }
 }
 
@@ -54,7 +56,12 @@ export async function exportData(ctx: WorkspaceContext, botId: string, out: Writ
       }
     } else {
       const { key, snapshotter } = await rootfsOf(ctx, containerId);
-      await packSnapshot(ctx, botId, containerId, key, snapshotter, writer, "export");
+      writeJournal(ctx, { op: "export", botId, containerId, startedAt: new Date().toISOString() });
+      try {
+        await packSnapshot(ctx, botId, key, snapshotter, writer);
+      } finally {
+        removeJournal(ctx, botId);
+      }
     }
   } catch (err) {
     writer.abort(err);

@@ -73,6 +73,44 @@ async function moveAll(from: string, to: string, afterFirst?: () => void): Promi
   fsyncDir(to);
 }
 
+/** Whether `p` is a real directory (never a link): false when missing, a conflict when something else. */
+function realDir(p: string, what: string): boolean {
+  let st: fs.Stats;
+  try {
+    st = fs.lstatSync(p);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return false;
+    throw err;
+  }
+  if (!st.isDirectory()) throw new WorkspaceError("conflict", `the swap of /data cut short cannot be repaired: ${what} is not a directory`);
+  return true;
+}
+
+/**
+ * Moving back what a swap cut short moved must never replace anything: names that /data
+ * holds as well were made by the workspace running on the half-swapped /data (which
+ * repairing before every start prevents). Refused as a whole before anything moves, so
+ * the journal and the staging stay and nothing is lost.
+ */
+function refuseClashes(from: string, to: string, where: string): void {
+  if (!fs.existsSync(from)) return;
+  const clashing = fs.readdirSync(from).filter((name) => {
+    try {
+      fs.lstatSync(path.join(to, name));
+      return true;
+    } catch {
+      return false;
+    }
+  });
+  if (clashing.length === 0) return;
+  const shown = clashing.slice(0, 10).map((n) => JSON.stringify(n)).join(", ");
+  throw new WorkspaceError(
+    "conflict",
+    `the swap of /data cut short cannot be repaired without replacing data: /data holds ${shown}${clashing.length > 10 ? ` and ${clashing.length - 10} more` : ""}, ` +
+      `which ${where} also holds; nothing was moved (the workspace stays stopped until they are moved out of /data in its rootfs, or it is deleted)`,
+  );
+}
+
 /** Finishes or undoes a swap that was cut short in the mounted rootfs `root`; see the top of this file. */
 export async function repairSwap(root: string): Promise<"clean" | "before" | "after"> {
   const s = staging(root);
@@ -88,13 +126,22 @@ export async function repairSwap(root: string): Promise<"clean" | "before" | "af
   }
   const state = fs.existsSync(s.state) ? fs.readFileSync(s.state, "utf8").trim() : "";
   const data = path.join(root, "data");
+  // Paths on the host mount: a link in their place would lead the moves out of the rootfs.
+  const hasData = realDir(data, "/data");
   let outcome: "before" | "after";
   if (state === "out") {
-    fs.mkdirSync(data, { recursive: true });
-    await moveAll(s.old, data);
+    if (realDir(s.old, `/${STAGING_DIR}/old`)) {
+      if (hasData) refuseClashes(s.old, data, `/${STAGING_DIR}/old (moved aside by the cut-short swap)`);
+      else fs.mkdirSync(data, { mode: 0o755 });
+      await moveAll(s.old, data);
+    }
     outcome = "before";
   } else if (state === "in") {
-    await moveAll(s.next, data);
+    if (realDir(s.next, `/${STAGING_DIR}/new`)) {
+      if (hasData) refuseClashes(s.next, data, `/${STAGING_DIR}/new (the archive being swapped in)`);
+      else fs.mkdirSync(data, { mode: 0o755 });
+      await moveAll(s.next, data);
+    }
     outcome = "after";
   } else outcome = state === "done" ? "after" : "before";
   fs.rmSync(s.base, { recursive: true, force: true });

@@ -5,7 +5,8 @@
 // file, entry count), and only then renamed into place (the directory fsynced). A backup
 // that already exists is kept under `<bot>.<ms>.tar.gz`. Only a confirmed backup lets a
 // delete go on; a failure resumes the workspace with its data and reports why.
-// Restore imports the backup (import.ts: staged, swapped all or nothing) and removes the
+// Restore imports the backup (import.ts: staged, swapped all or nothing) without the size
+// and entry caps of user imports (what was backed up is restorable), and removes the
 // backup only after that succeeded.
 import fs from "node:fs";
 import path from "node:path";
@@ -20,7 +21,7 @@ import { ArchiveWriter, hashingStream, type ArchiveLimits, type ArchiveProgress 
 import { verifyArchiveFile, type ExtractResult } from "./archive-read.js";
 import { packSnapshot } from "./export.js";
 import { importIntoRootfs, withWritableRootfs } from "./import.js";
-import { backupPath, backupsDir, fsyncDir, pauseTask, rootfsOf, taskRunning, type DataOp } from "./workspace-fs.js";
+import { backupPath, backupsDir, crashPoint, fsyncDir, pauseTask, removeJournal, rootfsOf, taskRunning, writeJournal, type DataOp } from "./workspace-fs.js";
 
 export interface BackupResult extends ArchiveProgress {
   path: string;
@@ -52,6 +53,9 @@ export async function writeBackup(
   const tmp = path.join(dir, `.${botId}.tar.gz.tmp-${process.pid}-${Date.now()}`);
   let fd: number | undefined;
   try {
+    // From before the temporary file exists until it is renamed or removed: a crash in
+    // between leaves the journal, and the repair removes the file (as large as /data).
+    writeJournal(ctx, { op, botId, containerId, startedAt: new Date().toISOString() });
     fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
     fd = fs.openSync(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600);
     const file = fs.createWriteStream("", { fd, autoClose: false });
@@ -61,7 +65,7 @@ export async function writeBackup(
     writing.catch(() => undefined);
     const writer = new ArchiveWriter(pass, onProgress ? { onProgress } : {});
     try {
-      await packSnapshot(ctx, botId, containerId, key, snapshotter, writer, op);
+      await packSnapshot(ctx, botId, key, snapshotter, writer);
     } catch (err) {
       writer.abort(err);
       throw err;
@@ -76,6 +80,7 @@ export async function writeBackup(
     if (back.sha256 !== written.sha256 || back.entries !== packed.files || back.bytes !== packed.bytes) {
       throw new Error(`the backup read back differs from what was written (sha256 ${back.sha256} vs ${written.sha256}, ${back.entries} vs ${packed.files} entries, ${back.bytes} vs ${packed.bytes} bytes)`);
     }
+    crashPoint(`${op}:verified`);
     if (fs.existsSync(final)) fs.renameSync(final, path.join(dir, `${botId}.${Date.now()}.tar.gz`));
     fs.renameSync(tmp, final);
     fsyncDir(dir);
@@ -84,6 +89,8 @@ export async function writeBackup(
     if (fd !== undefined) fs.closeSync(fd);
     fs.rmSync(tmp, { force: true });
     throw new WorkspaceError("unavailable", `the backup of bot ${botId}'s data to ${final} could not be written: ${describeError(err)}`, { cause: err });
+  } finally {
+    removeJournal(ctx, botId);
   }
 }
 
@@ -143,20 +150,25 @@ function removeBackup(ctx: WorkspaceContext, botId: string): void {
 }
 
 /**
+ * What a restore of the bot's own backup may unpack: anything. The backup was written
+ * from the workspace's /data and read back whole without a cap (writeBackup), so a cap
+ * here (the import limits, made for archives users upload) could refuse a backup that a
+ * delete with preserve already counted on. Every entry is still checked as in any
+ * extract (paths, links, types); only the size and entry caps are lifted.
+ */
+export const BACKUP_RESTORE_LIMITS: ArchiveLimits = { maxBytes: Number.POSITIVE_INFINITY, maxEntries: Number.POSITIVE_INFINITY };
+
+/**
  * Imports the bot's backup into its workspace (staged, swapped all or nothing; a running
  * workspace is paused and started again), then removes the backup. Callers hold the lock.
  */
-export async function restoreFromBackup(
-  ctx: WorkspaceContext,
-  botId: string,
-  opts: { onProgress?: (p: ArchiveProgress) => void; limits?: ArchiveLimits } = {},
-): Promise<ExtractResult> {
+export async function restoreFromBackup(ctx: WorkspaceContext, botId: string, opts: { onProgress?: (p: ArchiveProgress) => void } = {}): Promise<ExtractResult> {
   const file = backupPath(ctx, botId);
   if (!fs.existsSync(file)) throw new WorkspaceError("not_found", `bot ${botId} has no preserved data (${file})`);
   const row = await ctx.liveRow(botId);
   if (row === undefined || !(await ctx.containerExists(row.containerId))) throw new WorkspaceError("not_found", `bot ${botId} has no workspace to restore into`);
   const result = await withWritableRootfs(ctx, botId, row.containerId, "restore", (m) =>
-    importIntoRootfs(m, fs.createReadStream(file), { ...(opts.onProgress ? { onProgress: opts.onProgress } : {}), ...(opts.limits ? { limits: opts.limits } : {}) }),
+    importIntoRootfs(m, fs.createReadStream(file), { limits: BACKUP_RESTORE_LIMITS, ...(opts.onProgress ? { onProgress: opts.onProgress } : {}) }),
   );
   await ctx.store.recordEvent(row.containerId, "data_restored", { botId, entries: result.entries, bytes: result.bytes });
   removeBackup(ctx, botId);

@@ -1,9 +1,12 @@
 // Finishing a data operation that was cut short (the orchestrator died): run under the
-// bot's lock before anything starts the workspace again (reconcile, ensure, start, every
-// data operation). The journal says what was under way:
+// bot's lock before anything starts the workspace again (reconcile, ensure, start, the
+// supervisor's restarts, a call's revive, every data operation). The journal says what
+// was under way:
 //   export, preserve, orphan_backup: only the host mount is left to remove;
 //   import, restore: the swap of /data is finished or undone (import.ts repairSwap);
 //   version, rollback: the commit is completed or never happened (versions.ts).
+// A backup's temporary file of the bot is removed whether or not a journal is left: it is
+// only ever written under the bot's lock, so one seen here belongs to nobody.
 import fs from "node:fs";
 import path from "node:path";
 import type { WorkspaceContext } from "../workspace/context.js";
@@ -14,6 +17,7 @@ import { backupsDir, journalPath, mountPath, mountRootfs, readJournal, releaseMo
 
 /** Returns what was repaired, or undefined when no data operation of the bot was cut short. */
 export async function repairDataOp(ctx: WorkspaceContext, botId: string): Promise<string | undefined> {
+  removeBackupTemps(ctx, botId);
   if (!fs.existsSync(journalPath(ctx, botId))) {
     await releaseMount(mountPath(ctx, botId));
     return undefined;
@@ -33,15 +37,10 @@ export async function repairDataOp(ctx: WorkspaceContext, botId: string): Promis
       await m.release();
     }
   } else if (j.op === "version" || j.op === "rollback") {
-    await ctx.cd.tasks.stop(j.containerId, 0);
-    outcome = await finishVersionOp(ctx, j);
-  }
-  // A backup that was being written when the process died: its temporary file goes (the backup, if any, stays).
-  if (j.op === "preserve" || j.op === "orphan_backup") {
-    const dir = backupsDir(ctx);
-    for (const name of fs.existsSync(dir) ? fs.readdirSync(dir) : []) {
-      if (name.startsWith(`.${botId}.tar.gz.tmp-`)) fs.rmSync(path.join(dir, name), { force: true });
-    }
+    // Only a missing active rootfs needs the task gone (a task still running would write
+    // into the committed version); rows missing after a commit are recorded under a
+    // running task, which the operation started again when only the rows had failed.
+    outcome = await finishVersionOp(ctx, j, { beforePrepare: () => ctx.cd.tasks.stop(j.containerId, 0) });
   }
   removeJournal(ctx, botId);
   ctx.log(`${botId}: a ${j.op} cut short was repaired (${outcome})`);
@@ -49,4 +48,20 @@ export async function repairDataOp(ctx: WorkspaceContext, botId: string): Promis
     await ctx.store.recordEvent(j.containerId, "data_op_repaired", { botId, op: j.op, outcome }).catch((e: unknown) => ctx.log(`${botId}: ${describeError(e)}`));
   }
   return `${j.op}: ${outcome}`;
+}
+
+/** A backup being written when the process died: its temporary file goes (a finished backup stays). */
+function removeBackupTemps(ctx: WorkspaceContext, botId: string): void {
+  const dir = backupsDir(ctx);
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir);
+  } catch {
+    return; // no backups dir yet
+  }
+  for (const name of names) {
+    if (!name.startsWith(`.${botId}.tar.gz.tmp-`)) continue;
+    fs.rmSync(path.join(dir, name), { force: true });
+    ctx.log(`${botId}: removed ${name}, the temporary file of a backup cut short`);
+  }
 }

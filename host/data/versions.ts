@@ -107,6 +107,8 @@ async function commitAndPrepare(
       failure = err;
     }
   }
+  // A commit that happened keeps its journal when what followed failed: the next repair
+  // completes it (recording missing rows does not stop the task started again below).
   if (failure === undefined || !(await ctx.cd.snapshots.exists(committed, { snapshotter: ws.snapshotter }).catch(() => true))) removeJournal(ctx, botId);
   if (wasRunning) {
     try {
@@ -128,8 +130,11 @@ async function commitAndPrepare(
  * Completes a version create or rollback whose commit happened: the active rootfs is
  * prepared on the journal's base when it is missing, and the committed snapshot gets its
  * rows when it has none. Returns "before" when the commit never happened.
+ * `beforePrepare` runs only when the active rootfs has to be prepared (a repair stops a
+ * task there: it would be running on the committed snapshot); recording rows leaves the
+ * task alone.
  */
-export async function finishVersionOp(ctx: WorkspaceContext, j: Journal): Promise<"before" | "after"> {
+export async function finishVersionOp(ctx: WorkspaceContext, j: Journal, opts: { beforePrepare?: () => Promise<unknown> } = {}): Promise<"before" | "after"> {
   if (j.committed === undefined || j.base === undefined) return "before";
   const info = await ctx.cd.containers.get(j.containerId).catch((err: unknown) => {
     if (isNotFound(err)) return undefined;
@@ -139,6 +144,7 @@ export async function finishVersionOp(ctx: WorkspaceContext, j: Journal): Promis
   const snapshotter = info?.snapshotter || ctx.cd.snapshots.snapshotter;
   if (!(await ctx.cd.snapshots.exists(j.committed, { snapshotter }))) return "before";
   if (!(await ctx.cd.snapshots.exists(key, { snapshotter }))) {
+    await opts.beforePrepare?.();
     await ctx.cd.snapshots.prepare(key, j.base, { snapshotter, labels: { [GC_ROOT_LABEL]: new Date().toISOString(), [LABEL_BOT_ID]: j.botId } });
   }
   const recorded = (await ctx.store.listSnapshots(j.containerId)).some((s) => s.runtimeSnapshotName === j.committed);

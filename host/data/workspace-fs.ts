@@ -97,6 +97,16 @@ export function readJournal(ctx: WorkspaceContext, botId: string): Journal | und
   }
 }
 
+/**
+ * The journal of an import or restore of the bot that is left: its /data may be half
+ * swapped, so its task must not run until repair.ts has finished the swap.
+ */
+export function unrepairedSwap(ctx: WorkspaceContext, botId: string): Journal | undefined {
+  if (!fs.existsSync(journalPath(ctx, botId))) return undefined;
+  const j = readJournal(ctx, botId);
+  return j !== undefined && (j.op === "import" || j.op === "restore") ? j : undefined;
+}
+
 export function removeJournal(ctx: WorkspaceContext, botId: string): void {
   fs.rmSync(journalPath(ctx, botId), { force: true });
   try {
@@ -208,7 +218,8 @@ export async function pauseTask(ctx: WorkspaceContext, botId: string, containerI
 /**
  * Crash-recovery tests: MEMOH_CRASH_AT=<point> kills the orchestrator with SIGKILL when a
  * data operation reaches that point (version:committed, rollback:committed,
- * import:staged, import:out, import:in). Unset in production.
+ * import:staged, import:out, import:in, preserve:verified, orphan_backup:verified).
+ * Unset in production.
  */
 export function crashPoint(point: string): void {
   if (process.env.MEMOH_CRASH_AT === point) process.kill(process.pid, "SIGKILL");

@@ -6,6 +6,7 @@
 import fs from "node:fs";
 import type { WorkspaceContext } from "./context.js";
 import { removeVersionSnapshots } from "../data/versions.js";
+import { removeJournal } from "../data/workspace-fs.js";
 
 export async function deleteWorkspace(ctx: WorkspaceContext, botId: string): Promise<void> {
   const resolved = await ctx.resolve(botId);
@@ -36,6 +37,8 @@ export async function deleteWorkspace(ctx: WorkspaceContext, botId: string): Pro
   } else {
     await ctx.store.recordEvent(resolved.containerId, "deleted", { botId, containerExisted: exists });
   }
+  // Nothing of the workspace is left for a journal of it to repair.
+  removeJournal(ctx, botId);
   ctx.rowsDeleting.delete(botId);
 }
 

@@ -39,6 +39,8 @@ export type WorkspaceErrorReason =
   | "lock_timeout"
   /** The OCI runtime (runc) refused to create the task: the workspace's root filesystem or spec. */
   | "runtime"
+  /** An import or restore of /data was cut short and its repair has not succeeded: the task is not started. */
+  | "data_op_unrepaired"
   | "containerd"
   | "bridge"
   | "store";

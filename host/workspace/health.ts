@@ -1,11 +1,13 @@
 // Keeping running workspaces alive: what the supervisor (supervisor.ts) asks of the
 // manager. Candidates are picked without the lock (a cheap read); every decision is
 // taken under the bot's lock from the row and the live task read again there, so a
-// stop or delete that got in first is never undone.
+// stop or delete that got in first is never undone. Like every start, a restart first
+// finishes a data operation that was cut short (repair.ts).
 import type { WorkspaceContext } from "./context.js";
 import { lockKey } from "./context.js";
 import { probeBridgeWithin, startTask } from "./start.js";
 import { replaceTask } from "./revive.js";
+import { repairDataOp } from "../data/repair.js";
 
 /** Bots whose workspace should be running (row "running"): what the supervisor probes. */
 export async function botsMeantToRun(ctx: WorkspaceContext): Promise<string[]> {
@@ -60,6 +62,8 @@ export async function restartUnresponsive(ctx: WorkspaceContext, botId: string, 
   }
   await ctx.store.recordEvent(row.containerId, "agent_unresponsive", { botId, pid: task.pid });
   ctx.bridges.evict(botId);
+  // A data operation cut short is finished before the workspace runs again (repair.ts).
+  await repairDataOp(ctx, botId);
   await replaceTask(ctx, botId, row.containerId);
   return "restarted";
 }
@@ -78,7 +82,10 @@ export async function restartAfterExit(ctx: WorkspaceContext, botId: string, con
   ctx.bridges.evict(botId);
   // A failed restart leaves the row "running": the supervisor tries again (the task it
   // removed sends an exit, and its watchdog sees the task gone) until its crash-loop
-  // limit marks the workspace failed.
+  // limit marks the workspace failed. A failed repair is such a failure: the task is
+  // never started on a /data that a data operation cut short left half done (the
+  // orchestrator died during an import: its task stopped, its row still "running").
+  await repairDataOp(ctx, botId);
   await startTask(ctx, botId, containerId, { markErrorOnFailure: false });
   return "restarted";
 }

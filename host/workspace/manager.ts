@@ -201,9 +201,14 @@ export class WorkspaceManager {
       return await this.lockedOp(botId, opts.signal, async () => {
         ran = true;
         try {
-          await repairDataOp(this.ctx, botId);
           // With preserve: the backup is confirmed on disk before anything is deleted (preserve.ts).
-          if (opts.preserveData) return await deleteWithPreserve(this.ctx, botId, opts.onProgress);
+          if (opts.preserveData) {
+            await repairDataOp(this.ctx, botId);
+            return await deleteWithPreserve(this.ctx, botId, opts.onProgress);
+          }
+          // Without, the data goes anyway: a repair that cannot succeed (a swap it refuses
+          // to finish because that would replace data) does not keep the workspace alive.
+          await repairDataOp(this.ctx, botId).catch((err: unknown) => this.ctx.log(`${botId}: deleting without repairing the data operation cut short: ${describeError(err)}`));
           await deleteWorkspace(this.ctx, botId);
           return undefined;
         } finally {

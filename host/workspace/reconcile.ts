@@ -7,6 +7,7 @@
 // Network hygiene follows the same rule: it releases only what belongs to containers
 // that have no live row and no running task, checked again under the bot's lock, so a
 // workspace between CNI ADD and task start keeps its address.
+import fs from "node:fs";
 import type { ContainerRow } from "../store/types.js";
 import { botIdProblem, isLegacyContainerId, LEGACY_PREFIX, WORKSPACE_PREFIX, workspaceContainerId } from "./botid.js";
 import type { WorkspaceContext } from "./context.js";
@@ -15,9 +16,10 @@ import { finishInterruptedDelete } from "./delete.js";
 import { describeError } from "./errors.js";
 import { ensureNetworkOfRunning, startTask, waitForBridgeOrFail } from "./start.js";
 import { repairDataOp } from "../data/repair.js";
+import { journalPath } from "../data/workspace-fs.js";
 import { backupOrphan } from "../data/preserve.js";
 
-export type ReconcileAction = "rebuilt" | "started" | "healthy" | "renetworked" | "stopped" | "deleted" | "skipped" | "failed";
+export type ReconcileAction = "rebuilt" | "started" | "healthy" | "renetworked" | "stopped" | "deleted" | "repaired" | "skipped" | "failed";
 
 export interface ReconcileEntry {
   botId: string;
@@ -30,22 +32,27 @@ export interface ReconcileEntry {
  * Over the rows with auto_start: a missing container is rebuilt, a task that is not
  * running is started (a workspace stopped on purpose stays stopped), a running one gets
  * its network re-applied and counts as healthy only when its bridge answers. A row left
- * "deleting" (any auto_start) has its deletion finished. Errors are per bot (reported,
- * and the row marked "error"), the sweep goes on.
+ * "deleting" (any auto_start) has its deletion finished. A data operation cut short is
+ * repaired whatever the row's auto_start (without auto_start nothing is started: such a
+ * workspace reports "repaired"), so no journal waits for whoever starts it next. Errors
+ * are per bot (reported, and the row marked "error"), the sweep goes on.
  */
 export async function reconcile(ctx: WorkspaceContext, opts: { signal?: AbortSignal } = {}): Promise<ReconcileEntry[]> {
   const rows = await ctx.store.listContainers();
   await networkHygiene(ctx, rows, opts.signal);
   const entries: ReconcileEntry[] = [];
   for (const listed of rows) {
-    if (listed.status === "deleted" || (!listed.autoStart && listed.status !== "deleting")) continue;
+    if (listed.status === "deleted") continue;
     const problem = botIdProblem(listed.botId);
+    const repairOnly = !listed.autoStart && listed.status !== "deleting";
+    // Without auto_start: visited only when a data operation of it was cut short.
+    if (repairOnly && (problem !== undefined || !fs.existsSync(journalPath(ctx, listed.botId)))) continue;
     if (problem !== undefined) {
       entries.push({ botId: listed.botId, containerId: listed.containerId, action: "skipped", error: `invalid bot id: ${problem}` });
       continue;
     }
     try {
-      const action = await ctx.locked(listed.botId, opts.signal, () => reconcileOne(ctx, listed.botId));
+      const action = await ctx.locked(listed.botId, opts.signal, () => (repairOnly ? repairOne(ctx, listed.botId) : reconcileOne(ctx, listed.botId)));
       entries.push({ botId: listed.botId, containerId: listed.containerId, action });
     } catch (err) {
       ctx.log(`reconcile ${listed.botId}: ${describeError(err)}`);
@@ -61,6 +68,12 @@ export async function reconcile(ctx: WorkspaceContext, opts: { signal?: AbortSig
     }
   }
   return entries;
+}
+
+/** A bot without auto_start, under its lock: only its data operation cut short is finished. */
+async function repairOne(ctx: WorkspaceContext, botId: string): Promise<ReconcileAction> {
+  if (await finishInterruptedDelete(ctx, botId)) return "deleted";
+  return (await repairDataOp(ctx, botId)) === undefined ? "skipped" : "repaired";
 }
 
 /** One bot, under its lock, from its row as it is now. */

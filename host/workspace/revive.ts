@@ -1,5 +1,9 @@
 // Bringing a workspace's agent back: after a call found it UNAVAILABLE (revive), or
-// after the watchdog found it deaf (replaceTask). Callers hold the bot's lock.
+// after the watchdog found it deaf (replaceTask). Callers hold the bot's lock. Like
+// every start, a revive first finishes a data operation that was cut short (repair.ts):
+// after the orchestrator died during an import, the first call finds the task stopped
+// with /data half swapped.
+import { repairDataOp } from "../data/repair.js";
 import type { WorkspaceContext } from "./context.js";
 import { WorkspaceError } from "./errors.js";
 import { probeBridgeWithin, startTask } from "./start.js";
@@ -13,6 +17,8 @@ export async function reviveAgent(ctx: WorkspaceContext, botId: string): Promise
   const row = await ctx.store.getContainerByBot(botId);
   if (row?.status === "stopped") throw new WorkspaceError("conflict", `workspace ${resolved.containerId} is stopped; start it first`);
   if (row?.status === "deleting") throw new WorkspaceError("not_found", `workspace ${resolved.containerId} is being deleted`);
+  // Before the task is looked at: a repair stops what it finds of the task.
+  await repairDataOp(ctx, botId);
   const task = await ctx.cd.tasks.status(resolved.containerId);
   if (task?.status === "running") {
     try {

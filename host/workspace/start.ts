@@ -15,6 +15,7 @@ import { isLegacyContainerId } from "./botid.js";
 import { targetAddress } from "./bridge-source.js";
 import type { WorkspaceContext } from "./context.js";
 import { WorkspaceError, describeError } from "./errors.js";
+import { unrepairedSwap } from "../data/workspace-fs.js";
 
 export interface StartOptions {
   /**
@@ -30,6 +31,14 @@ export async function startTask(ctx: WorkspaceContext, botId: string, containerI
     if (opts.markErrorOnFailure === false) await ctx.store.recordEvent(containerId, "start_failed", { stage, error: describeError(err) });
     else await ctx.setStatus(containerId, "error", "start_failed", { stage, error: describeError(err) });
   };
+  // A task on a half-swapped /data would make the swap unrepairable (the workspace may
+  // recreate a name the swap moved aside): whoever starts it repairs first (repair.ts).
+  const swap = unrepairedSwap(ctx, botId);
+  if (swap !== undefined) {
+    throw new WorkspaceError("conflict", `workspace ${containerId} is not started: an ${swap.op} of its /data started ${swap.startedAt} was cut short and is not repaired yet`, {
+      reason: "data_op_unrepaired",
+    });
+  }
   const existing = await ctx.cd.tasks.status(containerId);
   if (existing?.status === "running") {
     // Already running: make sure it is reachable (network and bridge) and say so.

@@ -1,8 +1,10 @@
 // Workspace data end to end through the real server process (containerd, CNI,
 // PostgreSQL, HTTP): versions and rollback, export → delete → create → import (API and
-// CLI), delete with preserve → create with restore, a backup that cannot be written,
-// malicious archives, a file growing during an export, and the orchestrator killed with
-// SIGKILL in the middle of a version create, a rollback and an import.
+// CLI), delete with preserve → create with restore, a backup that cannot be written, a
+// backup beyond the import limits, malicious archives, a file growing during an export,
+// and the orchestrator killed with SIGKILL in the middle of a version create, a
+// rollback, an import and a backup. One file because every test uses the one server and
+// containerd started in before(), with the import limits set low (64 MiB, 5000 entries).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFile, spawn } from "node:child_process";
@@ -349,6 +351,36 @@ test("delete with preserve → create with restore: identical tree; an unwritabl
   await ok("DELETE", `/bots/${bot}/container`);
 });
 
+test("a backup beyond the import limits (more entries and bytes) is restored whole, on create and on demand; as an upload the same archive is refused", async () => {
+  const bot = "big1";
+  await create(bot);
+  // 5200 entries and 70 MiB of content: over both limits of this server (5000, 64 MiB).
+  await sh(bot, "mkdir /data/many && cd /data/many && seq 1 5200 | xargs touch && dd if=/dev/zero of=/data/zeros bs=1M count=70 2>/dev/null");
+  const summary = () => sh(bot, "cd /data && find . | sort | sha256sum && find . | wc -l && sha256sum zeros");
+  const before = await summary();
+  assert.match(before, /^[0-9a-f]{64} {2}-\n5203\n/);
+
+  const deleted = await ok("DELETE", `/bots/${bot}/container?preserve_data=true`);
+  assert.ok(deleted.backup.files > 5000 && deleted.backup.bytes > 64 * 1024 * 1024, JSON.stringify(deleted));
+  const backupFile = path.join(s.dataRoot, "backups", `${bot}.tar.gz`);
+  const backupBytes = fs.readFileSync(backupFile);
+  await create(bot, { restore_data: true });
+  assert.equal(await summary(), before, "the restored /data differs");
+  assert.equal(fs.existsSync(backupFile), false);
+
+  // Uploaded, the same archive meets the import limits.
+  const refused = await api("POST", `/bots/${bot}/container/data/import`, { raw: backupBytes });
+  assert.equal(refused.status, 413, refused.text);
+  assert.equal(await summary(), before);
+
+  await ok("DELETE", `/bots/${bot}/container?preserve_data=true`);
+  await create(bot);
+  const restored = await ok("POST", `/bots/${bot}/container/data/restore`);
+  assert.equal(restored.entries, 5203);
+  assert.equal(await summary(), before);
+  await ok("DELETE", `/bots/${bot}/container`);
+});
+
 function archive(entries: Array<{ header: Partial<tar.Header> & { name: string }; data?: Buffer }>): Promise<Buffer> {
   const pack = tar.pack();
   for (const e of entries) pack.entry(e.header, e.data ?? Buffer.alloc(0));
@@ -541,6 +573,24 @@ test("SIGKILL in the middle of a version create, a rollback and an import: after
   assert.deepEqual(fs.readdirSync(path.join(s.dataRoot, "data-ops")), [], "a journal is left");
   await ok("DELETE", `/bots/${bot}/container`);
   assert.deepEqual(await versionSnapshots(bot), []);
+});
+
+test("SIGKILL between a backup's read-back and its rename: after restart its temporary file is gone, nothing was deleted, the next delete with preserve works", async () => {
+  const bot = "crash2";
+  await create(bot);
+  const t = await populate(bot, "tmpfile");
+  const backups = path.join(s.dataRoot, "backups");
+  const temps = () => (fs.existsSync(backups) ? fs.readdirSync(backups).filter((n) => n.startsWith(`.${bot}.tar.gz.tmp-`)) : []);
+  await crashDuring("preserve:verified", bot, () => api("DELETE", `/bots/${bot}/container?preserve_data=true`));
+  assert.deepEqual(temps(), [], "the backup's temporary file is left");
+  assert.equal(fs.existsSync(path.join(backups, `${bot}.tar.gz`)), false);
+  assert.equal(await tree(bot), t, "the workspace lost data");
+  assert.deepEqual(fs.readdirSync(path.join(s.dataRoot, "data-ops")), [], "a journal is left");
+  await ok("DELETE", `/bots/${bot}/container?preserve_data=true`);
+  assert.deepEqual(temps(), []);
+  await create(bot, { restore_data: true });
+  assert.equal(await tree(bot), t);
+  await ok("DELETE", `/bots/${bot}/container`);
 });
 
 test("orphan recovery: a container gone with its rootfs left has /data backed up before reconcile rebuilds on it", async () => {
