@@ -65,13 +65,19 @@ export class ApiAuth {
   }
 
   /**
-   * Makes sure an admin token exists. With MEMOH_ADMIN_TOKEN nothing is generated.
-   * Otherwise the first start generates one: returned (to print once) and written to
-   * `<dataRoot>/admin-token` (0600) for the CLI.
+   * Makes sure an admin token exists. With MEMOH_ADMIN_TOKEN nothing is generated, and a
+   * token generated before is revoked and its file removed: configuring a token is how an
+   * operator replaces one that leaked. Otherwise the first start generates one: returned
+   * (to print once) and written to `<dataRoot>/admin-token` (0600) for the CLI.
    */
   async ensureAdminToken(dataRoot: string): Promise<{ generated: string | undefined; file: string | undefined }> {
-    if (this.configuredAdminHash !== undefined) return { generated: undefined, file: undefined };
     const file = path.join(dataRoot, ADMIN_TOKEN_FILE);
+    if (this.configuredAdminHash !== undefined) {
+      await this.tokens.revoke(ADMIN_ID);
+      this.cache.delete(ADMIN_ID);
+      fs.rmSync(file, { force: true });
+      return { generated: undefined, file: undefined };
+    }
     const existing = await this.tokens.get(ADMIN_ID);
     if (existing !== undefined && existing.revokedAt === undefined) return { generated: undefined, file: fs.existsSync(file) ? file : undefined };
     const token = `mwt_${ADMIN_ID}_${randomBytes(32).toString("base64url")}`;

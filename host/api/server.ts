@@ -106,11 +106,11 @@ export async function buildApiServer(opts: ApiOptions) {
     void reply.code(404).send(errorBody(new ApiError("not_found", `no route ${req.method} ${req.url.split("?")[0]}`)));
   });
 
-  // Authentication before validation, so a caller without a token learns nothing about schemas.
-  app.addHook("preValidation", async (req) => {
+  // Authentication first, before the body is read: a caller without a token can make
+  // the server neither buffer a body nor learn anything about the schemas.
+  app.addHook("onRequest", async (req) => {
     const access = req.routeOptions.config.access ?? "admin";
     if (access === "public") return;
-    if (req.body === undefined && req.headers["content-type"] === undefined && req.method !== "GET" && req.method !== "DELETE") req.body = {};
     req.principal = await opts.auth.authenticate(headerToken(req));
     if (access === "admin") requireAdmin(req.principal);
     else if (access === "bot") {
@@ -118,6 +118,10 @@ export async function buildApiServer(opts: ApiOptions) {
       if (typeof botId !== "string") throw new ApiError("internal", "a bot route without :bot_id");
       requireBot(req.principal, botId);
     }
+  });
+  // A POST without a body validates as an empty object (`POST …/start`).
+  app.addHook("preValidation", async (req) => {
+    if (req.body === undefined && req.headers["content-type"] === undefined && req.method !== "GET" && req.method !== "DELETE") req.body = {};
   });
 
   // ajv (8.20) coerces the strings "Infinity" and "1e999" to Infinity and then checks no

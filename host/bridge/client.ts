@@ -56,8 +56,13 @@ export interface ExecResult {
 export interface ExecOptions extends CallOptions {
   /** Collected stdout+stderr cap; the rest is dropped (default DEFAULT_EXEC_OUTPUT_BYTES). */
   maxOutputBytes?: number;
-  onStdout?: (chunk: Uint8Array) => void;
-  onStderr?: (chunk: Uint8Array) => void;
+  /**
+   * Streamed output. A returned promise pauses the call until it settles (the agent
+   * then pauses the command's output: a slow reader slows the command instead of
+   * filling this process's memory); a rejection ends the call with that error.
+   */
+  onStdout?: (chunk: Uint8Array) => void | Promise<void>;
+  onStderr?: (chunk: Uint8Array) => void | Promise<void>;
 }
 
 /**
@@ -276,6 +281,15 @@ export class BridgeClient {
         call.cancel();
         reject(e);
       };
+      const deliver = (handler: ((chunk: Uint8Array) => void | Promise<void>) | undefined, data: Uint8Array) => {
+        const waiting = handler?.(data);
+        if (waiting === undefined) return;
+        call.pause();
+        waiting.then(
+          () => call.resume(),
+          (e: unknown) => fail(e instanceof Error ? e : new Error(String(e))),
+        );
+      };
       call.on("data", (res: ExecResponse) => {
         const m = res.msg;
         if (exit) return fail(protocolError("Exec sent data after exit"));
@@ -286,11 +300,11 @@ export class BridgeClient {
             pid = m.value.pid;
             break;
           case "stdout":
-            opts.onStdout?.(m.value);
+            deliver(opts.onStdout, m.value);
             keep(out, m.value);
             break;
           case "stderr":
-            opts.onStderr?.(m.value);
+            deliver(opts.onStderr, m.value);
             keep(err, m.value);
             break;
           case "exit":

@@ -5,6 +5,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
+import net from "node:net";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import pg from "pg";
@@ -73,6 +74,33 @@ const adminRoutes = [
   { method: "GET", route: "/metrics" },
 ];
 
+/**
+ * A POST that announces a 20 MB body and sends only its first 64 KiB, over a raw socket:
+ * the status line the server answers with, or "no answer" when it waited for the rest.
+ */
+function partialPost(route: string, authorization: string | undefined, waitMs: number): Promise<string> {
+  return new Promise((resolve) => {
+    const url = new URL(s.url);
+    const sock = net.connect(Number(url.port), url.hostname);
+    let received = "";
+    const done = (answer: string) => {
+      clearTimeout(timer);
+      sock.destroy();
+      resolve(answer);
+    };
+    const timer = setTimeout(() => done("no answer"), waitMs);
+    sock.on("data", (d: Buffer) => {
+      received += d.toString();
+      const line = /^(HTTP\/1\.1 \d{3})/.exec(received);
+      if (line) done(line[1]!);
+    });
+    sock.on("error", () => undefined);
+    const size = 20 * 1000 * 1000;
+    sock.write(`POST ${route} HTTP/1.1\r\nHost: ${url.host}\r\n${authorization ? `Authorization: ${authorization}\r\n` : ""}Content-Type: application/json\r\nContent-Length: ${size}\r\n\r\n`);
+    sock.write(`{"path":"x","content":"${"a".repeat(64 * 1024)}`);
+  });
+}
+
 function wsStatus(bot: string, token: string | undefined, via: "header" | "protocol"): Promise<number | "open"> {
   return new Promise((resolve, reject) => {
     const protocols = ["memoh.terminal", ...(via === "protocol" && token ? [`bearer.${token}`] : [])];
@@ -101,6 +129,17 @@ test("no, bad, revoked and expired tokens get 401 on every family, HTTP, SSE and
   assert.match((await req("GET", `/bots/${OWN}/container`, expiredToken)).text, /expired/);
   assert.equal((await req("GET", "/healthz", undefined)).status, 200);
   assert.equal((await req("GET", "/readyz", undefined)).status, 200);
+});
+
+test("a request without a valid token is refused before its body is read: 401 while a 20 MB body is still coming", async () => {
+  const route = `/bots/${OWN}/container/fs/write`;
+  assert.equal(await partialPost(route, undefined, 10_000), "HTTP/1.1 401");
+  assert.equal(await partialPost(route, "Bearer nonsense", 10_000), "HTTP/1.1 401");
+  assert.equal(await partialPost(`/bots/${OTHER}/container/fs/write`, `Bearer ${botToken}`, 10_000), "HTTP/1.1 403");
+  // Control: with a valid token the server does wait for the body it was promised.
+  assert.equal(await partialPost(route, `Bearer ${botToken}`, 1_500), "no answer");
+  const listed = await req("GET", `/bots/${OWN}/container/fs/list?path=/data`, s.adminToken);
+  assert.deepEqual(listed.json.entries, [], "a refused write changed the workspace");
 });
 
 test("a bot token reaches its own bot on every family (HTTP, SSE, WebSocket), gets 403 on another bot's routes and on admin routes", async () => {
@@ -148,4 +187,31 @@ test("the admin token reaches everything; tokens are listed without secrets and 
   assert.equal(s.output().split("serving on").length - 1, 2);
   assert.equal((await req("GET", "/bots", s.adminToken)).status, 200);
   assert.equal((await req("GET", `/bots/${OWN}/container`, botToken)).status, 200);
+});
+
+test("a configured MEMOH_ADMIN_TOKEN replaces the generated one: the generated token is revoked and its file removed; without it a new one is generated", async () => {
+  const generated = s.adminToken;
+  const configured = `configured-${"x".repeat(40)}`;
+  const file = path.join(s.dataRoot, "admin-token");
+  await s.stopServer();
+  s.processEnv.MEMOH_ADMIN_TOKEN = configured;
+  try {
+    await s.startServer();
+    assert.equal(fs.existsSync(file), false, "the generated token's file is still there");
+    const old = await req("GET", "/bots", generated);
+    expectCode(old, 401, "unauthenticated", "the generated token after a token was configured");
+    assert.match(old.text, /revoked/);
+    assert.equal((await req("GET", "/bots", configured)).status, 200);
+    assert.equal((await req("GET", `/bots/${OWN}/container`, botToken)).status, 200, "bot tokens are not touched");
+  } finally {
+    await s.stopServer();
+    delete s.processEnv.MEMOH_ADMIN_TOKEN;
+  }
+  await s.startServer();
+  const renewed = fs.readFileSync(file, "utf8").trim();
+  assert.notEqual(renewed, generated);
+  assert.equal((await req("GET", "/bots", renewed)).status, 200);
+  expectCode(await req("GET", "/bots", configured), 401, "unauthenticated", "the configured token once it is no longer configured");
+  // The environment's own cleanup reads the file: it holds a live token again.
+  s.adminToken = renewed;
 });

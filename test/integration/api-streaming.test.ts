@@ -1,13 +1,17 @@
 // Big transfers through the real server process stay streamed: a 1 GiB upload and the
 // same 1 GiB downloaded back keep the server's RSS growth under 100 MB, and the bytes
-// arrive intact (sha256 on both sides).
+// arrive intact (sha256 on both sides). A client that stops reading a command's output
+// (NDJSON exec, the terminal) holds the command back instead of filling the server.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import fs from "node:fs";
+import type net from "node:net";
 import { Readable } from "node:stream";
 import { request } from "undici";
+import WebSocket from "ws";
 import { startServerEnv, type ServerEnv } from "./env/server.js";
+import { waitFor } from "./env/workspace.js";
 
 let s: ServerEnv;
 const GIB = 1024 * 1024 * 1024;
@@ -92,5 +96,100 @@ test("a 1 GiB upload and download are streamed: server RSS grows by less than 10
   console.log(`# server RSS growth: upload ${(upGrowth / MB).toFixed(1)} MB, download ${(downGrowth / MB).toFixed(1)} MB`);
   assert.ok(upGrowth < 100 * MB, `upload grew the server's RSS by ${(upGrowth / MB).toFixed(1)} MB`);
   assert.ok(downGrowth < 100 * MB, `download grew the server's RSS by ${(downGrowth / MB).toFixed(1)} MB`);
+  await request(`${s.url}/bots/${bot}/container`, { method: "DELETE", headers: auth }).then((r) => r.body.dump());
+});
+
+/** Whether `path` exists in the workspace of `bot` (asked through exec). */
+async function exists(bot: string, file: string): Promise<boolean> {
+  const res = await request(`${s.url}/bots/${bot}/container/exec`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${s.adminToken}`, "content-type": "application/json" },
+    body: JSON.stringify({ argv: ["test", "-e", file] }),
+  });
+  const r = (await res.body.json()) as { exit_code: number };
+  return r.exit_code === 0;
+}
+
+/**
+ * For `ms`, while a client reads nothing: the server's peak RSS growth, and whether the
+ * command behind the stream got to its end (it touches `marker` when its output is out).
+ */
+async function heldBack(bot: string, marker: string, ms: number): Promise<{ growth: number; finished: boolean }> {
+  const pid = s.pid()!;
+  const start = rssOf(pid);
+  let peak = start;
+  let finished = false;
+  const until = Date.now() + ms;
+  while (Date.now() < until && !finished) {
+    peak = Math.max(peak, rssOf(pid));
+    finished = await exists(bot, marker);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  return { growth: Math.max(peak, rssOf(pid)) - start, finished };
+}
+
+const OUTPUT_BYTES = 256 * 1024 * 1024;
+
+test("exec output streamed to a client that stops reading holds the command back, not the server's memory; reading again lets it finish", { timeout: 300_000 }, async () => {
+  const auth = { authorization: `Bearer ${s.adminToken}` };
+  const bot = "api-slow-exec";
+  const created = await request(`${s.url}/bots/${bot}/container`, { method: "POST", headers: auth });
+  assert.equal(created.statusCode, 200, await created.body.text());
+  const res = await request(`${s.url}/bots/${bot}/container/exec`, {
+    method: "POST",
+    headers: { ...auth, accept: "application/x-ndjson", "content-type": "application/json" },
+    body: JSON.stringify({ command: `head -c ${OUTPUT_BYTES} /dev/zero | tr '\\0' a; touch /data/exec-done`, timeout_s: 0 }),
+    bodyTimeout: 0,
+  });
+  assert.equal(res.statusCode, 200);
+  // Nothing is read for 5 s: 256 MiB of output takes the command about a second.
+  const held = await heldBack(bot, "/data/exec-done", 5_000);
+  console.log(`# exec, client not reading: server RSS growth ${(held.growth / MB).toFixed(1)} MB`);
+  assert.equal(held.finished, false, "the command finished while its client read nothing: its output went somewhere");
+  assert.ok(held.growth < 100 * MB, `the server's RSS grew by ${(held.growth / MB).toFixed(1)} MB`);
+  let letters = 0;
+  let exit: { code: number } | undefined;
+  let buf = "";
+  for await (const chunk of res.body) {
+    buf += chunk.toString();
+    let i: number;
+    while ((i = buf.indexOf("\n")) >= 0) {
+      const line = JSON.parse(buf.slice(0, i)) as { stdout?: string; exit?: { code: number } };
+      buf = buf.slice(i + 1);
+      if (line.stdout !== undefined) letters += line.stdout.length;
+      if (line.exit !== undefined) exit = line.exit;
+    }
+  }
+  assert.equal(letters, OUTPUT_BYTES);
+  assert.equal(exit?.code, 0);
+  assert.equal(await exists(bot, "/data/exec-done"), true);
+  await request(`${s.url}/bots/${bot}/container`, { method: "DELETE", headers: auth }).then((r) => r.body.dump());
+});
+
+test("terminal output to a WebSocket client that stops reading holds the shell back, not the server's memory; reading again lets it finish", { timeout: 300_000 }, async () => {
+  const auth = { authorization: `Bearer ${s.adminToken}` };
+  const bot = "api-slow-term";
+  const created = await request(`${s.url}/bots/${bot}/container`, { method: "POST", headers: auth });
+  assert.equal(created.statusCode, 200, await created.body.text());
+  const command = `head -c ${OUTPUT_BYTES} /dev/zero | tr '\\0' a; touch /data/term-done; exit 3`;
+  const ws = new WebSocket(`${s.url.replace("http", "ws")}/bots/${bot}/container/terminal?command=${encodeURIComponent(command)}`, ["memoh.terminal", `bearer.${s.adminToken}`]);
+  let received = 0;
+  ws.on("message", (d: Buffer) => (received += d.length));
+  const closed = new Promise<number>((resolve) => ws.on("close", (code) => resolve(code)));
+  await new Promise((resolve, reject) => {
+    ws.once("open", resolve);
+    ws.once("error", reject);
+  });
+  // The client's socket stops reading: what the server sends piles up in front of it.
+  const raw = (ws as unknown as { _socket: net.Socket })._socket;
+  raw.pause();
+  const held = await heldBack(bot, "/data/term-done", 8_000);
+  console.log(`# terminal, client not reading: server RSS growth ${(held.growth / MB).toFixed(1)} MB, ${received} bytes read before the pause`);
+  assert.equal(held.finished, false, "the shell finished while its client read nothing: its output went somewhere");
+  assert.ok(held.growth < 100 * MB, `the server's RSS grew by ${(held.growth / MB).toFixed(1)} MB`);
+  raw.resume();
+  assert.equal(await closed, 4003);
+  assert.ok(received >= OUTPUT_BYTES, `${received} bytes of ${OUTPUT_BYTES}`);
+  await waitFor("the marker", async () => ((await exists(bot, "/data/term-done")) ? true : undefined), 10_000);
   await request(`${s.url}/bots/${bot}/container`, { method: "DELETE", headers: auth }).then((r) => r.body.dump());
 });

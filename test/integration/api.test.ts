@@ -259,6 +259,13 @@ test("files: write, stat, list, read a window, download with ETag and Range (206
   const past = await call("GET", `${base}/download?path=docs/a.txt`, { headers: { range: "bytes=14-20" } });
   assert.equal(past.status, 416);
   assert.equal(past.headers["content-range"], "bytes */14");
+  // A suffix range of an empty file names no byte: 416, not a 206 with "bytes 0--1/0".
+  assert.equal((await call("POST", `${base}/write`, { body: { path: "docs/empty", content: "" } })).status, 200);
+  const none = await call("GET", `${base}/download?path=docs/empty`, { headers: { range: "bytes=-10" } });
+  assert.deepEqual({ status: none.status, range: none.headers["content-range"] }, { status: 416, range: "bytes */0" });
+  // HEAD: the download's headers, no body.
+  const head = await request(`${s.url}${base}/download?path=docs/a.txt`, { method: "HEAD", headers: { authorization: `Bearer ${s.adminToken}` } });
+  assert.deepEqual({ status: head.statusCode, length: head.headers["content-length"], etag: head.headers.etag, body: await head.body.text() }, { status: 200, length: "14", etag, body: "" });
   assertError(await call("GET", `${base}/download?path=docs`), 400, "invalid_argument", /directory/);
 
   // Upload: multipart with the path field first; sha256 checked on the way.
@@ -402,9 +409,14 @@ test("skills: upsert atomically, list with front matter, replace, delete; bad na
     { skills: [{ name: "ok", files: { "/abs": "x", "SKILL.md": md("ok", "y") } }] },
     { skills: [{ name: "ok", files: { "README.md": "no skill file" } }] },
     { skills: [{ name: "ok", files: { "SKILL.md": "no front matter" } }] },
+    // The same file twice, the second not the one checked; a file that is also a folder, in a
+    // second skill after a valid first one: nothing of either is written.
+    { skills: [{ name: "ok", files: { "SKILL.md": md("ok", "y"), "./SKILL.md": "no front matter" } }] },
+    { skills: [{ name: "pdf", files: { "SKILL.md": md("pdf", "replaced") } }, { name: "ok", files: { "SKILL.md": md("ok", "y"), a: "x", "a/b": "y" } }] },
   ]) {
     assertError(await call("POST", route, { body: bad }), 400, "invalid_argument");
   }
+  assert.equal(((await call("GET", route)).json.skills as Json[])[0]!.description, "Reads PDFs, v2", "a refused upsert replaced a skill");
   assert.equal(((await call("GET", route)).json.skills as Json[]).length, 1, "a refused upsert changed something");
   assertError(await call("DELETE", route, { body: { names: ["nope"] } }), 404, "not_found");
   assert.deepEqual((await call("DELETE", route, { body: { names: ["pdf"] } })).json, { deleted: ["pdf"] });

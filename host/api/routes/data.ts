@@ -11,7 +11,9 @@ import type { ArchiveProgress, ExtractResult, VersionInfo } from "../../workspac
 import { ArchiveWriter, packBridgeTree } from "../../data/archive.js";
 import { packReadTree } from "../../data/archive-tree.js";
 import { FileType } from "../../../proto/gen/memoh/bridge/v1/bridge_pb.js";
+import { waitDrain } from "../drain.js";
 import { ApiError, toApiError } from "../errors.js";
+import { multipartFile } from "../multipart.js";
 import type { ApiApp, RouteContext } from "../server.js";
 import { BotParams, ErrorResponse, WorkspacePath } from "../schemas.js";
 import { SseStream } from "../sse.js";
@@ -77,22 +79,7 @@ function lazyResponse(reply: FastifyReply, headers: Record<string, string>, idle
       }
       if (res.destroyed) return cb(new ApiError("unavailable", "the client went away"));
       if (res.write(chunk)) return cb();
-      const timer = setTimeout(() => {
-        res.destroy();
-        cb(new ApiError("deadline_exceeded", `the client read nothing for ${idleMs} ms`));
-      }, idleMs);
-      const done = () => {
-        clearTimeout(timer);
-        res.off("close", gone);
-        cb();
-      };
-      const gone = () => {
-        clearTimeout(timer);
-        res.off("drain", done);
-        cb(new ApiError("unavailable", "the client went away"));
-      };
-      res.once("drain", done);
-      res.once("close", gone);
+      waitDrain(res, idleMs).then(() => cb(), cb);
     },
     final(cb) {
       if (!started) {
@@ -110,9 +97,7 @@ function lazyResponse(reply: FastifyReply, headers: Record<string, string>, idle
 /** The archive in the request: a multipart file part, or the raw body (application/gzip or octet-stream). */
 async function archiveBody(req: FastifyRequest): Promise<Readable> {
   if (req.isMultipart()) {
-    const part = await req.file();
-    if (part === undefined) throw new ApiError("invalid_argument", "the multipart body holds no file");
-    return part.file;
+    return (await multipartFile(req)).file;
   }
   const body = req.body as unknown;
   if (body === undefined || body === null || typeof (body as Readable).pipe !== "function") {
@@ -201,7 +186,8 @@ export function registerDataRoutes(app: ApiApp, ctx: RouteContext): void {
 
   app.get(
     "/bots/:bot_id/container/fs/archive",
-    { config: { access: "bot" }, schema: { summary: "A folder of the workspace as a tar.gz, streamed", params: BotParams, querystring: Type.Object({ path: WorkspacePath }, { additionalProperties: false }) } },
+    // No HEAD: its answer would have to build the whole archive to be thrown away.
+    { exposeHeadRoute: false, config: { access: "bot" }, schema: { summary: "A folder of the workspace as a tar.gz, streamed", params: BotParams, querystring: Type.Object({ path: WorkspacePath }, { additionalProperties: false }) } },
     async (req, reply) => {
       const botId = req.params.bot_id;
       const dir = req.query.path;

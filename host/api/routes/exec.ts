@@ -4,11 +4,14 @@
 import { Type, type Static } from "@sinclair/typebox";
 import type { WebSocket } from "ws";
 import type { ExecResponse } from "../../../proto/gen/memoh/bridge/v1/bridge_pb.js";
+import { writeWithBackpressure } from "../drain.js";
 import { ApiError, toApiError } from "../errors.js";
 import type { ApiApp, RouteContext } from "../server.js";
 import { BotParams, ErrorResponse, WorkspacePath } from "../schemas.js";
 
 const MAX_COLLECTED_OUTPUT = 16 * 1024 * 1024;
+/** Terminal output queued toward a WebSocket client before the shell's output is paused. */
+const TERMINAL_BUFFER_BYTES = 1024 * 1024;
 
 const ExecBody = Type.Object(
   {
@@ -58,14 +61,16 @@ export function registerExecRoutes(app: ApiApp, ctx: RouteContext): void {
     },
     async (req, reply) => {
       const start = execStart(req.body);
-      if (req.body.version_before) {
-        const what = (req.body.command ?? req.body.argv?.join(" ") ?? "").slice(0, 150);
-        await manager.createVersion(req.params.bot_id, { source: "pre_exec", displayName: `before exec: ${what}` });
-      }
+      // Listening from the start: a client gone while a version is saved runs nothing.
       const gone = new AbortController();
       reply.raw.on("close", () => {
         if (!reply.raw.writableFinished) gone.abort();
       });
+      if (req.body.version_before) {
+        const what = (req.body.command ?? req.body.argv?.join(" ") ?? "").slice(0, 150);
+        await manager.createVersion(req.params.bot_id, { source: "pre_exec", displayName: `before exec: ${what}` });
+        if (gone.signal.aborted) throw new ApiError("unavailable", "the client went away before the command started");
+      }
       const streaming = (req.headers.accept ?? "").split(",").some((a) => a.trim().split(";")[0] === "application/x-ndjson");
       if (!streaming) {
         const r = await manager.call(req.params.bot_id, (c) => c.exec(start, { signal: gone.signal, maxOutputBytes: MAX_COLLECTED_OUTPUT }));
@@ -74,9 +79,9 @@ export function registerExecRoutes(app: ApiApp, ctx: RouteContext): void {
       reply.hijack();
       const res = reply.raw;
       res.writeHead(200, { "content-type": "application/x-ndjson; charset=utf-8", "cache-control": "no-cache" });
-      const line = (value: unknown) => {
-        if (!res.destroyed) res.write(`${JSON.stringify(value)}\n`);
-      };
+      // Output waits for the client (the agent pauses the command meanwhile); a client
+      // that reads nothing for the idle time is cut off and the command killed.
+      const line = (value: unknown) => writeWithBackpressure(res, `${JSON.stringify(value)}\n`, ctx.streamIdleMs);
       try {
         const r = await manager.call(req.params.bot_id, (c) =>
           c.exec(start, {
@@ -86,10 +91,10 @@ export function registerExecRoutes(app: ApiApp, ctx: RouteContext): void {
             onStderr: (d) => line({ stderr: Buffer.from(d).toString("utf8") }),
           }),
         );
-        line({ exit: { code: r.code, signal: r.signal || null, timed_out: r.timedOut, duration_ms: r.durationMs } });
+        void line({ exit: { code: r.code, signal: r.signal || null, timed_out: r.timedOut, duration_ms: r.durationMs } })?.catch(() => {});
       } catch (err) {
         const e = toApiError(err);
-        line({ error: { code: e.code, message: e.message } });
+        if (!res.destroyed) void line({ error: { code: e.code, message: e.message } })?.catch(() => {});
       }
       res.end();
       return reply;
@@ -138,9 +143,15 @@ async function runTerminal(ctx: RouteContext, botId: string, socket: WebSocket, 
   };
   const onEarly = (data: Buffer, isBinary: boolean) => keepEarly(isBinary ? data : data.toString("utf8"));
   socket.on("message", onEarly);
+  // A socket closed while the agent is reached (a cold channel, a revive) starts no shell.
+  let closedEarly = socket.readyState !== socket.OPEN;
+  const onEarlyClose = () => void (closedEarly = true);
+  socket.once("close", onEarlyClose);
 
   await ctx.manager.call(botId, (c) =>
     new Promise<void>((resolve, reject) => {
+      socket.off("close", onEarlyClose);
+      if (closedEarly || socket.readyState !== socket.OPEN) return resolve();
       const call = c.execStream({ timeoutMs: 7 * 24 * 3600_000 });
       let idle: NodeJS.Timeout | undefined;
       const touch = () => {
@@ -149,6 +160,28 @@ async function runTerminal(ctx: RouteContext, botId: string, socket: WebSocket, 
         idle.unref();
       };
       touch();
+      // Output waits for the client: past TERMINAL_BUFFER_BYTES not yet handed to the
+      // kernel the Exec is paused (the agent pauses the pty), and a client that takes
+      // nothing for the idle time is cut off, which ends the shell.
+      let unsent = 0;
+      let stalled: NodeJS.Timeout | undefined;
+      const sent = (n: number) => {
+        unsent -= n;
+        if (stalled !== undefined && unsent <= TERMINAL_BUFFER_BYTES / 4) {
+          clearTimeout(stalled);
+          stalled = undefined;
+          call.resume();
+        }
+      };
+      const send = (data: Uint8Array) => {
+        unsent += data.length;
+        socket.send(data, { binary: true }, () => sent(data.length));
+        if (stalled === undefined && unsent > TERMINAL_BUFFER_BYTES) {
+          call.pause();
+          stalled = setTimeout(() => socket.terminate(), ctx.streamIdleMs);
+          stalled.unref();
+        }
+      };
       const handle = (data: Buffer | string) => {
         touch();
         if (typeof data !== "string") {
@@ -172,13 +205,14 @@ async function runTerminal(ctx: RouteContext, botId: string, socket: WebSocket, 
       for (const d of early.splice(0)) handle(d);
       socket.on("message", (data: Buffer, isBinary: boolean) => handle(isBinary ? data : data.toString("utf8")));
       socket.on("close", () => {
+        if (stalled !== undefined) clearTimeout(stalled);
         call.cancel();
         resolve();
       });
       call.on("data", (m: ExecResponse) => {
         touch();
         if (m.msg.case === "stdout" || m.msg.case === "stderr") {
-          if (socket.readyState === socket.OPEN) socket.send(m.msg.value, { binary: true });
+          if (socket.readyState === socket.OPEN) send(m.msg.value);
         } else if (m.msg.case === "exit") {
           const code = Math.max(0, Math.min(255, m.msg.value.code));
           if (socket.readyState === socket.OPEN) socket.close(4000 + code, JSON.stringify({ exit_code: m.msg.value.code }));

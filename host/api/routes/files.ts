@@ -5,7 +5,9 @@
 import { Type } from "@sinclair/typebox";
 import type { FileInfo } from "../../../proto/gen/memoh/bridge/v1/bridge_pb.js";
 import { FileType } from "../../../proto/gen/memoh/bridge/v1/bridge_pb.js";
+import { writeWithBackpressure } from "../drain.js";
 import { ApiError } from "../errors.js";
+import { multipartFile } from "../multipart.js";
 import type { ApiApp, RouteContext } from "../server.js";
 import { FS_WRITE_BODY_LIMIT, FS_WRITE_MAX_BYTES } from "../server.js";
 import { BotParams, ErrorResponse, WorkspacePath } from "../schemas.js";
@@ -36,12 +38,21 @@ export function fileView(f: FileInfo | undefined) {
     type: TYPE_NAMES[f.type] ?? "unknown",
     mode: f.mode,
     size: Number(f.size),
-    mtime: new Date(Number(f.mtimeMs)).toISOString(),
+    mtime: isoTime(Number(f.mtimeMs)),
     symlink_target: f.type === FileType.SYMLINK ? f.symlinkTarget : null,
   };
 }
 
-const DOWNLOAD_BUFFER_BYTES = 1024 * 1024;
+/**
+ * A file time as ISO 8601. A filesystem can hold times a Date cannot show (touch -d
+ * @1e14 on tmpfs): those are clamped to the Date range, so one such file does not fail a
+ * whole listing.
+ */
+export function isoTime(ms: number): string {
+  const MAX_DATE_MS = 8.64e15;
+  return new Date(Number.isFinite(ms) ? Math.max(-MAX_DATE_MS, Math.min(MAX_DATE_MS, ms)) : 0).toISOString();
+}
+
 /** Symlinks a download follows at the end of its path, as open(2) would. */
 const MAX_SYMLINK_HOPS = 40;
 
@@ -83,7 +94,7 @@ export function parseRange(header: string | undefined, size: number): { start: n
   if (!m || (m[1] === "" && m[2] === "")) return undefined; // several ranges or garbage: the whole file
   if (m[1] === "") {
     const n = Number(m[2]);
-    if (n === 0) return "unsatisfiable";
+    if (n === 0 || size === 0) return "unsatisfiable";
     return { start: Math.max(0, size - n), end: size - 1 };
   }
   const start = Number(m[1]);
@@ -168,11 +179,14 @@ export function registerFileRoutes(app: ApiApp, ctx: RouteContext): void {
     { config: { access: "bot" }, schema: { summary: "Download a file (streamed; ETag; Range → 206/416)", params: BotParams, querystring: PathQuery } },
     async (req, reply) => {
       const botId = req.params.bot_id;
+      // A client gone while the file is looked up reads nothing from the agent.
+      const gone = new AbortController();
+      reply.raw.on("close", () => gone.abort());
       const { info, at } = await downloadTarget(manager, botId, req.query.path);
       const size = Number(info.size);
       const etag = etagOf(info.size, info.mtimeMs);
       const name = info.name || "download";
-      void reply.header("etag", etag).header("accept-ranges", "bytes").header("last-modified", new Date(Number(info.mtimeMs)).toUTCString());
+      void reply.header("etag", etag).header("accept-ranges", "bytes").header("last-modified", new Date(isoTime(Number(info.mtimeMs))).toUTCString());
       void reply.header("content-disposition", `attachment; filename*=UTF-8''${encodeURIComponent(name)}`);
       if (req.headers["if-none-match"] === etag) return reply.code(304).send();
       const ifRange = req.headers["if-range"];
@@ -194,14 +208,13 @@ export function registerFileRoutes(app: ApiApp, ctx: RouteContext): void {
           ...(range ? { "content-range": `bytes ${range.start}-${range.end}/${size}` } : {}),
         });
       };
-      if (length === 0) {
+      // HEAD (Fastify answers it with this GET handler) learns the headers; nothing is read.
+      if (length === 0 || req.method === "HEAD") {
         writeHead();
         res.end();
         return reply;
       }
       let sent = 0;
-      const gone = new AbortController();
-      res.on("close", () => gone.abort());
       let opened: number | undefined;
       const onFileSize = (n: number) => void (opened = n);
       try {
@@ -215,8 +228,8 @@ export function registerFileRoutes(app: ApiApp, ctx: RouteContext): void {
               sent += chunk.length;
               // Up to 1 MiB may queue in the socket before this waits: waiting at the
               // response's 16 KiB mark stalled every 64 KiB chunk (downloads at 56% of ReadRaw).
-              res.write(chunk);
-              if (res.writableLength > DOWNLOAD_BUFFER_BYTES) await waitDrain(res, ctx.streamIdleMs);
+              const full = writeWithBackpressure(res, chunk, ctx.streamIdleMs);
+              if (full) await full;
             }
           } catch (err) {
             // Once bytes went out, a retry would send them again: never retried.
@@ -277,15 +290,7 @@ export function registerFileRoutes(app: ApiApp, ctx: RouteContext): void {
     },
     async (req) => {
       if (!req.isMultipart()) throw new ApiError("invalid_argument", "fs/upload takes multipart/form-data with a `path` field and one file");
-      const part = await req.file().catch((err: unknown) => {
-        // The multipart plugin's own errors carry their 4xx status; busboy's parse
-        // errors (a body cut off before the file part) are plain Errors.
-        if (err instanceof Error && (err as { statusCode?: unknown }).statusCode === undefined) {
-          throw new ApiError("invalid_argument", `the multipart body is malformed or ended early: ${err.message}`, { cause: err });
-        }
-        throw err;
-      });
-      if (part === undefined) throw new ApiError("invalid_argument", "the multipart body holds no file");
+      const part = await multipartFile(req);
       const field = part.fields.path;
       const fieldValue = field !== undefined && !Array.isArray(field) && field.type === "field" ? String(field.value) : undefined;
       const target = req.query.path ?? fieldValue;
@@ -355,21 +360,4 @@ export function registerFileRoutes(app: ApiApp, ctx: RouteContext): void {
       return { ok: true };
     },
   );
-}
-
-function waitDrain(res: NodeJS.WritableStream & { destroy(): void }, idleMs: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      res.destroy();
-      reject(new ApiError("deadline_exceeded", `the client read nothing for ${idleMs} ms`));
-    }, idleMs);
-    res.once("drain", () => {
-      clearTimeout(timer);
-      resolve();
-    });
-    res.once("close", () => {
-      clearTimeout(timer);
-      reject(new ApiError("unavailable", "the client went away"));
-    });
-  });
 }

@@ -23,6 +23,24 @@ function checkRelPath(skill: string, rel: string): string {
   return normal;
 }
 
+/**
+ * Paths that name one file twice (`SKILL.md` and `./SKILL.md`) or a file and a folder at
+ * once (`a` and `a/b`) are refused before anything is written: the first would write
+ * content other than what was checked, the second fails half-way through.
+ */
+function checkDistinctFiles(skill: string, rels: string[]): void {
+  const seen = new Set<string>();
+  for (const rel of rels) {
+    if (seen.has(rel)) throw new ApiError("invalid_argument", `skill ${skill}: file ${JSON.stringify(rel)} is given twice`);
+    seen.add(rel);
+  }
+  for (const rel of rels) {
+    for (let dir = path.dirname(rel); dir !== "."; dir = path.dirname(dir)) {
+      if (seen.has(dir)) throw new ApiError("invalid_argument", `skill ${skill}: ${JSON.stringify(dir)} is given as a file and as the folder of ${JSON.stringify(rel)}`);
+    }
+  }
+}
+
 function isNotFound(err: unknown): boolean {
   return err instanceof WorkspaceError ? err.code === "not_found" : (err as { code?: unknown }).code === 5;
 }
@@ -57,6 +75,7 @@ export function registerSkillRoutes(app: ApiApp, ctx: RouteContext): void {
         const problem = botIdProblem(s.name);
         if (problem !== undefined) throw new ApiError("invalid_argument", `skill name ${JSON.stringify(s.name)}: ${problem}`);
         const files = Object.entries(s.files).map(([rel, content]) => [checkRelPath(s.name, rel), content] as const);
+        checkDistinctFiles(s.name, files.map(([rel]) => rel));
         if (files.length === 0 || files.length > MAX_SKILL_FILES) throw new ApiError("invalid_argument", `skill ${s.name}: 1 to ${MAX_SKILL_FILES} files`);
         if (files.reduce((n, [, c]) => n + Buffer.byteLength(c), 0) > MAX_SKILL_BYTES) throw new ApiError("payload_too_large", `skill ${s.name}: more than ${MAX_SKILL_BYTES} bytes`);
         const skillMd = files.find(([rel]) => rel === "SKILL.md");
