@@ -151,6 +151,15 @@ test("a bot token reaches its own bot on every family (HTTP, SSE, WebSocket), ge
     expectCode(await req(r.method, r.route, botToken, { ...(r.body !== undefined ? { body: r.body } : {}), ...(r.accept ? { accept: r.accept } : {}) }), 403, "permission_denied", `${r.family} on another bot`);
   }
   for (const r of adminRoutes) expectCode(await req(r.method, r.route, botToken, r.body !== undefined ? { body: r.body } : {}), 403, "permission_denied", `${r.method} ${r.route}`);
+  // Limits and devices protect the host: a bot's own token cannot set or lift them.
+  const before = await req("GET", `/bots/${OWN}/container`, s.adminToken);
+  expectCode(await req("PATCH", `/bots/${OWN}/container`, botToken, { body: { limits: { memory_mb: 1024 * 1024 } } }), 403, "permission_denied", "PATCH limits with a bot token");
+  expectCode(await req("POST", `/bots/${OWN}/container`, botToken, { body: { limits: { pids: 4_000_000 } } }), 403, "permission_denied", "create with limits with a bot token");
+  expectCode(await req("POST", `/bots/${OWN}/container`, botToken, { body: { gpu: { devices: ["nvidia.com/gpu=all"] } } }), 403, "permission_denied", "create with devices with a bot token");
+  assert.deepEqual((await req("GET", `/bots/${OWN}/container`, s.adminToken)).json.limits, before.json.limits, "a refused change moved the limits");
+  const lifted = await req("PATCH", `/bots/${OWN}/container`, s.adminToken, { body: { limits: { pids: 2048 } } });
+  assert.equal(lifted.status, 200, lifted.text);
+  assert.equal((lifted.json.limits as { pids: number }).pids, 2048);
   for (const via of ["header", "protocol"] as const) {
     assert.equal(await wsStatus(OWN, botToken, via), "open", `terminal of its own bot via ${via}`);
     assert.equal(await wsStatus(OTHER, botToken, via), 403, `terminal of another bot via ${via}`);

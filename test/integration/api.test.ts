@@ -345,6 +345,14 @@ test("exec: argv or command, env, cwd, stdin, user, timeout; NDJSON streams as i
   }
   assert.deepEqual(lines.map((l) => l.line), [{ stdout: "first\n" }, { stderr: "second\n" }, { exit: { code: 5, signal: null, timed_out: false, duration_ms: (lines[2]!.line.exit as Json).duration_ms } }]);
   assert.ok(lines[1]!.at - lines[0]!.at >= 700, "the first line was not streamed before the command ended");
+  // A character whose bytes come in two chunks arrives whole.
+  const split = await request(`${s.url}${ex}`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${s.adminToken}`, accept: "application/x-ndjson", "content-type": "application/json" },
+    body: JSON.stringify({ command: "printf 'caf\\303'; sleep 0.5; printf '\\251\\n'" }),
+  });
+  const splitLines = (await split.body.text()).trim().split("\n").map((l) => JSON.parse(l) as Json);
+  assert.equal(splitLines.map((l) => l.stdout ?? "").join(""), "café\n", JSON.stringify(splitLines));
 
   // A streaming client that goes away: the command's process group is killed.
   const controller = new AbortController();

@@ -1,6 +1,7 @@
 // Exec (collected, or streamed as NDJSON lines) and the terminal (a WebSocket bridged
 // to an Exec on a pseudo-terminal). A client that goes away cancels the Exec, and the
 // agent kills its whole process group.
+import { StringDecoder } from "node:string_decoder";
 import { Type, type Static } from "@sinclair/typebox";
 import type { WebSocket } from "ws";
 import type { ExecResponse } from "../../../proto/gen/memoh/bridge/v1/bridge_pb.js";
@@ -82,15 +83,32 @@ export function registerExecRoutes(app: ApiApp, ctx: RouteContext): void {
       // Output waits for the client (the agent pauses the command meanwhile); a client
       // that reads nothing for the idle time is cut off and the command killed.
       const line = (value: unknown) => writeWithBackpressure(res, `${JSON.stringify(value)}\n`, ctx.streamIdleMs);
+      // A character split between two chunks is kept until its rest arrives.
+      const stdout = new StringDecoder("utf8");
+      const stderr = new StringDecoder("utf8");
+      const text = (decoder: StringDecoder, d: Uint8Array) => decoder.write(Buffer.from(d.buffer, d.byteOffset, d.byteLength));
+      const flush = () => {
+        const out = stdout.end();
+        const err = stderr.end();
+        if (out !== "") void line({ stdout: out })?.catch(() => {});
+        if (err !== "") void line({ stderr: err })?.catch(() => {});
+      };
       try {
         const r = await manager.call(req.params.bot_id, (c) =>
           c.exec(start, {
             signal: gone.signal,
             maxOutputBytes: 0,
-            onStdout: (d) => line({ stdout: Buffer.from(d).toString("utf8") }),
-            onStderr: (d) => line({ stderr: Buffer.from(d).toString("utf8") }),
+            onStdout: (d) => {
+              const t = text(stdout, d);
+              return t === "" ? undefined : line({ stdout: t });
+            },
+            onStderr: (d) => {
+              const t = text(stderr, d);
+              return t === "" ? undefined : line({ stderr: t });
+            },
           }),
         );
+        flush();
         void line({ exit: { code: r.code, signal: r.signal || null, timed_out: r.timedOut, duration_ms: r.durationMs } })?.catch(() => {});
       } catch (err) {
         const e = toApiError(err);

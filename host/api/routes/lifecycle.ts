@@ -149,6 +149,11 @@ export function registerLifecycleRoutes(app: ApiApp, ctx: RouteContext): void {
     async (req, reply) => {
       const botId = req.params.bot_id;
       const body = req.body ?? {};
+      // Limits and devices are the host's to give: a bot's token creates its workspace
+      // with the configured defaults and no devices.
+      if (req.principal?.kind !== "admin" && (body.limits !== undefined || body.gpu !== undefined)) {
+        throw new ApiError("permission_denied", "only the admin token sets limits or devices (gpu); a bot token creates its workspace with the configured defaults");
+      }
       if (body.snapshotter !== undefined && body.snapshotter !== ctx.snapshotter) {
         throw new ApiError("invalid_argument", `snapshotter ${JSON.stringify(body.snapshotter)} is not available: workspaces use ${JSON.stringify(ctx.snapshotter)}`);
       }
@@ -251,9 +256,10 @@ export function registerLifecycleRoutes(app: ApiApp, ctx: RouteContext): void {
   app.patch(
     "/bots/:bot_id/container",
     {
-      config: { access: "bot" },
+      // Limits protect the host from a workspace: the bot's own token cannot lift them.
+      config: { access: "admin" },
       schema: {
-        summary: "Change the running workspace's limits (no restart)",
+        summary: "Change the running workspace's limits (no restart; admin)",
         params: BotParams,
         body: Type.Object({ limits: Limits }, { additionalProperties: false }),
         response: { 200: WorkspaceView, "4xx": ErrorResponse },
