@@ -208,7 +208,7 @@ export function registerLifecycleRoutes(app: ApiApp, ctx: RouteContext): void {
         params: BotParams,
         querystring: Type.Object({ preserve_data: Type.Optional(Type.Boolean({ default: false })) }, { additionalProperties: false }),
         response: {
-          200: Type.Object({ deleted: Type.Boolean(), backup: Type.Optional(Type.Object({ path: Type.String(), sha256: Type.String(), size: Type.Number(), files: Type.Integer(), bytes: Type.Number() })) }),
+          200: Type.Object({ deleted: Type.Boolean(), backup: Type.Optional(Type.Object({ path: Type.String(), sha256: Type.String(), size: Type.Number(), files: Type.Integer(), bytes: Type.Number(), skipped: Type.Array(Type.String()) })) }),
           "4xx": ErrorResponse,
           "5xx": ErrorResponse,
         },
