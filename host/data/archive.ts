@@ -15,6 +15,10 @@
 // archive as a normal tar.gz. archive-read.ts restores the exact bytes.
 //
 // Reading (extract, verify) is in archive-read.ts.
+//
+// One file over 400 lines: the writer and the two tree sources it is fed from here (the
+// host tree, and ListDir + ReadRaw through older agents) share the entry encoding and the
+// skipped/lost bookkeeping, which a split would spread over modules that change together.
 import { createHash } from "node:crypto";
 import fs from "node:fs";
 import { Transform, type Writable } from "node:stream";
