@@ -7,14 +7,26 @@
 // archive, no devices or FIFOs, at most `maxEntries` entries and `maxBytes` of content
 // (the decompressed stream is counted too, so a gzip bomb stops early), and a corrupt or
 // truncated gzip or tar is an error. The caller throws the staging tree away on error.
+//
+// Names are the exact bytes archive.ts wrote (`MEMOH.rawpath` / `MEMOH.rawlinkpath` when
+// not UTF-8, else the tar name), checked as bytes, and written as bytes; a path too long
+// for one system call is reached through its ancestors opened on the way (raw-names.ts),
+// so what a backup holds is restorable whatever its names and depth.
 import fs from "node:fs";
-import path from "node:path";
 import { Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import zlib from "node:zlib";
 import tar from "tar-stream";
 import { WorkspaceError, describeError } from "../workspace/errors.js";
-import { DEFAULT_ARCHIVE_LIMITS, hashingStream, throttle, type ArchiveLimits, type ArchiveProgress } from "./archive.js";
+import { DEFAULT_ARCHIVE_LIMITS, RAW_LINKPATH_KEY, RAW_PATH_KEY, hashingStream, throttle, type ArchiveLimits, type ArchiveProgress } from "./archive.js";
+import { atPath, binaryOf, shortName, shownBinary } from "./raw-names.js";
+
+/**
+ * The longest entry path (bytes) an archive may hold unless its limits say otherwise: far
+ * more than any path the agent can name (PATH_MAX), enough for the deep trees an export
+ * reaches through fds, and a bound on what the checking model of one entry holds.
+ */
+export const DEFAULT_MAX_PATH_BYTES = 64 * 1024;
 
 /** Counts the decompressed bytes and stops the stream beyond `max`. */
 function counter(max: number, onTooMuch: () => Error): Transform {
@@ -28,14 +40,37 @@ function counter(max: number, onTooMuch: () => Error): Transform {
   });
 }
 
-/** The entry's name as a safe relative path ("" for the root itself), or why it is refused. */
-export function safeName(raw: string): string {
-  if (raw.includes("\0")) throw refuse(`entry name ${JSON.stringify(raw)} holds a NUL byte`);
-  if (raw.startsWith("/")) throw refuse(`entry ${JSON.stringify(raw)} has an absolute path`);
-  const parts = raw.split("/").filter((p) => p !== "" && p !== ".");
-  if (parts.includes("..")) throw refuse(`entry ${JSON.stringify(raw)} climbs out with ..`);
+const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
+
+/**
+ * The exact bytes of an entry's path (`which` = "path") or link target ("linkpath"): the
+ * project's raw record when the archive has one, else the tar header's (UTF-8) text.
+ */
+export function rawHeaderName(h: tar.Header, which: "path" | "linkpath"): Buffer {
+  const pax = (h.pax ?? undefined) as Record<string, string> | undefined;
+  const raw = pax?.[which === "path" ? RAW_PATH_KEY : RAW_LINKPATH_KEY];
+  const text = which === "path" ? h.name : (h.linkname ?? "");
+  if (raw === undefined) return Buffer.from(text ?? "", "utf8");
+  if (raw.length % 4 !== 0 || !BASE64.test(raw)) throw refuse(`entry ${JSON.stringify(h.name)} has a malformed ${which === "path" ? RAW_PATH_KEY : RAW_LINKPATH_KEY} record`);
+  return Buffer.from(raw, "base64");
+}
+
+/**
+ * The entry's name as a safe relative path ("" for the root itself), or why it is
+ * refused. Checked as bytes; the result is a binary string (one character per byte,
+ * raw-names.ts).
+ */
+export function safeName(raw: Uint8Array, maxPathBytes = DEFAULT_MAX_PATH_BYTES): string {
+  const bin = binaryOf(raw);
+  const shown = JSON.stringify(shortName(raw));
+  if (bin.includes("\0")) throw refuse(`entry name ${shown} holds a NUL byte`);
+  if (bin.startsWith("/")) throw refuse(`entry ${shown} has an absolute path`);
+  const parts = bin.split("/").filter((p) => p !== "" && p !== ".");
+  if (parts.includes("..")) throw refuse(`entry ${shown} climbs out with ..`);
+  const long = parts.find((p) => p.length > 255);
+  if (long !== undefined) throw refuse(`entry ${shown} has a name of ${long.length} bytes (a file name is at most 255)`);
   const name = parts.join("/");
-  if (Buffer.byteLength(name) > 4000) throw refuse(`entry name of ${Buffer.byteLength(name)} bytes is too long`);
+  if (name.length > maxPathBytes) throw refuse(`entry name of ${name.length} bytes is too long (at most ${maxPathBytes})`);
   return name;
 }
 
@@ -68,7 +103,8 @@ export async function extractArchive(
   let declared = 0;
   // What the archive has made so far: "" is the root.
   const model = new Map<string, "dir" | "file" | "symlink">([["", "dir"]]);
-  const dirTimes: Array<{ abs: string; mode: number; mtime: Date }> = [];
+  const dirTimes: Array<{ rel: string; mode: number; mtime: Date }> = [];
+  const maxPathBytes = limits.maxPathBytes ?? DEFAULT_MAX_PATH_BYTES;
   const extract = tar.extract();
   // Headers and padding on top of the content: 1.5 KiB per entry (pax headers) and 1 MiB slack.
   const maxStream = limits.maxBytes + limits.maxEntries * 1536 + 1024 * 1024;
@@ -81,9 +117,13 @@ export async function extractArchive(
   const feeding = pipeline(gunzip, counter(maxStream, tooLarge), extract);
   feeding.catch(() => undefined);
 
+  const q = (bin: string) => JSON.stringify(shownBinary(bin));
   const exists = (name: string, kind: string): never => {
-    throw refuse(`entry ${JSON.stringify(name)} appears twice or clashes with an earlier ${kind}`);
+    throw refuse(`entry ${q(name)} appears twice or clashes with an earlier ${kind}`);
   };
+  // Names are binary strings (raw-names.ts); every write goes through atPath, which
+  // reaches a path too long for one system call through its ancestors.
+  const at = <T>(rel: string, fn: (p: Buffer) => Promise<T> | T): Promise<T> => atPath(dest!, rel, fn);
   /** Every ancestor must be a directory of the archive (made when not listed, like tar does), never a symlink. */
   const parentOk = async (name: string): Promise<void> => {
     const parts = name.split("/");
@@ -92,9 +132,9 @@ export async function extractArchive(
       rel = rel === "" ? part : `${rel}/${part}`;
       const kind = model.get(rel);
       if (kind === "dir") continue;
-      if (kind === "symlink") throw refuse(`entry ${JSON.stringify(name)} would be written through the symlink ${JSON.stringify(rel)}`);
-      if (kind === "file") throw refuse(`entry ${JSON.stringify(name)} needs ${JSON.stringify(rel)} to be a directory`);
-      if (dest !== undefined) await fs.promises.mkdir(path.join(dest, rel), { mode: 0o755 });
+      if (kind === "symlink") throw refuse(`entry ${q(name)} would be written through the symlink ${q(rel)}`);
+      if (kind === "file") throw refuse(`entry ${q(name)} needs ${q(rel)} to be a directory`);
+      if (dest !== undefined) await at(rel, (p) => fs.promises.mkdir(p, { mode: 0o755 }));
       model.set(rel, "dir");
     }
   };
@@ -104,23 +144,22 @@ export async function extractArchive(
       const h = entry.header;
       entries++;
       if (entries > limits.maxEntries) throw new WorkspaceError("payload_too_large", `the archive is refused: it holds more than ${limits.maxEntries} entries`);
-      const name = safeName(h.name);
+      const name = safeName(rawHeaderName(h, "path"), maxPathBytes);
       const size = h.size ?? 0;
       declared += size;
       if (declared > limits.maxBytes) throw tooLarge();
       const mode = (h.mode ?? 0o644) & 0o1777; // no setuid/setgid bits
       const mtime = h.mtime ?? new Date();
-      const abs = dest === undefined ? "" : path.join(dest, name);
       switch (h.type) {
         case "directory": {
           if (name !== "") {
             await parentOk(name);
             const kind = model.get(name);
             if (kind !== undefined && kind !== "dir") exists(name, kind);
-            if (kind === undefined && dest !== undefined) await fs.promises.mkdir(abs, { mode: 0o700 });
+            if (kind === undefined && dest !== undefined) await at(name, (p) => fs.promises.mkdir(p, { mode: 0o700 }));
             model.set(name, "dir");
           }
-          if (dest !== undefined) dirTimes.push({ abs: name === "" ? dest : abs, mode, mtime });
+          if (dest !== undefined) dirTimes.push({ rel: name, mode, mtime });
           break;
         }
         case "file":
@@ -140,7 +179,7 @@ export async function extractArchive(
             // O_EXCL: an existing name (a symlink included) is refused, never followed.
             let fh: fs.promises.FileHandle;
             try {
-              fh = await fs.promises.open(abs, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600);
+              fh = await at(name, (p) => fs.promises.open(p, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600));
             } catch (err) {
               if ((err as NodeJS.ErrnoException).code === "EEXIST") exists(name, "entry");
               throw err;
@@ -160,48 +199,50 @@ export async function extractArchive(
               await fh.close();
             }
           }
-          if (written !== size) throw refuse(`entry ${JSON.stringify(name)} holds ${written} of its ${size} bytes (truncated)`);
+          if (written !== size) throw refuse(`entry ${q(name)} holds ${written} of its ${size} bytes (truncated)`);
           break;
         }
         case "symlink": {
           if (name === "") throw refuse("a symlink entry names the root");
           await parentOk(name);
-          const target = h.linkname ?? "";
-          if (target === "" || target.includes("\0")) throw refuse(`symlink ${JSON.stringify(name)} has no valid target`);
+          const target = rawHeaderName(h, "linkpath");
+          if (target.byteLength === 0 || target.includes(0)) throw refuse(`symlink ${q(name)} has no valid target`);
           const kind = model.get(name);
           if (kind !== undefined) exists(name, kind);
           model.set(name, "symlink");
           if (dest !== undefined) {
-            await fs.promises.symlink(target, abs);
-            await fs.promises.lutimes(abs, mtime, mtime);
+            await at(name, async (p) => {
+              await fs.promises.symlink(target, p);
+              await fs.promises.lutimes(p, mtime, mtime);
+            });
           }
           break;
         }
         case "link": {
           if (name === "") throw refuse("a hardlink entry names the root");
-          const raw = h.linkname ?? "";
+          const raw = rawHeaderName(h, "linkpath");
           let target: string;
           try {
-            target = safeName(raw);
+            target = safeName(raw, maxPathBytes);
           } catch {
-            throw refuse(`hardlink ${JSON.stringify(name)} points outside the archive (${JSON.stringify(raw)})`);
+            throw refuse(`hardlink ${q(name)} points outside the archive (${JSON.stringify(shortName(raw))})`);
           }
           // Only to a regular file this archive wrote (never a host file, never through a link).
-          if (model.get(target) !== "file") throw refuse(`hardlink ${JSON.stringify(name)} points to ${JSON.stringify(raw)}, which is not a file of this archive`);
+          if (model.get(target) !== "file") throw refuse(`hardlink ${q(name)} points to ${JSON.stringify(shortName(raw))}, which is not a file of this archive`);
           await parentOk(name);
           const kind = model.get(name);
           if (kind !== undefined) exists(name, kind);
           model.set(name, "file");
-          if (dest !== undefined) await fs.promises.link(path.join(dest, target), abs);
+          if (dest !== undefined) await at(target, (from) => at(name, (to) => fs.promises.link(from, to)));
           break;
         }
         case "character-device":
         case "block-device":
-          throw refuse(`entry ${JSON.stringify(name)} is a device node`);
+          throw refuse(`entry ${q(name)} is a device node`);
         case "fifo":
-          throw refuse(`entry ${JSON.stringify(name)} is a FIFO`);
+          throw refuse(`entry ${q(name)} is a FIFO`);
         default:
-          throw refuse(`entry ${JSON.stringify(name)} is of type ${String(h.type)}, which is not archived data`);
+          throw refuse(`entry ${q(name)} is of type ${String(h.type)}, which is not archived data`);
       }
       // The rest of an entry that was not read (directories, links) is drained.
       entry.resume();
@@ -223,8 +264,10 @@ export async function extractArchive(
   }
   // Directory modes and times last (children changed their mtimes), deepest first.
   for (const d of dirTimes.reverse()) {
-    await fs.promises.chmod(d.abs, d.mode);
-    await fs.promises.utimes(d.abs, d.mtime, d.mtime);
+    await at(d.rel, async (p) => {
+      await fs.promises.chmod(p, d.mode);
+      await fs.promises.utimes(p, d.mtime, d.mtime);
+    });
   }
   report.flush();
   return { ...progress, entries };
@@ -249,7 +292,12 @@ export interface VerifyResult {
   sha256: string;
 }
 
-/** Reads a tar.gz file back whole (gunzip, every tar header and byte): entries, content bytes and the file's sha256. */
+/**
+ * Reads a tar.gz file back whole (gunzip, every tar header and byte): entries, content
+ * bytes and the file's sha256. Every entry's name (and link target) is decoded and checked
+ * as a restore would (safeName, without a length cap), so an archive whose names a
+ * restore would refuse does not read back.
+ */
 export async function verifyArchiveFile(file: string): Promise<VerifyResult> {
   const tap = hashingStream();
   const extract = tar.extract();
@@ -260,6 +308,8 @@ export async function verifyArchiveFile(file: string): Promise<VerifyResult> {
   try {
     for await (const entry of extract) {
       entries++;
+      safeName(rawHeaderName(entry.header, "path"), Number.POSITIVE_INFINITY);
+      if (entry.header.type === "symlink" || entry.header.type === "link") rawHeaderName(entry.header, "linkpath");
       for await (const chunk of entry) bytes += (chunk as Buffer).byteLength;
     }
     await feeding;

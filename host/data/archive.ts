@@ -6,12 +6,21 @@
 // the open file at the moment it was opened (fstat of the fd, or the first ReadRaw chunk
 // over the bridge); exactly that many bytes are archived, so a file that grows while it
 // is read is archived consistently (a file that shrinks is padded with zeros). FIFOs,
-// sockets and devices are left out and reported.
+// sockets and devices are not data: they are left out and reported in `skipped`.
+//
+// Every name is archived whatever its bytes and length: a PAX extended header carries a
+// path of any length (`path`, `linkpath`), and a name or link target that is not valid
+// UTF-8 (PAX values are UTF-8) has its exact bytes in `MEMOH.rawpath` / `MEMOH.rawlinkpath`
+// (base64) beside a lossy UTF-8 `path` / `linkpath` for other tools, which still read the
+// archive as a normal tar.gz. archive-read.ts restores the exact bytes.
 //
 // Reading (extract, verify) is in archive-read.ts.
+//
+// One file over 400 lines: the writer and the two tree sources it is fed from here (the
+// host tree, and ListDir + ReadRaw through older agents) share the entry encoding and the
+// skipped/lost bookkeeping, which a split would spread over modules that change together.
 import { createHash } from "node:crypto";
 import fs from "node:fs";
-import path from "node:path";
 import { Transform, type Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import zlib from "node:zlib";
@@ -19,6 +28,34 @@ import tar from "tar-stream";
 import type { BridgeClient } from "../bridge/client.js";
 import { FileType } from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
 import { WorkspaceError, describeError } from "../workspace/errors.js";
+import { binaryOf, child, lossyName, openForChildren, shortName, utf8OrUndefined } from "./raw-names.js";
+
+/** PAX keys holding a name's or link target's exact bytes (base64) when they are not UTF-8. */
+export const RAW_PATH_KEY = "MEMOH.rawpath";
+export const RAW_LINKPATH_KEY = "MEMOH.rawlinkpath";
+
+/** A name as given to the writer: text, or the exact bytes. */
+export type EntryName = string | Uint8Array;
+
+/** The tar header fields of a name (and link target): text as it is, other bytes in PAX records. */
+export function nameFields(name: EntryName, linkTarget?: EntryName): { name: string; linkname?: string; pax?: Record<string, string> } {
+  const pax: Record<string, string> = {};
+  const text = (v: EntryName, key: string): string => {
+    if (typeof v === "string") return v;
+    const t = utf8OrUndefined(v);
+    if (t !== undefined) return t;
+    pax[key] = Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString("base64");
+    return lossyName(v);
+  };
+  const out: { name: string; linkname?: string; pax?: Record<string, string> } = { name: text(name, RAW_PATH_KEY) };
+  if (linkTarget !== undefined) out.linkname = text(linkTarget, RAW_LINKPATH_KEY);
+  if (Object.keys(pax).length > 0) out.pax = pax;
+  return out;
+}
+
+function displayName(name: EntryName): string {
+  return typeof name === "string" ? name : shortName(name);
+}
 
 export interface ArchiveProgress {
   /** Content bytes of regular files so far. */
@@ -32,13 +69,20 @@ export interface ArchiveLimits {
   maxBytes: number;
   /** Most entries an archive may hold. */
   maxEntries: number;
+  /** Longest entry path in bytes (default archive-read.ts DEFAULT_MAX_PATH_BYTES). */
+  maxPathBytes?: number;
 }
 
 export const DEFAULT_ARCHIVE_LIMITS: ArchiveLimits = { maxBytes: 16 * 1024 ** 3, maxEntries: 1_000_000 };
 
 export interface PackResult extends ArchiveProgress {
-  /** Entries left out (FIFOs, sockets, devices, names that are not UTF-8), with why. */
+  /** Entries left out that are not data (FIFOs, sockets, devices), or files cut short while read, with why. */
   skipped: string[];
+  /**
+   * Data (files, directories, symlinks) that could not be archived, with why: an archive
+   * with any is not a complete copy of the tree, and a backup refuses it.
+   */
+  lost: string[];
 }
 
 const READ_BLOCK = 1024 * 1024;
@@ -104,6 +148,7 @@ function coalesce(size: number): Transform {
 export class ArchiveWriter {
   readonly progress: ArchiveProgress = { bytes: 0, files: 0 };
   readonly skipped: string[] = [];
+  readonly lost: string[] = [];
   private readonly pack = tar.pack();
   private readonly done: Promise<void>;
   private failure: unknown;
@@ -128,22 +173,33 @@ export class ArchiveWriter {
     this.report.update(this.progress);
   }
 
-  async directory(name: string, mode: number, mtimeMs: number): Promise<void> {
+  async directory(name: EntryName, mode: number, mtimeMs: number): Promise<void> {
     this.check();
-    await this.entry({ name: name.endsWith("/") ? name : `${name}/`, type: "directory", mode: mode & 0o7777, mtime: new Date(mtimeMs), size: 0 });
+    const f = nameFields(name);
+    await this.entry({ ...f, name: f.name.endsWith("/") ? f.name : `${f.name}/`, type: "directory", mode: mode & 0o7777, mtime: new Date(mtimeMs), size: 0 });
     this.count(0);
   }
 
-  async symlink(name: string, target: string, mtimeMs: number): Promise<void> {
+  async symlink(name: EntryName, target: EntryName, mtimeMs: number): Promise<void> {
     this.check();
-    await this.entry({ name, type: "symlink", linkname: target, mode: 0o777, mtime: new Date(mtimeMs), size: 0 });
+    await this.entry({ ...nameFields(name, target), type: "symlink", mode: 0o777, mtime: new Date(mtimeMs), size: 0 });
     this.count(0);
+  }
+
+  /** Records data that could not be archived (see PackResult.lost). */
+  lose(name: EntryName, why: string): void {
+    this.lost.push(`${displayName(name)}: ${why}`);
+  }
+
+  /** Records an entry left out that is not data, or a file cut short (see PackResult.skipped). */
+  skip(name: EntryName, why: string): void {
+    this.skipped.push(`${displayName(name)}: ${why}`);
   }
 
   /** A regular file of exactly `size` bytes from `chunks` (cut at size; zero-padded when short). */
-  async file(name: string, mode: number, mtimeMs: number, size: number, chunks: AsyncIterable<Uint8Array>): Promise<void> {
+  async file(name: EntryName, mode: number, mtimeMs: number, size: number, chunks: AsyncIterable<Uint8Array>): Promise<void> {
     this.check();
-    const sink = this.pack.entry({ name, type: "file", mode: mode & 0o7777, mtime: new Date(mtimeMs), size });
+    const sink = this.pack.entry({ ...nameFields(name), type: "file", mode: mode & 0o7777, mtime: new Date(mtimeMs), size });
     const finished = new Promise<void>((resolve, reject) => {
       sink.on("finish", resolve);
       sink.on("error", reject);
@@ -189,7 +245,7 @@ export class ArchiveWriter {
     this.count(0);
   }
 
-  private entry(header: Partial<tar.Header> & { name: string }): Promise<void> {
+  private entry(header: Partial<tar.Header> & { name: string; pax?: Record<string, string> }): Promise<void> {
     return new Promise((resolve, reject) => {
       this.pack.entry(header, (err) => (err ? reject(err) : resolve()));
     });
@@ -201,7 +257,7 @@ export class ArchiveWriter {
     this.pack.finalize();
     await this.done;
     this.report.flush();
-    return { ...this.progress, skipped: this.skipped };
+    return { ...this.progress, skipped: this.skipped, lost: this.lost };
   }
 
   /** Stops writing (the output is left incomplete). */
@@ -228,50 +284,65 @@ async function* readFd(fh: fs.promises.FileHandle, size: number): AsyncGenerator
 /**
  * Archives the tree under the host directory `root` (never following a link; a file's
  * size is fstat's of the opened fd). `exclude` names top-level entries to leave out.
+ * Names are read and archived as bytes, and a directory deeper than one system call can
+ * name is walked from an fd of it (raw-names.ts), so no name or depth is left out.
  */
 export async function packHostTree(root: string, writer: ArchiveWriter, opts: { exclude?: ReadonlySet<string> } = {}): Promise<void> {
-  const walk = async (dir: string, rel: string): Promise<void> => {
-    const names = (await fs.promises.readdir(dir)).sort();
-    for (const name of names) {
-      if (rel === "" && opts.exclude?.has(name)) continue;
-      const abs = path.join(dir, name);
-      const relName = rel === "" ? name : `${rel}/${name}`;
-      let st: fs.Stats;
-      try {
-        st = await fs.promises.lstat(abs);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === "ENOENT") continue;
-        throw err;
-      }
-      if (st.isDirectory()) {
-        await writer.directory(relName, st.mode, st.mtimeMs);
-        await walk(abs, relName);
-      } else if (st.isSymbolicLink()) {
-        await writer.symlink(relName, await fs.promises.readlink(abs), st.mtimeMs);
-      } else if (st.isFile()) {
-        let fh: fs.promises.FileHandle;
+  const excluded = new Set([...(opts.exclude ?? [])].map((n) => binaryOf(Buffer.from(n))));
+  const slash = Buffer.from("/");
+  const walk = async (dirPath: Buffer, rel: Buffer | undefined): Promise<void> => {
+    const dir = openForChildren(dirPath);
+    try {
+      const names = (await fs.promises.readdir(dir.path, { encoding: "buffer" })).sort(Buffer.compare);
+      for (const name of names) {
+        if (rel === undefined && excluded.has(binaryOf(name))) continue;
+        const abs = child(dir.path, name);
+        const relName = rel === undefined ? name : Buffer.concat([rel, slash, name]);
+        let st: fs.Stats;
         try {
-          fh = await fs.promises.open(abs, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+          st = await fs.promises.lstat(abs);
         } catch (err) {
-          if ((err as NodeJS.ErrnoException).code === "ENOENT") continue;
-          throw err;
-        }
-        try {
-          const fst = await fh.stat();
-          if (!fst.isFile()) {
-            writer.skipped.push(`${relName}: no longer a regular file`);
+          if ((err as NodeJS.ErrnoException).code === "ENOENT") {
+            writer.lose(relName, "gone while it was archived");
             continue;
           }
-          await writer.file(relName, fst.mode, fst.mtimeMs, fst.size, readFd(fh, fst.size));
-        } finally {
-          await fh.close();
+          throw err;
         }
-      } else {
-        writer.skipped.push(`${relName}: ${kindOf(st)} (not archived)`);
+        if (st.isDirectory()) {
+          await writer.directory(relName, st.mode, st.mtimeMs);
+          await walk(abs, relName);
+        } else if (st.isSymbolicLink()) {
+          await writer.symlink(relName, await fs.promises.readlink(abs, { encoding: "buffer" }), st.mtimeMs);
+        } else if (st.isFile()) {
+          let fh: fs.promises.FileHandle;
+          try {
+            fh = await fs.promises.open(abs, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+          } catch (err) {
+            if ((err as NodeJS.ErrnoException).code === "ENOENT") {
+              writer.lose(relName, "gone while it was archived");
+              continue;
+            }
+            throw err;
+          }
+          try {
+            const fst = await fh.stat();
+            if (!fst.isFile()) {
+              writer.lose(relName, "no longer a regular file when it was opened");
+              continue;
+            }
+            await writer.file(relName, fst.mode, fst.mtimeMs, fst.size, readFd(fh, fst.size));
+          } finally {
+            await fh.close();
+          }
+        } else {
+          writer.skip(relName, `${kindOf(st)} (not archived)`);
+        }
       }
+    } finally {
+      dir.release();
     }
   };
-  await walk(root, "");
+  await walk(Buffer.from(root), undefined);
 }
 
 function kindOf(st: fs.Stats): string {
@@ -293,7 +364,7 @@ export async function packBridgeTree(client: BridgeClient, writer: ArchiveWriter
   const longDeadline = { timeoutMs: 24 * 3600_000, ...(opts.signal ? { signal: opts.signal } : {}) };
   type Opened = { ok: true; it: AsyncIterator<Uint8Array>; first: IteratorResult<Uint8Array>; size: number | undefined } | { ok: false; error: unknown };
   /** Starts the ReadRaw of a file and waits for its first chunk (which carries the size). */
-  const open = (p: string): Promise<Opened> => {
+  const open = (p: string | Uint8Array): Promise<Opened> => {
     let size: number | undefined;
     const it = client.readRaw(p, { onFileSize: (n) => (size = n) }, longDeadline)[Symbol.asyncIterator]();
     return it.next().then(
@@ -316,28 +387,32 @@ export async function packBridgeTree(client: BridgeClient, writer: ArchiveWriter
     for (;;) {
       const page = await client.listDir({ path: dir, recursive: true, offset, limit: 5000 }, { timeoutMs: 300_000 });
       const entries = page.entries;
-      const archivable = (e: (typeof entries)[number]) => e.pathBytes.byteLength === 0 && e.nameBytes.byteLength === 0 && e.symlinkTargetBytes.byteLength === 0 && !e.pathTooLong;
+      const prefix = Buffer.from(dir === "/" ? "/" : `${dir}/`);
+      // A name that is not UTF-8 comes as bytes (pathBytes, symlinkTargetBytes): archived and read by its bytes.
+      const nameOf = (e: (typeof entries)[number]): EntryName => (e.pathBytes.byteLength > 0 ? e.pathBytes : e.path);
+      const absOf = (e: (typeof entries)[number]): string | Uint8Array => (e.pathBytes.byteLength > 0 ? Buffer.concat([prefix, e.pathBytes]) : `${dir}/${e.path}`);
       const prefetch = (from: number) => {
         for (let j = from, n = 0; j < entries.length && n < LOOKAHEAD; j++) {
           const e = entries[j]!;
-          if (e.type !== FileType.FILE || !archivable(e)) continue;
+          if (e.type !== FileType.FILE || e.pathTooLong) continue;
           n++;
-          if (!pending.has(j)) pending.set(j, open(`${dir}/${e.path}`));
+          if (!pending.has(j)) pending.set(j, open(absOf(e)));
         }
       };
       for (let i = 0; i < entries.length; i++) {
         const e = entries[i]!;
-        if (!archivable(e)) {
-          writer.skipped.push(`${e.path}: ${e.pathTooLong ? "path longer than PATH_MAX" : "its name or link target is not UTF-8"} (not archived)`);
+        if (e.pathTooLong) {
+          // No call of an agent without ReadTree can name it (ReadTree reaches it through fds).
+          writer.lose(nameOf(e), "path longer than PATH_MAX, which this agent cannot read (not archived)");
           continue;
         }
         const mtimeMs = Number(e.mtimeMs);
         switch (e.type) {
           case FileType.DIRECTORY:
-            await writer.directory(e.path, e.mode, mtimeMs);
+            await writer.directory(nameOf(e), e.mode, mtimeMs);
             break;
           case FileType.SYMLINK:
-            await writer.symlink(e.path, e.symlinkTarget, mtimeMs);
+            await writer.symlink(nameOf(e), e.symlinkTargetBytes.byteLength > 0 ? e.symlinkTargetBytes : e.symlinkTarget, mtimeMs);
             break;
           case FileType.FILE: {
             prefetch(i);
@@ -347,7 +422,7 @@ export async function packBridgeTree(client: BridgeClient, writer: ArchiveWriter
               // Removed (or replaced by something else) since it was listed.
               const msg = describeError(o.error);
               if (/NOT_FOUND|no such file|not a regular file|FAILED_PRECONDITION/i.test(msg)) {
-                writer.skipped.push(`${e.path}: ${msg}`);
+                writer.lose(nameOf(e), msg);
                 continue;
               }
               throw o.error;
@@ -366,11 +441,11 @@ export async function packBridgeTree(client: BridgeClient, writer: ArchiveWriter
                 await it.return?.(undefined);
               }
             }
-            await writer.file(e.path, e.mode, mtimeMs, o.size, rest());
+            await writer.file(nameOf(e), e.mode, mtimeMs, o.size, rest());
             break;
           }
           default:
-            writer.skipped.push(`${e.path}: a FIFO, socket or device (not archived)`);
+            writer.skip(nameOf(e), "a FIFO, socket or device (not archived)");
         }
       }
       await release();

@@ -68,6 +68,6 @@ export async function exportData(ctx: WorkspaceContext, botId: string, out: Writ
     throw err;
   }
   const result = await writer.finish();
-  await ctx.store.recordEvent(containerId, "data_exported", { botId, files: result.files, bytes: result.bytes, skipped: result.skipped.length });
+  await ctx.store.recordEvent(containerId, "data_exported", { botId, files: result.files, bytes: result.bytes, skipped: result.skipped.length, lost: result.lost.length });
   return result;
 }

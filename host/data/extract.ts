@@ -9,7 +9,12 @@ import type { Readable } from "node:stream";
 import type { BridgeClient } from "../bridge/client.js";
 import type { WorkspaceContext } from "../workspace/context.js";
 import type { ArchiveLimits } from "./archive.js";
+import { removeTree } from "./import.js";
 import { extractArchive, type ExtractResult } from "./archive-read.js";
+import { child, openForChildren, shortName } from "./raw-names.js";
+
+/** The longest absolute path a call of the agent takes. */
+const PATH_MAX_BYTES = 4095;
 
 export async function extractInto(
   ctx: WorkspaceContext,
@@ -27,24 +32,38 @@ export async function extractInto(
     await call(async (c) => {
       const base = dir.replace(/\/+$/, "") || "/";
       await c.mkdir(base, true);
-      const walk = async (abs: string, rel: string): Promise<void> => {
-        for (const name of fs.readdirSync(abs).sort()) {
-          const a = path.join(abs, name);
-          const r = rel ? `${rel}/${name}` : name;
-          const target = `${base}/${r}`;
-          const st = fs.lstatSync(a);
-          if (st.isDirectory()) {
-            await c.mkdir(target, true);
-            await walk(a, r);
-          } else if (st.isFile()) {
-            await c.writeRaw(target, fs.createReadStream(a), { mode: st.mode & 0o777, timeoutMs: 3600_000 });
-          } else skipped.push(`${r}: ${st.isSymbolicLink() ? "a symlink" : "not a regular file"} (not extracted)`);
+      const baseBytes = Buffer.from(base === "/" ? "" : base);
+      const slash = Buffer.from("/");
+      // Names go to the agent as bytes (a name that is not UTF-8 stays what it was); the
+      // staging tree is walked from open directories, so its depth does not matter here.
+      const walk = async (abs: Buffer, rel: Buffer | undefined): Promise<void> => {
+        const d = openForChildren(abs);
+        try {
+          for (const name of fs.readdirSync(d.path, { encoding: "buffer" }).sort(Buffer.compare)) {
+            const a = child(d.path, name);
+            const r = rel === undefined ? name : Buffer.concat([rel, slash, name]);
+            const target = Buffer.concat([baseBytes, slash, r]);
+            const st = fs.lstatSync(a);
+            if (target.byteLength > PATH_MAX_BYTES) {
+              skipped.push(`${shortName(r)}: its path is longer than PATH_MAX, which no call of the agent can name (not extracted)`);
+              continue;
+            }
+            if (st.isDirectory()) {
+              await c.mkdir(target, true);
+              await walk(a, r);
+            } else if (st.isFile()) {
+              const fd = fs.openSync(a, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+              await c.writeRaw(target, fs.createReadStream("", { fd }), { mode: st.mode & 0o777, timeoutMs: 3600_000 });
+            } else skipped.push(`${shortName(r)}: ${st.isSymbolicLink() ? "a symlink" : "not a regular file"} (not extracted)`);
+          }
+        } finally {
+          d.release();
         }
       };
-      await walk(staging, "");
+      await walk(Buffer.from(staging), undefined);
     });
     return { ...result, skipped };
   } finally {
-    fs.rmSync(staging, { recursive: true, force: true });
+    await removeTree(staging);
   }
 }

@@ -24,6 +24,7 @@ import { WorkspaceError, describeError } from "../workspace/errors.js";
 import { startTask } from "../workspace/start.js";
 import type { ArchiveLimits, ArchiveProgress } from "./archive.js";
 import { extractArchive, type ExtractResult } from "./archive-read.js";
+import { child, shownName, utf8OrUndefined } from "./raw-names.js";
 import {
   checkDataDir,
   crashPoint,
@@ -53,20 +54,53 @@ function staging(root: string) {
   return { base, next: path.join(base, "new"), old: path.join(base, "old"), state: path.join(base, "state") };
 }
 
+/** The names in a directory as bytes: a name that is not UTF-8 must be moved by its bytes, not by a lossy text form. */
+function namesOf(dir: string): Buffer[] {
+  return fs.readdirSync(dir, { encoding: "buffer" });
+}
+
+/**
+ * Removes a tree of any depth: Node's recursive rm names every entry by its full path and
+ * stops at one longer than PATH_MAX (ENAMETOOLONG), which rm(1) walks from open directories.
+ */
+export async function removeTree(p: string): Promise<void> {
+  try {
+    fs.rmSync(p, { recursive: true, force: true });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ENAMETOOLONG") throw err;
+    await runFile("rm", ["-rf", "--", p]);
+  }
+}
+
+/**
+ * mv(1) of `from/name` to `to/name`. execFile's arguments are text, so a name that is not
+ * UTF-8 would reach mv changed: the paths go as printf octal escapes the shell turns back
+ * into the exact bytes (the "x" keeps a trailing newline of a name from being cut).
+ */
+async function mvByName(from: string, to: string, name: Buffer): Promise<void> {
+  if (utf8OrUndefined(name) !== undefined) {
+    await runFile("mv", ["-T", "--", path.join(from, name.toString("utf8")), path.join(to, name.toString("utf8"))]);
+    return;
+  }
+  const esc = (b: Buffer) => [...b].map((c) => `\\${c.toString(8).padStart(3, "0")}`).join("");
+  const script = 'src=$(printf "$1"; echo x); dst=$(printf "$2"; echo x); exec mv -T -- "${src%x}" "${dst%x}"';
+  await runFile("sh", ["-c", script, "sh", esc(child(Buffer.from(from), name)), esc(child(Buffer.from(to), name))]);
+}
+
 /** Moves every entry of `from` into `to` (renames; a lower-layer directory overlayfs will not rename is moved by mv). */
 async function moveAll(from: string, to: string, afterFirst?: () => void): Promise<void> {
   if (!fs.existsSync(from)) return;
   let first = true;
-  for (const name of fs.readdirSync(from)) {
+  for (const name of namesOf(from)) {
     if (!first) afterFirst?.();
     first = false;
-    const src = path.join(from, name);
-    const dst = path.join(to, name);
+    const src = child(Buffer.from(from), name);
+    const dst = child(Buffer.from(to), name);
     try {
       fs.renameSync(src, dst);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== "EXDEV") throw err;
-      await runFile("mv", ["-T", "--", src, dst]);
+      await mvByName(from, to, name);
     }
   }
   fsyncDir(from);
@@ -94,16 +128,16 @@ function realDir(p: string, what: string): boolean {
  */
 function refuseClashes(from: string, to: string, where: string): void {
   if (!fs.existsSync(from)) return;
-  const clashing = fs.readdirSync(from).filter((name) => {
+  const clashing = namesOf(from).filter((name) => {
     try {
-      fs.lstatSync(path.join(to, name));
+      fs.lstatSync(child(Buffer.from(to), name));
       return true;
     } catch {
       return false;
     }
   });
   if (clashing.length === 0) return;
-  const shown = clashing.slice(0, 10).map((n) => JSON.stringify(n)).join(", ");
+  const shown = clashing.slice(0, 10).map((n) => JSON.stringify(shownName(n))).join(", ");
   throw new WorkspaceError(
     "conflict",
     `the swap of /data cut short cannot be repaired without replacing data: /data holds ${shown}${clashing.length > 10 ? ` and ${clashing.length - 10} more` : ""}, ` +
@@ -121,7 +155,7 @@ export async function repairSwap(root: string): Promise<"clean" | "before" | "af
     return "clean";
   }
   if (!st.isDirectory()) {
-    fs.rmSync(s.base, { force: true });
+    fs.rmSync(s.base, { force: true }); // not a directory
     return "clean";
   }
   const state = fs.existsSync(s.state) ? fs.readFileSync(s.state, "utf8").trim() : "";
@@ -144,7 +178,7 @@ export async function repairSwap(root: string): Promise<"clean" | "before" | "af
     }
     outcome = "after";
   } else outcome = state === "done" ? "after" : "before";
-  fs.rmSync(s.base, { recursive: true, force: true });
+  await removeTree(s.base);
   fsyncDir(root);
   return outcome;
 }
@@ -160,7 +194,7 @@ export async function importIntoRootfs(m: MountedRootfs, input: Readable | Async
   try {
     result = await extractArchive(input, s.next, opts);
   } catch (err) {
-    fs.rmSync(s.base, { recursive: true, force: true });
+    await removeTree(s.base);
     throw err;
   }
   // The staged tree is on disk before the old one moves out.
@@ -176,7 +210,7 @@ export async function importIntoRootfs(m: MountedRootfs, input: Readable | Async
   fs.chmodSync(m.data, rootStat.mode & 0o7777);
   fs.utimesSync(m.data, rootStat.atime, rootStat.mtime);
   writeDurable(s.state, "done");
-  fs.rmSync(s.base, { recursive: true, force: true });
+  await removeTree(s.base);
   fsyncDir(m.root);
   return result;
 }

@@ -8,6 +8,11 @@
 // Restore imports the backup (import.ts: staged, swapped all or nothing) without the size
 // and entry caps of user imports (what was backed up is restorable), and removes the
 // backup only after that succeeded.
+//
+// A backup holds every file, directory and symlink of /data whatever its name's bytes or
+// its path's length (archive.ts). Should the archive still leave any of them out, the
+// backup is refused (`conflict`, naming them) and nothing is deleted; FIFOs, sockets and
+// devices are not data: they are left out and listed in the result's `skipped`.
 import fs from "node:fs";
 import path from "node:path";
 import { pipeline } from "node:stream/promises";
@@ -27,6 +32,18 @@ export interface BackupResult extends ArchiveProgress {
   path: string;
   sha256: string;
   size: number;
+  /** Entries left out that are not data (FIFOs, sockets, devices), with why. */
+  skipped: string[];
+}
+
+/** Refuses a backup that left data out: it would not be a copy of /data. */
+export function refuseIncomplete(botId: string, lost: readonly string[]): void {
+  if (lost.length === 0) return;
+  const shown = lost.slice(0, 5).join("; ");
+  throw new WorkspaceError(
+    "conflict",
+    `the backup of bot ${botId}'s data cannot hold everything in /data, so nothing was deleted: ${shown}${lost.length > 5 ? ` and ${lost.length - 5} more` : ""}`,
+  );
 }
 
 /** Whether the bot has a preserved backup. */
@@ -72,6 +89,7 @@ export async function writeBackup(
     }
     const packed = await writer.finish();
     await writing;
+    refuseIncomplete(botId, packed.lost);
     fs.fsyncSync(fd);
     fs.closeSync(fd);
     fd = undefined;
@@ -84,10 +102,11 @@ export async function writeBackup(
     if (fs.existsSync(final)) fs.renameSync(final, path.join(dir, `${botId}.${Date.now()}.tar.gz`));
     fs.renameSync(tmp, final);
     fsyncDir(dir);
-    return { path: final, sha256: written.sha256, size: written.bytes, files: packed.files, bytes: packed.bytes };
+    return { path: final, sha256: written.sha256, size: written.bytes, files: packed.files, bytes: packed.bytes, skipped: packed.skipped };
   } catch (err) {
     if (fd !== undefined) fs.closeSync(fd);
     fs.rmSync(tmp, { force: true });
+    if (err instanceof WorkspaceError && err.code === "conflict") throw err;
     throw new WorkspaceError("unavailable", `the backup of bot ${botId}'s data to ${final} could not be written: ${describeError(err)}`, { cause: err });
   } finally {
     removeJournal(ctx, botId);
@@ -123,7 +142,7 @@ export async function deleteWithPreserve(ctx: WorkspaceContext, botId: string, o
   } else {
     throw new WorkspaceError("not_found", `bot ${botId} has no workspace data to preserve`);
   }
-  await ctx.store.recordEvent(containerId, "data_preserved", { botId, path: backup.path, sha256: backup.sha256, files: backup.files, bytes: backup.bytes });
+  await ctx.store.recordEvent(containerId, "data_preserved", { botId, path: backup.path, sha256: backup.sha256, files: backup.files, bytes: backup.bytes, skipped: backup.skipped });
   await deleteWorkspace(ctx, botId);
   return backup;
 }
@@ -139,7 +158,7 @@ export async function backupOrphan(ctx: WorkspaceContext, botId: string): Promis
   if (!(await ctx.cd.snapshots.isActive(key))) return undefined;
   ctx.log(`${botId}: the rootfs of a lost container is left; backing its /data up before anything replaces it`);
   const backup = await writeBackup(ctx, botId, key, key, ctx.cd.snapshots.snapshotter, "orphan_backup");
-  await ctx.store.recordEvent(key, "orphan_backup", { botId, path: backup.path, sha256: backup.sha256, files: backup.files });
+  await ctx.store.recordEvent(key, "orphan_backup", { botId, path: backup.path, sha256: backup.sha256, files: backup.files, skipped: backup.skipped });
   return backup;
 }
 
@@ -154,9 +173,9 @@ function removeBackup(ctx: WorkspaceContext, botId: string): void {
  * from the workspace's /data and read back whole without a cap (writeBackup), so a cap
  * here (the import limits, made for archives users upload) could refuse a backup that a
  * delete with preserve already counted on. Every entry is still checked as in any
- * extract (paths, links, types); only the size and entry caps are lifted.
+ * extract (paths, links, types); only the size, entry and path length caps are lifted.
  */
-export const BACKUP_RESTORE_LIMITS: ArchiveLimits = { maxBytes: Number.POSITIVE_INFINITY, maxEntries: Number.POSITIVE_INFINITY };
+export const BACKUP_RESTORE_LIMITS: ArchiveLimits = { maxBytes: Number.POSITIVE_INFINITY, maxEntries: Number.POSITIVE_INFINITY, maxPathBytes: Number.POSITIVE_INFINITY };
 
 /**
  * Imports the bot's backup into its workspace (staged, swapped all or nothing; a running

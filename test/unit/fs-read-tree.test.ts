@@ -421,8 +421,9 @@ test("the ReadTree archive holds the same entries as the ListDir + ReadRaw archi
   });
   const [a, b] = [await entriesOf(ours.gz), await entriesOf(old.gz)];
   assert.deepEqual([...a].sort(), [...b].sort());
-  assert.equal(a.length, 6);
-  assert.equal(ours.skipped.length, 2);
+  // The name that is not UTF-8 is archived by its bytes (a lossy path for other tools); only the FIFO is left out.
+  assert.equal(a.length, 7);
+  assert.ok(a.some((e) => e.startsWith("not-utf8-\ufffd file")));
+  assert.equal(ours.skipped.length, 1);
   assert.ok(ours.skipped.some((s) => /fifo: .*FIFO/.test(s)));
-  assert.ok(ours.skipped.some((s) => /not UTF-8/.test(s)));
 });

@@ -213,7 +213,7 @@ export function registerLifecycleRoutes(app: ApiApp, ctx: RouteContext): void {
         params: BotParams,
         querystring: Type.Object({ preserve_data: Type.Optional(Type.Boolean({ default: false })) }, { additionalProperties: false }),
         response: {
-          200: Type.Object({ deleted: Type.Boolean(), backup: Type.Optional(Type.Object({ path: Type.String(), sha256: Type.String(), size: Type.Number(), files: Type.Integer(), bytes: Type.Number() })) }),
+          200: Type.Object({ deleted: Type.Boolean(), backup: Type.Optional(Type.Object({ path: Type.String(), sha256: Type.String(), size: Type.Number(), files: Type.Integer(), bytes: Type.Number(), skipped: Type.Array(Type.String()) })) }),
           "4xx": ErrorResponse,
           "5xx": ErrorResponse,
         },
@@ -224,7 +224,7 @@ export function registerLifecycleRoutes(app: ApiApp, ctx: RouteContext): void {
       const preserve = req.query.preserve_data === true;
       const s = await manager.status(botId);
       if (s.row === undefined && !s.containerExists && !s.hasPreservedData) throw new ApiError("not_found", `bot ${botId} has no workspace`);
-      const answer = (b: BackupResult | undefined) => ({ deleted: true, ...(b ? { backup: { path: b.path, sha256: b.sha256, size: b.size, files: b.files, bytes: b.bytes } } : {}) });
+      const answer = (b: BackupResult | undefined) => ({ deleted: true, ...(b ? { backup: { path: b.path, sha256: b.sha256, size: b.size, files: b.files, bytes: b.bytes, skipped: b.skipped } } : {}) });
       if (!preserve || !acceptsEventStream(req.headers.accept)) return answer(await manager.delete(botId, { preserveData: preserve }));
       return streamDataOp(reply, ctx.streamIdleMs, "preserving", (onProgress) => manager.delete(botId, { preserveData: true, onProgress }), answer);
     },
