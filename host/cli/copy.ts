@@ -61,8 +61,16 @@ async function download(client: ApiClient, bot: string, remote: string, local: s
   const res = await client.raw("GET", `/bots/${bot}/container/fs/download?path=${encodeURIComponent(remote)}`);
   if (res.statusCode >= 400) throw apiError(res.statusCode, await res.body.text());
   const dir = path.dirname(local);
-  const tmp = path.join(dir, `.${path.basename(local)}.memoh-${randomBytes(6).toString("hex")}.part`);
+  // At most 32 characters of the name (128 bytes): a name near NAME_MAX plus the suffix
+  // would not be a valid file name.
+  const tmp = path.join(dir, `.${path.basename(local).slice(0, 32)}.memoh-${randomBytes(6).toString("hex")}.part`);
   const existed = fs.existsSync(local);
+  // Ctrl-C mid-download removes the temp file, then ends the process as the signal would.
+  const onSignal = (signal: NodeJS.Signals) => {
+    fs.rmSync(tmp, { force: true });
+    process.kill(process.pid, signal);
+  };
+  process.once("SIGINT", onSignal).once("SIGTERM", onSignal);
   try {
     fs.mkdirSync(dir, { recursive: true });
     let mode: number | undefined;
@@ -79,6 +87,8 @@ async function download(client: ApiClient, bot: string, remote: string, local: s
     res.body.destroy();
     fs.rmSync(tmp, { force: true });
     throw new CliError(`download of ${bot}:${remote} to ${local} failed: ${(err as Error).message}; ${local} was ${existed ? "left unchanged" : "not created"}`);
+  } finally {
+    process.off("SIGINT", onSignal).off("SIGTERM", onSignal);
   }
 }
 

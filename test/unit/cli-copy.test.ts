@@ -42,7 +42,8 @@ interface Mock {
   /** What GET fs, fs/list and fs/download answer, by workspace path. */
   stat: Map<string, string>;
   listing: Map<string, Array<{ path: string; type: string; symlink_target?: string | null }>>;
-  files: Map<string, Buffer | { announce: number; send: Buffer }>;
+  /** A file, or part of one whose connection then breaks (or, with `stall`, stays open). */
+  files: Map<string, Buffer | { announce: number; send: Buffer; stall?: boolean }>;
 }
 
 let mock: Mock;
@@ -75,7 +76,7 @@ before(async () => {
         if (Buffer.isBuffer(f)) return res.writeHead(200, { "content-type": "application/octet-stream", "content-length": String(f.length) }).end(f);
         // Announces the whole file, sends part of it, then the connection breaks.
         res.writeHead(200, { "content-type": "application/octet-stream", "content-length": String(f.announce) });
-        res.write(f.send, () => setTimeout(() => res.socket?.destroy(), 50));
+        res.write(f.send, () => void (f.stall || setTimeout(() => res.socket?.destroy(), 50)));
         return;
       }
       if (u.pathname === "/bots/b/container/fs/mkdir") {
@@ -111,7 +112,7 @@ after(async () => {
   fs.rmSync(work, { recursive: true, force: true });
 });
 
-function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+function cli(args: string[], started?: (child: ReturnType<typeof spawn>) => void): Promise<{ code: number; signal: NodeJS.Signals | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, MEMOH_URL: mock.url, MEMOH_TOKEN: "t" }, stdio: ["ignore", "pipe", "pipe"] });
     let stdout = "";
@@ -119,7 +120,8 @@ function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: st
     child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
     child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
     child.on("error", reject);
-    child.on("close", (code) => resolve({ code: code ?? -1, stdout, stderr }));
+    child.on("close", (code, signal) => resolve({ code: code ?? -1, signal, stdout, stderr }));
+    started?.(child);
   });
 }
 
@@ -163,6 +165,27 @@ test("cp BOT:/file LOCAL: a download that breaks off leaves the existing local f
   assert.notEqual(f.code, 0);
   assert.match(f.stderr, /not created/);
   assert.deepEqual(fs.readdirSync(dir), ["keep.txt"]);
+});
+
+test("cp BOT:/file LOCAL: Ctrl-C mid-download removes the temp file and leaves the local file unchanged", async () => {
+  const dir = path.join(work, "interrupted");
+  fs.mkdirSync(dir);
+  const local = path.join(dir, "keep.txt");
+  fs.writeFileSync(local, "the user's data\n");
+  mock.stat.set("/data/slow.bin", "file");
+  mock.files.set("/data/slow.bin", { announce: 1 << 20, send: Buffer.alloc(64 * 1024, 7), stall: true });
+  const r = await cli(["cp", "b:/data/slow.bin", local], (child) => {
+    const poll = setInterval(() => {
+      if (fs.readdirSync(dir).some((n) => n.endsWith(".part") && fs.statSync(path.join(dir, n)).size > 0)) {
+        clearInterval(poll);
+        child.kill("SIGINT");
+      }
+    }, 20);
+    child.on("close", () => clearInterval(poll));
+  });
+  assert.equal(r.signal, "SIGINT", r.stderr);
+  assert.equal(fs.readFileSync(local, "utf8"), "the user's data\n");
+  assert.deepEqual(fs.readdirSync(dir), ["keep.txt"], "a temp file was left");
 });
 
 test("cp BOT:/file LOCAL: a complete download replaces the local file and keeps its permission bits", async () => {
