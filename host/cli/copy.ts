@@ -64,7 +64,16 @@ async function download(client: ApiClient, bot: string, remote: string, local: s
   // At most 32 characters of the name (128 bytes): a name near NAME_MAX plus the suffix
   // would not be a valid file name.
   const tmp = path.join(dir, `.${path.basename(local).slice(0, 32)}.memoh-${randomBytes(6).toString("hex")}.part`);
-  const existed = fs.existsSync(local);
+  let existed = false;
+  // An existing regular file's permission bits (not set-id bits: the content is new).
+  let mode: number | undefined;
+  try {
+    const st = fs.lstatSync(local);
+    existed = true;
+    if (st.isFile()) mode = st.mode & 0o777;
+  } catch {
+    // nothing there yet
+  }
   // Ctrl-C mid-download removes the temp file, then ends the process as the signal would.
   const onSignal = (signal: NodeJS.Signals) => {
     fs.rmSync(tmp, { force: true });
@@ -73,13 +82,6 @@ async function download(client: ApiClient, bot: string, remote: string, local: s
   process.once("SIGINT", onSignal).once("SIGTERM", onSignal);
   try {
     fs.mkdirSync(dir, { recursive: true });
-    let mode: number | undefined;
-    try {
-      const st = fs.lstatSync(local);
-      if (st.isFile()) mode = st.mode & 0o7777;
-    } catch {
-      // nothing there yet
-    }
     await pipeline(res.body, fs.createWriteStream(tmp, { flags: "wx", ...(mode !== undefined ? { mode } : {}) }));
     if (mode !== undefined) fs.chmodSync(tmp, mode);
     fs.renameSync(tmp, local);
