@@ -1,5 +1,10 @@
 // `memoh-workspace cp`: files and directories between this machine and a workspace,
 // streamed both ways (fs/download, multipart fs/upload, a recursive fs/list).
+//
+// What the workspace answers is untrusted (its agent may be compromised): the paths of a
+// listing are checked to stay under the local destination before anything is written,
+// and a download replaces a local file only once all of its bytes have arrived.
+import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { Readable } from "node:stream";
@@ -9,6 +14,31 @@ import { CliError, apiError, parseRemote, type ApiClient } from "./client.js";
 interface ListEntry {
   path: string;
   type: string;
+  symlink_target?: string | null;
+}
+
+/** Where skipped entries are reported (one line each); stderr in the command. */
+export type Warn = (line: string) => void;
+
+const stderrWarn: Warn = (line) => void process.stderr.write(`memoh-workspace: ${line}\n`);
+
+/**
+ * The local path of `rel` (a path relative to the copied directory, as a listing gives
+ * it) under `dst`. Refused: an absolute path, an empty, "." or ".." component, a NUL, and
+ * anything whose resolved path is not below `dst`, so no answer of the workspace can
+ * name a file outside the destination.
+ */
+export function localPathFor(dst: string, rel: string): string {
+  const refuse = (why: string) => new CliError(`refusing the workspace's entry ${JSON.stringify(rel)}: ${why}`);
+  if (typeof rel !== "string" || rel === "") throw refuse("an empty path");
+  if (rel.includes("\0")) throw refuse("a NUL in the path");
+  if (rel.startsWith("/") || path.isAbsolute(rel)) throw refuse("an absolute path");
+  const parts = rel.split("/");
+  for (const part of parts) if (part === "" || part === "." || part === "..") throw refuse(`a ${JSON.stringify(part)} component`);
+  const root = path.resolve(dst);
+  const local = path.resolve(root, ...parts);
+  if (!local.startsWith(root.endsWith(path.sep) ? root : root + path.sep)) throw refuse(`it resolves outside ${dst}`);
+  return local;
 }
 
 async function listAll(client: ApiClient, bot: string, dir: string): Promise<ListEntry[]> {
@@ -21,11 +51,47 @@ async function listAll(client: ApiClient, bot: string, dir: string): Promise<Lis
   }
 }
 
+/**
+ * Downloads into a temp file beside `local` and renames it over `local` once every byte
+ * has arrived: a download that breaks off leaves an existing `local` as it was (and no
+ * temp file). The rename replaces what is at `local`; a symlink there is replaced, not
+ * written through. An existing regular file's permission bits are kept.
+ */
 async function download(client: ApiClient, bot: string, remote: string, local: string): Promise<void> {
   const res = await client.raw("GET", `/bots/${bot}/container/fs/download?path=${encodeURIComponent(remote)}`);
   if (res.statusCode >= 400) throw apiError(res.statusCode, await res.body.text());
-  fs.mkdirSync(path.dirname(local), { recursive: true });
-  await pipeline(res.body, fs.createWriteStream(local));
+  const dir = path.dirname(local);
+  // At most 32 characters of the name (128 bytes): a name near NAME_MAX plus the suffix
+  // would not be a valid file name.
+  const tmp = path.join(dir, `.${path.basename(local).slice(0, 32)}.memoh-${randomBytes(6).toString("hex")}.part`);
+  let existed = false;
+  // An existing regular file's permission bits (not set-id bits: the content is new).
+  let mode: number | undefined;
+  try {
+    const st = fs.lstatSync(local);
+    existed = true;
+    if (st.isFile()) mode = st.mode & 0o777;
+  } catch {
+    // nothing there yet
+  }
+  // Ctrl-C mid-download removes the temp file, then ends the process as the signal would.
+  const onSignal = (signal: NodeJS.Signals) => {
+    fs.rmSync(tmp, { force: true });
+    process.kill(process.pid, signal);
+  };
+  process.once("SIGINT", onSignal).once("SIGTERM", onSignal);
+  try {
+    fs.mkdirSync(dir, { recursive: true });
+    await pipeline(res.body, fs.createWriteStream(tmp, { flags: "wx", ...(mode !== undefined ? { mode } : {}) }));
+    if (mode !== undefined) fs.chmodSync(tmp, mode);
+    fs.renameSync(tmp, local);
+  } catch (err) {
+    res.body.destroy();
+    fs.rmSync(tmp, { force: true });
+    throw new CliError(`download of ${bot}:${remote} to ${local} failed: ${(err as Error).message}; ${local} was ${existed ? "left unchanged" : "not created"}`);
+  } finally {
+    process.off("SIGINT", onSignal).off("SIGTERM", onSignal);
+  }
 }
 
 async function upload(client: ApiClient, bot: string, local: string, remote: string): Promise<void> {
@@ -44,8 +110,26 @@ async function upload(client: ApiClient, bot: string, local: string, remote: str
   await res.body.dump();
 }
 
-/** `cp SRC DST`: one side BOT:/path, the other a local path; files and directories, streamed. */
-export async function copy(client: ApiClient, src: string, dst: string): Promise<void> {
+/** What a local directory entry that is neither a file nor a directory is, for a warning. */
+function kindOf(entry: fs.Dirent): string {
+  if (entry.isSymbolicLink()) return "a symlink";
+  if (entry.isFIFO()) return "a FIFO";
+  if (entry.isSocket()) return "a socket";
+  if (entry.isBlockDevice() || entry.isCharacterDevice()) return "a device";
+  return "not a regular file";
+}
+
+/**
+ * `cp SRC DST`: one side BOT:/path, the other a local path; files and directories,
+ * streamed. Entries of a directory that are neither files nor directories are skipped
+ * with a warning each (the exit code stays 0):
+ * - local symlinks and special files on the way up: the API has no call that makes a
+ *   symlink, and a FIFO or device has no bytes to upload;
+ * - the workspace's symlinks and special files on the way down: a link is not made here,
+ *   because its target comes from the workspace and could point anywhere on this
+ *   machine (and files copied after it would be written through it).
+ */
+export async function copy(client: ApiClient, src: string, dst: string, warn: Warn = stderrWarn): Promise<void> {
   const from = parseRemote(src);
   const to = parseRemote(dst);
   if ((from === undefined) === (to === undefined)) throw new CliError("cp copies between a workspace and this machine: one side is BOT:/path, the other a local path");
@@ -55,11 +139,16 @@ export async function copy(client: ApiClient, src: string, dst: string): Promise
       const target = fs.existsSync(dst) && fs.statSync(dst).isDirectory() ? path.join(dst, path.posix.basename(from.path)) : dst;
       return download(client, from.bot, from.path, target);
     }
+    // Every path is checked before anything is written: a listing with one bad entry
+    // leaves the destination untouched.
+    const entries = (await listAll(client, from.bot, from.path)).map((e) => ({ ...e, local: localPathFor(dst, e.path) }));
     fs.mkdirSync(dst, { recursive: true });
-    for (const e of await listAll(client, from.bot, from.path)) {
-      const local = path.join(dst, ...e.path.split("/"));
-      if (e.type === "directory") fs.mkdirSync(local, { recursive: true });
-      else if (e.type === "file") await download(client, from.bot, path.posix.join(from.path, e.path), local);
+    for (const e of entries) {
+      const remote = path.posix.join(from.path, e.path);
+      if (e.type === "directory") fs.mkdirSync(e.local, { recursive: true });
+      else if (e.type === "file") await download(client, from.bot, remote, e.local);
+      else if (e.type === "symlink") warn(`skipped ${from.bot}:${remote}: a symlink (to ${JSON.stringify(e.symlink_target ?? "?")}); links are not copied`);
+      else warn(`skipped ${from.bot}:${remote}: not a regular file or directory (${e.type})`);
     }
     return;
   }
@@ -70,10 +159,12 @@ export async function copy(client: ApiClient, src: string, dst: string): Promise
     for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
       const r = rel ? `${rel}/${entry.name}` : entry.name;
       const remote = path.posix.join(to!.path, r);
+      const local = path.join(dir, entry.name);
       if (entry.isDirectory()) {
         await client.json("POST", `/bots/${to!.bot}/container/fs/mkdir`, { path: remote });
-        await walk(path.join(dir, entry.name), r);
-      } else if (entry.isFile()) await upload(client, to!.bot, path.join(dir, entry.name), remote);
+        await walk(local, r);
+      } else if (entry.isFile()) await upload(client, to!.bot, local, remote);
+      else warn(`skipped ${local}: ${kindOf(entry)}${entry.isSymbolicLink() ? "; links are not copied" : ""}`);
     }
   };
   await walk(src, "");

@@ -1,6 +1,6 @@
 // `memoh-workspace`: the command line. `serve` runs the orchestrator (manager + API);
 // every other command talks to a running one over HTTP (MEMOH_URL, MEMOH_TOKEN).
-// `cp` is in copy.ts, the data commands in data.ts.
+// `cp` is in copy.ts, the data commands in data.ts, reading streamed answers in streams.ts.
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { Command, Option } from "commander";
@@ -9,6 +9,7 @@ import WebSocket from "ws";
 import { ApiClient, CliError, apiError, clientConfig } from "./client.js";
 import { registerDataCommands, removePreserving } from "./data.js";
 import { copy } from "./copy.js";
+import { ndjsonLines, sseEvents } from "./streams.js";
 
 type Out = { log(line: string): void; json(value: unknown): void };
 const out: Out = {
@@ -45,26 +46,6 @@ function describeWorkspace(w: WorkspaceJson): string {
     ["limits", l],
     ["oom kills", String(w.oom_kills)],
   ]);
-}
-
-/** Reads `event:`/`data:` frames from an SSE body. */
-async function* sseEvents(body: AsyncIterable<Buffer | string>): AsyncGenerator<{ event: string; data: unknown }> {
-  let buf = "";
-  for await (const chunk of body) {
-    buf += chunk.toString();
-    let i: number;
-    while ((i = buf.indexOf("\n\n")) >= 0) {
-      const frame = buf.slice(0, i);
-      buf = buf.slice(i + 2);
-      let event = "message";
-      const data: string[] = [];
-      for (const line of frame.split("\n")) {
-        if (line.startsWith("event: ")) event = line.slice(7);
-        else if (line.startsWith("data: ")) data.push(line.slice(6));
-      }
-      if (data.length > 0) yield { event, data: JSON.parse(data.join("\n")) };
-    }
-  }
 }
 
 async function create(bot: string, opts: { image?: string; gpu?: string[]; memory?: string; cpus?: string; pids?: string; json?: boolean; restore?: boolean }): Promise<void> {
@@ -125,22 +106,15 @@ async function execCommand(bot: string, argv: string[], opts: { cwd?: string; en
   const body = { argv, ...(opts.cwd ? { cwd: opts.cwd } : {}), ...(opts.env?.length ? { env } : {}), ...(opts.user ? { user: opts.user } : {}), ...(opts.timeout ? { timeout_s: Number(opts.timeout) } : {}) };
   const res = await api().raw("POST", `/bots/${bot}/container/exec`, { body: JSON.stringify(body), headers: { "content-type": "application/json", accept: "application/x-ndjson" } });
   if (res.statusCode >= 400) throw apiError(res.statusCode, await res.body.text());
-  let buf = "";
   let code: number | undefined;
-  for await (const chunk of res.body) {
-    buf += chunk.toString();
-    let i: number;
-    while ((i = buf.indexOf("\n")) >= 0) {
-      const line = JSON.parse(buf.slice(0, i)) as { stdout?: string; stderr?: string; exit?: { code: number; timed_out: boolean }; error?: { code: string; message: string } };
-      buf = buf.slice(i + 1);
-      if (line.stdout !== undefined) process.stdout.write(line.stdout);
-      if (line.stderr !== undefined) process.stderr.write(line.stderr);
-      if (line.exit) {
-        if (line.exit.timed_out) process.stderr.write("memoh-workspace: the command timed out\n");
-        code = line.exit.code;
-      }
-      if (line.error) throw new CliError(`${line.error.message} (${line.error.code})`);
+  for await (const line of ndjsonLines<{ stdout?: string; stderr?: string; exit?: { code: number; timed_out: boolean }; error?: { code: string; message: string } }>(res.body)) {
+    if (line.stdout !== undefined) process.stdout.write(line.stdout);
+    if (line.stderr !== undefined) process.stderr.write(line.stderr);
+    if (line.exit) {
+      if (line.exit.timed_out) process.stderr.write("memoh-workspace: the command timed out\n");
+      code = line.exit.code;
     }
+    if (line.error) throw new CliError(`${line.error.message} (${line.error.code})`);
   }
   if (code === undefined) throw new CliError("the server ended the stream without an exit status");
   return code;

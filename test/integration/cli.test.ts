@@ -1,7 +1,8 @@
 // The memoh-workspace CLI end to end against the real server process: create with a
 // progress bar (an image pulled from the test registry), exec passing the exit code
-// through, cp of a file and a directory both ways, an interactive shell driven through
-// a pseudo-terminal, events, tokens, rm; errors print the API's message and exit ≠ 0.
+// through, cp of a file and a directory both ways (symlinks reported, not copied), an
+// interactive shell driven through a pseudo-terminal, events, tokens, rm; errors print
+// the API's message and exit ≠ 0.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
@@ -77,6 +78,20 @@ test("create (progress) → exec (exit code passed through) → cp a file and a 
   assert.ok(fs.statSync(path.join(back, "empty")).isDirectory());
   assert.equal(fs.readFileSync(path.join(work, "one-back.txt"), "utf8"), "single file\n");
   assert.notEqual((await cli(["cp", single, path.join(work, "x")])).code, 0, "cp between two local paths must fail");
+
+  // Symlinks are not copied either way: each is reported on stderr and the rest copies.
+  const linked = path.join(work, "linked");
+  fs.mkdirSync(linked);
+  fs.writeFileSync(path.join(linked, "real.txt"), "real\n");
+  fs.symlinkSync("real.txt", path.join(linked, "alias"));
+  const upLinked = await cli(["cp", linked, `${bot}:/data/linked`]);
+  assert.equal(upLinked.code, 0, upLinked.stderr);
+  assert.equal(upLinked.stderr, `memoh-workspace: skipped ${path.join(linked, "alias")}: a symlink; links are not copied\n`);
+  assert.equal((await cli(["exec", bot, "--", "sh", "-c", "cd /data/linked && ls -A && ln -s /etc/hostname host-link"])).stdout, "real.txt\n");
+  const downLinked = await cli(["cp", `${bot}:/data/linked`, path.join(work, "linked-back")]);
+  assert.equal(downLinked.code, 0, downLinked.stderr);
+  assert.equal(downLinked.stderr, `memoh-workspace: skipped ${bot}:/data/linked/host-link: a symlink (to "/etc/hostname"); links are not copied\n`);
+  assert.deepEqual(fs.readdirSync(path.join(work, "linked-back")), ["real.txt"]);
 
   // shell: through a real pseudo-terminal, as a person would use it.
   const term = pty.spawn(process.execPath, [CLI, "shell", bot], { name: "xterm", cols: 100, rows: 30, env: s.processEnv as Record<string, string> });
