@@ -88,3 +88,15 @@ test("binary files are refused with a message naming the file", () => {
   assert.throws(() => decodeTextFile(Buffer.from([0x61, 0x00, 0x62]), "bin.dat"), /bin\.dat is a binary file/);
   assert.throws(() => decodeTextFile(Buffer.from([0xff, 0xfe, 0x41]), "latin.txt"), /not UTF-8/);
 });
+
+test("a CRLF file with one \\r\\r\\n is not normalized, so that line survives an edit elsewhere", () => {
+  const bytes = Buffer.from("one\r\ntwo\r\r\nthree\r\n");
+  const f = decodeTextFile(bytes, "f.txt");
+  assert.equal(f.eol, "\n");
+  assert.deepEqual(encodeTextFile(f, f.text), bytes);
+  const r = planEdit(f.text, "three", "THREE", false);
+  assert.ok(r.ok);
+  assert.equal(encodeTextFile(f, r.text).toString(), "one\r\ntwo\r\r\nTHREE\r\n");
+  // A clean CRLF file still is normalized.
+  assert.equal(decodeTextFile(Buffer.from("one\r\ntwo\r\n"), "g.txt").eol, "\r\n");
+});
