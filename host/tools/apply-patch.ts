@@ -11,7 +11,7 @@ import { defineTool, textResult, ToolError } from "./tool.js";
 
 /** One file change, ready to make, with what undoes it. */
 type Step =
-  | { kind: "write"; path: string; bytes: Buffer; original?: { bytes: Buffer }; createdDir?: string }
+  | { kind: "write"; path: string; bytes: Buffer; original?: { bytes: Buffer }; createdDir?: string; mode?: number }
   | { kind: "delete"; path: string; original: { bytes: Buffer; mode: number } };
 
 /** The topmost missing directory on the way to `path`'s parent (what a write would create), or undefined. */
@@ -59,8 +59,10 @@ async function plan(c: BridgeClient, ops: PatchOp[], signal: AbortSignal): Promi
         } else {
           if ((await statOrUndefined(c, op.moveTo)) !== undefined) throw new ToolError(`cannot move ${op.path} to ${op.moveTo}: it already exists`);
           const info = await statOrUndefined(c, op.path);
-          steps.push({ kind: "write", path: op.moveTo, bytes: next, createdDir: await firstMissingParent(c, op.moveTo) });
-          steps.push({ kind: "delete", path: op.path, original: { bytes, mode: info?.mode ?? 0 } });
+          const mode = info?.mode ?? 0;
+          // A new file would get the agent's default mode (0644): a moved script keeps its +x.
+          steps.push({ kind: "write", path: op.moveTo, bytes: next, createdDir: await firstMissingParent(c, op.moveTo), mode });
+          steps.push({ kind: "delete", path: op.path, original: { bytes, mode } });
         }
       }
     } catch (err) {
@@ -117,7 +119,7 @@ export const applyPatchTool = defineTool({
       const done: Step[] = [];
       for (const step of steps) {
         try {
-          if (step.kind === "write") await writeWholeFile(c, step.path, step.bytes, { signal: ctx.signal });
+          if (step.kind === "write") await writeWholeFile(c, step.path, step.bytes, { signal: ctx.signal, mode: step.mode });
           else await c.deleteFile(step.path);
           done.push(step);
         } catch (err) {

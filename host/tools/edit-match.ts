@@ -1,7 +1,10 @@
 // Where `old_text` is in a file's text, for the edit tool: an exact match first; when
 // there is none, a match that ignores how much whitespace separates the words (a model
-// often gets indentation or trailing spaces wrong while naming the right lines). The
-// replacement keeps the file's indentation in the whitespace-tolerant case.
+// often gets indentation or trailing spaces wrong while naming the right lines). Since
+// that fallback stands for whole lines, it matches only whole lines: from a line's first
+// non-blank character to the last one of the same or a later line, never inside a line
+// ("  x = 1;" is not found in "max = 1;"). The replacement keeps the file's indentation
+// in the whitespace-tolerant case.
 
 export interface TextMatch {
   start: number;
@@ -49,14 +52,15 @@ function escapeRegExp(s: string): string {
 
 /**
  * Occurrences of `needle`'s words with any run of whitespace (newlines included) where
- * `needle` has whitespace, and none where it has none. Leading and trailing whitespace
- * of `needle` is not part of the match.
+ * `needle` has whitespace, and none where it has none, that cover whole lines: only
+ * indentation before the match on its first line, only spaces after it on its last.
+ * Leading and trailing whitespace of `needle` is not part of the match.
  */
 export function findWhitespaceTolerant(text: string, needle: string): TextMatch[] {
   const words = needle.trim().split(/\s+/).filter((w) => w !== "");
   if (words.length === 0) return [];
   // Spaces the file has at the end of the match's last line belong to it (a model drops them).
-  const re = new RegExp(`${words.map(escapeRegExp).join("\\s+")}(?:[ \\t]+(?=\\r?\\n|$))?`, "g");
+  const re = new RegExp(`(?<=(?:^|\\n)[ \\t]*)${words.map(escapeRegExp).join("\\s+")}[ \\t]*(?=\\r?\\n|$)`, "g");
   const starts = lineStarts(text);
   const out: TextMatch[] = [];
   for (const m of text.matchAll(re)) out.push({ start: m.index, end: m.index + m[0].length, line: lineOf(starts, m.index) });

@@ -11,7 +11,7 @@ export const editTool = defineTool({
   title: "Edit a file",
   description:
     "Replaces old_text with new_text in a text file. old_text must occur exactly once (give enough surrounding lines to make it unique) unless replace_all is set. " +
-    "An exact match is tried first, then one that ignores differences in whitespace (indentation, trailing spaces). " +
+    "An exact match is tried first, then one of whole lines that ignores differences in whitespace (indentation, trailing spaces). " +
     "The file keeps its line endings (CRLF stays CRLF) and byte order mark. Fails, changing nothing, when old_text is not found, is ambiguous, or nothing would change.",
   inputSchema: z.strictObject({
     path: z.string().min(1).max(4096).describe("The file: absolute, or relative to /data"),
@@ -33,7 +33,7 @@ export const editTool = defineTool({
           case "unchanged":
             throw new ToolError(`the edit would not change ${args.path}: new_text is the same as the text it replaces`);
           case "not_found":
-            throw new ToolError(`old_text was not found in ${args.path} (not even ignoring whitespace differences); read the file again and copy the text exactly`);
+            throw new ToolError(`old_text was not found in ${args.path} (not even as whole lines ignoring whitespace differences); read the file again and copy the text exactly`);
           case "ambiguous":
             throw new ToolError(
               `old_text matches ${plan.matches.length} places in ${args.path}${plan.mode === "whitespace" ? " (ignoring whitespace)" : ""}, at ${describeLines(plan.matches)}; ` +

@@ -8,7 +8,7 @@ import { FileType, type FileInfo } from "../../proto/gen/memoh/bridge/v1/bridge_
 import type { BridgeClient } from "../bridge/client.js";
 import { WorkspaceError } from "../workspace/errors.js";
 import { isNotFound, statOrUndefined } from "./text-file.js";
-import { defineTool, textResult, ToolError } from "./tool.js";
+import { defineTool, textResult, ToolError, UINT32_MAX } from "./tool.js";
 
 export const LIST_MAX_LIMIT = 200;
 /** In a recursive listing, a directory with more entries than this is summarized. */
@@ -75,7 +75,7 @@ export const listTool = defineTool({
   inputSchema: z.strictObject({
     path: z.string().min(1).max(4096).default(".").describe("The directory: absolute, or relative to /data (default: /data itself)"),
     recursive: z.boolean().default(false).describe("List everything below the directory, not only its own entries"),
-    offset: z.number().int().min(0).default(0).describe("The first entry to return, 0-based, for paging (default 0)"),
+    offset: z.number().int().min(0).max(UINT32_MAX).default(0).describe("The first entry to return, 0-based, for paging (default 0)"),
     limit: z.number().int().min(1).max(LIST_MAX_LIMIT).default(LIST_MAX_LIMIT).describe(`How many entries to return (default and most: ${LIST_MAX_LIMIT})`),
   }),
   annotations: { readOnlyHint: true, openWorldHint: false },

@@ -13,7 +13,10 @@
 //   *** End of File               optional: the hunk ends at the end of the file
 //   *** End Patch
 //
-// Parsing is pure; applying hunks works on a file's text with "\n" line endings.
+// Parsing is pure; applying hunks works on a file's text split at "\n". A hunk's context
+// lines are matched leniently (whitespace, a stray "\r") but never rewritten: the file's
+// own line stays, and only the "+" lines come from the patch.
+import { posix } from "node:path";
 
 export interface Hunk {
   /** The text after "@@ ", when given: a line that must occur before the hunk's lines. */
@@ -22,6 +25,8 @@ export interface Hunk {
   oldLines: string[];
   /** The hunk's lines as they will be (context and added), in order. */
   newLines: string[];
+  /** The tag of each of the hunk's lines in patch order: " " context, "-" removed, "+" added. */
+  kinds: string;
   /** "*** End of File" followed: the old lines end the file. */
   endOfFile: boolean;
   /** Line of the patch where the hunk starts (1-based), for messages. */
@@ -47,6 +52,8 @@ const DELETE = "*** Delete File: ";
 const UPDATE = "*** Update File: ";
 const MOVE = "*** Move to: ";
 const EOF_MARK = "*** End of File";
+/** Where relative paths resolve in the workspace. */
+const DATA_DIR = "/data";
 
 function fileHeader(line: string): boolean {
   return line.startsWith(ADD) || line.startsWith(DELETE) || line.startsWith(UPDATE) || line.trim() === END;
@@ -112,15 +119,27 @@ export function parsePatch(patch: string): PatchOp[] {
     }
   }
   if (ops.length === 0) throw new PatchError("the patch changes no file");
-  const seen = new Map<string, number>();
+  // Every change is planned from the files as they were, so a file named twice (even
+  // spelled two ways: "a.txt", "/data/a.txt", "./x/../a.txt") would have its first
+  // change silently overwritten by the second.
+  const seen = new Map<string, { line: number; path: string }>();
   for (const op of ops) {
     for (const p of op.kind === "update" && op.moveTo !== undefined ? [op.path, op.moveTo] : [op.path]) {
-      const before = seen.get(p);
-      if (before !== undefined) throw new PatchError(`patch line ${op.patchLine}: ${p} is already changed at patch line ${before}; give each file once`);
-      seen.set(p, op.patchLine);
+      const key = patchPathKey(p);
+      const before = seen.get(key);
+      if (before !== undefined) {
+        const same = before.path === p ? "" : ` (as ${before.path}: both are ${key})`;
+        throw new PatchError(`patch line ${op.patchLine}: ${p} is already changed at patch line ${before.line}${same}; give each file once`);
+      }
+      seen.set(key, { line: op.patchLine, path: p });
     }
   }
   return ops;
+}
+
+/** The file a patch path names, as the workspace resolves it: relative to /data, normalized. */
+export function patchPathKey(p: string): string {
+  return posix.resolve(DATA_DIR, p);
 }
 
 function parseHunk(lines: string[], start: number, last: number, firstHunk: boolean): { hunk: Hunk; next: number } {
@@ -134,7 +153,7 @@ function parseHunk(lines: string[], start: number, last: number, firstHunk: bool
   } else if (!firstHunk) {
     throw new PatchError(`patch line ${i + 1}: a hunk starts with "@@", got ${JSON.stringify(header.slice(0, 80))}`);
   }
-  const hunk: Hunk = { oldLines: [], newLines: [], endOfFile: false, patchLine: start + 1, ...(anchor !== undefined ? { anchor } : {}) };
+  const hunk: Hunk = { oldLines: [], newLines: [], kinds: "", endOfFile: false, patchLine: start + 1, ...(anchor !== undefined ? { anchor } : {}) };
   let body = 0;
   while (i < last) {
     const l = lines[i]!;
@@ -149,13 +168,17 @@ function parseHunk(lines: string[], start: number, last: number, firstHunk: bool
       // An empty line stands for an empty context line (editors strip the lone space).
       hunk.oldLines.push("");
       hunk.newLines.push("");
+      hunk.kinds += " ";
     } else if (tag === " ") {
       hunk.oldLines.push(l.slice(1));
       hunk.newLines.push(l.slice(1));
+      hunk.kinds += " ";
     } else if (tag === "-") {
       hunk.oldLines.push(l.slice(1));
+      hunk.kinds += "-";
     } else if (tag === "+") {
       hunk.newLines.push(l.slice(1));
+      hunk.kinds += "+";
     } else {
       throw new PatchError(`patch line ${i + 1}: a hunk line starts with " ", "-" or "+", got ${JSON.stringify(l.slice(0, 80))}`);
     }
@@ -185,6 +208,46 @@ export function seekLines(lines: string[], pattern: string[], start: number, end
   return -1;
 }
 
+interface BodyLine {
+  kind: " " | "-" | "+";
+  text: string;
+}
+
+/** A hunk's lines in patch order, each with its tag. */
+function bodyOf(h: Hunk): BodyLine[] {
+  const body: BodyLine[] = [];
+  let o = 0;
+  let n = 0;
+  for (const kind of h.kinds) {
+    if (kind === " ") {
+      body.push({ kind, text: h.oldLines[o++]! });
+      n++;
+    } else if (kind === "-") body.push({ kind, text: h.oldLines[o++]! });
+    else body.push({ kind: "+", text: h.newLines[n++]! });
+  }
+  return body;
+}
+
+/**
+ * The lines that replace a hunk's match at `at`. Context lines are the file's own: they
+ * were matched ignoring whitespace, and the patch's copy of them may be indented
+ * differently or lack the "\r" a mixed-ending file has there. An added line takes the
+ * ending of the file's line it follows (or, at the start, precedes).
+ */
+function replacementAt(lines: string[], at: number, body: BodyLine[]): string[] {
+  const out: string[] = [];
+  let o = 0;
+  for (const b of body) {
+    if (b.kind === " ") out.push(lines[at + o++]!);
+    else if (b.kind === "-") o++;
+    else {
+      const ref = o > 0 ? lines[at + o - 1] : (lines[at] ?? lines[at - 1]);
+      out.push(ref?.endsWith("\r") && !b.text.endsWith("\r") ? `${b.text}\r` : b.text);
+    }
+  }
+  return out;
+}
+
 /** The text of a file after its hunks, or a PatchError saying which hunk does not fit. */
 export function applyHunks(path: string, text: string, hunks: Hunk[]): string {
   const endsWithNewline = text === "" || text.endsWith("\n");
@@ -198,25 +261,27 @@ export function applyHunks(path: string, text: string, hunks: Hunk[]): string {
       if (at === -1) throw new PatchError(`${which}: its "@@ ${h.anchor}" line is not in the file${cursor > 0 ? ` after line ${cursor}` : ""}`);
       cursor = at + 1;
     }
+    let body = bodyOf(h);
     let old = h.oldLines;
-    let insert = h.newLines;
     if (old.length === 0) {
       // Only additions: after the anchor when there is one, else at the end.
-      edits.push({ at: h.anchor !== undefined ? cursor : lines.length, remove: 0, insert });
+      const at = h.anchor !== undefined ? cursor : lines.length;
+      edits.push({ at, remove: 0, insert: replacementAt(lines, at, body) });
       return;
     }
     let at = seekLines(lines, old, cursor, h.endOfFile);
     if (at === -1 && old[old.length - 1] === "") {
       // A trailing empty context line stands for the file's final newline.
+      const last = body.findLastIndex((b) => b.kind !== "+");
+      body = body.filter((_, k) => k !== last);
       old = old.slice(0, -1);
-      if (insert[insert.length - 1] === "") insert = insert.slice(0, -1);
       at = seekLines(lines, old, cursor, h.endOfFile);
     }
     if (at === -1) {
       const shown = old.slice(0, 6).map((l) => `  ${l}`).join("\n");
       throw new PatchError(`${which}: these lines are not in the file${cursor > 0 ? ` after line ${cursor}` : ""}${h.endOfFile ? " at its end" : ""}:\n${shown}${old.length > 6 ? `\n  … (${old.length - 6} more)` : ""}\nRead the file again and make the context and "-" lines match it.`);
     }
-    edits.push({ at, remove: old.length, insert });
+    edits.push({ at, remove: old.length, insert: replacementAt(lines, at, body) });
     cursor = at + old.length;
   });
   // From the bottom up, so earlier positions stay valid; same position: later hunk first.

@@ -5,7 +5,7 @@ import { FileType } from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
 import type { BridgeClient } from "../bridge/client.js";
 import { isBinary, readWholeFile, statOrUndefined, TOOL_FILE_MAX_BYTES } from "./text-file.js";
 import { splitLines } from "./truncate.js";
-import { defineTool, textResult, ToolError } from "./tool.js";
+import { defineTool, textResult, ToolError, UINT32_MAX } from "./tool.js";
 
 export const READ_DEFAULT_LINES = 2000;
 /** ReadFile (the agent counts lines itself) serves files up to this size; larger ones come by ReadRaw. */
@@ -66,7 +66,7 @@ export const readTool = defineTool({
     `Binary files and files over 16 MiB are refused (use grep or exec for those). Lines over ${MAX_LINE_CHARS} characters are cut.`,
   inputSchema: z.strictObject({
     path: z.string().min(1).max(4096).describe("The file: absolute, or relative to /data"),
-    line_offset: z.number().int().min(1).default(1).describe("The first line to return, 1-based (default 1)"),
+    line_offset: z.number().int().min(1).max(UINT32_MAX).default(1).describe("The first line to return, 1-based (default 1)"),
     n_lines: z.number().int().min(1).max(100_000).optional().describe(`How many lines to return (default ${READ_DEFAULT_LINES})`),
   }),
   annotations: { readOnlyHint: true, openWorldHint: false },

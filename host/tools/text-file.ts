@@ -20,7 +20,11 @@ export interface TextFile {
   /** The text, without the BOM; with "\n" line endings when the file used CRLF throughout. */
   text: string;
   bom: boolean;
-  /** "\r\n" when every line ending of the file was CRLF (then `text` was normalized to "\n"). */
+  /**
+   * "\r\n" when every line ending of the file was CRLF and writing the normalized text
+   * back reproduces the file exactly (then `text` was normalized to "\n"); else "\n" and
+   * `text` holds the endings as they are.
+   */
   eol: "\n" | "\r\n";
 }
 
@@ -37,13 +41,22 @@ export function decodeTextFile(bytes: Uint8Array, displayPath: string): TextFile
   const raw = buf.toString("utf8", bom ? 3 : 0);
   const lf = countOf(raw, "\n");
   const crlf = countOf(raw, "\r\n");
-  if (crlf > 0 && crlf === lf) return { text: raw.replaceAll("\r\n", "\n"), bom, eol: "\r\n" };
+  if (crlf > 0 && crlf === lf) {
+    // Normalized only when encoding gives the very bytes back: "\r\r\n" is counted as
+    // CRLF but would come back as "\r\n", changing a line nobody edited.
+    const text = raw.replaceAll("\r\n", "\n");
+    if (withCrlf(text) === raw) return { text, bom, eol: "\r\n" };
+  }
   return { text: raw, bom, eol: "\n" };
+}
+
+function withCrlf(text: string): string {
+  return text.replace(/\r?\n/g, "\r\n");
 }
 
 /** `text` (with "\n" endings when the file was CRLF) as the file's bytes: its BOM and line endings back. */
 export function encodeTextFile(file: Pick<TextFile, "bom" | "eol">, text: string): Buffer {
-  const body = file.eol === "\r\n" ? text.replace(/\r?\n/g, "\r\n") : text;
+  const body = file.eol === "\r\n" ? withCrlf(text) : text;
   return Buffer.concat([file.bom ? BOM : Buffer.alloc(0), Buffer.from(body, "utf8")]);
 }
 

@@ -33,6 +33,13 @@ export interface ToolDefinition<S extends z.ZodType = z.ZodType> {
   run(args: z.infer<S>, ctx: ToolContext): Promise<CallToolResult>;
 }
 
+/**
+ * The most a numeric tool argument may be when it reaches the agent: offsets go into
+ * protobuf uint32 fields, and a larger value fails to encode (an internal error instead
+ * of an answer the model can use).
+ */
+export const UINT32_MAX = 2 ** 32 - 1;
+
 /** A problem with the call the model can fix: becomes an `isError` result with this message. */
 export class ToolError extends Error {
   constructor(message: string) {

@@ -56,7 +56,7 @@ test("an edit that changes nothing, an empty old_text and a missing text are ref
   assert.equal((planEdit("abc", "", "x", false) as { problem: string }).problem, "empty");
   assert.equal((planEdit("abc", "zzz", "x", false) as { problem: string }).problem, "not_found");
   // A tolerant match replaced by the very text the file has changes nothing.
-  assert.equal((planEdit("x a  b\n", "a b", " a  b ", false) as { problem: string }).problem, "unchanged");
+  assert.equal((planEdit("x\n  a  b\n", "a b", " a  b ", false) as { problem: string }).problem, "unchanged");
 });
 
 test("exact matches do not overlap", () => {
@@ -87,4 +87,31 @@ test("a file with mixed line endings is left as it is outside the edit", () => {
 test("binary files are refused with a message naming the file", () => {
   assert.throws(() => decodeTextFile(Buffer.from([0x61, 0x00, 0x62]), "bin.dat"), /bin\.dat is a binary file/);
   assert.throws(() => decodeTextFile(Buffer.from([0xff, 0xfe, 0x41]), "latin.txt"), /not UTF-8/);
+});
+
+test("a CRLF file with one \\r\\r\\n is not normalized, so that line survives an edit elsewhere", () => {
+  const bytes = Buffer.from("one\r\ntwo\r\r\nthree\r\n");
+  const f = decodeTextFile(bytes, "f.txt");
+  assert.equal(f.eol, "\n");
+  assert.deepEqual(encodeTextFile(f, f.text), bytes);
+  const r = planEdit(f.text, "three", "THREE", false);
+  assert.ok(r.ok);
+  assert.equal(encodeTextFile(f, r.text).toString(), "one\r\ntwo\r\r\nTHREE\r\n");
+  // A clean CRLF file still is normalized.
+  assert.equal(decodeTextFile(Buffer.from("one\r\ntwo\r\n"), "g.txt").eol, "\r\n");
+});
+
+test("the whitespace-tolerant fallback matches whole lines only, never inside a line", () => {
+  // "  x = 1;" is not in "max = 1;": without the exact match the fallback must not find it mid-line.
+  const text = "let max = 1;\nlet y = 2;\n";
+  assert.deepEqual(findWhitespaceTolerant(text, "  x = 1;"), []);
+  assert.equal((planEdit(text, "  x = 1;", "  x = 5;", false) as { problem: string }).problem, "not_found");
+  // Nor a line's beginning only: "x = 1" is not the line "x = 10;".
+  assert.deepEqual(findWhitespaceTolerant("    x = 10;\n", "x  = 1"), []);
+  assert.deepEqual(findWhitespaceTolerant("a b c\n", "b c"), []);
+  // Whole lines are found whatever their indentation, trailing spaces and line endings.
+  assert.deepEqual(findWhitespaceTolerant("max = 1;\n\tx = 1;  \r\n", "  x = 1;").map((m) => m.line), [2]);
+  const r = planEdit("int max = 1;\n\tx  = 1;\n", "  x = 1;", "  x = 5;", false);
+  assert.ok(r.ok, JSON.stringify(r));
+  assert.equal(r.text, "int max = 1;\n\tx = 5;\n");
 });

@@ -47,12 +47,14 @@ function isNotFound(err: unknown): boolean {
 
 export function registerSkillRoutes(app: ApiApp, ctx: RouteContext): void {
   const { manager } = ctx;
-  const Skill = Type.Object({ name: Type.String(), folder: Type.String(), description: Type.String(), files: Type.Array(Type.String()), problem: Type.Union([Type.String(), Type.Null()]) });
+  const Skill = Type.Object({ name: Type.String(), folder: Type.String(), description: Type.String(), files: Type.Array(Type.String()), files_note: Type.Union([Type.String(), Type.Null()]), problem: Type.Union([Type.String(), Type.Null()]) });
 
   app.get(
     "/bots/:bot_id/container/skills",
     { config: { access: "bot" }, schema: { summary: "The workspace's skills (name, description, files)", params: BotParams, response: { 200: Type.Object({ skills: Type.Array(Skill) }), "4xx": ErrorResponse } } },
-    async (req) => ({ skills: await manager.call(req.params.bot_id, (c) => listSkills(c)) }),
+    async (req) => ({
+      skills: (await manager.call(req.params.bot_id, (c) => listSkills(c))).map((s) => ({ name: s.name, folder: s.folder, description: s.description, files: s.files, files_note: s.filesNote, problem: s.problem })),
+    }),
   );
 
   app.post(
