@@ -24,6 +24,8 @@ export const KEYS = {
   registry_insecure: "MEMOH_REGISTRY_INSECURE",
   cni_isolation: "MEMOH_CNI_ISOLATION",
   cni_firewall: "MEMOH_CNI_FIREWALL",
+  cni_block_host: "MEMOH_CNI_BLOCK_HOST",
+  cni_block_metadata: "MEMOH_CNI_BLOCK_METADATA",
   limit_memory_mb: "MEMOH_LIMIT_MEMORY_MB",
   limit_cpus: "MEMOH_LIMIT_CPUS",
   limit_pids: "MEMOH_LIMIT_PIDS",
@@ -181,7 +183,7 @@ export function readFileSection(file: string, problems: string[]): Map<Key, RawV
     } else if (Array.isArray(value) && value.every((v): v is string => typeof v === "string")) {
       values.set(key as Key, { value, source, baseDir });
     } else {
-      problems.push(`${source}: expected a string${key === "cni_isolation" || key === "cni_firewall" ? " or boolean" : ""}, got ${JSON.stringify(value)}`);
+      problems.push(`${source}: expected a string${key.startsWith("cni_") && key !== "cni_conf_dir" && key !== "cni_bin_dir" ? " or boolean" : ""}, got ${JSON.stringify(value)}`);
     }
   }
   return values;

@@ -53,6 +53,10 @@ export interface Config {
   cniIsolation: boolean;
   /** The written default network includes the CNI firewall plugin (MEMOH_CNI_FIREWALL). */
   cniFirewall: boolean;
+  /** Workspaces cannot open connections to the host itself, DNS excepted (MEMOH_CNI_BLOCK_HOST). */
+  cniBlockHost: boolean;
+  /** Workspaces' forwarded traffic to 169.254.0.0/16, cloud metadata, is dropped (MEMOH_CNI_BLOCK_METADATA). */
+  cniBlockMetadata: boolean;
   /** Default cgroup limits of a workspace (MEMOH_LIMIT_MEMORY_MB, MEMOH_LIMIT_CPUS, MEMOH_LIMIT_PIDS). */
   limits: WorkspaceLimits;
   /** How long a caller waits for a bot's lock before the call is `unavailable` (MEMOH_LOCK_TIMEOUT_MS). */
@@ -101,6 +105,8 @@ export const DEFAULTS = {
   cniBinDir: "/opt/cni/bin:/usr/lib/cni",
   cniIsolation: true,
   cniFirewall: true,
+  cniBlockHost: true,
+  cniBlockMetadata: true,
   limitMemoryMb: 2048,
   limitCpus: 2,
   limitPids: 1024,
@@ -231,7 +237,7 @@ export function loadConfig(opts: LoadConfigOptions = {}): Config {
       else cniBinDirs = dirs.map((d) => path.resolve(bins.baseDir, d));
     }
   }
-  const onOff = (key: "cni_isolation" | "cni_firewall", fallback: boolean): boolean => {
+  const onOff = (key: "cni_isolation" | "cni_firewall" | "cni_block_host" | "cni_block_metadata", fallback: boolean): boolean => {
     const v = raw.get(key);
     if (!v) return fallback;
     const b = parseBool(v.value);
@@ -240,6 +246,8 @@ export function loadConfig(opts: LoadConfigOptions = {}): Config {
   };
   const cniIsolation = onOff("cni_isolation", DEFAULTS.cniIsolation);
   const cniFirewall = onOff("cni_firewall", DEFAULTS.cniFirewall);
+  const cniBlockHost = onOff("cni_block_host", DEFAULTS.cniBlockHost);
+  const cniBlockMetadata = onOff("cni_block_metadata", DEFAULTS.cniBlockMetadata);
 
   const registryAuth = str("registry_auth");
   const registryCaRaw = str("registry_ca");
@@ -313,6 +321,8 @@ export function loadConfig(opts: LoadConfigOptions = {}): Config {
     registryInsecure,
     cniIsolation,
     cniFirewall,
+    cniBlockHost,
+    cniBlockMetadata,
     limits,
     lockTimeoutMs: numberSetting("lock_timeout_ms", DEFAULTS.lockTimeoutMs),
     eventsKeep: numberSetting("events_keep", DEFAULTS.eventsKeep),

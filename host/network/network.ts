@@ -2,7 +2,8 @@
 // recoveries real hosts need (zero-MAC bridge, stale allocations), isolation between
 // workspaces on the shared bridge, and startup hygiene after a crash or a host restart.
 // Setup, teardown and hygiene stay in one class: they share its CNI runner, result cache
-// and leases (options in options.ts, retry rules in retry.ts, links and rules in links.ts).
+// and leases (options in options.ts, retry rules in retry.ts, links and rules in links.ts,
+// the host and metadata guards in guards.ts).
 import fs from "node:fs";
 import path from "node:path";
 import { isIP } from "node:net";
@@ -27,6 +28,7 @@ import {
   deleteLink,
   enableIpForward,
   ensureMasquerade,
+  FIREWALL_CHAIN,
   firewallRuleAddresses,
   getLink,
   isPortIsolated,
@@ -38,6 +40,7 @@ import {
   removeMasquerade,
   setPortIsolated,
 } from "./links.js";
+import { ensureGuard, guardChainNames, hostGuardRules, metadataGuardRules, removeGuard, type GuardSpec } from "./guards.js";
 import { DEFAULT_PLUGIN_DIRS, DEFAULT_PLUGIN_TIMEOUT_MS } from "./plugin.js";
 import { firstIPv4, type CniResult } from "./result.js";
 import type { HygieneReport, NetworkAttachment, NetworkOptions, SetupOptions } from "./options.js";
@@ -50,10 +53,16 @@ export class WorkspaceNetwork {
   /** The bridge the list's bridge plugin manages, if it has one. */
   readonly bridge: string | undefined;
   readonly isolation: boolean;
+  /** Workspaces cannot open connections to the host itself (DNS excepted). */
+  readonly blockHost: boolean;
+  /** Workspaces' forwarded traffic to link-local addresses (cloud metadata) is dropped. */
+  readonly blockMetadata: boolean;
   private readonly ifName: string;
   private readonly log: (message: string) => void;
   /** Setups under way: the bridge is never repaired meanwhile. */
   private setupsInFlight = 0;
+  /** Guard changes run one at a time: concurrent setups would otherwise each add the rules. */
+  private guardQueue: Promise<unknown> = Promise.resolve();
 
   constructor(
     readonly list: NetworkConfigList,
@@ -67,6 +76,8 @@ export class WorkspaceNetwork {
     });
     this.bridge = bridgeName(list);
     this.isolation = options.isolation ?? true;
+    this.blockHost = options.blockHost ?? true;
+    this.blockMetadata = options.blockMetadata ?? true;
     this.ifName = options.ifName ?? DEFAULT_IFNAME;
     this.log = options.log ?? ((message) => console.warn(`[network] ${message}`));
   }
@@ -147,6 +158,9 @@ export class WorkspaceNetwork {
 
   private async attach(rt: RuntimeConf): Promise<NetworkAttachment> {
     const result = await this.runner.add(rt);
+    // The firewall plugin inserts its jump at the top of FORWARD on its first ADD, ahead of
+    // the metadata guard's: put ours back in front before the workspace starts.
+    if (iptablesFirewallEnabled(this.list)) await this.syncGuards();
     const v4 = firstIPv4(result);
     if (v4 === undefined) {
       throw new NetworkSetupError(rt.containerId, `the plugins returned no usable IPv4 address (ips: ${JSON.stringify(result.ips)})`);
@@ -231,6 +245,8 @@ export class WorkspaceNetwork {
         throw new CniError(CniErrorCode.INVALID_NETWORK_CONFIG, `port ${hostInterface} of ${containerId} is not isolated`);
       }
     }
+    // Shared by every workspace, so restored in place rather than failing this one's CHECK.
+    if (await this.syncGuards()) this.log(`restored the host/metadata guards of bridge ${this.bridge} (found missing or changed)`);
   }
 
   /** The cached attachment of a container (its IP after a restart of the host process). */
@@ -240,20 +256,64 @@ export class WorkspaceNetwork {
     return cached !== undefined && v4 !== undefined ? { ip: v4.ip, result: cached.result } : undefined;
   }
 
-  /** IP forwarding on, and the masquerade rule for the subnet when the list asks for ipMasq. */
+  /** IP forwarding on, the masquerade rule for the subnet when the list asks for ipMasq, the guards. */
   async ensureHostNetworking(): Promise<void> {
     if (this.bridge === undefined) return;
     enableIpForward();
-    if (!ipMasqEnabled(this.list)) return;
-    for (const subnet of ipv4Subnets(this.list)) await ensureMasquerade(subnet, this.masqComment());
+    if (ipMasqEnabled(this.list)) {
+      for (const subnet of ipv4Subnets(this.list)) await ensureMasquerade(subnet, this.masqComment());
+    }
+    await this.syncGuards();
+  }
+
+  /** The guards of our bridge, each with whether the configuration wants it. */
+  private guardSpecs(): Array<{ spec: GuardSpec; wanted: boolean }> {
+    if (this.bridge === undefined) return [];
+    const names = guardChainNames(this.list.name, this.bridge);
+    return [
+      {
+        spec: { chain: names.input, parent: "INPUT", bridge: this.bridge, comment: `${this.masqComment()} host`, rules: hostGuardRules(names.input) },
+        wanted: this.blockHost,
+      },
+      {
+        spec: {
+          chain: names.forward,
+          parent: "FORWARD",
+          bridge: this.bridge,
+          comment: `${this.masqComment()} metadata`,
+          rules: metadataGuardRules(names.forward),
+          before: FIREWALL_CHAIN,
+        },
+        wanted: this.blockMetadata,
+      },
+    ];
   }
 
   /**
-   * Removes what ensureHostNetworking added, and the firewall plugin's shared chains when no
+   * Makes the guards match the configuration: the wanted ones exist (restored when missing,
+   * changed or out of order), the unwanted ones are gone (a switch turned off takes effect
+   * at the next start, setup or reconcile). True when anything changed. Serialized.
+   */
+  syncGuards(): Promise<boolean> {
+    const run = this.guardQueue.then(async () => {
+      let changed = false;
+      for (const { spec, wanted } of this.guardSpecs()) {
+        if (wanted ? await ensureGuard(spec) : await removeGuard(spec)) changed = true;
+      }
+      return changed;
+    });
+    this.guardQueue = run.catch(() => undefined);
+    return run;
+  }
+
+  /**
+   * Removes what ensureHostNetworking added (the guards whatever the switches say), and the firewall plugin's shared chains when no
    * container or administrator rule is left in them (IP forwarding stays on: others may need it).
    */
   async removeHostNetworking(): Promise<void> {
     for (const subnet of ipv4Subnets(this.list)) await removeMasquerade(subnet, this.masqComment());
+    await this.guardQueue;
+    for (const { spec } of this.guardSpecs()) await removeGuard(spec);
     if (iptablesFirewallEnabled(this.list)) await removeFirewallChainsIfUnused();
   }
 
@@ -284,6 +344,13 @@ export class WorkspaceNetwork {
         if (released.chainRemoved) report.ipMasqChainsRemoved?.push(id);
       } catch (err) {
         report.errors.push(`${id}: ${describe(err)}`);
+      }
+    }
+    if (this.bridge !== undefined) {
+      try {
+        report.guardsChanged = await this.syncGuards();
+      } catch (err) {
+        report.errors.push(`guards: ${describe(err)}`);
       }
     }
     if (iptablesFirewallEnabled(this.list)) {

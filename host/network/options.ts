@@ -18,6 +18,10 @@ export interface NetworkOptions {
   writeDefault?: boolean;
   /** Workspaces on the bridge cannot reach each other (default true). */
   isolation?: boolean;
+  /** Workspaces cannot open connections to the host itself, DNS excepted (default true). */
+  blockHost?: boolean;
+  /** Workspaces' forwarded traffic to 169.254.0.0/16 (cloud metadata) is dropped (default true). */
+  blockMetadata?: boolean;
   /** Deadline of each plugin call (default 30 s). */
   pluginTimeoutMs?: number;
   ifName?: string;
@@ -63,6 +67,8 @@ export interface HygieneReport {
    * live container holds them; present when the list runs the firewall plugin.
    */
   firewallRulesRemoved?: string[];
+  /** Whether the host/metadata guards had to be created, restored or removed to match the switches; present when the list has a bridge. */
+  guardsChanged?: boolean;
   /** Containers (not live) whose ipMasq chain in the nat table was removed; present when the list masquerades. */
   ipMasqChainsRemoved?: string[];
 }
@@ -86,6 +92,10 @@ export function networkOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): Net
   }
   const isolation = onOffEnv(env, "MEMOH_CNI_ISOLATION");
   if (isolation !== undefined) options.isolation = isolation;
+  const blockHost = onOffEnv(env, "MEMOH_CNI_BLOCK_HOST");
+  if (blockHost !== undefined) options.blockHost = blockHost;
+  const blockMetadata = onOffEnv(env, "MEMOH_CNI_BLOCK_METADATA");
+  if (blockMetadata !== undefined) options.blockMetadata = blockMetadata;
   const firewall = onOffEnv(env, "MEMOH_CNI_FIREWALL");
   if (firewall !== undefined) options.defaults = { ...options.defaults, firewall };
   return options;

@@ -7,6 +7,7 @@
 // an image would otherwise break or hijack the agent. So the last option moves that
 // environment into BRIDGE_IMAGE_ENV (a JSON list the agent hands to its children) and
 // gives the agent an environment of its own.
+import fs from "node:fs";
 import {
   DEFAULT_PATH_ENV,
   bindMount,
@@ -71,10 +72,18 @@ export function withWorkspaceSandbox(): SpecOpt {
   const seccomp = withSeccomp(defaultSeccompProfile());
   const caps = withoutCapabilities("CAP_NET_RAW");
   const ping = withSysctl("net.ipv4.ping_group_range", "0 2147483647");
+  // No IPv6 on interfaces created after the netns (the CNI veth): the network gives
+  // workspaces IPv4 only, and an interface with IPv6 on would still reach the host over
+  // link-local (fe80::, the bridge's address), past the IPv4 host guard. Loopback exists
+  // before this is applied and keeps ::1; a network that assigns IPv6 enables it on the
+  // interface itself (CNI's ipam does). A kernel without IPv6 has no such sysctl, and runc
+  // would refuse to start the container over it.
+  const noIpv6 = fs.existsSync("/proc/sys/net/ipv6/conf/default/disable_ipv6") ? withSysctl("net.ipv6.conf.default.disable_ipv6", "1") : () => {};
   return (spec) => {
     seccomp(spec);
     caps(spec);
     ping(spec);
+    noIpv6(spec);
     spec.process.noNewPrivileges = true;
   };
 }

@@ -72,6 +72,8 @@ export async function startManagerProcess(opts: ManagerProcessOptions = {}): Pro
       cacheDir: path.join(cfg.dataRoot, "cni", "cache"),
       defaults: { ipamDataDir: path.join(cfg.dataRoot, "cni", "ipam"), firewall: cfg.cniFirewall },
       isolation: cfg.cniIsolation,
+      blockHost: cfg.cniBlockHost,
+      blockMetadata: cfg.cniBlockMetadata,
       log: (message) => emit("log", { message: `network: ${message}` }),
     });
     const manager = new WorkspaceManager({

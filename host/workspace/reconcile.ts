@@ -161,5 +161,12 @@ async function networkHygiene(ctx: WorkspaceContext, rows: ContainerRow[], signa
   } catch (err) {
     errors.push(describeError(err));
   }
+  // The host and metadata guards as configured: restored after a flush of the host's rules,
+  // removed after their switch was turned off, even while no workspace is being set up.
+  try {
+    if (await ctx.network.syncGuards()) ctx.log("network hygiene: the host/metadata guards were brought in line with the configuration");
+  } catch (err) {
+    errors.push(`guards: ${describeError(err)}`);
+  }
   for (const e of errors) ctx.log(`network hygiene: ${e}`);
 }

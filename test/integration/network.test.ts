@@ -12,6 +12,7 @@ import path from "node:path";
 import { BridgeClient } from "../../host/bridge/client.js";
 import { WorkspaceNetwork, type NetworkAttachment } from "../../host/network/network.js";
 import { NetworkSetupError } from "../../host/network/errors.js";
+import { guardChainNames } from "../../host/network/guards.js";
 import { bridgePorts, deleteLink, getLink, isPortIsolated, runTool } from "../../host/network/links.js";
 import { listTasks, startContainerd, type ContainerdEnv } from "./env/containerd.js";
 import { buildTestImages, importTestImages } from "./env/images.js";
@@ -99,6 +100,10 @@ async function makeNet(t: { after: (fn: () => Promise<void>) => void }, options:
       assert.doesNotMatch(nat.stdout, new RegExp(prefix.replace(/\./g, "\\.") + "\\."), "iptables nat rules for the test subnet left behind");
       const filter = await runTool("iptables", ["-t", "filter", "-S"]);
       assert.doesNotMatch(filter.stdout, new RegExp(prefix.replace(/\./g, "\\.") + "\\."), "firewall rules for the test subnet left behind");
+      // Teardown removes the host/metadata guards of this bridge: chains and jumps.
+      const guards = guardChainNames(net.list.name, bridge);
+      for (const chain of [guards.input, guards.forward]) assert.ok(!filter.stdout.includes(chain), `guard chain ${chain} left behind`);
+      assert.ok(!filter.stdout.includes(`-i ${bridge} `), `rules for ${bridge} left behind`);
       // The firewall plugin's shared chains go once no rule of anybody is left in them.
       if (!/-A CNI-(FORWARD|ADMIN) .*-j ACCEPT/.test(filter.stdout)) assert.doesNotMatch(filter.stdout, /-N CNI-FORWARD/, "CNI-FORWARD left behind");
       assert.equal(await getLink(bridge), undefined);
@@ -303,7 +308,12 @@ describe("CNI networking of workspace containers", { concurrency: false }, () =>
     fs.rmSync(path.join(tn.ipamDir, "memoh-cni", l.ip));
     const natBefore = await runTool("iptables", ["-t", "nat", "-S", "POSTROUTING"]);
     assert.match(natBefore.stdout, new RegExp(`id: \\\\"${lost.container.id}\\\\"`), natBefore.stdout);
+    // A flushed guard (a firewall reload) is put back by the same hygiene.
+    const guards = guardChainNames(tn.net.list.name, tn.bridge);
+    assert.equal((await runTool("iptables", ["-w", "5", "-F", guards.input])).code, 0);
     const report = await tn.net.cleanupStale([keep.container.id]);
+    assert.equal(report.guardsChanged, true);
+    assert.equal((await runTool("iptables", ["-w", "5", "-C", guards.input, "-j", "DROP"])).code, 0);
     assert.deepEqual(report.released, [gone.container.id]);
     assert.deepEqual(report.ipMasqChainsRemoved, [lost.container.id]);
     const natAfter = await runTool("iptables", ["-t", "nat", "-S"]);

@@ -168,6 +168,11 @@ test("networkOptionsFromEnv reads dirs, data root and the isolation switch", asy
   assert.deepEqual(networkOptionsFromEnv({ MEMOH_DATA_ROOT: "/d", MEMOH_CNI_FIREWALL: "off" }).defaults, { ipamDataDir: "/d/cni/ipam", firewall: false });
   assert.equal(networkOptionsFromEnv({ MEMOH_CNI_FIREWALL: "on" }).defaults?.firewall, true);
   assert.throws(() => networkOptionsFromEnv({ MEMOH_CNI_FIREWALL: "drop" }), /MEMOH_CNI_FIREWALL must be on or off/);
+  assert.equal(networkOptionsFromEnv({}).blockHost, undefined);
+  assert.equal(networkOptionsFromEnv({ MEMOH_CNI_BLOCK_HOST: "off" }).blockHost, false);
+  assert.equal(networkOptionsFromEnv({ MEMOH_CNI_BLOCK_METADATA: "off" }).blockMetadata, false);
+  assert.equal(networkOptionsFromEnv({ MEMOH_CNI_BLOCK_METADATA: "on" }).blockMetadata, true);
+  assert.throws(() => networkOptionsFromEnv({ MEMOH_CNI_BLOCK_HOST: "allow" }), /MEMOH_CNI_BLOCK_HOST must be on or off/);
 });
 
 test("iptables -S rule lines split into arguments with quoted comments kept whole", () => {

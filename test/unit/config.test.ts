@@ -56,6 +56,8 @@ test("defaults without a file or environment", async () => {
     registryInsecure: [],
     cniIsolation: true,
     cniFirewall: true,
+    cniBlockHost: true,
+    cniBlockMetadata: true,
     limits: { memoryBytes: 2048 * 1024 * 1024, cpus: 2, pids: 1024 },
     lockTimeoutMs: 120_000,
     eventsKeep: 1000,
@@ -84,6 +86,8 @@ pull_policy = "always"
 cni_bin_dir = ["/opt/cni/bin", "plugins"]
 cni_isolation = false
 cni_firewall = "off"
+cni_block_host = false
+cni_block_metadata = "off"
 database_url = "postgres://postgres@127.0.0.1:5432/test"
 registry_auth = "auth/config.json"
 admin_token = "0123456789abcdef0123"
@@ -101,6 +105,8 @@ ignored = true
   assert.deepEqual(c.cniBinDirs, ["/opt/cni/bin", path.join(cwd, "plugins")]);
   assert.equal(c.cniIsolation, false);
   assert.equal(c.cniFirewall, false);
+  assert.equal(c.cniBlockHost, false);
+  assert.equal(c.cniBlockMetadata, false);
   assert.equal(c.databaseUrl, "postgres://postgres@127.0.0.1:5432/test");
   assert.equal(c.registryAuth, path.join(cwd, "auth", "config.json"));
   assert.equal(c.adminToken, "0123456789abcdef0123");

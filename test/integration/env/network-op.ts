@@ -6,12 +6,15 @@ import path from "node:path";
 import { WorkspaceNetwork } from "../../../host/network/network.js";
 
 export interface NetworkOpRequest {
-  op: "setup" | "check" | "remove" | "hygiene";
+  op: "setup" | "check" | "remove" | "hygiene" | "teardown";
   /** Holds conf/, cache/ and ipam/. */
   dir: string;
   bridge: string;
   subnet: string;
   firewall: boolean;
+  /** MEMOH_CNI_BLOCK_HOST / MEMOH_CNI_BLOCK_METADATA (default on). */
+  blockHost?: boolean;
+  blockMetadata?: boolean;
   containerId?: string;
   netns?: string;
   /** hygiene: the containers that are still running. */
@@ -25,6 +28,8 @@ async function run(req: NetworkOpRequest): Promise<unknown> {
     confDir: path.join(req.dir, "conf"),
     cacheDir: path.join(req.dir, "cache"),
     defaults: { bridge: req.bridge, subnet: req.subnet, ipamDataDir: path.join(req.dir, "ipam"), firewall: req.firewall },
+    ...(req.blockHost !== undefined ? { blockHost: req.blockHost } : {}),
+    ...(req.blockMetadata !== undefined ? { blockMetadata: req.blockMetadata } : {}),
     pluginTimeoutMs: 20_000,
     log: (m) => process.stderr.write(`[network] ${m}\n`),
   });
@@ -47,6 +52,9 @@ async function run(req: NetworkOpRequest): Promise<unknown> {
       return null;
     case "hygiene":
       return await net.cleanupStale(req.live ?? []);
+    case "teardown":
+      await net.removeHostNetworking();
+      return null;
   }
 }
 
