@@ -183,23 +183,3 @@ export function swapLimitSupported(opts: CgroupOptions = {}): boolean {
   }
   return false;
 }
-
-const CAP_SYS_RESOURCE = 24;
-
-/** Whether `/proc/<pid>/status` text shows capability number `cap` in the effective set. */
-export function hasEffectiveCapability(statusText: string, cap: number): boolean {
-  const hex = /^CapEff:\s*([0-9a-f]+)\s*$/m.exec(statusText)?.[1];
-  return hex !== undefined && ((BigInt(`0x${hex}`) >> BigInt(cap)) & 1n) === 1n;
-}
-
-/**
- * Whether a spec may ask for a negative oomScoreAdj (withOomScoreAdj(-998)).
- * Lowering an OOM score needs CAP_SYS_RESOURCE; without it runc fails every
- * task create ("can't get final child's PID from pipe"). This reads this
- * process's effective capabilities, which is what runc gets when containerd
- * runs with the same ones (started by this process, or both by the same
- * service manager); some sandboxed VMs withhold CAP_SYS_RESOURCE even from root.
- */
-export function negativeOomScoreAdjSupported(statusText = fs.readFileSync("/proc/self/status", "utf8")): boolean {
-  return hasEffectiveCapability(statusText, CAP_SYS_RESOURCE);
-}

@@ -45,6 +45,7 @@ export const DEFAULT_CAPABILITIES = [
   "CAP_AUDIT_WRITE",
 ];
 
+/** containerd's default maskedPaths (oci/spec.go); powercap's RAPL energy counters are a power side channel. */
 export const DEFAULT_MASKED_PATHS = [
   "/proc/acpi",
   "/proc/asound",
@@ -55,6 +56,7 @@ export const DEFAULT_MASKED_PATHS = [
   "/proc/timer_stats",
   "/proc/sched_debug",
   "/sys/firmware",
+  "/sys/devices/virtual/powercap",
   "/proc/scsi",
 ];
 
@@ -263,7 +265,9 @@ export function withoutCapabilities(...caps: string[]): SpecOpt {
 
 /**
  * The OOM killer's preference for this container's processes, -1000 (never)
- * to 1000 (first). Children inherit it; a process may raise its own.
+ * to 1000 (first). Children inherit it; a process may raise its own. runc writes
+ * it with CAP_SYS_RESOURCE, so the kernel also makes it the container's floor:
+ * every process in it may lower itself back to this value without a capability.
  */
 export function withOomScoreAdj(adj: number): SpecOpt {
   if (!Number.isInteger(adj) || adj < -1000 || adj > 1000) throw new Error(`withOomScoreAdj: expected an integer from -1000 to 1000, got ${adj}`);
@@ -484,6 +488,17 @@ export function withSysctl(name: string, value: string): SpecOpt {
   if (typeof value !== "string" || /[\n\0]/.test(value)) throw new Error(`withSysctl: bad value for ${name}: ${JSON.stringify(value)}`);
   return (spec) => {
     spec.linux.sysctl = { ...spec.linux.sysctl, [name]: value };
+  };
+}
+
+/**
+ * Masks more paths: runc binds /dev/null over a file and an empty read-only tmpfs over a
+ * directory; a path the host lacks is skipped by runc.
+ */
+export function withMaskedPaths(...paths: string[]): SpecOpt {
+  for (const p of paths) if (!p.startsWith("/") || p.includes("\0")) throw new Error(`withMaskedPaths: expected an absolute path, got ${JSON.stringify(p)}`);
+  return (spec) => {
+    spec.linux.maskedPaths = [...new Set([...spec.linux.maskedPaths, ...paths])];
   };
 }
 

@@ -210,7 +210,7 @@ export async function taskRunning(ctx: WorkspaceContext, containerId: string): P
 export async function pauseTask(ctx: WorkspaceContext, botId: string, containerId: string): Promise<void> {
   ctx.bridges.evict(botId);
   await ctx.cd.tasks.stop(containerId, ctx.stopGraceMs);
-  await ctx.network.removeNetwork(containerId);
+  await ctx.removeNetwork(botId, containerId);
   fs.rmSync(path.join(ctx.socketDir(botId), "bridge.sock"), { force: true });
   await ctx.store.recordEvent(containerId, "paused", { botId, reason: "data operation" });
 }

@@ -249,11 +249,11 @@ export class WorkspaceNetwork {
     if (await this.syncGuards()) this.log(`restored the host/metadata guards of bridge ${this.bridge} (found missing or changed)`);
   }
 
-  /** The cached attachment of a container (its IP after a restart of the host process). */
-  cachedAttachment(containerId: string): { ip: string; result: CniResult } | undefined {
+  /** The cached attachment of a container (its IP after a restart of the host process) and the netns it was set up in. */
+  cachedAttachment(containerId: string): { ip: string; netns: string; result: CniResult } | undefined {
     const cached = this.runner.cachedResult(containerId, this.ifName);
     const v4 = cached === undefined ? undefined : firstIPv4(cached.result);
-    return cached !== undefined && v4 !== undefined ? { ip: v4.ip, result: cached.result } : undefined;
+    return cached !== undefined && v4 !== undefined ? { ip: v4.ip, netns: cached.netns, result: cached.result } : undefined;
   }
 
   /** IP forwarding on, the masquerade rule for the subnet when the list asks for ipMasq, the guards. */

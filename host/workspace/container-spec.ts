@@ -8,13 +8,16 @@
 // environment into BRIDGE_IMAGE_ENV (a JSON list the agent hands to its children) and
 // gives the agent an environment of its own.
 import fs from "node:fs";
+import path from "node:path";
 import {
+  DEFAULT_MASKED_PATHS,
   DEFAULT_PATH_ENV,
   bindMount,
   defaultSeccompProfile,
   withCdiDevices,
   withEnv,
   withHostname,
+  withMaskedPaths,
   withMounts,
   withOomScoreAdj,
   withResources,
@@ -27,7 +30,7 @@ import {
   type SpecOpt,
 } from "../containerd/spec.js";
 import type { CdiRegistry } from "../containerd/cdi.js";
-import { negativeOomScoreAdjSupported, swapLimitSupported } from "../containerd/cgroups.js";
+import { swapLimitSupported } from "../containerd/cgroups.js";
 import type { WorkspaceLimits } from "./limits.js";
 
 export const AGENT_COMMAND = ["/opt/memoh/bin/tini", "-g", "--", "/opt/memoh/bin/node", "/opt/memoh/agent.js"];
@@ -54,21 +57,49 @@ export interface WorkspaceSpecInput {
 /**
  * The OOM scores of the agent and of what it spawns. Inside the workspace's memory
  * cgroup the kernel kills the process with the highest score first: the agent must be
- * the last choice. Lowering a score needs CAP_SYS_RESOURCE, which root lacks on some
- * hosts (then runc cannot create the task at all); there the agent keeps 0 and its
- * children are raised instead, which needs no privilege.
+ * the last choice, so its children are raised above it (raising needs no privilege).
+ *
+ * The agent itself stays at 0, never below. runc writes the spec's value while it still
+ * holds CAP_SYS_RESOURCE, and the kernel then also makes that value the floor
+ * (oom_score_adj_min) of the process, which every process forked in the workspace
+ * inherits: with -998 there, anything in the workspace could lower itself to -998
+ * without a capability, and in a host-wide OOM the kernel would kill the database,
+ * containerd or the orchestrator instead of the workspace's hog. The value is written
+ * explicitly (not left out) so that the floor is 0 and not what the shim inherited
+ * from containerd, which often runs below 0.
  */
-export function oomScores(canLower = negativeOomScoreAdjSupported()): { agent: number; children: number } {
-  return canLower ? { agent: -998, children: 0 } : { agent: 0, children: 500 };
+export const OOM_SCORES: Readonly<{ agent: number; children: number }> = Object.freeze({ agent: 0, children: 500 });
+
+/**
+ * What Docker masks beyond containerd's defaults: /proc/interrupts and each CPU's
+ * thermal_throttle counters, which let a container watch what the host's other
+ * processes (other workspaces included) do. The CPUs are the host's, read when the
+ * spec is built.
+ */
+export function sideChannelPaths(cpuDir = "/sys/devices/system/cpu"): string[] {
+  const paths = ["/proc/interrupts"];
+  let cpus: string[] = [];
+  try {
+    cpus = fs.readdirSync(cpuDir).filter((name) => /^cpu[0-9]+$/.test(name));
+  } catch {
+    // No sysfs CPU list: nothing more to mask.
+  }
+  cpus.sort((a, b) => Number(a.slice(3)) - Number(b.slice(3)));
+  for (const cpu of cpus) {
+    const throttle = path.join(cpuDir, cpu, "thermal_throttle");
+    if (fs.existsSync(throttle)) paths.push(path.posix.join("/sys/devices/system/cpu", cpu, "thermal_throttle"));
+  }
+  return paths;
 }
 
 /**
  * The sandbox every workspace runs in: a seccomp profile in the spirit of Docker's
  * default (no namespaces, mounts, keyrings, bpf, perf, modules, kexec…), containerd's
  * default capabilities without CAP_NET_RAW, ping through ICMP datagram sockets instead
- * (as Docker does), and the masked and read-only /proc paths of the default spec.
+ * (as Docker does), and the masked and read-only paths of containerd's default spec
+ * plus Docker's side-channel masks (sideChannelPaths).
  */
-export function withWorkspaceSandbox(): SpecOpt {
+export function withWorkspaceSandbox(masked = sideChannelPaths()): SpecOpt {
   const seccomp = withSeccomp(defaultSeccompProfile());
   const caps = withoutCapabilities("CAP_NET_RAW");
   const ping = withSysctl("net.ipv4.ping_group_range", "0 2147483647");
@@ -79,11 +110,13 @@ export function withWorkspaceSandbox(): SpecOpt {
   // interface itself (CNI's ipam does). A kernel without IPv6 has no such sysctl, and runc
   // would refuse to start the container over it.
   const noIpv6 = fs.existsSync("/proc/sys/net/ipv6/conf/default/disable_ipv6") ? withSysctl("net.ipv6.conf.default.disable_ipv6", "1") : () => {};
+  const masks = withMaskedPaths(...DEFAULT_MASKED_PATHS, ...masked);
   return (spec) => {
     seccomp(spec);
     caps(spec);
     ping(spec);
     noIpv6(spec);
+    masks(spec);
     spec.process.noNewPrivileges = true;
   };
 }
@@ -109,7 +142,9 @@ export interface AgentJobLimits {
   retentionMs: number;
 }
 
-export function withAgentProcess(containerId: string, scores = oomScores(), jobs?: AgentJobLimits): SpecOpt {
+export function withAgentProcess(containerId: string, scores: { agent: number; children: number } = OOM_SCORES, jobs?: AgentJobLimits): SpecOpt {
+  // Below 0 the workspace's floor would be below 0 too (OOM_SCORES).
+  if (scores.agent < 0) throw new Error(`withAgentProcess: the agent's oom_score_adj must not be below 0, got ${scores.agent}`);
   const oom = withOomScoreAdj(scores.agent);
   return (spec: Spec) => {
     oom(spec);
@@ -142,6 +177,6 @@ export function workspaceSpecOpts(input: WorkspaceSpecInput): SpecOpt[] {
   ];
   if (input.timezone) opts.push(withTZ(input.timezone));
   if (input.cdiDevices.length > 0) opts.push(withCdiDevices(input.cdiDevices, input.cdiRegistry));
-  opts.push(withWorkspaceSandbox(), withWorkspaceLimits(input.limits), withAgentProcess(input.containerId, oomScores(), input.jobs));
+  opts.push(withWorkspaceSandbox(), withWorkspaceLimits(input.limits), withAgentProcess(input.containerId, OOM_SCORES, input.jobs));
   return opts;
 }

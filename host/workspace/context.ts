@@ -170,21 +170,46 @@ export class WorkspaceContext {
     await this.store.setStatus(containerId, status, { type, payload });
   }
 
-  /** Where the bot's bridge listens: its socket, or <ip>:9090 for a legacy container. */
+  /**
+   * Where the bot's bridge listens: its socket, or <ip>:9090 for a legacy container.
+   * Over TCP the agent's identity (Info) is only a claim, and host-local hands an IP
+   * released by a stopped workspace to the next one it sets up: a legacy IP is dialled
+   * only while the container's task runs with the attachment that IP came from.
+   */
   async bridgeTarget(botId: string): Promise<BridgeTarget> {
     validateBotId(botId);
     const known = this.routes.get(botId);
-    if (known) return known;
+    if (known?.kind === "unix") return known;
     const resolved = await this.resolve(botId);
     if (resolved.legacy) {
-      const cached = this.network.cachedAttachment(resolved.containerId);
-      if (cached) {
-        await this.setRoute(botId, resolved.containerId, cached.ip);
-        return this.routes.get(botId)!;
+      const ip = await this.liveLegacyIp(resolved.containerId);
+      if (ip === undefined) {
+        this.routes.delete(botId);
+        throw new WorkspaceError("unavailable", `legacy workspace ${resolved.containerId} has no running task with a known IP (start it or run reconcile)`);
       }
-      throw new WorkspaceError("unavailable", `legacy workspace ${resolved.containerId} has no known IP (start it or run reconcile)`);
+      if (known?.kind === "tcp" && known.host === ip) return known;
+      await this.setRoute(botId, resolved.containerId, ip);
+      return this.routes.get(botId)!;
     }
     return { kind: "unix", socketPath: this.socketPath(botId), workspaceId: resolved.containerId };
+  }
+
+  /** The IP of a legacy container's network while its running task is the one that network was set up for. */
+  private async liveLegacyIp(containerId: string): Promise<string | undefined> {
+    const task = await this.cd.tasks.status(containerId);
+    if (task?.status !== "running" || !task.pid) return undefined;
+    const cached = this.network.cachedAttachment(containerId);
+    if (cached === undefined || cached.netns !== `/proc/${task.pid}/ns/net`) return undefined;
+    return cached.ip;
+  }
+
+  /**
+   * Removes the container's network and forgets the bot's route first: the IP goes
+   * back to the pool and may be another workspace's a moment later.
+   */
+  async removeNetwork(botId: string, containerId: string): Promise<void> {
+    this.routes.delete(botId);
+    await this.network.removeNetwork(containerId);
   }
 
   /**

@@ -140,14 +140,15 @@ async function networkHygiene(ctx: WorkspaceContext, rows: ContainerRow[], signa
   for (const t of await ctx.cd.tasks.list()) if (t.status === "running") keep.add(t.id);
   for (const id of await ctx.network.attachedContainerIds(errors)) {
     if (keep.has(id)) continue;
+    const bot = botOfContainer(id);
     const release = async () => {
       const row = await ctx.store.getContainer(id);
       if (row !== undefined && row.status !== "deleted") return;
       if ((await ctx.cd.tasks.status(id))?.status === "running") return;
+      if (bot !== undefined) ctx.routes.delete(bot);
       await ctx.network.releaseContainer(id);
       ctx.log(`network hygiene: released what ${id} held (no workspace row, no running task)`);
     };
-    const bot = botOfContainer(id);
     try {
       if (bot !== undefined) await ctx.locked(bot, signal, release);
       else await release();

@@ -37,6 +37,6 @@ export async function reviveAgent(ctx: WorkspaceContext, botId: string): Promise
 /** A task that is there but useless: stop it (with grace) and its network, then start anew. */
 export async function replaceTask(ctx: WorkspaceContext, botId: string, containerId: string): Promise<void> {
   await ctx.cd.tasks.stop(containerId, ctx.stopGraceMs);
-  await ctx.network.removeNetwork(containerId);
+  await ctx.removeNetwork(botId, containerId);
   await startTask(ctx, botId, containerId);
 }

@@ -52,7 +52,7 @@ export async function startTask(ctx: WorkspaceContext, botId: string, containerI
     // A stopped (or never started) task of an earlier run: clear it and its network.
     await ctx.cd.tasks.stop(containerId, 0);
   }
-  await ctx.network.removeNetwork(containerId);
+  await ctx.removeNetwork(botId, containerId);
   ctx.bridges.evict(botId);
   fs.rmSync(path.join(ctx.socketDir(botId), "bridge.sock"), { force: true });
   if (!isLegacyContainerId(containerId)) {
@@ -75,14 +75,14 @@ export async function startTask(ctx: WorkspaceContext, botId: string, containerI
     const attachment = await ctx.network.setupNetwork(containerId, `/proc/${pid}/ns/net`);
     ip = attachment.ip;
   } catch (err) {
-    await undoTask(ctx, containerId, "network setup failed");
+    await undoTask(ctx, botId, containerId, "network setup failed");
     await fail("network", err);
     throw new WorkspaceError("unavailable", `workspace ${containerId} not started: ${describeError(err)}`, { cause: err, reason: "network" });
   }
   try {
     await ctx.cd.tasks.start(containerId);
   } catch (err) {
-    await undoTask(ctx, containerId, "Tasks.Start failed");
+    await undoTask(ctx, botId, containerId, "Tasks.Start failed");
     await fail("start", err);
     throw err;
   }
@@ -91,7 +91,7 @@ export async function startTask(ctx: WorkspaceContext, botId: string, containerI
   try {
     await waitForBridge(ctx, botId, containerId);
   } catch (err) {
-    await undoTask(ctx, containerId, "the bridge did not answer");
+    await undoTask(ctx, botId, containerId, "the bridge did not answer");
     await fail("bridge", err);
     throw err;
   }
@@ -112,10 +112,10 @@ function refusedByRuntime(containerId: string, err: unknown): WorkspaceError | u
   return new WorkspaceError("conflict", `workspace ${containerId} cannot start: the OCI runtime refused its task: ${m[1]}`, { cause: err, reason: "runtime" });
 }
 
-/** Kills and deletes the task, removes its network; failures are logged (the original error is what the caller gets). */
-export async function undoTask(ctx: WorkspaceContext, containerId: string, why: string): Promise<void> {
+/** Kills and deletes the task, removes its network and the bot's route; failures are logged (the original error is what the caller gets). */
+export async function undoTask(ctx: WorkspaceContext, botId: string, containerId: string, why: string): Promise<void> {
   await ctx.cd.tasks.stop(containerId, 0).catch((e: unknown) => ctx.log(`${containerId}: removing the task after "${why}": ${describeError(e)}`));
-  await ctx.network.removeNetwork(containerId).catch((e: unknown) => ctx.log(`${containerId}: removing the network after "${why}": ${describeError(e)}`));
+  await ctx.removeNetwork(botId, containerId).catch((e: unknown) => ctx.log(`${containerId}: removing the network after "${why}": ${describeError(e)}`));
 }
 
 /** The agent of a task that is already running must answer; otherwise the row says "error". */

@@ -14,7 +14,7 @@ import { fileURLToPath } from "node:url";
 import { BridgeClient } from "../../host/bridge/client.js";
 import { ContainerdClient } from "../../host/containerd/client.js";
 import { ContainerdError } from "../../host/containerd/errors.js";
-import { cgroupDir, detectCgroupVersion, negativeOomScoreAdjSupported, readCgroupStats, swapLimitSupported } from "../../host/containerd/cgroups.js";
+import { cgroupDir, detectCgroupVersion, readCgroupStats, swapLimitSupported } from "../../host/containerd/cgroups.js";
 import { defaultSeccompProfile } from "../../host/containerd/seccomp.js";
 import {
   bindMount,
@@ -32,6 +32,7 @@ import {
 } from "../../host/containerd/spec.js";
 import { startContainerd, type ContainerdEnv, type CtrResult } from "./env/containerd.js";
 import { buildTestImages, importTestImages } from "./env/images.js";
+import { OOM_SCORES } from "../../host/workspace/container-spec.js";
 import { DEFAULT_AGENT_ARGS, DEFAULT_RUNTIME_DIR, requireRuntimeBundle, waitForSocket } from "./env/container.js";
 
 const EPERM = 1;
@@ -46,11 +47,11 @@ let images: { busybox: string; glibc: string };
 let probeDir: string;
 const uid = () => randomBytes(3).toString("hex");
 /**
- * The workspace's init gets -998, as the manager sets it. Lowering a score needs
- * CAP_SYS_RESOURCE; where this process (and so the containerd it starts) lacks it,
- * the tests use 0 for init and the same distance above it for the victim.
+ * The workspace's init gets 0 and what it spawns a higher score, as the manager sets
+ * them (OOM_SCORES in host/workspace/container-spec.ts): never below 0, which would
+ * let anything in the container lower itself below the host's own processes.
  */
-const INIT_OOM_SCORE_ADJ = negativeOomScoreAdjSupported() ? -998 : 0;
+const INIT_OOM_SCORE_ADJ = OOM_SCORES.agent;
 
 before(async () => {
   requireRuntimeBundle();
@@ -273,7 +274,7 @@ describe("memory limit and OOM scores", () => {
 
   test("a hog is OOM-killed (counter, /tasks/oom event); init, with the lower score, survives", { timeout: 120_000 }, async () => {
     const id = `oom-${uid()}`;
-    const hogAdj = INIT_OOM_SCORE_ADJ === -998 ? 0 : 1000;
+    const hogAdj = OOM_SCORES.children;
     const ooms = client.subscribeTaskOoms();
     const oomEvent = (async () => {
       for await (const e of ooms) if (e.containerId === id) return e;

@@ -9,6 +9,7 @@ import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { WorkspaceError } from "../../host/workspace/errors.js";
+import { JobStream } from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
 import type { WorkspaceManager } from "../../host/workspace/manager.js";
 import { buildTestImages, deriveImage, writeOciLayout, type LayerEntry } from "../../scripts/image-builder.js";
 import { WorkspaceSupervisor, type SupervisorEvent } from "../../host/workspace/supervisor.js";
@@ -270,5 +271,43 @@ test("the sandbox refuses namespaces, mounts and keyrings inside a workspace, wh
   );
   assert.equal(work.code, 0, work.stderr.toString());
   assert.equal(work.stdout.toString(), "xyz\nhi\nworker ok\nlib\n");
+  await mgr.delete(bot);
+});
+
+test("nothing in a workspace lowers its OOM score below the agent's 0, spawned processes run at 500; host side channels (powercap, interrupts) read empty", async () => {
+  const bot = fx.botName("oomfloor");
+  const ws = await mgr.ensure(bot);
+  const spec = (await fx.cd.containers.get(ws.containerId)).spec;
+  assert.equal(spec?.process.oomScoreAdj, 0);
+  const agentPid = (await mgr.call(bot, (c) => c.info())).pid;
+  const score = await mgr.call(bot, (c) => c.exec({ command: `sleep 0.5; cat /proc/${agentPid}/oom_score_adj /proc/self/oom_score_adj` }));
+  assert.equal(score.stdout.toString(), "0\n500\n", score.stderr.toString());
+  // As root (no CAP_SYS_RESOURCE) and as another user: back down to the agent's 0 is
+  // allowed, below it is EACCES, whatever the value; a job runs the same way. Each
+  // command first waits a little: the agent writes 500 just after the spawn, and a
+  // shell that is quicker would see (and overwrite) the value before it.
+  for (const user of ["", "65534"]) {
+    const lower = await mgr.call(bot, (c) =>
+      c.exec({ command: "sleep 0.5; for v in -998 -1000 -1; do echo $v > /proc/self/oom_score_adj && echo lowered $v; done; echo 0 > /proc/self/oom_score_adj && cat /proc/self/oom_score_adj", user }),
+    );
+    assert.equal(lower.stdout.toString(), "0\n", `user ${user || "root"}: ${lower.stdout.toString()} ${lower.stderr.toString()}`);
+    assert.equal(lower.stderr.toString().match(/Permission denied/g)?.length, 3, lower.stderr.toString());
+  }
+  const job = await mgr.call(bot, (c) => c.startJob({ command: "sleep 0.5; cat /proc/self/oom_score_adj; echo -998 > /proc/self/oom_score_adj" }));
+  const waited = await mgr.call(bot, (c) => c.waitJob(job.id, 10_000));
+  assert.equal(waited.job.exitCode, 1);
+  const jobOut = await mgr.call(bot, (c) => c.readJobOutput({ id: job.id, stream: JobStream.STDOUT }));
+  assert.equal(Buffer.from(jobOut.data).toString(), "500\n");
+
+  // Masked: a file reads as /dev/null, a directory lists as an empty tmpfs. What the
+  // host lacks (powercap and thermal_throttle on many VMs) is checked where it exists.
+  const masked = spec?.linux.maskedPaths ?? [];
+  for (const p of ["/sys/devices/virtual/powercap", "/proc/interrupts"]) assert.ok(masked.includes(p), `${p} not masked`);
+  assert.ok(fs.readFileSync("/proc/interrupts").length > 0, "the host's /proc/interrupts is empty: nothing to compare with");
+  for (const p of masked.filter((p) => fs.existsSync(p) && (p.startsWith("/sys/devices/") || p === "/proc/interrupts"))) {
+    const dir = fs.statSync(p).isDirectory();
+    const r = await mgr.call(bot, (c) => c.exec({ command: dir ? `ls -A ${p} | wc -l` : `wc -c < ${p}` }));
+    assert.equal(r.stdout.toString().trim(), "0", `${p} inside the workspace: ${r.stdout.toString()} ${r.stderr.toString()}`);
+  }
   await mgr.delete(bot);
 });

@@ -12,6 +12,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { spawn } from "node:child_process";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
+import { BridgeClient } from "../../host/bridge/client.js";
 import { ContainerdClient } from "../../host/containerd/client.js";
 import { bindMount, withEnv, withMounts, withProcessArgs } from "../../host/containerd/spec.js";
 import { WorkspaceNetwork } from "../../host/network/network.js";
@@ -481,6 +482,62 @@ test("a legacy mcp-<bot> container is started with networking and reached over T
   await mgr.delete(bot);
   await assertRowMatchesLive(bot, "absent");
   assert.equal(await cd.snapshots.exists(id), false, "delete left the legacy rootfs");
+  await assertNoNetworkLeaks();
+});
+
+test("a legacy workspace's IP is dialled only while its task runs: after a stop, a decoy handed the same IP and claiming its identity gets no call; a task gone behind the manager's back is not dialled", async () => {
+  const bot = botName("legip");
+  const id = `mcp-${bot}`;
+  const legacyAgent = (containerId: string, env: Record<string, string>) =>
+    cd.createContainerFromImage({
+      id: containerId,
+      image: images.busybox,
+      labels: containerId === id ? { [LABEL_BOT_ID]: bot } : {},
+      specOpts: [withProcessArgs(...AGENT_COMMAND), withEnv({ BRIDGE_TCP_ADDR: "0.0.0.0:9090", ...env }), withMounts([bindMount(DEFAULT_RUNTIME_DIR, "/opt/memoh", ["rbind", "ro"])])],
+    });
+  await legacyAgent(id, {});
+  const decoy = `decoy-${randomBytes(3).toString("hex")}`;
+  try {
+    const ip = (await mgr.start(bot)).ip!;
+    const target = await mgr.bridgeTarget(bot);
+    assert.equal(target.kind === "tcp" ? `${target.host}:${target.port}` : target.kind, `${ip}:9090`);
+    await mgr.stop(bot);
+    await assert.rejects(mgr.bridgeTarget(bot), (err: Error) => err instanceof WorkspaceError && err.code === "unavailable");
+
+    // host-local hands out the address after the last one it reserved: make that the
+    // stopped workspace's, as it is for whoever comes next once the range wraps around.
+    const [ipamDir] = fs.readdirSync(path.join(dataRoot, "cni", "ipam")).map((d) => path.join(dataRoot, "cni", "ipam", d));
+    const octets = ip.split(".").map(Number);
+    fs.writeFileSync(path.join(ipamDir!, "last_reserved_ip.0"), [...octets.slice(0, 3), octets[3]! - 1].join("."));
+    // The decoy's agent answers Info as the stopped workspace would.
+    await legacyAgent(decoy, { BRIDGE_WORKSPACE_ID: id });
+    const pid = await cd.createTask(decoy, { logPath: path.join(dataRoot, `${decoy}.log`) });
+    assert.equal((await net.setupNetwork(decoy, `/proc/${pid}/ns/net`)).ip, ip, "the decoy did not get the stopped workspace's IP");
+    await cd.tasks.start(decoy);
+    const direct = new BridgeClient(`${ip}:9090`);
+    try {
+      await direct.waitReady(15_000);
+      assert.equal((await direct.info()).workspaceId, id);
+      await assert.rejects(mgr.call(bot, (c) => c.writeFile("/tmp/reached", "the call reached the decoy")), WorkspaceError);
+      await assert.rejects(direct.stat("/tmp/reached"), /not found|NOT_FOUND|no such/i);
+    } finally {
+      direct.close();
+    }
+    await cd.removeContainer(decoy, { graceMs: 0 });
+    await net.removeNetwork(decoy);
+
+    // Started again it is reached; its task killed behind the manager's back (the
+    // network's cache still names the IP), it is not dialled.
+    const again = (await mgr.start(bot)).ip!;
+    assert.equal((await mgr.call(bot, (c) => c.info())).listen, "tcp:0.0.0.0:9090");
+    await cd.tasks.stop(id, 0);
+    assert.equal(net.cachedAttachment(id)?.ip, again);
+    await assert.rejects(mgr.bridgeTarget(bot), (err: Error) => err instanceof WorkspaceError && err.code === "unavailable");
+  } finally {
+    await cd.removeContainer(decoy, { graceMs: 0 }).catch(() => {});
+    await net.removeNetwork(decoy).catch(() => {});
+    await mgr.delete(bot);
+  }
   await assertNoNetworkLeaks();
 });
 

@@ -10,10 +10,8 @@ import { TaskOOMSchema } from "../../proto/gen/containerd/events/task_pb.js";
 import {
   cgroupDir,
   detectCgroupVersion,
-  hasEffectiveCapability,
   memoryCountersV1,
   memoryCountersV2,
-  negativeOomScoreAdjSupported,
   parseKeyedCounters,
   parseLimit,
   pidsCounters,
@@ -141,14 +139,4 @@ test("decodeTaskOom reads a /tasks/oom envelope and nothing else", () => {
   assert.deepEqual(decodeTaskOom({ ...oom, typeUrl: "types.containerd.io/containerd.events.TaskOOM" })?.containerId, "ws-1");
   assert.equal(decodeTaskOom({ ...oom, typeUrl: "containerd.events.TaskExit" }), undefined);
   assert.equal(decodeTaskExit(oom), undefined);
-});
-
-test("negative OOM scores need CAP_SYS_RESOURCE (bit 24) in the effective set", () => {
-  const status = (capEff: string) => `Name:\tnode\nCapInh:\t0000000000000000\nCapPrm:\t${capEff}\nCapEff:\t${capEff}\nCapBnd:\t${capEff}\n`;
-  assert.equal(negativeOomScoreAdjSupported(status("000001ffffffffff")), true);
-  // All capabilities but CAP_SYS_RESOURCE, as some sandboxed VMs give root.
-  assert.equal(negativeOomScoreAdjSupported(status("000001fffeffffff")), false);
-  assert.equal(hasEffectiveCapability(status("0000000000000001"), 0), true);
-  assert.equal(hasEffectiveCapability(status("0000000000000001"), 1), false);
-  assert.equal(hasEffectiveCapability("Name:\tx\n", 0), false);
 });

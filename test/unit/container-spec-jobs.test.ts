@@ -5,7 +5,7 @@ import { defaultUnixSpec } from "../../host/containerd/spec.js";
 import { withAgentProcess } from "../../host/workspace/container-spec.js";
 
 test("withAgentProcess gives the agent BRIDGE_JOB_* when job limits are configured, nothing otherwise", () => {
-  const scores = { agent: -500, children: 0 };
+  const scores = { agent: 0, children: 300 };
   const plain = defaultUnixSpec("ns", "ws-1");
   withAgentProcess("ws-1", scores)(plain);
   assert.equal(plain.process.env.some((e) => e.startsWith("BRIDGE_JOB_")), false);

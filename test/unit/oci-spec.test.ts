@@ -56,7 +56,20 @@ describe("default unix spec", () => {
     );
     assert.ok(s.mounts.find((m) => m.destination === "/sys")?.options?.includes("ro"));
     assert.deepEqual(s.linux.namespaces.map((n) => n.type).sort(), ["ipc", "mount", "network", "pid", "uts"]);
-    assert.ok(s.linux.maskedPaths.includes("/proc/kcore"));
+    // containerd's defaults (oci/spec.go), powercap's energy counters included.
+    assert.deepEqual(s.linux.maskedPaths, [
+      "/proc/acpi",
+      "/proc/asound",
+      "/proc/kcore",
+      "/proc/keys",
+      "/proc/latency_stats",
+      "/proc/timer_list",
+      "/proc/timer_stats",
+      "/proc/sched_debug",
+      "/sys/firmware",
+      "/sys/devices/virtual/powercap",
+      "/proc/scsi",
+    ]);
     assert.ok(s.linux.readonlyPaths.includes("/proc/sys"));
     assert.deepEqual(s.linux.resources.devices, [{ allow: false, access: "rwm" }]);
   });

@@ -1,0 +1,59 @@
+// The workspace spec's OOM scores and masked paths, as the manager builds it.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { buildSpec, defaultUnixSpec } from "../../host/containerd/spec.js";
+import { DEFAULT_LIMITS } from "../../host/workspace/limits.js";
+import { OOM_SCORES, sideChannelPaths, withAgentProcess, withWorkspaceSandbox, workspaceSpecOpts } from "../../host/workspace/container-spec.js";
+
+const workspaceSpec = () =>
+  buildSpec(
+    defaultUnixSpec("memoh", "workspace-b"),
+    ...workspaceSpecOpts({
+      containerId: "workspace-b",
+      resolvConf: "/etc/resolv.conf",
+      runtimePath: "/opt/memoh",
+      socketDir: "/run/memoh-test/b",
+      imageConfig: {},
+      cdiDevices: [],
+      limits: DEFAULT_LIMITS,
+    }),
+  );
+
+test("the agent starts at oom_score_adj 0, written explicitly, and its children above it, whatever the host's capabilities", () => {
+  const spec = workspaceSpec();
+  // runc writes this value with CAP_SYS_RESOURCE and the kernel makes it the floor of
+  // every process in the workspace: below 0 they could lower themselves below the host's.
+  assert.equal(spec.process.oomScoreAdj, 0);
+  assert.ok(spec.process.env.includes("BRIDGE_CHILD_OOM_SCORE_ADJ=500"), spec.process.env.join("\n"));
+  assert.deepEqual({ ...OOM_SCORES }, { agent: 0, children: 500 });
+  assert.throws(() => withAgentProcess("workspace-b", { agent: -998, children: 0 }), /must not be below 0/);
+});
+
+test("a workspace masks containerd's default paths, powercap included, /proc/interrupts and each CPU's thermal_throttle", () => {
+  const masked = workspaceSpec().linux.maskedPaths;
+  for (const p of ["/proc/kcore", "/sys/firmware", "/sys/devices/virtual/powercap", "/proc/interrupts"]) assert.ok(masked.includes(p), `${p} is not masked: ${masked.join(" ")}`);
+  assert.equal(new Set(masked).size, masked.length, "a path is masked twice");
+
+  const cpuDir = fs.mkdtempSync(path.join(os.tmpdir(), "memoh-cpus-"));
+  try {
+    for (const cpu of ["cpu0", "cpu1", "cpu10", "cpu2"]) fs.mkdirSync(path.join(cpuDir, cpu, "thermal_throttle"), { recursive: true });
+    fs.mkdirSync(path.join(cpuDir, "cpu3")); // no thermal_throttle on this one
+    fs.mkdirSync(path.join(cpuDir, "cpufreq"));
+    const paths = sideChannelPaths(cpuDir);
+    assert.deepEqual(paths, [
+      "/proc/interrupts",
+      "/sys/devices/system/cpu/cpu0/thermal_throttle",
+      "/sys/devices/system/cpu/cpu1/thermal_throttle",
+      "/sys/devices/system/cpu/cpu2/thermal_throttle",
+      "/sys/devices/system/cpu/cpu10/thermal_throttle",
+    ]);
+    const spec = buildSpec(defaultUnixSpec("memoh", "w"), withWorkspaceSandbox(paths));
+    for (const p of paths) assert.ok(spec.linux.maskedPaths.includes(p), p);
+  } finally {
+    fs.rmSync(cpuDir, { recursive: true, force: true });
+  }
+  assert.deepEqual(sideChannelPaths(path.join(os.tmpdir(), "memoh-no-such-dir")), ["/proc/interrupts"]);
+});
