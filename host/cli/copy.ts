@@ -4,12 +4,12 @@
 // What the workspace answers is untrusted (its agent may be compromised): the paths of a
 // listing are checked to stay under the local destination before anything is written,
 // and a download replaces a local file only once all of its bytes have arrived.
-import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { CliError, apiError, parseRemote, type ApiClient } from "./client.js";
+import { replaceLocalFile } from "./local-file.js";
 
 interface ListEntry {
   path: string;
@@ -51,46 +51,16 @@ async function listAll(client: ApiClient, bot: string, dir: string): Promise<Lis
   }
 }
 
-/**
- * Downloads into a temp file beside `local` and renames it over `local` once every byte
- * has arrived: a download that breaks off leaves an existing `local` as it was (and no
- * temp file). The rename replaces what is at `local`; a symlink there is replaced, not
- * written through. An existing regular file's permission bits are kept.
- */
+/** Downloads `remote` over `local` (local-file.ts: a broken download leaves `local` as it was). */
 async function download(client: ApiClient, bot: string, remote: string, local: string): Promise<void> {
   const res = await client.raw("GET", `/bots/${bot}/container/fs/download?path=${encodeURIComponent(remote)}`);
   if (res.statusCode >= 400) throw apiError(res.statusCode, await res.body.text());
-  const dir = path.dirname(local);
-  // At most 32 characters of the name (128 bytes): a name near NAME_MAX plus the suffix
-  // would not be a valid file name.
-  const tmp = path.join(dir, `.${path.basename(local).slice(0, 32)}.memoh-${randomBytes(6).toString("hex")}.part`);
-  let existed = false;
-  // An existing regular file's permission bits (not set-id bits: the content is new).
-  let mode: number | undefined;
   try {
-    const st = fs.lstatSync(local);
-    existed = true;
-    if (st.isFile()) mode = st.mode & 0o777;
-  } catch {
-    // nothing there yet
-  }
-  // Ctrl-C mid-download removes the temp file, then ends the process as the signal would.
-  const onSignal = (signal: NodeJS.Signals) => {
-    fs.rmSync(tmp, { force: true });
-    process.kill(process.pid, signal);
-  };
-  process.once("SIGINT", onSignal).once("SIGTERM", onSignal);
-  try {
-    fs.mkdirSync(dir, { recursive: true });
-    await pipeline(res.body, fs.createWriteStream(tmp, { flags: "wx", ...(mode !== undefined ? { mode } : {}) }));
-    if (mode !== undefined) fs.chmodSync(tmp, mode);
-    fs.renameSync(tmp, local);
+    await replaceLocalFile(local, (out) => pipeline(res.body, out));
   } catch (err) {
     res.body.destroy();
-    fs.rmSync(tmp, { force: true });
+    const existed = (err as { existed?: boolean }).existed === true;
     throw new CliError(`download of ${bot}:${remote} to ${local} failed: ${(err as Error).message}; ${local} was ${existed ? "left unchanged" : "not created"}`);
-  } finally {
-    process.off("SIGINT", onSignal).off("SIGTERM", onSignal);
   }
 }
 

@@ -8,6 +8,7 @@ import { pipeline } from "node:stream/promises";
 import cliProgress from "cli-progress";
 import type { Command } from "commander";
 import { ApiClient, CliError, apiError } from "./client.js";
+import { replaceLocalFile } from "./local-file.js";
 
 type Run = <A extends unknown[]>(fn: (...args: A) => Promise<number | void>) => (...args: A) => Promise<void>;
 
@@ -73,23 +74,28 @@ export function registerDataCommands(program: Command, h: Helpers): void {
         if (res.statusCode >= 400) throw apiError(res.statusCode, await res.body.text());
         const bar = byteBar("exporting");
         let n = 0;
-        const dest = opts.output !== undefined ? fs.createWriteStream(opts.output, { mode: 0o600 }) : process.stdout;
-        const counter = new Writable({
-          write(chunk: Buffer, _enc, cb) {
-            n += chunk.byteLength;
-            bar.update(n);
-            if (dest.write(chunk)) cb();
-            else dest.once("drain", () => cb());
-          },
-          final(cb) {
-            if (dest === process.stdout) cb();
-            else (dest as fs.WriteStream).end(cb);
-          },
-        });
+        const counted = (dest: NodeJS.WritableStream, end: boolean) =>
+          new Writable({
+            write(chunk: Buffer, _enc, cb) {
+              n += chunk.byteLength;
+              bar.update(n);
+              if (dest.write(chunk)) cb();
+              else dest.once("drain", () => cb());
+            },
+            final(cb) {
+              if (end) dest.end(cb);
+              else cb();
+            },
+          });
         try {
-          await pipeline(res.body, counter);
+          // To a file: a temp file renamed over it at the end, so an export that breaks
+          // off leaves an earlier archive of that name as it was (local-file.ts).
+          if (opts.output !== undefined) await replaceLocalFile(opts.output, (out) => pipeline(res.body, counted(out, true)), 0o600);
+          else await pipeline(res.body, counted(process.stdout, false));
         } catch (err) {
-          throw new CliError(`the export broke off after ${n} bytes: ${(err as Error).message}`);
+          res.body.destroy();
+          const kept = opts.output === undefined ? "" : (err as { existed?: boolean }).existed ? `; ${opts.output} was left unchanged` : `; ${opts.output} was not created`;
+          throw new CliError(`the export broke off after ${n} bytes: ${(err as Error).message}${kept}`);
         } finally {
           bar.stop();
         }

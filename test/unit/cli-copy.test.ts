@@ -47,6 +47,7 @@ interface Mock {
 }
 
 let mock: Mock;
+let exportWhole = false;
 let server: http.Server;
 let work: string;
 
@@ -90,6 +91,13 @@ before(async () => {
         const end = text.lastIndexOf("\r\n--");
         m.uploads.set(name, body.subarray(start, end));
         return json(200, { ok: true });
+      }
+      if (u.pathname === "/bots/b/container/data/export") {
+        // A complete archive when exportWhole is set; otherwise part of one, then the connection breaks.
+        res.writeHead(200, { "content-type": "application/gzip" });
+        if (exportWhole) return res.end(Buffer.from("a whole archive"));
+        res.write(Buffer.alloc(64 * 1024, 1), () => setTimeout(() => res.socket?.destroy(), 50));
+        return;
       }
       if (u.pathname === "/bots/b/container/exec") {
         // NDJSON whose bytes are cut inside a multi-byte character, sent apart.
@@ -246,4 +254,27 @@ test("exec: a chunk boundary inside a multi-byte character of the output keeps t
   const r = await cli(["exec", "b", "--", "echo"]);
   assert.equal(r.code, 0, r.stderr);
   assert.equal(r.stdout, "grüße ✓\n");
+});
+
+test("export --output: an export that breaks off leaves an earlier archive of that name unchanged and no temp file; a whole one replaces it; a new one is 0600", async () => {
+  const dir = path.join(work, "export");
+  fs.mkdirSync(dir);
+  const out = path.join(dir, "data.tar.gz");
+  fs.writeFileSync(out, "yesterday's archive");
+  const r = await cli(["export", "b", "--output", out]);
+  assert.notEqual(r.code, 0);
+  assert.match(r.stderr, /the export broke off after \d+ bytes/);
+  assert.match(r.stderr, /left unchanged/);
+  assert.equal(fs.readFileSync(out, "utf8"), "yesterday's archive");
+  assert.deepEqual(fs.readdirSync(dir), ["data.tar.gz"], "a temp file was left");
+  exportWhole = true;
+  const whole = await cli(["export", "b", "--output", out]);
+  assert.equal(whole.code, 0, whole.stderr);
+  assert.equal(fs.readFileSync(out, "utf8"), "a whole archive");
+  assert.deepEqual(fs.readdirSync(dir), ["data.tar.gz"]);
+  // A new archive is the owner's only, as before.
+  const fresh = path.join(dir, "new.tar.gz");
+  assert.equal((await cli(["export", "b", "--output", fresh])).code, 0);
+  assert.equal(fs.statSync(fresh).mode & 0o777, 0o600);
+  exportWhole = false;
 });
