@@ -136,8 +136,6 @@ test("a request without a valid token is refused before its body is read: 401 wh
   assert.equal(await partialPost(route, undefined, 10_000), "HTTP/1.1 401");
   assert.equal(await partialPost(route, "Bearer nonsense", 10_000), "HTTP/1.1 401");
   assert.equal(await partialPost(`/bots/${OTHER}/container/fs/write`, `Bearer ${botToken}`, 10_000), "HTTP/1.1 403");
-  // Control: with a valid token the server does wait for the body it was promised.
-  assert.equal(await partialPost(route, `Bearer ${botToken}`, 1_500), "no answer");
   const listed = await req("GET", `/bots/${OWN}/container/fs/list?path=/data`, s.adminToken);
   assert.deepEqual(listed.json.entries, [], "a refused write changed the workspace");
 });

@@ -274,26 +274,29 @@ test("the sandbox refuses namespaces, mounts and keyrings inside a workspace, wh
   await mgr.delete(bot);
 });
 
+/** Waits (at most 4 s) until the agent has raised this shell's score: a child forked then inherits it. */
+const AFTER_AGENT_SCORE = 'i=0; while [ "$(cat /proc/self/oom_score_adj)" = 0 ] && [ $i -lt 200 ]; do sleep 0.02; i=$((i+1)); done; ';
+
 test("nothing in a workspace lowers its OOM score below the agent's 0, spawned processes run at 500; host side channels (powercap, interrupts) read empty", async () => {
   const bot = fx.botName("oomfloor");
   const ws = await mgr.ensure(bot);
   const spec = (await fx.cd.containers.get(ws.containerId)).spec;
   assert.equal(spec?.process.oomScoreAdj, 0);
   const agentPid = (await mgr.call(bot, (c) => c.info())).pid;
-  const score = await mgr.call(bot, (c) => c.exec({ command: `sleep 0.5; cat /proc/${agentPid}/oom_score_adj /proc/self/oom_score_adj` }));
+  const score = await mgr.call(bot, (c) => c.exec({ command: `${AFTER_AGENT_SCORE}cat /proc/${agentPid}/oom_score_adj /proc/self/oom_score_adj` }));
   assert.equal(score.stdout.toString(), "0\n500\n", score.stderr.toString());
   // As root (no CAP_SYS_RESOURCE) and as another user: back down to the agent's 0 is
   // allowed, below it is EACCES, whatever the value; a job runs the same way. Each
-  // command first waits a little: the agent writes 500 just after the spawn, and a
-  // shell that is quicker would see (and overwrite) the value before it.
+  // command first waits until its shell has the score: the agent writes 500 just after
+  // the spawn, and a shell that is quicker would see (and overwrite) the value before it.
   for (const user of ["", "65534"]) {
     const lower = await mgr.call(bot, (c) =>
-      c.exec({ command: "sleep 0.5; for v in -998 -1000 -1; do echo $v > /proc/self/oom_score_adj && echo lowered $v; done; echo 0 > /proc/self/oom_score_adj && cat /proc/self/oom_score_adj", user }),
+      c.exec({ command: `${AFTER_AGENT_SCORE}for v in -998 -1000 -1; do echo $v > /proc/self/oom_score_adj && echo lowered $v; done; echo 0 > /proc/self/oom_score_adj && cat /proc/self/oom_score_adj`, user }),
     );
     assert.equal(lower.stdout.toString(), "0\n", `user ${user || "root"}: ${lower.stdout.toString()} ${lower.stderr.toString()}`);
     assert.equal(lower.stderr.toString().match(/Permission denied/g)?.length, 3, lower.stderr.toString());
   }
-  const job = await mgr.call(bot, (c) => c.startJob({ command: "sleep 0.5; cat /proc/self/oom_score_adj; echo -998 > /proc/self/oom_score_adj" }));
+  const job = await mgr.call(bot, (c) => c.startJob({ command: `${AFTER_AGENT_SCORE}cat /proc/self/oom_score_adj; echo -998 > /proc/self/oom_score_adj` }));
   const waited = await mgr.call(bot, (c) => c.waitJob(job.id, 10_000));
   assert.equal(waited.job.exitCode, 1);
   const jobOut = await mgr.call(bot, (c) => c.readJobOutput({ id: job.id, stream: JobStream.STDOUT }));
