@@ -1,7 +1,7 @@
 // Data operations cut short, repaired on every path that starts a workspace again: the
 // manager in this process against a private containerd, real CNI plugins (own bridge
-// mwb<hex>, own /24 in 10.215.0.0/16) and the real store (PostgreSQL on 127.0.0.1, a
-// private schema per run).
+// and /24) and the real store (PostgreSQL on 127.0.0.1, a private schema per run): the
+// workspace fixture of env/workspace.ts.
 //
 // A crash in the middle of an import is left the way the orchestrator's death leaves it
 // (cutShortImport: the task paused, the row still "running", the journal written, half of
@@ -10,95 +10,41 @@
 // its commit is made with a store that refuses the rows once.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { randomBytes, randomInt } from "node:crypto";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Writable } from "node:stream";
-import { ContainerdClient } from "../../host/containerd/client.js";
-import { WorkspaceNetwork } from "../../host/network/network.js";
-import { deleteLink } from "../../host/network/links.js";
-import { dropPostgresSchema } from "../../host/store/db.js";
-import { openStore, type SqlStore } from "../../host/store/store.js";
+import type { ContainerdClient } from "../../host/containerd/client.js";
+import type { SqlStore } from "../../host/store/store.js";
 import type { Store } from "../../host/store/types.js";
 import { WorkspaceContext, lockKey } from "../../host/workspace/context.js";
 import { WorkspaceError } from "../../host/workspace/errors.js";
-import { WorkspaceManager } from "../../host/workspace/manager.js";
+import type { WorkspaceManager } from "../../host/workspace/manager.js";
 import { WorkspaceSupervisor, type SupervisorEvent } from "../../host/workspace/supervisor.js";
 import { journalPath, mountRootfs, pauseTask, rootfsOf, writeJournal } from "../../host/data/workspace-fs.js";
-import { startContainerd, type ContainerdEnv } from "./env/containerd.js";
-import { importTestImages } from "./env/images.js";
-import { DEFAULT_RUNTIME_DIR, requireRuntimeBundle } from "./env/container.js";
+import { startWorkspaceFixture, type WorkspaceFixture } from "./env/workspace.js";
 
-const DATABASE_URL = process.env.TEST_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/test";
-
-let env: ContainerdEnv;
+let fx: WorkspaceFixture;
 let cd: ContainerdClient;
 let store: SqlStore;
-let net: WorkspaceNetwork;
 let mgr: WorkspaceManager;
 let dataRoot: string;
-let images: { busybox: string; glibc: string };
-const schema = `dr_test_${process.pid}_${randomBytes(3).toString("hex")}`;
-const bridge = `mwb${randomBytes(4).toString("hex")}`;
-const prefix = `10.215.${randomInt(0, 250)}`;
-const mgrLogs: string[] = [];
 
 function newManager(withStore: Store = store): WorkspaceManager {
-  return new WorkspaceManager({
-    containerd: cd,
-    store: withStore,
-    network: net,
-    dataRoot,
-    runtimePath: DEFAULT_RUNTIME_DIR,
-    defaultImage: images.busybox,
-    pullPolicy: "never",
-    stopGraceMs: 2_000,
-    readyTimeoutMs: 15_000,
-    log: (m) => mgrLogs.push(m),
-  });
+  return fx.manager({ store: withStore });
 }
 
 before(async () => {
-  requireRuntimeBundle();
-  env = await startContainerd();
-  images = await importTestImages(env);
-  dataRoot = fs.mkdtempSync(path.join(os.tmpdir(), "memoh-dr-"));
-  store = await openStore({ databaseUrl: DATABASE_URL, dataRoot, schema });
-  net = WorkspaceNetwork.open({
-    confDir: path.join(dataRoot, "cni", "conf"),
-    cacheDir: path.join(dataRoot, "cni", "cache"),
-    defaults: { bridge, subnet: `${prefix}.0/24`, ipamDataDir: path.join(dataRoot, "cni", "ipam") },
-    isolation: true,
-    pluginTimeoutMs: 20_000,
-    log: () => undefined,
-  });
-  cd = new ContainerdClient({ address: env.address, namespace: env.namespace, runcOptions: { root: env.runcRoot } });
-  await cd.ready();
+  fx = await startWorkspaceFixture();
+  ({ cd, store, dataRoot } = fx);
   mgr = newManager();
 });
 
 after(async () => {
-  try {
-    if (mgr) {
-      for (const ws of await mgr.list().catch(() => [])) await mgr.delete(ws.botId).catch(() => {});
-      await mgr.close();
-    }
-    if (net) {
-      await net.removeHostNetworking().catch(() => {});
-      await deleteLink(bridge).catch(() => {});
-    }
-    cd?.close();
-    await store?.close();
-    await dropPostgresSchema(DATABASE_URL, schema).catch(() => {});
-  } finally {
-    await env?.stop();
-    if (dataRoot) fs.rmSync(dataRoot, { recursive: true, force: true });
-  }
+  await fx?.close();
 });
 
-const botName = (name: string) => `${name}-${randomBytes(3).toString("hex")}`;
+const botName = (name: string) => fx.botName(name);
 
 async function sh(m: WorkspaceManager, bot: string, command: string): Promise<string> {
   const r = await m.call(bot, (c) => c.exec({ command }, { timeoutMs: 30_000 }));
@@ -180,7 +126,7 @@ async function assertRepairedBeforeStart(containerId: string, outcome: string): 
 async function waitFor(what: string, ms: number, cond: () => boolean | Promise<boolean>): Promise<void> {
   const deadline = Date.now() + ms;
   while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; manager log:\n${mgrLogs.slice(-20).join("\n")}`);
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; manager log:\n${fx.logs.slice(-20).join("\n")}`);
     await sleep(100);
   }
 }

@@ -14,7 +14,7 @@ import path from "node:path";
 import { promisify } from "node:util";
 import zlib from "node:zlib";
 import tar from "tar-stream";
-import { request } from "undici";
+import { apiClient } from "./env/api-client.js";
 import { verifyArchiveFile } from "../../host/data/archive-read.js";
 import { ContainerdClient } from "../../host/containerd/client.js";
 import { CLI, startServerEnv, type ServerEnv } from "./env/server.js";
@@ -30,47 +30,7 @@ after(async () => {
   await s?.close();
 });
 
-interface Res {
-  status: number;
-  text: string;
-  json: any;
-  body: Buffer;
-}
-
-async function api(method: "GET" | "POST" | "DELETE", route: string, opts: { json?: unknown; raw?: Buffer; contentType?: string; accept?: string } = {}): Promise<Res> {
-  const headers: Record<string, string> = { authorization: `Bearer ${s.adminToken}` };
-  let body: Buffer | string | undefined;
-  if (opts.json !== undefined) {
-    headers["content-type"] = "application/json";
-    body = JSON.stringify(opts.json);
-  } else if (opts.raw !== undefined) {
-    headers["content-type"] = opts.contentType ?? "application/gzip";
-    body = opts.raw;
-  }
-  if (opts.accept) headers.accept = opts.accept;
-  const res = await request(`${s.url}${route}`, { method, headers, ...(body !== undefined ? { body } : {}), headersTimeout: 0, bodyTimeout: 0 });
-  const buf = Buffer.from(await res.body.arrayBuffer());
-  const text = buf.toString("utf8");
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    json = undefined;
-  }
-  return { status: res.statusCode, text, json, body: buf };
-}
-
-async function ok(method: "GET" | "POST" | "DELETE", route: string, opts: Parameters<typeof api>[2] = {}): Promise<any> {
-  const r = await api(method, route, opts);
-  assert.equal(r.status, 200, `${method} ${route}: ${r.text}`);
-  return r.json;
-}
-
-async function sh(bot: string, command: string): Promise<string> {
-  const r = await ok("POST", `/bots/${bot}/container/exec`, { json: { command, timeout_s: 300 } });
-  assert.equal(r.exit_code, 0, `${command}\n${r.stderr}`);
-  return r.stdout as string;
-}
+const { api, ok, sh } = apiClient(() => s);
 
 /** Every entry under /data: path, type, mode, mtime (s), sha256 or link target. */
 const TREE = `cd /data && find . -mindepth 1 | sort | while IFS= read -r f; do
