@@ -16,6 +16,7 @@ import { targetAddress } from "./bridge-source.js";
 import type { WorkspaceContext } from "./context.js";
 import { WorkspaceError, describeError } from "./errors.js";
 import { unrepairedSwap } from "../data/workspace-fs.js";
+import { refreshStoredSandbox } from "./refresh-spec.js";
 
 export interface StartOptions {
   /**
@@ -57,6 +58,13 @@ export async function startTask(ctx: WorkspaceContext, botId: string, containerI
   fs.rmSync(path.join(ctx.socketDir(botId), "bridge.sock"), { force: true });
   if (!isLegacyContainerId(containerId)) {
     fs.mkdirSync(ctx.socketDir(botId), { recursive: true, mode: 0o750 });
+  }
+
+  // A workspace created by an earlier version gets this version's sandbox (refresh-spec.ts).
+  try {
+    await refreshStoredSandbox(ctx, containerId);
+  } catch (err) {
+    ctx.log(`${containerId}: its stored spec was not brought up to this version's sandbox: ${describeError(err)}`);
   }
 
   let pid: number;

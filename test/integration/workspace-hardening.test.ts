@@ -314,3 +314,34 @@ test("nothing in a workspace lowers its OOM score below the agent's 0, spawned p
   }
   await mgr.delete(bot);
 });
+
+test("a workspace whose stored spec has an earlier version's sandbox runs with this version's after a restart: OOM floor, children's score, masks; rewritten once", async () => {
+  const bot = fx.botName("oldspec");
+  const ws = await mgr.ensure(bot);
+  await mgr.stop(bot);
+  // What an earlier version stored: the agent at -998 (the floor of everything in the
+  // workspace), its children at 0, /proc/interrupts not masked.
+  const old = structuredClone((await fx.cd.containers.get(ws.containerId)).spec!);
+  old.process.oomScoreAdj = -998;
+  old.process.env = old.process.env.map((e) => (e.startsWith("BRIDGE_CHILD_OOM_SCORE_ADJ=") ? "BRIDGE_CHILD_OOM_SCORE_ADJ=0" : e));
+  old.linux.maskedPaths = old.linux.maskedPaths.filter((p) => p !== "/proc/interrupts");
+  await fx.cd.containers.update(ws.containerId, { spec: old });
+
+  await mgr.start(bot);
+  const spec = (await fx.cd.containers.get(ws.containerId)).spec!;
+  assert.equal(spec.process.oomScoreAdj, 0);
+  assert.ok(spec.linux.maskedPaths.includes("/proc/interrupts"));
+  const agentPid = (await mgr.call(bot, (c) => c.info())).pid;
+  const score = await mgr.call(bot, (c) => c.exec({ command: `${AFTER_AGENT_SCORE}cat /proc/${agentPid}/oom_score_adj /proc/self/oom_score_adj; echo -998 > /proc/self/oom_score_adj || echo refused` }));
+  assert.equal(score.stdout.toString(), "0\n500\nrefused\n", score.stderr.toString());
+  const interrupts = await mgr.call(bot, (c) => c.exec({ command: "wc -c < /proc/interrupts" }));
+  assert.equal(interrupts.stdout.toString().trim(), "0");
+  const refreshed = async () => (await fx.store.listEvents(ws.containerId, 100)).filter((e) => e.eventType === "spec_refreshed").length;
+  assert.equal(await refreshed(), 1);
+
+  // A spec that is current is not rewritten again.
+  await mgr.stop(bot);
+  await mgr.start(bot);
+  assert.equal(await refreshed(), 1);
+  await mgr.delete(bot);
+});

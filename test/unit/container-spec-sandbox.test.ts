@@ -6,6 +6,7 @@ import os from "node:os";
 import path from "node:path";
 import { buildSpec, defaultUnixSpec } from "../../host/containerd/spec.js";
 import { DEFAULT_LIMITS } from "../../host/workspace/limits.js";
+import { refreshedSandbox } from "../../host/workspace/refresh-spec.js";
 import { OOM_SCORES, sideChannelPaths, withAgentProcess, withWorkspaceSandbox, workspaceSpecOpts } from "../../host/workspace/container-spec.js";
 
 const workspaceSpec = () =>
@@ -56,4 +57,38 @@ test("a workspace masks containerd's default paths, powercap included, /proc/int
     fs.rmSync(cpuDir, { recursive: true, force: true });
   }
   assert.deepEqual(sideChannelPaths(path.join(os.tmpdir(), "memoh-no-such-dir")), ["/proc/interrupts"]);
+});
+
+test("a stored spec of an earlier version gets this version's sandbox and keeps everything else; a current one is unchanged; a foreign one is left alone", () => {
+  const current = workspaceSpec();
+  assert.equal(JSON.stringify(refreshedSandbox(current)), JSON.stringify(current), "refreshing a current spec changed it");
+
+  // What an earlier version stored: the agent at -998 with children at 0, fewer masks, no
+  // IPv6 sysctl, CAP_NET_RAW, no seccomp; and things of its own that must stay.
+  const old = structuredClone(current);
+  old.process.oomScoreAdj = -998;
+  old.process.env = old.process.env.map((e) => (e.startsWith("BRIDGE_CHILD_OOM_SCORE_ADJ=") ? "BRIDGE_CHILD_OOM_SCORE_ADJ=0" : e));
+  old.linux.maskedPaths = old.linux.maskedPaths.filter((p) => p !== "/proc/interrupts" && !p.includes("powercap"));
+  old.linux.sysctl = { "net.ipv4.ping_group_range": "0 2147483647" };
+  old.process.capabilities.bounding.push("CAP_NET_RAW");
+  delete old.linux.seccomp;
+  old.mounts.push({ destination: "/extra", type: "bind", source: "/srv/extra", options: ["rbind", "ro"] });
+  old.linux.resources.pids = { limit: 77 };
+  old.hostname = "kept";
+
+  const next = refreshedSandbox(old)!;
+  assert.equal(next.process.oomScoreAdj, 0);
+  assert.deepEqual(next.process.env.filter((e) => e.startsWith("BRIDGE_CHILD_OOM_SCORE_ADJ=")), ["BRIDGE_CHILD_OOM_SCORE_ADJ=500"]);
+  for (const p of ["/proc/interrupts", "/sys/devices/virtual/powercap"]) assert.ok(next.linux.maskedPaths.includes(p), p);
+  assert.ok(!next.process.capabilities.bounding.includes("CAP_NET_RAW"));
+  assert.deepEqual(next.linux.seccomp, current.linux.seccomp);
+  assert.deepEqual(next.linux.sysctl, current.linux.sysctl);
+  assert.deepEqual(next.mounts.at(-1), { destination: "/extra", type: "bind", source: "/srv/extra", options: ["rbind", "ro"] });
+  assert.deepEqual(next.linux.resources.pids, { limit: 77 });
+  assert.equal(next.hostname, "kept");
+  assert.equal(old.process.oomScoreAdj, -998, "the stored spec object was changed in place");
+
+  const foreign = structuredClone(current);
+  foreign.process.args = ["/bin/sh"];
+  assert.equal(refreshedSandbox(foreign), undefined);
 });
