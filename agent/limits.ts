@@ -132,5 +132,10 @@ export const TREE_INFLIGHT_BYTES = 2 * MiB;
  * batches, one more read of it per batch: about 130,000 names of 30 bytes a batch.
  */
 export const TREE_NAMES_HELD_BYTES = 8 * MiB;
+/**
+ * ReadTree with hardlinks: bytes of paths (and keys) it remembers for files with more
+ * than one link; beyond that, such files are sent whole under every name.
+ */
+export const TREE_LINKS_HELD_BYTES = 16 * MiB;
 /** ReadTree: bytes of a file read ahead (at open) and bytes per read after that; each block is one data message. */
 export const TREE_READ_BLOCK_BYTES = 256 * 1024;

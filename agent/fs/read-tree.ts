@@ -30,6 +30,11 @@
 // max_entries is refused as soon as that many have been read, before anything of it
 // is sent.
 //
+// Asked for hardlinks, the walk remembers the path of each file with more than one
+// link it sent (by device and inode, up to TREE_LINKS_HELD_BYTES), and a later name
+// of the same file comes as an entry naming that path, without bytes (and without
+// a read: the check is made on fstat before the first block is read).
+//
 // One file: the walk, the sending of a file's blocks and the bounds all work on one
 // call's state (records sent and still due, bytes in flight, the directories open);
 // split apart, every piece would take all of that state as arguments.
@@ -42,6 +47,7 @@ import type { AgentContext } from "../context.js";
 import { errnoAt, invalidArgument, resourceExhausted, RpcError } from "../errors.js";
 import {
   TREE_INFLIGHT_BYTES,
+  TREE_LINKS_HELD_BYTES,
   TREE_MAX_DEPTH,
   TREE_MAX_ENTRIES,
   TREE_NAMES_HELD_BYTES,
@@ -69,6 +75,8 @@ type Prepared =
   | { kind: "symlink"; st: Stats; target: Buffer }
   /** `first`: FRAME_HEADROOM_BYTES of room, then the file's first block. */
   | { kind: "file"; fd: number; st: Stats; first: Buffer }
+  /** Another name of a file sent earlier as `target` (its fd is already closed). */
+  | { kind: "link"; st: Stats; target: Buffer }
   | { kind: "skip"; reason: string };
 
 /** A directory the walk is in, and which of its names are still to send. */
@@ -155,7 +163,7 @@ function closeFd(fd: number): void {
  * against tens of microseconds for a trip through libuv's thread pool, and the walk
  * makes five of them per file; the event loop is handed back between entries.
  */
-function prepare(dirPath: Buffer, name: Buffer): Prepared {
+function prepare(dirPath: Buffer, name: Buffer, sentAs?: (st: Stats) => Buffer | undefined): Prepared {
   const abs = Buffer.concat([dirPath, SLASH, name]);
   let st: Stats;
   try {
@@ -183,6 +191,11 @@ function prepare(dirPath: Buffer, name: Buffer): Prepared {
     if (!fst.isFile()) {
       fsSync.closeSync(fd);
       return { kind: "skip", reason: `replaced by ${kindOf(fst)} while the tree was read (not archived)` };
+    }
+    const target = fst.nlink > 1 ? sentAs?.(fst) : undefined;
+    if (target !== undefined) {
+      fsSync.closeSync(fd);
+      return { kind: "link", st: fst, target };
     }
     const first = Buffer.allocUnsafe(FRAME_HEADROOM_BYTES + Math.min(fst.size, TREE_READ_BLOCK_BYTES));
     let got = 0;
@@ -212,6 +225,19 @@ export async function readTree(ctx: AgentContext, req: ReadTreeRequest, call: Re
   const maxDepth = capped(req.maxDepth, TREE_MAX_DEPTH, "max_depth");
   const maxEntries = capped(req.maxEntries, TREE_MAX_ENTRIES, "max_entries");
   const namesHeldBytes = opts.namesHeldBytes ?? TREE_NAMES_HELD_BYTES;
+  // Files with more than one link sent so far: "dev:ino" → the path they were sent as.
+  const linked = new Map<string, Buffer>();
+  let linkedBytes = 0;
+  const inodeOf = (st: Stats): string => `${st.dev}:${st.ino}`;
+  const sentAs = req.hardlinks ? (st: Stats): Buffer | undefined => linked.get(inodeOf(st)) : undefined;
+  const remember = (st: Stats, rel: Buffer): void => {
+    if (!req.hardlinks || st.nlink < 2) return;
+    const key = inodeOf(st);
+    const cost = key.length + rel.byteLength + 64;
+    if (linkedBytes + cost > TREE_LINKS_HELD_BYTES) return;
+    linked.set(key, rel);
+    linkedBytes += cost;
+  };
   const stats: ReadTreeStats = opts.stats ?? { entriesRead: 0, directoryReads: 0, peakNamesBytes: 0 };
 
   let root: FileHandle;
@@ -381,7 +407,7 @@ export async function readTree(ctx: AgentContext, req: ReadTreeRequest, call: Re
           await yieldLoop();
         }
         const name = Buffer.from(nameText, "latin1");
-        const p = prepare(dirPath, name);
+        const p = prepare(dirPath, name, sentAs);
         const childRel = relOf(name);
         switch (p.kind) {
           case "skip":
@@ -394,9 +420,13 @@ export async function readTree(ctx: AgentContext, req: ReadTreeRequest, call: Re
             try {
               await record({ msg: { case: "entry", value: entry(childRel, FileType.FILE, p.st, { size: BigInt(p.st.size) }) } });
               await sendFile(childRel, p);
+              remember(p.st, childRel);
             } finally {
               closeFd(p.fd);
             }
+            break;
+          case "link":
+            await record({ msg: { case: "entry", value: entry(childRel, FileType.FILE, p.st, { size: 0n, hardlinkTarget: p.target }) } });
             break;
           case "dir": {
             if (depth + 1 >= maxDepth) {
@@ -438,7 +468,7 @@ export async function readTree(ctx: AgentContext, req: ReadTreeRequest, call: Re
   }
 }
 
-function entry(path: Buffer, type: FileType, st: Stats, extra: { size?: bigint; symlinkTarget?: Buffer } = {}) {
+function entry(path: Buffer, type: FileType, st: Stats, extra: { size?: bigint; symlinkTarget?: Buffer; hardlinkTarget?: Buffer } = {}) {
   return {
     path,
     type,

@@ -223,12 +223,13 @@ export class BridgeClient {
    * entry first (empty path), then every entry depth first; a FILE entry is followed by
    * exactly `size` bytes of data events, or fewer and a truncated event. The order of
    * records, the paths and the byte counts are checked; a stream that breaks them fails
-   * with INTERNAL (protocol violation).
+   * with INTERNAL (protocol violation). With `hardlinks`, a later name of a file with
+   * several links comes as a FILE entry naming the earlier one (hardlinkTarget), no data.
    */
-  async *readTree(path: WorkspacePath, limits: { maxDepth?: number; maxEntries?: number } = {}, opts?: CallOptions): AsyncGenerator<TreeEvent> {
+  async *readTree(path: WorkspacePath, limits: { maxDepth?: number; maxEntries?: number; hardlinks?: boolean } = {}, opts?: CallOptions): AsyncGenerator<TreeEvent> {
     const call = this.serverStream(
       ContainerService.method.readTree,
-      { ...pathFields(path), maxDepth: limits.maxDepth ?? 0, maxEntries: limits.maxEntries ?? 0 },
+      { ...pathFields(path), maxDepth: limits.maxDepth ?? 0, maxEntries: limits.maxEntries ?? 0, hardlinks: limits.hardlinks ?? false },
       opts,
     );
     try {

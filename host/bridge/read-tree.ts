@@ -20,6 +20,8 @@ export type TreeEvent =
       /** FILE: exactly this many bytes follow as data events (unless a truncated event cuts them short). */
       size: number;
       symlinkTarget: Buffer;
+      /** FILE asked with hardlinks: the path of an earlier entry that is the same file (no data follows); else empty. */
+      hardlinkTarget: Buffer;
       uid: number;
       gid: number;
     }
@@ -64,6 +66,8 @@ export async function* checkTree(stream: AsyncIterable<ReadTreeMessage>): AsyncG
         if (e.type !== FileType.FILE && e.type !== FileType.DIRECTORY && e.type !== FileType.SYMLINK) throw protocolError(`ReadTree entry of type ${e.type}`);
         const size = safeCount(e.size, "size");
         if (e.type !== FileType.FILE && size !== 0) throw protocolError("ReadTree sent a size for an entry that is not a file");
+        const link = checkTreePath(e.hardlinkTarget, "hardlink target");
+        if (link.byteLength > 0 && (e.type !== FileType.FILE || size !== 0 || link.equals(p))) throw protocolError("ReadTree sent a hardlink target for an entry that cannot be one");
         file = e.type === FileType.FILE ? p : undefined;
         due = e.type === FileType.FILE ? size : 0;
         fileSize = due;
@@ -75,6 +79,7 @@ export async function* checkTree(stream: AsyncIterable<ReadTreeMessage>): AsyncG
           mtimeMs: Number(e.mtimeMs),
           size,
           symlinkTarget: Buffer.from(e.symlinkTarget),
+          hardlinkTarget: link,
           uid: e.uid,
           gid: e.gid,
         };

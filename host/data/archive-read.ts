@@ -8,6 +8,9 @@
 // (the decompressed stream is counted too, so a gzip bomb stops early), and a corrupt or
 // truncated gzip or tar is an error. The caller throws the staging tree away on error.
 //
+// Owners (uid/gid, numeric; PAX `uid` / `gid` when larger than ustar holds) are restored,
+// as tar does when run as root; setuid and setgid bits never are.
+//
 // Names are the exact bytes archive.ts wrote (`MEMOH.rawpath` / `MEMOH.rawlinkpath` when
 // not UTF-8, else the tar name), checked as bytes, and written as bytes; a path too long
 // for one system call is reached through its ancestors opened on the way (raw-names.ts),
@@ -74,6 +77,21 @@ export function safeName(raw: Uint8Array, maxPathBytes = DEFAULT_MAX_PATH_BYTES)
   return name;
 }
 
+/** The largest uid or gid Linux gives out ((uid_t)-1 means "unchanged"). */
+const MAX_ID = 0xfffffffe;
+
+/** The entry's numeric owner: PAX `uid` / `gid` when the archive has them, else the ustar fields. */
+export function ownerOf(h: tar.Header): { uid: number; gid: number } {
+  const pax = (h.pax ?? undefined) as Record<string, string> | undefined;
+  const id = (which: "uid" | "gid"): number => {
+    const text = pax?.[which];
+    const v = text === undefined ? (h[which] ?? 0) : /^\d{1,10}$/.test(text) ? Number(text) : NaN;
+    if (!Number.isInteger(v) || v < 0 || v > MAX_ID) throw refuse(`entry ${JSON.stringify(h.name)} has an invalid ${which} ${JSON.stringify(text ?? String(h[which]))}`);
+    return v;
+  };
+  return { uid: id("uid"), gid: id("gid") };
+}
+
 function refuse(message: string): WorkspaceError {
   return new WorkspaceError("invalid_argument", `the archive is refused: ${message}`);
 }
@@ -103,7 +121,9 @@ export async function extractArchive(
   let declared = 0;
   // What the archive has made so far: "" is the root.
   const model = new Map<string, "dir" | "file" | "symlink">([["", "dir"]]);
-  const dirTimes: Array<{ rel: string; mode: number; mtime: Date }> = [];
+  const dirTimes: Array<{ rel: string; mode: number; mtime: Date; owner: { uid: number; gid: number } }> = [];
+  // Only root can give files away; an unprivileged extract (never the orchestrator's) keeps its own.
+  const chown = process.getuid?.() === 0;
   const maxPathBytes = limits.maxPathBytes ?? DEFAULT_MAX_PATH_BYTES;
   const extract = tar.extract();
   // Headers and padding on top of the content: 1.5 KiB per entry (pax headers) and 1 MiB slack.
@@ -150,6 +170,7 @@ export async function extractArchive(
       if (declared > limits.maxBytes) throw tooLarge();
       const mode = (h.mode ?? 0o644) & 0o1777; // no setuid/setgid bits
       const mtime = h.mtime ?? new Date();
+      const owner = ownerOf(h);
       switch (h.type) {
         case "directory": {
           if (name !== "") {
@@ -159,7 +180,7 @@ export async function extractArchive(
             if (kind === undefined && dest !== undefined) await at(name, (p) => fs.promises.mkdir(p, { mode: 0o700 }));
             model.set(name, "dir");
           }
-          if (dest !== undefined) dirTimes.push({ rel: name, mode, mtime });
+          if (dest !== undefined) dirTimes.push({ rel: name, mode, mtime, owner });
           break;
         }
         case "file":
@@ -193,6 +214,8 @@ export async function extractArchive(
                 progress.bytes += buf.byteLength;
                 report.update(progress);
               }
+              // chown first: it clears mode bits the chmod then sets.
+              if (chown) await fh.chown(owner.uid, owner.gid);
               await fh.chmod(mode);
               await fh.utimes(mtime, mtime);
             } finally {
@@ -213,6 +236,7 @@ export async function extractArchive(
           if (dest !== undefined) {
             await at(name, async (p) => {
               await fs.promises.symlink(target, p);
+              if (chown) await fs.promises.lchown(p, owner.uid, owner.gid);
               await fs.promises.lutimes(p, mtime, mtime);
             });
           }
@@ -265,6 +289,7 @@ export async function extractArchive(
   // Directory modes and times last (children changed their mtimes), deepest first.
   for (const d of dirTimes.reverse()) {
     await at(d.rel, async (p) => {
+      if (chown) await fs.promises.lchown(p, d.owner.uid, d.owner.gid);
       await fs.promises.chmod(p, d.mode);
       await fs.promises.utimes(p, d.mtime, d.mtime);
     });

@@ -2,7 +2,9 @@
 // and read as streams (never the whole archive in memory).
 //
 // Writing: regular files, directories and symlinks (as symlinks) with their permission
-// bits and mtimes (seconds, the tar header's precision). A file's size is the size of
+// bits, numeric owner (uid/gid) and mtimes (seconds, the tar header's precision). A file
+// with more hard links than one is archived whole at its first name and as a hardlink
+// entry to that name at every other, so a restore links them again. A file's size is the size of
 // the open file at the moment it was opened (fstat of the fd, or the first ReadRaw chunk
 // over the bridge); exactly that many bytes are archived, so a file that grows while it
 // is read is archived consistently (a file that shrinks is padded with zeros). FIFOs,
@@ -36,6 +38,26 @@ export const RAW_LINKPATH_KEY = "MEMOH.rawlinkpath";
 
 /** A name as given to the writer: text, or the exact bytes. */
 export type EntryName = string | Uint8Array;
+
+/** Numeric owner of an entry (root when not given). */
+export interface Owner {
+  uid: number;
+  gid: number;
+}
+
+const ROOT: Owner = { uid: 0, gid: 0 };
+
+/** The largest id the ustar header's 6 octal digits hold; larger ids go in PAX `uid` / `gid`. */
+const USTAR_MAX_ID = 0o777777;
+
+/** The header fields of an owner; `pax` is the entry's PAX record so far (names' raw bytes). */
+function ownerFields(owner: Owner, pax: Record<string, string> | undefined): { uid: number; gid: number; pax?: Record<string, string> } {
+  const big: Record<string, string> = {};
+  if (owner.uid > USTAR_MAX_ID) big.uid = String(owner.uid);
+  if (owner.gid > USTAR_MAX_ID) big.gid = String(owner.gid);
+  const merged = Object.keys(big).length > 0 ? { ...pax, ...big } : pax;
+  return { uid: Math.min(owner.uid, USTAR_MAX_ID), gid: Math.min(owner.gid, USTAR_MAX_ID), ...(merged ? { pax: merged } : {}) };
+}
 
 /** The tar header fields of a name (and link target): text as it is, other bytes in PAX records. */
 export function nameFields(name: EntryName, linkTarget?: EntryName): { name: string; linkname?: string; pax?: Record<string, string> } {
@@ -173,16 +195,25 @@ export class ArchiveWriter {
     this.report.update(this.progress);
   }
 
-  async directory(name: EntryName, mode: number, mtimeMs: number): Promise<void> {
+  async directory(name: EntryName, mode: number, mtimeMs: number, owner: Owner = ROOT): Promise<void> {
     this.check();
     const f = nameFields(name);
-    await this.entry({ ...f, name: f.name.endsWith("/") ? f.name : `${f.name}/`, type: "directory", mode: mode & 0o7777, mtime: new Date(mtimeMs), size: 0 });
+    await this.entry({ ...f, name: f.name.endsWith("/") ? f.name : `${f.name}/`, type: "directory", mode: mode & 0o7777, mtime: new Date(mtimeMs), size: 0, ...ownerFields(owner, f.pax) });
     this.count(0);
   }
 
-  async symlink(name: EntryName, target: EntryName, mtimeMs: number): Promise<void> {
+  async symlink(name: EntryName, target: EntryName, mtimeMs: number, owner: Owner = ROOT): Promise<void> {
     this.check();
-    await this.entry({ ...nameFields(name, target), type: "symlink", mode: 0o777, mtime: new Date(mtimeMs), size: 0 });
+    const f = nameFields(name, target);
+    await this.entry({ ...f, type: "symlink", mode: 0o777, mtime: new Date(mtimeMs), size: 0, ...ownerFields(owner, f.pax) });
+    this.count(0);
+  }
+
+  /** Another name of a file archived earlier as `target` (a hard link: no bytes of its own). */
+  async hardlink(name: EntryName, target: EntryName, mode: number, mtimeMs: number, owner: Owner = ROOT): Promise<void> {
+    this.check();
+    const f = nameFields(name, target);
+    await this.entry({ ...f, type: "link", mode: mode & 0o7777, mtime: new Date(mtimeMs), size: 0, ...ownerFields(owner, f.pax) });
     this.count(0);
   }
 
@@ -197,9 +228,10 @@ export class ArchiveWriter {
   }
 
   /** A regular file of exactly `size` bytes from `chunks` (cut at size; zero-padded when short). */
-  async file(name: EntryName, mode: number, mtimeMs: number, size: number, chunks: AsyncIterable<Uint8Array>): Promise<void> {
+  async file(name: EntryName, mode: number, mtimeMs: number, size: number, chunks: AsyncIterable<Uint8Array>, owner: Owner = ROOT): Promise<void> {
     this.check();
-    const sink = this.pack.entry({ ...nameFields(name), type: "file", mode: mode & 0o7777, mtime: new Date(mtimeMs), size });
+    const f = nameFields(name);
+    const sink = this.pack.entry({ ...f, type: "file", mode: mode & 0o7777, mtime: new Date(mtimeMs), size, ...ownerFields(owner, f.pax) });
     const finished = new Promise<void>((resolve, reject) => {
       sink.on("finish", resolve);
       sink.on("error", reject);
@@ -286,10 +318,14 @@ async function* readFd(fh: fs.promises.FileHandle, size: number): AsyncGenerator
  * size is fstat's of the opened fd). `exclude` names top-level entries to leave out.
  * Names are read and archived as bytes, and a directory deeper than one system call can
  * name is walked from an fd of it (raw-names.ts), so no name or depth is left out.
+ * Owners are archived as numbers; a file with several hard links is archived once, and
+ * its other names as hardlink entries to the first.
  */
 export async function packHostTree(root: string, writer: ArchiveWriter, opts: { exclude?: ReadonlySet<string> } = {}): Promise<void> {
   const excluded = new Set([...(opts.exclude ?? [])].map((n) => binaryOf(Buffer.from(n))));
   const slash = Buffer.from("/");
+  // The first archived name of each file with more than one link, by device and inode.
+  const linked = new Map<string, Buffer>();
   const walk = async (dirPath: Buffer, rel: Buffer | undefined): Promise<void> => {
     const dir = openForChildren(dirPath);
     try {
@@ -308,11 +344,12 @@ export async function packHostTree(root: string, writer: ArchiveWriter, opts: { 
           }
           throw err;
         }
+        const owner = { uid: st.uid, gid: st.gid };
         if (st.isDirectory()) {
-          await writer.directory(relName, st.mode, st.mtimeMs);
+          await writer.directory(relName, st.mode, st.mtimeMs, owner);
           await walk(abs, relName);
         } else if (st.isSymbolicLink()) {
-          await writer.symlink(relName, await fs.promises.readlink(abs, { encoding: "buffer" }), st.mtimeMs);
+          await writer.symlink(relName, await fs.promises.readlink(abs, { encoding: "buffer" }), st.mtimeMs, owner);
         } else if (st.isFile()) {
           let fh: fs.promises.FileHandle;
           try {
@@ -330,7 +367,15 @@ export async function packHostTree(root: string, writer: ArchiveWriter, opts: { 
               writer.lose(relName, "no longer a regular file when it was opened");
               continue;
             }
-            await writer.file(relName, fst.mode, fst.mtimeMs, fst.size, readFd(fh, fst.size));
+            const fowner = { uid: fst.uid, gid: fst.gid };
+            const inode = fst.nlink > 1 ? `${fst.dev}:${fst.ino}` : undefined;
+            const first = inode === undefined ? undefined : linked.get(inode);
+            if (first !== undefined) {
+              await writer.hardlink(relName, first, fst.mode, fst.mtimeMs, fowner);
+              continue;
+            }
+            await writer.file(relName, fst.mode, fst.mtimeMs, fst.size, readFd(fh, fst.size), fowner);
+            if (inode !== undefined) linked.set(inode, relName);
           } finally {
             await fh.close();
           }

@@ -29,7 +29,7 @@ export async function packSnapshot(ctx: WorkspaceContext, botId: string, key: st
   try {
     if (checkDataDir(m, false)) {
       const st = fs.statSync(m.data);
-      await writer.directory(".", st.mode, st.mtimeMs);
+      await writer.directory(".", st.mode, st.mtimeMs, { uid: st.uid, gid: st.gid });
       await packHostTree(m.data, writer);
     }
   } finally {

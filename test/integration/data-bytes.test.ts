@@ -3,7 +3,8 @@
 // file inside it likewise, a symlink whose target is not UTF-8, and a file below a path
 // longer than PATH_MAX survive delete with preserve → create with restore_data, the
 // on-demand restore, and export → import, byte for byte (names, contents, modes, link
-// targets). A FIFO is not data: the backup leaves it out and says so.
+// targets). A FIFO is not data: the backup leaves it out and says so. Owners (also
+// ids larger than a plain tar header holds) and hard links come back as they were.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
@@ -122,5 +123,42 @@ test("export of a running workspace → import into a fresh one: non-UTF-8 names
   await ok("POST", `/bots/${bot}/container`, { json: {} });
   await ok("POST", `/bots/${bot}/container/data/import`, { raw: fromSnapshot.body });
   assert.equal(await tree(bot), t, "the tree imported from a stopped workspace's export differs");
+  await ok("DELETE", `/bots/${bot}/container`);
+});
+
+/** Owners and link counts of what ownersAndLinks made, and whether the two names are one file. */
+const OWNERS = `cd /data && for p in home home/f home/l hl big; do echo "$p $(stat -c '%u:%g %h' "$p")"; done
+[ "$(stat -c %i home/f)" = "$(stat -c %i hl)" ] && echo "home/f and hl are one file"`;
+const OWNED = ["home 1000:1001 2", "home/f 1000:1001 2", "home/l 1002:1003 1", "hl 1000:1001 2", "big 300000:300001 1", "home/f and hl are one file"].join("\n");
+
+test("owners (also past the ustar range) and hard links survive export → import of a running workspace and delete with preserve → restore", async () => {
+  const bot = "owners1";
+  await ok("POST", `/bots/${bot}/container`, { json: {} });
+  await sh(
+    bot,
+    `set -e; cd /data
+     mkdir home; echo mine > home/f; ln -s f home/l; ln home/f hl; echo big > big
+     chown -R 1000:1001 home; chown -h 1002:1003 home/l; chown 300000:300001 big`,
+  );
+  assert.equal((await sh(bot, OWNERS)).trim(), OWNED);
+
+  // Running: the export comes through ReadTree; the shared file's bytes are archived once.
+  const exported = await api("POST", `/bots/${bot}/container/data/export`);
+  assert.equal(exported.status, 200, exported.text);
+  const archive = path.join(s.dataRoot, "owners-export.tar.gz");
+  fs.writeFileSync(archive, exported.body);
+  const { stdout: listing } = await run("tar", ["-tvzf", archive, "--numeric-owner"]);
+  // Names are archived in byte order: "hl" comes before "home/f" and holds the bytes.
+  assert.match(listing, /^-rw.* 1000\/1001 +5 .* hl$/m, listing);
+  assert.match(listing, /^hrw.* 1000\/1001 +0 .* home\/f link to hl$/m, listing);
+  await ok("DELETE", `/bots/${bot}/container`);
+  await ok("POST", `/bots/${bot}/container`, { json: {} });
+  await ok("POST", `/bots/${bot}/container/data/import`, { raw: exported.body });
+  assert.equal((await sh(bot, OWNERS)).trim(), OWNED, "after export → import");
+
+  // The backup of a delete comes from the snapshot on the host.
+  await ok("DELETE", `/bots/${bot}/container?preserve_data=true`);
+  await ok("POST", `/bots/${bot}/container`, { json: { restore_data: true } });
+  assert.equal((await sh(bot, OWNERS)).trim(), OWNED, "after delete with preserve → restore");
   await ok("DELETE", `/bots/${bot}/container`);
 });

@@ -33,6 +33,11 @@ const scripts: Record<string, Msg[]> = {
   "dir-size": [root, { msg: { case: "entry", value: { path: b("d"), type: FileType.DIRECTORY, size: 9n } } }],
   "other-type": [root, { msg: { case: "entry", value: { path: b("s"), type: FileType.OTHER } } }],
   empty: [],
+  "link-with-bytes": [root, file("a", 1), data(1), { msg: { case: "entry", value: { path: b("b"), type: FileType.FILE, size: 1n, hardlinkTarget: b("a") } } }],
+  "link-to-itself": [root, { msg: { case: "entry", value: { path: b("b"), type: FileType.FILE, hardlinkTarget: b("b") } } }],
+  "link-outside": [root, { msg: { case: "entry", value: { path: b("b"), type: FileType.FILE, hardlinkTarget: b("../x") } } }],
+  "dir-link": [root, { msg: { case: "entry", value: { path: b("d"), type: FileType.DIRECTORY, hardlinkTarget: b("a") } } }],
+  "good-link": [root, file("a", 1), data(1), { msg: { case: "entry", value: { path: b("b"), type: FileType.FILE, hardlinkTarget: b("a") } } }],
 };
 
 let fake: FakeService;
@@ -58,6 +63,12 @@ test("a well-formed stream passes through as it came", async () => {
   assert.deepEqual(await drain("good"), ["entry:", "entry:a", "data:2", "data:1", "skipped:p", "entry:b", "data:1", "truncated:b:1"]);
 });
 
+test("a hardlink entry passes with its target and no data", async () => {
+  const out: string[] = [];
+  for await (const ev of client.readTree("good-link")) out.push(ev.kind === "entry" ? `${ev.path}>${ev.hardlinkTarget}` : ev.kind);
+  assert.deepEqual(out, [">", "a>", "data", "b>a"]);
+});
+
 test("streams that break the order, the byte counts or the paths are protocol violations", async () => {
   const cases: Array<[string, RegExp]> = [
     ["no-root", /first entry is not the root/],
@@ -73,6 +84,10 @@ test("streams that break the order, the byte counts or the paths are protocol vi
     ["dir-size", /size for an entry that is not a file/],
     ["other-type", /entry of type 4/],
     ["empty", /ended without the root's entry/],
+    ["link-with-bytes", /hardlink target for an entry that cannot be one/],
+    ["link-to-itself", /hardlink target for an entry that cannot be one/],
+    ["link-outside", /hardlink target path .* is not a plain relative path/],
+    ["dir-link", /hardlink target for an entry that cannot be one/],
   ];
   for (const [name, message] of cases) {
     const err = await rejectsWith(drain(name), Status.INTERNAL, message);

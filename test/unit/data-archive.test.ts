@@ -1,5 +1,5 @@
 // The data archive on host directories: a tree packs and unpacks identically (bytes,
-// symlinks, modes, mtimes), a file that grows while it is read is archived to the size
+// symlinks, modes, mtimes, owners, hard links), a file that grows while it is read is archived to the size
 // it had when opened, and every kind of malicious or broken archive is refused with a
 // clear error and nothing written outside the staging directory.
 import { test } from "node:test";
@@ -104,6 +104,69 @@ test("a tree packs and unpacks identically: bytes, symlinks, modes, mtimes, empt
   const result = await extractArchive(fs.createReadStream(file), dest);
   assert.equal(result.entries, verified.entries);
   assert.deepEqual(describeTree(dest), describeTree(src));
+});
+
+test("owners (also ids past the ustar header's range) and hard links pack and unpack as they were", async () => {
+  const src = tmp();
+  fs.mkdirSync(path.join(src, "home"), { mode: 0o750 });
+  fs.writeFileSync(path.join(src, "home/notes.txt"), "mine\n");
+  fs.writeFileSync(path.join(src, "big-id"), "remapped\n");
+  fs.symlinkSync("notes.txt", path.join(src, "home/link"));
+  fs.writeFileSync(path.join(src, "a-first"), "shared bytes\n");
+  fs.mkdirSync(path.join(src, "z"));
+  fs.linkSync(path.join(src, "a-first"), path.join(src, "z/second"));
+  fs.linkSync(path.join(src, "a-first"), path.join(src, "b-third"));
+  fs.chownSync(path.join(src, "home"), 1000, 1001);
+  fs.chownSync(path.join(src, "home/notes.txt"), 1000, 1001);
+  fs.lchownSync(path.join(src, "home/link"), 1002, 1003);
+  fs.chownSync(path.join(src, "big-id"), 300000, 4000000);
+  fs.chownSync(path.join(src, "a-first"), 1000, 100);
+
+  const file = path.join(tmp(), "out.tar.gz");
+  await packToFile(src, file);
+  // The archive itself: one copy of the shared bytes, two hardlink entries to its first name.
+  const headers: tar.Header[] = [];
+  const ex = tar.extract();
+  ex.on("entry", (h, stream, next) => {
+    headers.push(h);
+    stream.on("end", next);
+    stream.resume();
+  });
+  await new Promise<void>((resolve, reject) => {
+    ex.on("finish", resolve);
+    ex.on("error", reject);
+    fs.createReadStream(file).pipe(zlib.createGunzip()).pipe(ex);
+  });
+  const byName = new Map(headers.map((h) => [h.name, h]));
+  assert.equal(byName.get("a-first")?.type, "file");
+  assert.equal(byName.get("a-first")?.size, 13);
+  for (const other of ["b-third", "z/second"]) {
+    assert.equal(byName.get(other)?.type, "link", other);
+    assert.equal(byName.get(other)?.linkname, "a-first", other);
+  }
+
+  const dest = tmp();
+  await extractArchive(fs.createReadStream(file), dest);
+  const owner = (rel: string) => {
+    const st = fs.lstatSync(path.join(dest, rel));
+    return `${st.uid}:${st.gid}`;
+  };
+  assert.equal(owner("home"), "1000:1001");
+  assert.equal(owner("home/notes.txt"), "1000:1001");
+  assert.equal(owner("home/link"), "1002:1003");
+  assert.equal(owner("big-id"), "300000:4000000");
+  assert.equal(owner("a-first"), "1000:100");
+  const first = fs.statSync(path.join(dest, "a-first"));
+  assert.equal(first.nlink, 3);
+  assert.equal(fs.statSync(path.join(dest, "z/second")).ino, first.ino);
+  assert.equal(fs.statSync(path.join(dest, "b-third")).ino, first.ino);
+  assert.equal(fs.readFileSync(path.join(dest, "b-third"), "utf8"), "shared bytes\n");
+  assert.equal((fs.statSync(path.join(dest, "home")).mode & 0o7777).toString(8), "750");
+});
+
+test("an archive entry with an owner id that is not a number is refused", async () => {
+  await refused(buildArchive([{ header: { name: "f", type: "file", pax: { uid: "12x" } }, data: Buffer.from("x") }]), /invalid uid "12x"/);
+  await refused(buildArchive([{ header: { name: "f", type: "file", pax: { gid: "99999999999" } }, data: Buffer.from("x") }]), /invalid gid/);
 });
 
 test("a file that keeps growing while it is archived is cut at its size when opened; the archive is valid", async () => {

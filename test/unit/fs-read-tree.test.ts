@@ -7,13 +7,14 @@ import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
-import { PassThrough } from "node:stream";
+import { PassThrough, Readable } from "node:stream";
 import zlib from "node:zlib";
 import tar from "tar-stream";
 import { setTimeout as sleep } from "node:timers/promises";
 import { BridgeClient, type TreeEvent } from "../../host/bridge/client.js";
 import { ArchiveWriter, packBridgeTree } from "../../host/data/archive.js";
 import { packReadTree } from "../../host/data/archive-tree.js";
+import { extractArchive } from "../../host/data/archive-read.js";
 import { create } from "@bufbuild/protobuf";
 import { FileType, ReadTreeRequestSchema } from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
 import { Status } from "../../proto/rpc.js";
@@ -426,4 +427,40 @@ test("the ReadTree archive holds the same entries as the ListDir + ReadRaw archi
   assert.ok(a.some((e) => e.startsWith("not-utf8-\ufffd file")));
   assert.equal(ours.skipped.length, 1);
   assert.ok(ours.skipped.some((s) => /fifo: .*FIFO/.test(s)));
+});
+
+test("asked for hardlinks, ReadTree sends a file with several links once and its other names as links to the first; unasked, whole every time", async () => {
+  const root = dirOf("hard-links");
+  fs.mkdirSync(path.join(root, "sub"));
+  fs.writeFileSync(path.join(root, "a.bin"), randomBytes(70_000));
+  fs.linkSync(path.join(root, "a.bin"), path.join(root, "sub/b.bin"));
+  fs.linkSync(path.join(root, "a.bin"), path.join(root, "c.bin"));
+  fs.writeFileSync(path.join(root, "single"), "one link\n");
+  fs.chownSync(path.join(root, "a.bin"), 1000, 1001);
+  const abs = path.join(t.dataDir, "hard-links");
+  const files = (evs: Array<TreeEvent & { data?: Buffer }>) =>
+    evs.filter((e) => e.kind === "entry" && e.type === FileType.FILE).map((e) => e as Extract<TreeEvent, { kind: "entry" }> & { data?: Buffer });
+
+  const linked = files(await collect(c.readTree(abs, { hardlinks: true })));
+  assert.deepEqual(
+    linked.map((e) => `${e.path.toString()} ${e.size} ${e.data?.byteLength} ${e.hardlinkTarget.toString()} ${e.uid}:${e.gid}`),
+    ["a.bin 70000 70000  1000:1001", "c.bin 0 0 a.bin 1000:1001", "single 9 9  0:0", "sub/b.bin 0 0 a.bin 1000:1001"],
+  );
+  const whole = files(await collect(c.readTree(abs)));
+  assert.deepEqual(
+    whole.map((e) => `${e.path.toString()} ${e.size} ${e.data?.byteLength} ${e.hardlinkTarget.byteLength}`),
+    ["a.bin 70000 70000 0", "c.bin 70000 70000 0", "single 9 9 0", "sub/b.bin 70000 70000 0"],
+  );
+
+  // The export built from it holds the bytes once, and restores one file under three names.
+  const ours = await archive((w) => packReadTree(c, w, { dir: abs }));
+  const entries = await entriesOf(ours.gz);
+  assert.ok(entries.some((e) => e.startsWith("c.bin link ") && e.includes(" a.bin ")), entries.join("\n"));
+  const dest = fs.mkdtempSync(path.join(path.dirname(t.dataDir), "links-out-"));
+  await extractArchive(Readable.from([ours.gz]), dest);
+  const first = fs.statSync(path.join(dest, "a.bin"));
+  assert.equal(first.nlink, 3);
+  assert.equal(fs.statSync(path.join(dest, "sub/b.bin")).ino, first.ino);
+  assert.equal(`${first.uid}:${first.gid}`, "1000:1001");
+  assert.deepEqual(fs.readFileSync(path.join(dest, "c.bin")), fs.readFileSync(path.join(root, "a.bin")));
 });
