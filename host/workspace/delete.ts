@@ -1,12 +1,12 @@
 // Deleting a workspace: the row is marked "deleting" first, then the task, network,
-// rootfs snapshot and then the container, the socket dir go, and the row last. A deletion cut
+// rootfs snapshot and then the container, the socket dir (its tmpfs unmounted) go, and the row last. A deletion cut
 // short (the orchestrator died, containerd went away) is finished by the next delete,
 // ensure or reconcile: a half-deleted workspace is never rebuilt, and calls to it
 // answer not_found. Callers hold the bot's lock.
-import fs from "node:fs";
 import type { WorkspaceContext } from "./context.js";
 import { removeVersionSnapshots } from "../data/versions.js";
 import { removeJournal } from "../data/workspace-fs.js";
+import { removeSocketDir } from "./socket-dir.js";
 
 export async function deleteWorkspace(ctx: WorkspaceContext, botId: string): Promise<void> {
   const resolved = await ctx.resolve(botId);
@@ -29,7 +29,7 @@ export async function deleteWorkspace(ctx: WorkspaceContext, botId: string): Pro
   }
   // Its versions (committed snapshots, GC roots of their own) go with it.
   await removeVersionSnapshots(ctx, botId);
-  fs.rmSync(ctx.socketDir(botId), { recursive: true, force: true });
+  await removeSocketDir(ctx.socketDir(botId));
   const row = await ctx.store.getContainerByBot(botId);
   if (row !== undefined) {
     await ctx.store.recordEvent(row.containerId, "deleted", { botId, containerExisted: exists });

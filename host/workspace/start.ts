@@ -17,6 +17,7 @@ import type { WorkspaceContext } from "./context.js";
 import { WorkspaceError, describeError } from "./errors.js";
 import { unrepairedSwap } from "../data/workspace-fs.js";
 import { refreshStoredSandbox } from "./refresh-spec.js";
+import { mountSocketDir } from "./socket-dir.js";
 
 export interface StartOptions {
   /**
@@ -57,7 +58,8 @@ export async function startTask(ctx: WorkspaceContext, botId: string, containerI
   ctx.bridges.evict(botId);
   fs.rmSync(path.join(ctx.socketDir(botId), "bridge.sock"), { force: true });
   if (!isLegacyContainerId(containerId)) {
-    fs.mkdirSync(ctx.socketDir(botId), { recursive: true, mode: 0o750 });
+    // A tmpfs of its own: what the workspace writes there cannot fill the data root (socket-dir.ts).
+    await mountSocketDir(ctx.socketDir(botId), (m) => ctx.log(m));
   }
 
   // A workspace created by an earlier version gets this version's sandbox (refresh-spec.ts).

@@ -1,6 +1,7 @@
 // Workspaces against real daemons under what users' images and workloads bring: any
 // image config, a root inside that plants links, fork bombs and memory hogs, calls the
-// sandbox refuses, task logs that grow, lifecycle histories that get long.
+// sandbox refuses, task logs that grow, lifecycle histories that get long, a socket dir
+// written full.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
@@ -13,6 +14,7 @@ import { JobStream } from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
 import type { WorkspaceManager } from "../../host/workspace/manager.js";
 import { buildTestImages, deriveImage, writeOciLayout, type LayerEntry } from "../../scripts/image-builder.js";
 import { WorkspaceSupervisor, type SupervisorEvent } from "../../host/workspace/supervisor.js";
+import { SOCKET_DIR_BYTES, SOCKET_DIR_INODES, mountPoints } from "../../host/workspace/socket-dir.js";
 import { startWorkspaceFixture, waitFor, type WorkspaceFixture } from "./env/workspace.js";
 
 const MIB = 1024 * 1024;
@@ -344,4 +346,29 @@ test("a workspace whose stored spec has an earlier version's sandbox runs with t
   await mgr.start(bot);
   assert.equal(await refreshed(), 1);
   await mgr.delete(bot);
+});
+
+test("what a workspace writes in /run/memoh fills a small tmpfs of its own, not the data root's file system; a restart keeps one mount, delete removes it", async () => {
+  const bot = fx.botName("sockfill");
+  await mgr.ensure(bot);
+  const dir = mgr.socketDir(bot);
+  const TMPFS_MAGIC = 0x01021994;
+  assert.equal(fs.statfsSync(dir).type, TMPFS_MAGIC, "the socket dir is not a tmpfs");
+  const fill = await mgr.call(bot, (c) => c.exec({ command: "dd if=/dev/zero of=/run/memoh/fill bs=64k count=1024; echo rc=$?" }));
+  const out = fill.stdout.toString() + fill.stderr.toString();
+  assert.match(out, /No space left on device/, out);
+  assert.ok(fs.statSync(path.join(dir, "fill")).size <= SOCKET_DIR_BYTES, `${fs.statSync(path.join(dir, "fill")).size} bytes landed on the host`);
+  const files = await mgr.call(bot, (c) => c.exec({ command: "rm /run/memoh/fill; i=0; while [ $i -lt 500 ]; do i=$((i+1)); touch /run/memoh/f$i 2>/dev/null || { echo stopped at $i; break; }; done" }));
+  const stopped = Number(/stopped at (\d+)/.exec(files.stdout.toString())?.[1]);
+  assert.ok(stopped > 1 && stopped <= SOCKET_DIR_INODES, files.stdout.toString());
+  // The agent still answers on its socket.
+  assert.equal((await mgr.call(bot, (c) => c.exec({ command: "echo still" }))).stdout.toString(), "still\n");
+
+  await mgr.stop(bot);
+  await mgr.start(bot);
+  assert.equal(mountPoints().filter((m) => m === path.resolve(dir)).length, 1, "the restart stacked a second mount");
+  assert.equal((await mgr.call(bot, (c) => c.exec({ command: "echo back" }))).stdout.toString(), "back\n");
+  await mgr.delete(bot);
+  assert.equal(mountPoints().some((m) => m === path.resolve(dir)), false, "the tmpfs outlived its workspace");
+  assert.equal(fs.existsSync(dir), false);
 });

@@ -28,6 +28,7 @@ import { CdiRegistry } from "../../host/containerd/cdi.js";
 import { startContainerd, type ContainerdEnv } from "./env/containerd.js";
 import { importTestImages } from "./env/images.js";
 import { DEFAULT_RUNTIME_DIR, requireRuntimeBundle } from "./env/container.js";
+import { removeDataRoot } from "./env/data-root.js";
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
 const DATABASE_URL = process.env.TEST_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/test";
@@ -110,7 +111,7 @@ after(async () => {
     await dropPostgresSchema(DATABASE_URL, schema).catch(() => {});
   } finally {
     await env?.stop();
-    if (dataRoot) fs.rmSync(dataRoot, { recursive: true, force: true });
+    if (dataRoot) removeDataRoot(dataRoot);
   }
 });
 

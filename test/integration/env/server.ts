@@ -17,6 +17,7 @@ import { startContainerd, type ContainerdEnv } from "./containerd.js";
 import { importTestImages } from "./images.js";
 import { DEFAULT_RUNTIME_DIR, requireRuntimeBundle } from "./container.js";
 import { DATABASE_URL } from "./workspace.js";
+import { removeDataRoot } from "./data-root.js";
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
 export const CLI = path.join(REPO_ROOT, "bin", "memoh-workspace.mjs");
@@ -151,7 +152,7 @@ export async function startServerEnv(opts: ServerEnvOptions = {}): Promise<Serve
       .catch(() => undefined);
     await deleteLink(bridge).catch(() => undefined);
     if (opts.postgres) await dropPostgresSchema(DATABASE_URL, schema).catch(() => undefined);
-    fs.rmSync(dataRoot, { recursive: true, force: true });
+    removeDataRoot(dataRoot);
   };
   try {
     await startServer();

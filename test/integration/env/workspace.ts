@@ -16,6 +16,7 @@ import { WorkspaceManager, type WorkspaceManagerOptions } from "../../../host/wo
 import { startContainerd, type ContainerdEnv } from "./containerd.js";
 import { importTestImages } from "./images.js";
 import { DEFAULT_RUNTIME_DIR, requireRuntimeBundle } from "./container.js";
+import { removeDataRoot } from "./data-root.js";
 
 export const DATABASE_URL = process.env.TEST_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/test";
 
@@ -74,7 +75,7 @@ export async function startWorkspaceFixture(opts: WorkspaceFixtureOptions = {}):
       if (!opts.embeddedStore) await dropPostgresSchema(DATABASE_URL, schema).catch(() => {});
     } finally {
       await env.stop();
-      fs.rmSync(dataRoot, { recursive: true, force: true });
+      removeDataRoot(dataRoot);
     }
   };
   try {

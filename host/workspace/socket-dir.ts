@@ -1,0 +1,71 @@
+// A workspace's socket dir (`<dataRoot>/run/<bot>`, /run/memoh inside the workspace) on a
+// small tmpfs of its own. The workspace must be able to write there (its agent creates
+// bridge.sock), and everything in it can: on the data root's own file system, a
+// `dd of=/run/memoh/fill` inside one workspace would fill the file system that holds the
+// database, the backups and every other workspace's sockets. On a tmpfs of
+// SOCKET_DIR_BYTES and SOCKET_DIR_INODES it fills that tmpfs and nothing else.
+//
+// Mounted before a task is created (the container binds whatever is at the path then)
+// and unmounted when the workspace is deleted. A task that already runs keeps the dir it
+// was started with. Where the orchestrator may not mount (no CAP_SYS_ADMIN), the plain
+// directory is used and the failure is logged.
+import { execFile } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
+import { promisify } from "node:util";
+
+const run = promisify(execFile);
+
+/** Room of a socket dir: the socket is an inode without data; what else lands there is a workspace's misuse. */
+export const SOCKET_DIR_BYTES = 256 * 1024;
+export const SOCKET_DIR_INODES = 64;
+const FS_NAME = "memoh-socket";
+
+/** The mount points of a mountinfo text (proc(5)): field 5, with space, tab, newline and backslash as octal escapes. */
+export function parseMountPoints(text: string): string[] {
+  return text
+    .split("\n")
+    .filter((l) => l !== "")
+    .map((l) => {
+      const escaped = l.split(" ")[4] ?? "";
+      // Escapes stand for single bytes; the path is decoded as UTF-8 once they are bytes again.
+      return Buffer.from(escaped.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))), "latin1").toString("utf8");
+    });
+}
+
+/** Mount points of this process's mount namespace. */
+export function mountPoints(): string[] {
+  return parseMountPoints(fs.readFileSync("/proc/self/mountinfo", "latin1"));
+}
+
+export function isMountPoint(dir: string): boolean {
+  const abs = path.resolve(dir);
+  return mountPoints().includes(abs);
+}
+
+/**
+ * Makes `dir` (0750) and mounts the socket tmpfs on it unless something is mounted there
+ * already. Returns whether the dir is a mount point afterwards.
+ */
+export async function mountSocketDir(dir: string, log: (msg: string) => void): Promise<boolean> {
+  fs.mkdirSync(dir, { recursive: true, mode: 0o750 });
+  if (isMountPoint(dir)) return true;
+  try {
+    await run("mount", ["-t", "tmpfs", "-o", `size=${SOCKET_DIR_BYTES},nr_inodes=${SOCKET_DIR_INODES},mode=0750,nosuid,nodev,noexec`, FS_NAME, dir]);
+    return true;
+  } catch (err) {
+    const e = err as { stderr?: string; message?: string };
+    log(`${dir}: cannot mount its tmpfs (${(e.stderr || e.message || String(err)).trim()}); the socket dir shares the data root's file system`);
+    fs.chmodSync(dir, 0o750);
+    return false;
+  }
+}
+
+/** Unmounts every mount on `dir` (a socket tmpfs, maybe stacked) and removes it. */
+export async function removeSocketDir(dir: string): Promise<void> {
+  for (let i = 0; i < 8 && isMountPoint(dir); i++) {
+    // Lazy: a host process may still hold the socket open; the mount goes when it lets go.
+    await run("umount", ["-l", dir]);
+  }
+  fs.rmSync(dir, { recursive: true, force: true });
+}
