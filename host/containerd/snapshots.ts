@@ -247,12 +247,15 @@ export async function mountReadOnly(mounts: MountSpec[], target: string): Promis
   }
 }
 
-/** Unmounts `target` (every mount stacked on it); a target that is not mounted is fine. */
-export async function unmount(target: string): Promise<void> {
+/**
+ * Unmounts `target` (every mount stacked on it); a target that is not mounted is fine.
+ * `lazy` detaches it at once and lets it go when nothing uses it any more (umount -l).
+ */
+export async function unmount(target: string, opts: { lazy?: boolean } = {}): Promise<void> {
   for (let i = 0; i < 16; i++) {
     if (!isMountPoint(target)) return;
     try {
-      await run("umount", [target]);
+      await run("umount", opts.lazy ? ["-l", target] : [target]);
     } catch (err) {
       const stderr = (err as { stderr?: string }).stderr?.trim() ?? String(err);
       if (/not mounted/.test(stderr)) return;
@@ -261,7 +264,24 @@ export async function unmount(target: string): Promise<void> {
   }
 }
 
-/** Whether `target` is a mount point, from /proc/self/mountinfo. */
+/** The mount points of a mountinfo text (proc(5)): field 5, with space, tab, newline and backslash as octal escapes. */
+export function parseMountPoints(text: string): string[] {
+  return text
+    .split("\n")
+    .filter((l) => l !== "")
+    .map((l) => {
+      const escaped = l.split(" ")[4] ?? "";
+      // Escapes stand for single bytes; the path is decoded as UTF-8 once they are bytes again.
+      return Buffer.from(escaped.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))), "latin1").toString("utf8");
+    });
+}
+
+/** Mount points of this process's mount namespace, from /proc/self/mountinfo. */
+export function mountPoints(): string[] {
+  return parseMountPoints(fs.readFileSync("/proc/self/mountinfo", "latin1"));
+}
+
+/** Whether `target` (symlinks resolved) is a mount point. */
 export function isMountPoint(target: string): boolean {
   let real: string;
   try {
@@ -269,9 +289,5 @@ export function isMountPoint(target: string): boolean {
   } catch {
     return false;
   }
-  const unescape = (s: string) => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
-  return fs
-    .readFileSync("/proc/self/mountinfo", "utf8")
-    .split("\n")
-    .some((line) => unescape(line.split(" ")[4] ?? "") === real);
+  return mountPoints().includes(real);
 }

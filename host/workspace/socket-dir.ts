@@ -11,8 +11,8 @@
 // directory is used and the failure is logged.
 import { execFile } from "node:child_process";
 import fs from "node:fs";
-import path from "node:path";
 import { promisify } from "node:util";
+import { isMountPoint, unmount } from "../containerd/snapshots.js";
 
 const run = promisify(execFile);
 
@@ -20,28 +20,6 @@ const run = promisify(execFile);
 export const SOCKET_DIR_BYTES = 256 * 1024;
 export const SOCKET_DIR_INODES = 64;
 const FS_NAME = "memoh-socket";
-
-/** The mount points of a mountinfo text (proc(5)): field 5, with space, tab, newline and backslash as octal escapes. */
-export function parseMountPoints(text: string): string[] {
-  return text
-    .split("\n")
-    .filter((l) => l !== "")
-    .map((l) => {
-      const escaped = l.split(" ")[4] ?? "";
-      // Escapes stand for single bytes; the path is decoded as UTF-8 once they are bytes again.
-      return Buffer.from(escaped.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))), "latin1").toString("utf8");
-    });
-}
-
-/** Mount points of this process's mount namespace. */
-export function mountPoints(): string[] {
-  return parseMountPoints(fs.readFileSync("/proc/self/mountinfo", "latin1"));
-}
-
-export function isMountPoint(dir: string): boolean {
-  const abs = path.resolve(dir);
-  return mountPoints().includes(abs);
-}
 
 /**
  * Makes `dir` (0750) and mounts the socket tmpfs on it unless something is mounted there
@@ -63,9 +41,7 @@ export async function mountSocketDir(dir: string, log: (msg: string) => void): P
 
 /** Unmounts every mount on `dir` (a socket tmpfs, maybe stacked) and removes it. */
 export async function removeSocketDir(dir: string): Promise<void> {
-  for (let i = 0; i < 8 && isMountPoint(dir); i++) {
-    // Lazy: a host process may still hold the socket open; the mount goes when it lets go.
-    await run("umount", ["-l", dir]);
-  }
+  // Lazy: a host process may still hold the socket open; the mount goes when it lets go.
+  await unmount(dir, { lazy: true });
   fs.rmSync(dir, { recursive: true, force: true });
 }

@@ -21,6 +21,7 @@ import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
 import { fromBinary } from "@bufbuild/protobuf";
 import { ContainerDeleteSchema } from "../../proto/gen/containerd/events/container_pb.js";
 import { startContainerd, type ContainerdEnv } from "./env/containerd.js";
+import { waitFor } from "./env/workspace.js";
 import { buildTestImages, importTestImages } from "./env/images.js";
 import { DEFAULT_AGENT_ARGS, DEFAULT_RUNTIME_DIR, requireRuntimeBundle, waitForSocket } from "./env/container.js";
 
@@ -190,7 +191,12 @@ test("stdout and stderr land in the log file; stop of a stopped task just delete
     assert.equal((await waiting).exitStatus, 7);
     const exit = await client.removeContainer(id);
     assert.equal(exit?.exitStatus, 7);
-    const log = fs.readFileSync(logPath, "utf8");
+    // The shim copies stdout and stderr to the file on their own; the exit can come before
+    // the last of them is written.
+    const log = await waitFor("both streams in the log", () => {
+      const text = fs.readFileSync(logPath, "utf8");
+      return /to-stdout/.test(text) && /to-stderr/.test(text) ? text : undefined;
+    }, 10_000);
     assert.match(log, /to-stdout/);
     assert.match(log, /to-stderr/);
   } finally {

@@ -14,7 +14,8 @@ import { JobStream } from "../../proto/gen/memoh/bridge/v1/bridge_pb.js";
 import type { WorkspaceManager } from "../../host/workspace/manager.js";
 import { buildTestImages, deriveImage, writeOciLayout, type LayerEntry } from "../../scripts/image-builder.js";
 import { WorkspaceSupervisor, type SupervisorEvent } from "../../host/workspace/supervisor.js";
-import { SOCKET_DIR_BYTES, SOCKET_DIR_INODES, mountPoints } from "../../host/workspace/socket-dir.js";
+import { SOCKET_DIR_BYTES, SOCKET_DIR_INODES } from "../../host/workspace/socket-dir.js";
+import { mountPoints } from "../../host/containerd/snapshots.js";
 import { startWorkspaceFixture, waitFor, type WorkspaceFixture } from "./env/workspace.js";
 
 const MIB = 1024 * 1024;

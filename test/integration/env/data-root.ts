@@ -4,11 +4,11 @@
 // first, so the removal neither fails on a mount point nor leaves mounts behind.
 import { execFileSync } from "node:child_process";
 import fs from "node:fs";
-import path from "node:path";
-import { mountPoints } from "../../../host/workspace/socket-dir.js";
+import { mountPoints } from "../../../host/containerd/snapshots.js";
 
 export function removeDataRoot(dataRoot: string): void {
-  const under = `${path.resolve(dataRoot)}/`;
+  if (!fs.existsSync(dataRoot)) return;
+  const under = `${fs.realpathSync(dataRoot)}/`;
   const mounts = mountPoints()
     .filter((m) => m.startsWith(under))
     .sort((a, b) => b.length - a.length);
