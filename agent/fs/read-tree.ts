@@ -73,8 +73,11 @@ const YIELD_EVERY = 32;
 type Prepared =
   | { kind: "dir"; st: Stats }
   | { kind: "symlink"; st: Stats; target: Buffer }
-  /** `first`: FRAME_HEADROOM_BYTES of room, then the file's first block. */
-  | { kind: "file"; fd: number; st: Stats; first: Buffer }
+  /**
+   * `first`: FRAME_HEADROOM_BYTES of room, then the file's first block. `inode`: its
+   * "dev:ino" (exact, from a bigint fstat) when it has more than one link and links are asked for.
+   */
+  | { kind: "file"; fd: number; st: Stats; first: Buffer; inode?: string }
   /** Another name of a file sent earlier as `target` (its fd is already closed). */
   | { kind: "link"; st: Stats; target: Buffer }
   | { kind: "skip"; reason: string };
@@ -163,7 +166,7 @@ function closeFd(fd: number): void {
  * against tens of microseconds for a trip through libuv's thread pool, and the walk
  * makes five of them per file; the event loop is handed back between entries.
  */
-function prepare(dirPath: Buffer, name: Buffer, sentAs?: (st: Stats) => Buffer | undefined): Prepared {
+function prepare(dirPath: Buffer, name: Buffer, sentAs?: (inode: string) => Buffer | undefined): Prepared {
   const abs = Buffer.concat([dirPath, SLASH, name]);
   let st: Stats;
   try {
@@ -192,7 +195,13 @@ function prepare(dirPath: Buffer, name: Buffer, sentAs?: (st: Stats) => Buffer |
       fsSync.closeSync(fd);
       return { kind: "skip", reason: `replaced by ${kindOf(fst)} while the tree was read (not archived)` };
     }
-    const target = fst.nlink > 1 ? sentAs?.(fst) : undefined;
+    // Inode numbers can pass 2^53 (overlayfs with xino): the key is built from bigints.
+    let inode: string | undefined;
+    if (fst.nlink > 1 && sentAs !== undefined) {
+      const big = fsSync.fstatSync(fd, { bigint: true });
+      inode = `${big.dev}:${big.ino}`;
+    }
+    const target = inode === undefined ? undefined : sentAs?.(inode);
     if (target !== undefined) {
       fsSync.closeSync(fd);
       return { kind: "link", st: fst, target };
@@ -204,7 +213,7 @@ function prepare(dirPath: Buffer, name: Buffer, sentAs?: (st: Stats) => Buffer |
       if (n === 0) break;
       got += n;
     }
-    return { kind: "file", fd, st: fst, first: first.subarray(0, FRAME_HEADROOM_BYTES + got) };
+    return { kind: "file", fd, st: fst, first: first.subarray(0, FRAME_HEADROOM_BYTES + got), ...(inode === undefined ? {} : { inode }) };
   } catch (err) {
     try {
       fsSync.closeSync(fd);
@@ -228,11 +237,9 @@ export async function readTree(ctx: AgentContext, req: ReadTreeRequest, call: Re
   // Files with more than one link sent so far: "dev:ino" → the path they were sent as.
   const linked = new Map<string, Buffer>();
   let linkedBytes = 0;
-  const inodeOf = (st: Stats): string => `${st.dev}:${st.ino}`;
-  const sentAs = req.hardlinks ? (st: Stats): Buffer | undefined => linked.get(inodeOf(st)) : undefined;
-  const remember = (st: Stats, rel: Buffer): void => {
-    if (!req.hardlinks || st.nlink < 2) return;
-    const key = inodeOf(st);
+  const sentAs = req.hardlinks ? (inode: string): Buffer | undefined => linked.get(inode) : undefined;
+  const remember = (key: string | undefined, rel: Buffer): void => {
+    if (key === undefined) return;
     const cost = key.length + rel.byteLength + 64;
     if (linkedBytes + cost > TREE_LINKS_HELD_BYTES) return;
     linked.set(key, rel);
@@ -420,7 +427,7 @@ export async function readTree(ctx: AgentContext, req: ReadTreeRequest, call: Re
             try {
               await record({ msg: { case: "entry", value: entry(childRel, FileType.FILE, p.st, { size: BigInt(p.st.size) }) } });
               await sendFile(childRel, p);
-              remember(p.st, childRel);
+              remember(p.inode, childRel);
             } finally {
               closeFd(p.fd);
             }

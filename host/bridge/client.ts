@@ -233,7 +233,7 @@ export class BridgeClient {
       opts,
     );
     try {
-      yield* checkTree(call as AsyncIterable<ReadTreeMessage>);
+      yield* checkTree(call as AsyncIterable<ReadTreeMessage>, { hardlinks: limits.hardlinks ?? false });
     } catch (err) {
       throw err instanceof RpcError ? err : fromServiceError(err as Error);
     } finally {

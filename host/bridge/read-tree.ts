@@ -45,8 +45,20 @@ function safeCount(v: bigint, what: string): number {
   return Number(v);
 }
 
+/**
+ * Bytes of FILE entry paths a call asked for hardlinks keeps, to check that each link
+ * names a file the stream sent before (an archive with a dangling link could not be
+ * restored). Beyond it, a link to a path no longer held is taken as it comes.
+ */
+export const LINK_TARGETS_HELD_BYTES = 32 * 1024 * 1024;
+
 /** The records of `stream` as TreeEvents; a stream that breaks the rules throws a protocol violation. */
-export async function* checkTree(stream: AsyncIterable<ReadTreeMessage>): AsyncGenerator<TreeEvent> {
+export async function* checkTree(stream: AsyncIterable<ReadTreeMessage>, opts: { hardlinks?: boolean; heldBytes?: number } = {}): AsyncGenerator<TreeEvent> {
+  // FILE entries sent so far (latin1 keys of their paths), while they fit in the budget.
+  const files = new Set<string>();
+  let filesBytes = 0;
+  let filesComplete = true;
+  const heldBytes = opts.heldBytes ?? LINK_TARGETS_HELD_BYTES;
   let first = true;
   /** The file whose bytes are being received, and how many are still due. */
   let file: Buffer | undefined;
@@ -68,6 +80,16 @@ export async function* checkTree(stream: AsyncIterable<ReadTreeMessage>): AsyncG
         if (e.type !== FileType.FILE && size !== 0) throw protocolError("ReadTree sent a size for an entry that is not a file");
         const link = checkTreePath(e.hardlinkTarget, "hardlink target");
         if (link.byteLength > 0 && (e.type !== FileType.FILE || size !== 0 || link.equals(p))) throw protocolError("ReadTree sent a hardlink target for an entry that cannot be one");
+        if (link.byteLength > 0) {
+          if (!opts.hardlinks) throw protocolError("ReadTree sent a hardlink entry that was not asked for");
+          if (filesComplete && !files.has(link.toString("latin1"))) throw protocolError(`ReadTree sent a hardlink to ${JSON.stringify(link.toString("latin1"))}, which is not a file it sent before`);
+        } else if (opts.hardlinks && e.type === FileType.FILE && filesComplete) {
+          filesBytes += p.byteLength + 64;
+          if (filesBytes > heldBytes) {
+            filesComplete = false;
+            files.clear();
+          } else files.add(p.toString("latin1"));
+        }
         file = e.type === FileType.FILE ? p : undefined;
         due = e.type === FileType.FILE ? size : 0;
         fileSize = due;

@@ -368,7 +368,9 @@ export async function packHostTree(root: string, writer: ArchiveWriter, opts: { 
               continue;
             }
             const fowner = { uid: fst.uid, gid: fst.gid };
-            const inode = fst.nlink > 1 ? `${fst.dev}:${fst.ino}` : undefined;
+            // Inode numbers can pass 2^53 (overlayfs with xino): the key is built from bigints.
+            const big = fst.nlink > 1 ? await fh.stat({ bigint: true }) : undefined;
+            const inode = big === undefined ? undefined : `${big.dev}:${big.ino}`;
             const first = inode === undefined ? undefined : linked.get(inode);
             if (first !== undefined) {
               await writer.hardlink(relName, first, fst.mode, fst.mtimeMs, fowner);

@@ -190,6 +190,9 @@ export async function importIntoRootfs(m: MountedRootfs, input: Readable | Async
   const s = staging(m.root);
   fs.mkdirSync(s.base, { mode: 0o700 });
   fs.mkdirSync(s.next, { mode: 0o755 });
+  // /data keeps its owner unless the archive's root entry (".") names another.
+  const current = fs.statSync(m.data);
+  fs.chownSync(s.next, current.uid, current.gid);
   let result: ExtractResult;
   try {
     result = await extractArchive(input, s.next, opts);
@@ -199,7 +202,7 @@ export async function importIntoRootfs(m: MountedRootfs, input: Readable | Async
   }
   // The staged tree is on disk before the old one moves out.
   await runFile("sync", ["-f", s.next]).catch(() => undefined);
-  // The archive's own root entry (".") gave the staging dir its mode and mtime: /data takes them.
+  // The archive's own root entry (".") gave the staging dir its owner, mode and mtime: /data takes them.
   const rootStat = fs.statSync(s.next);
   fs.mkdirSync(s.old, { mode: 0o700 });
   crashPoint("import:staged");
@@ -207,6 +210,7 @@ export async function importIntoRootfs(m: MountedRootfs, input: Readable | Async
   await moveAll(m.data, s.old, () => crashPoint("import:out"));
   writeDurable(s.state, "in");
   await moveAll(s.next, m.data, () => crashPoint("import:in"));
+  fs.chownSync(m.data, rootStat.uid, rootStat.gid);
   fs.chmodSync(m.data, rootStat.mode & 0o7777);
   fs.utimesSync(m.data, rootStat.atime, rootStat.mtime);
   writeDurable(s.state, "done");

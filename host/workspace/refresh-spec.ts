@@ -23,8 +23,10 @@ export function refreshedSandbox(spec: Spec): Spec | undefined {
   next.linux.maskedPaths ??= [];
   withWorkspaceSandbox()(next);
   next.process.oomScoreAdj = OOM_SCORES.agent;
+  // Replaced where it stands (withAgentProcess puts more after it), added at the end only when missing.
   const env = next.process.env ?? [];
-  next.process.env = [...env.filter((e) => !e.startsWith(CHILD_OOM_ENV)), `${CHILD_OOM_ENV}${OOM_SCORES.children}`];
+  const value = `${CHILD_OOM_ENV}${OOM_SCORES.children}`;
+  next.process.env = env.some((e) => e.startsWith(CHILD_OOM_ENV)) ? env.map((e) => (e.startsWith(CHILD_OOM_ENV) ? value : e)) : [...env, value];
   return next;
 }
 

@@ -5,14 +5,16 @@
 // database, the backups and every other workspace's sockets. On a tmpfs of
 // SOCKET_DIR_BYTES and SOCKET_DIR_INODES it fills that tmpfs and nothing else.
 //
-// Mounted before a task is created (the container binds whatever is at the path then)
-// and unmounted when the workspace is deleted. A task that already runs keeps the dir it
-// was started with. Where the orchestrator may not mount (no CAP_SYS_ADMIN), the plain
+// Mounted afresh before each task is created (the container binds whatever is at the
+// path then) and unmounted when the workspace is deleted. A task that already runs keeps
+// the dir it was started with. The orchestrator must share containerd's mount namespace
+// (as a plain service does): a mount only it could see would leave the agent's socket
+// beneath it. Where the orchestrator may not mount (no CAP_SYS_ADMIN), the plain
 // directory is used and the failure is logged.
 import { execFile } from "node:child_process";
 import fs from "node:fs";
 import { promisify } from "node:util";
-import { isMountPoint, unmount } from "../containerd/snapshots.js";
+import { unmount } from "../containerd/snapshots.js";
 
 const run = promisify(execFile);
 
@@ -22,12 +24,14 @@ export const SOCKET_DIR_INODES = 64;
 const FS_NAME = "memoh-socket";
 
 /**
- * Makes `dir` (0750) and mounts the socket tmpfs on it unless something is mounted there
- * already. Returns whether the dir is a mount point afterwards.
+ * Makes `dir` (0750) and mounts a fresh socket tmpfs on it: one an earlier task used is
+ * let go first, so nothing that task left there (files, links to its socket holding
+ * inodes) can fill the new one. Only while no task of the workspace runs. Returns
+ * whether the dir is a mount point afterwards.
  */
 export async function mountSocketDir(dir: string, log: (msg: string) => void): Promise<boolean> {
   fs.mkdirSync(dir, { recursive: true, mode: 0o750 });
-  if (isMountPoint(dir)) return true;
+  await unmount(dir, { lazy: true });
   try {
     await run("mount", ["-t", "tmpfs", "-o", `size=${SOCKET_DIR_BYTES},nr_inodes=${SOCKET_DIR_INODES},mode=0750,nosuid,nodev,noexec`, FS_NAME, dir]);
     return true;

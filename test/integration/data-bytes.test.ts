@@ -127,18 +127,18 @@ test("export of a running workspace → import into a fresh one: non-UTF-8 names
 });
 
 /** Owners and link counts of what ownersAndLinks made, and whether the two names are one file. */
-const OWNERS = `cd /data && for p in home home/f home/l hl big; do echo "$p $(stat -c '%u:%g %h' "$p")"; done
+const OWNERS = `cd /data && echo ". $(stat -c '%u:%g' .)"; for p in home home/f home/l hl big; do echo "$p $(stat -c '%u:%g %h' "$p")"; done
 [ "$(stat -c %i home/f)" = "$(stat -c %i hl)" ] && echo "home/f and hl are one file"`;
-const OWNED = ["home 1000:1001 2", "home/f 1000:1001 2", "home/l 1002:1003 1", "hl 1000:1001 2", "big 300000:300001 1", "home/f and hl are one file"].join("\n");
+const OWNED = [". 1000:1001", "home 1000:1001 2", "home/f 1000:1001 2", "home/l 1002:1003 1", "hl 1000:1001 2", "big 300000:300001 1", "home/f and hl are one file"].join("\n");
 
-test("owners (also past the ustar range) and hard links survive export → import of a running workspace and delete with preserve → restore", async () => {
+test("owners (also past the ustar range, and of /data itself) and hard links survive export → import of a running workspace and delete with preserve → restore", async () => {
   const bot = "owners1";
   await ok("POST", `/bots/${bot}/container`, { json: {} });
   await sh(
     bot,
     `set -e; cd /data
      mkdir home; echo mine > home/f; ln -s f home/l; ln home/f hl; echo big > big
-     chown -R 1000:1001 home; chown -h 1002:1003 home/l; chown 300000:300001 big`,
+     chown -R 1000:1001 home; chown -h 1002:1003 home/l; chown 300000:300001 big; chown 1000:1001 /data`,
   );
   assert.equal((await sh(bot, OWNERS)).trim(), OWNED);
 

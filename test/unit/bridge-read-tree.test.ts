@@ -38,6 +38,9 @@ const scripts: Record<string, Msg[]> = {
   "link-outside": [root, { msg: { case: "entry", value: { path: b("b"), type: FileType.FILE, hardlinkTarget: b("../x") } } }],
   "dir-link": [root, { msg: { case: "entry", value: { path: b("d"), type: FileType.DIRECTORY, hardlinkTarget: b("a") } } }],
   "good-link": [root, file("a", 1), data(1), { msg: { case: "entry", value: { path: b("b"), type: FileType.FILE, hardlinkTarget: b("a") } } }],
+  "link-to-missing": [root, file("a", 0), { msg: { case: "entry", value: { path: b("b"), type: FileType.FILE, hardlinkTarget: b("c") } } }, file("c", 0)],
+  "unasked-link": [root, file("a", 0), { msg: { case: "entry", value: { path: b("b"), type: FileType.FILE, hardlinkTarget: b("a") } } }],
+  "link-to-dir": [root, { msg: { case: "entry", value: { path: b("d"), type: FileType.DIRECTORY } } }, { msg: { case: "entry", value: { path: b("e"), type: FileType.FILE, hardlinkTarget: b("d") } } }],
 };
 
 let fake: FakeService;
@@ -55,7 +58,7 @@ after(() => fake.close());
 
 async function drain(p: string): Promise<string[]> {
   const out: string[] = [];
-  for await (const ev of client.readTree(p)) out.push(ev.kind === "data" ? `data:${ev.data.byteLength}` : ev.kind === "truncated" ? `truncated:${ev.path}:${ev.sent}` : `${ev.kind}:${ev.path}`);
+  for await (const ev of client.readTree(p, { hardlinks: p.includes("link") && p !== "unasked-link" })) out.push(ev.kind === "data" ? `data:${ev.data.byteLength}` : ev.kind === "truncated" ? `truncated:${ev.path}:${ev.sent}` : `${ev.kind}:${ev.path}`);
   return out;
 }
 
@@ -65,7 +68,7 @@ test("a well-formed stream passes through as it came", async () => {
 
 test("a hardlink entry passes with its target and no data", async () => {
   const out: string[] = [];
-  for await (const ev of client.readTree("good-link")) out.push(ev.kind === "entry" ? `${ev.path}>${ev.hardlinkTarget}` : ev.kind);
+  for await (const ev of client.readTree("good-link", { hardlinks: true })) out.push(ev.kind === "entry" ? `${ev.path}>${ev.hardlinkTarget}` : ev.kind);
   assert.deepEqual(out, [">", "a>", "data", "b>a"]);
 });
 
@@ -88,9 +91,36 @@ test("streams that break the order, the byte counts or the paths are protocol vi
     ["link-to-itself", /hardlink target for an entry that cannot be one/],
     ["link-outside", /hardlink target path .* is not a plain relative path/],
     ["dir-link", /hardlink target for an entry that cannot be one/],
+    ["link-to-missing", /hardlink to "c", which is not a file it sent before/],
+    ["link-to-dir", /hardlink to "d", which is not a file it sent before/],
+    ["unasked-link", /hardlink entry that was not asked for/],
   ];
   for (const [name, message] of cases) {
     const err = await rejectsWith(drain(name), Status.INTERNAL, message);
     assert.match(err.message, /bridge protocol violation/, name);
   }
+});
+
+test("link targets are checked while their paths fit the budget; past it, links are taken as they come", async () => {
+  const { checkTree } = await import("../../host/bridge/read-tree.js");
+  const { create } = await import("@bufbuild/protobuf");
+  const { ReadTreeMessageSchema } = await import("../../proto/gen/memoh/bridge/v1/bridge_pb.js");
+  const msgs = (list: Msg[]) => (async function* () {
+    for (const m of list) yield create(ReadTreeMessageSchema, m);
+  })();
+  const linkTo = (p: string, t: string): Msg => ({ msg: { case: "entry", value: { path: b(p), type: FileType.FILE, hardlinkTarget: b(t) } } });
+  const stream = [root, file("a", 0), file("b", 0), linkTo("c", "a")];
+  const seen: string[] = [];
+  for await (const ev of checkTree(msgs(stream), { hardlinks: true, heldBytes: 1024 })) if (ev.kind === "entry") seen.push(ev.path.toString());
+  assert.deepEqual(seen, ["", "a", "b", "c"]);
+  await assert.rejects(
+    (async () => {
+      for await (const _ of checkTree(msgs([root, file("a", 0), linkTo("c", "x")]), { hardlinks: true, heldBytes: 1024 }));
+    })(),
+    /not a file it sent before/,
+  );
+  // Two paths of 65 bytes each pass a budget of 100: no longer checked, the link to "x" passes.
+  const past: string[] = [];
+  for await (const ev of checkTree(msgs([root, file("a", 0), file("b", 0), linkTo("c", "x")]), { hardlinks: true, heldBytes: 100 })) if (ev.kind === "entry") past.push(ev.path.toString());
+  assert.deepEqual(past, ["", "a", "b", "c"]);
 });

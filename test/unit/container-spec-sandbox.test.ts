@@ -62,6 +62,22 @@ test("a workspace masks containerd's default paths, powercap included, /proc/int
 test("a stored spec of an earlier version gets this version's sandbox and keeps everything else; a current one is unchanged; a foreign one is left alone", () => {
   const current = workspaceSpec();
   assert.equal(JSON.stringify(refreshedSandbox(current)), JSON.stringify(current), "refreshing a current spec changed it");
+  // As the server builds it: with the agent's job limits after the OOM variable.
+  const withJobs = buildSpec(
+    defaultUnixSpec("memoh", "workspace-b"),
+    ...workspaceSpecOpts({
+      containerId: "workspace-b",
+      resolvConf: "/etc/resolv.conf",
+      runtimePath: "/opt/memoh",
+      socketDir: "/run/memoh-test/b",
+      imageConfig: { Env: ["PATH=/usr/bin:/bin", "LANG=C.UTF-8"] },
+      cdiDevices: [],
+      limits: DEFAULT_LIMITS,
+      jobs: { maxRuntimeMs: 3_600_000, retentionMs: 86_400_000 },
+    }),
+  );
+  assert.ok(withJobs.process.env.at(-1)!.startsWith("BRIDGE_JOB_"), withJobs.process.env.join("\n"));
+  assert.equal(JSON.stringify(refreshedSandbox(withJobs)), JSON.stringify(withJobs), "refreshing a current spec with job limits changed it");
 
   // What an earlier version stored: the agent at -998 with children at 0, fewer masks, no
   // IPv6 sysctl, CAP_NET_RAW, no seccomp; and things of its own that must stay.
