@@ -26,20 +26,17 @@ const FS_NAME = "memoh-socket";
 /**
  * Makes `dir` (0750) and mounts a fresh socket tmpfs on it: one an earlier task used is
  * let go first, so nothing that task left there (files, links to its socket holding
- * inodes) can fill the new one. Only while no task of the workspace runs. Returns
- * whether the dir is a mount point afterwards.
+ * inodes) can fill the new one. Only while no task of the workspace runs.
  */
-export async function mountSocketDir(dir: string, log: (msg: string) => void): Promise<boolean> {
+export async function mountSocketDir(dir: string, log: (msg: string) => void): Promise<void> {
   fs.mkdirSync(dir, { recursive: true, mode: 0o750 });
   await unmount(dir, { lazy: true });
   try {
     await run("mount", ["-t", "tmpfs", "-o", `size=${SOCKET_DIR_BYTES},nr_inodes=${SOCKET_DIR_INODES},mode=0750,nosuid,nodev,noexec`, FS_NAME, dir]);
-    return true;
   } catch (err) {
     const e = err as { stderr?: string; message?: string };
     log(`${dir}: cannot mount its tmpfs (${(e.stderr || e.message || String(err)).trim()}); the socket dir shares the data root's file system`);
     fs.chmodSync(dir, 0o750);
-    return false;
   }
 }
 

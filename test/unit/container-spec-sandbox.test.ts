@@ -9,7 +9,7 @@ import { DEFAULT_LIMITS } from "../../host/workspace/limits.js";
 import { refreshedSandbox } from "../../host/workspace/refresh-spec.js";
 import { OOM_SCORES, sideChannelPaths, withAgentProcess, withWorkspaceSandbox, workspaceSpecOpts } from "../../host/workspace/container-spec.js";
 
-const workspaceSpec = () =>
+const workspaceSpec = (more: Partial<Parameters<typeof workspaceSpecOpts>[0]> = {}) =>
   buildSpec(
     defaultUnixSpec("memoh", "workspace-b"),
     ...workspaceSpecOpts({
@@ -20,6 +20,7 @@ const workspaceSpec = () =>
       imageConfig: {},
       cdiDevices: [],
       limits: DEFAULT_LIMITS,
+      ...more,
     }),
   );
 
@@ -63,19 +64,7 @@ test("a stored spec of an earlier version gets this version's sandbox and keeps 
   const current = workspaceSpec();
   assert.equal(JSON.stringify(refreshedSandbox(current)), JSON.stringify(current), "refreshing a current spec changed it");
   // As the server builds it: with the agent's job limits after the OOM variable.
-  const withJobs = buildSpec(
-    defaultUnixSpec("memoh", "workspace-b"),
-    ...workspaceSpecOpts({
-      containerId: "workspace-b",
-      resolvConf: "/etc/resolv.conf",
-      runtimePath: "/opt/memoh",
-      socketDir: "/run/memoh-test/b",
-      imageConfig: { Env: ["PATH=/usr/bin:/bin", "LANG=C.UTF-8"] },
-      cdiDevices: [],
-      limits: DEFAULT_LIMITS,
-      jobs: { maxRuntimeMs: 3_600_000, retentionMs: 86_400_000 },
-    }),
-  );
+  const withJobs = workspaceSpec({ imageConfig: { Env: ["PATH=/usr/bin:/bin", "LANG=C.UTF-8"] }, jobs: { maxRuntimeMs: 3_600_000, retentionMs: 86_400_000 } });
   assert.ok(withJobs.process.env.at(-1)!.startsWith("BRIDGE_JOB_"), withJobs.process.env.join("\n"));
   assert.equal(JSON.stringify(refreshedSandbox(withJobs)), JSON.stringify(withJobs), "refreshing a current spec with job limits changed it");
 
