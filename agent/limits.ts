@@ -63,6 +63,8 @@ export const READ_RAW_BUDGET_BYTES = 32 * MiB;
  * them wait their turn, not fail.
  */
 export const READ_RAW_WAIT_MS = 10 * 60_000;
+/** How long a ReadRaw handoff keeps its file open for the caller to reach it (fs/read-raw-handoff.ts). */
+export const READ_RAW_HANDOFF_HOLD_MS = 30_000;
 /** Part of the file budget only small leases (≤ FILE_BUDGET_SMALL_LEASE_BYTES) may use. */
 export const FILE_BUDGET_RESERVE_BYTES = 16 * MiB;
 /** A lease of at most this many bytes is small: a ReadFile of a file up to 256 KiB, a scan block. */

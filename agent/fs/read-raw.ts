@@ -6,6 +6,8 @@ import { RAW_CHUNK_BYTES, RAW_READ_BLOCK_BYTES as READ_BLOCK_BYTES } from "../li
 import { requestPath } from "../paths.js";
 import type { Stats } from "node:fs";
 import { openLeased } from "./read-lease.js";
+import { openRegularFile } from "./open.js";
+import { handOff } from "./read-raw-handoff.js";
 import { callSignal, streamBudget } from "../budget.js";
 import { preFramed } from "../../proto/rpc.js";
 import { framesInPlace } from "../grpc/framed-send.js";
@@ -48,11 +50,21 @@ export function offsetField(value: bigint, field: string): number {
  * A block is read with one readv(2) into slots, each with room before its
  * chunk, and every chunk goes out as a frame built around it in that room
  * (grpc/framed-send.ts): the file's bytes are never copied in the agent.
+ *
+ * Asked for a handoff, a file with a size gets one chunk naming the open descriptor
+ * instead (read-raw-handoff.ts).
  */
 export async function readRaw(ctx: AgentContext, req: pb.ReadRawRequest, call: ReadRawCall): Promise<void> {
   const target = requestPath(ctx.dataDir, req);
   const offset = offsetField(req.offset, "offset");
   const length = offsetField(req.length, "length");
+  if (req.handoff) {
+    // A file that reports size 0 (procfs, an empty file) is streamed: its bytes are
+    // made when it is read, and the caller's read might make others than ours.
+    const opened = await openRegularFile(target, "ReadRaw");
+    if (opened.st.size > 0) return handOff(call, opened, offset);
+    opened.fh.close();
+  }
   // Opens with O_NONBLOCK (a FIFO never blocks) and refuses all but regular files.
   // Files that report size 0 (procfs) may hold anything: lease for full blocks.
   const need = (st: Stats): number => {

@@ -38,9 +38,13 @@ export function waitDrain(res: ServerResponse, idleMs: number): Promise<void> {
   });
 }
 
-/** Writes `chunk`; when the response holds more than RESPONSE_BUFFER_BYTES, a promise of its drain. */
-export function writeWithBackpressure(res: ServerResponse, chunk: string | Uint8Array, idleMs: number): Promise<void> | undefined {
+/**
+ * Writes `chunk` (`written` is called once the socket took it: its buffer may be used
+ * again); when the response holds more than RESPONSE_BUFFER_BYTES, a promise of its drain.
+ */
+export function writeWithBackpressure(res: ServerResponse, chunk: string | Uint8Array, idleMs: number, written?: () => void): Promise<void> | undefined {
   if (res.destroyed) return Promise.reject(new ApiError("unavailable", "the client went away"));
-  res.write(chunk);
+  if (written) res.write(chunk, written);
+  else res.write(chunk);
   return res.writableLength > RESPONSE_BUFFER_BYTES ? waitDrain(res, idleMs) : undefined;
 }

@@ -1,6 +1,6 @@
 // Prometheus metrics of the orchestrator (prom-client, one registry per server):
 // request latency by route, bridge latency by RPC, workspaces by status, bytes pulled,
-// tool-call latency and errors by tool.
+// bytes downloaded by way of reading, tool-call latency and errors by tool.
 import client from "prom-client";
 
 export class ApiMetrics {
@@ -8,6 +8,7 @@ export class ApiMetrics {
   private readonly requests: client.Histogram<"method" | "route" | "status">;
   private readonly bridge: client.Histogram<"rpc" | "outcome">;
   private readonly pulled: client.Counter;
+  private readonly downloaded: client.Counter<"via">;
   private readonly toolCalls: client.Histogram<"tool" | "outcome">;
   private readonly toolErrors: client.Counter<"tool">;
 
@@ -36,6 +37,12 @@ export class ApiMetrics {
     });
     this.toolErrors = new client.Counter({ name: "memoh_tool_call_errors_total", help: "MCP tool gateway: tool calls that ended in an error, by tool", labelNames: ["tool"], registers: [this.registry] });
     this.pulled = new client.Counter({ name: "memoh_image_bytes_pulled_total", help: "Image bytes pulled from registries", registers: [this.registry] });
+    this.downloaded = new client.Counter({
+      name: "memoh_download_bytes_total",
+      help: "Bytes sent by fs/download, by how they were read: handoff (the server read the agent's open file) or stream (through ReadRaw)",
+      labelNames: ["via"],
+      registers: [this.registry],
+    });
     new client.Gauge({
       name: "memoh_workspaces",
       help: "Workspaces by status",
@@ -60,6 +67,10 @@ export class ApiMetrics {
   observeToolCall(tool: string, seconds: number, outcome: "ok" | "error"): void {
     this.toolCalls.observe({ tool, outcome }, seconds);
     if (outcome === "error") this.toolErrors.inc({ tool });
+  }
+
+  observeDownload(via: "handoff" | "stream", bytes: number): void {
+    this.downloaded.inc({ via }, bytes);
   }
 
   /** Progress callbacks report a blob's offset: count only what is new. */

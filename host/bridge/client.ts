@@ -9,6 +9,7 @@ import {
   type ExecRequestSchema,
   type ExecResponse,
   type ExecStartSchema,
+  type FileHandoff,
   type GlobRequestSchema,
   type GrepRequestSchema,
   type JobInfo,
@@ -215,6 +216,42 @@ export class BridgeClient {
       throw err instanceof RpcError ? err : fromServiceError(err as Error);
     } finally {
       call.cancel();
+    }
+  }
+
+  /**
+   * ReadRaw asking for a handoff: the agent's open descriptor of the file, which it holds
+   * until `release()` (or for 30 s), for a caller on its host to open through
+   * /proc/<pid>/fd/<fd> (workspace/file-handoff.ts). Undefined (the call cancelled)
+   * when the agent streamed the bytes instead: a file reporting size 0, or an agent
+   * without capability "read-raw-handoff". Errors are ReadRaw's (a directory, a FIFO,
+   * an offset past the end).
+   */
+  async readRawHandoff(
+    path: WorkspacePath,
+    range: { offset?: number; length?: number } = {},
+    opts?: CallOptions,
+  ): Promise<{ fileSize: number; handoff: FileHandoff; release(): void } | undefined> {
+    const offset = range.offset ?? 0;
+    const call = this.serverStream(
+      ContainerService.method.readRaw,
+      { ...pathFields(path), offset: BigInt(offset), length: BigInt(range.length ?? 0), handoff: true },
+      opts,
+    );
+    let held = false;
+    try {
+      const first = await call[Symbol.asyncIterator]().next();
+      if (first.done) throw protocolError("ReadRaw ended without a chunk");
+      const chunk = first.value;
+      if (chunk.handoff === undefined) return undefined;
+      if (chunk.data.length > 0 || chunk.offset !== BigInt(offset)) throw protocolError(`ReadRaw handoff with data or at ${chunk.offset}, expected ${offset}`);
+      if (chunk.fileSize <= 0n || chunk.fileSize > BigInt(Number.MAX_SAFE_INTEGER)) throw protocolError(`ReadRaw handoff of a file of ${chunk.fileSize} bytes`);
+      held = true;
+      return { fileSize: Number(chunk.fileSize), handoff: chunk.handoff, release: () => call.cancel() };
+    } catch (err) {
+      throw err instanceof RpcError ? err : fromServiceError(err as Error);
+    } finally {
+      if (!held) call.cancel();
     }
   }
 

@@ -17,6 +17,7 @@ export const IDEMPOTENT_BRIDGE_CALLS: ReadonlySet<string> = new Set([
   "listDir",
   "readFile",
   "readRaw",
+  "readRawHandoff",
   "readTree",
   "listJobs",
   "getJob",

@@ -9,7 +9,7 @@
 // here. It is long because it has one short method per operation, not because work is
 // done in it; the bridge-call bookkeeping of call() is in bridge-calls.ts.
 import fs from "node:fs";
-import type { BridgeClient } from "../bridge/client.js";
+import type { BridgeClient, WorkspacePath } from "../bridge/client.js";
 import { BridgePool } from "../bridge/pool.js";
 import { ContainerdError } from "../containerd/errors.js";
 import { validateBotId, workspaceContainerId } from "./botid.js";
@@ -24,6 +24,7 @@ import * as health from "./health.js";
 import { runMaintenance, type MaintenanceOptions, type MaintenanceReport } from "./maintenance.js";
 import { reconcile, type ReconcileEntry } from "./reconcile.js";
 import type { ResolvedContainer } from "./resolve.js";
+import { reopenHandedOff } from "./file-handoff.js";
 import { reviveAgent } from "./revive.js";
 import { startTask } from "./start.js";
 import { listWorkspaces, workspaceStatus, type WorkspaceStatus } from "./status.js";
@@ -382,6 +383,35 @@ export class WorkspaceManager {
     } catch (err) {
       throw fromCall(err);
     }
+  }
+
+  /**
+   * Opens a regular file of the bot's workspace for reading on the host: the agent
+   * opens it, with ReadRaw's rules, and hands off its descriptor, and the host reaches
+   * that open file (file-handoff.ts). `refused` says why it could not (a file that
+   * reports size 0, an agent that streamed instead, a host that may not reach the
+   * agent's descriptors): the caller then reads through ReadRaw. ReadRaw's errors
+   * (no such file, a directory, an offset past the end) are thrown. The caller closes `fd`.
+   */
+  async openFile(
+    botId: string,
+    path: WorkspacePath,
+    range: { offset?: number; length?: number },
+    opts: { signal?: AbortSignal } = {},
+  ): Promise<{ fd: number; fileSize: number } | { refused: string }> {
+    return this.call(botId, async (c) => {
+      const handed = await c.readRawHandoff(path, range, { signal: opts.signal, timeoutMs: 60_000 });
+      if (handed === undefined) return { refused: "the agent streamed the file" };
+      try {
+        const { containerId } = await this.ctx.resolve(botId);
+        const task = await this.ctx.cd.tasks.status(containerId);
+        if (task?.status !== "running" || !task.pid) return { refused: "the workspace's task is not running" };
+        const opened = reopenHandedOff(task.pid, handed.handoff);
+        return "fd" in opened ? { fd: opened.fd, fileSize: handed.fileSize } : opened;
+      } finally {
+        handed.release();
+      }
+    });
   }
 
   // ------------------------------------------------------------------ supervision

@@ -5,6 +5,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
+import fs from "node:fs";
 import net from "node:net";
 import { request } from "undici";
 import WebSocket from "ws";
@@ -312,6 +313,48 @@ test("download through a symlink sends the file it names (its size, its ETag); a
   assertError(await call("GET", `/bots/${bot}/container/fs/download?path=/dev/null`), 409, "conflict", /not a regular file/);
   assertError(await call("GET", `/bots/${bot}/container/fs/download?path=/dev/stdin`), 409, "conflict", /not a regular file/);
   assertError(await call("GET", `/bots/${bot}/container/fs/download?path=dangling`), 404, "not_found", /nowhere/);
+  assert.equal((await call("DELETE", `/bots/${bot}/container`)).status, 200);
+});
+
+test("a download of 1 MiB or more is read by the server from the agent's open file: the workspace's file (not the host's of the same path), ranges, metrics by way; the agent keeps no descriptor", async () => {
+  const bot = "api-handoff";
+  assert.equal((await call("POST", `/bots/${bot}/container`)).status, 200);
+  // The same absolute path on the host holds other bytes: what arrives must be the workspace's.
+  const twin = `/tmp/memoh-handoff-twin-${process.pid}.bin`;
+  fs.writeFileSync(twin, Buffer.alloc(5 * 1024 * 1024, 0x68));
+  try {
+    const made = await call("POST", `/bots/${bot}/container/exec`, {
+      body: { command: `dd if=/dev/urandom of=${twin} bs=1024 count=5000 2>/dev/null && ln -s ${twin} /data/twin && sha256sum ${twin} && printf small > /data/small.txt` },
+    });
+    assert.equal(made.json.exit_code, 0, made.text);
+    const inside = String(made.json.stdout).split(" ")[0];
+    const metric = async (via: string): Promise<number> => {
+      const m = new RegExp(`^memoh_download_bytes_total\\{via="${via}"\\} (\\d+)$`, "m").exec((await call("GET", "/metrics")).text);
+      return m ? Number(m[1]) : 0;
+    };
+    const before = { handoff: await metric("handoff"), stream: await metric("stream") };
+    const whole = await request(`${s.url}/bots/${bot}/container/fs/download?path=twin`, { headers: { authorization: `Bearer ${s.adminToken}` } });
+    assert.equal(whole.statusCode, 200);
+    assert.equal(whole.headers["content-length"], String(5000 * 1024));
+    const body = Buffer.from(await whole.body.arrayBuffer());
+    assert.equal(createHash("sha256").update(body).digest("hex"), inside);
+    const ranged = await request(`${s.url}/bots/${bot}/container/fs/download?path=${twin}`, { headers: { authorization: `Bearer ${s.adminToken}`, range: "bytes=1000000-3097151" } });
+    assert.equal(ranged.statusCode, 206);
+    assert.equal(ranged.headers["content-range"], `bytes 1000000-3097151/${5000 * 1024}`);
+    assert.ok(Buffer.from(await ranged.body.arrayBuffer()).equals(body.subarray(1000000, 3097152)));
+    // Below 1 MiB the bytes come through ReadRaw.
+    const small = await request(`${s.url}/bots/${bot}/container/fs/download?path=small.txt`, { headers: { authorization: `Bearer ${s.adminToken}` } });
+    assert.equal(await small.body.text(), "small");
+    assert.equal((await metric("handoff")) - before.handoff, 5000 * 1024 + 2097152);
+    assert.equal((await metric("stream")) - before.stream, 5);
+    // The agent let go of the file once the server had it open.
+    await waitFor("the agent to close the handed-off file", async () => {
+      const open = await call("POST", `/bots/${bot}/container/exec`, { body: { command: `ls -l /proc/[0-9]*/fd/ 2>/dev/null | grep -c memoh-handoff-twin || true` } });
+      return String(open.json.stdout).trim() === "0" ? true : undefined;
+    });
+  } finally {
+    fs.rmSync(twin, { force: true });
+  }
   assert.equal((await call("DELETE", `/bots/${bot}/container`)).status, 200);
 });
 

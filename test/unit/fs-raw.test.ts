@@ -280,3 +280,39 @@ test("BridgeClient.writeRaw whose source fails never commits, whether it failed 
     client.close();
   }
 });
+
+test("ReadRaw with handoff: one chunk naming the agent's open fd of the file, held until the caller cancels, then closed; a file of size 0 is streamed", async () => {
+  const client = new BridgeClient(t.agent.target);
+  try {
+    const data = randomBytes(3 * MiB + 5);
+    const file = path.join(t.dataDir, "handoff.bin");
+    await fs.writeFile(file, data);
+    const st = await fs.stat(file, { bigint: true });
+    const handed = await client.readRawHandoff("handoff.bin", { offset: 5, length: MiB });
+    assert.ok(handed !== undefined);
+    assert.equal(handed.fileSize, data.length);
+    // The agent runs in this process here: its pid and descriptors are ours.
+    assert.equal(handed.handoff.pid, process.pid);
+    assert.equal(handed.handoff.dev, st.dev);
+    assert.equal(handed.handoff.ino, st.ino);
+    const link = `/proc/self/fd/${handed.handoff.fd}`;
+    assert.equal(await fs.readlink(link), file);
+    assert.ok((await fs.readFile(link)).equals(data));
+    // Renamed away, the handed-off descriptor still is the file that was opened.
+    await fs.rename(file, `${file}.moved`);
+    assert.ok((await fs.readFile(link)).equals(data));
+    handed.release();
+    // Closed once the call is cancelled (the number may name another file later, never this one).
+    for (let i = 0; i < 500 && (await fs.readlink(link).catch(() => "")) === `${file}.moved`; i++) await sleep(10);
+    assert.notEqual(await fs.readlink(link).catch(() => ""), `${file}.moved`);
+
+    await fs.writeFile(path.join(t.dataDir, "empty.bin"), "");
+    assert.equal(await client.readRawHandoff("empty.bin"), undefined);
+    assert.equal(await client.readRawHandoff("/proc/self/status"), undefined);
+    await rejectsWith(client.readRawHandoff("handoff.bin.moved", { offset: data.length + 1 }), Status.OUT_OF_RANGE, /past the end/);
+    await rejectsWith(client.readRawHandoff("."), Status.INVALID_ARGUMENT, /is a directory/);
+    await rejectsWith(client.readRawHandoff("no-such-file"), Status.NOT_FOUND);
+  } finally {
+    client.close();
+  }
+});

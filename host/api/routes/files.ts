@@ -5,6 +5,8 @@
 import { Type } from "@sinclair/typebox";
 import type { FileInfo } from "../../../proto/gen/memoh/bridge/v1/bridge_pb.js";
 import { FileType } from "../../../proto/gen/memoh/bridge/v1/bridge_pb.js";
+import fs from "node:fs";
+import type { ServerResponse } from "node:http";
 import { writeWithBackpressure } from "../drain.js";
 import { ApiError } from "../errors.js";
 import { multipartFile } from "../multipart.js";
@@ -76,6 +78,48 @@ async function downloadTarget(manager: RouteContext["manager"], botId: string, p
     const link = bytesOf(info.pathBytes, info.path);
     const target = bytesOf(info.symlinkTargetBytes, info.symlinkTarget);
     at = target[0] === 0x2f ? target : Buffer.concat([link.subarray(0, link.lastIndexOf(0x2f) + 1), target]);
+  }
+}
+
+/**
+ * Downloads of at least this many bytes ask the agent for a handoff (the server reads
+ * the file itself); smaller ones stream through ReadRaw, which answers in one round
+ * trip where the handoff takes a containerd call and a few /proc reads on top.
+ */
+export const HANDOFF_MIN_BYTES = 1024 * 1024;
+
+/** Bytes the server reads from a handed-off file at a time. */
+const SEND_BLOCK_BYTES = 1024 * 1024;
+
+/**
+ * Sends `length` bytes of the open file `fd` from `start` into `res`, with backpressure
+ * (drain.ts), telling `onSent` each block's size, and closes `fd`. Sends fewer when the
+ * file ended early (it shrank while it was read); a file that grew is cut at `length`.
+ *
+ * A block's buffer is read into again once the socket took it (with the backpressure
+ * above, two or three buffers per download). A new 1 MiB buffer per block made the
+ * server's garbage collector run a full collection every few blocks (external memory
+ * grows fast), and in the server's heap each costs more than in a bare process: with
+ * curl as the client the download ran at 593 MiB/s against 1,296 for a bare node:http
+ * server reading the same file (medians of 10 interleaved rounds); GC was 20% of the
+ * server's samples.
+ */
+async function sendFileRange(fd: number, start: number, length: number, res: ServerResponse, idleMs: number, onSent: (bytes: number) => void): Promise<void> {
+  let sent = 0;
+  const spare: Buffer[] = [];
+  try {
+    while (sent < length) {
+      const buf = spare.pop() ?? Buffer.allocUnsafe(SEND_BLOCK_BYTES);
+      const want = Math.min(SEND_BLOCK_BYTES, length - sent);
+      const n = await new Promise<number>((resolve, reject) => fs.read(fd, buf, 0, want, start + sent, (err, bytes) => (err ? reject(err) : resolve(bytes))));
+      if (n === 0) break;
+      sent += n;
+      onSent(n);
+      const full = writeWithBackpressure(res, n === buf.length ? buf : buf.subarray(0, n), idleMs, () => spare.push(buf));
+      if (full) await full;
+    }
+  } finally {
+    fs.close(fd, () => undefined);
   }
 }
 
@@ -217,12 +261,39 @@ export function registerFileRoutes(app: ApiApp, ctx: RouteContext): void {
       let sent = 0;
       let opened: number | undefined;
       const onFileSize = (n: number) => void (opened = n);
+      const changed = () => new ApiError("conflict", `${req.query.path} changed while it was read (${opened} bytes when opened, ${size} before)`);
+      // A larger file is read by the server itself from the agent's open descriptor
+      // (handoff): its bytes do not cross the agent's socket. Anything that keeps the
+      // handoff from working falls back to ReadRaw's stream below.
+      if (length >= HANDOFF_MIN_BYTES) {
+        const direct = await manager.openFile(botId, at, { offset: start, length }, { signal: gone.signal });
+        if ("fd" in direct) {
+          opened = direct.fileSize;
+          if (opened !== size) {
+            fs.close(direct.fd, () => undefined);
+            throw changed();
+          }
+          writeHead();
+          try {
+            await sendFileRange(direct.fd, start, length, res, ctx.streamIdleMs, (n) => (sent += n));
+            if (sent !== length) throw new ApiError("conflict", `${req.query.path} changed while it was read (${sent} of ${length} bytes)`);
+            res.end();
+          } catch (err) {
+            req.log.info({ err: String(err) }, "download ended early");
+            res.destroy();
+          } finally {
+            ctx.metrics.observeDownload("handoff", sent);
+          }
+          return reply;
+        }
+        req.log.debug({ reason: direct.refused }, "download streamed through ReadRaw");
+      }
       try {
         await manager.call(botId, async (c) => {
           try {
             for await (const chunk of c.readRaw(at, { offset: start, length, onFileSize }, { signal: gone.signal, timeoutMs: 24 * 3600_000 })) {
               if (sent === 0) {
-                if (opened !== size) throw new ApiError("conflict", `${req.query.path} changed while it was read (${opened} bytes when opened, ${size} before)`);
+                if (opened !== size) throw changed();
                 writeHead();
               }
               sent += chunk.length;
@@ -243,6 +314,8 @@ export function registerFileRoutes(app: ApiApp, ctx: RouteContext): void {
         if (sent === 0) throw err;
         req.log.info({ err: String(err) }, "download ended early");
         res.destroy();
+      } finally {
+        ctx.metrics.observeDownload("stream", sent);
       }
       return reply;
     },

@@ -26,7 +26,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file memoh/bridge/v1/bridge.proto.
  */
 export const file_memoh_bridge_v1_bridge: GenFile = /*@__PURE__*/
-  fileDesc("ChxtZW1vaC9icmlkZ2UvdjEvYnJpZGdlLnByb3RvEg9tZW1vaC5icmlkZ2UudjEiDQoLSW5mb1JlcXVlc3Qi2gEKDEluZm9SZXNwb25zZRIVCg1hZ2VudF92ZXJzaW9uGAEgASgJEhgKEHByb3RvY29sX3ZlcnNpb24YAiABKA0SCwoDcGlkGAMgASgFEhYKDnVwdGltZV9zZWNvbmRzGAQgASgBEhQKDGNhcGFiaWxpdGllcxgFIAMoCRIUCgxub2RlX3ZlcnNpb24YBiABKAkSEAoIZGF0YV9kaXIYByABKAkSDgoGbGlzdGVuGAggASgJEhAKCGhvc3RuYW1lGAkgASgJEhQKDHdvcmtzcGFjZV9pZBgKIAEoCSLyAQoIRmlsZUluZm8SDAoEcGF0aBgBIAEoCRIMCgRuYW1lGAIgASgJEicKBHR5cGUYAyABKA4yGS5tZW1vaC5icmlkZ2UudjEuRmlsZVR5cGUSDAoEbW9kZRgEIAEoDRIMCgRzaXplGAUgASgDEhAKCG10aW1lX21zGAYgASgDEhYKDnN5bWxpbmtfdGFyZ2V0GAcgASgJEhIKCnBhdGhfYnl0ZXMYCCABKAwSEgoKbmFtZV9ieXRlcxgJIAEoDBIcChRzeW1saW5rX3RhcmdldF9ieXRlcxgKIAEoDBIVCg1wYXRoX3Rvb19sb25nGAsgASgIIi8KC1N0YXRSZXF1ZXN0EgwKBHBhdGgYASABKAkSEgoKcGF0aF9ieXRlcxgCIAEoDCI3CgxTdGF0UmVzcG9uc2USJwoEaW5mbxgBIAEoCzIZLm1lbW9oLmJyaWRnZS52MS5GaWxlSW5mbyJ3Cg5MaXN0RGlyUmVxdWVzdBIMCgRwYXRoGAEgASgJEhEKCXJlY3Vyc2l2ZRgCIAEoCBIRCgltYXhfZGVwdGgYAyABKA0SDgoGb2Zmc2V0GAQgASgNEg0KBWxpbWl0GAUgASgNEhIKCnBhdGhfYnl0ZXMYBiABKAwilgEKD0xpc3REaXJSZXNwb25zZRIqCgdlbnRyaWVzGAEgAygLMhkubWVtb2guYnJpZGdlLnYxLkZpbGVJbmZvEg0KBXRvdGFsGAIgASgNEhAKCGhhc19tb3JlGAMgASgIEhMKC25leHRfb2Zmc2V0GAQgASgNEhEKCXRydW5jYXRlZBgFIAEoCBIOCgZzb3J0ZWQYBiABKAgiXAoPUmVhZEZpbGVSZXF1ZXN0EgwKBHBhdGgYASABKAkSEwoLbGluZV9vZmZzZXQYAiABKA0SEgoKbGluZV9saW1pdBgDIAEoDRISCgpwYXRoX2J5dGVzGAQgASgMIpIBChBSZWFkRmlsZVJlc3BvbnNlEg8KB2NvbnRlbnQYASABKAkSEwoLdG90YWxfbGluZXMYAiABKA0SEwoLbGluZV9vZmZzZXQYAyABKA0SEgoKbGluZV9jb3VudBgEIAEoDRIRCgl0cnVuY2F0ZWQYBSABKAgSDgoGYmluYXJ5GAYgASgIEgwKBHNpemUYByABKAMiUwoQV3JpdGVGaWxlUmVxdWVzdBIMCgRwYXRoGAEgASgJEg8KB2NvbnRlbnQYAiABKAwSDAoEbW9kZRgDIAEoDRISCgpwYXRoX2J5dGVzGAQgASgMIioKEVdyaXRlRmlsZVJlc3BvbnNlEhUKDWJ5dGVzX3dyaXR0ZW4YASABKAMiUgoOUmVhZFJhd1JlcXVlc3QSDAoEcGF0aBgBIAEoCRIOCgZvZmZzZXQYAiABKAMSDgoGbGVuZ3RoGAMgASgDEhIKCnBhdGhfYnl0ZXMYBCABKAwiPwoMUmVhZFJhd0NodW5rEgwKBGRhdGEYASABKAwSDgoGb2Zmc2V0GAIgASgDEhEKCWZpbGVfc2l6ZRgDIAEoAyJuCg9SZWFkVHJlZVJlcXVlc3QSDAoEcGF0aBgBIAEoCRISCgpwYXRoX2J5dGVzGAIgASgMEhEKCW1heF9kZXB0aBgDIAEoDRITCgttYXhfZW50cmllcxgEIAEoDRIRCgloYXJkbGlua3MYBSABKAgiuwEKCVRyZWVFbnRyeRIMCgRwYXRoGAEgASgMEicKBHR5cGUYAiABKA4yGS5tZW1vaC5icmlkZ2UudjEuRmlsZVR5cGUSDAoEbW9kZRgDIAEoDRIQCghtdGltZV9tcxgEIAEoAxIMCgRzaXplGAUgASgDEhYKDnN5bWxpbmtfdGFyZ2V0GAYgASgMEgsKA3VpZBgHIAEoDRILCgNnaWQYCCABKA0SFwoPaGFyZGxpbmtfdGFyZ2V0GAkgASgMIisKC1RyZWVTa2lwcGVkEgwKBHBhdGgYASABKAwSDgoGcmVhc29uGAIgASgJIjsKDVRyZWVUcnVuY2F0ZWQSDAoEcGF0aBgBIAEoDBIMCgRzZW50GAIgASgDEg4KBnJlYXNvbhgDIAEoCSK7AQoPUmVhZFRyZWVNZXNzYWdlEisKBWVudHJ5GAEgASgLMhoubWVtb2guYnJpZGdlLnYxLlRyZWVFbnRyeUgAEg4KBGRhdGEYAiABKAxIABIvCgdza2lwcGVkGAMgASgLMhwubWVtb2guYnJpZGdlLnYxLlRyZWVTa2lwcGVkSAASMwoJdHJ1bmNhdGVkGAQgASgLMh4ubWVtb2guYnJpZGdlLnYxLlRyZWVUcnVuY2F0ZWRIAEIFCgNtc2ciPwoNV3JpdGVSYXdTdGFydBIMCgRwYXRoGAEgASgJEgwKBG1vZGUYAiABKA0SEgoKcGF0aF9ieXRlcxgDIAEoDCItCg1Xcml0ZVJhd0NodW5rEgwKBGRhdGEYASABKAwSDgoGb2Zmc2V0GAIgASgDIosBCg9Xcml0ZVJhd1JlcXVlc3QSLwoFc3RhcnQYASABKAsyHi5tZW1vaC5icmlkZ2UudjEuV3JpdGVSYXdTdGFydEgAEi8KBWNodW5rGAIgASgLMh4ubWVtb2guYnJpZGdlLnYxLldyaXRlUmF3Q2h1bmtIABIPCgVhYm9ydBgDIAEoCEgAQgUKA21zZyI5ChBXcml0ZVJhd1Jlc3BvbnNlEhUKDWJ5dGVzX3dyaXR0ZW4YASABKAMSDgoGc2hhMjU2GAIgASgJIk8KDE1rZGlyUmVxdWVzdBIMCgRwYXRoGAEgASgJEg8KB3BhcmVudHMYAiABKAgSDAoEbW9kZRgDIAEoDRISCgpwYXRoX2J5dGVzGAQgASgMIg8KDU1rZGlyUmVzcG9uc2UiYgoNUmVuYW1lUmVxdWVzdBIMCgRmcm9tGAEgASgJEgoKAnRvGAIgASgJEhEKCW92ZXJ3cml0ZRgDIAEoCBISCgpmcm9tX2J5dGVzGAQgASgMEhAKCHRvX2J5dGVzGAUgASgMIhAKDlJlbmFtZVJlc3BvbnNlIkgKEURlbGV0ZUZpbGVSZXF1ZXN0EgwKBHBhdGgYASABKAkSEQoJcmVjdXJzaXZlGAIgASgIEhIKCnBhdGhfYnl0ZXMYAyABKAwiFAoSRGVsZXRlRmlsZVJlc3BvbnNlIiUKB1B0eVNpemUSDAoEY29scxgBIAEoDRIMCgRyb3dzGAIgASgNIroCCglFeGVjU3RhcnQSDAoEYXJndhgBIAMoCRIPCgdjb21tYW5kGAIgASgJEjAKA2VudhgDIAMoCzIjLm1lbW9oLmJyaWRnZS52MS5FeGVjU3RhcnQuRW52RW50cnkSEQoJY2xlYW5fZW52GAQgASgIEhEKCXVuc2V0X2VudhgFIAMoCRILCgNjd2QYBiABKAkSEgoKdGltZW91dF9tcxgHIAEoDRILCgNwdHkYCCABKAgSKgoIcHR5X3NpemUYCSABKAsyGC5tZW1vaC5icmlkZ2UudjEuUHR5U2l6ZRINCgVzdGRpbhgKIAEoDBITCgtjbG9zZV9zdGRpbhgLIAEoCBIMCgR1c2VyGAwgASgJGioKCEVudkVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEipwEKC0V4ZWNSZXF1ZXN0EisKBXN0YXJ0GAEgASgLMhoubWVtb2guYnJpZGdlLnYxLkV4ZWNTdGFydEgAEg8KBXN0ZGluGAIgASgMSAASFQoLY2xvc2Vfc3RkaW4YAyABKAhIABIQCgZzaWduYWwYBCABKAlIABIqCgZyZXNpemUYBSABKAsyGC5tZW1vaC5icmlkZ2UudjEuUHR5U2l6ZUgAQgUKA21zZyIaCgtFeGVjU3RhcnRlZBILCgNwaWQYASABKAUiUAoIRXhlY0V4aXQSDAoEY29kZRgBIAEoBRIOCgZzaWduYWwYAiABKAkSEQoJdGltZWRfb3V0GAMgASgIEhMKC2R1cmF0aW9uX21zGAQgASgBIpUBCgxFeGVjUmVzcG9uc2USLwoHc3RhcnRlZBgBIAEoCzIcLm1lbW9oLmJyaWRnZS52MS5FeGVjU3RhcnRlZEgAEhAKBnN0ZG91dBgCIAEoDEgAEhAKBnN0ZGVychgDIAEoDEgAEikKBGV4aXQYBCABKAsyGS5tZW1vaC5icmlkZ2UudjEuRXhlY0V4aXRIAEIFCgNtc2ciqwEKDU1jcFN0ZGlvU3RhcnQSDwoHY29tbWFuZBgBIAEoCRIMCgRhcmdzGAIgAygJEjQKA2VudhgDIAMoCzInLm1lbW9oLmJyaWRnZS52MS5NY3BTdGRpb1N0YXJ0LkVudkVudHJ5EgsKA2N3ZBgEIAEoCRIMCgR1c2VyGAUgASgJGioKCEVudkVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEicwoPTWNwU3RkaW9SZXF1ZXN0Ei8KBXN0YXJ0GAEgASgLMh4ubWVtb2guYnJpZGdlLnYxLk1jcFN0ZGlvU3RhcnRIABIRCgdtZXNzYWdlGAIgASgJSAASFQoLY2xvc2Vfc3RkaW4YAyABKAhIAEIFCgNtc2ciHgoPTWNwU3RkaW9TdGFydGVkEgsKA3BpZBgBIAEoBSJBCgxNY3BTdGRpb0V4aXQSDAoEY29kZRgBIAEoBRIOCgZzaWduYWwYAiABKAkSEwoLc3RkZXJyX3RhaWwYAyADKAkiqAEKEE1jcFN0ZGlvUmVzcG9uc2USMwoHc3RhcnRlZBgBIAEoCzIgLm1lbW9oLmJyaWRnZS52MS5NY3BTdGRpb1N0YXJ0ZWRIABIRCgdtZXNzYWdlGAIgASgJSAASFgoMc3Rkb3V0X25vaXNlGAMgASgJSAASLQoEZXhpdBgEIAEoCzIdLm1lbW9oLmJyaWRnZS52MS5NY3BTdGRpb0V4aXRIAEIFCgNtc2ciOwoPU3RhcnRKb2JSZXF1ZXN0EigKBGV4ZWMYASABKAsyGi5tZW1vaC5icmlkZ2UudjEuRXhlY1N0YXJ0IjkKEFN0YXJ0Sm9iUmVzcG9uc2USJQoDam9iGAEgASgLMhgubWVtb2guYnJpZGdlLnYxLkpvYkluZm8i3QIKB0pvYkluZm8SCgoCaWQYASABKAkSDwoHY29tbWFuZBgCIAEoCRILCgNjd2QYAyABKAkSCwoDcGlkGAQgASgFEigKBXN0YXRlGAUgASgOMhkubWVtb2guYnJpZGdlLnYxLkpvYlN0YXRlEhEKCWV4aXRfY29kZRgGIAEoBRIOCgZzaWduYWwYByABKAkSFQoNc3RhcnRlZF9hdF9tcxgIIAEoAxITCgtlbmRlZF9hdF9tcxgJIAEoAxIUCgxzdGRvdXRfYnl0ZXMYCiABKAMSFAoMc3RkZXJyX2J5dGVzGAsgASgDEhkKEWxhc3Rfb3V0cHV0X2F0X21zGAwgASgDEhIKCnRpbWVvdXRfbXMYDSABKA0SEQoJdGltZWRfb3V0GA4gASgIEhkKEWtpbGxlZF9ieV9yZXF1ZXN0GA8gASgIEhkKEW91dHB1dF9yaW5nX2J5dGVzGBAgASgNIhEKD0xpc3RKb2JzUmVxdWVzdCI6ChBMaXN0Sm9ic1Jlc3BvbnNlEiYKBGpvYnMYASADKAsyGC5tZW1vaC5icmlkZ2UudjEuSm9iSW5mbyIbCg1HZXRKb2JSZXF1ZXN0EgoKAmlkGAEgASgJIjcKDkdldEpvYlJlc3BvbnNlEiUKA2pvYhgBIAEoCzIYLm1lbW9oLmJyaWRnZS52MS5Kb2JJbmZvIoUBChRSZWFkSm9iT3V0cHV0UmVxdWVzdBIKCgJpZBgBIAEoCRIqCgZzdHJlYW0YAiABKA4yGi5tZW1vaC5icmlkZ2UudjEuSm9iU3RyZWFtEg4KBm9mZnNldBgDIAEoAxIRCgltYXhfYnl0ZXMYBCABKA0SEgoKdGFpbF9ieXRlcxgFIAEoDSJiChVSZWFkSm9iT3V0cHV0UmVzcG9uc2USDAoEZGF0YRgBIAEoDBIOCgZvZmZzZXQYAiABKAMSDQoFdG90YWwYAyABKAMSDwoHZHJvcHBlZBgEIAEoAxILCgNlb2YYBSABKAgiSQoOV2FpdEpvYlJlcXVlc3QSCgoCaWQYASABKAkSEgoKdGltZW91dF9tcxgCIAEoDRIXCg9pZGxlX3RpbWVvdXRfbXMYAyABKA0iZwoPV2FpdEpvYlJlc3BvbnNlEi0KB291dGNvbWUYASABKA4yHC5tZW1vaC5icmlkZ2UudjEuV2FpdE91dGNvbWUSJQoDam9iGAIgASgLMhgubWVtb2guYnJpZGdlLnYxLkpvYkluZm8iLgoQU2lnbmFsSm9iUmVxdWVzdBIKCgJpZBgBIAEoCRIOCgZzaWduYWwYAiABKAkiOgoRU2lnbmFsSm9iUmVzcG9uc2USJQoDam9iGAEgASgLMhgubWVtb2guYnJpZGdlLnYxLkpvYkluZm8ieAoLR3JlcFJlcXVlc3QSDwoHcGF0dGVybhgBIAEoCRIMCgRwYXRoGAIgASgJEgwKBGdsb2IYAyABKAkSEwoLaWdub3JlX2Nhc2UYBCABKAgSEwoLbWF4X3Jlc3VsdHMYBSABKA0SEgoKdGltZW91dF9tcxgGIAEoDSI8CglHcmVwTWF0Y2gSDAoEcGF0aBgBIAEoCRITCgtsaW5lX251bWJlchgCIAEoDRIMCgRsaW5lGAMgASgJIp8BCgxHcmVwUmVzcG9uc2USKwoHbWF0Y2hlcxgBIAMoCzIaLm1lbW9oLmJyaWRnZS52MS5HcmVwTWF0Y2gSFgoOZmlsZXNfc2VhcmNoZWQYAiABKA0SDwoHc3RvcHBlZBgDIAEoCRIcChRiaW5hcnlfZmlsZXNfc2tpcHBlZBgEIAEoDRIbChNsYXJnZV9maWxlc19za2lwcGVkGAUgASgNIlUKC0dsb2JSZXF1ZXN0Eg8KB3BhdHRlcm4YASABKAkSDAoEcGF0aBgCIAEoCRITCgttYXhfcmVzdWx0cxgDIAEoDRISCgp0aW1lb3V0X21zGAQgASgNIi4KDEdsb2JSZXNwb25zZRINCgVwYXRocxgBIAMoCRIPCgdzdG9wcGVkGAIgASgJKn4KCEZpbGVUeXBlEhkKFUZJTEVfVFlQRV9VTlNQRUNJRklFRBAAEhIKDkZJTEVfVFlQRV9GSUxFEAESFwoTRklMRV9UWVBFX0RJUkVDVE9SWRACEhUKEUZJTEVfVFlQRV9TWU1MSU5LEAMSEwoPRklMRV9UWVBFX09USEVSEAQqaAoISm9iU3RhdGUSGQoVSk9CX1NUQVRFX1VOU1BFQ0lGSUVEEAASFQoRSk9CX1NUQVRFX1JVTk5JTkcQARIUChBKT0JfU1RBVEVfRVhJVEVEEAISFAoQSk9CX1NUQVRFX0tJTExFRBADKlUKCUpvYlN0cmVhbRIaChZKT0JfU1RSRUFNX1VOU1BFQ0lGSUVEEAASFQoRSk9CX1NUUkVBTV9TVERPVVQQARIVChFKT0JfU1RSRUFNX1NUREVSUhACKnQKC1dhaXRPdXRjb21lEhwKGFdBSVRfT1VUQ09NRV9VTlNQRUNJRklFRBAAEhYKEldBSVRfT1VUQ09NRV9FTkRFRBABEhgKFFdBSVRfT1VUQ09NRV9USU1FT1VUEAISFQoRV0FJVF9PVVRDT01FX0lETEUQAzKCDQoQQ29udGFpbmVyU2VydmljZRJDCgRJbmZvEhwubWVtb2guYnJpZGdlLnYxLkluZm9SZXF1ZXN0Gh0ubWVtb2guYnJpZGdlLnYxLkluZm9SZXNwb25zZRJDCgRTdGF0EhwubWVtb2guYnJpZGdlLnYxLlN0YXRSZXF1ZXN0Gh0ubWVtb2guYnJpZGdlLnYxLlN0YXRSZXNwb25zZRJMCgdMaXN0RGlyEh8ubWVtb2guYnJpZGdlLnYxLkxpc3REaXJSZXF1ZXN0GiAubWVtb2guYnJpZGdlLnYxLkxpc3REaXJSZXNwb25zZRJPCghSZWFkRmlsZRIgLm1lbW9oLmJyaWRnZS52MS5SZWFkRmlsZVJlcXVlc3QaIS5tZW1vaC5icmlkZ2UudjEuUmVhZEZpbGVSZXNwb25zZRJSCglXcml0ZUZpbGUSIS5tZW1vaC5icmlkZ2UudjEuV3JpdGVGaWxlUmVxdWVzdBoiLm1lbW9oLmJyaWRnZS52MS5Xcml0ZUZpbGVSZXNwb25zZRJLCgdSZWFkUmF3Eh8ubWVtb2guYnJpZGdlLnYxLlJlYWRSYXdSZXF1ZXN0Gh0ubWVtb2guYnJpZGdlLnYxLlJlYWRSYXdDaHVuazABElAKCFJlYWRUcmVlEiAubWVtb2guYnJpZGdlLnYxLlJlYWRUcmVlUmVxdWVzdBogLm1lbW9oLmJyaWRnZS52MS5SZWFkVHJlZU1lc3NhZ2UwARJRCghXcml0ZVJhdxIgLm1lbW9oLmJyaWRnZS52MS5Xcml0ZVJhd1JlcXVlc3QaIS5tZW1vaC5icmlkZ2UudjEuV3JpdGVSYXdSZXNwb25zZSgBEkYKBU1rZGlyEh0ubWVtb2guYnJpZGdlLnYxLk1rZGlyUmVxdWVzdBoeLm1lbW9oLmJyaWRnZS52MS5Na2RpclJlc3BvbnNlEkkKBlJlbmFtZRIeLm1lbW9oLmJyaWRnZS52MS5SZW5hbWVSZXF1ZXN0Gh8ubWVtb2guYnJpZGdlLnYxLlJlbmFtZVJlc3BvbnNlElUKCkRlbGV0ZUZpbGUSIi5tZW1vaC5icmlkZ2UudjEuRGVsZXRlRmlsZVJlcXVlc3QaIy5tZW1vaC5icmlkZ2UudjEuRGVsZXRlRmlsZVJlc3BvbnNlEkcKBEV4ZWMSHC5tZW1vaC5icmlkZ2UudjEuRXhlY1JlcXVlc3QaHS5tZW1vaC5icmlkZ2UudjEuRXhlY1Jlc3BvbnNlKAEwARJTCghNY3BTdGRpbxIgLm1lbW9oLmJyaWRnZS52MS5NY3BTdGRpb1JlcXVlc3QaIS5tZW1vaC5icmlkZ2UudjEuTWNwU3RkaW9SZXNwb25zZSgBMAESTwoIU3RhcnRKb2ISIC5tZW1vaC5icmlkZ2UudjEuU3RhcnRKb2JSZXF1ZXN0GiEubWVtb2guYnJpZGdlLnYxLlN0YXJ0Sm9iUmVzcG9uc2USTwoITGlzdEpvYnMSIC5tZW1vaC5icmlkZ2UudjEuTGlzdEpvYnNSZXF1ZXN0GiEubWVtb2guYnJpZGdlLnYxLkxpc3RKb2JzUmVzcG9uc2USSQoGR2V0Sm9iEh4ubWVtb2guYnJpZGdlLnYxLkdldEpvYlJlcXVlc3QaHy5tZW1vaC5icmlkZ2UudjEuR2V0Sm9iUmVzcG9uc2USXgoNUmVhZEpvYk91dHB1dBIlLm1lbW9oLmJyaWRnZS52MS5SZWFkSm9iT3V0cHV0UmVxdWVzdBomLm1lbW9oLmJyaWRnZS52MS5SZWFkSm9iT3V0cHV0UmVzcG9uc2USTAoHV2FpdEpvYhIfLm1lbW9oLmJyaWRnZS52MS5XYWl0Sm9iUmVxdWVzdBogLm1lbW9oLmJyaWRnZS52MS5XYWl0Sm9iUmVzcG9uc2USUgoJU2lnbmFsSm9iEiEubWVtb2guYnJpZGdlLnYxLlNpZ25hbEpvYlJlcXVlc3QaIi5tZW1vaC5icmlkZ2UudjEuU2lnbmFsSm9iUmVzcG9uc2USQwoER3JlcBIcLm1lbW9oLmJyaWRnZS52MS5HcmVwUmVxdWVzdBodLm1lbW9oLmJyaWRnZS52MS5HcmVwUmVzcG9uc2USQwoER2xvYhIcLm1lbW9oLmJyaWRnZS52MS5HbG9iUmVxdWVzdBodLm1lbW9oLmJyaWRnZS52MS5HbG9iUmVzcG9uc2ViBnByb3RvMw");
+  fileDesc("ChxtZW1vaC9icmlkZ2UvdjEvYnJpZGdlLnByb3RvEg9tZW1vaC5icmlkZ2UudjEiDQoLSW5mb1JlcXVlc3Qi2gEKDEluZm9SZXNwb25zZRIVCg1hZ2VudF92ZXJzaW9uGAEgASgJEhgKEHByb3RvY29sX3ZlcnNpb24YAiABKA0SCwoDcGlkGAMgASgFEhYKDnVwdGltZV9zZWNvbmRzGAQgASgBEhQKDGNhcGFiaWxpdGllcxgFIAMoCRIUCgxub2RlX3ZlcnNpb24YBiABKAkSEAoIZGF0YV9kaXIYByABKAkSDgoGbGlzdGVuGAggASgJEhAKCGhvc3RuYW1lGAkgASgJEhQKDHdvcmtzcGFjZV9pZBgKIAEoCSLyAQoIRmlsZUluZm8SDAoEcGF0aBgBIAEoCRIMCgRuYW1lGAIgASgJEicKBHR5cGUYAyABKA4yGS5tZW1vaC5icmlkZ2UudjEuRmlsZVR5cGUSDAoEbW9kZRgEIAEoDRIMCgRzaXplGAUgASgDEhAKCG10aW1lX21zGAYgASgDEhYKDnN5bWxpbmtfdGFyZ2V0GAcgASgJEhIKCnBhdGhfYnl0ZXMYCCABKAwSEgoKbmFtZV9ieXRlcxgJIAEoDBIcChRzeW1saW5rX3RhcmdldF9ieXRlcxgKIAEoDBIVCg1wYXRoX3Rvb19sb25nGAsgASgIIi8KC1N0YXRSZXF1ZXN0EgwKBHBhdGgYASABKAkSEgoKcGF0aF9ieXRlcxgCIAEoDCI3CgxTdGF0UmVzcG9uc2USJwoEaW5mbxgBIAEoCzIZLm1lbW9oLmJyaWRnZS52MS5GaWxlSW5mbyJ3Cg5MaXN0RGlyUmVxdWVzdBIMCgRwYXRoGAEgASgJEhEKCXJlY3Vyc2l2ZRgCIAEoCBIRCgltYXhfZGVwdGgYAyABKA0SDgoGb2Zmc2V0GAQgASgNEg0KBWxpbWl0GAUgASgNEhIKCnBhdGhfYnl0ZXMYBiABKAwilgEKD0xpc3REaXJSZXNwb25zZRIqCgdlbnRyaWVzGAEgAygLMhkubWVtb2guYnJpZGdlLnYxLkZpbGVJbmZvEg0KBXRvdGFsGAIgASgNEhAKCGhhc19tb3JlGAMgASgIEhMKC25leHRfb2Zmc2V0GAQgASgNEhEKCXRydW5jYXRlZBgFIAEoCBIOCgZzb3J0ZWQYBiABKAgiXAoPUmVhZEZpbGVSZXF1ZXN0EgwKBHBhdGgYASABKAkSEwoLbGluZV9vZmZzZXQYAiABKA0SEgoKbGluZV9saW1pdBgDIAEoDRISCgpwYXRoX2J5dGVzGAQgASgMIpIBChBSZWFkRmlsZVJlc3BvbnNlEg8KB2NvbnRlbnQYASABKAkSEwoLdG90YWxfbGluZXMYAiABKA0SEwoLbGluZV9vZmZzZXQYAyABKA0SEgoKbGluZV9jb3VudBgEIAEoDRIRCgl0cnVuY2F0ZWQYBSABKAgSDgoGYmluYXJ5GAYgASgIEgwKBHNpemUYByABKAMiUwoQV3JpdGVGaWxlUmVxdWVzdBIMCgRwYXRoGAEgASgJEg8KB2NvbnRlbnQYAiABKAwSDAoEbW9kZRgDIAEoDRISCgpwYXRoX2J5dGVzGAQgASgMIioKEVdyaXRlRmlsZVJlc3BvbnNlEhUKDWJ5dGVzX3dyaXR0ZW4YASABKAMiYwoOUmVhZFJhd1JlcXVlc3QSDAoEcGF0aBgBIAEoCRIOCgZvZmZzZXQYAiABKAMSDgoGbGVuZ3RoGAMgASgDEhIKCnBhdGhfYnl0ZXMYBCABKAwSDwoHaGFuZG9mZhgFIAEoCCJuCgxSZWFkUmF3Q2h1bmsSDAoEZGF0YRgBIAEoDBIOCgZvZmZzZXQYAiABKAMSEQoJZmlsZV9zaXplGAMgASgDEi0KB2hhbmRvZmYYBCABKAsyHC5tZW1vaC5icmlkZ2UudjEuRmlsZUhhbmRvZmYiQAoLRmlsZUhhbmRvZmYSCwoDcGlkGAEgASgNEgoKAmZkGAIgASgNEgsKA2RldhgDIAEoBBILCgNpbm8YBCABKAQibgoPUmVhZFRyZWVSZXF1ZXN0EgwKBHBhdGgYASABKAkSEgoKcGF0aF9ieXRlcxgCIAEoDBIRCgltYXhfZGVwdGgYAyABKA0SEwoLbWF4X2VudHJpZXMYBCABKA0SEQoJaGFyZGxpbmtzGAUgASgIIrsBCglUcmVlRW50cnkSDAoEcGF0aBgBIAEoDBInCgR0eXBlGAIgASgOMhkubWVtb2guYnJpZGdlLnYxLkZpbGVUeXBlEgwKBG1vZGUYAyABKA0SEAoIbXRpbWVfbXMYBCABKAMSDAoEc2l6ZRgFIAEoAxIWCg5zeW1saW5rX3RhcmdldBgGIAEoDBILCgN1aWQYByABKA0SCwoDZ2lkGAggASgNEhcKD2hhcmRsaW5rX3RhcmdldBgJIAEoDCIrCgtUcmVlU2tpcHBlZBIMCgRwYXRoGAEgASgMEg4KBnJlYXNvbhgCIAEoCSI7Cg1UcmVlVHJ1bmNhdGVkEgwKBHBhdGgYASABKAwSDAoEc2VudBgCIAEoAxIOCgZyZWFzb24YAyABKAkiuwEKD1JlYWRUcmVlTWVzc2FnZRIrCgVlbnRyeRgBIAEoCzIaLm1lbW9oLmJyaWRnZS52MS5UcmVlRW50cnlIABIOCgRkYXRhGAIgASgMSAASLwoHc2tpcHBlZBgDIAEoCzIcLm1lbW9oLmJyaWRnZS52MS5UcmVlU2tpcHBlZEgAEjMKCXRydW5jYXRlZBgEIAEoCzIeLm1lbW9oLmJyaWRnZS52MS5UcmVlVHJ1bmNhdGVkSABCBQoDbXNnIj8KDVdyaXRlUmF3U3RhcnQSDAoEcGF0aBgBIAEoCRIMCgRtb2RlGAIgASgNEhIKCnBhdGhfYnl0ZXMYAyABKAwiLQoNV3JpdGVSYXdDaHVuaxIMCgRkYXRhGAEgASgMEg4KBm9mZnNldBgCIAEoAyKLAQoPV3JpdGVSYXdSZXF1ZXN0Ei8KBXN0YXJ0GAEgASgLMh4ubWVtb2guYnJpZGdlLnYxLldyaXRlUmF3U3RhcnRIABIvCgVjaHVuaxgCIAEoCzIeLm1lbW9oLmJyaWRnZS52MS5Xcml0ZVJhd0NodW5rSAASDwoFYWJvcnQYAyABKAhIAEIFCgNtc2ciOQoQV3JpdGVSYXdSZXNwb25zZRIVCg1ieXRlc193cml0dGVuGAEgASgDEg4KBnNoYTI1NhgCIAEoCSJPCgxNa2RpclJlcXVlc3QSDAoEcGF0aBgBIAEoCRIPCgdwYXJlbnRzGAIgASgIEgwKBG1vZGUYAyABKA0SEgoKcGF0aF9ieXRlcxgEIAEoDCIPCg1Na2RpclJlc3BvbnNlImIKDVJlbmFtZVJlcXVlc3QSDAoEZnJvbRgBIAEoCRIKCgJ0bxgCIAEoCRIRCglvdmVyd3JpdGUYAyABKAgSEgoKZnJvbV9ieXRlcxgEIAEoDBIQCgh0b19ieXRlcxgFIAEoDCIQCg5SZW5hbWVSZXNwb25zZSJIChFEZWxldGVGaWxlUmVxdWVzdBIMCgRwYXRoGAEgASgJEhEKCXJlY3Vyc2l2ZRgCIAEoCBISCgpwYXRoX2J5dGVzGAMgASgMIhQKEkRlbGV0ZUZpbGVSZXNwb25zZSIlCgdQdHlTaXplEgwKBGNvbHMYASABKA0SDAoEcm93cxgCIAEoDSK6AgoJRXhlY1N0YXJ0EgwKBGFyZ3YYASADKAkSDwoHY29tbWFuZBgCIAEoCRIwCgNlbnYYAyADKAsyIy5tZW1vaC5icmlkZ2UudjEuRXhlY1N0YXJ0LkVudkVudHJ5EhEKCWNsZWFuX2VudhgEIAEoCBIRCgl1bnNldF9lbnYYBSADKAkSCwoDY3dkGAYgASgJEhIKCnRpbWVvdXRfbXMYByABKA0SCwoDcHR5GAggASgIEioKCHB0eV9zaXplGAkgASgLMhgubWVtb2guYnJpZGdlLnYxLlB0eVNpemUSDQoFc3RkaW4YCiABKAwSEwoLY2xvc2Vfc3RkaW4YCyABKAgSDAoEdXNlchgMIAEoCRoqCghFbnZFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIqcBCgtFeGVjUmVxdWVzdBIrCgVzdGFydBgBIAEoCzIaLm1lbW9oLmJyaWRnZS52MS5FeGVjU3RhcnRIABIPCgVzdGRpbhgCIAEoDEgAEhUKC2Nsb3NlX3N0ZGluGAMgASgISAASEAoGc2lnbmFsGAQgASgJSAASKgoGcmVzaXplGAUgASgLMhgubWVtb2guYnJpZGdlLnYxLlB0eVNpemVIAEIFCgNtc2ciGgoLRXhlY1N0YXJ0ZWQSCwoDcGlkGAEgASgFIlAKCEV4ZWNFeGl0EgwKBGNvZGUYASABKAUSDgoGc2lnbmFsGAIgASgJEhEKCXRpbWVkX291dBgDIAEoCBITCgtkdXJhdGlvbl9tcxgEIAEoASKVAQoMRXhlY1Jlc3BvbnNlEi8KB3N0YXJ0ZWQYASABKAsyHC5tZW1vaC5icmlkZ2UudjEuRXhlY1N0YXJ0ZWRIABIQCgZzdGRvdXQYAiABKAxIABIQCgZzdGRlcnIYAyABKAxIABIpCgRleGl0GAQgASgLMhkubWVtb2guYnJpZGdlLnYxLkV4ZWNFeGl0SABCBQoDbXNnIqsBCg1NY3BTdGRpb1N0YXJ0Eg8KB2NvbW1hbmQYASABKAkSDAoEYXJncxgCIAMoCRI0CgNlbnYYAyADKAsyJy5tZW1vaC5icmlkZ2UudjEuTWNwU3RkaW9TdGFydC5FbnZFbnRyeRILCgNjd2QYBCABKAkSDAoEdXNlchgFIAEoCRoqCghFbnZFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBInMKD01jcFN0ZGlvUmVxdWVzdBIvCgVzdGFydBgBIAEoCzIeLm1lbW9oLmJyaWRnZS52MS5NY3BTdGRpb1N0YXJ0SAASEQoHbWVzc2FnZRgCIAEoCUgAEhUKC2Nsb3NlX3N0ZGluGAMgASgISABCBQoDbXNnIh4KD01jcFN0ZGlvU3RhcnRlZBILCgNwaWQYASABKAUiQQoMTWNwU3RkaW9FeGl0EgwKBGNvZGUYASABKAUSDgoGc2lnbmFsGAIgASgJEhMKC3N0ZGVycl90YWlsGAMgAygJIqgBChBNY3BTdGRpb1Jlc3BvbnNlEjMKB3N0YXJ0ZWQYASABKAsyIC5tZW1vaC5icmlkZ2UudjEuTWNwU3RkaW9TdGFydGVkSAASEQoHbWVzc2FnZRgCIAEoCUgAEhYKDHN0ZG91dF9ub2lzZRgDIAEoCUgAEi0KBGV4aXQYBCABKAsyHS5tZW1vaC5icmlkZ2UudjEuTWNwU3RkaW9FeGl0SABCBQoDbXNnIjsKD1N0YXJ0Sm9iUmVxdWVzdBIoCgRleGVjGAEgASgLMhoubWVtb2guYnJpZGdlLnYxLkV4ZWNTdGFydCI5ChBTdGFydEpvYlJlc3BvbnNlEiUKA2pvYhgBIAEoCzIYLm1lbW9oLmJyaWRnZS52MS5Kb2JJbmZvIt0CCgdKb2JJbmZvEgoKAmlkGAEgASgJEg8KB2NvbW1hbmQYAiABKAkSCwoDY3dkGAMgASgJEgsKA3BpZBgEIAEoBRIoCgVzdGF0ZRgFIAEoDjIZLm1lbW9oLmJyaWRnZS52MS5Kb2JTdGF0ZRIRCglleGl0X2NvZGUYBiABKAUSDgoGc2lnbmFsGAcgASgJEhUKDXN0YXJ0ZWRfYXRfbXMYCCABKAMSEwoLZW5kZWRfYXRfbXMYCSABKAMSFAoMc3Rkb3V0X2J5dGVzGAogASgDEhQKDHN0ZGVycl9ieXRlcxgLIAEoAxIZChFsYXN0X291dHB1dF9hdF9tcxgMIAEoAxISCgp0aW1lb3V0X21zGA0gASgNEhEKCXRpbWVkX291dBgOIAEoCBIZChFraWxsZWRfYnlfcmVxdWVzdBgPIAEoCBIZChFvdXRwdXRfcmluZ19ieXRlcxgQIAEoDSIRCg9MaXN0Sm9ic1JlcXVlc3QiOgoQTGlzdEpvYnNSZXNwb25zZRImCgRqb2JzGAEgAygLMhgubWVtb2guYnJpZGdlLnYxLkpvYkluZm8iGwoNR2V0Sm9iUmVxdWVzdBIKCgJpZBgBIAEoCSI3Cg5HZXRKb2JSZXNwb25zZRIlCgNqb2IYASABKAsyGC5tZW1vaC5icmlkZ2UudjEuSm9iSW5mbyKFAQoUUmVhZEpvYk91dHB1dFJlcXVlc3QSCgoCaWQYASABKAkSKgoGc3RyZWFtGAIgASgOMhoubWVtb2guYnJpZGdlLnYxLkpvYlN0cmVhbRIOCgZvZmZzZXQYAyABKAMSEQoJbWF4X2J5dGVzGAQgASgNEhIKCnRhaWxfYnl0ZXMYBSABKA0iYgoVUmVhZEpvYk91dHB1dFJlc3BvbnNlEgwKBGRhdGEYASABKAwSDgoGb2Zmc2V0GAIgASgDEg0KBXRvdGFsGAMgASgDEg8KB2Ryb3BwZWQYBCABKAMSCwoDZW9mGAUgASgIIkkKDldhaXRKb2JSZXF1ZXN0EgoKAmlkGAEgASgJEhIKCnRpbWVvdXRfbXMYAiABKA0SFwoPaWRsZV90aW1lb3V0X21zGAMgASgNImcKD1dhaXRKb2JSZXNwb25zZRItCgdvdXRjb21lGAEgASgOMhwubWVtb2guYnJpZGdlLnYxLldhaXRPdXRjb21lEiUKA2pvYhgCIAEoCzIYLm1lbW9oLmJyaWRnZS52MS5Kb2JJbmZvIi4KEFNpZ25hbEpvYlJlcXVlc3QSCgoCaWQYASABKAkSDgoGc2lnbmFsGAIgASgJIjoKEVNpZ25hbEpvYlJlc3BvbnNlEiUKA2pvYhgBIAEoCzIYLm1lbW9oLmJyaWRnZS52MS5Kb2JJbmZvIngKC0dyZXBSZXF1ZXN0Eg8KB3BhdHRlcm4YASABKAkSDAoEcGF0aBgCIAEoCRIMCgRnbG9iGAMgASgJEhMKC2lnbm9yZV9jYXNlGAQgASgIEhMKC21heF9yZXN1bHRzGAUgASgNEhIKCnRpbWVvdXRfbXMYBiABKA0iPAoJR3JlcE1hdGNoEgwKBHBhdGgYASABKAkSEwoLbGluZV9udW1iZXIYAiABKA0SDAoEbGluZRgDIAEoCSKfAQoMR3JlcFJlc3BvbnNlEisKB21hdGNoZXMYASADKAsyGi5tZW1vaC5icmlkZ2UudjEuR3JlcE1hdGNoEhYKDmZpbGVzX3NlYXJjaGVkGAIgASgNEg8KB3N0b3BwZWQYAyABKAkSHAoUYmluYXJ5X2ZpbGVzX3NraXBwZWQYBCABKA0SGwoTbGFyZ2VfZmlsZXNfc2tpcHBlZBgFIAEoDSJVCgtHbG9iUmVxdWVzdBIPCgdwYXR0ZXJuGAEgASgJEgwKBHBhdGgYAiABKAkSEwoLbWF4X3Jlc3VsdHMYAyABKA0SEgoKdGltZW91dF9tcxgEIAEoDSIuCgxHbG9iUmVzcG9uc2USDQoFcGF0aHMYASADKAkSDwoHc3RvcHBlZBgCIAEoCSp+CghGaWxlVHlwZRIZChVGSUxFX1RZUEVfVU5TUEVDSUZJRUQQABISCg5GSUxFX1RZUEVfRklMRRABEhcKE0ZJTEVfVFlQRV9ESVJFQ1RPUlkQAhIVChFGSUxFX1RZUEVfU1lNTElOSxADEhMKD0ZJTEVfVFlQRV9PVEhFUhAEKmgKCEpvYlN0YXRlEhkKFUpPQl9TVEFURV9VTlNQRUNJRklFRBAAEhUKEUpPQl9TVEFURV9SVU5OSU5HEAESFAoQSk9CX1NUQVRFX0VYSVRFRBACEhQKEEpPQl9TVEFURV9LSUxMRUQQAypVCglKb2JTdHJlYW0SGgoWSk9CX1NUUkVBTV9VTlNQRUNJRklFRBAAEhUKEUpPQl9TVFJFQU1fU1RET1VUEAESFQoRSk9CX1NUUkVBTV9TVERFUlIQAip0CgtXYWl0T3V0Y29tZRIcChhXQUlUX09VVENPTUVfVU5TUEVDSUZJRUQQABIWChJXQUlUX09VVENPTUVfRU5ERUQQARIYChRXQUlUX09VVENPTUVfVElNRU9VVBACEhUKEVdBSVRfT1VUQ09NRV9JRExFEAMygg0KEENvbnRhaW5lclNlcnZpY2USQwoESW5mbxIcLm1lbW9oLmJyaWRnZS52MS5JbmZvUmVxdWVzdBodLm1lbW9oLmJyaWRnZS52MS5JbmZvUmVzcG9uc2USQwoEU3RhdBIcLm1lbW9oLmJyaWRnZS52MS5TdGF0UmVxdWVzdBodLm1lbW9oLmJyaWRnZS52MS5TdGF0UmVzcG9uc2USTAoHTGlzdERpchIfLm1lbW9oLmJyaWRnZS52MS5MaXN0RGlyUmVxdWVzdBogLm1lbW9oLmJyaWRnZS52MS5MaXN0RGlyUmVzcG9uc2USTwoIUmVhZEZpbGUSIC5tZW1vaC5icmlkZ2UudjEuUmVhZEZpbGVSZXF1ZXN0GiEubWVtb2guYnJpZGdlLnYxLlJlYWRGaWxlUmVzcG9uc2USUgoJV3JpdGVGaWxlEiEubWVtb2guYnJpZGdlLnYxLldyaXRlRmlsZVJlcXVlc3QaIi5tZW1vaC5icmlkZ2UudjEuV3JpdGVGaWxlUmVzcG9uc2USSwoHUmVhZFJhdxIfLm1lbW9oLmJyaWRnZS52MS5SZWFkUmF3UmVxdWVzdBodLm1lbW9oLmJyaWRnZS52MS5SZWFkUmF3Q2h1bmswARJQCghSZWFkVHJlZRIgLm1lbW9oLmJyaWRnZS52MS5SZWFkVHJlZVJlcXVlc3QaIC5tZW1vaC5icmlkZ2UudjEuUmVhZFRyZWVNZXNzYWdlMAESUQoIV3JpdGVSYXcSIC5tZW1vaC5icmlkZ2UudjEuV3JpdGVSYXdSZXF1ZXN0GiEubWVtb2guYnJpZGdlLnYxLldyaXRlUmF3UmVzcG9uc2UoARJGCgVNa2RpchIdLm1lbW9oLmJyaWRnZS52MS5Na2RpclJlcXVlc3QaHi5tZW1vaC5icmlkZ2UudjEuTWtkaXJSZXNwb25zZRJJCgZSZW5hbWUSHi5tZW1vaC5icmlkZ2UudjEuUmVuYW1lUmVxdWVzdBofLm1lbW9oLmJyaWRnZS52MS5SZW5hbWVSZXNwb25zZRJVCgpEZWxldGVGaWxlEiIubWVtb2guYnJpZGdlLnYxLkRlbGV0ZUZpbGVSZXF1ZXN0GiMubWVtb2guYnJpZGdlLnYxLkRlbGV0ZUZpbGVSZXNwb25zZRJHCgRFeGVjEhwubWVtb2guYnJpZGdlLnYxLkV4ZWNSZXF1ZXN0Gh0ubWVtb2guYnJpZGdlLnYxLkV4ZWNSZXNwb25zZSgBMAESUwoITWNwU3RkaW8SIC5tZW1vaC5icmlkZ2UudjEuTWNwU3RkaW9SZXF1ZXN0GiEubWVtb2guYnJpZGdlLnYxLk1jcFN0ZGlvUmVzcG9uc2UoATABEk8KCFN0YXJ0Sm9iEiAubWVtb2guYnJpZGdlLnYxLlN0YXJ0Sm9iUmVxdWVzdBohLm1lbW9oLmJyaWRnZS52MS5TdGFydEpvYlJlc3BvbnNlEk8KCExpc3RKb2JzEiAubWVtb2guYnJpZGdlLnYxLkxpc3RKb2JzUmVxdWVzdBohLm1lbW9oLmJyaWRnZS52MS5MaXN0Sm9ic1Jlc3BvbnNlEkkKBkdldEpvYhIeLm1lbW9oLmJyaWRnZS52MS5HZXRKb2JSZXF1ZXN0Gh8ubWVtb2guYnJpZGdlLnYxLkdldEpvYlJlc3BvbnNlEl4KDVJlYWRKb2JPdXRwdXQSJS5tZW1vaC5icmlkZ2UudjEuUmVhZEpvYk91dHB1dFJlcXVlc3QaJi5tZW1vaC5icmlkZ2UudjEuUmVhZEpvYk91dHB1dFJlc3BvbnNlEkwKB1dhaXRKb2ISHy5tZW1vaC5icmlkZ2UudjEuV2FpdEpvYlJlcXVlc3QaIC5tZW1vaC5icmlkZ2UudjEuV2FpdEpvYlJlc3BvbnNlElIKCVNpZ25hbEpvYhIhLm1lbW9oLmJyaWRnZS52MS5TaWduYWxKb2JSZXF1ZXN0GiIubWVtb2guYnJpZGdlLnYxLlNpZ25hbEpvYlJlc3BvbnNlEkMKBEdyZXASHC5tZW1vaC5icmlkZ2UudjEuR3JlcFJlcXVlc3QaHS5tZW1vaC5icmlkZ2UudjEuR3JlcFJlc3BvbnNlEkMKBEdsb2ISHC5tZW1vaC5icmlkZ2UudjEuR2xvYlJlcXVlc3QaHS5tZW1vaC5icmlkZ2UudjEuR2xvYlJlc3BvbnNlYgZwcm90bzM");
 
 /**
  * @generated from message memoh.bridge.v1.InfoRequest
@@ -524,6 +524,18 @@ export type ReadRawRequest = Message<"memoh.bridge.v1.ReadRawRequest"> & {
    * @generated from field: bytes path_bytes = 4;
    */
   pathBytes: Uint8Array;
+
+  /**
+   * Answer a regular file whose size is not 0 with one chunk naming the agent's
+   * open descriptor of it (handoff; no data), held open until the caller cancels
+   * the call (at most 30 s): a caller on the agent's host that may open
+   * /proc/<pid>/fd/<fd> reads the file itself, without its bytes crossing the
+   * socket. Other files are streamed as without it. An agent without the
+   * capability ignores the field and streams.
+   *
+   * @generated from field: bool handoff = 5;
+   */
+  handoff: boolean;
 };
 
 /**
@@ -555,6 +567,13 @@ export type ReadRawChunk = Message<"memoh.bridge.v1.ReadRawChunk"> & {
    * @generated from field: int64 file_size = 3;
    */
   fileSize: bigint;
+
+  /**
+   * Set, instead of data, on the only chunk of a handoff.
+   *
+   * @generated from field: memoh.bridge.v1.FileHandoff handoff = 4;
+   */
+  handoff?: FileHandoff | undefined;
 };
 
 /**
@@ -563,6 +582,44 @@ export type ReadRawChunk = Message<"memoh.bridge.v1.ReadRawChunk"> & {
  */
 export const ReadRawChunkSchema: GenMessage<ReadRawChunk> = /*@__PURE__*/
   messageDesc(file_memoh_bridge_v1_bridge, 12);
+
+/**
+ * The descriptor an agent holds open for a ReadRaw handoff.
+ *
+ * @generated from message memoh.bridge.v1.FileHandoff
+ */
+export type FileHandoff = Message<"memoh.bridge.v1.FileHandoff"> & {
+  /**
+   * The agent's pid in its own pid namespace (its last NSpid).
+   *
+   * @generated from field: uint32 pid = 1;
+   */
+  pid: number;
+
+  /**
+   * @generated from field: uint32 fd = 2;
+   */
+  fd: number;
+
+  /**
+   * fstat of the descriptor: the caller checks that it reached this file.
+   *
+   * @generated from field: uint64 dev = 3;
+   */
+  dev: bigint;
+
+  /**
+   * @generated from field: uint64 ino = 4;
+   */
+  ino: bigint;
+};
+
+/**
+ * Describes the message memoh.bridge.v1.FileHandoff.
+ * Use `create(FileHandoffSchema)` to create a new message.
+ */
+export const FileHandoffSchema: GenMessage<FileHandoff> = /*@__PURE__*/
+  messageDesc(file_memoh_bridge_v1_bridge, 13);
 
 /**
  * ReadTree walks a directory (the request path; a symlink there is followed,
@@ -623,7 +680,7 @@ export type ReadTreeRequest = Message<"memoh.bridge.v1.ReadTreeRequest"> & {
  * Use `create(ReadTreeRequestSchema)` to create a new message.
  */
 export const ReadTreeRequestSchema: GenMessage<ReadTreeRequest> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 13);
+  messageDesc(file_memoh_bridge_v1_bridge, 14);
 
 /**
  * @generated from message memoh.bridge.v1.TreeEntry
@@ -695,7 +752,7 @@ export type TreeEntry = Message<"memoh.bridge.v1.TreeEntry"> & {
  * Use `create(TreeEntrySchema)` to create a new message.
  */
 export const TreeEntrySchema: GenMessage<TreeEntry> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 14);
+  messageDesc(file_memoh_bridge_v1_bridge, 15);
 
 /**
  * @generated from message memoh.bridge.v1.TreeSkipped
@@ -717,7 +774,7 @@ export type TreeSkipped = Message<"memoh.bridge.v1.TreeSkipped"> & {
  * Use `create(TreeSkippedSchema)` to create a new message.
  */
 export const TreeSkippedSchema: GenMessage<TreeSkipped> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 15);
+  messageDesc(file_memoh_bridge_v1_bridge, 16);
 
 /**
  * The file of the last entry ended before its size: `sent` bytes of it were sent.
@@ -746,7 +803,7 @@ export type TreeTruncated = Message<"memoh.bridge.v1.TreeTruncated"> & {
  * Use `create(TreeTruncatedSchema)` to create a new message.
  */
 export const TreeTruncatedSchema: GenMessage<TreeTruncated> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 16);
+  messageDesc(file_memoh_bridge_v1_bridge, 17);
 
 /**
  * @generated from message memoh.bridge.v1.ReadTreeMessage
@@ -789,7 +846,7 @@ export type ReadTreeMessage = Message<"memoh.bridge.v1.ReadTreeMessage"> & {
  * Use `create(ReadTreeMessageSchema)` to create a new message.
  */
 export const ReadTreeMessageSchema: GenMessage<ReadTreeMessage> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 17);
+  messageDesc(file_memoh_bridge_v1_bridge, 18);
 
 /**
  * @generated from message memoh.bridge.v1.WriteRawStart
@@ -818,7 +875,7 @@ export type WriteRawStart = Message<"memoh.bridge.v1.WriteRawStart"> & {
  * Use `create(WriteRawStartSchema)` to create a new message.
  */
 export const WriteRawStartSchema: GenMessage<WriteRawStart> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 18);
+  messageDesc(file_memoh_bridge_v1_bridge, 19);
 
 /**
  * @generated from message memoh.bridge.v1.WriteRawChunk
@@ -842,7 +899,7 @@ export type WriteRawChunk = Message<"memoh.bridge.v1.WriteRawChunk"> & {
  * Use `create(WriteRawChunkSchema)` to create a new message.
  */
 export const WriteRawChunkSchema: GenMessage<WriteRawChunk> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 19);
+  messageDesc(file_memoh_bridge_v1_bridge, 20);
 
 /**
  * @generated from message memoh.bridge.v1.WriteRawRequest
@@ -881,7 +938,7 @@ export type WriteRawRequest = Message<"memoh.bridge.v1.WriteRawRequest"> & {
  * Use `create(WriteRawRequestSchema)` to create a new message.
  */
 export const WriteRawRequestSchema: GenMessage<WriteRawRequest> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 20);
+  messageDesc(file_memoh_bridge_v1_bridge, 21);
 
 /**
  * @generated from message memoh.bridge.v1.WriteRawResponse
@@ -905,7 +962,7 @@ export type WriteRawResponse = Message<"memoh.bridge.v1.WriteRawResponse"> & {
  * Use `create(WriteRawResponseSchema)` to create a new message.
  */
 export const WriteRawResponseSchema: GenMessage<WriteRawResponse> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 21);
+  messageDesc(file_memoh_bridge_v1_bridge, 22);
 
 /**
  * @generated from message memoh.bridge.v1.MkdirRequest
@@ -941,7 +998,7 @@ export type MkdirRequest = Message<"memoh.bridge.v1.MkdirRequest"> & {
  * Use `create(MkdirRequestSchema)` to create a new message.
  */
 export const MkdirRequestSchema: GenMessage<MkdirRequest> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 22);
+  messageDesc(file_memoh_bridge_v1_bridge, 23);
 
 /**
  * @generated from message memoh.bridge.v1.MkdirResponse
@@ -954,7 +1011,7 @@ export type MkdirResponse = Message<"memoh.bridge.v1.MkdirResponse"> & {
  * Use `create(MkdirResponseSchema)` to create a new message.
  */
 export const MkdirResponseSchema: GenMessage<MkdirResponse> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 23);
+  messageDesc(file_memoh_bridge_v1_bridge, 24);
 
 /**
  * Rename and DeleteFile refuse (INVALID_ARGUMENT) to move or remove "/", the
@@ -1002,7 +1059,7 @@ export type RenameRequest = Message<"memoh.bridge.v1.RenameRequest"> & {
  * Use `create(RenameRequestSchema)` to create a new message.
  */
 export const RenameRequestSchema: GenMessage<RenameRequest> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 24);
+  messageDesc(file_memoh_bridge_v1_bridge, 25);
 
 /**
  * @generated from message memoh.bridge.v1.RenameResponse
@@ -1015,7 +1072,7 @@ export type RenameResponse = Message<"memoh.bridge.v1.RenameResponse"> & {
  * Use `create(RenameResponseSchema)` to create a new message.
  */
 export const RenameResponseSchema: GenMessage<RenameResponse> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 25);
+  messageDesc(file_memoh_bridge_v1_bridge, 26);
 
 /**
  * @generated from message memoh.bridge.v1.DeleteFileRequest
@@ -1048,7 +1105,7 @@ export type DeleteFileRequest = Message<"memoh.bridge.v1.DeleteFileRequest"> & {
  * Use `create(DeleteFileRequestSchema)` to create a new message.
  */
 export const DeleteFileRequestSchema: GenMessage<DeleteFileRequest> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 26);
+  messageDesc(file_memoh_bridge_v1_bridge, 27);
 
 /**
  * @generated from message memoh.bridge.v1.DeleteFileResponse
@@ -1061,7 +1118,7 @@ export type DeleteFileResponse = Message<"memoh.bridge.v1.DeleteFileResponse"> &
  * Use `create(DeleteFileResponseSchema)` to create a new message.
  */
 export const DeleteFileResponseSchema: GenMessage<DeleteFileResponse> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 27);
+  messageDesc(file_memoh_bridge_v1_bridge, 28);
 
 /**
  * @generated from message memoh.bridge.v1.PtySize
@@ -1083,7 +1140,7 @@ export type PtySize = Message<"memoh.bridge.v1.PtySize"> & {
  * Use `create(PtySizeSchema)` to create a new message.
  */
 export const PtySizeSchema: GenMessage<PtySize> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 28);
+  messageDesc(file_memoh_bridge_v1_bridge, 29);
 
 /**
  * @generated from message memoh.bridge.v1.ExecStart
@@ -1184,7 +1241,7 @@ export type ExecStart = Message<"memoh.bridge.v1.ExecStart"> & {
  * Use `create(ExecStartSchema)` to create a new message.
  */
 export const ExecStartSchema: GenMessage<ExecStart> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 29);
+  messageDesc(file_memoh_bridge_v1_bridge, 30);
 
 /**
  * @generated from message memoh.bridge.v1.ExecRequest
@@ -1233,7 +1290,7 @@ export type ExecRequest = Message<"memoh.bridge.v1.ExecRequest"> & {
  * Use `create(ExecRequestSchema)` to create a new message.
  */
 export const ExecRequestSchema: GenMessage<ExecRequest> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 30);
+  messageDesc(file_memoh_bridge_v1_bridge, 31);
 
 /**
  * @generated from message memoh.bridge.v1.ExecStarted
@@ -1250,7 +1307,7 @@ export type ExecStarted = Message<"memoh.bridge.v1.ExecStarted"> & {
  * Use `create(ExecStartedSchema)` to create a new message.
  */
 export const ExecStartedSchema: GenMessage<ExecStarted> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 31);
+  messageDesc(file_memoh_bridge_v1_bridge, 32);
 
 /**
  * @generated from message memoh.bridge.v1.ExecExit
@@ -1286,7 +1343,7 @@ export type ExecExit = Message<"memoh.bridge.v1.ExecExit"> & {
  * Use `create(ExecExitSchema)` to create a new message.
  */
 export const ExecExitSchema: GenMessage<ExecExit> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 32);
+  messageDesc(file_memoh_bridge_v1_bridge, 33);
 
 /**
  * @generated from message memoh.bridge.v1.ExecResponse
@@ -1327,7 +1384,7 @@ export type ExecResponse = Message<"memoh.bridge.v1.ExecResponse"> & {
  * Use `create(ExecResponseSchema)` to create a new message.
  */
 export const ExecResponseSchema: GenMessage<ExecResponse> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 33);
+  messageDesc(file_memoh_bridge_v1_bridge, 34);
 
 /**
  * @generated from message memoh.bridge.v1.McpStdioStart
@@ -1368,7 +1425,7 @@ export type McpStdioStart = Message<"memoh.bridge.v1.McpStdioStart"> & {
  * Use `create(McpStdioStartSchema)` to create a new message.
  */
 export const McpStdioStartSchema: GenMessage<McpStdioStart> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 34);
+  messageDesc(file_memoh_bridge_v1_bridge, 35);
 
 /**
  * @generated from message memoh.bridge.v1.McpStdioRequest
@@ -1405,7 +1462,7 @@ export type McpStdioRequest = Message<"memoh.bridge.v1.McpStdioRequest"> & {
  * Use `create(McpStdioRequestSchema)` to create a new message.
  */
 export const McpStdioRequestSchema: GenMessage<McpStdioRequest> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 35);
+  messageDesc(file_memoh_bridge_v1_bridge, 36);
 
 /**
  * @generated from message memoh.bridge.v1.McpStdioStarted
@@ -1422,7 +1479,7 @@ export type McpStdioStarted = Message<"memoh.bridge.v1.McpStdioStarted"> & {
  * Use `create(McpStdioStartedSchema)` to create a new message.
  */
 export const McpStdioStartedSchema: GenMessage<McpStdioStarted> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 36);
+  messageDesc(file_memoh_bridge_v1_bridge, 37);
 
 /**
  * @generated from message memoh.bridge.v1.McpStdioExit
@@ -1451,7 +1508,7 @@ export type McpStdioExit = Message<"memoh.bridge.v1.McpStdioExit"> & {
  * Use `create(McpStdioExitSchema)` to create a new message.
  */
 export const McpStdioExitSchema: GenMessage<McpStdioExit> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 37);
+  messageDesc(file_memoh_bridge_v1_bridge, 38);
 
 /**
  * @generated from message memoh.bridge.v1.McpStdioResponse
@@ -1496,7 +1553,7 @@ export type McpStdioResponse = Message<"memoh.bridge.v1.McpStdioResponse"> & {
  * Use `create(McpStdioResponseSchema)` to create a new message.
  */
 export const McpStdioResponseSchema: GenMessage<McpStdioResponse> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 38);
+  messageDesc(file_memoh_bridge_v1_bridge, 39);
 
 /**
  * @generated from message memoh.bridge.v1.StartJobRequest
@@ -1518,7 +1575,7 @@ export type StartJobRequest = Message<"memoh.bridge.v1.StartJobRequest"> & {
  * Use `create(StartJobRequestSchema)` to create a new message.
  */
 export const StartJobRequestSchema: GenMessage<StartJobRequest> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 39);
+  messageDesc(file_memoh_bridge_v1_bridge, 40);
 
 /**
  * @generated from message memoh.bridge.v1.StartJobResponse
@@ -1535,7 +1592,7 @@ export type StartJobResponse = Message<"memoh.bridge.v1.StartJobResponse"> & {
  * Use `create(StartJobResponseSchema)` to create a new message.
  */
 export const StartJobResponseSchema: GenMessage<StartJobResponse> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 40);
+  messageDesc(file_memoh_bridge_v1_bridge, 41);
 
 /**
  * @generated from message memoh.bridge.v1.JobInfo
@@ -1644,7 +1701,7 @@ export type JobInfo = Message<"memoh.bridge.v1.JobInfo"> & {
  * Use `create(JobInfoSchema)` to create a new message.
  */
 export const JobInfoSchema: GenMessage<JobInfo> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 41);
+  messageDesc(file_memoh_bridge_v1_bridge, 42);
 
 /**
  * @generated from message memoh.bridge.v1.ListJobsRequest
@@ -1657,7 +1714,7 @@ export type ListJobsRequest = Message<"memoh.bridge.v1.ListJobsRequest"> & {
  * Use `create(ListJobsRequestSchema)` to create a new message.
  */
 export const ListJobsRequestSchema: GenMessage<ListJobsRequest> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 42);
+  messageDesc(file_memoh_bridge_v1_bridge, 43);
 
 /**
  * @generated from message memoh.bridge.v1.ListJobsResponse
@@ -1674,7 +1731,7 @@ export type ListJobsResponse = Message<"memoh.bridge.v1.ListJobsResponse"> & {
  * Use `create(ListJobsResponseSchema)` to create a new message.
  */
 export const ListJobsResponseSchema: GenMessage<ListJobsResponse> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 43);
+  messageDesc(file_memoh_bridge_v1_bridge, 44);
 
 /**
  * @generated from message memoh.bridge.v1.GetJobRequest
@@ -1691,7 +1748,7 @@ export type GetJobRequest = Message<"memoh.bridge.v1.GetJobRequest"> & {
  * Use `create(GetJobRequestSchema)` to create a new message.
  */
 export const GetJobRequestSchema: GenMessage<GetJobRequest> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 44);
+  messageDesc(file_memoh_bridge_v1_bridge, 45);
 
 /**
  * @generated from message memoh.bridge.v1.GetJobResponse
@@ -1708,7 +1765,7 @@ export type GetJobResponse = Message<"memoh.bridge.v1.GetJobResponse"> & {
  * Use `create(GetJobResponseSchema)` to create a new message.
  */
 export const GetJobResponseSchema: GenMessage<GetJobResponse> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 45);
+  messageDesc(file_memoh_bridge_v1_bridge, 46);
 
 /**
  * @generated from message memoh.bridge.v1.ReadJobOutputRequest
@@ -1752,7 +1809,7 @@ export type ReadJobOutputRequest = Message<"memoh.bridge.v1.ReadJobOutputRequest
  * Use `create(ReadJobOutputRequestSchema)` to create a new message.
  */
 export const ReadJobOutputRequestSchema: GenMessage<ReadJobOutputRequest> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 46);
+  messageDesc(file_memoh_bridge_v1_bridge, 47);
 
 /**
  * @generated from message memoh.bridge.v1.ReadJobOutputResponse
@@ -1797,7 +1854,7 @@ export type ReadJobOutputResponse = Message<"memoh.bridge.v1.ReadJobOutputRespon
  * Use `create(ReadJobOutputResponseSchema)` to create a new message.
  */
 export const ReadJobOutputResponseSchema: GenMessage<ReadJobOutputResponse> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 47);
+  messageDesc(file_memoh_bridge_v1_bridge, 48);
 
 /**
  * @generated from message memoh.bridge.v1.WaitJobRequest
@@ -1828,7 +1885,7 @@ export type WaitJobRequest = Message<"memoh.bridge.v1.WaitJobRequest"> & {
  * Use `create(WaitJobRequestSchema)` to create a new message.
  */
 export const WaitJobRequestSchema: GenMessage<WaitJobRequest> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 48);
+  messageDesc(file_memoh_bridge_v1_bridge, 49);
 
 /**
  * @generated from message memoh.bridge.v1.WaitJobResponse
@@ -1850,7 +1907,7 @@ export type WaitJobResponse = Message<"memoh.bridge.v1.WaitJobResponse"> & {
  * Use `create(WaitJobResponseSchema)` to create a new message.
  */
 export const WaitJobResponseSchema: GenMessage<WaitJobResponse> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 49);
+  messageDesc(file_memoh_bridge_v1_bridge, 50);
 
 /**
  * @generated from message memoh.bridge.v1.SignalJobRequest
@@ -1874,7 +1931,7 @@ export type SignalJobRequest = Message<"memoh.bridge.v1.SignalJobRequest"> & {
  * Use `create(SignalJobRequestSchema)` to create a new message.
  */
 export const SignalJobRequestSchema: GenMessage<SignalJobRequest> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 50);
+  messageDesc(file_memoh_bridge_v1_bridge, 51);
 
 /**
  * @generated from message memoh.bridge.v1.SignalJobResponse
@@ -1894,7 +1951,7 @@ export type SignalJobResponse = Message<"memoh.bridge.v1.SignalJobResponse"> & {
  * Use `create(SignalJobResponseSchema)` to create a new message.
  */
 export const SignalJobResponseSchema: GenMessage<SignalJobResponse> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 51);
+  messageDesc(file_memoh_bridge_v1_bridge, 52);
 
 /**
  * @generated from message memoh.bridge.v1.GrepRequest
@@ -1947,7 +2004,7 @@ export type GrepRequest = Message<"memoh.bridge.v1.GrepRequest"> & {
  * Use `create(GrepRequestSchema)` to create a new message.
  */
 export const GrepRequestSchema: GenMessage<GrepRequest> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 52);
+  messageDesc(file_memoh_bridge_v1_bridge, 53);
 
 /**
  * @generated from message memoh.bridge.v1.GrepMatch
@@ -1978,7 +2035,7 @@ export type GrepMatch = Message<"memoh.bridge.v1.GrepMatch"> & {
  * Use `create(GrepMatchSchema)` to create a new message.
  */
 export const GrepMatchSchema: GenMessage<GrepMatch> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 53);
+  messageDesc(file_memoh_bridge_v1_bridge, 54);
 
 /**
  * @generated from message memoh.bridge.v1.GrepResponse
@@ -2018,7 +2075,7 @@ export type GrepResponse = Message<"memoh.bridge.v1.GrepResponse"> & {
  * Use `create(GrepResponseSchema)` to create a new message.
  */
 export const GrepResponseSchema: GenMessage<GrepResponse> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 54);
+  messageDesc(file_memoh_bridge_v1_bridge, 55);
 
 /**
  * @generated from message memoh.bridge.v1.GlobRequest
@@ -2058,7 +2115,7 @@ export type GlobRequest = Message<"memoh.bridge.v1.GlobRequest"> & {
  * Use `create(GlobRequestSchema)` to create a new message.
  */
 export const GlobRequestSchema: GenMessage<GlobRequest> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 55);
+  messageDesc(file_memoh_bridge_v1_bridge, 56);
 
 /**
  * @generated from message memoh.bridge.v1.GlobResponse
@@ -2084,7 +2141,7 @@ export type GlobResponse = Message<"memoh.bridge.v1.GlobResponse"> & {
  * Use `create(GlobResponseSchema)` to create a new message.
  */
 export const GlobResponseSchema: GenMessage<GlobResponse> = /*@__PURE__*/
-  messageDesc(file_memoh_bridge_v1_bridge, 56);
+  messageDesc(file_memoh_bridge_v1_bridge, 57);
 
 /**
  * @generated from enum memoh.bridge.v1.FileType
@@ -2273,7 +2330,8 @@ export const ContainerService: GenService<{
     output: typeof WriteFileResponseSchema;
   },
   /**
-   * A file's bytes in 64 KiB chunks from an offset.
+   * A file's bytes in 64 KiB chunks from an offset; or, asked for a handoff
+   * (capability "read-raw-handoff"), the agent's open descriptor of the file.
    *
    * @generated from rpc memoh.bridge.v1.ContainerService.ReadRaw
    */
