@@ -8,9 +8,10 @@
 // (BENCHMARKS.md). With the handoff the agent opens the file and is done; the bytes go
 // file → server → client.
 //
-// What the caller may reach is exactly what ReadRaw would have sent: the file is opened
-// here, with ReadRaw's own path rules and checks (regular files only), and the caller
-// checks that the descriptor it reached is that file (device and inode).
+// What the caller may reach is what ReadRaw would have sent: the file is opened here,
+// with ReadRaw's own path rules and checks (regular files only). The caller trusts none
+// of this answer beyond what it checks itself (host/workspace/file-handoff.ts); the
+// device and inode sent let it tell this file from another that took the fd number.
 import type * as grpc from "@grpc/grpc-js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import fs from "node:fs";

@@ -119,9 +119,12 @@ export async function readRaw(ctx: AgentContext, req: pb.ReadRawRequest, call: R
       next = undefined;
       if (bytesRead === 0) break;
       const blockEnd = pos + bytesRead;
-      // A regular file's short read is its end as of that read (procfs files, size 0, can
-      // read short before their end: they are read until a read yields nothing).
-      const atEnd = sized && bytesRead < asked;
+      // A short read that reaches the file's size is its end as of that read (no read is
+      // made to learn it). One before the size is not: a file of a kernel file system
+      // reads short before its end (a sysfs binary attribute, such as the kernel's BTF,
+      // gives 4 KiB a read; procfs files, size 0, any amount), and is read on until a read
+      // yields nothing, as is a file that shrank.
+      const atEnd = sized && bytesRead < asked && blockEnd >= st.size;
       let last: Promise<void> | undefined;
       for (let i = 0; i * RAW_CHUNK_BYTES < bytesRead && !call.cancelled; i++) {
         const from = i * SLOT_BYTES + FRAME_HEADROOM_BYTES;

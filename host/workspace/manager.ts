@@ -403,10 +403,16 @@ export class WorkspaceManager {
       const handed = await c.readRawHandoff(path, range, { signal: opts.signal, timeoutMs: 60_000 });
       if (handed === undefined) return { refused: "the agent streamed the file" };
       try {
-        const { containerId } = await this.ctx.resolve(botId);
-        const task = await this.ctx.cd.tasks.status(containerId);
-        if (task?.status !== "running" || !task.pid) return { refused: "the workspace's task is not running" };
-        const opened = reopenHandedOff(task.pid, handed.handoff);
+        let pid: number | undefined;
+        try {
+          const { containerId } = await this.ctx.resolve(botId);
+          const task = await this.ctx.cd.tasks.status(containerId, { timeoutMs: 5_000 });
+          pid = task?.status === "running" ? task.pid : undefined;
+        } catch (err) {
+          return { refused: `the workspace's task could not be looked up: ${describeError(err)}` };
+        }
+        if (!pid) return { refused: "the workspace's task is not running" };
+        const opened = reopenHandedOff(pid, handed.handoff);
         return "fd" in opened ? { fd: opened.fd, fileSize: handed.fileSize } : opened;
       } finally {
         handed.release();

@@ -5,6 +5,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
+import { once } from "node:events";
 import fs from "node:fs";
 import net from "node:net";
 import { request } from "undici";
@@ -316,7 +317,7 @@ test("download through a symlink sends the file it names (its size, its ETag); a
   assert.equal((await call("DELETE", `/bots/${bot}/container`)).status, 200);
 });
 
-test("a download of 1 MiB or more is read by the server from the agent's open file: the workspace's file (not the host's of the same path), ranges, metrics by way; the agent keeps no descriptor", async () => {
+test("a download of 1 MiB or more is read by the server from the agent's open file: the workspace's file (not the host's of the same path), ranges, metrics by way; a sysfs file falls back to ReadRaw; no descriptor is left open, a client gone mid-way included", async () => {
   const bot = "api-handoff";
   assert.equal((await call("POST", `/bots/${bot}/container`)).status, 200);
   // The same absolute path on the host holds other bytes: what arrives must be the workspace's.
@@ -324,7 +325,7 @@ test("a download of 1 MiB or more is read by the server from the agent's open fi
   fs.writeFileSync(twin, Buffer.alloc(5 * 1024 * 1024, 0x68));
   try {
     const made = await call("POST", `/bots/${bot}/container/exec`, {
-      body: { command: `dd if=/dev/urandom of=${twin} bs=1024 count=5000 2>/dev/null && ln -s ${twin} /data/twin && sha256sum ${twin} && printf small > /data/small.txt` },
+      body: { command: `dd if=/dev/urandom of=${twin} bs=1024 count=5000 2>/dev/null && ln -s ${twin} /data/twin && sha256sum ${twin} && printf small > /data/small.txt && head -c 67108864 /dev/zero > /data/memoh-handoff-twin-64m` },
     });
     assert.equal(made.json.exit_code, 0, made.text);
     const inside = String(made.json.stdout).split(" ")[0];
@@ -347,10 +348,43 @@ test("a download of 1 MiB or more is read by the server from the agent's open fi
     assert.equal(await small.body.text(), "small");
     assert.equal((await metric("handoff")) - before.handoff, 5000 * 1024 + 2097152);
     assert.equal((await metric("stream")) - before.stream, 5);
-    // The agent let go of the file once the server had it open.
+    // A sysfs file of more than 1 MiB (the kernel's BTF): the agent hands it off (it has a
+    // size), the server refuses it (its bytes may depend on who reads them) and streams it.
+    const btf = await call("POST", `/bots/${bot}/container/exec`, { body: { command: "sha256sum /sys/kernel/btf/vmlinux && stat -c %s /sys/kernel/btf/vmlinux" } });
+    assert.equal(btf.json.exit_code, 0, `this test reads the kernel's BTF (/sys/kernel/btf/vmlinux): ${btf.text}`);
+    const [btfSum, btfSize] = String(btf.json.stdout).split(/\s+/).filter((w) => w !== "" && w !== "/sys/kernel/btf/vmlinux");
+    assert.ok(Number(btfSize) >= 1024 * 1024, `BTF of ${btfSize} bytes`);
+    const sysfs = await request(`${s.url}/bots/${bot}/container/fs/download?path=/sys/kernel/btf/vmlinux`, { headers: { authorization: `Bearer ${s.adminToken}` } });
+    assert.equal(sysfs.statusCode, 200);
+    assert.equal(createHash("sha256").update(Buffer.from(await sysfs.body.arrayBuffer())).digest("hex"), btfSum);
+    assert.equal((await metric("stream")) - before.stream, 5 + Number(btfSize));
+    assert.equal((await metric("handoff")) - before.handoff, 5000 * 1024 + 2097152);
+    // The server's descriptors of the file, read here on the host.
+    const serverPid = s.pid()!;
+    const serverHolds = () =>
+      fs.readdirSync(`/proc/${serverPid}/fd`).filter((fd) => {
+        try {
+          return fs.readlinkSync(`/proc/${serverPid}/fd/${fd}`).includes("memoh-handoff-twin");
+        } catch {
+          return false; // closed since the listing
+        }
+      }).length;
+    // A client that stops reading after its first bytes holds the server's read open (the
+    // server waits for it to drain); once it goes away, the server closes the file.
+    // (64 MiB: more than the socket buffers between them take.)
+    const partial = await request(`${s.url}/bots/${bot}/container/fs/download?path=memoh-handoff-twin-64m`, { headers: { authorization: `Bearer ${s.adminToken}` } });
+    const [first] = (await once(partial.body, "data")) as [Buffer];
+    partial.body.pause();
+    assert.ok(first.length > 0);
+    await waitFor("the server to wait for the client, the file open", () => (serverHolds() === 1 ? true : undefined));
+    partial.body.destroy();
+    // Neither the server nor the agent holds the file afterwards (in the workspace the shell
+    // that looks holds it once itself, so a listing that shows nothing fails too).
+    await waitFor("the server to close the downloaded file", () => (serverHolds() === 0 ? true : undefined));
     await waitFor("the agent to close the handed-off file", async () => {
-      const open = await call("POST", `/bots/${bot}/container/exec`, { body: { command: `ls -l /proc/[0-9]*/fd/ 2>/dev/null | grep -c memoh-handoff-twin || true` } });
-      return String(open.json.stdout).trim() === "0" ? true : undefined;
+      // (ls and grep are not given the shell's descriptor: 3<&-.)
+      const open = await call("POST", `/bots/${bot}/container/exec`, { body: { command: `exec 3<${twin}; ls -l /proc/[0-9]*/fd/ 2>/dev/null 3<&- | grep -c memoh-handoff-twin 3<&-` } });
+      return String(open.json.stdout).trim() === "1" ? true : undefined;
     });
   } finally {
     fs.rmSync(twin, { force: true });

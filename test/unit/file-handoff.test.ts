@@ -130,3 +130,74 @@ test("the init itself may be the process that holds the file; a gone init finds 
   await exited;
   assert.equal(findInNamespace(init.pid!, init.pid!), undefined);
 });
+
+/** Starts `argv` as the init; it prints one JSON line {pid, fd, dev, ino} of the file it holds, and goes when its stdin closes. */
+async function initHolding(argv: string[]): Promise<{ initPid: number; held: { pid: number; fd: number; dev: bigint; ino: bigint }; stop(): Promise<void> }> {
+  const init = spawn(argv[0]!, argv.slice(1), { stdio: ["pipe", "pipe", "inherit"] });
+  const [line] = (await once(readline.createInterface({ input: init.stdout! }), "line")) as [string];
+  const out = JSON.parse(line) as { pid: number; fd: number; dev: string; ino: string };
+  return {
+    initPid: init.pid!,
+    held: { pid: out.pid, fd: out.fd, dev: BigInt(out.dev), ino: BigInt(out.ino) },
+    stop: async () => {
+      const exited = once(init, "exit");
+      init.stdin!.end();
+      await exited;
+    },
+  };
+}
+
+test("a file under a lease its holder keeps is refused at once (the open does not wait for the lease to break)", async () => {
+  const file = path.join(dir, "leased.bin");
+  fs.writeFileSync(file, "leased");
+  // A write lease: an open for reading by anyone else waits until the holder gives it up,
+  // or lease-break-time (45 s) passes. The holder ignores the kernel's notice.
+  const LEASE_HOLDER = [
+    "import fcntl, json, os, signal, sys",
+    "signal.signal(signal.SIGIO, lambda *a: None)",
+    "fd = os.open(sys.argv[1], os.O_RDONLY)",
+    "fcntl.fcntl(fd, 1024, fcntl.F_WRLCK)  # F_SETLEASE",
+    "st = os.fstat(fd)",
+    "print(json.dumps({'pid': os.getpid(), 'fd': fd, 'dev': str(st.st_dev), 'ino': str(st.st_ino)}), flush=True)",
+    "sys.stdin.read()",
+  ].join("\n");
+  const h = await initHolding(["python3", "-c", LEASE_HOLDER, file]);
+  try {
+    const t0 = Date.now();
+    const got = reopenHandedOff(h.initPid, handoff(h.held.pid, h.held));
+    assert.ok("refused" in got, "a descriptor of a leased file");
+    assert.match(got.refused, /EAGAIN|EWOULDBLOCK|temporarily unavailable/);
+    assert.ok(Date.now() - t0 < 10_000, `the open waited ${Date.now() - t0} ms`);
+  } finally {
+    await h.stop();
+  }
+});
+
+test("a child of the init in a pid namespace of its own is not taken for the agent, whatever pid it reports", async () => {
+  const file = path.join(dir, "nested.txt");
+  fs.writeFileSync(file, "nested");
+  // unshare is the init; the holder, its child, is pid 1 of a new pid namespace.
+  const HOLD_ONE = `
+const fs = require("node:fs");
+const fd = fs.openSync(process.argv[1], "r");
+const st = fs.fstatSync(fd, { bigint: true });
+console.log(JSON.stringify({ pid: process.pid, fd, dev: String(st.dev), ino: String(st.ino) }));
+process.stdin.resume();
+process.stdin.on("end", () => process.exit(0));
+`;
+  const h = await initHolding(["unshare", "--pid", "--fork", process.execPath, "-e", HOLD_ONE, file]);
+  try {
+    assert.equal(h.held.pid, 1);
+    const [child] = fs.readFileSync(`/proc/${h.initPid}/task/${h.initPid}/children`, "utf8").trim().split(/\s+/).map(Number);
+    assert.ok(child !== undefined && child > 1);
+    // Its namespaces' pids end in 1, one level deeper than the init's.
+    assert.match(fs.readFileSync(`/proc/${child}/status`, "utf8"), new RegExp(`^NSpid:\\s+${child}\\s+1$`, "m"));
+    assert.equal(findInNamespace(h.initPid, 1), undefined);
+    assert.equal(findInNamespace(h.initPid, child), undefined);
+    const got = reopenHandedOff(h.initPid, handoff(1, h.held));
+    assert.ok("refused" in got);
+    assert.match(got.refused, /no process 1/);
+  } finally {
+    await h.stop();
+  }
+});

@@ -243,6 +243,18 @@ test("ReadRaw streams procfs files, whose stat size is 0, to their end", async (
   assert.match(data.toString("utf8"), new RegExp(`^Pid:\\s+${process.pid}$`, "m"));
 });
 
+test("ReadRaw streams a sysfs file with a size whose reads come 4 KiB at a time (the kernel's BTF) whole, and a range of it", async () => {
+  const btf = "/sys/kernel/btf/vmlinux";
+  const whole = await fs.readFile(btf);
+  assert.ok(whole.length > 1024 * 1024, `${btf}: ${whole.length} bytes`);
+  const { chunks, data } = await readRawAll(t.client, { path: btf });
+  assert.equal(chunks[0]!.fileSize, BigInt(whole.length));
+  assert.equal(data.length, whole.length);
+  assert.ok(data.equals(whole));
+  const part = await readRawAll(t.client, { path: btf, offset: 10_000n, length: 300_000n });
+  assert.ok(part.data.equals(whole.subarray(10_000, 310_000)));
+});
+
 test("an upload that goes silent is abandoned: DEADLINE_EXCEEDED, target untouched, no temp file", async () => {
   const quiet = await startTestAgent({ writeIdleMs: 300 });
   try {
