@@ -1,5 +1,7 @@
 // Host-side client of one bridge agent. Every reply is treated as untrusted:
-// stream order, offsets and sizes are checked, collected output is capped.
+// stream order, offsets and sizes are checked, collected output is capped. One
+// method per RPC, each with the checks its replies need beside it; the longer ones
+// live in read-tree.ts and write-raw.ts.
 import type * as grpc from "@grpc/grpc-js";
 import type { DescMethod, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
 import { MiB } from "../../proto/constants.js";

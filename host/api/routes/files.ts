@@ -1,7 +1,9 @@
-// The file manager (Memoh's routes): stat, list, read a line window, download (streamed
-// from ReadRaw, with ETag and Range), write, upload (multipart streamed into WriteRaw,
-// never buffered whole), mkdir, delete, rename. Paths are the agent's: relative ones
-// resolve against /data.
+// The file manager (Memoh's routes): stat, list, read a line window, download (with
+// ETag and Range; read by the server from the agent's handed-off file, or streamed from
+// ReadRaw), write, upload (multipart streamed into WriteRaw, never buffered whole),
+// mkdir, delete, rename. Paths are the agent's: relative ones resolve against /data.
+// One module for the family: the routes share the path schema, the file view and the
+// errors; most of it is the download (symlinks followed, Range, backpressure).
 import { Type } from "@sinclair/typebox";
 import type { FileInfo } from "../../../proto/gen/memoh/bridge/v1/bridge_pb.js";
 import { FileType } from "../../../proto/gen/memoh/bridge/v1/bridge_pb.js";
